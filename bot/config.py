@@ -1,0 +1,179 @@
+"""Settings: read once from the environment and `.env`, validated, every problem listed at once.
+
+This is the only module that reads the process environment. Names follow DESIGN.md's contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from bot.errors import ConfigError
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+# What to put in each variable, used to turn validation errors into instructions.
+HINTS: dict[str, str] = {
+    "SLACK_BOT_TOKEN": "the app's Bot User OAuth Token (xoxb-...) from OAuth & Permissions",
+    "SLACK_SIGNING_SECRET": "the Signing Secret from the Slack app's Basic Information page",
+    "SLACK_APP_TOKEN": "an app-level token (xapp-...) with connections:write, for Socket Mode",
+    "SLACK_API_URL": "the Slack Web API base URL ending in /api/, e.g. https://slack.com/api/",
+    "UAT_PORT": "a TCP port number between 1 and 65535, e.g. 3000",
+    "UAT_CHANNEL": "the ID (C0123ABCD, not the name) of the channel where PR threads live",
+    "GITHUB_WEBHOOK_SECRET": "the secret set on the GitHub webhook",
+    "UAT_PROMPT_TOKEN": "a long random string; containers require it on /prompt",
+    "UAT_POLL_SECONDS": "seconds between ECS status polls, a number > 0, e.g. 10",
+    "UAT_IDLE_HOURS": "hours without activity before an environment is stopped, e.g. 8",
+    "UAT_CONTAINER_URL": "a URL template with {ip}, {pr} or {task_id}, e.g. http://{ip}:8080",
+    "UAT_ASSIGN_PUBLIC_IP": "ENABLED or DISABLED",
+}
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the bot can be told from outside; defaults are the embedded, local ones."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    uat_host: str = "0.0.0.0"
+    uat_port: int = Field(3000, ge=1, le=65535)
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    uat_channel: str | None = None
+    uat_deployers: CommaList = ()
+    github_webhook_secret: SecretStr | None = None
+    uat_repositories: CommaList = ()
+    uat_label_latest: str = "uat"
+    uat_label_staging: str = "uat-staging"
+
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+
+    uat_ecr_repository: str = "test-tickets-uat"
+    uat_registry: str | None = None
+    uat_source_repo: str | None = None
+    uat_source_ref: str = "main"
+    uat_build_path: str = "container"
+    uat_platform: str = "linux/amd64"
+
+    uat_ecs_cluster: str | None = None
+    uat_task_definition: str | None = None
+    uat_container_name: str | None = None
+    uat_subnets: CommaList = ()
+    uat_security_groups: CommaList = ()
+    uat_assign_public_ip: Literal["ENABLED", "DISABLED"] = "DISABLED"
+
+    uat_container_url: str = "http://{ip}:8080"
+    uat_app_url: str | None = None
+    uat_prompt_token: SecretStr | None = None
+
+    uat_db: str = "uat-bot.db"
+    uat_poll_seconds: float = Field(10.0, gt=0)
+    uat_idle_hours: float = Field(8.0, gt=0)
+
+    @field_validator(
+        "uat_deployers", "uat_repositories", "uat_subnets", "uat_security_groups", mode="before"
+    )
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("uat_container_url")
+    @classmethod
+    def _container_url(cls, value: str) -> str:
+        if not any(p in value for p in ("{ip}", "{pr}", "{task_id}")):
+            raise ValueError("must contain {ip}, {pr} or {task_id}")
+        return value
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+    def missing_for_serve(self) -> list[str]:
+        """What `uat-bot serve` cannot start without."""
+        needed = ["SLACK_BOT_TOKEN"]
+        needed.append("SLACK_APP_TOKEN" if self.socket_mode else "SLACK_SIGNING_SECRET")
+        return [_problem(name, "is not set") for name in needed if not self._value(name)]
+
+    def secrets(self) -> list[str]:
+        """The configured secret values, for scrubbing from anything shown or logged."""
+        fields = (
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+            self.github_webhook_secret,
+            self.uat_prompt_token,
+        )
+        return [f.get_secret_value() for f in fields if f is not None and f.get_secret_value()]
+
+    def _value(self, name: str) -> Any:
+        value = getattr(self, name.lower())
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+
+class _GivenSettings(Settings):
+    """Settings from an explicit mapping only: no process environment, no `.env`."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _problem(name: str, what: str) -> str:
+    hint = HINTS.get(name)
+    return f"{name} {what}" + (f": set it to {hint}" if hint else "")
+
+
+def load_settings(
+    env: Mapping[str, str] | None = None, *, env_file: str | None = ".env"
+) -> Settings:
+    """Read settings once; raise ConfigError naming every bad variable and what to put there.
+
+    `env` replaces the process environment and `.env` entirely (tests pass their own).
+    """
+    try:
+        if env is None:
+            return Settings(_env_file=env_file)  # type: ignore[call-arg]
+        fields: dict[str, Any] = {
+            k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields
+        }
+        return _GivenSettings(**fields)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            problems.append(_problem(name, f"is invalid ({error['msg']})"))
+        raise ConfigError(problems) from None

@@ -1,0 +1,385 @@
+"""Persistence: the narrow Store interface the bot uses, and its SQLite implementation.
+
+Everything that must survive a restart lives here: PR environments, handled webhook deliveries,
+image-operation locks and the audit log. Every write that guards a side effect is conditional
+(unique keys, compare-and-set on a version), so a retry or a second replica cannot double it.
+No SQL leaves `SqliteStore`; a DynamoDB implementation provides the same methods.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Environment:
+    """One PR's UAT environment, as the bot last recorded it."""
+
+    repo: str
+    pr: int
+    state: str
+    label: str = ""
+    task_arn: str | None = None
+    thread_ts: str | None = None
+    image_digest: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class Lock:
+    """An exclusive hold on a named operation (e.g. "images"), expiring unless released."""
+
+    name: str
+    holder: str
+    reason: str
+    acquired_at: float
+    expires_at: float
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One thing somebody did or tried: who, what, from which digest to which, result."""
+
+    actor: str
+    action: str
+    result: str
+    detail: str = ""
+    from_digest: str | None = None
+    to_digest: str | None = None
+    at: float = 0.0
+
+
+class VersionConflict(Exception):
+    """Somebody else changed the environment first; re-read and decide again."""
+
+
+class LockHeld(Exception):
+    """The lock is held by somebody else."""
+
+    def __init__(self, lock: Lock) -> None:
+        super().__init__(f"{lock.name} is held by {lock.holder}: {lock.reason}")
+        self.lock = lock
+
+
+class Store(Protocol):
+    """What the rest of the bot may ask of persistence."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> None: ...
+
+    async def claim_delivery(self, delivery_id: str, event: str) -> bool:
+        """Record a webhook delivery; False if it was already recorded (handled or in hand)."""
+        ...
+
+    async def forget_delivery(self, delivery_id: str) -> None:
+        """Undo a claim whose handling failed, so the sender's retry is acted on."""
+        ...
+
+    async def get_environment(self, repo: str, pr: int) -> Environment | None: ...
+
+    async def list_environments(
+        self, states: Collection[str] | None = None
+    ) -> list[Environment]: ...
+
+    async def save_environment(self, env: Environment) -> Environment:
+        """Insert (version 0) or update (version n) with compare-and-set; returns version n+1.
+
+        Raises VersionConflict when the stored version is not `env.version`.
+        """
+        ...
+
+    async def acquire_lock(self, name: str, holder: str, reason: str, ttl_s: float) -> Lock:
+        """Take `name`, or raise LockHeld with the current holder; expired locks are taken over."""
+        ...
+
+    async def release_lock(self, name: str, holder: str | None = None) -> bool:
+        """Release `name` if `holder` holds it (any holder when None); True if released."""
+        ...
+
+    async def get_lock(self, name: str) -> Lock | None: ...
+
+    async def append_audit(self, entry: AuditEntry) -> None: ...
+
+    async def recent_audit(self, limit: int = 20) -> list[AuditEntry]: ...
+
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the first schema
+    """
+    CREATE TABLE environments (
+        repo TEXT NOT NULL,
+        pr INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        task_arn TEXT,
+        thread_ts TEXT,
+        image_digest TEXT,
+        data TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL,
+        PRIMARY KEY (repo, pr)
+    );
+    CREATE INDEX environments_state ON environments (state);
+    CREATE TABLE deliveries (
+        id TEXT PRIMARY KEY,
+        event TEXT NOT NULL,
+        received_at REAL NOT NULL
+    );
+    CREATE TABLE locks (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        acquired_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        result TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        from_digest TEXT,
+        to_digest TEXT
+    );
+    """,
+)
+
+_ENV_COLUMNS = (
+    "repo, pr, state, label, task_arn, thread_ts, image_digest, data, created_at, updated_at, "
+    "version"
+)
+
+
+class SqliteStore:
+    """The default store: one SQLite file in WAL mode behind one connection.
+
+    aiosqlite runs every statement on the connection's own thread, so the event loop never
+    blocks; a lock makes each multi-statement operation one transaction.
+    """
+
+    def __init__(self, path: str | Path, clock: Clock = time.time) -> None:
+        self.path = str(path)
+        self._clock = clock
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA busy_timeout=5000")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        self._db = db
+        await self._migrate()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        return self._db
+
+    async def schema_version(self) -> int:
+        async with self.db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _migrate(self) -> None:
+        async with self._lock:
+            current = await self.schema_version()
+            for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+                logger.info("migrating %s to schema version %d", self.path, number)
+                await self.db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in filter(str.strip, script.split(";")):
+                        await self.db.execute(statement)
+                    await self.db.execute(f"PRAGMA user_version = {number}")
+                    await self.db.execute("COMMIT")
+                except BaseException:
+                    await self.db.execute("ROLLBACK")
+                    raise
+
+    async def ping(self) -> None:
+        async with self.db.execute("SELECT 1") as cur:
+            await cur.fetchone()
+
+    # deliveries
+
+    async def claim_delivery(self, delivery_id: str, event: str) -> bool:
+        async with self._lock:
+            cur = await self.db.execute(
+                "INSERT OR IGNORE INTO deliveries (id, event, received_at) VALUES (?, ?, ?)",
+                (delivery_id, event, self._clock()),
+            )
+            return cur.rowcount == 1
+
+    async def forget_delivery(self, delivery_id: str) -> None:
+        async with self._lock:
+            await self.db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+
+    # environments
+
+    async def get_environment(self, repo: str, pr: int) -> Environment | None:
+        async with self.db.execute(
+            f"SELECT {_ENV_COLUMNS} FROM environments WHERE repo = ? AND pr = ?", (repo, pr)
+        ) as cur:
+            row = await cur.fetchone()
+        return _environment(row) if row else None
+
+    async def list_environments(self, states: Collection[str] | None = None) -> list[Environment]:
+        query = f"SELECT {_ENV_COLUMNS} FROM environments"
+        params: tuple[Any, ...] = ()
+        if states is not None:
+            states = list(states)
+            if not states:
+                return []
+            query += f" WHERE state IN ({', '.join('?' for _ in states)})"
+            params = tuple(states)
+        async with self.db.execute(query + " ORDER BY repo, pr", params) as cur:
+            rows = await cur.fetchall()
+        return [_environment(row) for row in rows]
+
+    async def save_environment(self, env: Environment) -> Environment:
+        now = self._clock()
+        saved = replace(
+            env,
+            version=env.version + 1,
+            updated_at=now,
+            created_at=env.created_at or now,
+        )
+        values = (
+            saved.state,
+            saved.label,
+            saved.task_arn,
+            saved.thread_ts,
+            saved.image_digest,
+            json.dumps(saved.data, sort_keys=True),
+            saved.created_at,
+            saved.updated_at,
+            saved.version,
+        )
+        async with self._lock:
+            if env.version == 0:
+                cur = await self.db.execute(
+                    "INSERT OR IGNORE INTO environments (state, label, task_arn, thread_ts, "
+                    "image_digest, data, created_at, updated_at, version, repo, pr) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*values, env.repo, env.pr),
+                )
+            else:
+                cur = await self.db.execute(
+                    "UPDATE environments SET state = ?, label = ?, task_arn = ?, thread_ts = ?, "
+                    "image_digest = ?, data = ?, created_at = ?, updated_at = ?, version = ? "
+                    "WHERE repo = ? AND pr = ? AND version = ?",
+                    (*values, env.repo, env.pr, env.version),
+                )
+            if cur.rowcount != 1:
+                raise VersionConflict(f"{env.repo}#{env.pr} changed since version {env.version}")
+        return saved
+
+    # locks
+
+    async def acquire_lock(self, name: str, holder: str, reason: str, ttl_s: float) -> Lock:
+        now = self._clock()
+        lock = Lock(name, holder, reason, now, now + ttl_s)
+        async with self._lock:
+            cur = await self.db.execute(
+                "INSERT INTO locks (name, holder, reason, acquired_at, expires_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+                "reason = excluded.reason, acquired_at = excluded.acquired_at, "
+                "expires_at = excluded.expires_at WHERE locks.expires_at <= ?",
+                (name, holder, reason, now, now + ttl_s, now),
+            )
+            if cur.rowcount == 1:
+                return lock
+        current = await self.get_lock(name)
+        if current is None:  # released between our insert and read: try once more
+            return await self.acquire_lock(name, holder, reason, ttl_s)
+        raise LockHeld(current)
+
+    async def release_lock(self, name: str, holder: str | None = None) -> bool:
+        async with self._lock:
+            if holder is None:
+                cur = await self.db.execute("DELETE FROM locks WHERE name = ?", (name,))
+            else:
+                cur = await self.db.execute(
+                    "DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder)
+                )
+            return cur.rowcount == 1
+
+    async def get_lock(self, name: str) -> Lock | None:
+        async with self.db.execute(
+            "SELECT name, holder, reason, acquired_at, expires_at FROM locks "
+            "WHERE name = ? AND expires_at > ?",
+            (name, self._clock()),
+        ) as cur:
+            row = await cur.fetchone()
+        return Lock(*row) if row else None
+
+    # audit
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        async with self._lock:
+            await self.db.execute(
+                "INSERT INTO audit (at, actor, action, result, detail, from_digest, to_digest) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.at or self._clock(),
+                    entry.actor,
+                    entry.action,
+                    entry.result,
+                    entry.detail,
+                    entry.from_digest,
+                    entry.to_digest,
+                ),
+            )
+
+    async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
+        async with self.db.execute(
+            "SELECT actor, action, result, detail, from_digest, to_digest, at FROM audit "
+            "ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [AuditEntry(*row) for row in rows]
+
+
+def _environment(row: Any) -> Environment:
+    return Environment(
+        repo=row["repo"],
+        pr=row["pr"],
+        state=row["state"],
+        label=row["label"],
+        task_arn=row["task_arn"],
+        thread_ts=row["thread_ts"],
+        image_digest=row["image_digest"],
+        data=json.loads(row["data"]),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        version=row["version"],
+    )

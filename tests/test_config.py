@@ -1,0 +1,89 @@
+"""Settings: names from DESIGN.md, every problem at once, `serve` refuses to start unconfigured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_settings
+from bot.errors import ConfigError
+
+
+def test_defaults_are_the_embedded_ones() -> None:
+    settings = load_settings({})
+    assert (settings.uat_host, settings.uat_port) == ("0.0.0.0", 3000)
+    assert settings.slack_api_url == "https://slack.com/api/"
+    assert (settings.uat_label_latest, settings.uat_label_staging) == ("uat", "uat-staging")
+    assert settings.uat_ecr_repository == "test-tickets-uat"
+    assert (settings.uat_source_ref, settings.uat_build_path) == ("main", "container")
+    assert settings.uat_container_url == "http://{ip}:8080"
+    assert settings.uat_db == "uat-bot.db"
+    assert (settings.uat_poll_seconds, settings.uat_idle_hours) == (10, 8)
+    assert settings.uat_deployers == ()
+
+
+def test_lists_are_comma_separated() -> None:
+    settings = load_settings(
+        {"UAT_DEPLOYERS": "U1, U2,,", "UAT_REPOSITORIES": "acme/web", "UAT_SUBNETS": "s-1,s-2"}
+    )
+    assert settings.uat_deployers == ("U1", "U2")
+    assert settings.uat_repositories == ("acme/web",)
+    assert settings.uat_subnets == ("s-1", "s-2")
+
+
+def test_every_problem_is_reported_at_once_with_what_to_put() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(
+            {
+                "UAT_PORT": "70000",
+                "UAT_POLL_SECONDS": "0",
+                "UAT_CONTAINER_URL": "http://fixed-host:8080",
+                "SLACK_API_URL": "slack.com/api",
+            }
+        )
+    message = str(caught.value)
+    for name in ("UAT_PORT", "UAT_POLL_SECONDS", "UAT_CONTAINER_URL", "SLACK_API_URL"):
+        assert name in message
+    assert len(caught.value.problems) == 4
+    assert "e.g. http://{ip}:8080" in message
+
+
+def test_secrets_are_not_shown_in_reprs() -> None:
+    settings = load_settings({"SLACK_BOT_TOKEN": "xoxb-very-secret-value"})
+    assert "xoxb-very-secret-value" not in repr(settings)
+    assert settings.secrets() == ["xoxb-very-secret-value"]
+
+
+def test_socket_mode_needs_the_app_token_not_the_signing_secret() -> None:
+    settings = load_settings({"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_APP_TOKEN": "xapp-1"})
+    assert settings.socket_mode
+    assert settings.missing_for_serve() == []
+
+
+def test_dotenv_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("UAT_PORT=4100\nUAT_CHANNEL=C0FROMENV\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("UAT_PORT", raising=False)
+    monkeypatch.delenv("UAT_CHANNEL", raising=False)
+    settings = load_settings()
+    assert (settings.uat_port, settings.uat_channel) == (4100, "C0FROMENV")
+
+
+def test_serve_without_slack_credentials_exits_with_the_message(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "UAT_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve"],
+        cwd=tmp_path,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN is not set" in result.stderr
+    assert "SLACK_SIGNING_SECRET is not set" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
