@@ -1,0 +1,170 @@
+"""Composition root: settings, store, chat, task supervisor, dispatcher and the Bolt app.
+
+Nothing else builds clients; everything downstream gets what it needs from here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.chat import Blocks, Chat, SlackChat
+from bot.config import Settings
+from bot.context import CommandContext, Services
+from bot.dispatch import Dispatcher, load_commands
+from bot.github import PullRequestHandler, log_pull_request
+from bot.store import SqliteStore, Store
+from bot.tasks import TaskSupervisor
+
+logger = logging.getLogger(__name__)
+
+SLASH_COMMAND = "/uat"
+
+
+@dataclass
+class Runtime:
+    """The assembled bot: what the HTTP server, Socket Mode and the console drive."""
+
+    services: Services
+    dispatcher: Dispatcher
+    on_pull_request: PullRequestHandler
+    bolt: AsyncApp | None = None
+    web_client: AsyncWebClient | None = None
+
+    async def start(self) -> None:
+        await self.services.store.open()
+
+    async def stop(self) -> None:
+        await self.services.tasks.close()
+        await self.services.store.close()
+
+
+def slack_client(settings: Settings) -> AsyncWebClient:
+    """The Web API client: `SLACK_API_URL`, retrying 429 (Retry-After), 5xx and resets."""
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    return AsyncWebClient(
+        token=token,
+        base_url=settings.slack_api_url,
+        timeout=15,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+            AsyncServerErrorRetryHandler(max_retry_count=3),
+        ],
+    )
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    chat: Chat | None = None,
+    store: Store | None = None,
+    with_slack: bool = True,
+) -> Runtime:
+    """Assemble the bot. `with_slack=False` (the console) builds no Slack client or Bolt app."""
+    web_client = slack_client(settings) if with_slack else None
+    if chat is None:
+        if web_client is None:
+            raise ValueError("a chat is needed when Slack is not used")
+        chat = SlackChat(web_client)
+    services = Services(
+        settings=settings,
+        store=store or SqliteStore(settings.uat_db),
+        chat=chat,
+        tasks=TaskSupervisor(),
+    )
+    runtime = Runtime(
+        services=services,
+        dispatcher=Dispatcher(load_commands()),
+        on_pull_request=log_pull_request,
+        web_client=web_client,
+    )
+    if web_client is not None:
+        runtime.bolt = build_bolt(runtime, web_client)
+    return runtime
+
+
+class SlackReply:
+    """Answers a slash command through its response_url, falling back to an ephemeral post."""
+
+    def __init__(self, respond: AsyncRespond, chat: Chat, channel: str, user: str) -> None:
+        self._respond = respond
+        self._chat = chat
+        self._channel = channel
+        self._user = user
+
+    async def __call__(
+        self,
+        text: str,
+        blocks: Blocks | None = None,
+        *,
+        in_channel: bool = False,
+        replace_original: bool = False,
+    ) -> None:
+        try:
+            response = await self._respond(
+                text=text,
+                blocks=blocks,
+                response_type="in_channel" if in_channel else "ephemeral",
+                replace_original=replace_original,
+            )
+            status = response.status_code
+        except Exception as exc:  # an expired or used-up response_url must not lose the answer
+            status = 0
+            logger.warning("response_url failed (%s)", type(exc).__name__)
+        if status != 200:
+            logger.warning("response_url answered %s; posting the answer instead", status)
+            if in_channel:
+                await self._chat.post(self._channel, text, blocks)
+            else:
+                await self._chat.ephemeral(self._channel, self._user, text, blocks)
+
+
+def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
+    """The Bolt app: `/uat`, and acknowledgement for events nothing acts on yet."""
+    settings = runtime.services.settings
+    secret = settings.slack_signing_secret
+    bolt = AsyncApp(
+        client=client,
+        signing_secret=secret.get_secret_value() if secret else None,
+        request_verification_enabled=not settings.socket_mode,
+        raise_error_for_unhandled_request=False,
+        process_before_response=False,
+    )
+
+    @bolt.command(SLASH_COMMAND)
+    async def on_uat(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+        ctx = CommandContext(
+            services=runtime.services,
+            user_id=command["user_id"],
+            channel_id=command["channel_id"],
+            user_name=command.get("user_name", ""),
+            trigger_id=command.get("trigger_id"),
+            reply=SlackReply(
+                respond, runtime.services.chat, command["channel_id"], command["user_id"]
+            ),
+        )
+
+        async def acknowledge(text: str | None) -> None:
+            await (ack(text=text) if text else ack())
+
+        await runtime.dispatcher.dispatch(ctx, command.get("text", ""), acknowledge)
+
+    @bolt.event("message")
+    async def on_message() -> None:
+        """Channel messages are subscribed for PR-thread replies; nothing else is done with them."""
+
+    @bolt.error
+    async def on_error(error: Exception) -> None:
+        logger.error("Bolt listener failed: %r", error, exc_info=error)
+
+    return bolt

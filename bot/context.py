@@ -1,0 +1,66 @@
+"""What a command or an interaction is handed: the services, who asked, where, and how to answer.
+
+The composition root (`bot.app`) builds one `Services`; every invocation gets a `CommandContext`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.chat import Blocks, Chat
+from bot.config import Settings
+from bot.store import Store
+from bot.tasks import TaskSupervisor
+
+
+class Reply(Protocol):
+    """Answer the person who asked (ephemeral unless `in_channel`)."""
+
+    def __call__(
+        self,
+        text: str,
+        blocks: Blocks | None = None,
+        *,
+        in_channel: bool = False,
+        replace_original: bool = False,
+    ) -> Awaitable[None]: ...
+
+
+@dataclass
+class Services:
+    """Everything long-lived, built once by the composition root and passed down.
+
+    Gateways that later capabilities need (ECR, ECS, docker, environments) are added here as
+    fields, so commands reach them only through this object.
+    """
+
+    settings: Settings
+    store: Store
+    chat: Chat
+    tasks: TaskSupervisor
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CommandContext:
+    """One invocation: the services, the person, the channel, and the way back to them."""
+
+    services: Services
+    user_id: str
+    channel_id: str
+    reply: Reply
+    user_name: str = ""
+    trigger_id: str | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def is_deployer(self) -> bool:
+        return self.user_id in self.services.settings.uat_deployers
+
+
+Runner = Callable[[CommandContext, Any], Awaitable[None]]

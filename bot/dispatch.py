@@ -1,0 +1,192 @@
+"""`/uat` dispatch: words to a command module, arguments through argparse that never exits.
+
+The dispatcher answers what it can decide at once (help, unknown words, usage errors) in Slack's
+acknowledgement, and hands the command's work to a task the application owns. A failure after
+the acknowledgement reaches the user: a `UserError` as written, anything else as a reference id
+whose traceback is in the log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import inspect
+import logging
+import pkgutil
+import secrets
+import shlex
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, NoReturn
+
+import commands as commands_package
+from bot import slack_ui
+from bot.context import CommandContext
+from bot.errors import UsageError, UserError
+
+logger = logging.getLogger(__name__)
+
+Ack = Callable[[str | None], Awaitable[None]]
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of printing and exiting."""
+
+    def __init__(self, name: str, description: str) -> None:
+        super().__init__(
+            prog=f"/uat {name}",
+            description=description,
+            add_help=False,
+            exit_on_error=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message[:1].upper() + message[1:] + ".", self.usage_line())
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise UsageError(message or "Invalid arguments.", self.usage_line())
+
+    def usage_line(self) -> str:
+        return " ".join(self.format_usage().split()).removeprefix("usage: ")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One `/uat` subcommand, as declared by its module."""
+
+    name: str
+    summary: str
+    description: str
+    parser: CommandParser
+    run: Callable[[CommandContext, argparse.Namespace], Awaitable[None]]
+    ack: Callable[[argparse.Namespace], str | None] | None = None
+
+    @property
+    def usage(self) -> str:
+        return self.parser.usage_line()
+
+    @property
+    def help(self) -> str:
+        return slack_ui.command_help(self.usage, self.description)
+
+    def parse(self, words: list[str]) -> argparse.Namespace:
+        try:
+            args, extra = self.parser.parse_known_args(words)
+        except argparse.ArgumentError as exc:
+            raise UsageError(str(exc) + ".", self.usage) from None
+        if extra:
+            raise UsageError(f"Unexpected: {' '.join(extra)}.", self.usage)
+        return args
+
+
+def command_from_module(module: ModuleType) -> Command:
+    name = module.NAME
+    doc = inspect.cleandoc(module.__doc__ or "")
+    summary, _, rest = doc.partition("\n")
+    parser = CommandParser(name, rest.strip())
+    configure = getattr(module, "configure", None)
+    if configure is not None:
+        configure(parser)
+    return Command(
+        name=name,
+        summary=summary.strip(),
+        description=rest.strip(),
+        parser=parser,
+        run=module.run,
+        ack=getattr(module, "ack", None),
+    )
+
+
+def load_commands() -> dict[str, Command]:
+    """Every module in `commands/`, by name, in alphabetical order."""
+    table: dict[str, Command] = {}
+    for info in sorted(pkgutil.iter_modules(commands_package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands_package.__name__}.{info.name}")
+        command = command_from_module(module)
+        table[command.name] = command
+    return table
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an invocation turned into: an immediate answer, and maybe work to run after it."""
+
+    answer: str | None
+    command: Command | None = None
+    args: argparse.Namespace | None = None
+
+
+class Dispatcher:
+    """Turns `/uat` text into an answer now and, for real commands, a task afterwards."""
+
+    def __init__(self, table: dict[str, Command]) -> None:
+        self.table = table
+
+    def help_text(self, word: str | None = None) -> str:
+        if word is None:
+            entries = [(c.name, c.summary) for c in self.table.values()]
+            return slack_ui.help_overview(sorted([("help", slack_ui.HELP_SUMMARY), *entries]))
+        if word == "help":
+            return slack_ui.command_help("/uat help [command]", slack_ui.HELP_SUMMARY)
+        command = self.table.get(word)
+        if command is None:
+            return self._unknown(word)
+        return command.help
+
+    def _unknown(self, word: str) -> str:
+        names = ["help", *self.table]
+        suggestions = difflib.get_close_matches(word.lower(), names, n=3, cutoff=0.6)
+        return slack_ui.unknown_command(word, suggestions)
+
+    def plan(self, text: str) -> Plan:
+        """Decide, without I/O, what `/uat <text>` means."""
+        try:
+            words = shlex.split(text)
+        except ValueError as exc:
+            return Plan(slack_ui.bad_quoting(str(exc).lower()))
+        if not words or words[0] in ("help", "-h", "--help"):
+            return Plan(self.help_text(words[1] if len(words) > 1 else None))
+        name, rest = words[0].lower(), words[1:]
+        command = self.table.get(name)
+        if command is None:
+            return Plan(self._unknown(words[0]))
+        if "-h" in rest or "--help" in rest:
+            return Plan(command.help)
+        try:
+            args = command.parse(rest)
+        except UsageError as exc:
+            return Plan(slack_ui.usage_error(exc.problem, exc.usage))
+        return Plan(command.ack(args) if command.ack else None, command, args)
+
+    async def dispatch(self, ctx: CommandContext, text: str, ack: Ack) -> None:
+        """Acknowledge at once, then run the command as a task the app owns."""
+        plan = self.plan(text)
+        await ack(plan.answer)
+        if plan.command is None or plan.args is None:
+            return
+        ctx.services.tasks.spawn(
+            self.run(ctx, plan.command, plan.args),
+            name=f"/uat {plan.command.name} for {ctx.user_id}",
+        )
+
+    async def run(self, ctx: CommandContext, command: Command, args: argparse.Namespace) -> None:
+        """Run a command; whatever goes wrong is told to the person who asked."""
+        await run_reporting(ctx, command.run(ctx, args), what=f"/uat {command.name}")
+
+
+async def run_reporting(ctx: CommandContext, work: Awaitable[Any], *, what: str) -> None:
+    """Await `work`; a UserError is shown as written, anything else as a reference id."""
+    try:
+        await work
+    except UserError as exc:
+        logger.info("%s for %s refused: %s", what, ctx.user_id, exc)
+        await ctx.reply(str(exc))
+    except Exception:
+        ref = secrets.token_hex(4)
+        logger.exception("%s for %s failed (ref %s)", what, ctx.user_id, ref)
+        await ctx.reply(slack_ui.something_went_wrong(ref))

@@ -1,0 +1,92 @@
+"""The one aiohttp application of `uat-bot serve`: /slack/events, /github/webhook, /healthz.
+
+Its cleanup context opens the store, starts Socket Mode when configured, and on shutdown
+(SIGTERM, SIGINT) cancels and awaits every background task before closing the store.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+
+from bot.app import Runtime
+from bot.config import Settings
+from bot.github import WebhookEndpoint
+
+logger = logging.getLogger(__name__)
+
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+async def slack_events(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    assert runtime.bolt is not None
+    bolt_request = await to_bolt_request(request)
+    bolt_response = await runtime.bolt.async_dispatch(bolt_request)
+    return await to_aiohttp_response(bolt_response)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    try:
+        await runtime.services.store.ping()
+    except Exception as exc:
+        logger.warning("health check: store unreachable: %s", exc)
+        return web.json_response({"ok": False, "store": "unreachable"}, status=503)
+    return web.json_response({"ok": True, "store": "ok", "tasks": len(runtime.services.tasks)})
+
+
+def create_web_app(runtime: Runtime) -> web.Application:
+    settings = runtime.services.settings
+    app = web.Application(client_max_size=25 * 1024 * 1024)
+    app[RUNTIME] = runtime
+    secret = settings.github_webhook_secret
+    webhook = WebhookEndpoint(
+        secret.get_secret_value() if secret else None,
+        runtime.services.store,
+        lambda event: runtime.on_pull_request(event),
+        settings.uat_repositories,
+    )
+    if runtime.bolt is not None and not settings.socket_mode:
+        app.router.add_post("/slack/events", slack_events)
+    app.router.add_post("/github/webhook", webhook.handle)
+    app.router.add_get("/healthz", healthz)
+    app.cleanup_ctx.append(_lifecycle)
+    return app
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    await runtime.start()
+    socket_mode = None
+    settings = runtime.services.settings
+    if settings.socket_mode and runtime.bolt is not None and settings.slack_app_token:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        socket_mode = AsyncSocketModeHandler(
+            runtime.bolt, settings.slack_app_token.get_secret_value()
+        )
+        await socket_mode.connect_async()  # type: ignore[no-untyped-call]
+        logger.info("connected to Slack over Socket Mode")
+    try:
+        yield
+    finally:
+        logger.info("shutting down")
+        if socket_mode is not None:
+            await socket_mode.close_async()  # type: ignore[no-untyped-call]
+        await runtime.stop()
+
+
+def serve(settings: Settings, runtime: Runtime) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    logger.info("uat-bot listening on %s:%d", settings.uat_host, settings.uat_port)
+    web.run_app(
+        create_web_app(runtime),
+        host=settings.uat_host,
+        port=settings.uat_port,
+        print=None,
+        shutdown_timeout=10,
+    )
