@@ -6,6 +6,7 @@ Nothing else builds clients; everything downstream gets what it needs from here.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +18,14 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.aws import Ecr
 from bot.chat import Blocks, Chat, SlackChat
 from bot.config import Settings
 from bot.context import CommandContext, Services
 from bot.dispatch import Dispatcher, load_commands
 from bot.github import PullRequestHandler, log_pull_request
+from bot.images import Docker
+from bot.pipeline import ImagePipeline
 from bot.store import SqliteStore, Store
 from bot.tasks import TaskSupervisor
 
@@ -76,15 +80,17 @@ def build_runtime(
         if web_client is None:
             raise ValueError("a chat is needed when Slack is not used")
         chat = SlackChat(web_client)
+    store = store or SqliteStore(settings.uat_db)
     services = Services(
         settings=settings,
-        store=store or SqliteStore(settings.uat_db),
+        store=store,
         chat=chat,
         tasks=TaskSupervisor(),
+        pipeline=ImagePipeline(settings, store, Ecr(settings), Docker()),
     )
     runtime = Runtime(
         services=services,
-        dispatcher=Dispatcher(load_commands()),
+        dispatcher=Dispatcher(*load_commands()),
         on_pull_request=log_pull_request,
         web_client=web_client,
     )
@@ -158,6 +164,23 @@ def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
             await (ack(text=text) if text else ack())
 
         await runtime.dispatcher.dispatch(ctx, command.get("text", ""), acknowledge)
+
+    @bolt.action(re.compile(r"^uat\."))
+    async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        action = body["actions"][0]
+        user = body["user"]["id"]
+        channel = (body.get("channel") or {}).get("id") or body["container"].get("channel_id", "")
+        ctx = CommandContext(
+            services=runtime.services,
+            user_id=user,
+            channel_id=channel,
+            user_name=body["user"].get("username", ""),
+            trigger_id=body.get("trigger_id"),
+            message_ts=body["container"].get("message_ts"),
+            reply=SlackReply(respond, runtime.services.chat, channel, user),
+        )
+        runtime.dispatcher.click(ctx, action["action_id"], action.get("value", ""))
 
     @bolt.event("message")
     async def on_message() -> None:

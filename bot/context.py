@@ -6,11 +6,14 @@ The composition root (`bot.app`) builds one `Services`; every invocation gets a 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bot import slack_ui
 from bot.chat import Blocks, Chat
 from bot.config import Settings
+from bot.errors import UserError
+from bot.pipeline import ImagePipeline
 from bot.store import Store
 from bot.tasks import TaskSupervisor
 
@@ -40,7 +43,7 @@ class Services:
     store: Store
     chat: Chat
     tasks: TaskSupervisor
-    extras: dict[str, Any] = field(default_factory=dict)
+    pipeline: ImagePipeline
 
 
 @dataclass
@@ -53,14 +56,24 @@ class CommandContext:
     reply: Reply
     user_name: str = ""
     trigger_id: str | None = None
+    message_ts: str | None = None  # the message whose button was clicked
 
     @property
     def settings(self) -> Settings:
         return self.services.settings
 
     @property
+    def pipeline(self) -> ImagePipeline:
+        return self.services.pipeline
+
+    @property
     def is_deployer(self) -> bool:
         return self.user_id in self.services.settings.uat_deployers
 
+    def require_deployer(self, action: str) -> None:
+        """Refuse unless the person is in UAT_DEPLOYERS; the refusal says who can."""
+        if not self.is_deployer:
+            raise UserError(slack_ui.deployers_only(action, self.settings.uat_deployers))
 
-Runner = Callable[[CommandContext, Any], Awaitable[None]]
+
+ActionHandler = Callable[[CommandContext, dict[str, Any]], Awaitable[None]]

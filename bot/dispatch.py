@@ -22,8 +22,8 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 import commands as commands_package
-from bot import slack_ui
-from bot.context import CommandContext
+from bot import cards, slack_ui
+from bot.context import ActionHandler, CommandContext
 from bot.errors import UsageError, UserError
 
 logger = logging.getLogger(__name__)
@@ -100,16 +100,18 @@ def command_from_module(module: ModuleType) -> Command:
     )
 
 
-def load_commands() -> dict[str, Command]:
-    """Every module in `commands/`, by name, in alphabetical order."""
+def load_commands() -> tuple[dict[str, Command], dict[str, ActionHandler]]:
+    """Every module in `commands/` by name (alphabetical), and every button handler they declare."""
     table: dict[str, Command] = {}
+    actions: dict[str, ActionHandler] = dict(cards.ACTIONS)
     for info in sorted(pkgutil.iter_modules(commands_package.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
         module = importlib.import_module(f"{commands_package.__name__}.{info.name}")
         command = command_from_module(module)
         table[command.name] = command
-    return table
+        actions.update(getattr(module, "ACTIONS", {}))
+    return table, actions
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,11 @@ class Plan:
 class Dispatcher:
     """Turns `/uat` text into an answer now and, for real commands, a task afterwards."""
 
-    def __init__(self, table: dict[str, Command]) -> None:
+    def __init__(
+        self, table: dict[str, Command], actions: dict[str, ActionHandler] | None = None
+    ) -> None:
         self.table = table
+        self.actions = actions or {}
 
     def help_text(self, word: str | None = None) -> str:
         if word is None:
@@ -172,6 +177,21 @@ class Dispatcher:
         ctx.services.tasks.spawn(
             self.run(ctx, plan.command, plan.args),
             name=f"/uat {plan.command.name} for {ctx.user_id}",
+        )
+
+    def click(self, ctx: CommandContext, action_id: str, raw_value: str) -> None:
+        """Run a button's handler as a task the app owns (the click is already acknowledged)."""
+        handler = self.actions.get(action_id)
+        if handler is None:
+            logger.warning("no handler for button %s", action_id)
+            return
+
+        async def work() -> None:
+            await handler(ctx, cards.parse_value(raw_value))
+
+        ctx.services.tasks.spawn(
+            run_reporting(ctx, work(), what=f"button {action_id}"),
+            name=f"button {action_id} for {ctx.user_id}",
         )
 
     async def run(self, ctx: CommandContext, command: Command, args: argparse.Namespace) -> None:

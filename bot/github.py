@@ -159,13 +159,13 @@ class WebhookEndpoint:
             return _answer(400, error=f"pull_request payload: {exc}")
         if self.repositories and parsed.repo.lower() not in self.repositories:
             return _answer(202, ignored=f"repository {parsed.repo} is not handled")
-        if not await self.store.claim_delivery(delivery, event):
+        if not await self.store.claim(delivery, event):
             logger.info("delivery %s was already handled", delivery)
             return _answer(200, duplicate=True)
         try:
             await self.on_pull_request(parsed)
         except Exception:
-            await self.store.forget_delivery(delivery)
+            await self.store.forget(delivery)
             logger.exception("handling delivery %s failed", delivery)
             return _answer(500, error="handling failed; GitHub may redeliver")
         return _answer(202, accepted=delivery)

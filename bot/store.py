@@ -84,11 +84,11 @@ class Store(Protocol):
     async def close(self) -> None: ...
     async def ping(self) -> None: ...
 
-    async def claim_delivery(self, delivery_id: str, event: str) -> bool:
-        """Record a webhook delivery; False if it was already recorded (handled or in hand)."""
+    async def claim(self, key: str, kind: str) -> bool:
+        """Record a one-time key (a webhook delivery ID, a card click); False if already taken."""
         ...
 
-    async def forget_delivery(self, delivery_id: str) -> None:
+    async def forget(self, key: str) -> None:
         """Undo a claim whose handling failed, so the sender's retry is acted on."""
         ...
 
@@ -228,19 +228,19 @@ class SqliteStore:
         async with self.db.execute("SELECT 1") as cur:
             await cur.fetchone()
 
-    # deliveries
+    # one-time keys: webhook deliveries, card clicks
 
-    async def claim_delivery(self, delivery_id: str, event: str) -> bool:
+    async def claim(self, key: str, kind: str) -> bool:
         async with self._lock:
             cur = await self.db.execute(
                 "INSERT OR IGNORE INTO deliveries (id, event, received_at) VALUES (?, ?, ?)",
-                (delivery_id, event, self._clock()),
+                (key, kind, self._clock()),
             )
             return cur.rowcount == 1
 
-    async def forget_delivery(self, delivery_id: str) -> None:
+    async def forget(self, key: str) -> None:
         async with self._lock:
-            await self.db.execute("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+            await self.db.execute("DELETE FROM deliveries WHERE id = ?", (key,))
 
     # environments
 

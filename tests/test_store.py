@@ -38,22 +38,22 @@ async def test_schema_is_migrated_once_and_survives_reopen(tmp_path: Path) -> No
     first = SqliteStore(path)
     await first.open()
     assert await first.schema_version() == len(MIGRATIONS)
-    await first.claim_delivery("d-1", "pull_request")
+    await first.claim("d-1", "pull_request")
     await first.close()
     second = SqliteStore(path)
     await second.open()
     assert await second.schema_version() == len(MIGRATIONS)
-    assert not await second.claim_delivery("d-1", "pull_request")
+    assert not await second.claim("d-1", "pull_request")
     await second.close()
 
 
 async def test_a_delivery_is_claimed_once_even_concurrently(store: SqliteStore) -> None:
     results = await asyncio.gather(
-        *(store.claim_delivery("d-7", "pull_request") for _ in range(20))
+        *(store.claim("d-7", "pull_request") for _ in range(20))
     )
     assert results.count(True) == 1
-    await store.forget_delivery("d-7")
-    assert await store.claim_delivery("d-7", "pull_request")
+    await store.forget("d-7")
+    assert await store.claim("d-7", "pull_request")
 
 
 async def test_environment_writes_are_compare_and_set(store: SqliteStore) -> None:

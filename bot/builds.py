@@ -1,0 +1,89 @@
+"""A build as people see it in Slack: one message, posted when the build starts, updated in place
+at most every 2 s (step, elapsed time, the last log lines), ending with the result or the failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from bot import slack_ui
+from bot.context import CommandContext
+from bot.errors import UserError
+from bot.images import BuildError
+from bot.pipeline import BuildProgress
+
+logger = logging.getLogger(__name__)
+
+UPDATE_EVERY_S = 2.0
+
+
+class ProgressMessage:
+    """Mirrors a BuildProgress into one channel message, throttled."""
+
+    def __init__(self, ctx: CommandContext, progress: BuildProgress) -> None:
+        self.ctx = ctx
+        self.progress = progress
+        self.ts: str | None = None
+        self._shown = -1
+
+    async def _show(self) -> None:
+        step, lines, seconds = self.progress.snapshot()
+        version = self.progress.version
+        text, blocks = slack_ui.build_progress(self.progress.title, step, lines, seconds)
+        chat, channel = self.ctx.services.chat, self.ctx.channel_id
+        if self.ts is None:
+            self.ts = await chat.post(channel, text, blocks)
+        elif version != self._shown:
+            await chat.update(channel, self.ts, text, blocks)
+        self._shown = version
+
+    async def follow(self) -> None:
+        """Post once the build has started (the lock is taken), then update every 2 s."""
+        await self.progress.started.wait()
+        while True:
+            try:
+                await self._show()
+            except Exception:
+                logger.warning("could not update the build message", exc_info=True)
+            await asyncio.sleep(UPDATE_EVERY_S)
+
+    async def finish(self, text: str, blocks: list[slack_ui.Block]) -> None:
+        chat, channel = self.ctx.services.chat, self.ctx.channel_id
+        if self.ts is None:
+            await chat.post(channel, text, blocks)
+        else:
+            await chat.update(channel, self.ts, text, blocks)
+
+
+async def run_build(ctx: CommandContext, ref: str | None, target: str) -> None:
+    progress = BuildProgress(f"`{ref or ctx.settings.uat_source_ref}` for :{target}")
+    message = ProgressMessage(ctx, progress)
+    follower = asyncio.create_task(message.follow())
+    try:
+        result = await ctx.pipeline.build(ctx.user_id, ref, target, progress)
+    except BuildError as exc:
+        await _stop(follower)
+        await message.finish(*slack_ui.build_failed(progress.title, str(exc), exc.tail))
+        return
+    except UserError as exc:
+        await _stop(follower)
+        if message.ts is None:  # refused before it started (lock, no source): tell just them
+            raise
+        await message.finish(*slack_ui.build_failed(progress.title, str(exc), []))
+        return
+    except BaseException:
+        await _stop(follower)
+        if message.ts is not None:  # the build had started: the message must not stay "building"
+            with contextlib.suppress(Exception):
+                await message.finish(*slack_ui.build_failed(progress.title, "", []))
+        raise
+    await _stop(follower)
+    await message.finish(*slack_ui.build_done(result, target, ctx.user_id))
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

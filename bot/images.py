@@ -1,0 +1,225 @@
+"""Building the UAT image: resolve a ref with git, export it to a clean dir, docker build, push.
+
+git runs as an argument list (never a shell); docker goes through the SDK's low-level API, whose
+build and push streams feed a progress callback line by line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.aws import RegistryAuth
+from bot.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+STEP = re.compile(r"^Step \d+/\d+ : ")
+
+LogSink = Callable[[str], None]
+
+
+class BuildError(UserError):
+    """The build or push failed; the message says at which step, with the log's tail."""
+
+    def __init__(self, message: str, step: str = "", tail: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.step = step
+        self.tail = list(tail)
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    subject: str
+    author: str
+
+    @property
+    def short(self) -> str:
+        return self.sha[:7]
+
+
+def _git(args: list[str], cwd: Path | None = None) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+    if result.returncode != 0:
+        raise subprocess.CalledProcessError(result.returncode, args, result.stdout, result.stderr)
+    return result.stdout.strip()
+
+
+@contextmanager
+def checkout(source: str, ref: str) -> Iterator[tuple[Commit, Path]]:
+    """Fetch `ref` of `source` (a git URL or path) into a fresh temp dir; yield commit and dir.
+
+    A shallow fetch of just that ref; the temp dir is removed afterwards.
+    """
+    if not REF.match(ref) or ".." in ref:
+        raise UserError(f"`{ref}` is not a git ref I can build: use a branch, tag or commit sha.")
+    work = Path(tempfile.mkdtemp(prefix="uat-build-"))
+    try:
+        _git(["init", "-q", str(work)])
+        try:
+            _git(["fetch", "-q", "--depth=1", "--", source, ref], cwd=work)
+        except subprocess.CalledProcessError as exc:
+            if not re.fullmatch(r"[0-9a-f]{7,40}", ref):
+                raise UserError(_fetch_problem(source, ref, exc.stderr)) from None
+            # a commit sha the server will not serve directly: fetch the branches, then find it
+            try:
+                _git(["fetch", "-q", "--", source, "+refs/heads/*:refs/remotes/src/*"], cwd=work)
+                _git(["rev-parse", "--verify", "-q", f"{ref}^{{commit}}"], cwd=work)
+            except subprocess.CalledProcessError:
+                raise UserError(_fetch_problem(source, ref, exc.stderr)) from None
+            target = ref
+        else:
+            target = "FETCH_HEAD"
+        _git(["-c", "advice.detachedHead=false", "checkout", "-q", "--detach", target], cwd=work)
+        sha, subject, author = _git(["log", "-1", "--format=%H%x00%s%x00%an"], cwd=work).split(
+            "\x00"
+        )
+        shutil.rmtree(work / ".git")
+        yield Commit(sha=sha, subject=subject, author=author), work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _fetch_problem(source: str, ref: str, stderr: str) -> str:
+    if "couldn't find remote ref" in stderr or "not our ref" in stderr:
+        return f"There is no `{ref}` in the source repository. Check the branch, tag or sha."
+    if "does not appear to be a git repository" in stderr or "not found" in stderr:
+        return "The source repository cannot be read: check UAT_SOURCE_REPO."
+    return f"git could not fetch `{ref}`: {stderr.strip().splitlines()[-1] if stderr else '?'}"
+
+
+class Docker:
+    """The docker engine, through the SDK's low-level client."""
+
+    def __init__(self, base_url: str | None = None) -> None:
+        self._base_url = base_url
+        self._api: Any = None
+
+    def _client(self) -> Any:
+        if self._api is None:
+            import docker
+
+            try:
+                if self._base_url:
+                    self._api = docker.APIClient(base_url=self._base_url, timeout=600)
+                else:
+                    self._api = docker.from_env(timeout=600).api
+                self._api.ping()
+            except Exception as exc:
+                self._api = None
+                raise UserError(
+                    "The docker daemon is unreachable: start dockerd, or point DOCKER_HOST at it "
+                    f"({type(exc).__name__})."
+                ) from None
+        return self._api
+
+    async def build(
+        self, context: Path, dockerfile_dir: str, platform: str, tag: str, log: LogSink
+    ) -> str:
+        """Build `context/dockerfile_dir`; returns the image id."""
+        return await asyncio.to_thread(self._build, context, dockerfile_dir, platform, tag, log)
+
+    def _build(
+        self, context: Path, dockerfile_dir: str, platform: str, tag: str, log: LogSink
+    ) -> str:
+        path = (context / dockerfile_dir).resolve()
+        if not path.is_relative_to(context.resolve()) or not (path / "Dockerfile").is_file():
+            raise UserError(
+                f"There is no Dockerfile in `{dockerfile_dir}` of that commit: check "
+                "UAT_BUILD_PATH."
+            )
+        api = self._client()
+        tail: list[str] = []
+        step = ""
+        image_id = ""
+        for chunk in api.build(
+            path=str(path), tag=tag, platform=platform, rm=True, forcerm=True, decode=True
+        ):
+            if "stream" in chunk:
+                for line in str(chunk["stream"]).splitlines():
+                    if not line.strip():
+                        continue
+                    if STEP.match(line):
+                        step = line
+                    tail = [*tail[-19:], line]
+                    log(line)
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = chunk["aux"]["ID"]
+            if "error" in chunk or "errorDetail" in chunk:
+                error = str(chunk.get("error") or chunk["errorDetail"].get("message", ""))
+                tail = [*tail[-19:], error.strip()]
+                log(error.strip())
+                raise BuildError(f"The build failed at {step or 'the start'}.", step, tail)
+        if not image_id:
+            image_id = api.inspect_image(tag)["Id"]
+        return str(image_id)
+
+    async def push(
+        self,
+        image: str,
+        repository: str,
+        tags: Sequence[str],
+        auth: RegistryAuth | None,
+        log: LogSink,
+    ) -> tuple[str, list[str]]:
+        """Tag `image` as `repository:<tag>` and push each tag in order.
+
+        Returns the manifest digest and the tags pushed. A failure part way raises BuildError
+        naming exactly which tags moved.
+        """
+        return await asyncio.to_thread(self._push, image, repository, list(tags), auth, log)
+
+    def _push(
+        self, image: str, repository: str, tags: list[str], auth: RegistryAuth | None, log: LogSink
+    ) -> tuple[str, list[str]]:
+        api = self._client()
+        auth_config = {"username": auth.username, "password": auth.password} if auth else None
+        pushed: list[str] = []
+        digest = ""
+        for tag in tags:
+            api.tag(image, repository, tag)
+            try:
+                for chunk in api.push(
+                    repository, tag=tag, stream=True, decode=True, auth_config=auth_config
+                ):
+                    if "error" in chunk or "errorDetail" in chunk:
+                        raise RuntimeError(chunk.get("error") or chunk["errorDetail"]["message"])
+                    if "aux" in chunk and "Digest" in chunk["aux"]:
+                        digest = chunk["aux"]["Digest"]
+                    elif chunk.get("status") and chunk.get("id") is None:
+                        log(str(chunk["status"]))
+            except Exception as exc:
+                moved = ", ".join(f":{t}" for t in pushed) or "none"
+                raise BuildError(
+                    f"Pushing :{tag} to {repository} failed ({_push_problem(exc)}). "
+                    f"Tags that moved: {moved}; not pushed: "
+                    + ", ".join(f":{t}" for t in tags[len(pushed) :])
+                    + ".",
+                    f"push :{tag}",
+                ) from None
+            pushed.append(tag)
+            log(f"pushed :{tag}")
+        return digest, pushed
+
+
+def _push_problem(exc: Exception) -> str:
+    text = str(exc)
+    lowered = text.lower()
+    if "denied" in lowered or "unauthorized" in lowered or "authentication required" in lowered:
+        return "access denied: check the bot's ECR permissions"
+    if "connection refused" in lowered or "no such host" in lowered or "dial tcp" in lowered:
+        return "the registry is unreachable"
+    return text.strip().splitlines()[-1][:300] if text.strip() else type(exc).__name__

@@ -1,0 +1,306 @@
+"""The life of the UAT image: build to :staging or :latest, promote, roll back, undo, freeze.
+
+One code path for Slack and the terminal. Every operation takes the `images` lock in the store
+(one at a time, across replicas; it expires if the bot dies) and writes one audit entry,
+refusals and failures included. Promote and rollback copy a manifest (BatchGetImage + PutImage):
+no pull, no rebuild.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from bot import slack_ui
+from bot.aws import SHA_TAG, Ecr, ImageInfo, Manifest
+from bot.config import Settings
+from bot.errors import UserError
+from bot.images import BuildError, Commit, Docker, checkout
+from bot.store import AuditEntry, LockHeld, Store
+
+logger = logging.getLogger(__name__)
+
+LOCK = "images"
+LOCK_TTL_S = 45 * 60
+FREEZE_TTL_S = 30 * 24 * 3600
+FREEZE_PREFIX = "freeze:"
+SHA = re.compile(r"^[0-9a-f]{7,40}$")
+
+
+class BuildProgress:
+    """What a build is doing now; written from docker's thread, read by whoever displays it."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.step = "starting"
+        self.lines: deque[str] = deque(maxlen=6)
+        self.began = time.monotonic()
+        self.version = 0
+        self.started = asyncio.Event()  # set on the event loop once the lock is taken
+        self._mutex = threading.Lock()
+
+    def set_step(self, step: str) -> None:
+        """Called on the event loop between the build's phases."""
+        with self._mutex:
+            self.step = step
+            self.version += 1
+        self.started.set()
+
+    def log(self, line: str) -> None:
+        with self._mutex:
+            if line.startswith("Step "):
+                self.step = line
+            self.lines.append(line[:200])
+            self.version += 1
+
+    def snapshot(self) -> tuple[str, list[str], float]:
+        with self._mutex:
+            return self.step, list(self.lines), time.monotonic() - self.began
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    commit: Commit
+    digest: str
+    tags: list[str]
+    seconds: float
+    previous_digest: str | None = None
+
+
+@dataclass(frozen=True)
+class RetagResult:
+    """`:latest` moved (or not) from `previous` to `current`."""
+
+    action: str
+    previous: ImageInfo | None
+    current: Manifest
+    changed: bool
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Overview:
+    latest: ImageInfo | None
+    staging: ImageInfo | None
+    recent: list[ImageInfo] = field(default_factory=list)
+
+
+class ImagePipeline:
+    """The image operations; the caller says who is acting."""
+
+    def __init__(self, settings: Settings, store: Store, ecr: Ecr, docker: Docker) -> None:
+        self.settings = settings
+        self.store = store
+        self.ecr = ecr
+        self.docker = docker
+
+    # locking and audit
+
+    @asynccontextmanager
+    async def _exclusive(self, actor: str, what: str) -> AsyncIterator[None]:
+        try:
+            await self.store.acquire_lock(LOCK, actor, what, LOCK_TTL_S)
+        except LockHeld as held:
+            await self._audit(actor, what, "refused", f"locked by {held.lock.holder}")
+            raise UserError(slack_ui.lock_held(held.lock)) from None
+        try:
+            yield
+        finally:
+            await self.store.release_lock(LOCK, actor)
+
+    async def _audit(
+        self,
+        actor: str,
+        action: str,
+        result: str,
+        detail: str = "",
+        from_digest: str | None = None,
+        to_digest: str | None = None,
+    ) -> None:
+        await self.store.append_audit(
+            AuditEntry(actor, action, result, detail[:500], from_digest, to_digest)
+        )
+
+    async def freeze(self, actor: str, reason: str) -> None:
+        try:
+            await self.store.acquire_lock(LOCK, FREEZE_PREFIX + actor, reason, FREEZE_TTL_S)
+        except LockHeld as held:
+            await self._audit(actor, "lock", "refused", f"locked by {held.lock.holder}")
+            raise UserError(slack_ui.lock_held(held.lock)) from None
+        await self._audit(actor, "lock", "ok", reason)
+
+    async def unfreeze(self, actor: str) -> None:
+        lock = await self.store.get_lock(LOCK)
+        if lock is None or not lock.holder.startswith(FREEZE_PREFIX):
+            await self._audit(actor, "unlock", "refused", "not frozen")
+            raise UserError(slack_ui.NOT_FROZEN if lock is None else slack_ui.lock_held(lock))
+        await self.store.release_lock(LOCK, lock.holder)
+        await self._audit(actor, "unlock", "ok", f"was: {lock.reason}")
+
+    # building
+
+    async def build(
+        self, actor: str, ref: str | None, target: str, progress: BuildProgress
+    ) -> BuildResult:
+        """Build `ref` from UAT_SOURCE_REPO and push `:<short-sha>` then `:<target>`."""
+        if not self.settings.uat_source_repo:
+            raise UserError(slack_ui.NO_SOURCE_REPO)
+        ref = ref or self.settings.uat_source_ref
+        action = f"build :{target} from {ref}"
+        async with self._exclusive(actor, action):
+            previous = None
+            try:
+                if target == "latest" and not self.settings.uat_registry:
+                    previous = await self.ecr.describe("latest")
+                result = await self._build(ref, target, progress)
+            except UserError as exc:
+                await self._audit(actor, action, "failed", str(exc))
+                raise
+            except Exception as exc:
+                await self._audit(actor, action, "failed", type(exc).__name__)
+                raise
+            prev_digest = previous.digest if previous else None
+            await self._audit(
+                actor,
+                f"build :{target} {result.commit.short}",
+                "ok",
+                result.commit.subject,
+                prev_digest,
+                result.digest,
+            )
+            return BuildResult(
+                result.commit, result.digest, result.tags, result.seconds, prev_digest
+            )
+
+    async def _build(self, ref: str, target: str, progress: BuildProgress) -> BuildResult:
+        source = self.settings.uat_source_repo or ""
+        progress.set_step(f"fetching {ref}")
+        with checkout(source, ref) as (commit, tree):
+            progress.title = f"{commit.short} for :{target}"
+            if self.settings.uat_registry:
+                repository = f"{self.settings.uat_registry}/{self.settings.uat_ecr_repository}"
+                auth = None
+            else:
+                auth = await self.ecr.authorization()
+                repository = f"{auth.registry}/{self.settings.uat_ecr_repository}"
+            progress.set_step("building")
+            image = await self.docker.build(
+                tree,
+                self.settings.uat_build_path,
+                self.settings.uat_platform,
+                f"uat-bot-build:{commit.short}",
+                progress.log,
+            )
+            progress.set_step(f"pushing :{commit.short} and :{target}")
+            digest, pushed = await self.docker.push(
+                image, repository, [commit.short, target], auth, progress.log
+            )
+        _, _, seconds = progress.snapshot()
+        return BuildResult(commit, digest, pushed, seconds)
+
+    # re-tagging :latest
+
+    async def promote_plan(self) -> Overview:
+        staging = await self.ecr.describe("staging")
+        if staging is None:
+            raise UserError(slack_ui.NO_STAGING)
+        return Overview(latest=await self.ecr.describe("latest"), staging=staging)
+
+    async def promote(self, actor: str, expected_digest: str | None = None) -> RetagResult:
+        async with self._exclusive(actor, "promote :staging to :latest"):
+            manifest = await self._manifest(actor, "promote", tag="staging")
+            if expected_digest and manifest.digest != expected_digest:
+                await self._audit(actor, "promote", "refused", "staging changed since the card")
+                raise UserError(slack_ui.STAGING_MOVED)
+            return await self._retag(actor, "promote", manifest)
+
+    async def rollback(self, actor: str, sha: str) -> RetagResult:
+        image = await self.find_sha(sha)
+        async with self._exclusive(actor, f"roll back :latest to {sha}"):
+            manifest = await self._manifest(actor, f"rollback {sha}", digest=image.digest)
+            return await self._retag(actor, f"rollback to {sha}", manifest)
+
+    async def undo(self, actor: str, digest: str) -> RetagResult:
+        async with self._exclusive(actor, "undo the last change of :latest"):
+            manifest = await self._manifest(actor, "undo", digest=digest)
+            return await self._retag(actor, "undo", manifest)
+
+    async def _manifest(
+        self, actor: str, action: str, *, tag: str | None = None, digest: str | None = None
+    ) -> Manifest:
+        try:
+            return await self.ecr.manifest(tag=tag, digest=digest)
+        except UserError as exc:
+            await self._audit(actor, action, "failed", str(exc))
+            raise
+
+    async def _retag(self, actor: str, action: str, manifest: Manifest) -> RetagResult:
+        before = await self.ecr.describe("latest")
+        if before is not None and before.digest == manifest.digest:
+            await self._audit(actor, action, "unchanged", "", before.digest, manifest.digest)
+            return RetagResult(action, before, manifest, changed=False, tags=before.tags)
+        try:
+            await self.ecr.put_tag(manifest, "latest")
+            after = await self.ecr.describe("latest")
+            if after is None or after.digest != manifest.digest:
+                raise UserError(slack_ui.retag_not_applied(manifest.digest, after))
+        except UserError as exc:
+            await self._audit(
+                actor,
+                action,
+                "failed",
+                str(exc),
+                before.digest if before else None,
+                manifest.digest,
+            )
+            raise
+        await self._audit(
+            actor, action, "ok", "", before.digest if before else None, manifest.digest
+        )
+        return RetagResult(action, before, manifest, changed=True, tags=after.tags)
+
+    # reading
+
+    async def overview(self, recent: int = 10) -> Overview:
+        images = await self.ecr.images()
+        by_tag = {tag: image for image in images for tag in image.tags}
+        shas = [image for image in images if image.sha_tags]
+        return Overview(by_tag.get("latest"), by_tag.get("staging"), shas[:recent])
+
+    async def find_sha(self, sha: str) -> ImageInfo:
+        """The image tagged `sha` (or whose sha tag it prefixes); suggests the nearest if none."""
+        sha = sha.lower()
+        if not SHA.match(sha):
+            raise UserError(slack_ui.bad_sha(sha))
+        images = [image for image in await self.ecr.images() if image.sha_tags]
+        for image in images:
+            if any(
+                tag == sha or tag.startswith(sha) or sha.startswith(tag) for tag in image.sha_tags
+            ):
+                return image
+        tags = [tag for image in images for tag in image.sha_tags]
+        nearest = difflib.get_close_matches(sha[:7], tags, n=3, cutoff=0.3) or tags[:3]
+        raise UserError(slack_ui.no_such_sha(sha, nearest))
+
+
+def age(moment: datetime | None) -> str:
+    """`3h ago` style age of a timestamp, for cards."""
+    if moment is None:
+        return "unknown"
+    seconds = (datetime.now(UTC) - moment.astimezone(UTC)).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return "just now"
+
+
+__all__ = ["SHA_TAG", "BuildError", "ImagePipeline"]

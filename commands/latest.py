@@ -1,0 +1,47 @@
+"""Emergency hotfix: build a git ref and push it straight to :latest (and :<sha>). Deployers only.
+
+Asks for confirmation first. The sha tag lets you `/uat rollback` it like any other image.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bot import slack_ui
+from bot.builds import run_build
+from bot.cards import card_value, claim_card
+from bot.context import CommandContext
+
+NAME = "latest"
+ACTION = "build straight to :latest"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "ref", nargs="?", help="branch, tag or commit sha (default: UAT_SOURCE_REF)"
+    )
+
+
+async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
+    ctx.require_deployer(ACTION)
+    ref = args.ref or ctx.settings.uat_source_ref
+    latest = await ctx.pipeline.ecr.describe("latest") if not ctx.settings.uat_registry else None
+    text, blocks = slack_ui.confirm_card(
+        f"Build `{ref}` and push it straight to :latest?",
+        [slack_ui.image_line(":latest now", latest), "This skips :staging. It is for emergencies."],
+        "uat.latest.confirm",
+        card_value(ref=ref),
+        "Build to :latest",
+    )
+    await ctx.reply(text, blocks)
+
+
+async def confirm(ctx: CommandContext, value: dict[str, Any]) -> None:
+    ctx.require_deployer(ACTION)
+    if await claim_card(ctx, value, "latest"):
+        await ctx.reply(f"Building `{value['ref']}` for `:latest` …", replace_original=True)
+        await run_build(ctx, str(value["ref"]), "latest")
+
+
+ACTIONS = {"uat.latest.confirm": confirm}
