@@ -193,7 +193,7 @@ class Ecr:
             self._count("BatchGetImage")
             response = self._client.batch_get_image(
                 repositoryName=self.repository,
-                imageIds=[image_id],  # type: ignore[list-item]
+                imageIds=[image_id],
                 acceptedMediaTypes=[
                     "application/vnd.docker.distribution.manifest.v2+json",
                     "application/vnd.docker.distribution.manifest.list.v2+json",
