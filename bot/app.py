@@ -67,6 +67,11 @@ def slack_client(settings: Settings) -> AsyncWebClient:
     )
 
 
+def build_pipeline(settings: Settings, store: Store) -> ImagePipeline:
+    """The image operations, for Slack, the console and the terminal alike."""
+    return ImagePipeline(settings, store, Ecr(settings), Docker())
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -86,7 +91,7 @@ def build_runtime(
         store=store,
         chat=chat,
         tasks=TaskSupervisor(),
-        pipeline=ImagePipeline(settings, store, Ecr(settings), Docker()),
+        pipeline=build_pipeline(settings, store),
     )
     runtime = Runtime(
         services=services,

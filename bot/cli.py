@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from bot.config import Settings, load_settings
@@ -47,6 +49,53 @@ def console() -> None:
     from bot.console import main as console_main
 
     raise typer.Exit(console_main(settings))
+
+
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="answer the confirmation with yes")]
+Ref = Annotated[str | None, typer.Argument(help="branch, tag or sha (default UAT_SOURCE_REF)")]
+
+
+@cli.command()
+def staging(ref: Ref = None, yes: Yes = False) -> None:
+    """Build REF and push it as :staging and :<sha> (replaces deploy.sh staging)."""
+    from bot import terminal
+
+    raise typer.Exit(terminal.run(_settings(), lambda p: terminal.build(p, ref, "staging")))
+
+
+@cli.command()
+def promote(yes: Yes = False) -> None:
+    """Copy the :staging manifest to :latest, no rebuild (replaces deploy.sh promote)."""
+    from bot import terminal
+
+    raise typer.Exit(terminal.run(_settings(), lambda p: terminal.promote(p, yes)))
+
+
+@cli.command()
+def latest(ref: Ref = None, yes: Yes = False) -> None:
+    """Emergency: build REF straight to :latest and :<sha> (replaces deploy.sh latest)."""
+    from bot import terminal
+
+    raise typer.Exit(terminal.run(_settings(), lambda p: terminal.latest(p, ref, yes)))
+
+
+@cli.command()
+def rollback(
+    sha: Annotated[str | None, typer.Argument(help="the sha tag to go back to")] = None,
+    yes: Yes = False,
+) -> None:
+    """Re-tag a known-good :<sha> image as :latest; without SHA, list the recent ones."""
+    from bot import terminal
+
+    raise typer.Exit(terminal.run(_settings(), lambda p: terminal.rollback(p, sha, yes)))
+
+
+@cli.command()
+def images(yes: Yes = False) -> None:
+    """Show what :latest and :staging point at, and the last 10 sha images."""
+    from bot import terminal
+
+    raise typer.Exit(terminal.run(_settings(), terminal.images))
 
 
 def main() -> None:

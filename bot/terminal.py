@@ -1,0 +1,130 @@
+"""`uat-bot staging|promote|latest|rollback|images`: the image operations from a terminal.
+
+The same ImagePipeline as Slack; a spinner shows build and push progress; `--yes` answers the
+confirmation; errors are one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from rich.console import Console
+
+from bot import slack_ui
+from bot.app import build_pipeline
+from bot.config import Settings
+from bot.errors import UserError
+from bot.pipeline import BuildProgress, ImagePipeline, RetagResult
+from bot.store import SqliteStore
+
+T = TypeVar("T")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+def _plain(text: str) -> str:
+    """Slack mrkdwn to terminal text."""
+    return text.replace("*", "").replace("`", "")
+
+
+async def _with_pipeline(settings: Settings, work: Callable[[ImagePipeline], Awaitable[T]]) -> T:
+    store = SqliteStore(settings.uat_db)
+    await store.open()
+    try:
+        return await work(build_pipeline(settings, store))
+    finally:
+        await store.close()
+
+
+def run(settings: Settings, work: Callable[[ImagePipeline], Awaitable[None]]) -> int:
+    """Run one operation; 0 on success, 1 with a one-line reason otherwise."""
+    try:
+        asyncio.run(_with_pipeline(settings, work))
+    except UserError as exc:
+        err.print(f"error: {_plain(str(exc))}", markup=False)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        return 130
+    return 0
+
+
+def confirm(question: str, yes: bool) -> None:
+    if yes:
+        return
+    if not out.is_terminal:
+        raise UserError(f"{question} Needs confirmation: run again with --yes.")
+    answer = out.input(f"{question} [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise UserError("Cancelled. Nothing changed.")
+
+
+async def build(pipeline: ImagePipeline, ref: str | None, target: str) -> None:
+    progress = BuildProgress(f"{ref or pipeline.settings.uat_source_ref} for :{target}")
+    task = asyncio.create_task(pipeline.build(actor(), ref, target, progress))
+    with out.status("starting", spinner="dots") as status:
+        while not task.done():
+            step, lines, seconds = progress.snapshot()
+            last = lines[-1] if lines else ""
+            status.update(f"{progress.title}: {step} ({seconds:.0f}s) {last}"[:200])
+            await asyncio.wait({task}, timeout=0.2)
+    result = task.result()
+    text, _ = slack_ui.build_done(result, target, actor())
+    out.print(_plain(text), markup=False)
+
+
+def show_retag(result: RetagResult) -> None:
+    text, _ = slack_ui.retag_done(result, actor(), None)
+    out.print(_plain(text), markup=False)
+    if result.changed and result.previous is not None:
+        out.print(
+            f"undo: uat-bot rollback {result.previous.sha_tags[0]}"
+            if result.previous.sha_tags
+            else f"previous digest: {result.previous.digest}",
+            markup=False,
+        )
+
+
+async def promote(pipeline: ImagePipeline, yes: bool) -> None:
+    plan = await pipeline.promote_plan()
+    assert plan.staging is not None
+    out.print(_plain(slack_ui.image_line(":latest now", plan.latest)), markup=False)
+    out.print(_plain(slack_ui.image_line(":staging", plan.staging)), markup=False)
+    if plan.latest is not None and plan.latest.digest == plan.staging.digest:
+        out.print(":latest already is :staging: nothing to promote.", markup=False)
+        return
+    confirm("Promote :staging to :latest?", yes)
+    show_retag(await pipeline.promote(actor(), expected_digest=plan.staging.digest))
+
+
+async def latest(pipeline: ImagePipeline, ref: str | None, yes: bool) -> None:
+    confirm(f"Build {ref or pipeline.settings.uat_source_ref} straight to :latest?", yes)
+    await build(pipeline, ref, "latest")
+
+
+async def rollback(pipeline: ImagePipeline, sha: str | None, yes: bool) -> None:
+    if sha is None:
+        overview = await pipeline.overview(recent=10)
+        text, _ = slack_ui.images_overview(overview)
+        out.print(_plain(text), markup=False)
+        raise UserError("Name the sha to roll back to: uat-bot rollback <sha>.")
+    image = await pipeline.find_sha(sha)
+    current = await pipeline.ecr.describe("latest")
+    out.print(_plain(slack_ui.image_line(":latest now", current)), markup=False)
+    out.print(_plain(slack_ui.image_line(image.sha_tags[0], image)), markup=False)
+    confirm(f"Roll :latest back to {image.sha_tags[0]}?", yes)
+    show_retag(await pipeline.rollback(actor(), image.sha_tags[0]))
+
+
+async def images(pipeline: ImagePipeline) -> None:
+    _, blocks = slack_ui.images_overview(await pipeline.overview(recent=10))
+    for block in blocks:
+        out.print(_plain(block["text"]["text"]), markup=False)
