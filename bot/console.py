@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import sys
 from typing import Any, TextIO
 
@@ -21,10 +22,19 @@ CONSOLE_CHANNEL = "C0CONSOLE"
 GREETING = "uat-bot console. Type /uat help, or quit."
 
 
+SLACK_DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+SLACK_MENTION = re.compile(r"<@([A-Z0-9]+)>")
+
+
+def plain(text: str) -> str:
+    """Slack's date and mention markup as a terminal shows it."""
+    return SLACK_MENTION.sub(r"@\1", SLACK_DATE.sub(r"\1", text))
+
+
 def render(text: str, blocks: Blocks | None) -> str:
     """Block Kit as plain lines: section and context text, buttons as [labels]."""
     if not blocks:
-        return text
+        return plain(text)
     lines: list[str] = []
     for block in blocks:
         kind = block.get("type")
@@ -39,7 +49,7 @@ def render(text: str, blocks: Blocks | None) -> str:
             lines.append("  ".join(f"[{label}]" for label in labels))
         elif kind == "divider":
             lines.append("---")
-    return "\n".join(lines)
+    return plain("\n".join(lines))
 
 
 class ConsoleChat:
@@ -71,6 +81,10 @@ class ConsoleChat:
 
 async def run_console(settings: Settings, stdin: TextIO, out: TextIO) -> int:
     chat = ConsoleChat(out)
+    # the person at the terminal operates this bot: they may do what deployers do
+    settings = settings.model_copy(
+        update={"uat_deployers": (*settings.uat_deployers, CONSOLE_USER)}
+    )
     runtime = build_runtime(settings, chat=chat, with_slack=False)
     await runtime.start()
     interactive = stdin.isatty()

@@ -6,6 +6,7 @@ Tests assert against these constants and builders rather than copies of the word
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 Block = dict[str, Any]
@@ -19,7 +20,9 @@ DID_YOU_MEAN = " Did you mean `/uat {suggestions}`?"
 SEE_HELP = " Type `/uat help` to see what I can do."
 BAD_QUOTING = "I could not read that: {problem}. Check your quotes and try again."
 DEPLOYERS_ONLY = "Only deployers can {action}. Ask {who}."
-NO_DEPLOYERS = "nobody yet: an operator sets UAT_DEPLOYERS"
+NO_DEPLOYERS = (
+    "Only deployers can {action}, and there are none yet: an operator sets UAT_DEPLOYERS."
+)
 
 HELP_HEADER = "*`/uat` — UAT environments from Slack*"
 HELP_SUMMARY = "what I can do; `/uat help <command>` for one command's usage"
@@ -50,7 +53,9 @@ def bad_quoting(problem: str) -> str:
 
 
 def deployers_only(action: str, deployers: Iterable[str]) -> str:
-    names = ", ".join(f"<@{user}>" for user in deployers) or NO_DEPLOYERS
+    names = ", ".join(f"<@{user}>" for user in deployers)
+    if not names:
+        return NO_DEPLOYERS.format(action=action)
     return DEPLOYERS_ONLY.format(action=action, who=names)
 
 
@@ -93,7 +98,7 @@ def when(moment: Any) -> str:
     if moment is None:
         return "unknown"
     stamp = int(moment.timestamp()) if hasattr(moment, "timestamp") else int(moment)
-    fallback = moment.strftime("%Y-%m-%d %H:%M UTC") if hasattr(moment, "strftime") else stamp
+    fallback = datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
     return f"<!date^{stamp}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
