@@ -18,14 +18,17 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.aws import Ecr
+from bot import slack_ui
+from bot.aws import Ecr, Ecs
 from bot.chat import Blocks, Chat, SlackChat
 from bot.config import Settings
 from bot.context import CommandContext, Services
 from bot.dispatch import Dispatcher, load_commands
-from bot.github import PullRequestHandler, log_pull_request
+from bot.environments import ACTIVE, Environments
+from bot.errors import UserError
+from bot.github import PullRequestHandler
 from bot.images import Docker
-from bot.pipeline import ImagePipeline
+from bot.pipeline import ImagePipeline, Overview
 from bot.store import SqliteStore, Store
 from bot.tasks import TaskSupervisor
 
@@ -44,11 +47,23 @@ class Runtime:
     bolt: AsyncApp | None = None
     web_client: AsyncWebClient | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, watch: bool = True) -> None:
+        """Open the store; with ECS configured, reconcile with it and start the watcher."""
         await self.services.store.open()
+        if watch and self.services.settings.uat_ecs_cluster:
+            self.services.tasks.spawn(self._watch(), name="environment watcher")
+
+    async def _watch(self) -> None:
+        environments = self.services.environments
+        try:
+            await environments.reconcile()
+        except Exception:
+            logger.exception("reconciling environments with ECS failed; watching anyway")
+        await environments.watch()
 
     async def stop(self) -> None:
         await self.services.tasks.close()
+        await self.services.environments.close()
         await self.services.store.close()
 
 
@@ -86,17 +101,21 @@ def build_runtime(
             raise ValueError("a chat is needed when Slack is not used")
         chat = SlackChat(web_client)
     store = store or SqliteStore(settings.uat_db)
+    tasks = TaskSupervisor()
+    pipeline = build_pipeline(settings, store)
+    environments = Environments(settings, store, chat, pipeline.ecr, Ecs(settings), tasks)
     services = Services(
         settings=settings,
         store=store,
         chat=chat,
-        tasks=TaskSupervisor(),
-        pipeline=build_pipeline(settings, store),
+        tasks=tasks,
+        pipeline=pipeline,
+        environments=environments,
     )
     runtime = Runtime(
         services=services,
         dispatcher=Dispatcher(*load_commands()),
-        on_pull_request=log_pull_request,
+        on_pull_request=environments.on_pull_request,
         web_client=web_client,
     )
     if web_client is not None:
@@ -186,6 +205,19 @@ def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
             reply=SlackReply(respond, runtime.services.chat, channel, user),
         )
         runtime.dispatcher.click(ctx, action["action_id"], action.get("value", ""))
+
+    @bolt.event("app_home_opened")
+    async def on_home(event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        services = runtime.services
+        envs = await services.store.list_environments(ACTIVE)
+        try:
+            images: Overview | str = await services.pipeline.overview(recent=0)
+        except UserError as exc:
+            images = str(exc)
+        view = slack_ui.home_view(envs, images, services.settings, services.environments.clock())
+        await client.views_publish(user_id=event["user"], view=view)
 
     @bolt.event("message")
     async def on_message() -> None:

@@ -235,6 +235,16 @@ class Ecr:
 
         await _call("PutImage", run)
 
+    async def repository_uri(self) -> str:
+        """`<account>.dkr.ecr.<region>.amazonaws.com/<name>`, for pinning images by digest."""
+
+        def run() -> str:
+            self._count("DescribeRepositories")
+            response = self._client.describe_repositories(repositoryNames=[self.repository])
+            return str(response["repositories"][0]["repositoryUri"])
+
+        return await _call("DescribeRepositories", run)
+
     async def authorization(self) -> RegistryAuth:
         """The registry ECR names, and a docker login for it (GetAuthorizationToken)."""
 
@@ -246,3 +256,283 @@ class Ecr:
             return RegistryAuth(registry=registry, username=user, password=password)
 
         return await _call("GetAuthorizationToken", run)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What ECS says about one task."""
+
+    arn: str
+    last_status: str
+    desired_status: str
+    task_definition_arn: str = ""
+    started_by: str = ""
+    private_ip: str | None = None
+    stopped_reason: str = ""
+    stop_code: str = ""
+    exit_code: int | None = None
+    tags: dict[str, str] | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.arn.rsplit("/", 1)[-1]
+
+
+class LaunchRefused(AwsError):
+    """RunTask did not start a task; the message is AWS's reason."""
+
+
+def _task(raw: Any) -> TaskInfo:
+    ip = None
+    for attachment in raw.get("attachments", []):
+        for detail in attachment.get("details", []):
+            if detail.get("name") == "privateIPv4Address":
+                ip = detail.get("value")
+    exit_codes = [c["exitCode"] for c in raw.get("containers", []) if "exitCode" in c]
+    return TaskInfo(
+        arn=raw["taskArn"],
+        last_status=raw.get("lastStatus", ""),
+        desired_status=raw.get("desiredStatus", ""),
+        task_definition_arn=raw.get("taskDefinitionArn", ""),
+        started_by=raw.get("startedBy", ""),
+        private_ip=ip,
+        stopped_reason=raw.get("stoppedReason", ""),
+        stop_code=raw.get("stopCode", ""),
+        exit_code=exit_codes[0] if exit_codes else None,
+        tags={t["key"]: t["value"] for t in raw.get("tags", [])},
+    )
+
+
+# Fields describe_task_definition returns that register_task_definition does not take.
+_READ_ONLY = {
+    "taskDefinitionArn",
+    "revision",
+    "status",
+    "requiresAttributes",
+    "compatibilities",
+    "registeredAt",
+    "registeredBy",
+    "deregisteredAt",
+}
+
+DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks per call
+
+
+class Ecs:
+    """ECS (tasks, task definitions) and ELBv2 routing cleanup for PR environments."""
+
+    def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
+        self._settings = settings
+        self._session = session
+        self._clients: dict[str, Any] = {}
+        self.cluster = settings.uat_ecs_cluster or "default"
+        self.calls: dict[str, int] = {}
+
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            session = self._session or boto3_session(self._settings)
+            self._clients[service] = session.client(
+                service,  # type: ignore[call-overload]
+                endpoint_url=self._settings.aws_endpoint_url,
+                config=RETRIES,
+            )
+        return self._clients[service]
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def register_pinned(
+        self, base_family: str, family: str, container: str, image: str, tags: dict[str, str]
+    ) -> str:
+        """Copy the base task definition's latest revision into `family`, running `image`."""
+
+        def run() -> str:
+            ecs = self._client("ecs")
+            self._count("DescribeTaskDefinition")
+            base = ecs.describe_task_definition(taskDefinition=base_family)["taskDefinition"]
+            spec = {k: v for k, v in base.items() if k not in _READ_ONLY}
+            names = [c["name"] for c in spec["containerDefinitions"]]
+            if container not in names:
+                raise AwsError(
+                    f"The task definition {base_family} has no container `{container}` "
+                    f"(it has {', '.join(names)}): check UAT_CONTAINER_NAME."
+                )
+            for definition in spec["containerDefinitions"]:
+                if definition["name"] == container:
+                    definition["image"] = image
+            spec["family"] = family
+            self._count("RegisterTaskDefinition")
+            registered = ecs.register_task_definition(
+                **spec, tags=[{"key": k, "value": v} for k, v in tags.items()]
+            )
+            return str(registered["taskDefinition"]["taskDefinitionArn"])
+
+        return await _call("RegisterTaskDefinition", run)
+
+    async def deregister(self, task_definition_arn: str) -> None:
+        def run() -> None:
+            self._count("DeregisterTaskDefinition")
+            try:
+                self._client("ecs").deregister_task_definition(taskDefinition=task_definition_arn)
+            except ClientError as exc:
+                if "INACTIVE" not in str(exc) and "not found" not in str(exc).lower():
+                    raise
+
+        await _call("DeregisterTaskDefinition", run)
+
+    async def run_task(
+        self,
+        task_definition_arn: str,
+        *,
+        started_by: str,
+        environment: dict[str, str],
+        container: str,
+        tags: dict[str, str],
+    ) -> TaskInfo:
+        settings = self._settings
+
+        def run() -> TaskInfo:
+            self._count("RunTask")
+            response = self._client("ecs").run_task(
+                cluster=self.cluster,
+                taskDefinition=task_definition_arn,
+                launchType="FARGATE",
+                count=1,
+                startedBy=started_by,
+                networkConfiguration={
+                    "awsvpcConfiguration": {
+                        "subnets": list(settings.uat_subnets),
+                        "securityGroups": list(settings.uat_security_groups),
+                        "assignPublicIp": settings.uat_assign_public_ip,
+                    }
+                },
+                overrides={
+                    "containerOverrides": [
+                        {
+                            "name": container,
+                            "environment": [
+                                {"name": k, "value": v} for k, v in environment.items()
+                            ],
+                        }
+                    ]
+                },
+                tags=[{"key": k, "value": v} for k, v in tags.items()],
+                enableECSManagedTags=True,
+                propagateTags="TASK_DEFINITION",
+            )
+            tasks = response.get("tasks", [])
+            if not tasks:
+                reasons = [
+                    f"{f.get('reason', '?')}" + (f" ({f['detail']})" if f.get("detail") else "")
+                    for f in response.get("failures", [])
+                ]
+                raise LaunchRefused("ECS did not start the task: " + "; ".join(reasons or ["?"]))
+            return _task(tasks[0])
+
+        return await _call("RunTask", run)
+
+    async def describe(self, arns: list[str]) -> dict[str, TaskInfo]:
+        """The tasks by ARN, one DescribeTasks call per 100; vanished ARNs are left out."""
+
+        def run() -> dict[str, TaskInfo]:
+            found: dict[str, TaskInfo] = {}
+            for start in range(0, len(arns), DESCRIBE_BATCH):
+                batch = arns[start : start + DESCRIBE_BATCH]
+                self._count("DescribeTasks")
+                response = self._client("ecs").describe_tasks(
+                    cluster=self.cluster, tasks=batch, include=["TAGS"]
+                )
+                for raw in response.get("tasks", []):
+                    if raw["taskArn"] in batch:
+                        found[raw["taskArn"]] = _task(raw)
+            return found
+
+        if not arns:
+            return {}
+        return await _call("DescribeTasks", run)
+
+    async def stop_task(self, arn: str, reason: str) -> None:
+        def run() -> None:
+            self._count("StopTask")
+            try:
+                self._client("ecs").stop_task(cluster=self.cluster, task=arn, reason=reason[:255])
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in (
+                    "InvalidParameterException",
+                    "ResourceNotFoundException",
+                ):
+                    raise
+
+        await _call("StopTask", run)
+
+    async def tasks_started_by(self, started_by: str | None = None) -> list[str]:
+        """ARNs of the cluster's tasks (running or recently stopped), optionally by startedBy."""
+
+        def run() -> list[str]:
+            arns: list[str] = []
+            paginator = self._client("ecs").get_paginator("list_tasks")
+            kwargs: dict[str, Any] = {"cluster": self.cluster}
+            if started_by:
+                kwargs["startedBy"] = started_by
+            for page in paginator.paginate(**kwargs):
+                self._count("ListTasks")
+                arns += page.get("taskArns", [])
+            return arns
+
+        return await _call("ListTasks", run)
+
+    async def task_definitions(self, family: str) -> list[str]:
+        """Active revisions of `family` (the bot's own)."""
+
+        def run() -> list[str]:
+            arns: list[str] = []
+            paginator = self._client("ecs").get_paginator("list_task_definitions")
+            for page in paginator.paginate(familyPrefix=family, status="ACTIVE"):
+                self._count("ListTaskDefinitions")
+                arns += page.get("taskDefinitionArns", [])
+            return [a for a in arns if a.rsplit("/", 1)[-1].rsplit(":", 1)[0] == family]
+
+        return await _call("ListTaskDefinitions", run)
+
+    async def remove_routing(self, session_id: str, dry_run: bool = False) -> list[str]:
+        """Delete ELBv2 listener rules and target groups tagged SESSION_ID=`session_id`."""
+
+        def run() -> list[str]:
+            elb = self._client("elbv2")
+            removed: list[str] = []
+            rules: list[str] = []
+            groups: list[str] = []
+            listener = self._settings.uat_alb_listener_arn
+            if listener:
+                self._count("DescribeRules")
+                rules = [
+                    r["RuleArn"]
+                    for r in elb.describe_rules(ListenerArn=listener).get("Rules", [])
+                    if not r.get("IsDefault")
+                ]
+            paginator = elb.get_paginator("describe_target_groups")
+            for page in paginator.paginate():
+                self._count("DescribeTargetGroups")
+                groups += [g["TargetGroupArn"] for g in page.get("TargetGroups", [])]
+            tagged: set[str] = set()
+            candidates = rules + groups
+            for start in range(0, len(candidates), 20):
+                self._count("DescribeTags")
+                described = elb.describe_tags(ResourceArns=candidates[start : start + 20])
+                for item in described.get("TagDescriptions", []):
+                    tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
+                    if tags.get("SESSION_ID") == session_id:
+                        tagged.add(item["ResourceArn"])
+            for arn in [r for r in rules if r in tagged]:
+                if not dry_run:
+                    self._count("DeleteRule")
+                    elb.delete_rule(RuleArn=arn)
+                removed.append(arn)
+            for arn in [g for g in groups if g in tagged]:
+                if not dry_run:
+                    self._count("DeleteTargetGroup")
+                    elb.delete_target_group(TargetGroupArn=arn)
+                removed.append(arn)
+            return removed
+
+        return await _call("ELBv2 cleanup", run)

@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     uat_subnets: CommaList = ()
     uat_security_groups: CommaList = ()
     uat_assign_public_ip: Literal["ENABLED", "DISABLED"] = "DISABLED"
+    uat_alb_listener_arn: str | None = None
+    uat_launch_timeout_s: float = Field(900.0, gt=0)
 
     uat_container_url: str = "http://{ip}:8080"
     uat_app_url: str | None = None

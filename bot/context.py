@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from bot import slack_ui
 from bot.chat import Blocks, Chat
 from bot.config import Settings
+from bot.environments import Environments
 from bot.errors import UserError
 from bot.pipeline import ImagePipeline
 from bot.store import Store
@@ -44,6 +45,7 @@ class Services:
     chat: Chat
     tasks: TaskSupervisor
     pipeline: ImagePipeline
+    environments: Environments
 
 
 @dataclass
@@ -65,6 +67,10 @@ class CommandContext:
     @property
     def pipeline(self) -> ImagePipeline:
         return self.services.pipeline
+
+    @property
+    def environments(self) -> Environments:
+        return self.services.environments
 
     @property
     def is_deployer(self) -> bool:

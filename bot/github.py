@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.errors import UserError
 from bot.store import Store
 
 logger = logging.getLogger(__name__)
@@ -164,15 +165,12 @@ class WebhookEndpoint:
             return _answer(200, duplicate=True)
         try:
             await self.on_pull_request(parsed)
+        except UserError as exc:
+            await self.store.forget(delivery)
+            logger.warning("delivery %s not handled: %s", delivery, exc)
+            return _answer(503, error=str(exc))
         except Exception:
             await self.store.forget(delivery)
             logger.exception("handling delivery %s failed", delivery)
             return _answer(500, error="handling failed; GitHub may redeliver")
         return _answer(202, accepted=delivery)
-
-
-async def log_pull_request(event: PullRequestEvent) -> None:
-    """The handler used until environments are wired in: record that the event arrived."""
-    logger.info(
-        "pull_request %s on %s#%d (label %s)", event.action, event.repo, event.number, event.label
-    )

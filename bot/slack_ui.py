@@ -5,6 +5,7 @@ Tests assert against these constants and builders rather than copies of the word
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -311,3 +312,233 @@ def frozen(actor: str, reason: str) -> str:
 
 def unfrozen(actor: str) -> str:
     return f"{mention(actor)} unlocked image operations."
+
+
+# ---------------------------------------------------------------- PR environments
+
+STATE_LABELS = {
+    "new": ":white_circle: New",
+    "starting": ":hourglass_flowing_sand: Starting",
+    "provisioning": ":hourglass_flowing_sand: Provisioning",
+    "running": ":large_blue_circle: Running — waiting for the app",
+    "ready": ":large_green_circle: Ready",
+    "stopping": ":black_square_for_stop: Stopping",
+    "stopped": ":black_square_for_stop: Stopped",
+    "failed": ":red_circle: Failed",
+}
+RESUMED_LAUNCH = "The bot restarted during this launch; it is carrying on from where it stopped."
+PR_REF_HELP = "Name a PR as `PR-123`, `#123`, `123` or `owner/repo#123`."
+
+
+def environments_not_configured(missing: Sequence[str]) -> str:
+    return f"PR environments are not configured: set {', '.join(missing)}."
+
+
+def person(actor: str) -> str:
+    """A GitHub login, a Slack user or the bot itself, as a card shows it."""
+    if actor[:1] in "UW" and actor.isalnum() and actor.isupper():
+        return f"<@{actor}>"
+    return actor
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m"
+    return f"{seconds}s"
+
+
+def app_url(env: Any, settings: Any) -> str | None:
+    if not settings.uat_app_url:
+        return None
+    return str(settings.uat_app_url).format(
+        ip=env.data.get("task_ip") or "",
+        pr=env.pr,
+        task_id=(env.task_arn or "").rsplit("/", 1)[-1],
+    )
+
+
+def environment_card(env: Any, settings: Any, now: float) -> tuple[str, list[Block]]:
+    d = env.data
+    state = STATE_LABELS.get(env.state, env.state)
+    title = d.get("title") or ""
+    link = f"<{d['url']}|#{env.pr} {title}>" if d.get("url") else f"#{env.pr} {title}"
+    text = f"{env.repo}#{env.pr} {title} — {env.state}"
+    tags = [t for t in d.get("image_tags", []) if t not in ("latest", "staging")]
+    image = f"`{tags[0]}` " if tags else ""
+    image += f"`{short(env.image_digest)}`" if env.image_digest else "resolving…"
+    fields = [
+        f"*State*\n{state}",
+        f"*Label*\n`{env.label or '-'}`",
+        f"*Image*\n{image}",
+        f"*Author*\n{d.get('author') or '-'}",
+    ]
+    if env.state in ("running", "ready", "provisioning", "starting"):
+        fields.append(f"*Age*\n{duration(now - float(d.get('launch_started', now)))}")
+        if d.get("idle_until"):
+            fields.append(f"*Idle stop*\n{when(float(d['idle_until']))}")
+    blocks: list[Block] = [
+        text_block(f"*{link}*\n`{env.repo}` · branch `{d.get('branch') or '?'}`"),
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields]},
+    ]
+    url = app_url(env, settings)
+    if env.state == "ready" and url:
+        blocks.append(text_block(f":link: <{url}|Open the app>"))
+    if env.state in ("failed", "stopped") and d.get("reason"):
+        blocks.append(context_block(str(d["reason"])))
+    return text, blocks
+
+
+def ready_reply(env: Any, settings: Any) -> tuple[str, list[Block]]:
+    url = app_url(env, settings)
+    text = f"#{env.pr} is ready" + (f" at {url}" if url else "") + "."
+    return text, [text_block(text)]
+
+
+def failed_reply(env: Any) -> tuple[str, list[Block]]:
+    text = f"#{env.pr} failed: {env.data.get('reason') or 'no reason given'}"
+    return text, [text_block(f":red_circle: {text}")]
+
+
+def stopped_reply(env: Any) -> tuple[str, list[Block]]:
+    text = f"#{env.pr} stopped: {env.data.get('reason') or 'stopped'}."
+    return text, [text_block(text)]
+
+
+def stop_reason(task: Any) -> str:
+    parts = [task.stopped_reason or "the task stopped"]
+    if task.stop_code:
+        parts.append(f"stop code {task.stop_code}")
+    if task.exit_code is not None:
+        parts.append(f"exit code {task.exit_code}")
+    return ", ".join(parts)
+
+
+def no_image(tag: str) -> str:
+    return f"There is no `:{tag}` image to run. Build one with `/uat staging` first."
+
+
+def idle_warning(env: Any) -> tuple[str, list[Block]]:
+    text = (
+        f"#{env.pr} has been idle and stops {when(float(env.data['idle_until']))}. "
+        "Extend it to keep it."
+    )
+    value = json.dumps(
+        {"card": f"extend-{env.data.get('session')}", "repo": env.repo, "pr": env.pr}
+    )
+    return text, [text_block(text), actions(button("Extend", "uat.env.extend", value, "primary"))]
+
+
+def new_commits(env: Any, sha: str, actor: str) -> tuple[str, list[Block]]:
+    text = f"New commits (`{sha[:7]}` by {actor}) — restart to pick them up."
+    card = f"restart-{sha[:12]}-{env.data.get('session')}"
+    value = json.dumps({"card": card, "repo": env.repo, "pr": env.pr})
+    return text, [text_block(text), actions(button("Restart", "uat.env.restart", value))]
+
+
+def not_running(repo: str, pr: int) -> str:
+    return f"{repo}#{pr} has no running environment. Label the PR `uat` to start one."
+
+
+def no_environment(pr: int) -> str:
+    return f"No environment for #{pr}. Label the PR `uat` to start one."
+
+
+def bad_pr_ref(ref: str) -> str:
+    return f"`{ref}` is not a PR. {PR_REF_HELP}"
+
+
+def ambiguous_pr(pr: int, repos: Sequence[str]) -> str:
+    return f"#{pr} exists in {', '.join(repos)}: say which, e.g. `{repos[0]}#{pr}`."
+
+
+def environments_overview(
+    envs: Sequence[Any], settings: Any, now: float
+) -> tuple[str, list[Block]]:
+    if not envs:
+        text = "No active environments. Label a PR `uat` to start one."
+        return text, [text_block(text)]
+    rows = []
+    for env in envs:
+        d = env.data
+        tags = [t for t in d.get("image_tags", []) if t not in ("latest", "staging")]
+        url = app_url(env, settings) if env.state == "ready" else None
+        rows.append(
+            f"*{env.repo}#{env.pr}* `{env.label}` "
+            + (f"`{tags[0]}` " if tags else "")
+            + f"{STATE_LABELS.get(env.state, env.state)} · "
+            + f"{duration(now - float(d.get('launch_started', now)))}"
+            + (f" · idle stop {when(float(d['idle_until']))}" if d.get("idle_until") else "")
+            + (f" · <{url}|app>" if url else "")
+        )
+    text = "\n".join(rows)
+    return text, [text_block(chunk) for chunk in _chunks(rows)]
+
+
+def stopping(env: Any) -> str:
+    return f"Stopping {env.repo}#{env.pr}; its thread will say when it has stopped."
+
+
+def restarting(env: Any) -> str:
+    return f"Restarting {env.repo}#{env.pr} with a fresh task; its thread follows it."
+
+
+def extended(env: Any) -> str:
+    return f"{env.repo}#{env.pr} now stops when idle {when(float(env.data['idle_until']))}."
+
+
+def environment_detail(
+    env: Any, task: Any, probes: dict[str, Any], settings: Any, now: float
+) -> tuple[str, list[Block]]:
+    text, blocks = environment_card(env, settings, now)
+    lines = []
+    if task is None:
+        lines.append("*ECS*: no task")
+    else:
+        lines.append(f"*ECS*: {task.last_status} (desired {task.desired_status}) `{task.task_id}`")
+    health = probes.get("health")
+    if probes:
+        if health is None:
+            lines.append("*Container*: not answering on /health")
+        else:
+            phase = health.get("phase", "?")
+            error = f" — {health['error']}" if health.get("error") else ""
+            lines.append(f"*Container*: {phase}{error}")
+    version = probes.get("version")
+    if version:
+        lines.append(
+            f"*Version*: `{version.get('short', '?')}` on `{version.get('branch', '?')}` — "
+            f"{version.get('subject', '')}"
+        )
+    status = probes.get("status")
+    if status:
+        running = status.get("running")
+        queue = status.get("queue") or []
+        lines.append(
+            f"*Prompts*: {'1 running' if running else 'none running'}, {len(queue)} queued"
+        )
+    return text, [*blocks, text_block("\n".join(lines))]
+
+
+def home_view(envs: Sequence[Any], images: Any, settings: Any, now: float) -> Block:
+    """The App Home tab: the environments overview and what :latest / :staging are."""
+    _, env_blocks = environments_overview(envs, settings, now)
+    if isinstance(images, str):
+        image_blocks = [context_block(f"Images unavailable: {images}")]
+    else:
+        image_blocks = [
+            text_block(image_line(":latest", images.latest)),
+            text_block(image_line(":staging", images.staging)),
+        ]
+    return {
+        "type": "home",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "UAT environments"}},
+            *env_blocks[:40],
+            {"type": "divider"},
+            {"type": "header", "text": {"type": "plain_text", "text": "Images"}},
+            *image_blocks,
+        ],
+    }

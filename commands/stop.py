@@ -1,0 +1,22 @@
+"""Stop a PR's environment now: its task, its pinned revision and its routing."""
+
+from __future__ import annotations
+
+import argparse
+
+from bot import slack_ui
+from bot.context import CommandContext
+
+NAME = "stop"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pr", help="PR-123, #123, 123 or owner/repo#123")
+
+
+async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
+    env = await ctx.environments.find(args.pr)
+    if not await ctx.environments.request_stop(env.repo, env.pr, "stopped", ctx.user_id):
+        await ctx.reply(slack_ui.not_running(env.repo, env.pr))
+        return
+    await ctx.reply(slack_ui.stopping(env))
