@@ -51,7 +51,7 @@ class Runtime:
         """Open the store; with ECS configured, reconcile with it and start the watcher."""
         await self.services.store.open()
         if watch and self.services.settings.uat_ecs_cluster:
-            self.services.tasks.spawn(self._watch(), name="environment watcher")
+            self.services.tasks.spawn(self._watch(), name="environment watcher", service=True)
 
     async def _watch(self) -> None:
         environments = self.services.environments

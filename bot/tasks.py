@@ -17,6 +17,7 @@ class TaskSupervisor:
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._services: set[asyncio.Task[Any]] = set()
         self._closed = False
 
     def __len__(self) -> int:
@@ -28,14 +29,19 @@ class TaskSupervisor:
         *,
         name: str,
         on_error: ErrorReporter | None = None,
+        service: bool = False,
     ) -> asyncio.Task[Any]:
-        """Run `coro` in the background; an exception goes to `on_error` (and the log)."""
+        """Run `coro` in the background; an exception goes to `on_error` (and the log).
+
+        A `service` runs for the app's lifetime (the watcher): `join()` does not wait for it.
+        """
         if self._closed:
             coro.close()
             raise RuntimeError("the bot is shutting down")
         task = asyncio.create_task(self._guard(coro, name, on_error), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        group = self._services if service else self._tasks
+        group.add(task)
+        task.add_done_callback(group.discard)
         return task
 
     async def _guard(
@@ -61,7 +67,7 @@ class TaskSupervisor:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._services]
         for task in tasks:
             task.cancel()
         if tasks:

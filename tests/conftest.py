@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,8 @@ from bot.config import Settings, load_settings
 from bot.server import create_web_app
 from tests.signing import github_headers, slack_headers, slash_command_body
 from tests.slack_stub import SlackStub
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto server request lines
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPORA = ROOT.parent / "shared" / "corpora"
@@ -51,8 +56,11 @@ def moto_server() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    # moto's backends are process-wide and outlive a server: start every test from nothing
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
     try:
-        yield f"http://{host}:{port}"
+        yield url
     finally:
         server.stop()
 
@@ -118,6 +126,17 @@ class Bot:
     async def settle(self) -> None:
         """Wait for the background work started so far to finish."""
         await self.runtime.services.tasks.join()
+
+    async def settle_startup(self) -> None:
+        """Wait for the start-up reconciliation and the watcher's first round, and what they began."""
+        environments = self.runtime.services.environments
+        for _ in range(500):
+            if environments.polls:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the watcher never ran its first round")
+        await self.settle()
 
 
 BotFactory = Callable[..., Any]

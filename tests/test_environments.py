@@ -1,0 +1,403 @@
+"""PR environments end to end: signed GitHub deliveries, moto's ECS/ECR, the Slack stub, and
+stand-in containers on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from bot import slack_ui
+from bot.environments import Environments
+from tests.conftest import CHANNEL, Bot, BotFactory, corpus
+from tests.uat_aws import OWN_FAMILY, BASE_FAMILY, Containers, UatAccount, set_up_account
+
+REPO = "Codertocat/Hello-World"
+PR = 2
+
+
+def pr_event(action: str, label: str | None = None, **pull: Any) -> dict[str, Any]:
+    """An octokit payload from the corpora, with the label renamed to a UAT one."""
+    payload = copy.deepcopy(corpus(f"github_webhooks/pull_request/{action}.payload.json"))
+    if label is not None:
+        payload["label"] = {**payload.get("label", {}), "name": label}
+        if action != "unlabeled":
+            payload["pull_request"]["labels"] = [{"name": label}]
+        else:
+            payload["pull_request"]["labels"] = []
+    payload["pull_request"].update(pull)
+    return payload
+
+
+@pytest.fixture
+async def containers() -> AsyncIterator[Containers]:
+    stand_in = Containers()
+    await stand_in.start()
+    yield stand_in
+    await stand_in.stop()
+
+
+@pytest.fixture
+def account(aws_env: dict[str, str]) -> UatAccount:
+    return set_up_account(aws_env["AWS_ENDPOINT_URL"])
+
+
+@pytest.fixture
+async def uat(make_bot: BotFactory, account: UatAccount, containers: Containers) -> Bot:
+    bot: Bot = await make_bot(**account.env(containers.url))
+    await bot.settle_startup()
+    return bot
+
+
+def envs(bot: Bot) -> Environments:
+    return bot.runtime.services.environments
+
+
+async def label(bot: Bot, name: str = "uat", *, delivery: str | None = None, **pull: Any) -> int:
+    status, body = await bot.github(
+        "pull_request", pr_event("labeled", name, **pull), delivery=delivery
+    )
+    assert status in (200, 202), body
+    await bot.settle()
+    return status
+
+
+def root_messages(bot: Bot) -> list[dict[str, Any]]:
+    messages = bot.slack.messages.get(CHANNEL, [])
+    return [m for m in messages if m.get("thread_ts") in (None, m["ts"])]
+
+
+def replies(bot: Bot) -> list[str]:
+    [root] = root_messages(bot)
+    return [m["text"] for m in bot.slack.thread(CHANNEL, root["ts"])]
+
+
+async def state(bot: Bot) -> str:
+    env = await bot.runtime.services.store.get_environment(REPO, PR)
+    assert env is not None
+    return env.state
+
+
+# ---------------------------------------------------------------- starting
+
+
+async def test_the_uat_label_starts_one_pinned_task_and_opens_the_thread(
+    uat: Bot, account: UatAccount
+) -> None:
+    await label(uat, "uat")
+    [task] = account.tasks()
+    assert task["lastStatus"] == "RUNNING"
+    # the image is pinned by digest, in the bot's own family; the base family is untouched
+    assert task["taskDefinitionArn"] in account.revisions(OWN_FAMILY)
+    assert account.image_of(task["taskDefinitionArn"]).endswith("@" + account.digests["latest"])
+    assert len(account.revisions(BASE_FAMILY)) == 1
+    # the task knows its PR, and carries the bot's tags
+    [override] = task["overrides"]["containerOverrides"]
+    environment = {e["name"]: e["value"] for e in override["environment"]}
+    assert environment["PR_NUMBER"] == str(PR)
+    assert environment["BRANCH"] == "changes"
+    assert environment["HEAD_SHA"] == pr_event("labeled")["pull_request"]["head"]["sha"]
+    assert environment["UAT_PROMPT_TOKEN"] == "test-prompt-token-0123456789"
+    assert environment["SESSION_ID"] == task["startedBy"]
+    tags = {t["key"]: t["value"] for t in task["tags"]}
+    assert tags["managed-by"] == "uat-bot" and tags["pr"] == str(PR) and tags["label"] == "uat"
+    assert tags["image-digest"] == account.digests["latest"]
+    # one thread, whose card says what runs
+    [root] = root_messages(uat)
+    assert "#2" in root["text"]
+    card = str(uat.slack.message(CHANNEL, root["ts"]))
+    assert slack_ui.short(account.digests["latest"]) in card and "1111111" in card
+    assert await state(uat) == "running"
+
+
+async def test_uat_staging_runs_the_staging_image(uat: Bot, account: UatAccount) -> None:
+    await label(uat, "uat-staging")
+    [task] = account.tasks()
+    assert account.image_of(task["taskDefinitionArn"]).endswith("@" + account.digests["staging"])
+
+
+async def test_the_card_follows_the_task_to_ready(
+    uat: Bot, account: UatAccount, containers: Containers
+) -> None:
+    await label(uat)
+    await envs(uat).poll()
+    assert await state(uat) == "running"  # the app is still installing
+    assert replies(uat) == []
+    containers.ready(PR)
+    await envs(uat).poll()
+    assert await state(uat) == "ready"
+    [root] = root_messages(uat)
+    assert "https://pr-2.uat.example.com" in str(uat.slack.message(CHANNEL, root["ts"]))
+    assert replies(uat) == [slack_ui.ready_reply(await _env(uat), uat.settings)[0]]
+    await envs(uat).poll()  # nothing new: no second reply
+    assert len(replies(uat)) == 1
+    assert (PR, "health") in containers.hits
+
+
+async def _env(bot: Bot) -> Any:
+    return await bot.runtime.services.store.get_environment(REPO, PR)
+
+
+async def test_a_failing_container_marks_the_environment_failed(
+    uat: Bot, containers: Containers, account: UatAccount
+) -> None:
+    await label(uat)
+    containers.failing(PR, "branch changes not found")
+    await envs(uat).poll()
+    assert await state(uat) == "failed"
+    assert "branch changes not found" in replies(uat)[-1]
+    assert account.tasks(desired="RUNNING") == []
+
+
+# ---------------------------------------------------------------- exactly once
+
+
+async def test_redeliveries_and_repeats_start_one_task(uat: Bot, account: UatAccount) -> None:
+    await label(uat, delivery="d-1")
+    await label(uat, delivery="d-1")  # GitHub redelivers
+    await label(uat, delivery="d-2")  # labeled again while it runs
+    assert len(account.tasks()) == 1
+    assert len(root_messages(uat)) == 1
+
+
+async def test_simultaneous_deliveries_for_one_pr_start_one_task(
+    uat: Bot, account: UatAccount
+) -> None:
+    results = await asyncio.gather(
+        *(
+            uat.github("pull_request", pr_event("labeled", "uat"), delivery=f"c-{i}")
+            for i in range(6)
+        )
+    )
+    assert all(status in (200, 202) for status, _ in results)
+    await uat.settle()
+    assert len(account.tasks()) == 1
+    assert len(root_messages(uat)) == 1
+
+
+async def test_other_labels_start_nothing(uat: Bot, account: UatAccount) -> None:
+    await label(uat, "bug")
+    assert account.tasks() == []
+    assert root_messages(uat) == []
+
+
+# ---------------------------------------------------------------- stopping
+
+
+async def test_removing_the_label_stops_and_cleans_up(uat: Bot, account: UatAccount) -> None:
+    await label(uat)
+    [task] = account.tasks()
+    status, _ = await uat.github("pull_request", pr_event("unlabeled", "uat"))
+    assert status == 202
+    await uat.settle()
+    [stopped] = account.tasks()
+    assert stopped["lastStatus"] == "STOPPED"
+    assert "`uat` removed by Codertocat" in stopped["stoppedReason"]
+    assert task["taskDefinitionArn"] in account.revisions(OWN_FAMILY, status="INACTIVE")
+    assert await state(uat) == "stopped"
+    assert "stopped" in replies(uat)[-1]
+
+
+async def test_closing_the_pr_stops_it(uat: Bot, account: UatAccount) -> None:
+    await label(uat)
+    await uat.github("pull_request", pr_event("closed"))
+    await uat.settle()
+    assert account.tasks(desired="RUNNING") == []
+    assert "PR closed by Codertocat" in replies(uat)[-1]
+
+
+async def test_a_task_that_dies_is_reported_with_its_reason(uat: Bot, account: UatAccount) -> None:
+    await label(uat)
+    [task] = account.tasks()
+    account.ecs.stop_task(cluster="uat", task=task["taskArn"], reason="Essential container exited")
+    await envs(uat).poll()
+    assert await state(uat) == "failed"
+    assert "Essential container exited" in replies(uat)[-1]
+
+
+async def test_switching_labels_replaces_the_task(uat: Bot, account: UatAccount) -> None:
+    await label(uat, "uat")
+    await label(uat, "uat-staging")
+    live = account.tasks(desired="RUNNING")
+    assert len(live) == 1
+    assert account.image_of(live[0]["taskDefinitionArn"]).endswith(account.digests["staging"])
+    assert len(account.tasks()) == 2  # the first one is stopped
+    assert len(root_messages(uat)) == 1  # still one thread
+
+
+async def test_reopening_a_labelled_pr_starts_it_again(uat: Bot, account: UatAccount) -> None:
+    await label(uat)
+    await uat.github("pull_request", pr_event("closed"))
+    await uat.settle()
+    await uat.github("pull_request", pr_event("reopened", "uat"))
+    await uat.settle()
+    assert len(account.tasks(desired="RUNNING")) == 1
+    assert len(root_messages(uat)) == 1
+
+
+async def test_new_commits_offer_a_restart(uat: Bot, account: UatAccount) -> None:
+    await label(uat)
+    await uat.github("pull_request", pr_event("synchronize"))
+    await uat.settle()
+    [root] = root_messages(uat)
+    note = uat.slack.thread(CHANNEL, root["ts"])[-1]
+    assert "restart to pick them up" in note["text"]
+    assert any(
+        e.get("action_id") == "uat.env.restart"
+        for b in note["blocks"]
+        if b["type"] == "actions"
+        for e in b["elements"]
+    )
+    assert len(account.tasks()) == 1  # no automatic restart
+
+
+async def test_a_missing_image_fails_with_a_clear_reason(uat: Bot, account: UatAccount) -> None:
+    account.ecr.batch_delete_image(
+        repositoryName="test-tickets-uat", imageIds=[{"imageTag": "latest"}]
+    )
+    await label(uat)
+    assert await state(uat) == "failed"
+    assert slack_ui.no_image("latest") in replies(uat)[-1]
+    assert account.tasks() == []
+
+
+async def test_launch_timeout_fails_instead_of_starting_forever(
+    make_bot: BotFactory, account: UatAccount, containers: Containers
+) -> None:
+    bot: Bot = await make_bot(**account.env(containers.url), UAT_LAUNCH_TIMEOUT_S="0.2")
+    await bot.settle_startup()
+    await label(bot)
+    await asyncio.sleep(0.3)
+    await envs(bot).poll()
+    assert await state(bot) == "failed"
+    assert "not ready in time (last seen: RUNNING, /health phase installing)" in replies(bot)[-1]
+
+
+# ---------------------------------------------------------------- watching
+
+
+async def test_one_describe_per_hundred_tasks(uat: Bot, account: UatAccount) -> None:
+    for number in (2, 3, 4):
+        payload = pr_event("labeled", "uat", number=number)
+        await uat.github("pull_request", payload)
+    await uat.settle()
+    assert len(account.tasks()) == 3
+    before = envs(uat).ecs.calls.get("DescribeTasks", 0)
+    await envs(uat).poll()
+    assert envs(uat).ecs.calls["DescribeTasks"] - before == 1
+
+
+# ---------------------------------------------------------------- restarts
+
+
+async def test_a_launch_interrupted_before_run_task_is_finished_after_restart(
+    make_bot: BotFactory, account: UatAccount, containers: Containers
+) -> None:
+    first: Bot = await make_bot(**account.env(containers.url))
+    await first.settle_startup()
+    # the bot dies right after accepting the delivery: its launch never ran
+    first.runtime.services.environments.launch = _never  # type: ignore[method-assign]
+    await label(first)
+    assert account.tasks() == []
+    await first.runtime.stop()
+    second: Bot = await make_bot(**account.env(containers.url))
+    await second.settle_startup()
+    assert len(account.tasks()) == 1
+    assert await state(second) == "running"
+
+
+async def _never(*args: Any) -> None:
+    return None
+
+
+async def test_a_launch_interrupted_after_run_task_adopts_its_task(
+    make_bot: BotFactory, account: UatAccount, containers: Containers
+) -> None:
+    first: Bot = await make_bot(**account.env(containers.url))
+    await first.settle_startup()
+    environments = first.runtime.services.environments
+    real_run = environments.ecs.run_task
+
+    async def run_then_die(*args: Any, **kwargs: Any) -> Any:
+        await real_run(*args, **kwargs)
+        raise asyncio.CancelledError  # killed before recording the task
+
+    environments.ecs.run_task = run_then_die  # type: ignore[method-assign]
+    await label(first)
+    await first.runtime.stop()
+    assert len(account.tasks()) == 1
+    second: Bot = await make_bot(**account.env(containers.url))
+    await second.settle_startup()
+    assert len(account.tasks()) == 1  # adopted, not started again
+    env = await second.runtime.services.store.get_environment(REPO, PR)
+    assert env is not None and env.task_arn == account.tasks()[0]["taskArn"]
+
+
+async def test_orphan_tasks_are_stopped_on_start(
+    make_bot: BotFactory, account: UatAccount, containers: Containers
+) -> None:
+    first: Bot = await make_bot(**account.env(containers.url))
+    await first.settle_startup()
+    await label(first)
+    await first.runtime.stop()
+    # the store is lost (a new database): the task belongs to nobody now
+    second: Bot = await make_bot(
+        **account.env(containers.url), UAT_DB=str(first.settings.uat_db) + ".new"
+    )
+    await second.settle_startup()
+    assert account.tasks(desired="RUNNING") == []
+
+
+# ---------------------------------------------------------------- commands
+
+
+async def test_status_stop_and_extend_from_slack(
+    uat: Bot, account: UatAccount, containers: Containers
+) -> None:
+    await label(uat)
+    containers.ready(PR)
+    await envs(uat).poll()
+    await uat.slash("status")
+    await uat.settle()
+    assert "Codertocat/Hello-World#2" in uat.slack.responses[-1].body["text"]
+    await uat.slash("status PR-2")
+    await uat.settle()
+    detail = str(uat.slack.responses[-1].body)
+    assert "RUNNING" in detail and "ccccccc" in detail and "1 queued" in detail
+    await uat.slash("extend #2 4")
+    await uat.settle()
+    assert "now stops when idle" in uat.slack.responses[-1].body["text"]
+    await uat.slash("status PR-99")
+    await uat.settle()
+    assert uat.slack.responses[-1].body["text"] == slack_ui.no_environment(99)
+    await uat.slash("status pr_two")
+    await uat.settle()
+    assert uat.slack.responses[-1].body["text"] == slack_ui.bad_pr_ref("pr_two")
+    await uat.slash(f"stop {REPO}#2")
+    await uat.settle()
+    assert account.tasks(desired="RUNNING") == []
+    assert await state(uat) == "stopped"
+
+
+async def test_idle_environments_are_warned_then_stopped(
+    uat: Bot, account: UatAccount, containers: Containers
+) -> None:
+    await label(uat)
+    containers.ready(PR)
+    environments = envs(uat)
+    await environments.poll()
+    real_clock = environments.clock
+    idle_until = float((await _env(uat)).data["idle_until"])
+    environments.clock = lambda: idle_until - 60  # type: ignore[method-assign]
+    await environments.poll()
+    assert "Extend" in str(uat.slack.thread(CHANNEL, root_messages(uat)[0]["ts"])[-1]["blocks"])
+    environments.clock = lambda: idle_until + 1  # type: ignore[method-assign]
+    await environments.poll()
+    await uat.settle()
+    environments.clock = real_clock  # type: ignore[method-assign]
+    assert await state(uat) == "stopped"
+    assert "idle for 8h" in replies(uat)[-1]

@@ -1,0 +1,167 @@
+"""A UAT account in moto: VPC, subnet, security group, cluster, base task definition, images.
+
+Tasks are held where ECS puts them (moto's `ecs::task` transitions set to manual), so tests
+move them explicitly. A small aiohttp app on 127.0.0.1 plays the containers' prompt servers;
+the bot reaches it through UAT_CONTAINER_URL, never through the 10.x addresses moto invents.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+from aiohttp import web
+
+from tests.ecr_seed import fresh_repository, put, manifest_for
+
+CLUSTER = "uat"
+BASE_FAMILY = "uat-base"
+CONTAINER = "app"
+OWN_FAMILY = f"{BASE_FAMILY}-uat-bot"
+
+
+@dataclass
+class UatAccount:
+    endpoint: str
+    subnet: str
+    security_group: str
+    digests: dict[str, str]
+    ecs: Any
+    ecr: Any
+    ec2: Any
+
+    def env(self, container_url: str) -> dict[str, str]:
+        """Bot settings pointing at this account and at the local container stand-in."""
+        return {
+            "AWS_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "UAT_ECS_CLUSTER": CLUSTER,
+            "UAT_TASK_DEFINITION": BASE_FAMILY,
+            "UAT_CONTAINER_NAME": CONTAINER,
+            "UAT_SUBNETS": self.subnet,
+            "UAT_SECURITY_GROUPS": self.security_group,
+            "UAT_CONTAINER_URL": container_url,
+            "UAT_APP_URL": "https://pr-{pr}.uat.example.com",
+            "UAT_POLL_SECONDS": "3600",  # tests poll explicitly
+        }
+
+    def tasks(self, desired: str | None = None) -> list[dict[str, Any]]:
+        arns = self.ecs.list_tasks(cluster=CLUSTER)["taskArns"]
+        if not arns:
+            return []
+        found = self.ecs.describe_tasks(cluster=CLUSTER, tasks=arns, include=["TAGS"])["tasks"]
+        return [t for t in found if desired is None or t["desiredStatus"] == desired]
+
+    def running(self) -> list[dict[str, Any]]:
+        return [t for t in self.tasks() if t["lastStatus"] == "RUNNING"]
+
+    def revisions(self, family: str, status: str = "ACTIVE") -> list[str]:
+        arns = self.ecs.list_task_definitions(familyPrefix=family, status=status)
+        return [a for a in arns["taskDefinitionArns"] if f"/{family}:" in a]
+
+    def image_of(self, task_definition_arn: str) -> str:
+        definition = self.ecs.describe_task_definition(taskDefinition=task_definition_arn)
+        [container] = [
+            c
+            for c in definition["taskDefinition"]["containerDefinitions"]
+            if c["name"] == CONTAINER
+        ]
+        return str(container["image"])
+
+
+def set_up_account(endpoint: str) -> UatAccount:
+    kw: dict[str, Any] = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+    ec2, ecs, ecr = (boto3.client(s, **kw) for s in ("ec2", "ecs", "ecr"))
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    group = ec2.create_security_group(GroupName="uat", Description="uat", VpcId=vpc)["GroupId"]
+    ecs.create_cluster(clusterName=CLUSTER)
+    ecs.register_task_definition(
+        family=BASE_FAMILY,
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="1024",
+        memory="2048",
+        containerDefinitions=[
+            {"name": CONTAINER, "image": "placeholder:latest", "memory": 2048, "essential": True}
+        ],
+    )
+    fresh_repository(ecr)
+    digests = {
+        "latest": put(ecr, manifest_for("1111111"), "latest"),
+        "staging": put(ecr, manifest_for("2222222"), "staging"),
+    }
+    put(ecr, manifest_for("1111111"), "1111111")
+    put(ecr, manifest_for("2222222"), "2222222")
+    hold_tasks(endpoint)
+    return UatAccount(endpoint, subnet, group, digests, ecs, ecr, ec2)
+
+
+def hold_tasks(endpoint: str) -> None:
+    """Tasks stay in their state until a test moves them (moto's state manager)."""
+    body = json.dumps(
+        {"model_name": "ecs::task", "transition": {"progression": "manual", "times": 10**9}}
+    ).encode()
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/state-manager/set-transition",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    urllib.request.urlopen(request)
+
+
+@dataclass
+class Containers:
+    """Stand-in prompt servers for every PR, on 127.0.0.1, answering /health /version /status."""
+
+    health: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
+    hits: list[tuple[int, str]] = field(default_factory=list)
+    runner: web.AppRunner | None = None
+    url: str = ""
+
+    def ready(self, pr: int) -> None:
+        self.health[pr] = (200, {"ready": True, "phase": "ready"})
+
+    def failing(self, pr: int, error: str) -> None:
+        self.health[pr] = (503, {"ready": False, "phase": "failed", "error": error})
+
+    async def start(self) -> None:
+        async def health(request: web.Request) -> web.Response:
+            pr = int(request.match_info["pr"])
+            self.hits.append((pr, "health"))
+            status, body = self.health.get(pr, (503, {"ready": False, "phase": "installing"}))
+            return web.json_response(body, status=status)
+
+        async def version(request: web.Request) -> web.Response:
+            return web.json_response(
+                {
+                    "commit": "c" * 40,
+                    "short": "ccccccc",
+                    "branch": "changes",
+                    "date": "2026-11-27",
+                    "subject": "Update README",
+                }
+            )
+
+        async def status(request: web.Request) -> web.Response:
+            return web.json_response({"running": None, "queue": [{"id": "j1"}], "recent": []})
+
+        app = web.Application()
+        app.router.add_get("/pr/{pr}/health", health)
+        app.router.add_get("/pr/{pr}/version", version)
+        app.router.add_get("/pr/{pr}/status", status)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self.runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/pr/{{pr}}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
