@@ -128,7 +128,7 @@ class Bot:
         await self.runtime.services.tasks.join()
 
     async def settle_startup(self) -> None:
-        """Wait for the start-up reconciliation and the watcher's first round, and what they began."""
+        """Wait for start-up reconciliation, the watcher's first round, and what they began."""
         environments = self.runtime.services.environments
         for _ in range(500):
             if environments.polls:

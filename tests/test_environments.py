@@ -14,7 +14,7 @@ import pytest
 from bot import slack_ui
 from bot.environments import Environments
 from tests.conftest import CHANNEL, Bot, BotFactory, corpus
-from tests.uat_aws import OWN_FAMILY, BASE_FAMILY, Containers, UatAccount, set_up_account
+from tests.uat_aws import BASE_FAMILY, OWN_FAMILY, Containers, UatAccount, set_up_account
 
 REPO = "Codertocat/Hello-World"
 PR = 2
