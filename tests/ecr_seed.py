@@ -1,0 +1,122 @@
+"""Seed moto's ECR with realistic UAT images: one per git sha, plus :staging and :latest.
+
+Each image is a docker v2 manifest (a config and one layer, with distinct fake digests). Every
+`put_image` passes `imageDigest` = sha256 of the manifest bytes, as a registry computes it:
+without it moto derives the digest from the layer digests alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+REPOSITORY = "test-tickets-uat"
+DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
+LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+PUSH_INTERVAL_S = 3600
+
+
+def fake_digest(*parts: str) -> str:
+    return "sha256:" + hashlib.sha256("/".join(parts).encode()).hexdigest()
+
+
+def manifest_for(sha: str) -> str:
+    """The docker v2 manifest of the image built from commit `sha`."""
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": DOCKER_V2,
+        "config": {"mediaType": CONFIG_V1, "size": 1469, "digest": fake_digest("config", sha)},
+        "layers": [
+            {"mediaType": LAYER_GZIP, "size": 3_370_706, "digest": fake_digest("layer", sha)}
+        ],
+    }
+    return json.dumps(manifest, indent=3)
+
+
+def digest_of(manifest: str) -> str:
+    return "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def fresh_repository(ecr: Any, repository: str = REPOSITORY) -> None:
+    """An empty repository (moto's backends outlive one server, so drop any earlier one)."""
+    with contextlib.suppress(ecr.exceptions.RepositoryNotFoundException):
+        ecr.delete_repository(repositoryName=repository, force=True)
+    ecr.create_repository(repositoryName=repository)
+
+
+def put(ecr: Any, manifest: str, tag: str, repository: str = REPOSITORY) -> str:
+    """Point `tag` at `manifest` (pushing it if new); returns the manifest's digest."""
+    digest = digest_of(manifest)
+    ecr.put_image(
+        repositoryName=repository,
+        imageManifest=manifest,
+        imageManifestMediaType=DOCKER_V2,
+        imageTag=tag,
+        imageDigest=digest,
+    )
+    return digest
+
+
+def tag_sha(ecr: Any, sha: str, tag: str, repository: str = REPOSITORY) -> str:
+    """Move `tag` (staging, latest) onto the image of `sha`, as `docker push` would."""
+    return put(ecr, manifest_for(sha), tag, repository)
+
+
+def digest_at(ecr: Any, tag: str, repository: str = REPOSITORY) -> str | None:
+    """The digest `tag` points at in moto, or None."""
+    try:
+        response = ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])
+    except ecr.exceptions.ImageNotFoundException:
+        return None
+    details = response["imageDetails"]
+    return str(details[0]["imageDigest"]) if details else None
+
+
+def seed(
+    ecr: Any,
+    shas: Sequence[str],
+    *,
+    staging: str | None = None,
+    latest: str | None = None,
+    repository: str = REPOSITORY,
+) -> dict[str, str]:
+    """A fresh repository with one image per sha (oldest first), then :staging and :latest.
+
+    Returns {sha: digest}. Images are tagged with the sha's first 7 characters.
+    """
+    fresh_repository(ecr, repository)
+    digests = {sha: put(ecr, manifest_for(sha), sha[:7], repository) for sha in shas}
+    _space_out_pushes(ecr, repository, [digests[sha] for sha in shas])
+    if staging is not None:
+        tag_sha(ecr, staging, "staging", repository)
+    if latest is not None:
+        tag_sha(ecr, latest, "latest", repository)
+    return digests
+
+
+def _space_out_pushes(ecr: Any, repository: str, digests: Sequence[str]) -> None:
+    """Give the images pushed times an hour apart, oldest first.
+
+    moto stamps pushes with whole seconds, so images seeded together would tie. When moto runs
+    in this process (ThreadedMotoServer), its backend is adjusted directly; otherwise the
+    pushes keep moto's times.
+    """
+    try:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ecr.models import ecr_backends
+    except ImportError:  # pragma: no cover - moto elsewhere
+        return
+    backend = ecr_backends[DEFAULT_ACCOUNT_ID][ecr.meta.region_name]
+    repo = backend.repositories.get(repository)
+    if repo is None:  # pragma: no cover - moto in another process
+        return
+    now = int(time.time())
+    by_digest = {image.get_image_digest(): image for image in repo.images}
+    for age, digest in enumerate(reversed(digests), start=1):
+        if digest in by_digest:
+            by_digest[digest].image_pushed_at = now - age * PUSH_INTERVAL_S
