@@ -494,45 +494,50 @@ class Ecs:
 
         return await _call("ListTaskDefinitions", run)
 
-    async def remove_routing(self, session_id: str, dry_run: bool = False) -> list[str]:
-        """Delete ELBv2 listener rules and target groups tagged SESSION_ID=`session_id`."""
+    async def routing(self) -> list[tuple[str, str]]:
+        """ELBv2 listener rules and target groups tagged SESSION_ID, as (arn, session)."""
 
-        def run() -> list[str]:
+        def run() -> list[tuple[str, str]]:
             elb = self._client("elbv2")
-            removed: list[str] = []
-            rules: list[str] = []
-            groups: list[str] = []
+            candidates: list[str] = []
             listener = self._settings.uat_alb_listener_arn
             if listener:
                 self._count("DescribeRules")
-                rules = [
-                    r["RuleArn"]
-                    for r in elb.describe_rules(ListenerArn=listener).get("Rules", [])
-                    if not r.get("IsDefault")
-                ]
-            paginator = elb.get_paginator("describe_target_groups")
-            for page in paginator.paginate():
+                rules = elb.describe_rules(ListenerArn=listener).get("Rules", [])
+                candidates += [r["RuleArn"] for r in rules if not r.get("IsDefault")]
+            for page in elb.get_paginator("describe_target_groups").paginate():
                 self._count("DescribeTargetGroups")
-                groups += [g["TargetGroupArn"] for g in page.get("TargetGroups", [])]
-            tagged: set[str] = set()
-            candidates = rules + groups
-            for start in range(0, len(candidates), 20):
+                candidates += [g["TargetGroupArn"] for g in page.get("TargetGroups", [])]
+            found: list[tuple[str, str]] = []
+            for start in range(0, len(candidates), 20):  # DescribeTags takes 20 at most
                 self._count("DescribeTags")
                 described = elb.describe_tags(ResourceArns=candidates[start : start + 20])
                 for item in described.get("TagDescriptions", []):
                     tags = {t["Key"]: t["Value"] for t in item.get("Tags", [])}
-                    if tags.get("SESSION_ID") == session_id:
-                        tagged.add(item["ResourceArn"])
-            for arn in [r for r in rules if r in tagged]:
-                if not dry_run:
-                    self._count("DeleteRule")
-                    elb.delete_rule(RuleArn=arn)
-                removed.append(arn)
-            for arn in [g for g in groups if g in tagged]:
-                if not dry_run:
+                    if tags.get("SESSION_ID"):
+                        found.append((item["ResourceArn"], tags["SESSION_ID"]))
+            return found
+
+        return await _call("ELBv2 DescribeTags", run)
+
+    async def delete_routing(self, arns: list[str]) -> None:
+        """Delete listener rules first, then the target groups they forwarded to."""
+
+        def run() -> None:
+            elb = self._client("elbv2")
+            for arn in sorted(arns, key=lambda a: ":targetgroup/" in a):
+                if ":targetgroup/" in arn:
                     self._count("DeleteTargetGroup")
                     elb.delete_target_group(TargetGroupArn=arn)
-                removed.append(arn)
-            return removed
+                else:
+                    self._count("DeleteRule")
+                    elb.delete_rule(RuleArn=arn)
 
-        return await _call("ELBv2 cleanup", run)
+        await _call("ELBv2 cleanup", run)
+
+    async def remove_routing(self, session_id: str) -> list[str]:
+        """Delete the routing registered for one session; returns what was removed."""
+        arns = [arn for arn, session in await self.routing() if session == session_id]
+        if arns:
+            await self.delete_routing(arns)
+        return arns

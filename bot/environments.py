@@ -81,6 +81,18 @@ class PullRequest:
 Mutation = Callable[[Environment], Environment | None]
 
 
+@dataclass(frozen=True)
+class Leftovers:
+    """What `/uat cleanup` found (and removed, unless it was a dry run)."""
+
+    tasks: list[str]
+    revisions: list[str]
+    routing: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.revisions or self.routing)
+
+
 class Environments:
     """Starts, watches and stops PR environments, and keeps their Slack threads current."""
 
@@ -582,6 +594,33 @@ class Environments:
             if task.started_by not in sessions:
                 logger.warning("stopping orphan task %s (%s)", task.arn, task.started_by)
                 await self.ecs.stop_task(task.arn, "uat-bot: no environment owns this task")
+
+    # ------------------------------------------------------------------ cleanup
+
+    async def cleanup(self, dry_run: bool) -> Leftovers:
+        """What no active environment owns: tasks, the bot's revisions, routing; removed unless
+        `dry_run`."""
+        envs = await self.store.list_environments(ACTIVE)
+        sessions = {str(e.data.get("session")) for e in envs}
+        tasks = await self.ecs.describe(await self.ecs.tasks_started_by())
+        live = [t for t in tasks.values() if t.last_status not in ECS_STOPPING]
+        orphans = [
+            t.arn
+            for t in live
+            if (t.tags or {}).get("managed-by") == MANAGED_BY and t.started_by not in sessions
+        ]
+        in_use = {t.task_definition_arn for t in live if t.arn not in orphans}
+        in_use |= {str(e.data["task_definition"]) for e in envs if e.data.get("task_definition")}
+        revisions = [a for a in await self.ecs.task_definitions(self.family) if a not in in_use]
+        routing = [arn for arn, session in await self.ecs.routing() if session not in sessions]
+        if not dry_run:
+            for arn in orphans:
+                await self.ecs.stop_task(arn, "uat-bot cleanup: no environment owns this task")
+            for arn in revisions:
+                await self.ecs.deregister(arn)
+            if routing:
+                await self.ecs.delete_routing(routing)
+        return Leftovers(orphans, revisions, routing)
 
     # ------------------------------------------------------------------ people's requests
 

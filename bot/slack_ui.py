@@ -542,3 +542,22 @@ def home_view(envs: Sequence[Any], images: Any, settings: Any, now: float) -> Bl
             *image_blocks,
         ],
     }
+
+
+def cleanup_report(leftovers: Any, dry_run: bool) -> tuple[str, list[Block]]:
+    if not leftovers:
+        text = "Nothing to clean up: every task, revision and route belongs to an environment."
+        return text, [text_block(text)]
+    verb = "Would remove" if dry_run else "Removed"
+    sections = []
+    for title, arns in (
+        ("tasks", leftovers.tasks),
+        ("task-definition revisions", leftovers.revisions),
+        ("routing (rules, target groups)", leftovers.routing),
+    ):
+        if arns:
+            listed = "\n".join(f"• `{arn.rsplit('/', 1)[-1]}`" for arn in arns[:30])
+            more = f"\n…and {len(arns) - 30} more" if len(arns) > 30 else ""
+            sections.append(f"*{verb} {len(arns)} {title}*\n{listed}{more}")
+    text = "\n".join(sections)
+    return text, [text_block(section) for section in sections]

@@ -9,11 +9,12 @@ import copy
 from collections.abc import AsyncIterator
 from typing import Any
 
+import boto3
 import pytest
 
 from bot import slack_ui
 from bot.environments import Environments
-from tests.conftest import CHANNEL, Bot, BotFactory, corpus
+from tests.conftest import CHANNEL, DEPLOYER, Bot, BotFactory, corpus
 from tests.uat_aws import BASE_FAMILY, OWN_FAMILY, Containers, UatAccount, set_up_account
 
 REPO = "Codertocat/Hello-World"
@@ -401,3 +402,89 @@ async def test_idle_environments_are_warned_then_stopped(
     environments.clock = real_clock  # type: ignore[method-assign]
     assert await state(uat) == "stopped"
     assert "idle for 8h" in replies(uat)[-1]
+
+
+async def test_run_task_refusals_show_awss_reason_on_the_card(
+    make_bot: BotFactory, account: UatAccount, containers: Containers
+) -> None:
+    settings = {**account.env(containers.url), "UAT_SUBNETS": "subnet-doesnotexist"}
+    bot: Bot = await make_bot(**settings)
+    await bot.settle_startup()
+    await label(bot)
+    assert await state(bot) == "failed"
+    assert "AWS RunTask failed (InvalidSubnetID.NotFound)" in replies(bot)[-1]
+    assert account.tasks() == []
+
+
+def _target_group(account: UatAccount, session: str) -> str:
+    elb = boto3.client("elbv2", endpoint_url=account.endpoint, region_name="us-east-1")
+    vpc = account.ec2.describe_subnets(SubnetIds=[account.subnet])["Subnets"][0]["VpcId"]
+    group = elb.create_target_group(
+        Name=f"uat-{session}"[:32],
+        Protocol="HTTP",
+        Port=3001,
+        VpcId=vpc,
+        TargetType="ip",
+        Tags=[{"Key": "SESSION_ID", "Value": session}],
+    )
+    return str(group["TargetGroups"][0]["TargetGroupArn"])
+
+
+def _target_groups(account: UatAccount) -> list[str]:
+    elb = boto3.client("elbv2", endpoint_url=account.endpoint, region_name="us-east-1")
+    return [g["TargetGroupArn"] for g in elb.describe_target_groups()["TargetGroups"]]
+
+
+async def test_stopping_removes_the_routing_the_container_registered(
+    uat: Bot, account: UatAccount
+) -> None:
+    await label(uat)
+    session = str((await _env(uat)).data["session"])
+    mine = _target_group(account, session)
+    other = _target_group(account, "pr9-someoneelse")
+    await uat.github("pull_request", pr_event("closed"))
+    await uat.settle()
+    assert mine not in _target_groups(account)
+    assert other in _target_groups(account)
+
+
+async def test_cleanup_finds_and_removes_what_nobody_owns(uat: Bot, account: UatAccount) -> None:
+    await label(uat)
+    [task] = account.tasks()
+    leftover_group = _target_group(account, "pr7-gone")
+    # an orphan task of the bot's and a revision no live task uses
+    orphan = account.ecs.run_task(
+        cluster="uat",
+        taskDefinition=task["taskDefinitionArn"],
+        launchType="FARGATE",
+        startedBy="pr7-gone",
+        networkConfiguration={
+            "awsvpcConfiguration": {
+                "subnets": [account.subnet],
+                "securityGroups": [account.security_group],
+            }
+        },
+        tags=[{"key": "managed-by", "value": "uat-bot"}],
+    )["tasks"][0]["taskArn"]
+    unused = account.ecs.register_task_definition(
+        family=OWN_FAMILY,
+        containerDefinitions=[{"name": "app", "image": "x@sha256:00", "memory": 512}],
+    )["taskDefinition"]["taskDefinitionArn"]
+    await uat.slash("cleanup --dry-run")
+    await uat.settle()
+    assert "Only deployers" in uat.slack.responses[-1].body["text"]  # a developer asked
+    await uat.slash("cleanup --dry-run", user=DEPLOYER)
+    await uat.settle()
+    listed = uat.slack.responses[-1].body["text"]
+    assert "Would remove 1 tasks" in listed and orphan.rsplit("/", 1)[-1] in listed
+    assert unused.rsplit("/", 1)[-1] in listed and leftover_group.rsplit("/", 1)[-1] in listed
+    assert len(account.tasks(desired="RUNNING")) == 2  # a dry run touches nothing
+    await uat.slash("cleanup", user=DEPLOYER)
+    await uat.settle()
+    assert "Removed 1 tasks" in uat.slack.responses[-1].body["text"]
+    assert [t["taskArn"] for t in account.tasks(desired="RUNNING")] == [task["taskArn"]]
+    assert unused in account.revisions(OWN_FAMILY, status="INACTIVE")
+    assert leftover_group not in _target_groups(account)
+    await uat.slash("cleanup", user=DEPLOYER)
+    await uat.settle()
+    assert uat.slack.responses[-1].body["text"].startswith("Nothing to clean up")
