@@ -229,8 +229,23 @@ class ImagePipeline:
             manifest = await self._manifest(actor, f"rollback {sha}", digest=image.digest)
             return await self._retag(actor, f"rollback to {sha}", manifest)
 
-    async def undo(self, actor: str, digest: str) -> RetagResult:
+    async def undo(
+        self, actor: str, digest: str, expected_latest: str | None = None
+    ) -> RetagResult:
+        """Put :latest back to `digest`, unless it moved on since the Undo was offered."""
         async with self._exclusive(actor, "undo the last change of :latest"):
+            if expected_latest:
+                now = await self.ecr.describe("latest")
+                if now is None or now.digest != expected_latest:
+                    await self._audit(
+                        actor,
+                        "undo",
+                        "refused",
+                        ":latest changed since",
+                        now.digest if now else None,
+                        digest,
+                    )
+                    raise UserError(slack_ui.LATEST_MOVED)
             manifest = await self._manifest(actor, "undo", digest=digest)
             return await self._retag(actor, "undo", manifest)
 

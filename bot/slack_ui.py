@@ -85,6 +85,10 @@ NO_STAGING = "There is no `:staging` image to promote. Build one first with `/ua
 STAGING_MOVED = (
     "`:staging` changed since this card was shown. Run `/uat promote` again to see what it is now."
 )
+LATEST_MOVED = (
+    "`:latest` changed since this Undo was offered; undoing now would also throw away the later "
+    "change. Use `/uat rollback` to pick an image."
+)
 NOT_FROZEN = "Image operations are not locked."
 CARD_USED = "This card was already used or cancelled."
 CANCELLED = "Cancelled. Nothing changed."

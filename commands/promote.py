@@ -37,7 +37,9 @@ async def confirm(ctx: CommandContext, value: dict[str, Any]) -> None:
 
 async def announce_retag(ctx: CommandContext, result: Any) -> None:
     """Say in the channel what happened to :latest, with an Undo button when it moved."""
-    undo = card_value(digest=result.previous.digest) if result.previous else None
+    undo = None
+    if result.previous is not None:
+        undo = card_value(digest=result.previous.digest, latest=result.current.digest)
     text, blocks = slack_ui.retag_done(result, ctx.user_id, undo)
     if result.changed:
         await ctx.services.chat.post(ctx.channel_id, text, blocks)

@@ -68,7 +68,10 @@ async def undo(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer("undo a change of :latest")
     if not await claim_card(ctx, value, "undo"):
         return
-    await announce_retag(ctx, await ctx.pipeline.undo(ctx.user_id, str(value["digest"])))
+    result = await ctx.pipeline.undo(
+        ctx.user_id, str(value["digest"]), expected_latest=value.get("latest")
+    )
+    await announce_retag(ctx, result)
 
 
 ACTIONS = {"uat.rollback.pick": pick, "uat.rollback.confirm": confirm, "uat.undo": undo}
