@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from bot.errors import UserError
 from bot.github import PullRequestHandler
 from bot.images import Docker
 from bot.pipeline import ImagePipeline, Overview
+from bot.prompts import Prompts
 from bot.store import SqliteStore, Store
 from bot.tasks import TaskSupervisor
 
@@ -52,6 +54,7 @@ class Runtime:
         await self.services.store.open()
         if watch and self.services.settings.uat_ecs_cluster:
             self.services.tasks.spawn(self._watch(), name="environment watcher", service=True)
+            await self.services.prompts.resume()
 
     async def _watch(self) -> None:
         environments = self.services.environments
@@ -64,6 +67,7 @@ class Runtime:
     async def stop(self) -> None:
         await self.services.tasks.close()
         await self.services.environments.close()
+        await self.services.prompts.close()
         await self.services.store.close()
 
 
@@ -111,6 +115,7 @@ def build_runtime(
         tasks=tasks,
         pipeline=pipeline,
         environments=environments,
+        prompts=Prompts(settings, store, chat, environments, tasks),
     )
     runtime = Runtime(
         services=services,
@@ -157,6 +162,22 @@ class SlackReply:
                 await self._chat.post(self._channel, text, blocks)
             else:
                 await self._chat.ephemeral(self._channel, self._user, text, blocks)
+
+
+async def relay_reply(services: Services, event: dict[str, Any]) -> None:
+    """Send a thread reply to its PR's agent; any refusal is said in the thread."""
+    channel, thread = services.settings.uat_channel or "", str(event["thread_ts"])
+    env = await services.environments.by_thread(thread)
+    if env is None:
+        return  # a thread that is not a PR's
+    try:
+        await services.prompts.submit(env, str(event.get("text", "")), str(event["user"]))
+    except UserError as exc:
+        await services.chat.post(channel, str(exc), None, thread)
+    except Exception:
+        ref = secrets.token_hex(4)
+        logger.exception("relaying a thread reply failed (ref %s)", ref)
+        await services.chat.post(channel, slack_ui.something_went_wrong(ref), None, thread)
 
 
 def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
@@ -220,8 +241,24 @@ def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
         await client.views_publish(user_id=event["user"], view=view)
 
     @bolt.event("message")
-    async def on_message() -> None:
-        """Channel messages are subscribed for PR-thread replies; nothing else is done with them."""
+    async def on_message(body: dict[str, Any], event: dict[str, Any]) -> None:
+        """A person's reply in a PR's thread is a prompt for that PR's agent."""
+        settings = runtime.services.settings
+        thread = event.get("thread_ts")
+        if (
+            event.get("channel") != settings.uat_channel
+            or not thread
+            or thread == event.get("ts")
+            or event.get("subtype")
+            or event.get("bot_id")
+            or not event.get("user")
+        ):
+            return
+        if not await runtime.services.store.claim(f"event:{body.get('event_id')}", "message"):
+            return  # Slack's retry of an event already relayed
+        runtime.services.tasks.spawn(
+            relay_reply(runtime.services, event), name=f"relay reply {event.get('ts')}"
+        )
 
     @bolt.error
     async def on_error(error: Exception) -> None:

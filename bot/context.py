@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.environments import Environments
 from bot.errors import UserError
 from bot.pipeline import ImagePipeline
+from bot.prompts import Prompts
 from bot.store import Store
 from bot.tasks import TaskSupervisor
 
@@ -46,6 +47,7 @@ class Services:
     tasks: TaskSupervisor
     pipeline: ImagePipeline
     environments: Environments
+    prompts: Prompts
 
 
 @dataclass

@@ -63,6 +63,11 @@ class Command:
     parser: CommandParser
     run: Callable[[CommandContext, argparse.Namespace], Awaitable[None]]
     ack: Callable[[argparse.Namespace], str | None] | None = None
+    splitter: Callable[[str], list[str]] = shlex.split  # a module's `split` may replace it
+
+    def split(self, text: str) -> list[str]:
+        """The words argparse gets: shell-like quoting unless the command reads prose."""
+        return self.splitter(text)
 
     @property
     def usage(self) -> str:
@@ -97,6 +102,7 @@ def command_from_module(module: ModuleType) -> Command:
         parser=parser,
         run=module.run,
         ack=getattr(module, "ack", None),
+        splitter=getattr(module, "split", shlex.split),
     )
 
 
@@ -150,16 +156,17 @@ class Dispatcher:
 
     def plan(self, text: str) -> Plan:
         """Decide, without I/O, what `/uat <text>` means."""
+        head, _, tail = text.strip().partition(" ")
+        if not head or head in ("help", "-h", "--help"):
+            word = tail.split()[0] if tail.split() else None
+            return Plan(self.help_text(word.lower() if word else None))
+        command = self.table.get(head.lower())
+        if command is None:
+            return Plan(self._unknown(head))
         try:
-            words = shlex.split(text)
+            rest = command.split(tail)
         except ValueError as exc:
             return Plan(slack_ui.bad_quoting(str(exc).lower()))
-        if not words or words[0] in ("help", "-h", "--help"):
-            return Plan(self.help_text(words[1] if len(words) > 1 else None))
-        name, rest = words[0].lower(), words[1:]
-        command = self.table.get(name)
-        if command is None:
-            return Plan(self._unknown(words[0]))
         if "-h" in rest or "--help" in rest:
             return Plan(command.help)
         try:

@@ -645,6 +645,24 @@ class Environments:
         await self._show(saved)
         return saved
 
+    async def touch(self, repo: str, pr: int) -> None:
+        """Activity (a prompt): the idle stop moves UAT_IDLE_HOURS from now."""
+        until = self.clock() + self.settings.uat_idle_hours * 3600
+
+        def later(env: Environment) -> Environment | None:
+            if env.state not in LIVE or float(env.data.get("idle_until", 0)) >= until:
+                return None
+            return replace(env, data={**env.data, "idle_until": until, "warned": False})
+
+        await self._change(repo, pr, later)
+
+    async def by_thread(self, thread_ts: str) -> Environment | None:
+        """The environment whose Slack thread starts at `thread_ts`."""
+        for env in await self.store.list_environments():
+            if env.thread_ts == thread_ts:
+                return env
+        return None
+
     async def restart(self, repo: str, pr: int, actor: str) -> None:
         env = await self.store.get_environment(repo, pr)
         if env is None or not env.label:

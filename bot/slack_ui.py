@@ -565,3 +565,101 @@ def cleanup_report(leftovers: Any, dry_run: bool) -> tuple[str, list[Block]]:
             sections.append(f"*{verb} {len(arns)} {title}*\n{listed}{more}")
     text = "\n".join(sections)
     return text, [text_block(section) for section in sections]
+
+
+# ---------------------------------------------------------------- prompts
+
+NO_PROMPT_TOKEN = "Prompts are off: an operator sets UAT_PROMPT_TOKEN (the containers need it too)."
+PROMPT_TOKEN_REFUSED = (
+    "The container refused the bot's token: UAT_PROMPT_TOKEN differs between the bot and the task."
+)
+EMPTY_PROMPT = "Say what the agent should do: `/uat prompt PR-123 <what to do>`."
+SPLIT_AT = 2900
+
+
+def escape(text: str) -> str:
+    """User text as Slack shows it literally: no mentions, links or injected formatting."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def split(text: str, limit: int = SPLIT_AT) -> list[str]:
+    """Cut long text into message-sized parts, at line ends where possible."""
+    parts: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit)
+        cut = cut if cut > limit // 2 else limit
+        parts.append(text[:cut])
+        text = text[cut:].lstrip("\n")
+    return [*parts, text] if text or not parts else parts
+
+
+def prompt_too_long(length: int, limit: int) -> str:
+    return f"That prompt is {length:,} characters; the agent takes at most {limit:,}. Shorten it."
+
+
+def not_ready(env: Any) -> str:
+    return (
+        f"{env.repo}#{env.pr} is not ready yet ({env.state}). "
+        "Its thread says when it is; prompt it then."
+    )
+
+
+def container_refused(env: Any, reason: str) -> str:
+    return f"The agent in {env.repo}#{env.pr} refused the prompt: {escape(reason)}."
+
+
+def container_unreachable(env: Any) -> str:
+    return (
+        f"The container of {env.repo}#{env.pr} does not answer. "
+        f"`/uat status PR-{env.pr}` shows its state; `/uat restart PR-{env.pr}` replaces it."
+    )
+
+
+def no_such_job(job_id: str) -> str:
+    return f"There is no prompt `{escape(job_id)}` in that container."
+
+
+def prompt_queued(relay: Any, position: int) -> tuple[str, list[Block]]:
+    where = "running now" if position == 0 else f"queued at position {position}"
+    quoted = "\n".join("> " + line for line in escape(relay.prompt[:1500]).splitlines())
+    text = f"{person(relay.user)} asked the agent ({where}, job `{relay.job_id}`):\n{quoted}"
+    value = json.dumps(
+        {"card": f"cancel-{relay.job_id}", "repo": relay.repo, "pr": relay.pr, "job": relay.job_id}
+    )
+    return text, [text_block(text), actions(button("Cancel", "uat.prompt.cancel", value))]
+
+
+def prompt_answer(job_id: str, position: int) -> str:
+    where = "running now" if position == 0 else f"queued at position {position}"
+    return f"Sent to the agent: {where} (job `{job_id}`). The result will be in the PR's thread."
+
+
+def prompt_lost(relay: Any, env: Any) -> list[str]:
+    why = (
+        "the environment stopped"
+        if env is None or env.state not in ("starting", "provisioning", "running", "ready")
+        else "the container stopped answering"
+    )
+    return [f"The prompt `{relay.job_id}` from {person(relay.user)} has no result: {why}."]
+
+
+def prompt_result(relay: Any, job: dict[str, Any]) -> list[str]:
+    state = str(job.get("state", "?"))
+    icon = {"succeeded": ":white_check_mark:", "cancelled": ":no_entry_sign:"}.get(state, ":x:")
+    facts = [f"{icon} *{state.replace('_', ' ')}*"]
+    if job.get("duration_s") is not None:
+        facts.append(duration(float(job["duration_s"])))
+    if job.get("cost_usd") is not None:
+        facts.append(f"${float(job['cost_usd']):.2f}")
+    if job.get("commit"):
+        facts.append(f"commit `{str(job['commit'])[:7]}`")
+    head = f"{' · '.join(facts)} — prompt `{relay.job_id}` from {person(relay.user)}"
+    body = str(job.get("summary") or job.get("error") or job.get("output_tail") or "")
+    if job.get("files_changed"):
+        body += "\n\nFiles changed: " + ", ".join(f"`{f}`" for f in job["files_changed"][:20])
+    parts = split(escape(body)) if body else []
+    return [head + ("\n" + parts[0] if parts else ""), *parts[1:]]
+
+
+def prompt_cancelled(job_id: str) -> str:
+    return f"Cancelled prompt `{escape(job_id)}`."

@@ -65,6 +65,19 @@ class AuditEntry:
     at: float = 0.0
 
 
+@dataclass(frozen=True)
+class Relay:
+    """A prompt handed to a PR's container whose result the bot still has to post."""
+
+    job_id: str
+    repo: str
+    pr: int
+    user: str
+    thread_ts: str
+    prompt: str
+    created_at: float = 0.0
+
+
 class VersionConflict(Exception):
     """Somebody else changed the environment first; re-read and decide again."""
 
@@ -119,6 +132,16 @@ class Store(Protocol):
 
     async def recent_audit(self, limit: int = 20) -> list[AuditEntry]: ...
 
+    async def open_relay(self, relay: Relay) -> None:
+        """Remember a prompt being followed (idempotent on the job id)."""
+        ...
+
+    async def close_relay(self, repo: str, pr: int, job_id: str) -> bool:
+        """Forget a followed prompt; False if it was already closed (somebody else posted)."""
+        ...
+
+    async def open_relays(self) -> list[Relay]: ...
+
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -159,6 +182,19 @@ MIGRATIONS: tuple[str, ...] = (
         detail TEXT NOT NULL DEFAULT '',
         from_digest TEXT,
         to_digest TEXT
+    );
+    """,
+    # 2: prompts being relayed to containers, resumed after a restart
+    """
+    CREATE TABLE relays (
+        repo TEXT NOT NULL,
+        pr INTEGER NOT NULL,
+        job_id TEXT NOT NULL,
+        user TEXT NOT NULL,
+        thread_ts TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (repo, pr, job_id)
     );
     """,
 )
@@ -367,6 +403,51 @@ class SqliteStore:
         ) as cur:
             rows = await cur.fetchall()
         return [AuditEntry(*row) for row in rows]
+
+    # relays
+
+    async def open_relay(self, relay: Relay) -> None:
+        async with self._lock:
+            await self.db.execute(
+                "INSERT OR IGNORE INTO relays (repo, pr, job_id, user, thread_ts, prompt, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    relay.repo,
+                    relay.pr,
+                    relay.job_id,
+                    relay.user,
+                    relay.thread_ts,
+                    relay.prompt,
+                    relay.created_at or self._clock(),
+                ),
+            )
+
+    async def close_relay(self, repo: str, pr: int, job_id: str) -> bool:
+        async with self._lock:
+            cur = await self.db.execute(
+                "DELETE FROM relays WHERE repo = ? AND pr = ? AND job_id = ?", (repo, pr, job_id)
+            )
+            return cur.rowcount == 1
+
+    async def open_relays(self) -> list[Relay]:
+        async with self.db.execute(
+            "SELECT repo, pr, job_id, user, thread_ts, prompt, created_at FROM relays "
+            "ORDER BY created_at"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [_relay(row) for row in rows]
+
+
+def _relay(row: Any) -> Relay:
+    return Relay(
+        job_id=row["job_id"],
+        repo=row["repo"],
+        pr=row["pr"],
+        user=row["user"],
+        thread_ts=row["thread_ts"],
+        prompt=row["prompt"],
+        created_at=row["created_at"],
+    )
 
 
 def _environment(row: Any) -> Environment:

@@ -67,7 +67,7 @@ async def test_unknown_subcommand_suggests_the_nearest(bot: Bot) -> None:
 
 
 async def test_unbalanced_quotes_get_a_clear_answer(bot: Bot) -> None:
-    status, text = await bot.slash('help "oops')
+    status, text = await bot.slash('rollback "oops')
     assert status == 200
     assert "Check your quotes" in text
 

@@ -1,0 +1,185 @@
+"""Prompts relayed to the coding agent in a PR's container, and the results posted back.
+
+A prompt goes to the container's `POST /prompt` (bearer token) through UAT_CONTAINER_URL; the
+job is then followed by polling `GET /prompts/{id}` with backoff until it ends, and the result
+goes into the PR's thread. Jobs being followed are in the store, so a restart resumes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bot import slack_ui
+from bot.chat import Chat
+from bot.config import Settings
+from bot.environments import LIVE, Environments
+from bot.errors import UserError
+from bot.store import Environment, Relay, Store
+from bot.tasks import TaskSupervisor
+
+logger = logging.getLogger(__name__)
+
+MAX_PROMPT = 20_000
+TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
+REQUEST_TIMEOUT_S = 10.0
+FIRST_POLL_S = 1.0
+MAX_POLL_S = 15.0
+UNREACHABLE_GIVE_UP_S = 15 * 60
+
+
+@dataclass(frozen=True)
+class Queued:
+    job_id: str
+    position: int
+    env: Environment
+
+
+class Prompts:
+    """Sends prompts to containers and follows them to their result."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        chat: Chat,
+        environments: Environments,
+        tasks: TaskSupervisor,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.chat = chat
+        self.environments = environments
+        self.tasks = tasks
+        self._http: aiohttp.ClientSession | None = None
+        self.first_poll_s = FIRST_POLL_S
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+            )
+        return self._http
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    def _headers(self) -> dict[str, str]:
+        token = self.settings.uat_prompt_token
+        if token is None:
+            raise UserError(slack_ui.NO_PROMPT_TOKEN)
+        return {"Authorization": f"Bearer {token.get_secret_value()}"}
+
+    async def submit(self, env: Environment, text: str, user: str) -> Queued:
+        """Queue `text` in the PR's container; says in the thread who asked what."""
+        text = text.strip()
+        if not text:
+            raise UserError(slack_ui.EMPTY_PROMPT)
+        if len(text) > MAX_PROMPT:
+            raise UserError(slack_ui.prompt_too_long(len(text), MAX_PROMPT))
+        if env.state not in LIVE or not env.task_arn:
+            raise UserError(slack_ui.not_running(env.repo, env.pr))
+        if env.state != "ready":
+            raise UserError(slack_ui.not_ready(env))
+        headers = self._headers()
+        url = self.environments.container_url(env) + "/prompt"
+        body = {"prompt": text, "user": user, "thread": env.thread_ts or ""}
+        try:
+            async with self.http.post(url, json=body, headers=headers) as response:
+                answer = await _json(response)
+                if response.status == 401:
+                    raise UserError(slack_ui.PROMPT_TOKEN_REFUSED)
+                if response.status != 202:
+                    reason = answer.get("error") or f"HTTP {response.status}"
+                    raise UserError(slack_ui.container_refused(env, str(reason)))
+        except (aiohttp.ClientError, TimeoutError):
+            raise UserError(slack_ui.container_unreachable(env)) from None
+        queued = Queued(str(answer["id"]), int(answer.get("position", 0)), env)
+        relay = Relay(queued.job_id, env.repo, env.pr, user, env.thread_ts or "", text)
+        await self.store.open_relay(relay)
+        await self.environments.touch(env.repo, env.pr)
+        if env.thread_ts and self.settings.uat_channel:
+            note, blocks = slack_ui.prompt_queued(relay, queued.position)
+            await self.chat.post(self.settings.uat_channel, note, blocks, env.thread_ts)
+        self.follow(relay)
+        return queued
+
+    def follow(self, relay: Relay) -> None:
+        self.tasks.spawn(self._follow(relay), name=f"follow prompt {relay.job_id}")
+
+    async def resume(self) -> None:
+        """After a restart: follow every prompt whose result was not posted yet."""
+        for relay in await self.store.open_relays():
+            self.follow(relay)
+
+    async def cancel(self, env: Environment, job_id: str) -> None:
+        url = f"{self.environments.container_url(env)}/prompts/{job_id}"
+        try:
+            async with self.http.delete(url, headers=self._headers()) as response:
+                if response.status == 404:
+                    raise UserError(slack_ui.no_such_job(job_id))
+                if response.status >= 400:
+                    answer = await _json(response)
+                    raise UserError(slack_ui.container_refused(env, str(answer.get("error"))))
+        except (aiohttp.ClientError, TimeoutError):
+            raise UserError(slack_ui.container_unreachable(env)) from None
+
+    async def _follow(self, relay: Relay) -> None:
+        delay = self.first_poll_s
+        unreachable_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(delay)
+            env = await self.store.get_environment(relay.repo, relay.pr)
+            if env is None or env.state not in LIVE:
+                await self._finish(relay, slack_ui.prompt_lost(relay, env))
+                return
+            job = await self._job(env, relay.job_id)
+            if job is None:
+                unreachable_since = unreachable_since or loop.time()
+                if loop.time() - unreachable_since > UNREACHABLE_GIVE_UP_S:
+                    await self._finish(relay, slack_ui.prompt_lost(relay, env))
+                    return
+            else:
+                unreachable_since = None
+                if job.get("state") in TERMINAL:
+                    await self._finish(relay, slack_ui.prompt_result(relay, job))
+                    return
+            delay = min(delay * 1.5, MAX_POLL_S)
+
+    async def _job(self, env: Environment, job_id: str) -> dict[str, Any] | None:
+        url = f"{self.environments.container_url(env)}/prompts/{job_id}"
+        try:
+            async with self.http.get(url) as response:
+                if response.status == 404:
+                    return {"state": "failed", "error": "the container no longer knows this job"}
+                if response.status != 200:
+                    return None
+                return await _json(response)
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def _finish(self, relay: Relay, messages: list[str]) -> None:
+        """Post the result once (closing the relay first makes a second poster stand down)."""
+        if not await self.store.close_relay(relay.repo, relay.pr, relay.job_id):
+            return
+        channel = self.settings.uat_channel
+        if not channel or not relay.thread_ts:
+            return
+        for text in messages:
+            await self.chat.post(channel, text, [slack_ui.text_block(text)], relay.thread_ts)
+
+
+async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,0 +1,53 @@
+"""Ask the coding agent in a PR's container to do something; the result lands in the PR's thread.
+
+`/uat prompt PR-123 add a dark mode toggle` — the text is taken as written (no quoting needed).
+`/uat prompt PR-123 --cancel <job>` cancels a queued or running prompt.
+A plain reply in the PR's thread does the same as `/uat prompt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bot import slack_ui
+from bot.cards import claim_card
+from bot.context import CommandContext
+
+NAME = "prompt"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pr", help="PR-123, #123, 123 or owner/repo#123")
+    parser.add_argument("text", nargs="?", default="", help="what the agent should do")
+    parser.add_argument("--cancel", metavar="JOB", help="cancel that prompt instead")
+
+
+def split(text: str) -> list[str]:
+    """The PR, then the prose exactly as typed (apostrophes and all), or `--cancel JOB`."""
+    pr, _, rest = text.strip().partition(" ")
+    rest = rest.strip()
+    if rest.startswith("--cancel"):
+        return [pr, *rest.split()]
+    return [pr, "--", rest] if rest else [pr] if pr else []
+
+
+async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
+    env = await ctx.environments.find(args.pr)
+    if args.cancel:
+        await ctx.services.prompts.cancel(env, args.cancel)
+        await ctx.reply(slack_ui.prompt_cancelled(args.cancel))
+        return
+    queued = await ctx.services.prompts.submit(env, args.text, ctx.user_id)
+    await ctx.reply(slack_ui.prompt_answer(queued.job_id, queued.position))
+
+
+async def cancel_click(ctx: CommandContext, value: dict[str, Any]) -> None:
+    if not await claim_card(ctx, value, "cancel prompt"):
+        return
+    env = await ctx.environments.find(f"{value['repo']}#{value['pr']}")
+    await ctx.services.prompts.cancel(env, str(value["job"]))
+    await ctx.reply(slack_ui.prompt_cancelled(str(value["job"])))
+
+
+ACTIONS = {"uat.prompt.cancel": cancel_click}
