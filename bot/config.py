@@ -34,6 +34,7 @@ HINTS: dict[str, str] = {
     "UAT_IDLE_HOURS": "hours without activity before an environment is stopped, e.g. 8",
     "UAT_CONTAINER_URL": "a URL template with {ip}, {pr} or {task_id}, e.g. http://{ip}:8080",
     "UAT_ASSIGN_PUBLIC_IP": "ENABLED or DISABLED",
+    "UAT_STORE": "sqlite (one replica) or dynamodb (several, with UAT_DYNAMODB_TABLE)",
 }
 
 
@@ -89,6 +90,8 @@ class Settings(BaseSettings):
     uat_prompt_token: SecretStr | None = None
 
     uat_db: str = "uat-bot.db"
+    uat_store: Literal["sqlite", "dynamodb"] = "sqlite"
+    uat_dynamodb_table: str = "uat-bot"
     uat_poll_seconds: float = Field(10.0, gt=0)
     uat_idle_hours: float = Field(8.0, gt=0)
 

@@ -128,6 +128,10 @@ class Store(Protocol):
 
     async def get_lock(self, name: str) -> Lock | None: ...
 
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew a lease (e.g. "watcher"): True while `holder` has it."""
+        ...
+
     async def append_audit(self, entry: AuditEntry) -> None: ...
 
     async def recent_audit(self, limit: int = 20) -> list[AuditEntry]: ...
@@ -366,6 +370,20 @@ class SqliteStore:
                 cur = await self.db.execute(
                     "DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder)
                 )
+            return cur.rowcount == 1
+
+    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        now = self._clock()
+        async with self._lock:
+            cur = await self.db.execute(
+                "INSERT INTO locks (name, holder, reason, acquired_at, expires_at) "
+                "VALUES (?, ?, 'lease', ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "holder = excluded.holder, expires_at = excluded.expires_at, "
+                "acquired_at = CASE WHEN locks.holder = excluded.holder THEN locks.acquired_at "
+                "ELSE excluded.acquired_at END "
+                "WHERE locks.holder = excluded.holder OR locks.expires_at <= ?",
+                (name, holder, now, now + ttl_s, now),
+            )
             return cur.rowcount == 1
 
     async def get_lock(self, name: str) -> Lock | None:

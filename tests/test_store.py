@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import MIGRATIONS, AuditEntry, Environment, LockHeld, SqliteStore, VersionConflict
+from bot.store import (
+    MIGRATIONS,
+    AuditEntry,
+    Environment,
+    LockHeld,
+    Relay,
+    SqliteStore,
+    VersionConflict,
+)
 
 
 class Clock:
@@ -48,9 +56,7 @@ async def test_schema_is_migrated_once_and_survives_reopen(tmp_path: Path) -> No
 
 
 async def test_a_delivery_is_claimed_once_even_concurrently(store: SqliteStore) -> None:
-    results = await asyncio.gather(
-        *(store.claim("d-7", "pull_request") for _ in range(20))
-    )
+    results = await asyncio.gather(*(store.claim("d-7", "pull_request") for _ in range(20)))
     assert results.count(True) == 1
     await store.forget("d-7")
     assert await store.claim("d-7", "pull_request")
@@ -123,3 +129,28 @@ async def test_wal_mode_is_on(store: SqliteStore) -> None:
     async with store.db.execute("PRAGMA journal_mode") as cur:
         row = await cur.fetchone()
     assert row is not None and row[0] == "wal"
+
+
+async def test_a_lease_is_renewed_by_its_holder_and_taken_over_when_it_lapses(
+    store: SqliteStore, clock: Clock
+) -> None:
+    assert await store.hold_lease("watcher", "replica-a", ttl_s=20)
+    assert not await store.hold_lease("watcher", "replica-b", ttl_s=20)
+    clock.now += 15
+    assert await store.hold_lease("watcher", "replica-a", ttl_s=20)  # renewed
+    clock.now += 15
+    assert not await store.hold_lease("watcher", "replica-b", ttl_s=20)  # still a's
+    clock.now += 6  # a stopped renewing
+    assert await store.hold_lease("watcher", "replica-b", ttl_s=20)
+    assert not await store.hold_lease("watcher", "replica-a", ttl_s=20)
+
+
+async def test_relays_are_remembered_until_closed_once(store: SqliteStore) -> None:
+    relay = Relay("job-1", "acme/web", 7, "U1", "1700.0001", "add a button")
+    await store.open_relay(relay)
+    await store.open_relay(relay)  # idempotent
+    [kept] = await store.open_relays()
+    assert kept.job_id == "job-1" and kept.prompt == "add a button" and kept.created_at > 0
+    assert await store.close_relay("acme/web", 7, "job-1")
+    assert not await store.close_relay("acme/web", 7, "job-1")
+    assert await store.open_relays() == []
