@@ -53,16 +53,9 @@ class Runtime:
         """Open the store; with ECS configured, reconcile with it and start the watcher."""
         await self.services.store.open()
         if watch and self.services.settings.uat_ecs_cluster:
-            self.services.tasks.spawn(self._watch(), name="environment watcher", service=True)
+            watcher = self.services.environments.watch()
+            self.services.tasks.spawn(watcher, name="environment watcher", service=True)
             await self.services.prompts.resume()
-
-    async def _watch(self) -> None:
-        environments = self.services.environments
-        try:
-            await environments.reconcile()
-        except Exception:
-            logger.exception("reconciling environments with ECS failed; watching anyway")
-        await environments.watch()
 
     async def stop(self) -> None:
         await self.services.tasks.close()
@@ -86,6 +79,15 @@ def slack_client(settings: Settings) -> AsyncWebClient:
     )
 
 
+def build_store(settings: Settings) -> Store:
+    """SQLite by default; DynamoDB when several replicas share state."""
+    if settings.uat_store == "dynamodb":
+        from bot.store_dynamodb import DynamoStore
+
+        return DynamoStore(settings)
+    return SqliteStore(settings.uat_db)
+
+
 def build_pipeline(settings: Settings, store: Store) -> ImagePipeline:
     """The image operations, for Slack, the console and the terminal alike."""
     return ImagePipeline(settings, store, Ecr(settings), Docker())
@@ -104,7 +106,7 @@ def build_runtime(
         if web_client is None:
             raise ValueError("a chat is needed when Slack is not used")
         chat = SlackChat(web_client)
-    store = store or SqliteStore(settings.uat_db)
+    store = store or build_store(settings)
     tasks = TaskSupervisor()
     pipeline = build_pipeline(settings, store)
     environments = Environments(settings, store, chat, pipeline.ecr, Ecs(settings), tasks)

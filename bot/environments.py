@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -37,6 +39,8 @@ ECS_PROVISIONING = {"PROVISIONING", "PENDING", "ACTIVATING"}
 ECS_STOPPING = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
 MANAGED_BY = "uat-bot"
 IDLE_WARNING_S = 15 * 60
+WATCHER_LEASE = "watcher"
+LAUNCH_LEASE_S = 300.0
 HEALTH_TIMEOUT_S = 3.0
 PR_REF = re.compile(r"^(?:(?P<repo>[\w.-]+/[\w.-]+)#|PR-|#)?(?P<number>\d{1,9})$", re.IGNORECASE)
 
@@ -114,6 +118,8 @@ class Environments:
         self.tasks = tasks
         self.clock = clock
         self._http: aiohttp.ClientSession | None = None
+        self._launching: set[str] = set()  # sessions this process is launching now
+        self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.polls = 0
 
     @property
@@ -130,6 +136,11 @@ class Environments:
         return f"{self.settings.uat_task_definition or 'uat'}-uat-bot"
 
     async def close(self) -> None:
+        """On a graceful shutdown, hand the watcher lease over at once rather than at expiry."""
+        try:
+            await self.store.release_lock(WATCHER_LEASE, self.replica)
+        except Exception:
+            logger.warning("could not release the watcher lease", exc_info=True)
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -262,7 +273,22 @@ class Environments:
     # ------------------------------------------------------------------ launching
 
     async def launch(self, repo: str, pr: int, session: str) -> None:
-        """Resolve the image, register a pinned revision, run the task; resumable after a crash."""
+        """Resolve the image, register a pinned revision, run the task; resumable after a crash.
+
+        A lease per PR makes sure one launcher at a time works on it, across replicas.
+        """
+        lease = f"launch:{repo}#{pr}"
+        if not await self.store.hold_lease(lease, self.replica, LAUNCH_LEASE_S):
+            self._launching.discard(session)
+            return  # another replica is launching it right now
+        self._launching.add(session)
+        try:
+            await self._launch(repo, pr, session)
+        finally:
+            self._launching.discard(session)
+            await self.store.release_lock(lease, self.replica)
+
+    async def _launch(self, repo: str, pr: int, session: str) -> None:
         env = await self._ensure_thread(repo, pr, session)
         if env is None:
             return
@@ -559,17 +585,39 @@ class Environments:
         ).rstrip("/")
 
     async def watch(self) -> None:
-        """Poll forever, every UAT_POLL_SECONDS; a failed round is logged and the next one runs."""
+        """Poll every UAT_POLL_SECONDS while this replica holds the watcher lease.
+
+        The lease lapses one poll interval (+1 s) after its holder's last renewal, so another
+        replica takes over within two intervals when the holder dies. The holder reconciles
+        with ECS when it takes the lease. A failed round is logged and the next one runs.
+        """
+        reconciled = False
+        poll_s = self.settings.uat_poll_seconds
         while True:
             try:
-                await self.poll()
+                if await self.store.hold_lease(WATCHER_LEASE, self.replica, poll_s + 1.0):
+                    if not reconciled:
+                        await self.reconcile()
+                        reconciled = True
+                    await self.poll()
+                else:
+                    reconciled = False
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("watching environments failed; trying again next round")
-            await asyncio.sleep(self.settings.uat_poll_seconds)
+            await asyncio.sleep(poll_s)
 
     # ------------------------------------------------------------------ after a restart
+
+    def _resume(self, env: Environment) -> None:
+        session = str(env.data.get("session", ""))
+        self._launching.add(session)  # until the spawned launch takes over the marker
+        self.tasks.spawn(
+            self.launch(env.repo, env.pr, session),
+            name=f"resume launch {env.repo}#{env.pr}",
+            on_error=self._failer(env.repo, env.pr, session),
+        )
 
     async def reconcile(self) -> None:
         """Resume interrupted launches and stops, and stop tasks no environment owns."""
@@ -577,13 +625,9 @@ class Environments:
         sessions = {e.data.get("session") for e in envs if e.state in LIVE}
         for env in envs:
             session = str(env.data.get("session", ""))
-            if env.state == "starting":
+            if env.state == "starting" and session not in self._launching:
                 await self._note(env, slack_ui.RESUMED_LAUNCH)
-                self.tasks.spawn(
-                    self.launch(env.repo, env.pr, session),
-                    name=f"resume launch {env.repo}#{env.pr}",
-                    on_error=self._failer(env.repo, env.pr, session),
-                )
+                self._resume(env)
             elif env.state == "stopping":
                 self.tasks.spawn(self.finish_stop(env.repo, env.pr), name=f"resume stop {env.pr}")
         arns = await self.ecs.tasks_started_by()
