@@ -29,6 +29,7 @@ from bot.environments import ACTIVE, Environments
 from bot.errors import UserError
 from bot.github import PullRequestHandler
 from bot.images import Docker
+from bot.metrics import Metrics
 from bot.pipeline import ImagePipeline, Overview
 from bot.prompts import Prompts
 from bot.store import SqliteStore, Store
@@ -108,8 +109,13 @@ def build_runtime(
         chat = SlackChat(web_client)
     store = store or build_store(settings)
     tasks = TaskSupervisor()
+    metrics = Metrics()
+    if isinstance(chat, SlackChat):
+        chat.metrics = metrics
     pipeline = build_pipeline(settings, store)
-    environments = Environments(settings, store, chat, pipeline.ecr, Ecs(settings), tasks)
+    ecs = Ecs(settings)
+    pipeline.ecr.on_error = ecs.on_error = metrics.aws_error
+    environments = Environments(settings, store, chat, pipeline.ecr, ecs, tasks, metrics=metrics)
     services = Services(
         settings=settings,
         store=store,
@@ -118,6 +124,7 @@ def build_runtime(
         pipeline=pipeline,
         environments=environments,
         prompts=Prompts(settings, store, chat, environments, tasks),
+        metrics=metrics,
     )
     runtime = Runtime(
         services=services,

@@ -131,7 +131,24 @@ def _image(detail: Any) -> ImageInfo:
     )
 
 
-class Ecr:
+ErrorHook = Callable[[str, str], None]
+
+
+class _Gateway:
+    """What the gateways share: errors counted (for /metrics) on their way out."""
+
+    on_error: ErrorHook | None = None
+
+    async def _guarded(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return await _call(what, fn)
+        except AwsError as exc:
+            if self.on_error is not None:
+                self.on_error(what, exc.code)
+            raise
+
+
+class Ecr(_Gateway):
     """The image repository (`UAT_ECR_REPOSITORY`) through ECR's API."""
 
     def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
@@ -170,7 +187,7 @@ class Ecr:
             details = response.get("imageDetails", [])
             return _image(details[0]) if details else None
 
-        return await _call("DescribeImages", run)
+        return await self._guarded("DescribeImages", run)
 
     async def images(self) -> list[ImageInfo]:
         """Every image in the repository, newest push first."""
@@ -183,7 +200,7 @@ class Ecr:
                 found += [_image(d) for d in page.get("imageDetails", [])]
             return sorted(found, key=lambda i: i.pushed_at or datetime.min, reverse=True)
 
-        return await _call("DescribeImages", run)
+        return await self._guarded("DescribeImages", run)
 
     async def manifest(self, *, tag: str | None = None, digest: str | None = None) -> Manifest:
         """The manifest behind a tag or digest (BatchGetImage)."""
@@ -211,7 +228,7 @@ class Ecr:
                 body=image["imageManifest"],
             )
 
-        return await _call("BatchGetImage", run)
+        return await self._guarded("BatchGetImage", run)
 
     async def put_tag(self, manifest: Manifest, tag: str) -> None:
         """Point `tag` at `manifest` (PutImage): no pull, no layers moved."""
@@ -233,7 +250,7 @@ class Ecr:
                 if exc.response.get("Error", {}).get("Code") != "ImageAlreadyExistsException":
                     raise
 
-        await _call("PutImage", run)
+        await self._guarded("PutImage", run)
 
     async def repository_uri(self) -> str:
         """`<account>.dkr.ecr.<region>.amazonaws.com/<name>`, for pinning images by digest."""
@@ -243,7 +260,7 @@ class Ecr:
             response = self._client.describe_repositories(repositoryNames=[self.repository])
             return str(response["repositories"][0]["repositoryUri"])
 
-        return await _call("DescribeRepositories", run)
+        return await self._guarded("DescribeRepositories", run)
 
     async def authorization(self) -> RegistryAuth:
         """The registry ECR names, and a docker login for it (GetAuthorizationToken)."""
@@ -255,7 +272,7 @@ class Ecr:
             registry = data["proxyEndpoint"].removeprefix("https://").removeprefix("http://")
             return RegistryAuth(registry=registry, username=user, password=password)
 
-        return await _call("GetAuthorizationToken", run)
+        return await self._guarded("GetAuthorizationToken", run)
 
 
 @dataclass(frozen=True)
@@ -318,7 +335,7 @@ _READ_ONLY = {
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks per call
 
 
-class Ecs:
+class Ecs(_Gateway):
     """ECS (tasks, task definitions) and ELBv2 routing cleanup for PR environments."""
 
     def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
@@ -367,7 +384,7 @@ class Ecs:
             )
             return str(registered["taskDefinition"]["taskDefinitionArn"])
 
-        return await _call("RegisterTaskDefinition", run)
+        return await self._guarded("RegisterTaskDefinition", run)
 
     async def deregister(self, task_definition_arn: str) -> None:
         def run() -> None:
@@ -378,7 +395,7 @@ class Ecs:
                 if "INACTIVE" not in str(exc) and "not found" not in str(exc).lower():
                     raise
 
-        await _call("DeregisterTaskDefinition", run)
+        await self._guarded("DeregisterTaskDefinition", run)
 
     async def run_task(
         self,
@@ -429,7 +446,7 @@ class Ecs:
                 raise LaunchRefused("ECS did not start the task: " + "; ".join(reasons or ["?"]))
             return _task(tasks[0])
 
-        return await _call("RunTask", run)
+        return await self._guarded("RunTask", run)
 
     async def describe(self, arns: list[str]) -> dict[str, TaskInfo]:
         """The tasks by ARN, one DescribeTasks call per 100; vanished ARNs are left out."""
@@ -449,7 +466,7 @@ class Ecs:
 
         if not arns:
             return {}
-        return await _call("DescribeTasks", run)
+        return await self._guarded("DescribeTasks", run)
 
     async def stop_task(self, arn: str, reason: str) -> None:
         def run() -> None:
@@ -463,7 +480,7 @@ class Ecs:
                 ):
                     raise
 
-        await _call("StopTask", run)
+        await self._guarded("StopTask", run)
 
     async def tasks_started_by(self, started_by: str | None = None) -> list[str]:
         """ARNs of the cluster's tasks (running or recently stopped), optionally by startedBy."""
@@ -479,7 +496,7 @@ class Ecs:
                 arns += page.get("taskArns", [])
             return arns
 
-        return await _call("ListTasks", run)
+        return await self._guarded("ListTasks", run)
 
     async def task_definitions(self, family: str) -> list[str]:
         """Active revisions of `family` (the bot's own)."""
@@ -492,7 +509,7 @@ class Ecs:
                 arns += page.get("taskDefinitionArns", [])
             return [a for a in arns if a.rsplit("/", 1)[-1].rsplit(":", 1)[0] == family]
 
-        return await _call("ListTaskDefinitions", run)
+        return await self._guarded("ListTaskDefinitions", run)
 
     async def routing(self) -> list[tuple[str, str]]:
         """ELBv2 listener rules and target groups tagged SESSION_ID, as (arn, session)."""
@@ -518,7 +535,7 @@ class Ecs:
                         found.append((item["ResourceArn"], tags["SESSION_ID"]))
             return found
 
-        return await _call("ELBv2 DescribeTags", run)
+        return await self._guarded("ELBv2 DescribeTags", run)
 
     async def delete_routing(self, arns: list[str]) -> None:
         """Delete listener rules first, then the target groups they forwarded to."""
@@ -533,7 +550,7 @@ class Ecs:
                     self._count("DeleteRule")
                     elb.delete_rule(RuleArn=arn)
 
-        await _call("ELBv2 cleanup", run)
+        await self._guarded("ELBv2 cleanup", run)
 
     async def remove_routing(self, session_id: str) -> list[str]:
         """Delete the routing registered for one session; returns what was removed."""

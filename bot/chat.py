@@ -13,6 +13,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import UserError
+from bot.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +43,17 @@ class Chat(Protocol):
 class ChatError(UserError):
     """Slack refused a call; the message says which and why."""
 
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
 
 class SlackChat:
     """`Chat` over Slack's Web API (retries for 429 and 5xx live in the client's handlers)."""
 
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(self, client: AsyncWebClient, metrics: Metrics | None = None) -> None:
         self.client = client
+        self.metrics = metrics
 
     async def post(
         self, channel: str, text: str, blocks: Blocks | None = None, thread_ts: str | None = None
@@ -57,14 +63,14 @@ class SlackChat:
                 channel=channel, text=text, blocks=blocks, thread_ts=thread_ts
             )
         except SlackApiError as exc:
-            raise _chat_error("chat.postMessage", exc) from None
+            raise self._error("chat.postMessage", exc) from None
         return str(response["ts"])
 
     async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
         try:
             await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks or [])
         except SlackApiError as exc:
-            raise _chat_error("chat.update", exc) from None
+            raise self._error("chat.update", exc) from None
 
     async def ephemeral(
         self, channel: str, user: str, text: str, blocks: Blocks | None = None
@@ -74,7 +80,13 @@ class SlackChat:
                 channel=channel, user=user, text=text, blocks=blocks
             )
         except SlackApiError as exc:
-            raise _chat_error("chat.postEphemeral", exc) from None
+            raise self._error("chat.postEphemeral", exc) from None
+
+    def _error(self, method: str, exc: SlackApiError) -> ChatError:
+        error = _chat_error(method, exc)
+        if self.metrics is not None:
+            self.metrics.slack_errors.labels(method=method, code=error.code).inc()
+        return error
 
 
 def _chat_error(method: str, exc: SlackApiError) -> ChatError:
@@ -85,4 +97,4 @@ def _chat_error(method: str, exc: SlackApiError) -> ChatError:
         "invalid_auth": "check SLACK_BOT_TOKEN",
         "not_authed": "set SLACK_BOT_TOKEN",
     }.get(str(error), "see the bot's log")
-    return ChatError(f"Slack refused {method} ({error}): {hint}.")
+    return ChatError(f"Slack refused {method} ({error}): {hint}.", str(error))

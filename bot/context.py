@@ -14,6 +14,7 @@ from bot.chat import Blocks, Chat
 from bot.config import Settings
 from bot.environments import Environments
 from bot.errors import UserError
+from bot.metrics import Metrics
 from bot.pipeline import ImagePipeline
 from bot.prompts import Prompts
 from bot.store import Store
@@ -48,6 +49,7 @@ class Services:
     pipeline: ImagePipeline
     environments: Environments
     prompts: Prompts
+    metrics: Metrics
 
 
 @dataclass

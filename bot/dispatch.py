@@ -180,6 +180,9 @@ class Dispatcher:
         plan = self.plan(text)
         await ack(plan.answer)
         if plan.command is None or plan.args is None:
+            word = text.strip().split(" ", 1)[0].lower() or "help"
+            name = word if word in self.table or word == "help" else "(unknown)"
+            ctx.services.metrics.commands.labels(command=name, outcome="answered").inc()
             return
         ctx.services.tasks.spawn(
             self.run(ctx, plan.command, plan.args),
@@ -208,12 +211,16 @@ class Dispatcher:
 
 async def run_reporting(ctx: CommandContext, work: Awaitable[Any], *, what: str) -> None:
     """Await `work`; a UserError is shown as written, anything else as a reference id."""
+    count = ctx.services.metrics.commands
     try:
         await work
+        count.labels(command=what, outcome="ok").inc()
     except UserError as exc:
+        count.labels(command=what, outcome="refused").inc()
         logger.info("%s for %s refused: %s", what, ctx.user_id, exc)
         await ctx.reply(str(exc))
     except Exception:
+        count.labels(command=what, outcome="error").inc()
         ref = secrets.token_hex(4)
         logger.exception("%s for %s failed (ref %s)", what, ctx.user_id, ref)
         await ctx.reply(slack_ui.something_went_wrong(ref))

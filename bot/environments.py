@@ -28,12 +28,14 @@ from bot.chat import Blocks, Chat
 from bot.config import Settings
 from bot.errors import UserError
 from bot.github import PullRequestEvent
+from bot.metrics import Metrics
 from bot.store import Environment, Store, VersionConflict
 from bot.tasks import TaskSupervisor
 
 logger = logging.getLogger(__name__)
 
 LIVE = ("starting", "provisioning", "running", "ready")
+STATES = ("new", *LIVE, "stopping", "stopped", "failed")
 ACTIVE = (*LIVE, "stopping")
 ECS_PROVISIONING = {"PROVISIONING", "PENDING", "ACTIVATING"}
 ECS_STOPPING = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
@@ -109,6 +111,7 @@ class Environments:
         ecs: Ecs,
         tasks: TaskSupervisor,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -117,6 +120,7 @@ class Environments:
         self.ecs = ecs
         self.tasks = tasks
         self.clock = clock
+        self.metrics = metrics or Metrics()
         self._http: aiohttp.ClientSession | None = None
         self._launching: set[str] = set()  # sessions this process is launching now
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -465,7 +469,16 @@ class Environments:
 
     async def poll(self) -> None:
         """One round: every active task in ceil(N/100) DescribeTasks calls, then health checks."""
+        with self.metrics.poll_seconds.time():
+            await self._poll()
         self.polls += 1
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        for env in await self.store.list_environments():
+            counts[env.state] = counts.get(env.state, 0) + 1
+        for state, count in counts.items():
+            self.metrics.environments.labels(state=state).set(count)
+
+    async def _poll(self) -> None:
         envs = await self.store.list_environments(LIVE)
         now = self.clock()
         tracked = [e for e in envs if e.task_arn]

@@ -125,52 +125,62 @@ class WebhookEndpoint:
         store: Store,
         on_pull_request: PullRequestHandler,
         repositories: Collection[str] = (),
+        count: Callable[[str, str], None] | None = None,
     ) -> None:
+        self.count = count
         self.secret = secret
         self.store = store
         self.on_pull_request = on_pull_request
         self.repositories = {r.lower() for r in repositories}
 
     async def handle(self, request: web.Request) -> web.Response:
+        response, result = await self._handle(request)
+        if self.count is not None:
+            event = request.headers.get("X-GitHub-Event", "")
+            known = event if event in ("ping", "pull_request") else "other"
+            self.count(known, result)
+        return response
+
+    async def _handle(self, request: web.Request) -> tuple[web.Response, str]:
         if not self.secret:
-            return _answer(503, error="GITHUB_WEBHOOK_SECRET is not set on the bot")
+            return _answer(503, error="GITHUB_WEBHOOK_SECRET is not set on the bot"), "unconfigured"
         if request.content_length is not None and request.content_length > MAX_BODY:
-            return _answer(413, error="payload too large")
+            return _answer(413, error="payload too large"), "too_large"
         body = await request.read()
         if not verify_signature(self.secret, body, request.headers.get("X-Hub-Signature-256")):
             logger.warning("refused a webhook with a missing or wrong signature")
-            return _answer(401, error="bad or missing X-Hub-Signature-256")
+            return _answer(401, error="bad or missing X-Hub-Signature-256"), "bad_signature"
         event = request.headers.get("X-GitHub-Event", "")
         delivery = request.headers.get("X-GitHub-Delivery", "")
         try:
             payload = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return _answer(400, error=f"body is not JSON: {exc}")
+            return _answer(400, error=f"body is not JSON: {exc}"), "bad_json"
         if not isinstance(payload, dict):
-            return _answer(400, error="body must be a JSON object")
+            return _answer(400, error="body must be a JSON object"), "bad_json"
         if event == "ping":
-            return _answer(200, ok=True, zen=payload.get("zen", ""))
+            return _answer(200, ok=True, zen=payload.get("zen", "")), "ok"
         if event != "pull_request":
-            return _answer(202, ignored=f"event {event or '(none)'} is not handled")
+            return _answer(202, ignored=f"event {event or '(none)'} is not handled"), "ignored"
         if not delivery:
-            return _answer(400, error="missing X-GitHub-Delivery")
+            return _answer(400, error="missing X-GitHub-Delivery"), "bad_payload"
         try:
             parsed = parse_pull_request(payload, delivery)
         except BadPayload as exc:
-            return _answer(400, error=f"pull_request payload: {exc}")
+            return _answer(400, error=f"pull_request payload: {exc}"), "bad_payload"
         if self.repositories and parsed.repo.lower() not in self.repositories:
-            return _answer(202, ignored=f"repository {parsed.repo} is not handled")
+            return _answer(202, ignored=f"repository {parsed.repo} is not handled"), "ignored"
         if not await self.store.claim(delivery, event):
             logger.info("delivery %s was already handled", delivery)
-            return _answer(200, duplicate=True)
+            return _answer(200, duplicate=True), "duplicate"
         try:
             await self.on_pull_request(parsed)
         except UserError as exc:
             await self.store.forget(delivery)
             logger.warning("delivery %s not handled: %s", delivery, exc)
-            return _answer(503, error=str(exc))
+            return _answer(503, error=str(exc)), "refused"
         except Exception:
             await self.store.forget(delivery)
             logger.exception("handling delivery %s failed", delivery)
-            return _answer(500, error="handling failed; GitHub may redeliver")
-        return _answer(202, accepted=delivery)
+            return _answer(500, error="handling failed; GitHub may redeliver"), "error"
+        return _answer(202, accepted=delivery), "accepted"

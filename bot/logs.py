@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import TextIO
 
 
 class RedactSecrets(logging.Filter):
@@ -30,9 +31,11 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def configure_logging(secrets: Iterable[str], level: int = logging.INFO) -> None:
+def configure_logging(
+    secrets: Iterable[str], level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
     """Log to stderr through the redacting filter (installed on the handler: it sees all)."""
-    handler = logging.StreamHandler()
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets(secrets))
     root = logging.getLogger()

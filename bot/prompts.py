@@ -150,6 +150,7 @@ class Prompts:
             else:
                 unreachable_since = None
                 if job.get("state") in TERMINAL:
+                    self.environments.metrics.prompt_jobs.labels(state=str(job["state"])).inc()
                     await self._finish(relay, slack_ui.prompt_result(relay, job))
                     return
             delay = min(delay * 1.5, MAX_POLL_S)

@@ -15,6 +15,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from bot.app import Runtime
 from bot.config import Settings
 from bot.github import WebhookEndpoint
+from bot.metrics import CONTENT_TYPE_LATEST
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "store": "ok", "tasks": len(runtime.services.tasks)})
 
 
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[RUNTIME].services.metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def create_web_app(runtime: Runtime) -> web.Application:
     settings = runtime.services.settings
     app = web.Application(client_max_size=25 * 1024 * 1024)
@@ -49,11 +55,15 @@ def create_web_app(runtime: Runtime) -> web.Application:
         runtime.services.store,
         lambda event: runtime.on_pull_request(event),
         settings.uat_repositories,
+        count=lambda event, result: runtime.services.metrics.webhooks.labels(
+            event=event, result=result
+        ).inc(),
     )
     if runtime.bolt is not None and not settings.socket_mode:
         app.router.add_post("/slack/events", slack_events)
     app.router.add_post("/github/webhook", webhook.handle)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_lifecycle)
     return app
 
