@@ -8,7 +8,6 @@ No SQL leaves `SqliteStore`; a DynamoDB implementation provides the same methods
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -212,15 +211,16 @@ _ENV_COLUMNS = (
 class SqliteStore:
     """The default store: one SQLite file in WAL mode behind one connection.
 
-    aiosqlite runs every statement on the connection's own thread, so the event loop never
-    blocks; a lock makes each multi-statement operation one transaction.
+    aiosqlite runs every statement, in order, on the connection's own thread, so the event loop
+    never blocks. Every write is one statement (atomic on its own, the version or expiry check
+    inside it), so writes need no lock of ours; only migrations, several statements in one
+    transaction, take one.
     """
 
     def __init__(self, path: str | Path, clock: Clock = time.time) -> None:
         self.path = str(path)
         self._clock = clock
         self._db: aiosqlite.Connection | None = None
-        self._lock = asyncio.Lock()
 
     async def open(self) -> None:
         if self.path != ":memory:":
@@ -250,19 +250,18 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     async def _migrate(self) -> None:
-        async with self._lock:
-            current = await self.schema_version()
-            for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
-                logger.info("migrating %s to schema version %d", self.path, number)
-                await self.db.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in filter(str.strip, script.split(";")):
-                        await self.db.execute(statement)
-                    await self.db.execute(f"PRAGMA user_version = {number}")
-                    await self.db.execute("COMMIT")
-                except BaseException:
-                    await self.db.execute("ROLLBACK")
-                    raise
+        current = await self.schema_version()
+        for number, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            logger.info("migrating %s to schema version %d", self.path, number)
+            await self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in filter(str.strip, script.split(";")):
+                    await self.db.execute(statement)
+                await self.db.execute(f"PRAGMA user_version = {number}")
+                await self.db.execute("COMMIT")
+            except BaseException:
+                await self.db.execute("ROLLBACK")
+                raise
 
     async def ping(self) -> None:
         async with self.db.execute("SELECT 1") as cur:
@@ -271,16 +270,14 @@ class SqliteStore:
     # one-time keys: webhook deliveries, card clicks
 
     async def claim(self, key: str, kind: str) -> bool:
-        async with self._lock:
-            cur = await self.db.execute(
-                "INSERT OR IGNORE INTO deliveries (id, event, received_at) VALUES (?, ?, ?)",
-                (key, kind, self._clock()),
-            )
-            return cur.rowcount == 1
+        cur = await self.db.execute(
+            "INSERT OR IGNORE INTO deliveries (id, event, received_at) VALUES (?, ?, ?)",
+            (key, kind, self._clock()),
+        )
+        return cur.rowcount == 1
 
     async def forget(self, key: str) -> None:
-        async with self._lock:
-            await self.db.execute("DELETE FROM deliveries WHERE id = ?", (key,))
+        await self.db.execute("DELETE FROM deliveries WHERE id = ?", (key,))
 
     # environments
 
@@ -323,23 +320,22 @@ class SqliteStore:
             saved.updated_at,
             saved.version,
         )
-        async with self._lock:
-            if env.version == 0:
-                cur = await self.db.execute(
-                    "INSERT OR IGNORE INTO environments (state, label, task_arn, thread_ts, "
-                    "image_digest, data, created_at, updated_at, version, repo, pr) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*values, env.repo, env.pr),
-                )
-            else:
-                cur = await self.db.execute(
-                    "UPDATE environments SET state = ?, label = ?, task_arn = ?, thread_ts = ?, "
-                    "image_digest = ?, data = ?, created_at = ?, updated_at = ?, version = ? "
-                    "WHERE repo = ? AND pr = ? AND version = ?",
-                    (*values, env.repo, env.pr, env.version),
-                )
-            if cur.rowcount != 1:
-                raise VersionConflict(f"{env.repo}#{env.pr} changed since version {env.version}")
+        if env.version == 0:
+            cur = await self.db.execute(
+                "INSERT OR IGNORE INTO environments (state, label, task_arn, thread_ts, "
+                "image_digest, data, created_at, updated_at, version, repo, pr) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, env.repo, env.pr),
+            )
+        else:
+            cur = await self.db.execute(
+                "UPDATE environments SET state = ?, label = ?, task_arn = ?, thread_ts = ?, "
+                "image_digest = ?, data = ?, created_at = ?, updated_at = ?, version = ? "
+                "WHERE repo = ? AND pr = ? AND version = ?",
+                (*values, env.repo, env.pr, env.version),
+            )
+        if cur.rowcount != 1:
+            raise VersionConflict(f"{env.repo}#{env.pr} changed since version {env.version}")
         return saved
 
     # locks
@@ -347,44 +343,41 @@ class SqliteStore:
     async def acquire_lock(self, name: str, holder: str, reason: str, ttl_s: float) -> Lock:
         now = self._clock()
         lock = Lock(name, holder, reason, now, now + ttl_s)
-        async with self._lock:
-            cur = await self.db.execute(
-                "INSERT INTO locks (name, holder, reason, acquired_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
-                "reason = excluded.reason, acquired_at = excluded.acquired_at, "
-                "expires_at = excluded.expires_at WHERE locks.expires_at <= ?",
-                (name, holder, reason, now, now + ttl_s, now),
-            )
-            if cur.rowcount == 1:
-                return lock
+        cur = await self.db.execute(
+            "INSERT INTO locks (name, holder, reason, acquired_at, expires_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, "
+            "reason = excluded.reason, acquired_at = excluded.acquired_at, "
+            "expires_at = excluded.expires_at WHERE locks.expires_at <= ?",
+            (name, holder, reason, now, now + ttl_s, now),
+        )
+        if cur.rowcount == 1:
+            return lock
         current = await self.get_lock(name)
         if current is None:  # released between our insert and read: try once more
             return await self.acquire_lock(name, holder, reason, ttl_s)
         raise LockHeld(current)
 
     async def release_lock(self, name: str, holder: str | None = None) -> bool:
-        async with self._lock:
-            if holder is None:
-                cur = await self.db.execute("DELETE FROM locks WHERE name = ?", (name,))
-            else:
-                cur = await self.db.execute(
-                    "DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder)
-                )
-            return cur.rowcount == 1
+        if holder is None:
+            cur = await self.db.execute("DELETE FROM locks WHERE name = ?", (name,))
+        else:
+            cur = await self.db.execute(
+                "DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder)
+            )
+        return cur.rowcount == 1
 
     async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
         now = self._clock()
-        async with self._lock:
-            cur = await self.db.execute(
-                "INSERT INTO locks (name, holder, reason, acquired_at, expires_at) "
-                "VALUES (?, ?, 'lease', ?, ?) ON CONFLICT (name) DO UPDATE SET "
-                "holder = excluded.holder, expires_at = excluded.expires_at, "
-                "acquired_at = CASE WHEN locks.holder = excluded.holder THEN locks.acquired_at "
-                "ELSE excluded.acquired_at END "
-                "WHERE locks.holder = excluded.holder OR locks.expires_at <= ?",
-                (name, holder, now, now + ttl_s, now),
-            )
-            return cur.rowcount == 1
+        cur = await self.db.execute(
+            "INSERT INTO locks (name, holder, reason, acquired_at, expires_at) "
+            "VALUES (?, ?, 'lease', ?, ?) ON CONFLICT (name) DO UPDATE SET "
+            "holder = excluded.holder, expires_at = excluded.expires_at, "
+            "acquired_at = CASE WHEN locks.holder = excluded.holder THEN locks.acquired_at "
+            "ELSE excluded.acquired_at END "
+            "WHERE locks.holder = excluded.holder OR locks.expires_at <= ?",
+            (name, holder, now, now + ttl_s, now),
+        )
+        return cur.rowcount == 1
 
     async def get_lock(self, name: str) -> Lock | None:
         async with self.db.execute(
@@ -398,20 +391,19 @@ class SqliteStore:
     # audit
 
     async def append_audit(self, entry: AuditEntry) -> None:
-        async with self._lock:
-            await self.db.execute(
-                "INSERT INTO audit (at, actor, action, result, detail, from_digest, to_digest) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    entry.at or self._clock(),
-                    entry.actor,
-                    entry.action,
-                    entry.result,
-                    entry.detail,
-                    entry.from_digest,
-                    entry.to_digest,
-                ),
-            )
+        await self.db.execute(
+            "INSERT INTO audit (at, actor, action, result, detail, from_digest, to_digest) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.at or self._clock(),
+                entry.actor,
+                entry.action,
+                entry.result,
+                entry.detail,
+                entry.from_digest,
+                entry.to_digest,
+            ),
+        )
 
     async def recent_audit(self, limit: int = 20) -> list[AuditEntry]:
         async with self.db.execute(
@@ -425,27 +417,25 @@ class SqliteStore:
     # relays
 
     async def open_relay(self, relay: Relay) -> None:
-        async with self._lock:
-            await self.db.execute(
-                "INSERT OR IGNORE INTO relays (repo, pr, job_id, user, thread_ts, prompt, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    relay.repo,
-                    relay.pr,
-                    relay.job_id,
-                    relay.user,
-                    relay.thread_ts,
-                    relay.prompt,
-                    relay.created_at or self._clock(),
-                ),
-            )
+        await self.db.execute(
+            "INSERT OR IGNORE INTO relays (repo, pr, job_id, user, thread_ts, prompt, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                relay.repo,
+                relay.pr,
+                relay.job_id,
+                relay.user,
+                relay.thread_ts,
+                relay.prompt,
+                relay.created_at or self._clock(),
+            ),
+        )
 
     async def close_relay(self, repo: str, pr: int, job_id: str) -> bool:
-        async with self._lock:
-            cur = await self.db.execute(
-                "DELETE FROM relays WHERE repo = ? AND pr = ? AND job_id = ?", (repo, pr, job_id)
-            )
-            return cur.rowcount == 1
+        cur = await self.db.execute(
+            "DELETE FROM relays WHERE repo = ? AND pr = ? AND job_id = ?", (repo, pr, job_id)
+        )
+        return cur.rowcount == 1
 
     async def open_relays(self) -> list[Relay]:
         async with self.db.execute(
