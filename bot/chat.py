@@ -6,11 +6,15 @@ runs behind Slack, behind `uat-bot console` and in tests.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.errors import UserError
 from bot.metrics import Metrics
@@ -49,38 +53,80 @@ class ChatError(UserError):
 
 
 class SlackChat:
-    """`Chat` over Slack's Web API (retries for 429 and 5xx live in the client's handlers)."""
+    """`Chat` over Slack's Web API, patient with Slack's bad moments and keeping order.
 
-    def __init__(self, client: AsyncWebClient, metrics: Metrics | None = None) -> None:
+    The client's retry handlers take short 429 / 5xx spells; past those, a call is retried with
+    backoff (Retry-After when Slack gives one) for up to `patience_s` before it fails. Calls to
+    one channel go one at a time, so a card update never overtakes the one before it.
+    """
+
+    def __init__(
+        self, client: AsyncWebClient, metrics: Metrics | None = None, patience_s: float = 600.0
+    ) -> None:
         self.client = client
         self.metrics = metrics
+        self.patience_s = patience_s
+        self._order: dict[str, asyncio.Lock] = {}
 
     async def post(
         self, channel: str, text: str, blocks: Blocks | None = None, thread_ts: str | None = None
     ) -> str:
-        try:
-            response = await self.client.chat_postMessage(
+        response = await self._send(
+            "chat.postMessage",
+            channel,
+            lambda: self.client.chat_postMessage(
                 channel=channel, text=text, blocks=blocks, thread_ts=thread_ts
-            )
-        except SlackApiError as exc:
-            raise self._error("chat.postMessage", exc) from None
+            ),
+        )
         return str(response["ts"])
 
     async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
-        try:
-            await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks or [])
-        except SlackApiError as exc:
-            raise self._error("chat.update", exc) from None
+        await self._send(
+            "chat.update",
+            channel,
+            lambda: self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks or []),
+        )
 
     async def ephemeral(
         self, channel: str, user: str, text: str, blocks: Blocks | None = None
     ) -> None:
-        try:
-            await self.client.chat_postEphemeral(
+        await self._send(
+            "chat.postEphemeral",
+            channel,
+            lambda: self.client.chat_postEphemeral(
                 channel=channel, user=user, text=text, blocks=blocks
-            )
-        except SlackApiError as exc:
-            raise self._error("chat.postEphemeral", exc) from None
+            ),
+        )
+
+    async def _send(
+        self, method: str, channel: str, call: Callable[[], Awaitable[AsyncSlackResponse]]
+    ) -> AsyncSlackResponse:
+        lock = self._order.setdefault(channel, asyncio.Lock())
+        async with lock:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.patience_s
+            delay = 1.0
+            while True:
+                try:
+                    return await call()
+                except SlackApiError as exc:
+                    status = exc.response.status_code if exc.response is not None else 0
+                    if status != 429 and status < 500:
+                        raise self._error(method, exc) from None
+                    retry_after = exc.response.headers.get("Retry-After") if status == 429 else None
+                    wait = float(retry_after) if retry_after else delay
+                    failure: Exception = exc
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    wait, failure = delay, exc
+                if self.metrics is not None:
+                    self.metrics.slack_errors.labels(method=method, code="retrying").inc()
+                if loop.time() + wait > deadline:
+                    if isinstance(failure, SlackApiError):
+                        raise self._error(method, failure) from None
+                    raise ChatError(f"Slack is unreachable ({method}): try again later.", "network")
+                logger.warning("Slack %s failed (%s); retrying in %.0fs", method, failure, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 30.0)
 
     def _error(self, method: str, exc: SlackApiError) -> ChatError:
         error = _chat_error(method, exc)
