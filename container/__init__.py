@@ -1,0 +1,1 @@
+"""The UAT container image: Dockerfile, entrypoint.sh and the prompt server (no code from bot/)."""

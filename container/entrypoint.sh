@@ -1,0 +1,346 @@
+#!/usr/bin/env bash
+# UAT container entrypoint. Starts the prompt server first (so /health answers from the start),
+# shallow-clones REPO at BRANCH into WORK_DIR, runs APP_INSTALL_CMD, starts APP_START_CMD, and,
+# when ALB_LISTENER_ARN is set, routes ${SESSION_ID}.${UAT_DOMAIN} to this task. It keeps PHASE_FILE
+# current: cloning -> installing -> starting (the prompt server itself reports ready once the app
+# answers on APP_PORT), or failed with the reason, after which the prompt server keeps running so
+# /health shows it. On TERM it stops its children and removes the routing it created.
+#
+# PHASE_FILE protocol (read by prompt_server.py): one JSON object, replaced atomically,
+#   {"phase": "cloning|installing|starting|failed", "error": "why" | null, "updated_at": "..."}
+#
+# Environment [default]:
+#   REPO, BRANCH        what to clone (both required; a missing branch fails, never falls back)
+#   HEAD_SHA            the commit the bot expects; a different one is only logged
+#   GIT_TOKEN           HTTPS token for the clone and the agent's pushes; given to git by a
+#                       credential helper that reads it from the environment (never printed)
+#   WORK_DIR [$HOME/app]  PHASE_FILE [$HOME/phase.json]  PROMPT_STATE [$HOME/prompt-state.json]
+#   APP_PORT [3001]  PROMPT_PORT [8080]
+#   APP_INSTALL_CMD [npm ci]
+#   APP_START_CMD [npm run dev -- --host 0.0.0.0 --port $APP_PORT]   (both run with `bash -c`)
+#   PYTHON [python3]  PROMPT_SERVER [/opt/uat/prompt_server.py]
+#   ALB_LISTENER_ARN, UAT_DOMAIN, SESSION_ID   optional ALB host-header routing
+#   ALB_VPC_ID [the listener's]  TASK_IP [from ECS metadata]  ALB_HEALTH_PATH [/]
+set -euo pipefail
+
+export APP_PORT="${APP_PORT:-3001}"
+export PROMPT_PORT="${PROMPT_PORT:-8080}"
+export WORK_DIR="${WORK_DIR:-$HOME/app}"
+export PHASE_FILE="${PHASE_FILE:-$HOME/phase.json}"
+export PROMPT_STATE="${PROMPT_STATE:-$HOME/prompt-state.json}"
+export GIT_TERMINAL_PROMPT=0
+APP_INSTALL_CMD="${APP_INSTALL_CMD:-npm ci}"
+APP_START_CMD="${APP_START_CMD:-npm run dev -- --host 0.0.0.0 --port \$APP_PORT}"
+PYTHON="${PYTHON:-python3}"
+PROMPT_SERVER="${PROMPT_SERVER:-/opt/uat/prompt_server.py}"
+REPO="${REPO:-}"
+BRANCH="${BRANCH:-}"
+
+# git runs this helper with `sh`; the single quotes keep $GIT_TOKEN unexpanded until then, so the
+# token is never on a command line, in a config file or in this script's output.
+# shellcheck disable=SC2016
+CREDENTIAL_HELPER='!f() { if test "$1" = get; then echo username=x-access-token; echo "password=${GIT_TOKEN}"; fi; }; f'
+
+SERVER_PID=""  # the prompt server
+APP_PID=""     # APP_START_CMD, leader of its own process group
+STEP_PID=""    # the clone or install running now, leader of its own process group
+TG_ARN=""      # ALB routing created here, removed on exit
+RULE_ARN=""
+
+log() {
+    printf '%s entrypoint: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(scrub "$*")" >&2
+}
+
+# The text with GIT_TOKEN, and any user:password@ in URLs, blanked out.
+scrub() {
+    local text=$1
+    if [[ -n ${GIT_TOKEN:-} ]]; then
+        text=${text//"$GIT_TOKEN"/"***"}
+    fi
+    text=$(sed -E 's#(://)[^/@[:space:]]+@#\1***@#g' <<<"$text")
+    printf '%s' "$text"
+}
+
+json_string() {
+    local text=$1
+    text=${text//\\/\\\\}
+    text=${text//\"/\\\"}
+    text=${text//[[:cntrl:]]/ }
+    printf '"%s"' "$text"
+}
+
+# write_phase PHASE [ERROR]: replace PHASE_FILE atomically (temp file + rename).
+write_phase() {
+    local phase=$1 error error_json=null tmp
+    error=$(scrub "${2:-}")
+    if [[ -n $error ]]; then
+        error_json=$(json_string "$error")
+    fi
+    tmp="$PHASE_FILE.tmp.$$"
+    printf '{"phase": "%s", "error": %s, "updated_at": "%s"}\n' \
+        "$phase" "$error_json" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >"$tmp"
+    mv -f "$tmp" "$PHASE_FILE"
+    log "phase: $phase${error:+ - $error}"
+}
+
+start_prompt_server() {
+    "$PYTHON" "$PROMPT_SERVER" &
+    SERVER_PID=$!
+    log "prompt server started (pid $SERVER_PID, port $PROMPT_PORT)"
+}
+
+# run_step COMMAND...: run in the background in its own process group and wait, so that a TERM
+# is handled at once (bash runs traps only between commands) and stops the whole step.
+run_step() {
+    local status=0
+    setsid "$@" &
+    STEP_PID=$!
+    wait "$STEP_PID" || status=$?
+    STEP_PID=""
+    return "$status"
+}
+
+clone() {
+    local err status=0
+    err=$(mktemp)
+    if [[ -z $REPO || -z $BRANCH ]]; then
+        fail "REPO and BRANCH must both be set (REPO='$REPO', BRANCH='$BRANCH')"
+        return 1
+    fi
+    run_step git -c credential.helper= -c "credential.helper=$CREDENTIAL_HELPER" \
+        ls-remote --exit-code --heads -- "$REPO" "refs/heads/$BRANCH" >/dev/null 2>"$err" ||
+        status=$?
+    if [[ $status -eq 2 ]]; then
+        fail "branch '$BRANCH' does not exist in $REPO"
+        return 1
+    elif [[ $status -ne 0 ]]; then
+        fail "cannot read $REPO (git ls-remote exited with $status): $(tail -n 3 "$err")"
+        return 1
+    fi
+    run_step git -c credential.helper= -c "credential.helper=$CREDENTIAL_HELPER" \
+        clone --quiet --depth 1 --branch "$BRANCH" --single-branch -- "$REPO" "$WORK_DIR" \
+        2>"$err" || status=$?
+    if [[ $status -ne 0 ]]; then
+        fail "git clone of branch '$BRANCH' failed (status $status): $(tail -n 3 "$err")"
+        return 1
+    fi
+    rm -f "$err"
+    # Pushes by the agent use the same helper; commits get an identity unless one is configured.
+    git -C "$WORK_DIR" config credential.helper "$CREDENTIAL_HELPER"
+    git -C "$WORK_DIR" config user.name >/dev/null || git -C "$WORK_DIR" config user.name "UAT agent"
+    git -C "$WORK_DIR" config user.email >/dev/null ||
+        git -C "$WORK_DIR" config user.email "uat-agent@users.noreply.github.com"
+    local head
+    head=$(git -C "$WORK_DIR" rev-parse HEAD)
+    log "cloned $BRANCH at $head"
+    if [[ -n ${HEAD_SHA:-} && $HEAD_SHA != "$head" ]]; then
+        log "note: HEAD_SHA was $HEAD_SHA; $BRANCH has moved on to $head"
+    fi
+}
+
+# The operators' commands run in WORK_DIR with neither the prompt token nor the git token.
+install_app() {
+    local status=0
+    run_step env -C "$WORK_DIR" -u UAT_PROMPT_TOKEN -u GIT_TOKEN bash -c "$APP_INSTALL_CMD" ||
+        status=$?
+    if [[ $status -ne 0 ]]; then
+        fail "APP_INSTALL_CMD exited with status $status (the container log has its output)"
+        return 1
+    fi
+}
+
+start_app() {
+    setsid env -C "$WORK_DIR" -u UAT_PROMPT_TOKEN -u GIT_TOKEN bash -c "$APP_START_CMD" &
+    APP_PID=$!
+    log "app started (pid $APP_PID), waiting for it on port $APP_PORT"
+}
+
+fail() {
+    write_phase failed "$1"
+}
+
+# ------------------------------------------------------------------------------ ALB routing
+
+aws_elb() {
+    aws elbv2 "$@"
+}
+
+task_ip() {
+    if [[ -n ${TASK_IP:-} ]]; then
+        printf '%s\n' "$TASK_IP"
+    elif [[ -n ${ECS_CONTAINER_METADATA_URI_V4:-} ]]; then
+        "$PYTHON" - "$ECS_CONTAINER_METADATA_URI_V4" <<'EOF'
+import json, sys, urllib.request
+with urllib.request.urlopen(sys.argv[1], timeout=5) as response:
+    print(json.load(response)["Networks"][0]["IPv4Addresses"][0])
+EOF
+    else
+        hostname -I | awk '{print $1}'
+    fi
+}
+
+lowest_free_priority() {
+    local used priority=1
+    used=$(aws_elb describe-rules --listener-arn "$ALB_LISTENER_ARN" \
+        --query 'Rules[].Priority' --output text | tr -s '[:space:]' '\n') || return 1
+    while grep -qx -- "$priority" <<<"$used"; do
+        priority=$((priority + 1))
+    done
+    printf '%s\n' "$priority"
+}
+
+listener_vpc() {
+    local lb
+    lb=$(aws_elb describe-listeners --listener-arns "$ALB_LISTENER_ARN" \
+        --query 'Listeners[0].LoadBalancerArn' --output text) || return 1
+    aws_elb describe-load-balancers --load-balancer-arns "$lb" \
+        --query 'LoadBalancers[0].VpcId' --output text
+}
+
+add_routing() {
+    local host ip vpc name err priority attempt
+    if [[ -z ${SESSION_ID:-} || -z ${UAT_DOMAIN:-} ]]; then
+        fail "ALB_LISTENER_ARN is set but SESSION_ID or UAT_DOMAIN is not"
+        return 1
+    fi
+    host="$SESSION_ID.$UAT_DOMAIN"
+    err=$(mktemp)
+    if ! ip=$(task_ip 2>"$err") || [[ -z $ip ]]; then
+        fail "ALB routing: cannot find this task's IP address: $(tail -n 2 "$err")"
+        return 1
+    fi
+    vpc=${ALB_VPC_ID:-}
+    if [[ -z $vpc ]] && ! vpc=$(listener_vpc 2>"$err"); then
+        fail "ALB routing: cannot find the listener's VPC: $(tail -n 2 "$err")"
+        return 1
+    fi
+    name="uat-${SESSION_ID//[^a-zA-Z0-9-]/-}"
+    name="${name:0:32}"
+    name="${name%-}"
+    if ! TG_ARN=$(aws_elb create-target-group --name "$name" --protocol HTTP \
+        --port "$APP_PORT" --target-type ip --vpc-id "$vpc" \
+        --health-check-path "${ALB_HEALTH_PATH:-/}" --tags "Key=SESSION_ID,Value=$SESSION_ID" \
+        --query 'TargetGroups[0].TargetGroupArn' --output text 2>"$err"); then
+        TG_ARN=""
+        fail "ALB routing: cannot create target group $name: $(tail -n 2 "$err")"
+        return 1
+    fi
+    if ! aws_elb register-targets --target-group-arn "$TG_ARN" \
+        --targets "Id=$ip,Port=$APP_PORT" 2>"$err"; then
+        fail "ALB routing: cannot register $ip: $(tail -n 2 "$err")"
+        return 1
+    fi
+    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+        priority=$(lowest_free_priority 2>"$err") || {
+            fail "ALB routing: cannot list the listener's rules: $(tail -n 2 "$err")"
+            return 1
+        }
+        if RULE_ARN=$(aws_elb create-rule --listener-arn "$ALB_LISTENER_ARN" \
+            --priority "$priority" --conditions "Field=host-header,Values=$host" \
+            --actions "Type=forward,TargetGroupArn=$TG_ARN" \
+            --tags "Key=SESSION_ID,Value=$SESSION_ID" \
+            --query 'Rules[0].RuleArn' --output text 2>"$err"); then
+            log "ALB: $host -> $ip:$APP_PORT (rule priority $priority)"
+            rm -f "$err"
+            return 0
+        fi
+        RULE_ARN=""
+        if ! grep -q PriorityInUse "$err"; then
+            fail "ALB routing: cannot create the rule for $host: $(tail -n 2 "$err")"
+            return 1
+        fi
+        log "rule priority $priority was taken meanwhile (attempt $attempt): trying again"
+        sleep "0.$((RANDOM % 9 + 1))"
+    done
+    fail "ALB routing: no free rule priority after 10 attempts"
+    return 1
+}
+
+# Rule first (it forwards to the target group), then the target group.
+remove_routing() {
+    if [[ -n $RULE_ARN ]]; then
+        aws_elb delete-rule --rule-arn "$RULE_ARN" || log "could not delete rule $RULE_ARN"
+        RULE_ARN=""
+    fi
+    if [[ -n $TG_ARN ]]; then
+        aws_elb delete-target-group --target-group-arn "$TG_ARN" ||
+            log "could not delete target group $TG_ARN"
+        TG_ARN=""
+    fi
+}
+
+# ------------------------------------------------------------------------------ life cycle
+
+alive() {
+    [[ -n $1 ]] && kill -0 "$1" 2>/dev/null
+}
+
+stop_children() {
+    local pid
+    for pid in "$STEP_PID" "$APP_PID"; do
+        if [[ -n $pid ]]; then kill -TERM -- "-$pid" 2>/dev/null || true; fi
+    done
+    if [[ -n $SERVER_PID ]]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; fi
+    for _ in $(seq 100); do
+        if ! alive "$STEP_PID" && ! alive "$APP_PID" && ! alive "$SERVER_PID"; then
+            break
+        fi
+        sleep 0.1
+    done
+    for pid in "$STEP_PID" "$APP_PID"; do
+        if [[ -n $pid ]]; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+    done
+    if [[ -n $SERVER_PID ]]; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
+}
+
+on_exit() {
+    local status=$?
+    trap - EXIT TERM INT
+    log "stopping (status $status)"
+    stop_children
+    remove_routing
+    exit "$status"
+}
+
+# Until TERM: restart the prompt server if it dies; report a failed phase when the app exits.
+watch() {
+    local status
+    while true; do
+        if [[ -n $APP_PID ]] && ! alive "$APP_PID"; then
+            status=0
+            wait "$APP_PID" || status=$?
+            APP_PID=""
+            fail "the app (APP_START_CMD) exited with status $status"
+        fi
+        if ! alive "$SERVER_PID"; then
+            status=0
+            wait "$SERVER_PID" || status=$?
+            log "the prompt server exited with status $status: starting it again"
+            start_prompt_server
+        fi
+        sleep 1 &
+        wait $! || true
+    done
+}
+
+main() {
+    trap on_exit EXIT
+    trap 'exit 143' TERM
+    trap 'exit 130' INT
+    mkdir -p "$(dirname "$PHASE_FILE")" "$(dirname "$WORK_DIR")"
+    write_phase cloning
+    start_prompt_server
+    if clone; then
+        write_phase installing
+        if install_app; then
+            start_app
+            write_phase starting
+            if [[ -n ${ALB_LISTENER_ARN:-} ]]; then
+                add_routing || true
+            fi
+        fi
+    fi
+    watch
+}
+
+main "$@"

@@ -1,0 +1,927 @@
+"""The UAT container's prompt server: health, version, and a FIFO queue of agent prompts.
+
+`python container/prompt_server.py` serves, on `PROMPT_HOST:PROMPT_PORT` (default 0.0.0.0:8080):
+
+    GET    /health        200 {"ready": true, "phase": "ready"} once the app answers on APP_PORT
+                          and PHASE_FILE does not say "failed"; else 503 {"ready": false, "phase",
+                          "error"}
+    GET    /version       the checkout in WORK_DIR: {"commit", "short", "branch", "date", "subject"}
+    GET    /status        {"running": job | null, "queue": [job, ...], "recent": [job, ...]}
+    POST   /prompt        bearer UAT_PROMPT_TOKEN; {"prompt", "user", "thread"}
+                          -> 202 {"id", "position", "state"}
+    GET    /prompts/{id}  one job (see `Job`, plus "position"), 404 when unknown
+    DELETE /prompts/{id}  bearer UAT_PROMPT_TOKEN; cancels a queued job or kills a running one
+
+`position` is the number of jobs ahead of the new one, the running job included: 0 means it starts
+at once, 1 that it runs after the current job, and so on. "recent" lists finished jobs newest first
+(the last RECENT_LIMIT are kept).
+
+Jobs run one at a time, in order, as `CLAUDE_CMD -p <prompt> --output-format stream-json --verbose`
+(an argument list, never a shell) in WORK_DIR, each in its own process group, which is killed on
+cancel, on timeout (PROMPT_TIMEOUT_S) and when the job ends (stray children of the agent). The queue
+and recent jobs are saved to PROMPT_STATE atomically on every change; on start, queued jobs are kept
+and a job that was running is marked failed with the error "interrupted".
+
+PHASE_FILE protocol (written by entrypoint.sh, atomically: temp file + rename): one JSON object
+`{"phase": "cloning" | "installing" | "starting" | "ready" | "failed", "error": str | null,
+"updated_at": str}`. A file that is not JSON is read as text: the first line is the phase, the rest
+the error. No file (or no PHASE_FILE) counts as "starting". While the phase is "cloning" the queue
+waits; readiness itself is decided here, by a TCP connect to 127.0.0.1 (then ::1) on APP_PORT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import shlex
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+from aiohttp import web
+
+logger = logging.getLogger(__name__)
+
+MAX_PROMPT_CHARS: Final = 20_000
+MAX_QUEUED: Final = 50
+RECENT_LIMIT: Final = 50
+OUTPUT_TAIL_CHARS: Final = 4_000
+STDERR_TAIL_CHARS: Final = 2_000
+MAX_LINE_BYTES: Final = 16 * 1024 * 1024  # one stream-json line; longer ones are skipped
+MAX_FILES_LISTED: Final = 500
+KILL_GRACE_S: Final = 3.0  # SIGTERM to the process group, then SIGKILL after this
+STRAGGLER_GRACE_S: Final = 2.0  # the agent exited but something it started holds its pipes
+GIT_TIMEOUT_S: Final = 30.0
+APP_PROBE_TIMEOUT_S: Final = 1.0
+CHECKOUT_POLL_S: Final = 0.5
+
+PHASES: Final = ("cloning", "installing", "starting", "ready", "failed")
+ACTIVE_STATES: Final = ("queued", "running")
+INTERRUPTED: Final = "interrupted"
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a server that can run; the message lists every problem."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything the server reads from its environment (see `Config.from_env`)."""
+
+    work_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 8080
+    app_port: int = 3001
+    token: str | None = field(default=None, repr=False)
+    claude_cmd: tuple[str, ...] = ("claude",)
+    timeout_s: float = 1800.0
+    state_file: Path | None = None
+    phase_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Config:
+        """Read PROMPT_HOST, PROMPT_PORT, APP_PORT, WORK_DIR, UAT_PROMPT_TOKEN, CLAUDE_CMD,
+        PROMPT_TIMEOUT_S, PROMPT_STATE and PHASE_FILE; raise ConfigError naming each bad value."""
+        problems: list[str] = []
+
+        def port(name: str, default: int) -> int:
+            raw = env.get(name, "").strip() or str(default)
+            if raw.isdigit() and 0 < int(raw) < 65536:
+                return int(raw)
+            problems.append(f"{name}={raw!r} is not a TCP port (1-65535)")
+            return default
+
+        def optional_path(name: str) -> Path | None:
+            raw = env.get(name, "").strip()
+            return Path(raw) if raw else None
+
+        prompt_port = port("PROMPT_PORT", 8080)
+        app_port = port("APP_PORT", 3001)
+        timeout_raw = env.get("PROMPT_TIMEOUT_S", "").strip() or "1800"
+        try:
+            timeout_s = float(timeout_raw)
+            if not timeout_s > 0:
+                raise ValueError(timeout_raw)
+        except ValueError:
+            problems.append(f"PROMPT_TIMEOUT_S={timeout_raw!r} is not a positive number of seconds")
+            timeout_s = 1800.0
+        try:
+            claude_cmd = tuple(shlex.split(env.get("CLAUDE_CMD", "").strip() or "claude"))
+        except ValueError as exc:
+            problems.append(f"CLAUDE_CMD cannot be split into arguments: {exc}")
+            claude_cmd = ("claude",)
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return cls(
+            work_dir=Path(env.get("WORK_DIR", "").strip() or os.getcwd()),
+            host=env.get("PROMPT_HOST", "").strip() or "0.0.0.0",
+            port=prompt_port,
+            app_port=app_port,
+            token=env.get("UAT_PROMPT_TOKEN") or None,
+            claude_cmd=claude_cmd,
+            timeout_s=timeout_s,
+            state_file=optional_path("PROMPT_STATE"),
+            phase_file=optional_path("PHASE_FILE"),
+        )
+
+
+def now_iso() -> str:
+    """The current UTC time as ISO 8601 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Job:
+    """One prompt and, once it ran, what came of it. `to_dict` is its JSON form."""
+
+    id: str
+    prompt: str
+    user: str | None
+    thread: str | None
+    created_at: str
+    state: str = "queued"
+    started_at: str | None = None
+    finished_at: str | None = None
+    summary: str | None = None
+    output_tail: str = ""
+    cost_usd: float | None = None
+    duration_s: float | None = None
+    usage: dict[str, Any] | None = None
+    commit: str | None = None
+    pushed: bool | None = None
+    files_changed: list[str] = field(default_factory=list)
+    exit_code: int | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Job:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Phase:
+    """What PHASE_FILE says: the entrypoint's phase and, when it failed, why."""
+
+    phase: str
+    error: str | None = None
+    updated_at: str | None = None
+
+
+def read_phase(path: Path | None) -> Phase:
+    """Read the PHASE_FILE protocol described in the module docstring."""
+    if path is None:
+        return Phase("starting")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return Phase("starting")
+    try:
+        data = json.loads(text)
+    except ValueError:
+        first, _, rest = text.strip().partition("\n")
+        return Phase(first.strip() or "starting", rest.strip() or None)
+    if not isinstance(data, dict):
+        return Phase("starting")
+    phase = data.get("phase")
+    error = data.get("error")
+    updated = data.get("updated_at")
+    return Phase(
+        phase if isinstance(phase, str) and phase else "starting",
+        error if isinstance(error, str) and error else None,
+        updated if isinstance(updated, str) else None,
+    )
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`: a temp file in the same folder, fsync, os.replace, fsync dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class TextTail:
+    """The last `limit` characters of the pieces appended, one piece per line."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.text = ""
+
+    def add(self, piece: str) -> None:
+        piece = piece.rstrip("\n")
+        if piece:
+            self.text = (f"{self.text}\n{piece}" if self.text else piece)[-self.limit :]
+
+
+class StreamJson:
+    """Reads the agent's stream-json lines into a job: output tail, summary, cost, usage."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.tail = TextTail(OUTPUT_TAIL_CHARS)
+        self.last_text: str | None = None
+        self.result: dict[str, Any] | None = None
+
+    def feed(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").strip()
+        if not line:
+            return
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict):
+            self._show(line)
+            return
+        kind = event.get("type")
+        if kind == "assistant":
+            message = event.get("message")
+            content = message.get("content") if isinstance(message, dict) else None
+            for block in content if isinstance(content, list) else []:
+                if not isinstance(block, dict):
+                    continue
+                if block.get("type") == "text" and isinstance(block.get("text"), str):
+                    self.last_text = block["text"]
+                    self._show(block["text"])
+                elif block.get("type") == "tool_use":
+                    self._show(f"[tool: {block.get('name', '?')}]")
+        elif kind == "result":
+            self.result = event
+            text = event.get("result")
+            if isinstance(text, str) and text.strip() != (self.last_text or "").strip():
+                self._show(text)
+        elif kind == "system" and event.get("subtype") == "init":
+            logger.info("job %s: agent session %s started", self.job.id, event.get("session_id"))
+
+    def _show(self, text: str) -> None:
+        self.tail.add(text)
+        self.job.output_tail = self.tail.text
+
+    @property
+    def is_error(self) -> bool:
+        if self.result is None:
+            return False
+        return bool(self.result.get("is_error")) or self.result.get("subtype") not in (
+            None,
+            "success",
+        )
+
+    def finish(self) -> None:
+        """Copy the result line's figures into the job."""
+        result = self.result or {}
+        text = result.get("result")
+        summary = text if isinstance(text, str) and text.strip() else self.last_text
+        self.job.summary = summary
+        cost = result.get("total_cost_usd", result.get("cost_usd"))
+        if isinstance(cost, int | float) and not isinstance(cost, bool):
+            self.job.cost_usd = float(cost)
+        duration = result.get("duration_ms")
+        if isinstance(duration, int | float) and not isinstance(duration, bool):
+            self.job.duration_s = round(duration / 1000, 3)
+        usage = result.get("usage")
+        if isinstance(usage, dict):
+            self.job.usage = usage
+
+
+async def pump_lines(stream: asyncio.StreamReader | None, on_line: Callable[[bytes], None]) -> None:
+    """Call `on_line` for each line of `stream` until EOF; lines over MAX_LINE_BYTES are skipped."""
+    if stream is None:
+        return
+    buffer = bytearray()
+    skipping = False
+    while chunk := await stream.read(65536):
+        buffer += chunk
+        while (end := buffer.find(b"\n")) >= 0:
+            if not skipping:
+                on_line(bytes(buffer[:end]))
+            skipping = False
+            del buffer[: end + 1]
+        if len(buffer) > MAX_LINE_BYTES:
+            logger.warning("skipping an output line longer than %d bytes", MAX_LINE_BYTES)
+            buffer.clear()
+            skipping = True
+    if buffer and not skipping:
+        on_line(bytes(buffer))
+
+
+async def poll_until(check: Callable[[], bool], limit_s: float | None, interval: float) -> bool:
+    """Wait until `check()` holds, for state only polling can see (a file, a child's exit status,
+    which asyncio reports only once its pipes close); False when `limit_s` passed first."""
+    deadline = None if limit_s is None else time.monotonic() + limit_s
+    while True:
+        if check():
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+
+
+def kill_group(pgid: int, sig: signal.Signals) -> None:
+    """Signal a whole process group; a group that is already gone is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def parse_status_z(out: str) -> list[str]:
+    """Paths from `git status --porcelain=v1 -z` (renames list the new path)."""
+    paths: list[str] = []
+    entries = iter(out.split("\0"))
+    for entry in entries:
+        if len(entry) < 4:
+            continue
+        paths.append(entry[3:])
+        if entry[0] in "RC":
+            next(entries, None)  # the original path of a rename or copy
+    return paths
+
+
+class Git:
+    """git in WORK_DIR, always as an argument list, with a timeout."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+
+    async def run(self, *args: str) -> str | None:
+        """git's stdout, or None when it failed (not a checkout yet, no such ref...)."""
+        if not self.work_dir.is_dir():
+            return None
+        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_OPTIONAL_LOCKS": "0"}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "git",
+                *args,
+                cwd=self.work_dir,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            logger.warning("cannot run git: %s", exc)
+            return None
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), GIT_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            logger.warning("git %s timed out after %.0f s", args[0], GIT_TIMEOUT_S)
+            return None
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            raise
+        if proc.returncode != 0:
+            logger.debug("git %s failed: %s", args[0], err.decode(errors="replace").strip())
+            return None
+        return out.decode("utf-8", errors="replace")
+
+    async def head(self) -> str | None:
+        out = await self.run("rev-parse", "--verify", "-q", "HEAD")
+        return (out or "").strip() or None
+
+    async def version(self) -> dict[str, str | None] | None:
+        out = await self.run("log", "-1", "--format=%H%x00%h%x00%cI%x00%s")
+        if not out:
+            return None
+        commit, short, date, subject = [*out.rstrip("\n").split("\0"), "", "", ""][:4]
+        branch = (await self.run("rev-parse", "--abbrev-ref", "HEAD") or "").strip()
+        return {
+            "commit": commit,
+            "short": short,
+            "branch": branch if branch and branch != "HEAD" else None,
+            "date": date,
+            "subject": subject,
+        }
+
+    async def changes(self, before: str | None, after: str | None) -> list[str]:
+        """Files changed by commits before..after, plus what `git status` shows uncommitted."""
+        paths: list[str] = []
+        if before and after and before != after:
+            out = await self.run("diff", "--name-only", "-z", f"{before}..{after}")
+            paths += [p for p in (out or "").split("\0") if p]
+        paths += parse_status_z(await self.run("status", "--porcelain=v1", "-z") or "")
+        return sorted(set(paths))[:MAX_FILES_LISTED]
+
+
+class PromptQueue:
+    """The FIFO of jobs, the one worker that runs them, and their persistence."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.git = Git(config.work_dir)
+        self._queue: deque[Job] = deque()
+        self._running: Job | None = None
+        self._recent: list[Job] = []  # newest first
+        self._jobs: dict[str, Job] = {}
+        self._wake = asyncio.Event()
+        self._cancel = asyncio.Event()  # set to cancel the running job
+        self._running_done = asyncio.Event()
+        self._write_lock = threading.Lock()  # saves run in threads; the newest snapshot wins
+        self._snapshots = 0
+        self._written = 0
+
+    # ------------------------------------------------------------------ reading
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
+
+    def position(self, job: Job) -> int | None:
+        """Jobs ahead of a queued job, the running one included; None when it is not queued."""
+        if job.state != "queued":
+            return None
+        ahead = next((i for i, queued in enumerate(self._queue) if queued is job), 0)
+        return ahead + (1 if self._running else 0)
+
+    def view(self, job: Job) -> dict[str, Any]:
+        return {**job.to_dict(), "position": self.position(job)}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "running": self.view(self._running) if self._running else None,
+            "queue": [self.view(job) for job in self._queue],
+            "recent": [self.view(job) for job in self._recent],
+        }
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ changing
+
+    async def submit(self, prompt: str, user: str | None, thread: str | None) -> Job:
+        job = Job(uuid.uuid4().hex[:12], prompt, user, thread, created_at=now_iso())
+        self._queue.append(job)
+        self._jobs[job.id] = job
+        self._wake.set()
+        await self.save()
+        return job
+
+    async def cancel(self, job: Job) -> Job:
+        """Cancel a queued job, or kill a running one and wait until it is recorded."""
+        if job.state == "queued":
+            self._queue.remove(job)
+            job.state = "cancelled"
+            job.error = "cancelled before it started"
+            job.finished_at = now_iso()
+            self._remember(job)
+            logger.info("job %s cancelled while queued", job.id)
+            await self.save()
+        elif job.state == "running" and job is self._running:
+            logger.info("job %s: cancelling the running agent", job.id)
+            self._cancel.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._running_done.wait(), KILL_GRACE_S + STRAGGLER_GRACE_S + 5
+                )
+        return job
+
+    def _remember(self, job: Job) -> None:
+        self._recent.insert(0, job)
+        for old in self._recent[RECENT_LIMIT:]:
+            self._jobs.pop(old.id, None)
+        del self._recent[RECENT_LIMIT:]
+
+    # ------------------------------------------------------------------ persistence
+
+    def _snapshot(self) -> bytes:
+        data = {
+            "version": 1,
+            "saved_at": now_iso(),
+            "queue": [job.to_dict() for job in self._queue],
+            "running": self._running.to_dict() if self._running else None,
+            "recent": [job.to_dict() for job in self._recent],
+        }
+        return json.dumps(data, indent=1).encode()
+
+    async def save(self) -> None:
+        """Write the queue to PROMPT_STATE (in a thread: it fsyncs)."""
+        if self.config.state_file is not None:
+            self._snapshots += 1
+            await asyncio.to_thread(self._write, self._snapshots, self._snapshot())
+
+    def _save_now(self) -> None:
+        """Write the queue at once, without awaiting (the worker is being cancelled)."""
+        if self.config.state_file is not None:
+            self._snapshots += 1
+            self._write(self._snapshots, self._snapshot())
+
+    def _write(self, number: int, data: bytes) -> None:
+        path = self.config.state_file
+        with self._write_lock:
+            if path is None or number <= self._written:
+                return  # a newer snapshot is already on disk
+            try:
+                atomic_write(path, data)
+                self._written = number
+            except OSError as exc:
+                logger.error("cannot save the prompt queue to %s: %s", path, exc)
+
+    async def load(self) -> None:
+        """Take over PROMPT_STATE: keep queued jobs, fail the one that was running."""
+        path = self.config.state_file
+        if path is None or not path.exists():
+            return
+        try:
+            data = json.loads(await asyncio.to_thread(path.read_bytes))
+            queue = [Job.from_dict(d) for d in data.get("queue") or []]
+            running = Job.from_dict(data["running"]) if data.get("running") else None
+            recent = [Job.from_dict(d) for d in data.get("recent") or []]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            logger.error("cannot read %s (%s): moved it to %s, starting empty", path, exc, aside)
+            with contextlib.suppress(OSError):
+                path.replace(aside)
+            return
+        self._recent = recent[:RECENT_LIMIT]
+        if running is not None:
+            running.state = "failed"
+            running.error = INTERRUPTED
+            running.finished_at = now_iso()
+            self._recent.insert(0, running)
+            logger.warning("job %s was running when the server stopped: failed", running.id)
+        for job in queue:
+            job.state = "queued"
+        self._queue = deque(queue)
+        self._jobs = {job.id: job for job in [*self._queue, *self._recent]}
+        self._wake.set()
+        logger.info("restored %d queued and %d recent jobs", len(queue), len(self._recent))
+        await self.save()
+
+    # ------------------------------------------------------------------ the worker
+
+    async def run_forever(self) -> None:
+        """Run queued jobs one at a time, in order, until cancelled."""
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._wait_for_checkout()
+            if not self._queue:
+                continue
+            job = self._queue.popleft()
+            try:
+                await self._run(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one job stop the worker
+                logger.exception("job %s: unexpected error in the worker", job.id)
+
+    async def _wait_for_checkout(self) -> None:
+        await poll_until(
+            lambda: read_phase(self.config.phase_file).phase != "cloning", None, CHECKOUT_POLL_S
+        )
+
+    async def _run(self, job: Job) -> None:
+        self._running = job
+        self._cancel = asyncio.Event()
+        self._running_done = asyncio.Event()
+        job.state = "running"
+        job.started_at = now_iso()
+        started = time.monotonic()
+        logger.info("job %s started (%d chars, by %s)", job.id, len(job.prompt), job.user)
+        await self.save()
+        try:
+            await self._execute(job)
+        except asyncio.CancelledError:
+            job.state, job.error = "failed", INTERRUPTED
+            self._finish(job, started)
+            self._save_now()
+            raise
+        except Exception as exc:
+            logger.exception("job %s: internal error", job.id)
+            job.state, job.error = "failed", f"internal error: {exc}"
+        self._finish(job, started)
+        logger.info("job %s %s in %.1f s", job.id, job.state, time.monotonic() - started)
+        await self.save()
+
+    def _finish(self, job: Job, started: float) -> None:
+        job.finished_at = now_iso()
+        if job.duration_s is None:
+            job.duration_s = round(time.monotonic() - started, 3)
+        self._running = None
+        self._remember(job)
+        self._running_done.set()
+
+    async def _execute(self, job: Job) -> None:
+        cfg = self.config
+        if not cfg.work_dir.is_dir():
+            phase = read_phase(cfg.phase_file)
+            why = f" (phase {phase.phase}: {phase.error})" if phase.error else ""
+            job.state, job.error = "failed", f"WORK_DIR {cfg.work_dir} does not exist{why}"
+            return
+        before = await self.git.head()
+        argv = [*cfg.claude_cmd, "-p", job.prompt, "--output-format", "stream-json", "--verbose"]
+        env = {k: v for k, v in os.environ.items() if k != "UAT_PROMPT_TOKEN"}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=cfg.work_dir,
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            job.state = "failed"
+            job.error = f"cannot start the agent {cfg.claude_cmd[0]!r}: {exc.strerror or exc}"
+            return
+        logger.info("job %s: agent running as process group %d", job.id, proc.pid)
+        stream = StreamJson(job)
+        stderr = TextTail(STDERR_TAIL_CHARS)
+        readers = asyncio.gather(
+            pump_lines(proc.stdout, stream.feed),
+            pump_lines(proc.stderr, lambda raw: stderr.add(raw.decode(errors="replace"))),
+        )
+        outcome: str | None = None
+        try:
+            outcome = await self._supervise(proc)
+        finally:
+            if outcome is None:  # cancelled (server stopping): leave nothing behind
+                kill_group(proc.pid, signal.SIGKILL)
+                readers.cancel()
+        kill_group(proc.pid, signal.SIGKILL)  # whatever the agent left running
+        try:
+            await asyncio.wait_for(readers, STRAGGLER_GRACE_S)
+            await proc.wait()
+        except TimeoutError:
+            # Something that left the agent's process group holds its pipes: stop reading them.
+            logger.warning("job %s: output pipes still open after the agent ended", job.id)
+            transport = getattr(proc, "_transport", None)
+            if transport is not None:
+                transport.close()
+            await poll_until(lambda: proc.returncode is not None, None, 0.05)
+        stream.finish()
+        job.exit_code = proc.returncode
+        after = await self.git.head()
+        if after and after != before:
+            job.commit = after
+            upstream = await self.git.run("rev-parse", "--verify", "-q", "@{upstream}")
+            job.pushed = (upstream or "").strip() == after
+        job.files_changed = await self.git.changes(before, after)
+        self._judge(job, outcome, stream, stderr.text)
+
+    def _judge(self, job: Job, outcome: str, stream: StreamJson, stderr: str) -> None:
+        if outcome == "cancelled":
+            job.state, job.error = "cancelled", "cancelled while running"
+            return
+        if outcome == "timed_out":
+            job.state = "timed_out"
+            job.error = f"no result after {self.config.timeout_s:g} s: the agent was killed"
+            return
+        problems: list[str] = []
+        code = job.exit_code
+        if stream.is_error:
+            subtype = (stream.result or {}).get("subtype", "error")
+            problems.append(f"the agent reported an error ({subtype})")
+        if code:
+            problems.append(
+                f"the agent was killed by signal {-code}" if code < 0 else f"exit status {code}"
+            )
+        if stream.result is None and not problems:
+            problems.append("the agent ended without a result line")
+        if not problems:
+            job.state = "succeeded"
+            return
+        job.state = "failed"
+        job.error = "; ".join(problems) + (f"\n{stderr}" if stderr else "")
+
+    async def _supervise(self, proc: asyncio.subprocess.Process) -> str:
+        """Wait for the agent; "exited", or "cancelled"/"timed_out" after killing its group."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_s
+        waiter = asyncio.ensure_future(proc.wait())
+        cancel = asyncio.ensure_future(self._cancel.wait())
+        exited_at: float | None = None
+        outcome = "exited"
+        try:
+            while not waiter.done():
+                now = loop.time()
+                if self._cancel.is_set() or now >= deadline:
+                    outcome = "cancelled" if self._cancel.is_set() else "timed_out"
+                    await self._terminate(proc)
+                    break
+                if proc.returncode is not None:  # exited; wait() also waits for the pipes
+                    exited_at = exited_at or now
+                    if now - exited_at >= STRAGGLER_GRACE_S:
+                        break
+                await asyncio.wait(
+                    {waiter, cancel},
+                    timeout=min(0.25, deadline - now),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+        finally:
+            waiter.cancel()
+            cancel.cancel()
+        return outcome
+
+    async def _terminate(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM the agent's process group, SIGKILL it after KILL_GRACE_S."""
+        kill_group(proc.pid, signal.SIGTERM)
+        await poll_until(lambda: proc.returncode is not None, KILL_GRACE_S, 0.05)
+        kill_group(proc.pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+CONFIG_KEY: Final = web.AppKey("config", Config)
+QUEUE_KEY: Final = web.AppKey("queue", PromptQueue)
+
+
+def error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+def check_token(request: web.Request) -> web.Response | None:
+    """None when the request carries the right bearer token; else the response to send."""
+    token = request.app[CONFIG_KEY].token
+    if not token:
+        return error(503, "UAT_PROMPT_TOKEN is not set in this container, so it refuses prompts")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode("utf-8", errors="replace"), token.encode()
+    ):
+        logger.warning("%s %s: missing or wrong bearer token", request.method, request.path)
+        return error(401, "missing or wrong bearer token", **{"WWW-Authenticate": "Bearer"})
+    return None
+
+
+async def app_answers(port: int) -> bool:
+    """Whether something accepts TCP connections on the loopback at `port`."""
+    for host in ("127.0.0.1", "::1"):
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port), APP_PROBE_TIMEOUT_S
+            )
+        except (OSError, TimeoutError):
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
+
+
+async def health(request: web.Request) -> web.Response:
+    config = request.app[CONFIG_KEY]
+    phase = read_phase(config.phase_file)
+    body: dict[str, Any] = {"app_port": config.app_port, "updated_at": phase.updated_at}
+    if phase.phase == "failed":
+        error_text = phase.error or "the container failed to start"
+        return web.json_response(
+            {"ready": False, "phase": "failed", "error": error_text, **body}, status=503
+        )
+    if await app_answers(config.app_port):
+        return web.json_response({"ready": True, "phase": "ready", "error": None, **body})
+    shown = phase.phase if phase.phase in ("cloning", "installing") else "starting"
+    reason = phase.error
+    if shown == "starting" and not reason:
+        reason = f"the app is not answering on port {config.app_port} yet"
+    return web.json_response({"ready": False, "phase": shown, "error": reason, **body}, status=503)
+
+
+async def version(request: web.Request) -> web.Response:
+    found = await request.app[QUEUE_KEY].git.version()
+    if found is None:
+        work_dir = request.app[CONFIG_KEY].work_dir
+        return error(503, f"no git checkout in {work_dir} yet")
+    return web.json_response(found)
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[QUEUE_KEY].status())
+
+
+async def submit_prompt(request: web.Request) -> web.Response:
+    if (refused := check_token(request)) is not None:
+        return refused
+    try:
+        body = json.loads(await request.read())
+    except ValueError as exc:
+        return error(400, f"the body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        return error(400, 'the body must be a JSON object: {"prompt", "user", "thread"}')
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return error(400, "prompt is missing: send a non-empty string")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        return error(
+            400, f"prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}"
+        )
+    for name in ("user", "thread"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            return error(400, f"{name} must be a string")
+    queue = request.app[QUEUE_KEY]
+    if queue.queued >= MAX_QUEUED:
+        return error(429, f"{MAX_QUEUED} prompts are already waiting; try again later")
+    job = await queue.submit(prompt, body.get("user"), body.get("thread"))
+    position = queue.position(job)
+    logger.info("job %s queued by %s, position %s", job.id, job.user, position)
+    return web.json_response({"id": job.id, "position": position, "state": job.state}, status=202)
+
+
+async def get_prompt(request: web.Request) -> web.Response:
+    queue = request.app[QUEUE_KEY]
+    job = queue.get(request.match_info["id"])
+    if job is None:
+        return error(404, f"no job {request.match_info['id']}")
+    return web.json_response(queue.view(job))
+
+
+async def cancel_prompt(request: web.Request) -> web.Response:
+    if (refused := check_token(request)) is not None:
+        return refused
+    queue = request.app[QUEUE_KEY]
+    job = queue.get(request.match_info["id"])
+    if job is None:
+        return error(404, f"no job {request.match_info['id']}")
+    if job.state not in ACTIVE_STATES:
+        return error(409, f"job {job.id} already ended: {job.state}")
+    await queue.cancel(job)
+    return web.json_response(queue.view(job), status=202 if job.state in ACTIVE_STATES else 200)
+
+
+async def run_worker(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: restore the queue, run the worker, cancel and await it on shutdown."""
+    queue = app[QUEUE_KEY]
+    await queue.load()
+    worker = asyncio.create_task(queue.run_forever(), name="prompt-worker")
+    yield
+    worker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await worker
+
+
+def create_app(config: Config) -> web.Application:
+    """The prompt server as an aiohttp application (the worker starts with the app)."""
+    app = web.Application()
+    app[CONFIG_KEY] = config
+    app[QUEUE_KEY] = PromptQueue(config)
+    app.router.add_get("/health", health)
+    app.router.add_get("/version", version)
+    app.router.add_get("/status", status)
+    app.router.add_post("/prompt", submit_prompt)
+    app.router.add_get("/prompts/{id}", get_prompt)
+    app.router.add_delete("/prompts/{id}", cancel_prompt)
+    app.cleanup_ctx.append(run_worker)
+    return app
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s prompt_server: %(message)s"
+    )
+    try:
+        config = Config.from_env(os.environ)
+    except ConfigError as exc:
+        logger.error("cannot start: %s", exc)
+        return 2
+    if not config.token:
+        logger.warning("UAT_PROMPT_TOKEN is not set: POST /prompt will answer 503")
+    logger.info(
+        "serving on %s:%d for %s (app port %d, timeout %g s)",
+        config.host,
+        config.port,
+        config.work_dir,
+        config.app_port,
+        config.timeout_s,
+    )
+    web.run_app(
+        create_app(config), host=config.host, port=config.port, print=None, shutdown_timeout=5
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,522 @@
+"""The container's prompt server over real HTTP on 127.0.0.1, running tests/fake_claude.py as the
+agent in a real git repo: auth, limits, FIFO, results, timeouts, cancel, health, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from container.prompt_server import MAX_PROMPT_CHARS, Config, ConfigError, create_app
+from tests.container_helpers import (
+    PROMPT_SERVER,
+    TOKEN,
+    answers,
+    fake_claude_cmd,
+    free_port,
+    git,
+    http,
+    kill_pids,
+    make_repo,
+    pid_alive,
+    read_pids,
+    wait_until,
+)
+
+FINAL_STATES = ("succeeded", "failed", "cancelled", "timed_out")
+
+
+@dataclass
+class Server:
+    """A prompt server running in this test's event loop, and a client for it."""
+
+    url: str
+    config: Config
+    session: aiohttp.ClientSession
+    runner: web.AppRunner
+
+    async def call(
+        self, method: str, path: str, body: Any = None, token: str | None = TOKEN, **kw: Any
+    ) -> tuple[int, dict[str, Any]]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        headers.update(kw.pop("headers", {}))
+        async with self.session.request(
+            method, self.url + path, json=body, headers=headers, **kw
+        ) as response:
+            return response.status, await response.json()
+
+    async def submit(self, prompt: str, **fields: Any) -> dict[str, Any]:
+        status, body = await self.call("POST", "/prompt", {"prompt": prompt, **fields})
+        assert status == 202, body
+        return body
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        status, body = await self.call("GET", f"/prompts/{job_id}")
+        assert status == 200, body
+        return body
+
+    async def wait(self, job_id: str, states: tuple[str, ...] = FINAL_STATES) -> dict[str, Any]:
+        async with asyncio.timeout(15):
+            while True:
+                job = await self.job(job_id)
+                if job["state"] in states:
+                    return job
+                await asyncio.sleep(0.05)
+
+
+Start = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path / "work")
+
+
+@pytest.fixture
+def agent_log(tmp_path: Path) -> Path:
+    return tmp_path / "agent.log"
+
+
+@pytest.fixture
+async def start(repo: Path, agent_log: Path) -> AsyncIterator[Start]:
+    """Start a prompt server in-process on a free port; `start(field=value)` overrides Config."""
+    runners: list[web.AppRunner] = []
+    async with aiohttp.ClientSession() as session:
+
+        async def _start(**overrides: Any) -> Server:
+            config = Config(
+                work_dir=repo,
+                host="127.0.0.1",
+                port=0,
+                app_port=free_port(),
+                token=TOKEN,
+                claude_cmd=tuple(shlex.split(fake_claude_cmd(agent_log))),
+                timeout_s=30,
+            )
+            config = replace(config, **overrides)
+            runner = web.AppRunner(create_app(config))
+            await runner.setup()
+            runners.append(runner)
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            return Server(f"http://127.0.0.1:{port}", config, session, runner)
+
+        yield _start
+        for runner in runners:
+            await runner.cleanup()
+
+
+def ran(agent_log: Path) -> list[str]:
+    """The prompts the fake agent was started with, in order."""
+    if not agent_log.exists():
+        return []
+    return [json.loads(line) for line in agent_log.read_text().splitlines()]
+
+
+def created(repo: Path, *names: str) -> list[Path]:
+    """Which of `names` exist in the repo or in the tests' working directory."""
+    return [folder / n for folder in (repo, Path.cwd()) for n in names if (folder / n).exists()]
+
+
+# ------------------------------------------------------------------------------ auth and limits
+
+
+async def test_prompts_need_the_bearer_token(start: Start, agent_log: Path) -> None:
+    server = await start()
+    for token in (None, "wrong-token", TOKEN + "x"):
+        status, body = await server.call("POST", "/prompt", {"prompt": "hello"}, token=token)
+        assert status == 401, body
+        assert "token" in body["error"]
+    status, _ = await server.call(
+        "POST", "/prompt", {"prompt": "hi"}, token=None, headers={"Authorization": f"Basic {TOKEN}"}
+    )
+    assert status == 401
+    status, _ = await server.call("DELETE", "/prompts/anything", token="wrong")
+    assert status == 401
+    _, snapshot = await server.call("GET", "/status")
+    assert snapshot == {"running": None, "queue": [], "recent": []}
+    assert ran(agent_log) == []
+
+
+async def test_without_a_configured_token_every_prompt_is_refused(start: Start) -> None:
+    server = await start(token=None)
+    status, body = await server.call("POST", "/prompt", {"prompt": "hello"}, token="anything")
+    assert status == 503
+    assert "UAT_PROMPT_TOKEN is not set" in body["error"]
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b"{}", "prompt is missing"),
+        (b'{"prompt": "   "}', "prompt is missing"),
+        (b'{"prompt": 42}', "prompt is missing"),
+        (json.dumps({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}).encode(), "the limit is 20000"),
+        (b'{"prompt": "hi", "user": 7}', "user must be a string"),
+    ],
+)
+async def test_bad_prompts_are_refused_with_the_reason(
+    start: Start, agent_log: Path, raw: bytes, reason: str
+) -> None:
+    server = await start()
+    status, body = await server.call(
+        "POST", "/prompt", token=TOKEN, data=raw, headers={"Content-Type": "application/json"}
+    )
+    assert status == 400
+    assert reason in body["error"]
+    assert ran(agent_log) == []
+
+
+async def test_a_prompt_of_exactly_the_limit_is_accepted(start: Start) -> None:
+    server = await start()
+    prompt = "y" * MAX_PROMPT_CHARS
+    job = await server.wait((await server.submit(prompt))["id"])
+    assert job["state"] == "succeeded"
+    assert job["summary"] == prompt
+
+
+async def test_unknown_jobs_are_404(start: Start) -> None:
+    server = await start()
+    assert (await server.call("GET", "/prompts/nope"))[0] == 404
+    assert (await server.call("DELETE", "/prompts/nope"))[0] == 404
+
+
+# ------------------------------------------------------------------------------ running jobs
+
+
+async def test_a_job_records_the_agents_result(start: Start, repo: Path) -> None:
+    server = await start()
+    accepted = await server.submit("Make the button blue", user="U123", thread="1712.0001")
+    assert accepted["position"] == 0
+    job = await server.wait(accepted["id"])
+    assert job["state"] == "succeeded", job
+    assert job["summary"] == "Make the button blue"
+    assert job["cost_usd"] == pytest.approx(0.0123)
+    assert job["duration_s"] == pytest.approx(1.234)
+    assert job["usage"] == {"input_tokens": 10, "output_tokens": 20}
+    assert "Working on it" in job["output_tail"]
+    assert "[tool: Bash]" in job["output_tail"]
+    assert job["output_tail"].rstrip().endswith("Make the button blue")
+    assert (job["user"], job["thread"], job["error"], job["exit_code"]) == (
+        "U123",
+        "1712.0001",
+        None,
+        0,
+    )
+    assert job["commit"] is None
+    assert job["files_changed"] == []
+    assert job["created_at"] <= job["started_at"] <= job["finished_at"]
+
+
+async def test_a_commit_and_the_changed_files_are_recorded(start: Start, repo: Path) -> None:
+    before = git(repo, "rev-parse", "HEAD")
+    server = await start()
+    job = await server.wait((await server.submit("fake:commit feature.txt"))["id"])
+    after = git(repo, "rev-parse", "HEAD")
+    assert job["state"] == "succeeded", job
+    assert after != before
+    assert job["commit"] == after
+    assert job["pushed"] is False  # no upstream in this repo
+    assert job["files_changed"] == ["dirty.txt", "feature.txt"]
+
+
+async def test_a_failing_agent_fails_the_job_with_its_stderr(start: Start) -> None:
+    server = await start()
+    job = await server.wait((await server.submit("fake:fail"))["id"])
+    assert job["state"] == "failed"
+    assert job["summary"] == "It did not work."
+    assert "reported an error" in job["error"]
+    assert "exit status 1" in job["error"]
+    assert "boom" in job["error"]
+    assert job["cost_usd"] == pytest.approx(0.0123)
+
+    crashed = await server.wait((await server.submit("fake:crash"))["id"])
+    assert crashed["state"] == "failed"
+    assert "exit status 3" in crashed["error"]
+    assert "segfault" in crashed["error"]
+
+
+async def test_an_agent_that_cannot_start_fails_the_job(start: Start, tmp_path: Path) -> None:
+    server = await start(claude_cmd=(str(tmp_path / "no-such-claude"),))
+    job = await server.wait((await server.submit("hello"))["id"])
+    assert job["state"] == "failed"
+    assert "cannot start the agent" in job["error"]
+
+
+async def test_jobs_run_one_at_a_time_in_order(start: Start, agent_log: Path) -> None:
+    server = await start()
+    prompts = [f"fake:slow 0.3 job{i}" for i in range(3)]
+    accepted = [await server.submit(p) for p in prompts]
+    assert [a["position"] for a in accepted] == [0, 1, 2]
+    third = await server.job(accepted[2]["id"])
+    assert third["state"] == "queued"
+    assert third["position"] == 2
+    _, snapshot = await server.call("GET", "/status")
+    assert snapshot["running"]["id"] == accepted[0]["id"]
+    assert [j["id"] for j in snapshot["queue"]] == [a["id"] for a in accepted[1:]]
+
+    jobs = [await server.wait(a["id"]) for a in accepted]
+    assert [j["state"] for j in jobs] == ["succeeded"] * 3
+    assert ran(agent_log) == prompts
+    for earlier, later in itertools.pairwise(jobs):
+        assert earlier["finished_at"] <= later["started_at"]
+    _, snapshot = await server.call("GET", "/status")
+    assert snapshot["running"] is None
+    assert snapshot["queue"] == []
+    assert [j["id"] for j in snapshot["recent"]] == [a["id"] for a in reversed(accepted)]
+
+
+async def test_the_prompt_reaches_the_agent_literally_never_through_a_shell(
+    start: Start, repo: Path
+) -> None:
+    server = await start()
+    prompt = "Fix it $(touch pwned) `touch pwned2`; touch pwned3 && echo '$HOME' \"x\" | cat"
+    job = await server.wait((await server.submit(prompt))["id"])
+    assert job["state"] == "succeeded"
+    assert job["summary"] == prompt
+    assert not created(repo, "pwned", "pwned2", "pwned3")
+
+
+async def test_the_agent_does_not_see_the_prompt_token(start: Start) -> None:
+    os.environ["UAT_PROMPT_TOKEN"] = TOKEN
+    try:
+        server = await start()
+        job = await server.wait((await server.submit("fake:env UAT_PROMPT_TOKEN"))["id"])
+    finally:
+        del os.environ["UAT_PROMPT_TOKEN"]
+    assert job["summary"] == "<unset>"
+
+
+async def test_a_job_past_its_timeout_is_killed_with_its_process_group(
+    start: Start, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "hang.pids"
+    server = await start(timeout_s=1.0)
+    job_id = (await server.submit(f"fake:hang {pidfile}"))["id"]
+    job = await server.wait(job_id)
+    assert job["state"] == "timed_out"
+    assert "no result after 1 s" in job["error"]
+    assert "Hanging now." in job["output_tail"]
+    pids = read_pids(pidfile)
+    try:
+        wait_until(lambda: not any(pid_alive(p) for p in pids), 5, "the agent and its child")
+    finally:
+        kill_pids(pids)
+
+
+async def test_cancel_a_queued_job_and_a_running_one(
+    start: Start, tmp_path: Path, agent_log: Path
+) -> None:
+    pidfile = tmp_path / "hang.pids"
+    server = await start()
+    running = (await server.submit(f"fake:hang {pidfile}"))["id"]
+    queued = (await server.submit("never runs"))["id"]
+    await server.wait(running, ("running",))
+    await asyncio.to_thread(wait_until, pidfile.exists, 10, "the hanging agent")
+    pids = read_pids(pidfile)
+    try:
+        status, body = await server.call("DELETE", f"/prompts/{queued}")
+        assert (status, body["state"]) == (200, "cancelled")
+        assert (await server.job(running))["state"] == "running"
+
+        status, body = await server.call("DELETE", f"/prompts/{running}")
+        assert (status, body["state"]) == (200, "cancelled")
+        assert not any(pid_alive(p) for p in pids)
+    finally:
+        kill_pids(pids)
+    status, body = await server.call("DELETE", f"/prompts/{running}")
+    assert status == 409
+    assert "already ended" in body["error"]
+    assert ran(agent_log) == [f"fake:hang {pidfile}"]
+    _, snapshot = await server.call("GET", "/status")
+    assert [j["state"] for j in snapshot["recent"]] == ["cancelled", "cancelled"]
+
+
+async def test_stopping_the_server_kills_the_running_agent_and_saves_the_queue(
+    start: Start, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "hang.pids"
+    state = tmp_path / "state.json"
+    server = await start(state_file=state)
+    running = (await server.submit(f"fake:hang {pidfile}"))["id"]
+    queued = (await server.submit("later"))["id"]
+    await server.wait(running, ("running",))
+    await asyncio.to_thread(wait_until, pidfile.exists, 10, "the hanging agent")
+    pids = read_pids(pidfile)
+    try:
+        await server.runner.cleanup()  # what SIGTERM does: cleanup_ctx cancels the worker
+        await asyncio.to_thread(
+            wait_until, lambda: not any(pid_alive(p) for p in pids), 5, "the agent to die"
+        )
+    finally:
+        kill_pids(pids)
+    saved = json.loads(state.read_text())
+    assert saved["running"] is None
+    assert [j["id"] for j in saved["queue"]] == [queued]
+    interrupted = saved["recent"][0]
+    assert (interrupted["id"], interrupted["state"], interrupted["error"]) == (
+        running,
+        "failed",
+        "interrupted",
+    )
+
+
+# ------------------------------------------------------------------------------ health, version
+
+
+async def test_health_follows_the_phase_file_and_the_app_port(start: Start, tmp_path: Path) -> None:
+    phase_file = tmp_path / "phase.json"
+    phase_file.write_text(json.dumps({"phase": "installing", "error": None}))
+    server = await start(phase_file=phase_file)
+    status, body = await server.call("GET", "/health")
+    assert (status, body["ready"], body["phase"]) == (503, False, "installing")
+
+    listener = await asyncio.start_server(
+        lambda _r, w: w.close(), "127.0.0.1", server.config.app_port
+    )
+    async with listener:
+        status, body = await server.call("GET", "/health")
+        assert (status, body["ready"], body["phase"]) == (200, True, "ready")
+
+        phase_file.write_text(json.dumps({"phase": "failed", "error": "npm ci exited with 1"}))
+        status, body = await server.call("GET", "/health")
+        assert (status, body["ready"], body["phase"]) == (503, False, "failed")
+        assert body["error"] == "npm ci exited with 1"
+
+    phase_file.write_text(json.dumps({"phase": "starting", "error": None}))
+    status, body = await server.call("GET", "/health")
+    assert (status, body["phase"]) == (503, "starting")
+    assert "not answering" in body["error"]
+
+
+async def test_version_reports_the_checkout(start: Start, repo: Path) -> None:
+    server = await start()
+    status, body = await server.call("GET", "/version")
+    assert status == 200
+    assert body == {
+        "commit": git(repo, "rev-parse", "HEAD"),
+        "short": git(repo, "rev-parse", "--short", "HEAD"),
+        "branch": "main",
+        "date": git(repo, "log", "-1", "--format=%cI"),
+        "subject": "Start the app",
+    }
+
+
+async def test_version_before_the_clone_is_503(start: Start, tmp_path: Path) -> None:
+    server = await start(work_dir=tmp_path / "not-cloned-yet")
+    status, body = await server.call("GET", "/version")
+    assert status == 503
+    assert "no git checkout" in body["error"]
+
+
+def test_config_is_read_from_the_environment(tmp_path: Path) -> None:
+    config = Config.from_env(
+        {
+            "WORK_DIR": str(tmp_path),
+            "PROMPT_PORT": "9090",
+            "CLAUDE_CMD": "npx -y 'claude code' --model x",
+            "PROMPT_TIMEOUT_S": "2.5",
+            "PROMPT_STATE": str(tmp_path / "state.json"),
+            "UAT_PROMPT_TOKEN": "secret-value",
+        }
+    )
+    assert config.claude_cmd == ("npx", "-y", "claude code", "--model", "x")
+    assert (config.port, config.app_port, config.timeout_s) == (9090, 3001, 2.5)
+    assert "secret-value" not in repr(config)
+    with pytest.raises(ConfigError, match=r"PROMPT_PORT.*APP_PORT.*PROMPT_TIMEOUT_S"):
+        Config.from_env({"PROMPT_PORT": "x", "APP_PORT": "70000", "PROMPT_TIMEOUT_S": "-1"})
+
+
+# ------------------------------------------------------------------------------ persistence
+
+
+@dataclass
+class ServerProcess:
+    """`python container/prompt_server.py` as a real process; `start()` (re)starts it."""
+
+    url: str
+    env: dict[str, str]
+    logs: Path
+    procs: list[subprocess.Popen[bytes]]
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with (self.logs / f"server{len(self.procs)}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, str(PROMPT_SERVER)], env=self.env, stdout=log, stderr=log
+            )
+        self.procs.append(proc)
+        wait_until(lambda: answers(self.url + "/status"), 10, "the prompt server")
+        return proc
+
+
+@pytest.fixture
+def server_process(repo: Path, tmp_path: Path, agent_log: Path) -> Iterator[ServerProcess]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PROMPT_HOST": "127.0.0.1",
+        "PROMPT_PORT": str(port),
+        "APP_PORT": str(free_port()),
+        "WORK_DIR": str(repo),
+        "UAT_PROMPT_TOKEN": TOKEN,
+        "CLAUDE_CMD": fake_claude_cmd(agent_log),
+        "PROMPT_TIMEOUT_S": "60",
+        "PROMPT_STATE": str(tmp_path / "state" / "prompts.json"),
+    }
+    server = ServerProcess(f"http://127.0.0.1:{port}", env, tmp_path, [])
+    yield server
+    for proc in server.procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+
+
+def test_a_restart_keeps_queued_jobs_and_fails_the_interrupted_one(
+    server_process: ServerProcess, tmp_path: Path, agent_log: Path
+) -> None:
+    pidfile = tmp_path / "hang.pids"
+    url = server_process.url
+    proc = server_process.start()
+    status, first = http("POST", url + "/prompt", {"prompt": f"fake:hang {pidfile}"}, TOKEN)
+    assert status == 202
+    status, second = http("POST", url + "/prompt", {"prompt": "after the restart"}, TOKEN)
+    assert (status, second["position"]) == (202, 1)
+    wait_until(pidfile.exists, 10, "the hanging agent")
+    assert http("GET", url + "/status")[1]["running"]["id"] == first["id"]
+
+    proc.kill()  # SIGKILL: no chance to save anything more
+    proc.wait(5)
+    kill_pids(read_pids(pidfile))  # the orphaned agent, which a container restart would take along
+
+    server_process.start()
+    _, interrupted = http("GET", f"{url}/prompts/{first['id']}")
+    assert (interrupted["state"], interrupted["error"]) == ("failed", "interrupted")
+    assert interrupted["finished_at"]
+
+    def finished() -> dict[str, Any] | None:
+        job = http("GET", f"{url}/prompts/{second['id']}")[1]
+        return job if job["state"] in FINAL_STATES else None
+
+    done = wait_until(finished, 10, "the queued job")
+    assert (done["state"], done["summary"]) == ("succeeded", "after the restart")
+    assert ran(agent_log) == [f"fake:hang {pidfile}", "after the restart"]
+    saved = json.loads((tmp_path / "state" / "prompts.json").read_text())
+    assert [j["id"] for j in saved["recent"]] == [second["id"], first["id"]]
+    assert saved["queue"] == []
+    assert saved["running"] is None
