@@ -32,7 +32,7 @@ HINTS: dict[str, str] = {
     "UAT_PROMPT_TOKEN": "a long random string; containers require it on /prompt",
     "UAT_POLL_SECONDS": "seconds between ECS status polls, a number > 0, e.g. 10",
     "UAT_IDLE_HOURS": "hours without activity before an environment is stopped, e.g. 8",
-    "UAT_CONTAINER_URL": "a URL template with {ip}, {pr} or {task_id}, e.g. http://{ip}:8080",
+    "UAT_CONTAINER_URL": "a URL, with {ip}, {pr} or {task_id} if needed, e.g. http://{ip}:8080",
     "UAT_ASSIGN_PUBLIC_IP": "ENABLED or DISABLED",
     "UAT_STORE": "sqlite (one replica) or dynamodb (several, with UAT_DYNAMODB_TABLE)",
 }
@@ -112,8 +112,12 @@ class Settings(BaseSettings):
     @field_validator("uat_container_url")
     @classmethod
     def _container_url(cls, value: str) -> str:
-        if not any(p in value for p in ("{ip}", "{pr}", "{task_id}")):
-            raise ValueError("must contain {ip}, {pr} or {task_id}")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        try:
+            value.format(ip="10.0.0.1", pr=1, task_id="t")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"only {{ip}}, {{pr}} and {{task_id}} may be used ({exc})") from None
         return value
 
     @property

@@ -101,7 +101,10 @@ class Prompts:
                     raise UserError(slack_ui.container_refused(env, str(reason)))
         except (aiohttp.ClientError, TimeoutError):
             raise UserError(slack_ui.container_unreachable(env)) from None
-        queued = Queued(str(answer["id"]), int(answer.get("position", 0)), env)
+        if "id" not in answer:
+            raise UserError(slack_ui.container_refused(env, "it answered without a job id"))
+        position = answer.get("position")  # null once the job has left the queue: it runs
+        queued = Queued(str(answer["id"]), int(position) if position else 0, env)
         relay = Relay(queued.job_id, env.repo, env.pr, user, env.thread_ts or "", text)
         await self.store.open_relay(relay)
         await self.environments.touch(env.repo, env.pr)

@@ -41,7 +41,7 @@ def test_every_problem_is_reported_at_once_with_what_to_put() -> None:
             {
                 "UAT_PORT": "70000",
                 "UAT_POLL_SECONDS": "0",
-                "UAT_CONTAINER_URL": "http://fixed-host:8080",
+                "UAT_CONTAINER_URL": "http://{host}:8080",
                 "SLACK_API_URL": "slack.com/api",
             }
         )

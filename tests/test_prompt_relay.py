@@ -1,0 +1,201 @@
+"""Prompts end to end: a signed `/uat prompt` or a thread reply -> the bot -> the real prompt
+server (container/prompt_server.py, with the fake agent CLI) -> the result in the PR's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from bot import slack_ui
+from container.prompt_server import Config, create_app
+from tests.conftest import CHANNEL, SIGNING_SECRET, Bot, BotFactory
+from tests.container_helpers import fake_claude_cmd, make_repo
+from tests.signing import block_actions_body, event_body, slack_headers
+from tests.test_environments import label, root_messages
+from tests.uat_aws import UatAccount, set_up_account
+
+TOKEN = "test-prompt-token-0123456789"  # the bot's UAT_PROMPT_TOKEN in tests/conftest.py
+
+
+@pytest.fixture
+def account(aws_env: dict[str, str]) -> UatAccount:
+    return set_up_account(aws_env["AWS_ENDPOINT_URL"])
+
+
+@pytest.fixture
+async def container(tmp_path: Path) -> AsyncIterator[str]:
+    """The real prompt server on 127.0.0.1 with the fake agent, and an 'app' listening."""
+    app_socket = socket.socket()
+    app_socket.bind(("127.0.0.1", 0))
+    app_socket.listen()
+    config = Config.from_env(
+        {
+            "WORK_DIR": str(make_repo(tmp_path / "work")),
+            "UAT_PROMPT_TOKEN": TOKEN,
+            "CLAUDE_CMD": fake_claude_cmd(),
+            "APP_PORT": str(app_socket.getsockname()[1]),
+            "PROMPT_STATE": str(tmp_path / "queue.json"),
+            "PROMPT_TIMEOUT_S": "30",
+        }
+    )
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+        app_socket.close()
+
+
+async def ready_bot(make_bot: BotFactory, account: UatAccount, container_url: str) -> Bot:
+    bot: Bot = await make_bot(**account.env(container_url))
+    bot.runtime.services.prompts.first_poll_s = 0.05
+    await bot.settle_startup()
+    await label(bot)
+    await bot.runtime.services.environments.poll()
+    env = await bot.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
+    assert env is not None and env.state == "ready"
+    return bot
+
+
+def thread(bot: Bot) -> list[dict[str, Any]]:
+    [root] = root_messages(bot)
+    return bot.slack.thread(CHANNEL, root["ts"])
+
+
+async def test_a_slash_prompt_comes_back_into_the_thread(
+    make_bot: BotFactory, account: UatAccount, container: str, tmp_path: Path
+) -> None:
+    bot = await ready_bot(make_bot, account, container)
+    text = "make the button blue, don't break `it` $(touch pwned) <!channel>"
+    status, _ = await bot.slash(f"prompt PR-2 {text}")
+    assert status == 200
+    await bot.settle()
+    answer = bot.slack.responses[-1].body["text"]
+    assert answer.startswith("Sent to the agent:") and "running now" in answer
+    asked, result = thread(bot)[-2:]
+    assert "asked the agent" in asked["text"] and "&lt;!channel&gt;" in asked["text"]
+    assert "<!channel>" not in asked["text"]
+    assert "*succeeded*" in result["text"] and "$0.01" in result["text"]
+    # the agent got the text exactly as typed: no shell, no quoting rules
+    assert slack_ui.escape(text) in result["text"]
+    assert not await asyncio.to_thread((tmp_path / "work" / "pwned").exists)
+
+
+async def test_a_reply_in_the_thread_is_a_prompt(
+    make_bot: BotFactory, account: UatAccount, container: str
+) -> None:
+    bot = await ready_bot(make_bot, account, container)
+    [root] = root_messages(bot)
+    reply_ts = bot.slack.add_message(
+        CHANNEL, "add a dark mode", user="U0HUMAN", thread_ts=root["ts"]
+    )
+    body = event_body(
+        {
+            "type": "message",
+            "channel": CHANNEL,
+            "user": "U0HUMAN",
+            "text": "add a dark mode",
+            "ts": reply_ts,
+            "thread_ts": root["ts"],
+        }
+    )
+    headers = slack_headers(SIGNING_SECRET, body) | {"Content-Type": "application/json"}
+    assert (await bot.post_slack(body, headers))[0] == 200
+    assert (await bot.post_slack(body, headers))[0] == 200  # Slack retries the event
+    await bot.settle()
+    results = [m["text"] for m in thread(bot) if "*succeeded*" in m["text"]]
+    assert len(results) == 1 and "add a dark mode" in results[0]
+    # the bot's own messages in the thread are not prompts
+    bot_reply = event_body(
+        {
+            "type": "message",
+            "channel": CHANNEL,
+            "bot_id": "BBOT",
+            "text": "x",
+            "ts": "9.9",
+            "thread_ts": root["ts"],
+        }
+    )
+    headers = slack_headers(SIGNING_SECRET, bot_reply) | {"Content-Type": "application/json"}
+    await bot.post_slack(bot_reply, headers)
+    await bot.settle()
+    assert len([m for m in thread(bot) if "*succeeded*" in m["text"]]) == 1
+
+
+async def test_cancel_stops_a_running_prompt(
+    make_bot: BotFactory, account: UatAccount, container: str, tmp_path: Path
+) -> None:
+    bot = await ready_bot(make_bot, account, container)
+    await bot.slash(f"prompt #2 fake:hang {tmp_path / 'pids'}")
+    await asyncio.sleep(0.2)
+    asked = next(m for m in thread(bot) if "asked the agent" in m["text"])
+    [cancel] = [e for b in asked["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    body = block_actions_body(
+        cancel["action_id"],
+        cancel["value"],
+        user_id="U0HUMAN",
+        response_url=bot.slack.new_response_url(),
+    )
+    assert (await bot.post_slack(body, slack_headers(SIGNING_SECRET, body)))[0] == 200
+    await bot.settle()
+    assert any("*cancelled*" in m["text"] for m in thread(bot))
+
+
+async def test_prompts_that_cannot_go_get_a_clear_answer(
+    make_bot: BotFactory, account: UatAccount, container: str
+) -> None:
+    bot = await ready_bot(make_bot, account, container)
+    await bot.slash("prompt PR-77 do it")
+    await bot.settle()
+    assert bot.slack.responses[-1].body["text"] == slack_ui.no_environment(77)
+    await bot.slash("prompt PR-2")
+    await bot.settle()
+    assert bot.slack.responses[-1].body["text"] == slack_ui.EMPTY_PROMPT
+    await bot.slash("prompt PR-2 " + "x" * 20_001)
+    await bot.settle()
+    assert "at most 20,000" in bot.slack.responses[-1].body["text"]
+
+
+async def test_an_unreachable_container_is_said_in_the_thread(
+    make_bot: BotFactory, account: UatAccount, container: str
+) -> None:
+    bot = await ready_bot(make_bot, account, container)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    bot.runtime.services.environments.settings = bot.settings.model_copy(
+        update={"uat_container_url": f"http://127.0.0.1:{port}"}
+    )
+    await bot.slash("prompt PR-2 hello")
+    await bot.settle()
+    env = await bot.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
+    assert bot.slack.responses[-1].body["text"] == slack_ui.container_unreachable(env)
+
+
+async def test_a_prompt_followed_across_a_restart_is_posted_once(
+    make_bot: BotFactory, account: UatAccount, container: str
+) -> None:
+    bot = await ready_bot(make_bot, account, container)
+    await bot.slash("prompt PR-2 fake:slow 1")
+    await asyncio.sleep(0.1)
+    await bot.runtime.stop()  # the bot goes away while the agent works
+    again: Bot = await make_bot(**account.env(container))
+    again.runtime.services.prompts.first_poll_s = 0.05
+    await again.settle_startup()
+    await asyncio.sleep(1.2)
+    await again.settle()
+    results = [m for m in thread(again) if "*succeeded*" in m["text"]]
+    assert len(results) == 1
+    assert await again.runtime.services.store.open_relays() == []
