@@ -27,6 +27,7 @@ class ProgressMessage:
         self.progress = progress
         self.ts: str | None = None
         self._shown = -1
+        self._posting: asyncio.Future[str] | None = None
 
     async def _show(self) -> None:
         step, lines, seconds = self.progress.snapshot()
@@ -34,7 +35,9 @@ class ProgressMessage:
         text, blocks = slack_ui.build_progress(self.progress.title, step, lines, seconds)
         chat, channel = self.ctx.services.chat, self.ctx.channel_id
         if self.ts is None:
-            self.ts = await chat.post(channel, text, blocks)
+            # shielded: a post that went out must get its ts even if the follower is stopped
+            self._posting = asyncio.ensure_future(chat.post(channel, text, blocks))
+            self.ts = await asyncio.shield(self._posting)
         elif version != self._shown:
             await chat.update(channel, self.ts, text, blocks)
         self._shown = version
@@ -48,6 +51,13 @@ class ProgressMessage:
             except Exception:
                 logger.warning("could not update the build message", exc_info=True)
             await asyncio.sleep(UPDATE_EVERY_S)
+
+    async def stop(self, follower: asyncio.Task[None]) -> None:
+        """Stop following; a first post still in flight is waited for, so `ts` is known."""
+        await _stop(follower)
+        if self.ts is None and self._posting is not None:
+            with contextlib.suppress(Exception):
+                self.ts = await self._posting
 
     async def finish(self, text: str, blocks: list[slack_ui.Block]) -> None:
         chat, channel = self.ctx.services.chat, self.ctx.channel_id
@@ -64,22 +74,22 @@ async def run_build(ctx: CommandContext, ref: str | None, target: str) -> None:
     try:
         result = await ctx.pipeline.build(ctx.user_id, ref, target, progress)
     except BuildError as exc:
-        await _stop(follower)
+        await message.stop(follower)
         await message.finish(*slack_ui.build_failed(progress.title, str(exc), exc.tail))
         return
     except UserError as exc:
-        await _stop(follower)
+        await message.stop(follower)
         if message.ts is None:  # refused before it started (lock, no source): tell just them
             raise
         await message.finish(*slack_ui.build_failed(progress.title, str(exc), []))
         return
     except BaseException:
-        await _stop(follower)
+        await message.stop(follower)
         if message.ts is not None:  # the build had started: the message must not stay "building"
             with contextlib.suppress(Exception):
                 await message.finish(*slack_ui.build_failed(progress.title, "", []))
         raise
-    await _stop(follower)
+    await message.stop(follower)
     await message.finish(*slack_ui.build_done(result, target, ctx.user_id))
 
 

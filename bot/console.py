@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 import sys
 from typing import Any, TextIO
 
+from bot import slack_ui
 from bot.app import build_runtime
 from bot.chat import Blocks
 from bot.config import Settings
@@ -22,19 +22,10 @@ CONSOLE_CHANNEL = "C0CONSOLE"
 GREETING = "uat-bot console. Type /uat help, or quit."
 
 
-SLACK_DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
-SLACK_MENTION = re.compile(r"<@([A-Z0-9]+)>")
-
-
-def plain(text: str) -> str:
-    """Slack's date and mention markup as a terminal shows it."""
-    return SLACK_MENTION.sub(r"@\1", SLACK_DATE.sub(r"\1", text))
-
-
 def render(text: str, blocks: Blocks | None) -> str:
     """Block Kit as plain lines: section and context text, buttons as [labels]."""
     if not blocks:
-        return plain(text)
+        return slack_ui.plain(text)
     lines: list[str] = []
     for block in blocks:
         kind = block.get("type")
@@ -49,7 +40,7 @@ def render(text: str, blocks: Blocks | None) -> str:
             lines.append("  ".join(f"[{label}]" for label in labels))
         elif kind == "divider":
             lines.append("---")
-    return plain("\n".join(lines))
+    return slack_ui.plain("\n".join(lines))
 
 
 class ConsoleChat:

@@ -12,8 +12,8 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +91,17 @@ def checkout(source: str, ref: str) -> Iterator[tuple[Commit, Path]]:
         yield Commit(sha=sha, subject=subject, author=author), work
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@asynccontextmanager
+async def fetched(source: str, ref: str) -> AsyncIterator[tuple[Commit, Path]]:
+    """`checkout` with git and the clean-up in a thread: never blocks the event loop."""
+    manager = checkout(source, ref)
+    commit_and_tree = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield commit_and_tree
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)
 
 
 def _fetch_problem(source: str, ref: str, stderr: str) -> str:

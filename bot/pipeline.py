@@ -24,7 +24,7 @@ from bot import slack_ui
 from bot.aws import SHA_TAG, Ecr, ImageInfo, Manifest
 from bot.config import Settings
 from bot.errors import UserError
-from bot.images import BuildError, Commit, Docker, checkout
+from bot.images import BuildError, Commit, Docker, fetched
 from bot.store import AuditEntry, LockHeld, Store
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ class ImagePipeline:
     async def _build(self, ref: str, target: str, progress: BuildProgress) -> BuildResult:
         source = self.settings.uat_source_repo or ""
         progress.set_step(f"fetching {ref}")
-        with checkout(source, ref) as (commit, tree):
+        async with fetched(source, ref) as (commit, tree):
             progress.title = f"{commit.short} for :{target}"
             if self.settings.uat_registry:
                 repository = f"{self.settings.uat_registry}/{self.settings.uat_ecr_repository}"

@@ -6,6 +6,7 @@ Tests assert against these constants and builders rather than copies of the word
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +29,15 @@ NO_DEPLOYERS = (
 HELP_HEADER = "*`/uat` — UAT environments from Slack*"
 HELP_SUMMARY = "what I can do; `/uat help <command>` for one command's usage"
 HELP_FOOTER = "`/uat help <command>` shows one command's usage."
+
+
+SLACK_DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+SLACK_MENTION = re.compile(r"<@([A-Z0-9]+)>")
+
+
+def plain(text: str) -> str:
+    """Slack's date and mention markup as a terminal shows it."""
+    return SLACK_MENTION.sub(r"@\1", SLACK_DATE.sub(r"\1", text))
 
 
 def text_block(text: str) -> Block:

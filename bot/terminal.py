@@ -14,16 +14,15 @@ from typing import TypeVar
 from rich.console import Console
 
 from bot import slack_ui
-from bot.app import build_pipeline
+from bot.app import build_pipeline, build_store
 from bot.config import Settings
 from bot.errors import UserError
 from bot.pipeline import BuildProgress, ImagePipeline, RetagResult
-from bot.store import SqliteStore
 
 T = TypeVar("T")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def actor() -> str:
@@ -32,11 +31,11 @@ def actor() -> str:
 
 def _plain(text: str) -> str:
     """Slack mrkdwn to terminal text."""
-    return text.replace("*", "").replace("`", "")
+    return slack_ui.plain(text).replace("*", "").replace("`", "")
 
 
 async def _with_pipeline(settings: Settings, work: Callable[[ImagePipeline], Awaitable[T]]) -> T:
-    store = SqliteStore(settings.uat_db)
+    store = build_store(settings)
     await store.open()
     try:
         return await work(build_pipeline(settings, store))
