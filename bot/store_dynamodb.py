@@ -417,7 +417,7 @@ class DynamoStore:
                 except ClientError as exc:
                     if _code(exc) != CONDITION_FAILED:
                         raise
-                    old = exc.response.get("Item")
+                    old: Any = exc.response.get("Item")
                     return _lock(old) if old else None
                 return lock
 
