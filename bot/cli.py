@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from bot.config import Settings, load_settings
+from bot.docs import command_help
 from bot.errors import ConfigError
 from bot.logs import configure_logging
 
@@ -55,7 +56,7 @@ Yes = Annotated[bool, typer.Option("--yes", "-y", help="answer the confirmation 
 Ref = Annotated[str | None, typer.Argument(help="branch, tag or sha (default UAT_SOURCE_REF)")]
 
 
-@cli.command()
+@cli.command(help=command_help("staging"))
 def staging(ref: Ref = None, yes: Yes = False) -> None:
     """Build REF and push it as :staging and :<sha> (replaces deploy.sh staging)."""
     from bot import terminal
@@ -63,7 +64,7 @@ def staging(ref: Ref = None, yes: Yes = False) -> None:
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.build(p, ref, "staging")))
 
 
-@cli.command()
+@cli.command(help=command_help("promote"))
 def promote(yes: Yes = False) -> None:
     """Copy the :staging manifest to :latest, no rebuild (replaces deploy.sh promote)."""
     from bot import terminal
@@ -71,7 +72,7 @@ def promote(yes: Yes = False) -> None:
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.promote(p, yes)))
 
 
-@cli.command()
+@cli.command(help=command_help("latest"))
 def latest(ref: Ref = None, yes: Yes = False) -> None:
     """Emergency: build REF straight to :latest and :<sha> (replaces deploy.sh latest)."""
     from bot import terminal
@@ -79,7 +80,7 @@ def latest(ref: Ref = None, yes: Yes = False) -> None:
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.latest(p, ref, yes)))
 
 
-@cli.command()
+@cli.command(help=command_help("rollback"))
 def rollback(
     sha: Annotated[str | None, typer.Argument(help="the sha tag to go back to")] = None,
     yes: Yes = False,
@@ -90,7 +91,7 @@ def rollback(
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.rollback(p, sha, yes)))
 
 
-@cli.command()
+@cli.command(help=command_help("images"))
 def images(yes: Yes = False) -> None:
     """Show what :latest and :staging point at, and the last 10 sha images."""
     from bot import terminal

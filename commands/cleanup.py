@@ -1,7 +1,8 @@
-"""Find what no active environment owns — tasks, the bot's task-definition revisions, ALB routing —
-and remove it. Deployers only.
+"""Remove what no active environment owns: tasks, the bot's revisions, ALB routing. Deployers only.
 
-`--dry-run` lists what would go without touching anything.
+Orphan tasks tagged managed-by=uat-bot are stopped, task-definition revisions of the bot's own
+family that no live task uses are deregistered, and target groups / listener rules tagged with a
+session nobody runs are deleted. `--dry-run` lists what would go without touching anything.
 """
 
 from __future__ import annotations

@@ -1,0 +1,56 @@
+"""Documentation generated from the code, so the README cannot drift from it.
+
+`python -m bot.docs` rewrites the generated parts of README.md (the command reference);
+tests/test_docs.py fails when they are out of date.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from bot.dispatch import Command, load_commands
+
+START, END = "<!-- commands:start -->", "<!-- commands:end -->"
+README = Path(__file__).resolve().parents[1] / "README.md"
+CLI_TWINS = ("staging", "promote", "latest", "rollback", "images")
+
+
+def command_help(name: str) -> str:
+    """A command's help text: the same words in Slack, in the terminal and in the README."""
+    command = load_commands()[0][name]
+    return f"{command.summary}\n\n{command.description}".strip()
+
+
+def _entry(command: Command) -> str:
+    lines = [f"### `{command.usage}`", "", command.summary]
+    if command.description:
+        lines += ["", command.description]
+    if command.name in CLI_TWINS:
+        lines += ["", f"From a terminal: `uat-bot {command.name} [--yes]`."]
+    return "\n".join(lines)
+
+
+def command_reference() -> str:
+    table, _ = load_commands()
+    entries = ["### `/uat help [command]`", "", "What I can do; `/uat help <command>` for one."]
+    return "\n\n".join(["\n".join(entries), *(_entry(c) for c in table.values())])
+
+
+def with_reference(readme: str) -> str:
+    block = f"{START}\n{command_reference()}\n{END}"
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(readme):
+        raise ValueError(f"README.md has no {START} ... {END} section")
+    return pattern.sub(lambda _: block, readme)
+
+
+def main() -> int:
+    README.write_text(with_reference(README.read_text()))
+    print(f"updated the command reference in {README}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
