@@ -25,6 +25,7 @@ from botocore.exceptions import (
     NoRegionError,
 )
 
+from bot import slack_ui
 from bot.config import Settings
 from bot.errors import UserError
 
@@ -38,14 +39,7 @@ RETRIES = Config(
     retries={"max_attempts": 6, "mode": "adaptive"}, connect_timeout=5, read_timeout=30
 )
 
-HINTS = {
-    "RepositoryNotFoundException": "check UAT_ECR_REPOSITORY names an ECR repository in AWS_REGION",
-    "ImageNotFoundException": "that image is not in the repository",
-    "AccessDeniedException": "the bot's IAM role lacks this permission (see docs/iam)",
-    "UnrecognizedClientException": "the AWS credentials are invalid",
-    "ExpiredTokenException": "the AWS credentials have expired",
-    "ThrottlingException": "AWS is throttling requests; try again in a minute",
-}
+HINTS = slack_ui.AWS_HINTS
 
 
 class AwsError(UserError):
@@ -103,23 +97,16 @@ async def _call(what: str, fn: Callable[[], T]) -> T:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         hint = HINTS.get(code, str(error.get("Message", "")) or "see the bot's log")
-        raise AwsError(f"AWS {what} failed ({code}): {hint}.", code) from None
+        raise AwsError(slack_ui.aws_failed(what, code, hint), code) from None
     except NoCredentialsError:
-        raise AwsError(
-            f"AWS {what} failed: no AWS credentials. Give the bot a role, or set "
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
-            "NoCredentials",
-        ) from None
+        raise AwsError(slack_ui.aws_no_credentials(what), "NoCredentials") from None
     except NoRegionError:
-        raise AwsError(f"AWS {what} failed: set AWS_REGION.", "NoRegion") from None
+        raise AwsError(slack_ui.aws_no_region(what), "NoRegion") from None
     except EndpointConnectionError as exc:
-        raise AwsError(
-            f"AWS {what} failed: cannot reach {exc.kwargs.get('endpoint_url', 'AWS')}; "
-            "check the network and AWS_ENDPOINT_URL.",
-            "EndpointConnection",
-        ) from None
+        endpoint = str(exc.kwargs.get("endpoint_url", "AWS"))
+        raise AwsError(slack_ui.aws_unreachable(what, endpoint), "EndpointConnection") from None
     except BotoCoreError as exc:
-        raise AwsError(f"AWS {what} failed: {exc}.", type(exc).__name__) from None
+        raise AwsError(slack_ui.aws_other(what, str(exc)), type(exc).__name__) from None
 
 
 def _image(detail: Any) -> ImageInfo:
@@ -220,7 +207,8 @@ class Ecr(_Gateway):
             )
             images = response.get("images", [])
             if not images:
-                raise AwsError(f"There is no image {tag or digest} in {self.repository}.")
+                ref = tag or digest or "?"
+                raise AwsError(slack_ui.no_image_in_repository(ref, self.repository))
             image = images[0]
             return Manifest(
                 digest=image["imageId"]["imageDigest"],
@@ -370,10 +358,7 @@ class Ecs(_Gateway):
             spec = {k: v for k, v in base.items() if k not in _READ_ONLY}
             names = [c["name"] for c in spec["containerDefinitions"]]
             if container not in names:
-                raise AwsError(
-                    f"The task definition {base_family} has no container `{container}` "
-                    f"(it has {', '.join(names)}): check UAT_CONTAINER_NAME."
-                )
+                raise AwsError(slack_ui.no_container(base_family, container, names))
             for definition in spec["containerDefinitions"]:
                 if definition["name"] == container:
                     definition["image"] = image
@@ -443,7 +428,7 @@ class Ecs(_Gateway):
                     f"{f.get('reason', '?')}" + (f" ({f['detail']})" if f.get("detail") else "")
                     for f in response.get("failures", [])
                 ]
-                raise LaunchRefused("ECS did not start the task: " + "; ".join(reasons or ["?"]))
+                raise LaunchRefused(slack_ui.ecs_refused(reasons))
             return _task(tasks[0])
 
         return await self._guarded("RunTask", run)

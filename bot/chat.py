@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot import slack_ui
 from bot.errors import UserError
 from bot.metrics import Metrics
 
@@ -123,7 +124,7 @@ class SlackChat:
                 if loop.time() + wait > deadline:
                     if isinstance(failure, SlackApiError):
                         raise self._error(method, failure) from None
-                    raise ChatError(f"Slack is unreachable ({method}): try again later.", "network")
+                    raise ChatError(slack_ui.slack_unreachable(method), "network")
                 logger.warning("Slack %s failed (%s); retrying in %.0fs", method, failure, wait)
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 30.0)
@@ -137,10 +138,4 @@ class SlackChat:
 
 def _chat_error(method: str, exc: SlackApiError) -> ChatError:
     error = exc.response.get("error", "unknown_error") if exc.response else "no response"
-    hint = {
-        "not_in_channel": "invite the bot to the channel (/invite @UAT Bot)",
-        "channel_not_found": "check UAT_CHANNEL is a channel ID the bot can see",
-        "invalid_auth": "check SLACK_BOT_TOKEN",
-        "not_authed": "set SLACK_BOT_TOKEN",
-    }.get(str(error), "see the bot's log")
-    return ChatError(f"Slack refused {method} ({error}): {hint}.", str(error))
+    return ChatError(slack_ui.slack_refused(method, str(error)), str(error))

@@ -43,13 +43,22 @@ def serve() -> None:
 
 
 @cli.command()
-def console() -> None:
-    """A local chat shell: type /uat commands as you would in Slack."""
+def console(
+    embedded: Annotated[
+        bool,
+        typer.Option("--embedded", help="use the embedded AWS (moto) even when AWS is configured"),
+    ] = False,
+) -> None:
+    """A local chat shell: /uat commands as in Slack, GitHub events, buttons by number.
+
+    Without AWS configuration (no AWS_ENDPOINT_URL, no AWS credentials) it runs on an embedded,
+    seeded AWS and stand-in containers, all on 127.0.0.1.
+    """
     settings = _settings()
     configure_logging(settings.secrets(), level=30)
     from bot.console import main as console_main
 
-    raise typer.Exit(console_main(settings))
+    raise typer.Exit(console_main(settings, embedded=True if embedded else None))
 
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="answer the confirmation with yes")]

@@ -186,7 +186,7 @@ class Environments:
                 return await self.store.save_environment(wanted)
             except VersionConflict:
                 await asyncio.sleep(0)
-        raise UserError(f"{repo}#{pr} is changing too often to update; try again.")
+        raise UserError(slack_ui.changing_too_often(repo, pr))
 
     async def request_start(
         self, pr: PullRequest, label: str, actor: str, *, force: bool = False
@@ -314,7 +314,7 @@ class Environments:
         if existing:  # a launch interrupted after RunTask: adopt its task
             task = (await self.ecs.describe(existing[:1])).get(existing[0])
             if task is None:
-                raise UserError("The task started for this launch has vanished.")
+                raise UserError(slack_ui.TASK_VANISHED)
         else:
             image = await self.ecr.describe(tag)
             if image is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot import slack_ui
 from bot.aws import RegistryAuth
 from bot.errors import UserError
 
@@ -65,7 +66,7 @@ def checkout(source: str, ref: str) -> Iterator[tuple[Commit, Path]]:
     A shallow fetch of just that ref; the temp dir is removed afterwards.
     """
     if not REF.match(ref) or ".." in ref:
-        raise UserError(f"`{ref}` is not a git ref I can build: use a branch, tag or commit sha.")
+        raise UserError(slack_ui.bad_ref(ref))
     work = Path(tempfile.mkdtemp(prefix="uat-build-"))
     try:
         _git(["init", "-q", str(work)])
@@ -106,10 +107,11 @@ async def fetched(source: str, ref: str) -> AsyncIterator[tuple[Commit, Path]]:
 
 def _fetch_problem(source: str, ref: str, stderr: str) -> str:
     if "couldn't find remote ref" in stderr or "not our ref" in stderr:
-        return f"There is no `{ref}` in the source repository. Check the branch, tag or sha."
+        return slack_ui.no_such_ref(ref)
     if "does not appear to be a git repository" in stderr or "not found" in stderr:
-        return "The source repository cannot be read: check UAT_SOURCE_REPO."
-    return f"git could not fetch `{ref}`: {stderr.strip().splitlines()[-1] if stderr else '?'}"
+        return slack_ui.UNREADABLE_SOURCE
+    lines = stderr.strip().splitlines()
+    return slack_ui.fetch_failed(ref, lines[-1] if lines else "no reason given")
 
 
 class Docker:
@@ -131,10 +133,7 @@ class Docker:
                 self._api.ping()
             except Exception as exc:
                 self._api = None
-                raise UserError(
-                    "The docker daemon is unreachable: start dockerd, or point DOCKER_HOST at it "
-                    f"({type(exc).__name__})."
-                ) from None
+                raise UserError(slack_ui.docker_unreachable(type(exc).__name__)) from None
         return self._api
 
     async def build(
@@ -148,10 +147,7 @@ class Docker:
     ) -> str:
         path = (context / dockerfile_dir).resolve()
         if not path.is_relative_to(context.resolve()) or not (path / "Dockerfile").is_file():
-            raise UserError(
-                f"There is no Dockerfile in `{dockerfile_dir}` of that commit: check "
-                "UAT_BUILD_PATH."
-            )
+            raise UserError(slack_ui.no_dockerfile(dockerfile_dir))
         api = self._client()
         tail: list[str] = []
         step = ""
@@ -173,7 +169,7 @@ class Docker:
                 error = str(chunk.get("error") or chunk["errorDetail"].get("message", ""))
                 tail = [*tail[-19:], error.strip()]
                 log(error.strip())
-                raise BuildError(f"The build failed at {step or 'the start'}.", step, tail)
+                raise BuildError(slack_ui.build_failed_at(step), step, tail)
         if not image_id:
             image_id = api.inspect_image(tag)["Id"]
         return str(image_id)
@@ -213,12 +209,10 @@ class Docker:
                     elif chunk.get("status") and chunk.get("id") is None:
                         log(str(chunk["status"]))
             except Exception as exc:
-                moved = ", ".join(f":{t}" for t in pushed) or "none"
+                problem = _push_problem(exc)
+                not_pushed = tags[len(pushed) :]
                 raise BuildError(
-                    f"Pushing :{tag} to {repository} failed ({_push_problem(exc)}). "
-                    f"Tags that moved: {moved}; not pushed: "
-                    + ", ".join(f":{t}" for t in tags[len(pushed) :])
-                    + ".",
+                    slack_ui.push_failed(tag, repository, problem, pushed, not_pushed),
                     f"push :{tag}",
                 ) from None
             pushed.append(tag)
@@ -230,7 +224,7 @@ def _push_problem(exc: Exception) -> str:
     text = str(exc)
     lowered = text.lower()
     if "denied" in lowered or "unauthorized" in lowered or "authentication required" in lowered:
-        return "access denied: check the bot's ECR permissions"
+        return slack_ui.PUSH_DENIED
     if "connection refused" in lowered or "no such host" in lowered or "dial tcp" in lowered:
-        return "the registry is unreachable"
+        return slack_ui.REGISTRY_UNREACHABLE
     return text.strip().splitlines()[-1][:300] if text.strip() else type(exc).__name__

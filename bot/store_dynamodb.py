@@ -32,6 +32,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from bot import slack_ui
 from bot.aws import RETRIES, AwsError, boto3_session
 from bot.aws import _call as aws_call
 from bot.config import Settings
@@ -62,21 +63,7 @@ CONFIG = RETRIES.merge(Config(max_pool_connections=50))
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
-HINTS = {
-    "ResourceNotFoundException": (
-        "check UAT_DYNAMODB_TABLE names a table in AWS_REGION; the bot creates it on start "
-        "when its role may dynamodb:CreateTable"
-    ),
-    "AccessDeniedException": (
-        "the bot's IAM role lacks this DynamoDB permission on the table "
-        "(it needs GetItem, PutItem, UpdateItem, DeleteItem, Query and DescribeTable)"
-    ),
-    "ProvisionedThroughputExceededException": (
-        "the table is out of capacity; switch it to on-demand billing or raise its throughput"
-    ),
-    "RequestLimitExceeded": "the account's DynamoDB request limit was hit; try again shortly",
-    "ResourceInUseException": "the table is being created or changed; try again in a minute",
-}
+HINTS = slack_ui.DYNAMODB_HINTS
 
 
 def _code(exc: ClientError) -> str:
@@ -151,8 +138,7 @@ class DynamoStore:
             if hint is None:
                 raise
             raise AwsError(
-                f"AWS DynamoDB {what} on table {self.table} failed ({exc.code}): {hint}.",
-                exc.code,
+                slack_ui.dynamodb_failed(what, self.table, exc.code, hint), exc.code
             ) from None
 
     # lifecycle
@@ -178,12 +164,7 @@ class DynamoStore:
             table = self._create_table()
         keys = {(k["AttributeName"], k["KeyType"]) for k in table.get("KeySchema", [])}
         if keys != {("pk", "HASH"), ("sk", "RANGE")}:
-            raise AwsError(
-                f"DynamoDB table {self.table} is not the bot's: its key must be pk (partition) "
-                "and sk (sort), both strings. Point UAT_DYNAMODB_TABLE at another name and the "
-                "bot creates it.",
-                "WrongKeySchema",
-            )
+            raise AwsError(slack_ui.not_the_bots_table(self.table), "WrongKeySchema")
         if table.get("TableStatus") != "ACTIVE":
             client.get_waiter("table_exists").wait(
                 TableName=self.table, WaiterConfig={"Delay": 2, "MaxAttempts": 90}
@@ -429,7 +410,7 @@ class DynamoStore:
             if current is not None:
                 raise LockHeld(current)
             # released or lapsed between our write and our read: try again
-        raise AwsError(f"Could not take the {name} lock: it keeps changing hands; try again.")
+        raise AwsError(slack_ui.lock_keeps_changing(name))
 
     async def release_lock(self, name: str, holder: str | None = None) -> bool:
         def run() -> bool:

@@ -60,10 +60,10 @@ def confirm(question: str, yes: bool) -> None:
     if yes:
         return
     if not out.is_terminal:
-        raise UserError(f"{question} Needs confirmation: run again with --yes.")
+        raise UserError(slack_ui.needs_confirmation(question))
     answer = out.input(f"{question} [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
-        raise UserError("Cancelled. Nothing changed.")
+        raise UserError(slack_ui.CANCELLED)
 
 
 async def build(pipeline: ImagePipeline, ref: str | None, target: str) -> None:
@@ -114,7 +114,7 @@ async def rollback(pipeline: ImagePipeline, sha: str | None, yes: bool) -> None:
         overview = await pipeline.overview(recent=10)
         text, _ = slack_ui.images_overview(overview)
         out.print(_plain(text), markup=False)
-        raise UserError("Name the sha to roll back to: uat-bot rollback <sha>.")
+        raise UserError(slack_ui.NAME_THE_SHA)
     image = await pipeline.find_sha(sha)
     current = await pipeline.ecr.describe("latest")
     out.print(_plain(slack_ui.image_line(":latest now", current)), markup=False)
