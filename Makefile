@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve test lint format bench services clean
+.PHONY: run serve test lint format bench services docs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV) 2>/dev/null || \
@@ -37,3 +37,6 @@ services: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+docs: $(STAMP)
+	$(PY) -m bot.docs

@@ -75,7 +75,7 @@ class Command:
 
     @property
     def help(self) -> str:
-        return slack_ui.command_help(self.usage, self.description)
+        return slack_ui.command_help(self.usage, f"{self.summary}\n\n{self.description}".strip())
 
     def parse(self, words: list[str]) -> argparse.Namespace:
         try:

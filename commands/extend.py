@@ -21,7 +21,7 @@ def _hours(text: str) -> float:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pr", help="PR-123, #123, 123 or owner/repo#123")
+    parser.add_argument("pr", metavar="PR", help="PR-123, #123, 123 or owner/repo#123")
     parser.add_argument("hours", nargs="?", type=_hours, help=f"up to {MAX_HOURS:g}")
 
 

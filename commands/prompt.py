@@ -18,7 +18,7 @@ NAME = "prompt"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pr", help="PR-123, #123, 123 or owner/repo#123")
+    parser.add_argument("pr", metavar="PR", help="PR-123, #123, 123 or owner/repo#123")
     parser.add_argument("text", nargs="?", default="", help="what the agent should do")
     parser.add_argument("--cancel", metavar="JOB", help="cancel that prompt instead")
 

@@ -16,7 +16,7 @@ NAME = "status"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pr", nargs="?", help="PR-123, #123, 123 or owner/repo#123")
+    parser.add_argument("pr", nargs="?", metavar="PR", help="PR-123, #123, 123 or owner/repo#123")
 
 
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:

@@ -11,7 +11,7 @@ NAME = "stop"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pr", help="PR-123, #123, 123 or owner/repo#123")
+    parser.add_argument("pr", metavar="PR", help="PR-123, #123, 123 or owner/repo#123")
 
 
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
