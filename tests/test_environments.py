@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,8 @@ import pytest
 
 from bot import slack_ui
 from bot.environments import Environments
-from tests.conftest import CHANNEL, DEPLOYER, Bot, BotFactory, corpus
+from tests.conftest import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory, corpus
+from tests.signing import block_actions_body, event_body, slack_headers
 from tests.uat_aws import BASE_FAMILY, OWN_FAMILY, Containers, UatAccount, set_up_account
 
 REPO = "Codertocat/Hello-World"
@@ -488,3 +490,38 @@ async def test_cleanup_finds_and_removes_what_nobody_owns(uat: Bot, account: Uat
     await uat.slash("cleanup", user=DEPLOYER)
     await uat.settle()
     assert uat.slack.responses[-1].body["text"].startswith("Nothing to clean up")
+
+
+async def test_app_home_shows_environments_and_images(uat: Bot, account: UatAccount) -> None:
+    await label(uat)
+    body = event_body(
+        {"type": "app_home_opened", "user": "U0HUMAN", "channel": "D0HOME", "tab": "home"}
+    )
+    headers = slack_headers(SIGNING_SECRET, body) | {"Content-Type": "application/json"}
+    assert (await uat.post_slack(body, headers))[0] == 200
+    view = await uat.slack.wait_for(lambda stub: stub.home_views.get("U0HUMAN"))
+    shown = json.dumps(view)
+    assert "Codertocat/Hello-World#2" in shown
+    assert slack_ui.short(account.digests["latest"]) in shown
+    assert slack_ui.short(account.digests["staging"]) in shown
+
+
+async def test_the_restart_button_replaces_the_task_once(uat: Bot, account: UatAccount) -> None:
+    await label(uat)
+    await uat.github("pull_request", pr_event("synchronize"))
+    await uat.settle()
+    [root] = root_messages(uat)
+    note = uat.slack.thread(CHANNEL, root["ts"])[-1]
+    [restart] = [e for b in note["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    for _ in range(2):  # a double click
+        body = block_actions_body(
+            restart["action_id"],
+            restart["value"],
+            user_id="U0HUMAN",
+            response_url=uat.slack.new_response_url(),
+        )
+        assert (await uat.post_slack(body, slack_headers(SIGNING_SECRET, body)))[0] == 200
+        await uat.settle()
+    assert len(account.tasks(desired="RUNNING")) == 1
+    assert len(account.tasks()) == 2  # the first one was stopped, one replacement started
+    assert uat.slack.responses[-1].body["text"] == slack_ui.CARD_USED
