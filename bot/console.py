@@ -1,121 +1,682 @@
-"""`uat-bot console`: a local chat shell that runs `/uat` lines through the same dispatcher.
+"""`uat-bot console`: a local chat shell, in the spirit of Hubot's shell adapter.
 
-Messages the bot would post to Slack are printed instead; it reads a terminal or a pipe.
+Lines starting with `/uat` go through the same `Dispatcher` as Slack's slash command; a button's
+number clicks it through `Dispatcher.click`, as a Slack click does; `label`, `unlabel`, `close`,
+`reopen` and `push` build a `PullRequestEvent` and hand it to `Runtime.on_pull_request`, the
+handler the GitHub webhook calls. What the bot would post, reply in threads, update or show only
+to you is printed: Block Kit compactly, buttons as numbered choices. `help` lists these words.
+
+Input is a terminal or a pipe (scripted sessions: `wait <seconds>` and `wait for <text>` let a
+script wait for the bot). Each line's own work (the command or click it started) is finished
+before the next line is read; what it set going in the background (a launch, a prompt's
+result, the watcher's card updates) prints when it happens. `quit` or the end of the input
+lets background work finish (up to QUIT_GRACE_S) and exits 0.
+
+Where AWS comes from is decided by `bot.local.aws_configuration`: with AWS configured, the console
+uses that account as configured, its SQLite state in UAT_DB if set, else in
+`$XDG_STATE_HOME/uat-bot/console.db`; without, it starts the embedded world of `bot.local`
+(moto, stand-in containers, state in a temporary directory) and points the bot at it.
+The person at the console is a deployer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import logging
+import re
+import secrets
 import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from bot import slack_ui
-from bot.app import build_runtime
+from bot.app import Runtime, build_runtime, relay_reply
 from bot.chat import Blocks
 from bot.config import Settings
-from bot.context import CommandContext
+from bot.context import CommandContext, Reply, Services
+from bot.environments import PR_REF
+from bot.errors import UserError
+from bot.github import PullRequestEvent
+from bot.local import (
+    CHANNEL,
+    LocalWorld,
+    aws_configuration,
+    set_fake_aws_credentials_for_this_process,
+    user_state_dir,
+)
+
+logger = logging.getLogger(__name__)
 
 PROMPT = "uat> "
 CONSOLE_USER = "U0CONSOLE"
-CONSOLE_CHANNEL = "C0CONSOLE"
+CONSOLE_CHANNEL = CHANNEL
 GREETING = "uat-bot console. Type /uat help, or quit."
+GITHUB_LOGIN = "you"  # the GitHub login of the person at the console
+DEFAULT_REPO = "example/app"
+WAIT_FOR_S = 60.0
+QUIT_GRACE_S = 15.0
+# The dispatcher names the task of a command or a click "... for <user>": a line waits for those.
+STARTED_FOR = f" for {CONSOLE_USER}"
+
+EMOJI = {
+    ":hourglass_flowing_sand:": "⏳",
+    ":large_blue_circle:": "🔵",
+    ":large_green_circle:": "🟢",
+    ":red_circle:": "🔴",
+    ":black_square_for_stop:": "⏹",
+    ":white_circle:": "⚪",
+    ":white_check_mark:": "✅",
+    ":x:": "❌",
+    ":no_entry_sign:": "🚫",
+    ":link:": "🔗",
+}
+LINK = re.compile(r"<((?:https?|mailto):[^|>]*)\|([^>]*)>")
+BARE_LINK = re.compile(r"<((?:https?|mailto):[^|>]*)>")
+BOLD = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
+WAIT = re.compile(r"^(?:(?P<seconds>\d+(?:\.\d+)?)\s*)?(?:for\s+(?P<text>.+))?$")
 
 
-def render(text: str, blocks: Blocks | None) -> str:
-    """Block Kit as plain lines: section and context text, buttons as [labels]."""
+# ---------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    action_id: str
+    value: str
+
+
+def terminal_text(text: str) -> str:
+    """Slack mrkdwn as a terminal shows it: links, dates, mentions, emoji, bold, escapes."""
+    text = text.replace(f"<@{CONSOLE_USER}>", "@you")
+    text = slack_ui.plain(text)
+    text = LINK.sub(lambda m: m[2] if m[2] in (m[1], "") else f"{m[2]} ({m[1]})", text)
+    text = BARE_LINK.sub(r"\1", text)
+    for code, symbol in EMOJI.items():
+        text = text.replace(code, symbol)
+    text = BOLD.sub(r"\1", text).replace("```", "")
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def _field(text: str) -> str:
+    name, _, value = text.partition("\n")
+    if not value:
+        return terminal_text(name)
+    return f"{terminal_text(name)}: {terminal_text(value)}"
+
+
+def render(text: str, blocks: Blocks | None) -> tuple[str, list[Button]]:
+    """Block Kit as compact lines; buttons as `[n] label`, numbered in the order shown."""
     if not blocks:
-        return slack_ui.plain(text)
+        return terminal_text(text), []
     lines: list[str] = []
+    buttons: list[Button] = []
+
+    def choice(element: dict[str, Any]) -> str:
+        label = str(element.get("text", {}).get("text", "?"))
+        if element.get("url"):
+            return f"[{label}: {element['url']}]"
+        buttons.append(Button(label, str(element.get("action_id", "")), element.get("value", "")))
+        return f"[{len(buttons)}] {label}"
+
     for block in blocks:
         kind = block.get("type")
-        if kind == "section" and "text" in block:
-            lines.append(block["text"]["text"])
+        if kind == "section":
+            parts = []
+            if "text" in block:
+                parts.append(terminal_text(block["text"]["text"]))
+            if block.get("fields"):
+                parts.append(" · ".join(_field(f.get("text", "")) for f in block["fields"]))
+            accessory = block.get("accessory") or {}
+            if accessory.get("type") == "button":
+                parts[-1:] = [(parts[-1] + "  " if parts else "") + choice(accessory)]
+            lines.append("\n".join(parts))
         elif kind == "context":
-            lines.extend(e.get("text", "") for e in block.get("elements", []))
+            texts = [terminal_text(e["text"]) for e in block.get("elements", []) if "text" in e]
+            lines.append(" · ".join(texts))
         elif kind == "header":
-            lines.append(block["text"]["text"].upper())
+            lines.append(terminal_text(block["text"]["text"]).upper())
         elif kind == "actions":
-            labels = [e["text"]["text"] for e in block.get("elements", []) if "text" in e]
-            lines.append("  ".join(f"[{label}]" for label in labels))
+            elements = [e for e in block.get("elements", []) if e.get("type") == "button"]
+            lines.append("  ".join(choice(e) for e in elements))
         elif kind == "divider":
             lines.append("---")
-    return slack_ui.plain("\n".join(lines))
+    return "\n".join(line.strip("\n") for line in lines if line.strip()), buttons
+
+
+# ---------------------------------------------------------------------- the chat
+
+
+@dataclass
+class Shown:
+    """A message as printed: where it is, its number on screen, its buttons."""
+
+    key: str  # the ts of a channel message; a made-up key for an ephemeral one
+    channel: str
+    label: str  # how the screen names it: "bot [3]" or "bot (only you)"
+    body: str
+    buttons: list[Button] = field(default_factory=list)
+    ephemeral: bool = False
 
 
 class ConsoleChat:
-    """`Chat` that prints; message timestamps are a counter."""
+    """`Chat` that prints; it keeps what it printed and which messages have buttons."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, *, interactive: bool = False) -> None:
         self.out = out
+        self.interactive = interactive
+        self.tty = interactive and out.isatty()
+        self.prompting = False
+        self.said: list[str] = []  # every line printed except echoed input, for `wait for`
+        self.printed = asyncio.Event()
+        self.messages: dict[str, Shown] = {}
+        self._clickable: dict[str, Shown] = {}  # in the order they got their buttons
         self._ts = itertools.count(1)
+        self._top = itertools.count(1)
+        self._epoch = int(time.time())
+        self._told_numbers = False
 
-    def _print(self, prefix: str, text: str, blocks: Blocks | None) -> None:
-        body = render(text, blocks).replace("\n", "\n" + " " * len(prefix))
-        print(prefix + body, file=self.out, flush=True)
+    # printing
+
+    def say(self, text: str, *, echo: bool = False) -> None:
+        """Print lines (above the prompt, when someone is typing at a terminal)."""
+        if self.tty and self.prompting:
+            self.out.write("\r\x1b[K")
+        print(text, file=self.out, flush=True)
+        if not echo:
+            self.said.extend(text.splitlines())
+            self.printed.set()
+        if self.interactive and self.prompting:
+            print(PROMPT, end="", file=self.out, flush=True)
+
+    def _show(self, prefix: str, shown: Shown) -> None:
+        self.say(prefix + shown.body.replace("\n", "\n" + " " * len(prefix)))
+        if shown.buttons and not self._told_numbers:
+            self._told_numbers = True
+            self.say("(type a button's number to click it)")
+
+    def _remember(self, shown: Shown) -> None:
+        self.messages[shown.key] = shown
+        self._clickable.pop(shown.key, None)
+        if shown.buttons:
+            self._clickable[shown.key] = shown
+
+    def latest_with_buttons(self) -> Shown | None:
+        """The most recent message that has buttons now."""
+        return next(reversed(self._clickable.values()), None)
+
+    # the Chat protocol
 
     async def post(
         self, channel: str, text: str, blocks: Blocks | None = None, thread_ts: str | None = None
     ) -> str:
-        ts = f"{next(self._ts)}.000000"
-        self._print("  ↳ bot: " if thread_ts else "bot: ", text, blocks)
+        ts = f"{self._epoch}.{next(self._ts):06d}"
+        body, buttons = render(text, blocks)
+        if thread_ts:
+            parent = self.messages.get(thread_ts)
+            label = f"  ↳ {parent.label}" if parent else "  ↳ bot (in a thread)"
+        else:
+            label = f"bot [{next(self._top)}]"
+        shown = Shown(ts, channel, label, body, buttons)
+        self._remember(shown)
+        self._show(f"{label}: ", shown)
         return ts
 
     async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
-        self._print("bot (updated): ", text, blocks)
+        await self.replace(ts, text, blocks, channel=channel)
 
     async def ephemeral(
         self, channel: str, user: str, text: str, blocks: Blocks | None = None
     ) -> None:
-        self._print("bot (only you): ", text, blocks)
+        body, buttons = render(text, blocks)
+        shown = Shown(f"ephemeral-{next(self._ts)}", channel, "bot (only you)", body, buttons, True)
+        self._remember(shown)
+        self._show(f"{shown.label}: ", shown)
+
+    async def replace(
+        self, key: str, text: str, blocks: Blocks | None = None, *, channel: str = ""
+    ) -> None:
+        """A message changed in place (chat.update, or a click's `replace_original`)."""
+        body, buttons = render(text, blocks)
+        old = self.messages.get(key)
+        if old is not None and old.body == body and old.buttons == buttons:
+            return  # nothing a person would see changed
+        if old is None:
+            old = Shown(key, channel, "bot [earlier message]", body)
+        shown = Shown(key, old.channel, old.label, body, buttons, old.ephemeral)
+        self._remember(shown)
+        self._show(f"{shown.label} updated: ", shown)
 
 
-async def run_console(settings: Settings, stdin: TextIO, out: TextIO) -> int:
-    chat = ConsoleChat(out)
+# ---------------------------------------------------------------------- simulated GitHub
+
+
+@dataclass
+class SimulatedPr:
+    """A pull request as the console's GitHub knows it."""
+
+    repo: str
+    number: int
+    labels: list[str] = field(default_factory=list)
+    state: str = "open"
+    head_sha: str = field(default_factory=lambda: secrets.token_hex(20))
+
+    def event(self, action: str, label: str | None = None) -> PullRequestEvent:
+        return PullRequestEvent(
+            delivery_id=secrets.token_hex(16),
+            action=action,
+            repo=self.repo,
+            number=self.number,
+            title="Console PR",
+            url="",
+            author=GITHUB_LOGIN,
+            sender=GITHUB_LOGIN,
+            branch=f"pr-{self.number}",
+            head_sha=self.head_sha,
+            clone_url="",
+            state=self.state,
+            merged=False,
+            labels=tuple(self.labels),
+            label=label,
+        )
+
+
+GITHUB_WORDS = {
+    "label": "label <pr> <label>",
+    "unlabel": "unlabel <pr> <label>",
+    "close": "close <pr>",
+    "reopen": "reopen <pr>",
+    "push": "push <pr>",
+}
+
+
+def console_help(repo: str, settings: Settings) -> str:
+    latest, staging = settings.uat_label_latest, settings.uat_label_staging
+    return "\n".join(
+        [
+            "Console words (no /uat before them):",
+            "  /uat <command> …        a slash command, as in Slack (`/uat help` lists them)",
+            "  1, 2, …                 click that button of the latest message with buttons",
+            f"  label <pr> <label>      GitHub: label the PR (`{latest}` runs :latest, "
+            f"`{staging}` :staging)",
+            "  unlabel <pr> <label>    GitHub: remove the label",
+            "  close <pr>              GitHub: close the PR",
+            "  reopen <pr>             GitHub: reopen it",
+            "  push <pr>               GitHub: push a new commit to it",
+            "  reply <pr> <text>       reply in the PR's thread (its agent gets it, as in Slack)",
+            "  prs                     the PRs of this session",
+            "  wait <seconds>          let the bot work that long (scripts); `sleep` too",
+            f"  wait [<s>] for <text>   wait (up to <s>, default {WAIT_FOR_S:g}) until the bot "
+            "says <text>",
+            "  help                    this list",
+            "  quit                    leave (`exit` and the end of the input too)",
+            f"A PR is 42, #42 or PR-42, in {repo}. Lines starting with # are comments.",
+        ]
+    )
+
+
+# ---------------------------------------------------------------------- the shell
+
+
+class Console:
+    """Turns console lines into what Slack and GitHub would send the bot."""
+
+    def __init__(self, runtime: Runtime, chat: ConsoleChat) -> None:
+        self.runtime = runtime
+        self.chat = chat
+        settings = runtime.services.settings
+        self.repo = settings.uat_repositories[0] if settings.uat_repositories else DEFAULT_REPO
+        self.prs: dict[int, SimulatedPr] = {}
+        self.mark = 0  # where the output of the last line that was not `wait` begins
+
+    @property
+    def services(self) -> Services:
+        return self.runtime.services
+
+    async def handle(self, line: str) -> bool:
+        """Act on one line; False when the console should end."""
+        line = line.strip()
+        if not line or line.startswith("#"):
+            return True
+        word, _, rest = line.partition(" ")
+        word = word.lower()
+        if word in ("wait", "sleep"):
+            await self.wait(rest.strip(), sleep_only=word == "sleep")
+            return True
+        self.mark = len(self.chat.said)
+        if word in ("quit", "exit"):
+            return False
+        if word == "/uat":
+            await self.command(rest)
+        elif line.isascii() and line.isdigit():
+            await self.click(int(line))
+        elif word == "help":
+            self.chat.say(console_help(self.repo, self.services.settings))
+        elif word in GITHUB_WORDS:
+            await self.github(word, rest.split())
+        elif word == "reply":
+            await self.reply(rest)
+        elif word == "prs":
+            self.list_prs()
+        elif word.startswith("/"):
+            self.chat.say(f"`{word}` is not a command here: `/uat` is. Type help for more.")
+        else:
+            self.chat.say(
+                f"`{word}` is not a console word. Type help for the console's words, "
+                "or /uat help for the bot's commands."
+            )
+        return True
+
+    # Slack
+
+    def _reply(self, channel: str, clicked: Shown | None) -> Reply:
+        chat = self.chat
+
+        async def reply(
+            text: str,
+            blocks: Blocks | None = None,
+            *,
+            in_channel: bool = False,
+            replace_original: bool = False,
+        ) -> None:
+            if replace_original and clicked is not None:
+                await chat.replace(clicked.key, text, blocks)
+            elif in_channel:
+                await chat.post(channel, text, blocks)
+            else:
+                await chat.ephemeral(channel, CONSOLE_USER, text, blocks)
+
+        return reply
+
+    def _context(self, channel: str, clicked: Shown | None = None) -> CommandContext:
+        return CommandContext(
+            services=self.services,
+            user_id=CONSOLE_USER,
+            channel_id=channel,
+            user_name="you",
+            message_ts=clicked.key if clicked else None,
+            reply=self._reply(channel, clicked),
+        )
+
+    async def _finishing(self, start: Callable[[], Awaitable[None] | None]) -> None:
+        """Run `start`, then wait for the command or click task it spawned."""
+        before = asyncio.all_tasks()
+        started = start()
+        if started is not None:
+            await started
+        mine = [t for t in asyncio.all_tasks() - before if t.get_name().endswith(STARTED_FOR)]
+        if mine:
+            await asyncio.wait(mine)
+
+    async def command(self, text: str) -> None:
+        ctx = self._context(CONSOLE_CHANNEL)
+
+        async def ack(answer: str | None) -> None:
+            if answer:
+                await self.chat.ephemeral(CONSOLE_CHANNEL, CONSOLE_USER, answer)
+
+        await self._finishing(lambda: self.runtime.dispatcher.dispatch(ctx, text, ack))
+
+    async def click(self, number: int) -> None:
+        shown = self.chat.latest_with_buttons()
+        if shown is None:
+            self.chat.say("There are no buttons to click.")
+            return
+        if not 1 <= number <= len(shown.buttons):
+            choices = "  ".join(f"[{n}] {b.label}" for n, b in enumerate(shown.buttons, 1))
+            self.chat.say(f"There is no button {number}. The latest buttons: {choices}")
+            return
+        button = shown.buttons[number - 1]
+        self.chat.say(f"you clicked [{number}] {button.label}")
+        if button.action_id not in self.runtime.dispatcher.actions:
+            self.chat.say(f"Nothing answers the button `{button.action_id}`.")
+            return
+        ctx = self._context(shown.channel, shown)
+        await self._finishing(
+            lambda: self.runtime.dispatcher.click(ctx, button.action_id, button.value)
+        )
+
+    async def reply(self, rest: str) -> None:
+        ref, _, text = rest.strip().partition(" ")
+        if not ref or not text.strip():
+            self.chat.say("Usage: reply <pr> <text>")
+            return
+        try:
+            env = await self.runtime.services.environments.find(ref)
+        except UserError as exc:
+            self.chat.say(terminal_text(str(exc)))
+            return
+        if not env.thread_ts:
+            self.chat.say(f"{env.repo}#{env.pr} has no thread yet.")
+            return
+        event = {
+            "channel": self.services.settings.uat_channel,
+            "thread_ts": env.thread_ts,
+            "ts": f"{time.time():.6f}",
+            "user": CONSOLE_USER,
+            "text": text.strip(),
+        }
+        self.chat.say(f"you, in the thread of #{env.pr}: {text.strip()}")
+        await relay_reply(self.services, event)
+
+    # GitHub
+
+    def _pr(self, ref: str) -> SimulatedPr | None:
+        match = PR_REF.match(ref)
+        if match is None or match["repo"]:
+            self.chat.say(f"`{ref}` is not a PR here: say 42, #42 or PR-42.")
+            return None
+        number = int(match["number"])
+        return self.prs.setdefault(number, SimulatedPr(self.repo, number))
+
+    async def github(self, word: str, args: list[str]) -> None:
+        needs_label = word in ("label", "unlabel")
+        if len(args) < (2 if needs_label else 1) or (not needs_label and len(args) > 1):
+            self.chat.say(f"Usage: {GITHUB_WORDS[word]}")
+            return
+        pr = self._pr(args[0])
+        if pr is None:
+            return
+        name = f"{pr.repo}#{pr.number}"
+        label = " ".join(args[1:])
+        if word == "label":
+            if label in pr.labels:
+                self.chat.say(f"{name} already has the label `{label}`.")
+                return
+            pr.labels.append(label)
+            event, what = pr.event("labeled", label), f"you added the label `{label}` to {name}"
+        elif word == "unlabel":
+            if label not in pr.labels:
+                self.chat.say(f"{name} has no label `{label}`.")
+                return
+            pr.labels.remove(label)
+            event, what = pr.event("unlabeled", label), f"you removed `{label}` from {name}"
+        elif word == "close":
+            if pr.state == "closed":
+                self.chat.say(f"{name} is already closed.")
+                return
+            pr.state = "closed"
+            event, what = pr.event("closed"), f"you closed {name}"
+        elif word == "reopen":
+            if pr.state == "open":
+                self.chat.say(f"{name} is open.")
+                return
+            pr.state = "open"
+            event, what = pr.event("reopened"), f"you reopened {name}"
+        else:
+            if pr.state == "closed":
+                self.chat.say(f"{name} is closed: reopen it first.")
+                return
+            pr.head_sha = secrets.token_hex(20)
+            event, what = pr.event("synchronize"), f"you pushed {pr.head_sha[:7]} to {name}"
+        self.chat.say(f"github: {what}")
+        await self.deliver(event)
+
+    async def deliver(self, event: PullRequestEvent) -> None:
+        """What the webhook does with a verified delivery: the same handler, the same answers."""
+        try:
+            await self.runtime.on_pull_request(event)
+        except UserError as exc:
+            self.chat.say(f"github: the bot answered 503: {terminal_text(str(exc))}")
+        except Exception:
+            logger.exception("handling the console's %s event failed", event.action)
+            self.chat.say("github: the bot answered 500 (the traceback is in its log)")
+
+    def list_prs(self) -> None:
+        if not self.prs:
+            self.chat.say("No PRs yet: `label 42 uat` makes one.")
+            return
+        for pr in sorted(self.prs.values(), key=lambda p: p.number):
+            labels = ", ".join(f"`{label}`" for label in pr.labels) or "no labels"
+            self.chat.say(f"{pr.repo}#{pr.number} {pr.state}, {labels}, head {pr.head_sha[:7]}")
+
+    # scripts
+
+    async def wait(self, rest: str, *, sleep_only: bool = False) -> None:
+        match = WAIT.match(rest)
+        if not rest or match is None or (sleep_only and match["text"]):
+            self.chat.say("Usage: wait <seconds>, or wait [<seconds>] for <text>")
+            return
+        seconds = float(match["seconds"]) if match["seconds"] else None
+        text = match["text"]
+        if text is None:
+            await asyncio.sleep(seconds or 0)
+            return
+        limit = WAIT_FOR_S if seconds is None else seconds
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while not any(text in line for line in self.chat.said[self.mark :]):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                self.chat.say(f"Waited {limit:g}s: the bot has not said “{text}”.")
+                return
+            self.chat.printed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.chat.printed.wait(), remaining)
+
+    async def finish_background(self) -> None:
+        """Before leaving: let launches, stops and prompt results finish, for a while."""
+        tasks = self.runtime.services.tasks
+        if not len(tasks):
+            return
+        waiter = asyncio.ensure_future(tasks.join())
+        done, _ = await asyncio.wait({waiter}, timeout=QUIT_GRACE_S)
+        if not done:
+            self.chat.say(f"Leaving {len(tasks)} unfinished background task(s).")
+            waiter.cancel()
+
+
+# ---------------------------------------------------------------------- input
+
+
+class LineReader:
+    """Lines from a terminal or a pipe, read by a daemon thread (so Ctrl-C never waits on it)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        def pump() -> None:
+            try:
+                try:
+                    for line in iter(stream.readline, ""):
+                        loop.call_soon_threadsafe(self._lines.put_nowait, line)
+                except (OSError, ValueError):
+                    pass
+                loop.call_soon_threadsafe(self._lines.put_nowait, None)
+            except RuntimeError:  # the loop is gone: the console ended
+                pass
+
+        threading.Thread(target=pump, name="console input", daemon=True).start()
+
+    async def next(self) -> str | None:
+        """The next line, or None at the end of the input."""
+        return await self._lines.get()
+
+
+# ---------------------------------------------------------------------- start-up
+
+
+def _configured(settings: Settings) -> Settings:
+    """AWS as configured; the console's state outside the working directory unless UAT_DB says."""
+    update: dict[str, Any] = {"uat_channel": settings.uat_channel or CONSOLE_CHANNEL}
+    if settings.uat_store == "sqlite" and "uat_db" not in settings.model_fields_set:
+        directory = user_state_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        update["uat_db"] = str(directory / "console.db")
+    return settings.model_copy(update=update)
+
+
+async def run_console(
+    settings: Settings, stdin: TextIO, out: TextIO, *, embedded: bool | None = None
+) -> int:
+    """The console until `quit` or the end of the input. `embedded`: None decides by itself."""
+    interactive = stdin.isatty()
+    chat = ConsoleChat(out, interactive=interactive)
+    configuration = None if embedded else aws_configuration(settings)
+    world: LocalWorld | None = None
+    if embedded or configuration is None:
+        world = LocalWorld(settings.uat_ecr_repository, settings.aws_region)
+        try:
+            await world.start()
+        except RuntimeError as exc:
+            print(f"uat-bot console: {exc}", file=sys.stderr, flush=True)
+            return 2
+        set_fake_aws_credentials_for_this_process()
+        settings = world.settings(settings)
+        about = world.describe(settings)
+    else:
+        settings = _configured(settings)
+        where = settings.uat_db if settings.uat_store == "sqlite" else settings.uat_dynamodb_table
+        about = [f"AWS as configured: {configuration}. State: {where}."]
     # the person at the terminal operates this bot: they may do what deployers do
     settings = settings.model_copy(
         update={"uat_deployers": (*settings.uat_deployers, CONSOLE_USER)}
     )
-    runtime = build_runtime(settings, chat=chat, with_slack=False)
-    await runtime.start()
-    interactive = stdin.isatty()
-    print(GREETING, file=out, flush=True)
     try:
-        while True:
-            if interactive:
-                print(PROMPT, end="", file=out, flush=True)
-            line = await asyncio.to_thread(stdin.readline)
-            if not line:
-                break
-            line = line.strip()
-            if line in ("quit", "exit"):
-                break
-            if not line:
-                continue
-            if not line.startswith("/uat"):
-                print("Lines start with /uat (try /uat help), or quit.", file=out, flush=True)
-                continue
-
-            async def reply(text: str, blocks: Blocks | None = None, **_: Any) -> None:
-                await chat.ephemeral(CONSOLE_CHANNEL, CONSOLE_USER, text, blocks)
-
-            async def ack(text: str | None) -> None:
-                if text:
-                    await chat.ephemeral(CONSOLE_CHANNEL, CONSOLE_USER, text)
-
-            ctx = CommandContext(
-                services=runtime.services,
-                user_id=CONSOLE_USER,
-                channel_id=CONSOLE_CHANNEL,
-                user_name="you",
-                reply=reply,
-            )
-            await runtime.dispatcher.dispatch(ctx, line.removeprefix("/uat"), ack)
-            await runtime.services.tasks.join()
+        runtime = build_runtime(settings, chat=chat, with_slack=False)
+        await runtime.start()
+        try:
+            console = Console(runtime, chat)
+            chat.say(GREETING)
+            chat.say("\n".join(about))
+            chat.say("Type help for the console's own words (label, close, wait, …).")
+            reader = LineReader(stdin)
+            while True:
+                if interactive:
+                    chat.prompting = True
+                    print(PROMPT, end="", file=out, flush=True)
+                line = await reader.next()
+                chat.prompting = False
+                if line is None:
+                    if interactive:
+                        print(file=out, flush=True)
+                    break
+                if not interactive and line.strip():
+                    chat.say(PROMPT + line.strip(), echo=True)
+                if not await console.handle(line):
+                    break
+            await console.finish_background()
+        finally:
+            await runtime.stop()
     finally:
-        await runtime.stop()
+        if world is not None:
+            await world.stop()
     return 0
 
 
-def main(settings: Settings) -> int:
-    return asyncio.run(run_console(settings, sys.stdin, sys.stdout))
+def main(settings: Settings, *, embedded: bool | None = None) -> int:
+    for stream in (sys.stdin, sys.stdout):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="replace")
+    try:
+        return asyncio.run(run_console(settings, sys.stdin, sys.stdout, embedded=embedded))
+    except KeyboardInterrupt:
+        print(file=sys.stdout, flush=True)
+        return 130
