@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import secrets
-from typing import Any
+from typing import Any, TypeVar
 
 from bot import slack_ui
 from bot.context import CommandContext
 from bot.errors import UserError
+
+T = TypeVar("T")
 
 
 def card_value(**fields: Any) -> str:
@@ -23,11 +25,26 @@ def card_value(**fields: Any) -> str:
 def parse_value(raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         raise UserError(slack_ui.CARD_USED) from None
     if not isinstance(value, dict) or not isinstance(value.get("card"), str):
         raise UserError(slack_ui.CARD_USED)
+    try:
+        value["card"].encode()
+    except UnicodeEncodeError:
+        raise UserError(slack_ui.CARD_USED) from None
     return value
+
+
+def field(value: dict[str, Any], name: str, kind: type[T]) -> T:
+    """A field a button handler needs, checked before the card is claimed."""
+    item = value.get(name)
+    whole = isinstance(item, int) and not isinstance(item, bool)
+    if kind is int and not (whole and 0 < item < 2**31):  # type: ignore[operator]
+        raise UserError(slack_ui.CARD_USED)
+    if not isinstance(item, kind):
+        raise UserError(slack_ui.CARD_USED)
+    return item
 
 
 async def claim_card(ctx: CommandContext, value: dict[str, Any], action: str) -> bool:

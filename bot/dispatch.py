@@ -156,7 +156,7 @@ class Dispatcher:
 
     def plan(self, text: str) -> Plan:
         """Decide, without I/O, what `/uat <text>` means."""
-        head, _, tail = text.strip().partition(" ")
+        head, tail = [*text.strip().split(None, 1), "", ""][:2]
         if not head or head in ("help", "-h", "--help"):
             word = tail.split()[0] if tail.split() else None
             return Plan(self.help_text(word.lower() if word else None))
@@ -167,7 +167,8 @@ class Dispatcher:
             rest = command.split(tail)
         except ValueError as exc:
             return Plan(slack_ui.bad_quoting(str(exc).lower()))
-        if "-h" in rest or "--help" in rest:
+        options = rest[: rest.index("--")] if "--" in rest else rest  # after "--" it is prose
+        if "-h" in options or "--help" in options:
             return Plan(command.help)
         try:
             args = command.parse(rest)

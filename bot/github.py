@@ -77,14 +77,18 @@ def _str(payload: Any, *path: str) -> str:
     value = _get(payload, *path)
     if not isinstance(value, str):
         raise BadPayload(f"{'.'.join(path)} must be a string")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise BadPayload(f"{'.'.join(path)} is not valid UTF-8") from None
     return value
 
 
 def parse_pull_request(payload: Any, delivery_id: str) -> PullRequestEvent:
     """Build the typed event from a `pull_request` payload, or raise BadPayload."""
     number = _get(payload, "pull_request", "number")
-    if not isinstance(number, int) or isinstance(number, bool):
-        raise BadPayload("pull_request.number must be an integer")
+    if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 2**31:
+        raise BadPayload("pull_request.number must be a positive integer")
     labels = _get(payload, "pull_request", "labels")
     if not isinstance(labels, list):
         raise BadPayload("pull_request.labels must be a list")
@@ -154,7 +158,7 @@ class WebhookEndpoint:
         delivery = request.headers.get("X-GitHub-Delivery", "")
         try:
             payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, 4300+ digits
             return _answer(400, error=f"body is not JSON: {exc}"), "bad_json"
         if not isinstance(payload, dict):
             return _answer(400, error="body must be a JSON object"), "bad_json"

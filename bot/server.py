@@ -7,7 +7,9 @@ Its cleanup context opens the store, starts Socket Mode when configured, and on 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -25,9 +27,31 @@ RUNTIME = web.AppKey("runtime", Runtime)
 async def slack_events(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME]
     assert runtime.bolt is not None
-    bolt_request = await to_bolt_request(request)
+    timestamp = request.headers.get("X-Slack-Request-Timestamp")
+    if timestamp is not None and not re.fullmatch(r"\s*-?[0-9]+\s*", timestamp):
+        return web.json_response({"error": "invalid request"}, status=401)
+    try:
+        bolt_request = await to_bolt_request(request)
+    except Exception:  # Bolt parses the body before it checks the signature
+        logger.warning("refused an unreadable request to /slack/events")
+        return web.json_response({"error": "invalid request"}, status=400)
+    if malformed_event(bolt_request.body):
+        return web.json_response({"error": "malformed event"}, status=400)
     bolt_response = await runtime.bolt.async_dispatch(bolt_request)
     return await to_aiohttp_response(bolt_response)
+
+
+EVENT_TEXT_FIELDS = ("type", "user", "channel", "ts", "thread_ts", "text", "subtype", "tab")
+
+
+def malformed_event(body: dict[str, Any]) -> bool:
+    """An Events API body whose event Slack would never send (Bolt fails on such with a 500)."""
+    if body.get("type") != "event_callback":
+        return False
+    event = body.get("event")
+    if not isinstance(event, dict):
+        return True
+    return any(not isinstance(event[k], str | None) for k in EVENT_TEXT_FIELDS if k in event)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from bot import slack_ui
-from bot.cards import claim_card
+from bot.cards import claim_card, field
 from bot.context import CommandContext
 
 NAME = "extend"
@@ -33,9 +33,10 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
 
 
 async def on_click(ctx: CommandContext, value: dict[str, Any]) -> None:
+    repo, pr = field(value, "repo", str), field(value, "pr", int)
     if await claim_card(ctx, value, "extend"):
         hours = ctx.settings.uat_idle_hours
-        saved = await ctx.environments.extend(str(value["repo"]), int(value["pr"]), hours)
+        saved = await ctx.environments.extend(repo, pr, hours)
         await ctx.reply(slack_ui.extended(saved))
 
 

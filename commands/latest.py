@@ -10,7 +10,7 @@ from typing import Any
 
 from bot import slack_ui
 from bot.builds import run_build
-from bot.cards import card_value, claim_card
+from bot.cards import card_value, claim_card, field
 from bot.context import CommandContext
 
 NAME = "latest"
@@ -39,9 +39,10 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
 
 async def confirm(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer(ACTION)
+    ref = field(value, "ref", str)
     if await claim_card(ctx, value, "latest"):
-        await ctx.reply(f"Building `{value['ref']}` for `:latest` …", replace_original=True)
-        await run_build(ctx, str(value["ref"]), "latest")
+        await ctx.reply(f"Building `{ref}` for `:latest` …", replace_original=True)
+        await run_build(ctx, ref, "latest")
 
 
 ACTIONS = {"uat.latest.confirm": confirm}

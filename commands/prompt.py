@@ -11,7 +11,7 @@ import argparse
 from typing import Any
 
 from bot import slack_ui
-from bot.cards import claim_card
+from bot.cards import claim_card, field
 from bot.context import CommandContext
 
 NAME = "prompt"
@@ -43,11 +43,12 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
 
 
 async def cancel_click(ctx: CommandContext, value: dict[str, Any]) -> None:
+    repo, pr, job = field(value, "repo", str), field(value, "pr", int), field(value, "job", str)
     if not await claim_card(ctx, value, "cancel prompt"):
         return
-    env = await ctx.environments.find(f"{value['repo']}#{value['pr']}")
-    await ctx.services.prompts.cancel(env, str(value["job"]))
-    await ctx.reply(slack_ui.prompt_cancelled(str(value["job"])))
+    env = await ctx.environments.find(f"{repo}#{pr}")
+    await ctx.services.prompts.cancel(env, job)
+    await ctx.reply(slack_ui.prompt_cancelled(job))
 
 
 ACTIONS = {"uat.prompt.cancel": cancel_click}

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from bot import slack_ui
-from bot.cards import claim_card
+from bot.cards import claim_card, field
 from bot.context import CommandContext
 
 NAME = "restart"
@@ -23,8 +23,8 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
 
 
 async def on_click(ctx: CommandContext, value: dict[str, Any]) -> None:
+    repo, pr = field(value, "repo", str), field(value, "pr", int)
     if await claim_card(ctx, value, "restart"):
-        repo, pr = str(value["repo"]), int(value["pr"])
         await ctx.environments.restart(repo, pr, ctx.user_id)
         env = await ctx.environments.find(f"{repo}#{pr}")
         await ctx.reply(slack_ui.restarting(env))

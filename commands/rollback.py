@@ -9,7 +9,7 @@ import argparse
 from typing import Any
 
 from bot import slack_ui
-from bot.cards import card_value, claim_card
+from bot.cards import card_value, claim_card, field
 from bot.context import CommandContext
 from bot.errors import UserError
 from bot.pipeline import SHA
@@ -52,25 +52,26 @@ async def confirm_card(ctx: CommandContext, sha: str, replace: bool = False) -> 
 
 async def pick(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer(ACTION)
+    sha = field(value, "sha", str)
     if await claim_card(ctx, value, "rollback.pick"):
-        await confirm_card(ctx, str(value["sha"]), replace=True)
+        await confirm_card(ctx, sha, replace=True)
 
 
 async def confirm(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer(ACTION)
+    sha = field(value, "sha", str)
     if not await claim_card(ctx, value, "rollback"):
         return
-    await ctx.reply(f"Rolling :latest back to `{value['sha']}` …", replace_original=True)
-    await announce_retag(ctx, await ctx.pipeline.rollback(ctx.user_id, str(value["sha"])))
+    await ctx.reply(f"Rolling :latest back to `{sha}` …", replace_original=True)
+    await announce_retag(ctx, await ctx.pipeline.rollback(ctx.user_id, sha))
 
 
 async def undo(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer("undo a change of :latest")
+    digest = field(value, "digest", str)
     if not await claim_card(ctx, value, "undo"):
         return
-    result = await ctx.pipeline.undo(
-        ctx.user_id, str(value["digest"]), expected_latest=value.get("latest")
-    )
+    result = await ctx.pipeline.undo(ctx.user_id, digest, expected_latest=value.get("latest"))
     await announce_retag(ctx, result)
 
 
