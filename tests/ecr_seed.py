@@ -8,38 +8,14 @@ without it moto derives the digest from the layer digests alone.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from bot.local import DOCKER_V2, digest_of, manifest_for
+
 REPOSITORY = "test-tickets-uat"
-DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
-CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
-LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 PUSH_INTERVAL_S = 3600
-
-
-def fake_digest(*parts: str) -> str:
-    return "sha256:" + hashlib.sha256("/".join(parts).encode()).hexdigest()
-
-
-def manifest_for(sha: str) -> str:
-    """The docker v2 manifest of the image built from commit `sha`."""
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": DOCKER_V2,
-        "config": {"mediaType": CONFIG_V1, "size": 1469, "digest": fake_digest("config", sha)},
-        "layers": [
-            {"mediaType": LAYER_GZIP, "size": 3_370_706, "digest": fake_digest("layer", sha)}
-        ],
-    }
-    return json.dumps(manifest, indent=3)
-
-
-def digest_of(manifest: str) -> str:
-    return "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
 
 
 def fresh_repository(ecr: Any, repository: str = REPOSITORY) -> None:

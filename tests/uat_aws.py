@@ -15,7 +15,8 @@ from typing import Any
 import boto3
 from aiohttp import web
 
-from tests.ecr_seed import fresh_repository, manifest_for, put
+from bot.local import manifest_for
+from tests.ecr_seed import fresh_repository, put
 
 CLUSTER = "uat"
 BASE_FAMILY = "uat-base"
