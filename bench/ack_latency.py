@@ -1,19 +1,28 @@
-"""Ack latency of a signed `/uat help` through the real bot vs a bare Bolt app that only acks.
+"""Ack latency of a signed `/uat status` through the real bot vs a bare Bolt app that only acks.
 
-Both apps run in one server subprocess (`python -m bench.ack_latency --serve`), each on its own
-127.0.0.1 port behind `web.AppRunner`, with the same signing secret and the same Slack Web API
-stub (tests/slack_stub.py) as SLACK_API_URL:
+Three processes, all on 127.0.0.1:
 
-* bot:  `create_web_app(build_runtime(load_settings(bot_env(...))))`, as tests/conftest.py does;
-* bare: a Bolt `AsyncApp` whose only listener acks `/uat`, behind the same aiohttp adapter
-  (`to_bolt_request` / `async_dispatch` / `to_aiohttp_response`) on `/slack/events`.
+* the Slack Web API stub (tests/slack_stub.py; `python -m bench.ack_latency --stub`), which
+  takes the bot's after-ack `response_url` posts. It runs apart from the servers so that its
+  Block Kit validation does not land on the servers' CPU;
+* the servers (`python -m bench.ack_latency --serve API_URL`): both apps, each on its own port
+  behind `web.AppRunner`, with the same signing secret and SLACK_API_URL, plus a control port;
+  - bot:  `create_web_app(build_runtime(load_settings(bot_env(...))))`, as tests/conftest.py
+    does, its SQLite store seeded with SEEDED environments so `/uat status` has rows to list;
+  - bare: a Bolt `AsyncApp` whose only listener acks `/uat`, behind the same aiohttp adapter
+    (`to_bolt_request` / `async_dispatch` / `to_aiohttp_response`) on `/slack/events`;
+  - control: `GET /drain` waits for the bot's background tasks (`TaskSupervisor.join()`) and
+    answers how many were pending, how long the drain took, and the `/uat status` outcomes
+    counted by the bot's metrics; a sampler records the most tasks ever pending at once.
+* the client (this process; one aiohttp ClientSession, every request freshly signed).
 
-The client (one aiohttp ClientSession, every request freshly signed) runs in this process, so
-client and servers do not share an event loop; on a machine with two or more CPUs the client
-and the server process are pinned to different CPUs. Latency is measured from just before the
-POST to the end of reading the response body. Sequential requests alternate between the apps;
-the concurrent ones run in rounds that alternate. Both apps leave Bolt's default
-`process_before_response=False`, so both answer through its 10 ms ack() poll.
+`/uat status` acks at once (empty 200) and lists the environments after the ack, in a task the
+bot owns; it needs no AWS. With two or more CPUs the client and the stub share one CPU and the
+servers get another. Latency is measured from just before the POST to the end of reading the
+response body. Sequential requests alternate between the apps; the concurrent ones run in
+rounds that alternate, and after every bot round the client drains the bot's after-ack work
+before the next round, so it never spills into the baseline's round. Both apps leave Bolt's
+default `process_before_response=False`, so both answer through its 10 ms ack() poll.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +49,48 @@ from bench import Row, fmt_ms, percentile, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
+TEXT = "status"
+SEEDED = 10  # environments `/uat status` lists
 SEQUENTIAL = 200
 CONCURRENT_TOTAL = 2000
 CONCURRENCY = 50
 CONCURRENT_ROUNDS = 8
+HIGH_CONCURRENCY = 200
+HIGH_TOTAL = 1000
+HIGH_ROUNDS = 2
 WARMUP_SEQUENTIAL = 20
 WARMUP_CONCURRENT = 200
+P99_GOAL = 1.3  # bot p99 / bare p99 at concurrency 50
+ACK_DEADLINE_S = 3.0  # Slack's: every ack within 3 s
+STATUS_COMMAND = f"/uat {TEXT}"
+
+
+def met(ok: bool) -> str:
+    return "yes" if ok else "NO"
+
+
+# ------------------------------------------------------------------------------ stub side
+
+
+async def _stub() -> None:
+    from tests.conftest import BOT_TOKEN
+    from tests.slack_stub import SlackStub
+
+    async with SlackStub(token=BOT_TOKEN) as stub:
+        ready = {"api_url": stub.api_url, "response_url": stub.new_response_url()}
+        print(json.dumps(ready), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        calls: dict[str, int] = {}
+        for call in stub.calls:
+            calls[call.method] = calls.get(call.method, 0) + 1
+        texts = {r.body.get("text", "")[:40] for r in stub.responses}
+        stats = {
+            "calls": calls,
+            "responses": len(stub.responses),
+            "response_errors": sum(1 for r in stub.responses if r.error or r.failed_status),
+            "response_texts": sorted(texts)[:3],
+        }
+        print(json.dumps(stats), flush=True)
 
 
 # ------------------------------------------------------------------------------ server side
@@ -74,40 +119,109 @@ def bare_web_app(signing_secret: str, token: str, api_url: str) -> web.Applicati
     return app
 
 
-async def _start(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
+async def _start(app: web.Application, path: str = "/slack/events") -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}/slack/events"
+    return runner, f"http://{host}:{port}{path}"
 
 
-async def _serve() -> None:
+async def seed_store(db: Path, count: int) -> None:
+    """`count` running environments, written to the bot's SQLite store before it starts."""
+    from bot.store import Environment, SqliteStore
+
+    store = SqliteStore(db)
+    await store.open()
+    now = time.time()
+    try:
+        for pr in range(1, count + 1):
+            await store.save_environment(
+                Environment(
+                    repo="Codertocat/Hello-World",
+                    pr=pr,
+                    state="running",
+                    label="uat",
+                    task_arn=f"arn:aws:ecs:us-east-1:123456789012:task/uat/{pr:032x}",
+                    data={
+                        "title": f"PR {pr}",
+                        "branch": f"branch-{pr}",
+                        "session": f"pr{pr}-bench",
+                        "launch_started": now - 60 * pr,
+                        "requested_by": "bench",
+                        "idle_until": now + 8 * 3600,
+                        "image_tags": [f"sha-{pr:07x}"],
+                    },
+                )
+            )
+    finally:
+        await store.close()
+
+
+async def _serve(api_url: str) -> None:
     from bot.app import build_runtime
     from bot.config import load_settings
     from bot.server import create_web_app
     from tests.conftest import BOT_TOKEN, SIGNING_SECRET, bot_env
-    from tests.slack_stub import SlackStub
+
+    class Api:  # what bot_env reads from a SlackStub
+        def __init__(self, url: str) -> None:
+            self.api_url = url
 
     with tempfile.TemporaryDirectory(prefix="uat-bot-bench-") as tmp:
-        async with SlackStub(token=BOT_TOKEN) as stub:
-            runtime = build_runtime(load_settings(bot_env(stub, Path(tmp))))
-            bot_runner, bot_url = await _start(create_web_app(runtime))
-            bare_runner, bare_url = await _start(
-                bare_web_app(SIGNING_SECRET, BOT_TOKEN, stub.api_url)
+        env = bot_env(Api(api_url), Path(tmp))  # type: ignore[arg-type]
+        await seed_store(Path(env["UAT_DB"]), SEEDED)
+        runtime = build_runtime(load_settings(env))
+        tasks = runtime.services.tasks
+        metrics = runtime.services.metrics
+        most = 0
+
+        async def sample() -> None:
+            nonlocal most
+            while True:
+                most = max(most, len(tasks))
+                await asyncio.sleep(0.005)
+
+        def outcomes() -> dict[str, float]:
+            found: dict[str, float] = {}
+            for family in metrics.registry.collect():
+                for sample_ in family.samples:
+                    labels = sample_.labels
+                    if (
+                        sample_.name == "uat_commands_total"
+                        and labels.get("command") == STATUS_COMMAND
+                    ):
+                        found[labels["outcome"]] = sample_.value
+            return found
+
+        async def drain(request: web.Request) -> web.Response:
+            pending = len(tasks)
+            started = time.perf_counter()
+            await tasks.join()
+            return web.json_response(
+                {
+                    "pending": pending,
+                    "drain_s": time.perf_counter() - started,
+                    "most_pending": most,
+                    "outcomes": outcomes(),
+                }
             )
-            ready = {"bot": bot_url, "bare": bare_url, "response_url": stub.new_response_url()}
-            print(json.dumps(ready), flush=True)
-            try:
-                # Serve until the parent closes our stdin.
-                await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-            finally:
-                await bare_runner.cleanup()
-                await bot_runner.cleanup()
-            calls: dict[str, int] = {}
-            for call in stub.calls:
-                calls[call.method] = calls.get(call.method, 0) + 1
-            print(json.dumps({"stub_calls": calls}), flush=True)
+
+        control = web.Application()
+        control.router.add_get("/drain", drain)
+        bot_runner, bot_url = await _start(create_web_app(runtime))
+        bare_runner, bare_url = await _start(bare_web_app(SIGNING_SECRET, BOT_TOKEN, api_url))
+        control_runner, control_url = await _start(control, "/drain")
+        sampler = asyncio.create_task(sample())
+        print(json.dumps({"bot": bot_url, "bare": bare_url, "drain": control_url}), flush=True)
+        try:
+            # Serve until the parent closes our stdin.
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+        finally:
+            sampler.cancel()
+            await control_runner.cleanup()
+            await bare_runner.cleanup()
+            await bot_runner.cleanup()
 
 
 # ------------------------------------------------------------------------------ client side
@@ -117,44 +231,67 @@ def _cpus() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
 
 
-@contextlib.contextmanager
-def _server() -> Iterator[tuple[dict[str, str], subprocess.Popen[str], list[int]]]:
-    cpus = _cpus()
-    pinned = len(cpus) >= 2
+def _spawn(*args: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.ack_latency", "--serve"],
+        [sys.executable, "-m", "bench.ack_latency", *args],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    previous = set(cpus)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"{args[0]} process exited with {process.wait(10)}")
+    return process, json.loads(line)
+
+
+def _finish(process: subprocess.Popen[str]) -> dict[str, Any]:
+    """Close its stdin, read its last JSON line, and wait for it."""
+    stats: dict[str, Any] = {}
     try:
-        if pinned:
-            os.sched_setaffinity(process.pid, {cpus[1]})
-        assert process.stdout is not None
+        assert process.stdin is not None and process.stdout is not None
+        with contextlib.suppress(OSError):
+            process.stdin.close()
         line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the server process exited with {process.wait(10)}")
+        stats = json.loads(line) if line.strip() else {}
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    return stats
+
+
+@contextlib.contextmanager
+def _processes() -> Iterator[tuple[dict[str, str], dict[str, Any], list[int]]]:
+    """Start the stub and the servers; yield their URLs, then (filled on exit) the stub stats."""
+    cpus = _cpus()
+    pinned = len(cpus) >= 2
+    previous = set(cpus)
+    stub_stats: dict[str, Any] = {}
+    stub, stub_urls = _spawn("--stub")
+    server: subprocess.Popen[str] | None = None
+    try:
+        server, urls = _spawn("--serve", stub_urls["api_url"])
         if pinned:
+            os.sched_setaffinity(server.pid, {cpus[1]})
+            os.sched_setaffinity(stub.pid, {cpus[0]})
             os.sched_setaffinity(0, {cpus[0]})
-        yield json.loads(line), process, cpus[:2] if pinned else []
+        yield (
+            {**urls, "response_url": stub_urls["response_url"]},
+            stub_stats,
+            (cpus[:2] if pinned else []),
+        )
     finally:
         if pinned:
             os.sched_setaffinity(0, previous)
-        if process.poll() is None:
-            with contextlib.suppress(OSError):
-                assert process.stdin is not None
-                process.stdin.close()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if server is not None:
+            _finish(server)
+        stub_stats.update(_finish(stub))
 
 
 class Client:
-    """Posts freshly signed `/uat help` slash commands and times each answer."""
+    """Posts freshly signed `/uat <TEXT>` slash commands and times each answer."""
 
     def __init__(self, session: aiohttp.ClientSession, response_url: str) -> None:
         from tests.conftest import CHANNEL, DEVELOPER, SIGNING_SECRET
@@ -167,22 +304,24 @@ class Client:
         self._user = DEVELOPER
         self._headers = slack_headers
         self._body = slash_command_body
+        self.sent = {"bot": 0, "bare": 0}
 
-    async def once(self, url: str, expect: bytes | None) -> float:
+    async def once(self, app: str, url: str, check: Callable[[bytes], bool]) -> float:
         body = self._body(
-            "help", user_id=self._user, channel_id=self._channel, response_url=self._response_url
+            TEXT, user_id=self._user, channel_id=self._channel, response_url=self._response_url
         )
         headers = self._headers(self._secret, body)
+        self.sent[app] += 1
         started = time.perf_counter()
         async with self._session.post(url, data=body, headers=headers) as response:
             answer = await response.read()
         elapsed = time.perf_counter() - started
-        if response.status != 200 or (expect is not None and expect not in answer):
+        if response.status != 200 or not check(answer):
             raise RuntimeError(f"{url} answered {response.status}: {answer[:200]!r}")
         return elapsed
 
     async def concurrent(
-        self, url: str, expect: bytes | None, total: int, concurrency: int
+        self, app: str, url: str, check: Callable[[bytes], bool], total: int, concurrency: int
     ) -> tuple[list[float], float]:
         latencies: list[float] = []
         remaining = total
@@ -191,7 +330,7 @@ class Client:
             nonlocal remaining
             while remaining > 0:
                 remaining -= 1
-                latencies.append(await self.once(url, expect))
+                latencies.append(await self.once(app, url, check))
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -199,37 +338,63 @@ class Client:
 
 
 async def _measure(urls: dict[str, str]) -> dict[str, Any]:
-    from bot import slack_ui
+    def empty(answer: bytes) -> bool:  # `/uat status` acks with nothing: the list comes later
+        return answer == b""
 
-    expect = {"bot": slack_ui.HELP_HEADER.encode(), "bare": None}
-    connector = aiohttp.TCPConnector(limit=4 * CONCURRENCY, keepalive_timeout=300)
+    check: dict[str, Callable[[bytes], bool]] = {"bot": empty, "bare": lambda answer: True}
+    apps = ("bot", "bare")
+    connector = aiohttp.TCPConnector(limit=HIGH_CONCURRENCY, keepalive_timeout=300)
+    drains: list[dict[str, Any]] = []
     async with aiohttp.ClientSession(connector=connector) as session:
         client = Client(session, urls["response_url"])
+
+        async def drain() -> None:
+            async with session.get(urls["drain"]) as response:
+                drains.append(await response.json())
+
+        async def rounds(
+            total: int, n_rounds: int, concurrency: int
+        ) -> tuple[dict[str, list[float]], dict[str, float]]:
+            latencies: dict[str, list[float]] = {"bot": [], "bare": []}
+            elapsed = {"bot": 0.0, "bare": 0.0}
+            for i in range(n_rounds):  # alternate, the order flipped each round
+                for app in ("bare", "bot") if i % 2 == 0 else ("bot", "bare"):
+                    found, seconds = await client.concurrent(
+                        app, urls[app], check[app], total // n_rounds, concurrency
+                    )
+                    latencies[app] += found
+                    elapsed[app] += seconds
+                    if app == "bot":
+                        await drain()
+            return latencies, elapsed
+
         # Warm-up: the first request of each app does auth.test against the stub; the bursts
         # fill the connection pool so the concurrent runs do not pay for TCP connects.
         for _ in range(WARMUP_SEQUENTIAL):
-            for app in ("bot", "bare"):
-                await client.once(urls[app], expect[app])
-        for app in ("bot", "bare"):
-            await client.concurrent(urls[app], expect[app], WARMUP_CONCURRENT, CONCURRENCY)
+            for app in apps:
+                await client.once(app, urls[app], check[app])
+        for concurrency in (CONCURRENCY, HIGH_CONCURRENCY):
+            for app in apps:
+                await client.concurrent(app, urls[app], check[app], WARMUP_CONCURRENT, concurrency)
+        await drain()
 
         sequential: dict[str, list[float]] = {"bot": [], "bare": []}
         for i in range(SEQUENTIAL):  # interleaved, the order flipped every request
-            for app in ("bot", "bare") if i % 2 == 0 else ("bare", "bot"):
-                sequential[app].append(await client.once(urls[app], expect[app]))
+            for app in apps if i % 2 == 0 else ("bare", "bot"):
+                sequential[app].append(await client.once(app, urls[app], check[app]))
+        await drain()
 
-        # Rounds alternate between the apps (order flipped each round), so drift and whatever
-        # else the machine is doing weigh on both alike.
-        concurrent: dict[str, list[float]] = {"bot": [], "bare": []}
-        elapsed = {"bot": 0.0, "bare": 0.0}
-        for i in range(CONCURRENT_ROUNDS):
-            for app in ("bare", "bot") if i % 2 == 0 else ("bot", "bare"):
-                latencies, seconds = await client.concurrent(
-                    urls[app], expect[app], CONCURRENT_TOTAL // CONCURRENT_ROUNDS, CONCURRENCY
-                )
-                concurrent[app] += latencies
-                elapsed[app] += seconds
-    return {"sequential": sequential, "concurrent": concurrent, "elapsed": elapsed}
+        concurrent, elapsed = await rounds(CONCURRENT_TOTAL, CONCURRENT_ROUNDS, CONCURRENCY)
+        high, high_elapsed = await rounds(HIGH_TOTAL, HIGH_ROUNDS, HIGH_CONCURRENCY)
+    return {
+        "sequential": sequential,
+        "concurrent": concurrent,
+        "elapsed": elapsed,
+        "high": high,
+        "high_elapsed": high_elapsed,
+        "drains": drains,
+        "sent": client.sent,
+    }
 
 
 def _row(name: str, bot: float, bare: float, note: str = "") -> Row:
@@ -237,49 +402,97 @@ def _row(name: str, bot: float, bare: float, note: str = "") -> Row:
 
 
 def run() -> list[Row]:
-    with _server() as (urls, process, pinned):
+    with _processes() as (urls, stub, pinned):
         results = asyncio.run(_measure(urls))
-        assert process.stdin is not None and process.stdout is not None
-        process.stdin.close()
-        stats = json.loads(process.stdout.readline() or "{}")
     seq, conc, elapsed = results["sequential"], results["concurrent"], results["elapsed"]
-    calls = stats.get("stub_calls", {})
-    stub_note = ", ".join(f"{method} x{n}" for method, n in sorted(calls.items())) or "none"
+    high, high_elapsed = results["high"], results["high_elapsed"]
+    drains: list[dict[str, Any]] = results["drains"]
+    sent = results["sent"]["bot"]
     placement = (
-        f"client on cpu {pinned[0]}, servers on cpu {pinned[1]}"
+        f"client+stub on cpu {pinned[0]}, servers on cpu {pinned[1]}"
         if pinned
-        else "client and servers unpinned"
+        else "client, stub and servers unpinned"
     )
     rps = {app: CONCURRENT_TOTAL / elapsed[app] for app in elapsed}
-    title = "ack /uat help"
+    title = f"ack /uat {TEXT}"
+
+    p99_ratio = ratio(percentile(conc["bot"], 99), percentile(conc["bare"], 99))
+    p99_met = p99_ratio is not None and p99_ratio <= P99_GOAL
+    worst = {app: max(high[app]) for app in high}
+    over = {app: sum(1 for s in high[app] if s >= ACK_DEADLINE_S) for app in high}
+
+    # The after-ack work: every /uat status must have run and answered, none piled up.
+    last = drains[-1] if drains else {}
+    outcomes: dict[str, float] = last.get("outcomes", {})
+    ok = int(outcomes.get("ok", 0))
+    failed = int(sum(v for k, v in outcomes.items() if k != "ok"))
+    most_pending = int(last.get("most_pending", -1))
+    left_at_round_end = max((int(d["pending"]) for d in drains), default=-1)
+    slowest_drain = max((float(d["drain_s"]) for d in drains), default=0.0)
+    responses = int(stub.get("responses", -1))
+    response_errors = int(stub.get("response_errors", -1))
+    calls = stub.get("calls", {})
+    stub_note = ", ".join(f"{method} x{n}" for method, n in sorted(calls.items())) or "none"
+    work_ok = ok == sent and failed == 0 and responses == sent and response_errors == 0
     return [
         _row(
             f"{title} sequential median",
             percentile(seq["bot"], 50),
             percentile(seq["bare"], 50),
-            f"bot vs bare Bolt ack-only app; n={SEQUENTIAL} each, interleaved; {placement}",
+            f"goal: none (context); met: n/a; bot vs bare Bolt ack-only app; "
+            f"n={SEQUENTIAL} each, interleaved; {placement}; {SEEDED} environments listed",
         ),
         _row(
             f"{title} sequential p99",
             percentile(seq["bot"], 99),
             percentile(seq["bare"], 99),
-            f"Slack stub calls during the run: {stub_note}",
+            "goal: none (context); met: n/a",
         ),
         _row(
             f"{title} concurrent({CONCURRENCY}) p50",
             percentile(conc["bot"], 50),
             percentile(conc["bare"], 50),
-            f"n={CONCURRENT_TOTAL} each in {CONCURRENT_ROUNDS} alternating rounds; "
-            f"throughput bot {rps['bot']:.0f} req/s, bare {rps['bare']:.0f} req/s",
+            f"goal: none (the goal is on p99); met: n/a; n={CONCURRENT_TOTAL} each in "
+            f"{CONCURRENT_ROUNDS} alternating rounds; throughput bot {rps['bot']:.0f} req/s, "
+            f"bare {rps['bare']:.0f} req/s",
         ),
         _row(
             f"{title} concurrent({CONCURRENCY}) p99",
             percentile(conc["bot"], 99),
             percentile(conc["bare"], 99),
+            f"goal: ratio <= {P99_GOAL}; met: {met(p99_met)}; "
             "both ride Bolt's 10 ms ack() poll (slack_bolt listener/asyncio_runner.py)",
+        ),
+        _row(
+            f"{title} concurrent({HIGH_CONCURRENCY}) max",
+            worst["bot"],
+            worst["bare"],
+            f"goal: every ack < {ACK_DEADLINE_S:.0f} s; met: {met(over['bot'] == 0)}; "
+            f"n={HIGH_TOTAL} each in {HIGH_ROUNDS} alternating rounds; acks >= "
+            f"{ACK_DEADLINE_S:.0f} s: bot {over['bot']}, bare {over['bare']}; p99 bot "
+            f"{fmt_ms(percentile(high['bot'], 99))}, bare {fmt_ms(percentile(high['bare'], 99))}; "
+            f"throughput bot {HIGH_TOTAL / high_elapsed['bot']:.0f} req/s, "
+            f"bare {HIGH_TOTAL / high_elapsed['bare']:.0f} req/s",
+        ),
+        Row(
+            f"{title} after-ack work (all runs)",
+            f"{ok} ok, {failed} failed of {sent}",
+            "-",
+            None,
+            "goal: every status answered, 0 failures, pending work drained after each round; "
+            f"met: {met(work_ok)}; "
+            f"stub: {responses} response_url posts ({response_errors} refused), calls: "
+            f"{stub_note}; most status tasks pending at once {most_pending}, still pending "
+            f"when a round's last ack arrived {left_at_round_end}, slowest drain "
+            f"{fmt_ms(slowest_drain)}",
         ),
     ]
 
 
-if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
-    asyncio.run(_serve())
+if __name__ == "__main__" and sys.argv[1:2] == ["--serve"]:
+    asyncio.run(_serve(sys.argv[2]))
+elif __name__ == "__main__" and sys.argv[1:] == ["--stub"]:
+    asyncio.run(_stub())
+elif __name__ == "__main__":
+    for row in run():
+        print(row)

@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -53,6 +54,7 @@ CONCURRENCY = 50
 REDELIVERIES = 200
 WARMUP = 50
 REPO = "Codertocat/Hello-World"
+ROOT_PR = re.compile(r"#(\d+)")
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -316,13 +318,16 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
                     naive_s = statistics.median(times[True])
                     n_bot = math.ceil(size / 100)
                     verdict = "UNEXPECTED: " + "; ".join(problems) if problems else "as expected"
+                    goal_met = calls[False] == {n_bot}
                     rows.append(
                         Row(
                             f"watch: one poll of {size} running env(s) (median)",
-                            f"{fmt_ms(bot_s)}, {n_bot} DescribeTasks",
-                            f"{fmt_ms(naive_s)}, {size} DescribeTasks",
+                            f"{fmt_ms(bot_s)}, {_calls(calls[False])} DescribeTasks",
+                            f"{fmt_ms(naive_s)}, {_calls(calls[True])} DescribeTasks",
                             ratio(bot_s, naive_s),
-                            f"DescribeTasks phase {fmt_ms(statistics.median(phase[False]))} vs "
+                            f"goal: ceil({size}/100) = {n_bot} DescribeTasks per poll; "
+                            f"met: {'yes' if goal_met else 'NO'}; DescribeTasks phase "
+                            f"{fmt_ms(statistics.median(phase[False]))} vs "
                             f"{fmt_ms(statistics.median(phase[True]))}; {size} /health probes "
                             f"each; {WATCH_RUNS[size]} polls each, alternating; {verdict}",
                         )
@@ -405,6 +410,11 @@ async def _start_bot(settings: Any, configure: Any = None) -> tuple[Any, Any, st
     return runtime, runner, f"http://{host}:{port}"
 
 
+def _calls(seen: set[int]) -> str:
+    """The DescribeTasks counts seen over a size's polls: one number when they all agree."""
+    return "/".join(str(n) for n in sorted(seen))
+
+
 def _statuses(statuses: dict[int, int]) -> str:
     return ", ".join(f"{status} x{n}" for status, n in sorted(statuses.items()))
 
@@ -472,7 +482,8 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
             await real.services.tasks.join()
             drained = time.perf_counter() - started + bot_wall
 
-            def counts() -> tuple[int, int, int, int]:
+            def counts() -> tuple[int, int, int, int, int]:
+                """Tasks, RUNNING tasks, PRs with a task, root threads, PRs with a thread."""
                 tasks = _all_tasks(account.ecs, CLUSTER)
                 running = [t for t in tasks if t["lastStatus"] == "RUNNING"]
                 prs = {
@@ -480,9 +491,11 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
                 }
                 messages = stub.messages.get(CHANNEL, [])
                 roots = [m for m in messages if m.get("thread_ts") in (None, m["ts"])]
-                return len(tasks), len(running), len(prs), len(roots)
+                # A root's text is the environment card's: "owner/repo#123 title — state".
+                root_prs = {m.group(1) for r in roots if (m := ROOT_PR.search(r.get("text", "")))}
+                return len(tasks), len(running), len(prs), len(roots), len(root_prs)
 
-            tasks, running, prs, roots = counts()
+            tasks, running, prs, roots, _ = counts()
             states: dict[str, int] = {}
             for env in await real.services.store.list_environments():
                 states[env.state] = states.get(env.state, 0) + 1
@@ -490,7 +503,7 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
             redo = deliveries[:REDELIVERIES]
             redo_lat, redo_status, _ = await bot.burst(redo)
             await real.services.tasks.join()
-            tasks2, running2, _, roots2 = counts()
+            tasks2, running2, prs2, roots2, root_prs2 = counts()
     finally:
         for runner in runners:
             await runner.cleanup()
@@ -512,15 +525,41 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
     if (tasks2, running2, roots2) != (tasks, running, roots):
         redo_problems.append(f"tasks {tasks}->{tasks2}, root threads {roots}->{roots2}")
     redo_verdict = "UNEXPECTED: " + "; ".join(redo_problems) if redo_problems else "as expected"
+    # Duplicates, counted after the burst and the redeliveries: a second task for a PR, or a
+    # second root thread for a PR.
+    dup_tasks, dup_threads = tasks2 - prs2, roots2 - root_prs2
+    duplicates = dup_tasks + dup_threads
+    accepted = {"bot": bot_status.get(202, 0), "noop": base_status.get(202, 0)}
+    rate = {"bot": accepted["bot"] / bot_wall, "noop": accepted["noop"] / base_wall}
 
     name = f"webhook burst: {BURST} labeled @ {CONCURRENCY}"
     return [
+        Row(
+            f"{name} accepted/s",
+            f"{rate['bot']:.0f}/s",
+            f"{rate['noop']:.0f}/s",
+            ratio(rate["bot"], rate["noop"]),
+            f"goal: every delivery accepted (202), none lost; met: "
+            f"{'yes' if accepted['bot'] == BURST and not problems else 'NO'}; "
+            f"{accepted['bot']} accepted in {bot_wall:.2f} s vs no-op {accepted['noop']} in "
+            f"{base_wall:.2f} s",
+        ),
+        Row(
+            f"{name} + {REDELIVERIES} redeliveries: duplicates",
+            str(duplicates),
+            "-",
+            None,
+            f"goal: 0; met: {'yes' if duplicates == 0 else 'NO'}; {dup_tasks} extra ECS tasks "
+            f"({tasks2} tasks for {prs2} PRs), {dup_threads} extra root threads "
+            f"({roots2} roots for {root_prs2} PRs)",
+        ),
         Row(
             f"{name} p50",
             fmt_ms(percentile(bot_lat, 50)),
             fmt_ms(percentile(base_lat, 50)),
             ratio(percentile(bot_lat, 50), percentile(base_lat, 50)),
-            f"bot vs no-op on_pull_request; moto: {tasks} tasks ({running} RUNNING, {prs} PRs), "
+            f"goal: none (context); met: n/a; bot vs no-op on_pull_request; "
+            f"moto: {tasks} tasks ({running} RUNNING, {prs} PRs), "
             f"Slack stub: {roots} root threads; {_statuses(bot_status)}; {verdict}",
         ),
         Row(
@@ -528,7 +567,8 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
             fmt_ms(percentile(bot_lat, 99)),
             fmt_ms(percentile(base_lat, 99)),
             ratio(percentile(bot_lat, 99), percentile(base_lat, 99)),
-            f"burst answered in {bot_wall:.2f} s vs {base_wall:.2f} s; all {BURST} launches "
+            f"goal: none (context); met: n/a; burst answered in {bot_wall:.2f} s vs "
+            f"{base_wall:.2f} s; all {BURST} launches "
             f"done {drained:.2f} s after the first delivery",
         ),
         Row(
@@ -536,6 +576,7 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
             f"+{tasks2 - tasks} tasks, +{roots2 - roots} threads",
             "-",
             None,
+            f"goal: +0 tasks, +0 threads; met: {'yes' if not redo_problems else 'NO'}; "
             f"p50 {fmt_ms(percentile(redo_lat, 50))}, p99 {fmt_ms(percentile(redo_lat, 99))}; "
             f"{_statuses(redo_status)}; {redo_verdict}",
         ),

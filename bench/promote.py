@@ -310,6 +310,8 @@ def run() -> list[Row]:
                 fmt_s(copy_median),
                 fmt_s(docker_median),
                 ratio(copy_median, docker_median),
+                f"goal: faster than pull+tag+push (ratio < 1); "
+                f"met: {'yes' if copy_median < docker_median else 'NO'}; "
                 f"manifest copy vs docker pull+tag+push of a {LAYER_BYTES >> 20} MB image; "
                 f"{RUNS} runs each, alternating",
             )
@@ -321,6 +323,7 @@ def run() -> list[Row]:
                 fmt_s(copy_median),
                 "-",
                 None,
+                f"goal: faster than pull+tag+push (ratio < 1); met: unknown (no baseline); "
                 f"manifest copy, {RUNS} runs",
             )
         )
@@ -330,7 +333,8 @@ def run() -> list[Row]:
                 "-",
                 "-",
                 None,
-                f"baseline could not run: {docker_problem or 'incomplete runs'}",
+                f"goal: n/a; met: n/a; baseline could not run: "
+                f"{docker_problem or 'incomplete runs'}",
             )
         )
 
@@ -349,7 +353,10 @@ def run() -> list[Row]:
             f"{_calls_text(first)} ({sum(first.values())} total)",
             "-",
             None,
-            verdict + ("" if same else f"; runs differed: {calls_seen}"),
+            "goal: BatchGetImage 1 + PutImage 1 (no image bytes), DescribeImages allowed; "
+            f"met: {'yes' if expected and not extra and same else 'NO'}; "
+            + verdict
+            + ("" if same else f"; runs differed: {calls_seen}"),
         )
     )
     return rows
