@@ -8,10 +8,11 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+import aiohttp
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -49,6 +50,7 @@ class Runtime:
     on_pull_request: PullRequestHandler
     bolt: AsyncApp | None = None
     web_client: AsyncWebClient | None = None
+    _http: aiohttp.ClientSession | None = field(default=None, repr=False)
 
     async def start(self, *, watch: bool = True) -> None:
         """Open the store; with ECS configured, reconcile with it and start the watcher."""
@@ -58,8 +60,16 @@ class Runtime:
             self.services.tasks.spawn(watcher, name="environment watcher", service=True)
             await self.services.prompts.resume()
 
+    def http(self) -> aiohttp.ClientSession:
+        """One HTTP session for the bot's own calls (response_urls), made on first use."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self._http
+
     async def stop(self) -> None:
         await self.services.tasks.close()
+        if self._http is not None:
+            await self._http.close()
         await self.services.environments.close()
         await self.services.prompts.close()
         await self.services.store.close()
@@ -138,11 +148,12 @@ def build_runtime(
 
 
 class SlackReply:
-    """Answers a slash command through its response_url, falling back to an ephemeral post."""
+    """Answers a slash command or a click through its response_url, on the bot's one HTTP
+    session (no new connection per answer); when that fails, by an ephemeral post instead."""
 
-    def __init__(self, respond: AsyncRespond, chat: Chat, channel: str, user: str) -> None:
-        self._respond = respond
-        self._chat = chat
+    def __init__(self, response_url: str | None, runtime: Runtime, channel: str, user: str) -> None:
+        self._url = response_url
+        self._runtime = runtime
         self._channel = channel
         self._user = user
 
@@ -154,23 +165,28 @@ class SlackReply:
         in_channel: bool = False,
         replace_original: bool = False,
     ) -> None:
-        try:
-            response = await self._respond(
-                text=text,
-                blocks=blocks,
-                response_type="in_channel" if in_channel else "ephemeral",
-                replace_original=replace_original,
-            )
-            status = response.status_code
-        except Exception as exc:  # an expired or used-up response_url must not lose the answer
-            status = 0
-            logger.warning("response_url failed (%s)", type(exc).__name__)
+        text, blocks = slack_ui.fit(text, blocks)
+        status = 0
+        if self._url:
+            body: dict[str, Any] = {
+                "text": text,
+                "response_type": "in_channel" if in_channel else "ephemeral",
+                "replace_original": replace_original,
+            }
+            if blocks is not None:
+                body["blocks"] = blocks
+            try:
+                async with self._runtime.http().post(self._url, json=body) as response:
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as exc:  # must not lose the answer
+                logger.warning("response_url failed (%s)", type(exc).__name__)
         if status != 200:
             logger.warning("response_url answered %s; posting the answer instead", status)
+            chat = self._runtime.services.chat
             if in_channel:
-                await self._chat.post(self._channel, text, blocks)
+                await chat.post(self._channel, text, blocks)
             else:
-                await self._chat.ephemeral(self._channel, self._user, text, blocks)
+                await chat.ephemeral(self._channel, self._user, text, blocks)
 
 
 async def relay_reply(services: Services, event: dict[str, Any]) -> None:
@@ -202,7 +218,7 @@ def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
     )
 
     @bolt.command(SLASH_COMMAND)
-    async def on_uat(ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_uat(ack: AsyncAck, command: dict[str, Any]) -> None:
         ctx = CommandContext(
             services=runtime.services,
             user_id=command["user_id"],
@@ -210,7 +226,7 @@ def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
             user_name=command.get("user_name", ""),
             trigger_id=command.get("trigger_id"),
             reply=SlackReply(
-                respond, runtime.services.chat, command["channel_id"], command["user_id"]
+                command.get("response_url"), runtime, command["channel_id"], command["user_id"]
             ),
         )
 
@@ -220,7 +236,7 @@ def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
         await runtime.dispatcher.dispatch(ctx, command.get("text", ""), acknowledge)
 
     @bolt.action(re.compile(r"^uat\."))
-    async def on_button(ack: AsyncAck, body: dict[str, Any], respond: AsyncRespond) -> None:
+    async def on_button(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         action = body["actions"][0]
         user = body["user"]["id"]
@@ -232,7 +248,7 @@ def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
             user_name=body["user"].get("username", ""),
             trigger_id=body.get("trigger_id"),
             message_ts=body["container"].get("message_ts"),
-            reply=SlackReply(respond, runtime.services.chat, channel, user),
+            reply=SlackReply(body.get("response_url"), runtime, channel, user),
         )
         runtime.dispatcher.click(ctx, action["action_id"], action.get("value", ""))
 

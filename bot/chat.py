@@ -72,6 +72,7 @@ class SlackChat:
     async def post(
         self, channel: str, text: str, blocks: Blocks | None = None, thread_ts: str | None = None
     ) -> str:
+        text, blocks = slack_ui.fit(text, blocks)
         response = await self._send(
             "chat.postMessage",
             channel,
@@ -82,6 +83,7 @@ class SlackChat:
         return str(response["ts"])
 
     async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
+        text, blocks = slack_ui.fit(text, blocks)
         await self._send(
             "chat.update",
             channel,
@@ -91,6 +93,7 @@ class SlackChat:
     async def ephemeral(
         self, channel: str, user: str, text: str, blocks: Blocks | None = None
     ) -> None:
+        text, blocks = slack_ui.fit(text, blocks)
         await self._send(
             "chat.postEphemeral",
             channel,

@@ -40,6 +40,22 @@ def plain(text: str) -> str:
     return SLACK_MENTION.sub(r"@\1", SLACK_DATE.sub(r"\1", text))
 
 
+MAX_BLOCKS = 50  # per message (Slack refuses more)
+MAX_TEXT = 39_000  # Slack truncates a message's text at 40,000 characters
+OVERVIEW_ROWS = 100
+
+
+def fit(text: str, blocks: list[Block] | None) -> tuple[str, list[Block] | None]:
+    """Whatever the caller built, a message Slack accepts: at most 50 blocks and 39,000
+    characters of text, with what was cut said in the message."""
+    if len(text) > MAX_TEXT:
+        text = text[:MAX_TEXT] + "\n… (cut: too long for one Slack message)"
+    if blocks is not None and len(blocks) > MAX_BLOCKS:
+        cut = len(blocks) - (MAX_BLOCKS - 1)
+        blocks = [*blocks[: MAX_BLOCKS - 1], context_block(f"… {cut} more parts not shown")]
+    return text, blocks
+
+
 def text_block(text: str) -> Block:
     return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
 
@@ -475,7 +491,7 @@ def environments_overview(
         text = "No active environments. Label a PR `uat` to start one."
         return text, [text_block(text)]
     rows = []
-    for env in envs:
+    for env in envs[:OVERVIEW_ROWS]:
         d = env.data
         tags = [t for t in d.get("image_tags", []) if t not in ("latest", "staging")]
         url = app_url(env, settings) if env.state == "ready" else None
@@ -487,7 +503,12 @@ def environments_overview(
             + (f" · idle stop {when(float(d['idle_until']))}" if d.get("idle_until") else "")
             + (f" · <{url}|app>" if url else "")
         )
-    text = "\n".join(rows)
+    if len(envs) > OVERVIEW_ROWS:
+        rows.append(
+            f"…and {len(envs) - OVERVIEW_ROWS} more ({len(envs)} active). "
+            "`/uat status PR-123` shows one."
+        )
+    text = f"{len(envs)} active environment(s)"
     return text, [text_block(chunk) for chunk in _chunks(rows)]
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from bot import slack_ui
 from bot.environments import Environments
+from bot.store import Environment
 from tests.conftest import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory, corpus
 from tests.signing import block_actions_body, event_body, slack_headers
 from tests.uat_aws import BASE_FAMILY, OWN_FAMILY, Containers, UatAccount, set_up_account
@@ -525,3 +526,25 @@ async def test_the_restart_button_replaces_the_task_once(uat: Bot, account: UatA
     assert len(account.tasks(desired="RUNNING")) == 1
     assert len(account.tasks()) == 2  # the first one was stopped, one replacement started
     assert uat.slack.responses[-1].body["text"] == slack_ui.CARD_USED
+
+
+async def test_a_long_overview_still_fits_in_one_slack_answer(make_bot: BotFactory) -> None:
+    bot: Bot = await make_bot()
+    store = bot.runtime.services.store
+    for number in range(1, 121):
+        await store.save_environment(
+            Environment(
+                repo="acme/web",
+                pr=number,
+                state="running",
+                label="uat",
+                data={"launch_started": 1.0, "idle_until": 2.0, "image_tags": ["abc1234"]},
+            )
+        )
+    await bot.slash("status")
+    await bot.settle()
+    [answer] = bot.slack.responses
+    assert answer.error is None, answer.errors  # Slack would accept it
+    shown = json.dumps(answer.body["blocks"])
+    assert "acme/web#100*" in shown and "acme/web#101*" not in shown
+    assert "and 20 more (120 active)" in shown
