@@ -401,6 +401,7 @@ class Ecs(_Gateway):
                 launchType="FARGATE",
                 count=1,
                 startedBy=started_by,
+                clientToken=started_by,  # a retried RunTask whose answer was lost starts nothing
                 networkConfiguration={
                     "awsvpcConfiguration": {
                         "subnets": list(settings.uat_subnets),

@@ -42,7 +42,7 @@ ECS_STOPPING = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETE
 MANAGED_BY = "uat-bot"
 IDLE_WARNING_S = 15 * 60
 WATCHER_LEASE = "watcher"
-LAUNCH_LEASE_S = 300.0
+LAUNCH_LEASE_S = 15.0
 HEALTH_TIMEOUT_S = 3.0
 PR_REF = re.compile(r"^(?:(?P<repo>[\w.-]+/[\w.-]+)#|PR-|#)?(?P<number>\d{1,9})$", re.IGNORECASE)
 
@@ -122,7 +122,8 @@ class Environments:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self._http: aiohttp.ClientSession | None = None
-        self._launching: set[str] = set()  # sessions this process is launching now
+        self._launching: set[str] = set()  # sessions this process launches or is about to
+        self._running: set[str] = set()  # sessions whose launch() is under way here
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.polls = 0
 
@@ -281,16 +282,39 @@ class Environments:
 
         A lease per PR makes sure one launcher at a time works on it, across replicas.
         """
-        lease = f"launch:{repo}#{pr}"
-        if not await self.store.hold_lease(lease, self.replica, LAUNCH_LEASE_S):
-            self._launching.discard(session)
-            return  # another replica is launching it right now
+        if session in self._running:
+            return  # this process already launches that session
+        self._running.add(session)  # before any await: a second call in this process stops above
         self._launching.add(session)
+        lease, holder = f"launch:{repo}#{pr}", f"{self.replica}/{session}"
         try:
-            await self._launch(repo, pr, session)
+            # Another launch of this PR (an older session, maybe on another replica) goes first;
+            # it gives up as soon as it sees it was superseded, or its lease lapses if it died.
+            while not await self.store.hold_lease(lease, holder, LAUNCH_LEASE_S):
+                if not await self._still_launching(repo, pr, session):
+                    return
+                await asyncio.sleep(LAUNCH_LEASE_S / 4)
+            heartbeat = asyncio.create_task(self._keep_lease(lease, holder))
+            try:
+                await self._launch(repo, pr, session)
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+                await self.store.release_lock(lease, holder)
         finally:
+            self._running.discard(session)
             self._launching.discard(session)
-            await self.store.release_lock(lease, self.replica)
+
+    async def _still_launching(self, repo: str, pr: int, session: str) -> bool:
+        env = await self.store.get_environment(repo, pr)
+        return env is not None and env.state == "starting" and env.data.get("session") == session
+
+    async def _keep_lease(self, lease: str, holder: str) -> None:
+        """Renew a launch's lease while it runs, so a dead launcher's lapses within seconds."""
+        while True:
+            await asyncio.sleep(LAUNCH_LEASE_S / 3)
+            await self.store.hold_lease(lease, holder, LAUNCH_LEASE_S)
 
     async def _launch(self, repo: str, pr: int, session: str) -> None:
         env = await self._ensure_thread(repo, pr, session)

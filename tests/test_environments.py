@@ -367,7 +367,7 @@ async def test_status_stop_and_extend_from_slack(
     await envs(uat).poll()
     await uat.slash("status")
     await uat.settle()
-    assert "Codertocat/Hello-World#2" in uat.slack.responses[-1].body["text"]
+    assert "Codertocat/Hello-World#2" in json.dumps(uat.slack.responses[-1].body["blocks"])
     await uat.slash("status PR-2")
     await uat.settle()
     detail = str(uat.slack.responses[-1].body)
