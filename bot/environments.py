@@ -657,7 +657,9 @@ class Environments:
         )
 
     async def reconcile(self) -> None:
-        """Resume interrupted launches and stops, and stop tasks no environment owns."""
+        """Resume interrupted launches and stops, bring threads up to date, and stop tasks no
+        environment owns."""
+        await self._catch_up()
         envs = await self.store.list_environments(ACTIVE)
         sessions = {e.data.get("session") for e in envs if e.state in LIVE}
         for env in envs:
@@ -709,6 +711,8 @@ class Environments:
         env = await self.store.get_environment(pr.repo, pr.number)
         if env is None or env.state not in LIVE or not env.thread_ts:
             return
+        if not await self.store.claim(f"commits:{pr.repo}#{pr.number}@{pr.head_sha}", "note"):
+            return  # said already (the same push delivered twice)
         text, blocks = slack_ui.new_commits(env, pr.head_sha, actor)
         await self.chat.post(self.settings.uat_channel or "", text, blocks, env.thread_ts)
 
@@ -790,6 +794,28 @@ class Environments:
         await self.chat.update(self.settings.uat_channel, env.thread_ts, text, blocks)
         if reply is not None:
             await self.chat.post(self.settings.uat_channel, reply[0], reply[1], env.thread_ts)
+        if env.data.get("shown") != env.state:  # what the thread shows, for after a crash
+            state = env.state
+            await self._change(
+                env.repo,
+                env.pr,
+                lambda e: (
+                    replace(e, data={**e.data, "shown": state})
+                    if e.state == state and e.data.get("shown") != state
+                    else None
+                ),
+            )
+
+    async def _catch_up(self) -> None:
+        """Threads a crash left behind their environment's state are brought up to date."""
+        for env in await self.store.list_environments():
+            if env.thread_ts and env.data.get("shown") != env.state and env.state != "new":
+                reply = {
+                    "ready": lambda e: slack_ui.ready_reply(e, self.settings),
+                    "failed": slack_ui.failed_reply,
+                    "stopped": slack_ui.stopped_reply,
+                }.get(env.state)
+                await self._show(env, reply=reply(env) if reply else None)
 
     async def _note(self, env: Environment, text: str) -> None:
         if env.thread_ts and self.settings.uat_channel:

@@ -174,17 +174,19 @@ class WebhookEndpoint:
             return _answer(400, error=f"pull_request payload: {exc}"), "bad_payload"
         if self.repositories and parsed.repo.lower() not in self.repositories:
             return _answer(202, ignored=f"repository {parsed.repo} is not handled"), "ignored"
-        if not await self.store.claim(delivery, event):
+        # A delivery counts as handled once its effect is recorded: the handler is idempotent
+        # (every state change is a compare-and-set), so a delivery cut short by a crash, or
+        # the same one arriving twice at once, is simply handled again.
+        if await self.store.claimed(f"done:{delivery}"):
             logger.info("delivery %s was already handled", delivery)
             return _answer(200, duplicate=True), "duplicate"
         try:
             await self.on_pull_request(parsed)
         except UserError as exc:
-            await self.store.forget(delivery)
             logger.warning("delivery %s not handled: %s", delivery, exc)
             return _answer(503, error=str(exc)), "refused"
         except Exception:
-            await self.store.forget(delivery)
             logger.exception("handling delivery %s failed", delivery)
             return _answer(500, error="handling failed; GitHub may redeliver"), "error"
+        await self.store.claim(f"done:{delivery}", event)
         return _answer(202, accepted=delivery), "accepted"

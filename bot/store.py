@@ -100,6 +100,10 @@ class Store(Protocol):
         """Record a one-time key (a webhook delivery ID, a card click); False if already taken."""
         ...
 
+    async def claimed(self, key: str) -> bool:
+        """Whether `key` was claimed (without claiming it)."""
+        ...
+
     async def forget(self, key: str) -> None:
         """Undo a claim whose handling failed, so the sender's retry is acted on."""
         ...
@@ -275,6 +279,10 @@ class SqliteStore:
             (key, kind, self._clock()),
         )
         return cur.rowcount == 1
+
+    async def claimed(self, key: str) -> bool:
+        async with self.db.execute("SELECT 1 FROM deliveries WHERE id = ?", (key,)) as cur:
+            return await cur.fetchone() is not None
 
     async def forget(self, key: str) -> None:
         await self.db.execute("DELETE FROM deliveries WHERE id = ?", (key,))

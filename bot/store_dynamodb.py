@@ -302,6 +302,10 @@ class DynamoStore:
             "PutItem (claim)", lambda: self._put(item, "attribute_not_exists(pk)")
         )
 
+    async def claimed(self, key: str) -> bool:
+        item = await self._call("GetItem (claim)", lambda: self._get(_key(f"claim#{key}", "claim")))
+        return item is not None
+
     async def forget(self, key: str) -> None:
         def run() -> None:
             self.client.delete_item(TableName=self.table, Key=_key(f"claim#{key}", "claim"))
