@@ -1,0 +1,131 @@
+"""`uat-bot serve` as a real process: started, probed, killed with SIGKILL and restarted.
+
+The test's event loop keeps serving the Slack stub and the stand-in containers while a bot
+process runs, so every wait here is an asyncio sleep, never a blocking one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class BotProcess:
+    """One bot configuration; each `start()` runs a fresh process of it on the same port."""
+
+    env: dict[str, str]
+    cwd: Path
+    port: int = field(default_factory=free_port)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.procs[-1] if self.procs else None
+
+    def log(self, index: int = -1) -> Path:
+        number = index if index >= 0 else len(self.procs) + index
+        return self.cwd / f"bot{number}.log"
+
+    def logs(self) -> str:
+        """Every process's log, for a failure message."""
+        return "\n".join(
+            f"----- bot{i}.log\n" + self.log(i).read_text(errors="replace")
+            for i in range(len(self.procs))
+            if self.log(i).exists()
+        )
+
+    async def start(self, timeout: float = 20.0) -> subprocess.Popen[bytes]:  # noqa: ASYNC109
+        """Start the bot and wait until /healthz answers 200."""
+        proc = self._spawn()
+        self.procs.append(proc)
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    raise AssertionError(f"the bot exited with {proc.returncode}\n{self.logs()}")
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(
+                        f"{self.url}/healthz", timeout=aiohttp.ClientTimeout(total=1)
+                    ) as response:
+                        if response.status == 200:
+                            return proc
+                await asyncio.sleep(0.02)
+        raise AssertionError(f"the bot did not answer /healthz in {timeout}s\n{self.logs()}")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """`python -m bot.cli serve` in its own session, its output in bot<n>.log."""
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", str(self.cwd)),
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "UAT_HOST": "127.0.0.1",
+            "UAT_PORT": str(self.port),
+            **self.env,
+        }
+        with self.log(len(self.procs)).open("wb") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bot.cli", "serve"],
+                env=env,
+                cwd=self.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    async def kill(self) -> None:
+        """SIGKILL: nothing is released, flushed or said goodbye to."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            await self.wait(proc, 10)
+
+    async def terminate(self, timeout: float = 15.0) -> int:  # noqa: ASYNC109
+        """SIGTERM, as an orchestrator stops it; the exit code once it has shut down."""
+        proc = self.proc
+        assert proc is not None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        return await self.wait(proc, timeout)
+
+    @staticmethod
+    async def wait(proc: subprocess.Popen[bytes], timeout: float) -> int:  # noqa: ASYNC109
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"process {proc.pid} did not exit in {timeout}s")
+            await asyncio.sleep(0.01)
+        return int(proc.returncode)
+
+    def cleanup(self) -> None:
+        """Kill whatever is still running (a failed test's leftovers), by process group."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)

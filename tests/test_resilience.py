@@ -1,0 +1,949 @@
+"""Resilience: SIGKILLs at random points, replicas on one table, AWS throttling, hung containers.
+
+Everything runs on 127.0.0.1: the real `uat-bot serve` (a subprocess, for the kills) or the
+in-process app, moto's server (directly or behind a faulty proxy), the Slack stub and stand-in
+containers; the 10.x addresses moto invents are never dialled.
+
+The crashes and races the kill loop runs into are also pinned one at a time, deterministically,
+below it. One is still a bug in bot/: `test_bug_*` is `xfail(strict=True)` and the loop excuses
+exactly its trace (see `KNOWN BUG`); fix it, then delete both. `UAT_RESILIENCE_SEED=<n>` replays
+the loop with another seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import pytest
+from aiohttp import web
+from botocore.retries.standard import ExponentialBackoff
+
+from bot import slack_ui
+from bot.environments import LAUNCH_LEASE_S, Environments
+from bot.github import PullRequestEvent
+from bot.store import Environment
+from tests.conftest import (
+    BOT_TOKEN,
+    CHANNEL,
+    DEPLOYER,
+    SIGNING_SECRET,
+    WEBHOOK_SECRET,
+    Bot,
+    BotFactory,
+)
+from tests.processes import BotProcess
+from tests.signing import github_headers
+from tests.slack_stub import SlackStub
+from tests.test_environments import REPO, pr_event
+from tests.uat_aws import Containers, UatAccount, set_up_account
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+async def containers() -> AsyncIterator[Containers]:
+    stand_in = Containers()
+    await stand_in.start()
+    yield stand_in
+    await stand_in.stop()
+
+
+@pytest.fixture
+def account(aws_env: dict[str, str]) -> UatAccount:
+    return set_up_account(aws_env["AWS_ENDPOINT_URL"])
+
+
+@pytest.fixture
+def bot_process(
+    slack: SlackStub,
+    account: UatAccount,
+    containers: Containers,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+) -> Iterator[BotProcess]:
+    env = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "UAT_CHANNEL": CHANNEL,
+        "UAT_DEPLOYERS": DEPLOYER,
+        "UAT_DB": str(tmp_path / "uat-bot.db"),
+        "UAT_PROMPT_TOKEN": "test-prompt-token-0123456789",
+        **aws_env,
+        **account.env(containers.url),
+        "UAT_POLL_SECONDS": "0.5",
+    }
+    process = BotProcess(env, tmp_path)
+    try:
+        yield process
+    finally:
+        process.cleanup()
+
+
+async def eventually(
+    probe: Callable[[], T],
+    timeout: float,  # noqa: ASYNC109
+    interval: float = 0.05,
+) -> T:
+    """`probe()`'s first truthy answer; AssertionError when `timeout` runs out first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not so within {timeout}s: {probe}")
+        await asyncio.sleep(interval)
+
+
+def read_store(path: str) -> dict[int, dict[str, Any]]:
+    """The environments table, read-only, by PR number."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM environments").fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return {}
+    finally:
+        db.close()
+    return {row["pr"]: {**dict(row), "data": json.loads(row["data"])} for row in rows}
+
+
+async def deliver(
+    http: aiohttp.ClientSession, url: str, payload: dict[str, Any], delivery: str
+) -> int:
+    body = json.dumps(payload).encode()
+    headers = github_headers(WEBHOOK_SECRET, body, "pull_request", delivery)
+    async with http.post(f"{url}/github/webhook", data=body, headers=headers) as response:
+        return response.status
+
+
+# ---------------------------------------------------------------- SIGKILL at random points
+
+KILLS = 20
+SEED = int(os.environ.get("UAT_RESILIENCE_SEED", "20261127"))
+PRS = (2, 3, 4, 5, 6)
+LABELS = ("uat", "uat-staging")
+LIVE = ("starting", "provisioning", "running", "ready")
+
+
+@dataclass
+class Delivery:
+    id: str
+    pr: int
+    action: str
+    label: str | None
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        if self.label is None:
+            return pr_event(self.action, number=self.pr)
+        return pr_event(self.action, self.label, number=self.pr)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.action} {self.label} #{self.pr}" if self.label else f"{self.action} #{self.pr}"
+        )
+
+
+@dataclass
+class Model:
+    """What each PR's labels ask the bot to run (None: nothing), as GitHub would have it."""
+
+    wanted: dict[int, str | None] = field(default_factory=lambda: dict.fromkeys(PRS))
+    sent: int = 0
+
+    def delivery(self, rng: random.Random, pr: int) -> Delivery:
+        running = self.wanted[pr]
+        if running is None:
+            action, label = "labeled", rng.choice(LABELS)
+        else:
+            other = next(name for name in LABELS if name != running)
+            action, label = rng.choice(
+                [
+                    ("unlabeled", running),
+                    ("unlabeled", running),
+                    ("closed", None),
+                    ("labeled", other),
+                    ("labeled", running),
+                ]
+            )
+        self.sent += 1
+        delivery = Delivery(f"kill-{SEED}-{self.sent}", pr, action, label)
+        if action == "labeled":
+            self.wanted[pr] = label
+        elif action == "closed" or running == label:
+            self.wanted[pr] = None
+        return delivery
+
+
+@dataclass
+class Kill:
+    """One SIGKILL: when, and what it interrupted."""
+
+    at: float
+    where: str
+    line: str
+    slack_calls: int = 0
+
+
+async def send_all(
+    http: aiohttp.ClientSession, url: str, deliveries: list[Delivery], gaps: list[float]
+) -> list[Delivery]:
+    """Send in order; return the ones that got no 2xx (the kill cut them)."""
+    for index, (delivery, gap) in enumerate(zip(deliveries, gaps, strict=True)):
+        await asyncio.sleep(gap)
+        try:
+            status = await deliver(http, url, delivery.payload, delivery.id)
+        except (aiohttp.ClientError, OSError):
+            return deliveries[index:]
+        assert status in (200, 202), (str(delivery), status)
+    return []
+
+
+async def redeliver(http: aiohttp.ClientSession, url: str, deliveries: list[Delivery]) -> None:
+    """GitHub's redelivery (same delivery id) of what a kill cut before its 2xx."""
+    for delivery in deliveries:
+        status = await deliver(http, url, delivery.payload, delivery.id)
+        assert status in (200, 202), (str(delivery), status)
+
+
+def classify(
+    before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]], cut: bool, resumed: bool
+) -> str:
+    """What a kill interrupted: a delivery before its answer, launches, stops (or nothing).
+
+    An environment counts when this process worked on it: it changed, or this process had
+    reconciled (and so resumed whatever was left half done)."""
+    touched = [
+        env
+        for pr, env in after.items()
+        if resumed or pr not in before or before[pr]["version"] != env["version"]
+    ]
+    parts = ["delivery"] if cut else []
+    if any(env["state"] in ("new", "starting") for env in touched):
+        parts.append("launch")
+    if any(env["state"] == "stopping" for env in touched):
+        parts.append("stop")
+    return "+".join(parts) or "idle"
+
+
+async def first_poll(http: aiohttp.ClientSession, url: str, timeout: float = 8.0) -> None:  # noqa: ASYNC109
+    """Wait until the bot's watcher has taken the lease, reconciled and polled once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        async with http.get(f"{url}/metrics") as response:
+            text = await response.text()
+        for line in text.splitlines():
+            if line.startswith("uat_poll_duration_seconds_count") and float(line.split()[-1]):
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the watcher did not poll within {timeout}s")
+
+
+async def test_sigkill_at_random_points_converges_after_restart(
+    bot_process: BotProcess, account: UatAccount, slack: SlackStub
+) -> None:
+    """20 SIGKILLs at random points during deliveries, launches and stops; after a restart
+    every environment converges: one task per labelled PR, none for the rest, no orphan, one
+    thread per PR whose card shows its state."""
+    rng = random.Random(SEED)
+    model = Model()
+    kills: list[Kill] = []
+    db = bot_process.env["UAT_DB"]
+    cut: list[Delivery] = []
+    async with aiohttp.ClientSession() as http:
+        for number in range(KILLS):
+            # Every other process first resumes what the previous one left (its watcher takes
+            # the lease, reconciles and polls), so kills land in resumed launches and stops
+            # too; the others get their deliveries while their watcher may be taking over.
+            resumed = rng.random() < 0.5
+            await bot_process.start()
+            await redeliver(http, bot_process.url, cut)
+            if resumed:
+                await first_poll(http, bot_process.url)
+            before = read_store(db)
+            deliveries = [
+                model.delivery(rng, rng.choice(PRS)) for _ in range(rng.choice((1, 2, 3)))
+            ]
+            gaps = [rng.uniform(0, 0.15) if i else 0.0 for i in range(len(deliveries))]
+            delay = rng.uniform(0, 0.4)
+            sender = asyncio.create_task(send_all(http, bot_process.url, deliveries, gaps))
+            await asyncio.sleep(delay)
+            await bot_process.kill()
+            killed_at = time.time()
+            cut = await sender
+            where = classify(before, read_store(db), bool(cut), resumed)
+            sent = ", ".join(map(str, deliveries)) or "nothing"
+            kills.append(
+                Kill(
+                    killed_at,
+                    where,
+                    f"kill {number:2d}: {delay * 1000:3.0f} ms after sending {sent}"
+                    f"{' (after its first poll)' if resumed else ''}: mid-{where}"
+                    + (f", cut {', '.join(map(str, cut))}" if cut else ""),
+                    len(slack.calls),
+                ),
+            )
+        await bot_process.start()
+        await redeliver(http, bot_process.url, cut)
+        summary = summarize(kills)
+        print(summary)
+        # a launch the last kill cut waits for its dead lease to lapse: LAUNCH_LEASE_S at most
+        problems, excused = await converged(
+            account, slack, db, model, kills, timeout=2 * LAUNCH_LEASE_S
+        )
+        print("\n".join(f"KNOWN BUG, excused: {line}" for line in excused))
+        assert not problems, "\n".join(
+            [*problems, summary, slack_log(slack, kills), bot_process.logs()[-30000:]]
+        )
+        assert await bot_process.terminate() == 0
+
+
+def abandoned_roots(slack: SlackStub, kills: list[Kill]) -> set[str]:
+    """Root messages posted by a process that was killed later, never updated nor replied to."""
+    last_killed = max((k.slack_calls for k in kills), default=0)
+    posted = {
+        str(call.response["ts"]): index
+        for index, call in enumerate(slack.calls)
+        if call.method == "chat.postMessage" and call.ok and call.response is not None
+    }
+    used = {
+        str(call.params.get("ts") or call.params.get("thread_ts"))
+        for call in slack.calls
+        if call.method in ("chat.update", "chat.postMessage")
+    }
+    return {ts for ts, index in posted.items() if index < last_killed and ts not in used}
+
+
+def slack_log(slack: SlackStub, kills: list[Kill]) -> str:
+    """The bot's posts and card updates in order, with the kills between them."""
+    lines = []
+    marks = {k.slack_calls: n for n, k in enumerate(kills)}
+    for index, call in enumerate(slack.calls):
+        if index in marks:
+            lines.append(f"  --- kill {marks[index]}")
+        if call.method in ("chat.postMessage", "chat.update"):
+            ts = (call.response or {}).get("ts")
+            text = str(call.params.get("text", ""))[:70]
+            lines.append(f"  {call.method} {ts} thread={call.params.get('thread_ts')} {text}")
+    return "Slack:\n" + "\n".join(lines)
+
+
+def summarize(kills: list[Kill]) -> str:
+    count = {part: sum(part in k.where for k in kills) for part in ("delivery", "launch", "stop")}
+    return "\n".join(
+        [
+            *(k.line for k in kills),
+            f"{len(kills)} kills: {count['launch']} mid-launch, {count['stop']} mid-stop, "
+            f"{count['delivery']} before a delivery's answer, "
+            f"{sum(k.where == 'idle' for k in kills)} while idle",
+        ]
+    )
+
+
+def check(
+    account: UatAccount,
+    slack: SlackStub,
+    db: str,
+    model: Model,
+    kills: list[Kill],
+    excused: list[str],
+) -> list[str]:
+    """Everything that differs from the converged state (nothing, once converged); what a
+    KNOWN BUG explains is added to `excused` instead."""
+    problems: list[str] = []
+    envs = read_store(db)
+    running = account.tasks(desired="RUNNING")
+    live = {e["data"].get("session"): pr for pr, e in envs.items() if e["state"] in LIVE}
+    for task in running:
+        tags = {t["key"]: t["value"] for t in task.get("tags", [])}
+        if tags.get("managed-by") == "uat-bot" and task["startedBy"] not in live:
+            problems.append(f"orphan task {task['taskArn']} ({task['startedBy']})")
+    roots = [m for m in slack.messages.get(CHANNEL, []) if m.get("thread_ts") in (None, m["ts"])]
+    abandoned = abandoned_roots(slack, kills)
+    for pr in PRS:
+        env = envs.get(pr)
+        wanted = model.wanted[pr]
+        tasks = [t for t in running if {"key": "pr", "value": str(pr)} in t.get("tags", [])]
+        if wanted is None:
+            if env is not None and env["state"] != "stopped":
+                problems.append(f"#{pr}: wants nothing, but the store says {env['state']}")
+            if tasks:
+                problems.append(f"#{pr}: wants nothing, but {len(tasks)} task(s) run")
+        else:
+            if env is None or (env["state"], env["label"]) != ("running", wanted):
+                seen = env and (env["state"], env["label"])
+                problems.append(f"#{pr}: wants {wanted} running, but the store says {seen}")
+            if len(tasks) != 1:
+                problems.append(f"#{pr}: wants one task, but {len(tasks)} run")
+            elif env is not None and (
+                (tasks[0]["taskArn"], tasks[0]["startedBy"])
+                != (env["task_arn"], env["data"].get("session"))
+            ):
+                problems.append(f"#{pr}: the task running is not the one the store knows")
+        mine = [m for m in roots if m["text"].startswith(f"{REPO}#{pr} ")]
+        thread = env["thread_ts"] if env else None
+        if thread is None:
+            if mine:
+                problems.append(f"#{pr}: no thread in the store, but {len(mine)} root message(s)")
+            elif wanted is not None:
+                problems.append(f"#{pr}: runs without a thread")
+            continue
+        # KNOWN BUG (test_bug_a_kill_between_posting_a_thread_and_saving_it_opens_a_second):
+        # a root posted by a process killed before it saved the ts is abandoned, never used.
+        extra = [m["ts"] for m in mine if m["ts"] != thread and m["ts"] not in abandoned]
+        excused += [
+            f"#{pr}: abandoned root message {m['ts']}" for m in mine if m["ts"] in abandoned
+        ]
+        if thread not in [m["ts"] for m in mine] or extra:
+            problems.append(f"#{pr}: thread {thread}, but root messages {[m['ts'] for m in mine]}")
+        else:
+            card = next(m for m in mine if m["ts"] == thread)["text"]
+            if not card.endswith(f"— {env['state']}"):
+                problems.append(f"#{pr}: the card says {card!r}, the store {env['state']!r}")
+    strangers = [m for m in roots if not any(m["text"].startswith(f"{REPO}#{pr} ") for pr in PRS)]
+    if strangers:
+        problems.append(f"root messages of no PR: {[m['text'] for m in strangers]}")
+    return problems
+
+
+async def converged(
+    account: UatAccount,
+    slack: SlackStub,
+    db: str,
+    model: Model,
+    kills: list[Kill],
+    timeout: float,  # noqa: ASYNC109
+) -> tuple[list[str], list[str]]:
+    """Poll until converged: the problems left when `timeout` runs out, and what was excused."""
+    deadline = time.monotonic() + timeout
+    while True:
+        excused: list[str] = []
+        problems = await asyncio.to_thread(check, account, slack, db, model, kills, excused)
+        if not problems or time.monotonic() > deadline:
+            return problems, excused
+        await asyncio.sleep(0.25)
+
+
+# ---------------------------------------------------------------- crashes and races, one at a time
+
+
+async def test_a_launch_cut_by_a_kill_is_resumed_after_restart(
+    bot_process: BotProcess, account: UatAccount
+) -> None:
+    """The killed launcher's lease is left behind; it lapses (LAUNCH_LEASE_S after its last
+    renewal) and the restarted bot carries on with the launch."""
+    db = bot_process.env["UAT_DB"]
+    await bot_process.start()
+    async with aiohttp.ClientSession() as http:
+        assert await deliver(http, bot_process.url, pr_event("labeled", "uat"), "cut-1") == 202
+    # the launch is under way: it holds its lease and has posted the card
+    await eventually(lambda: (read_store(db).get(2) or {}).get("thread_ts"), 10, 0.002)
+    await bot_process.kill()
+    env = read_store(db)[2]
+    assert (env["state"], env["task_arn"]) == ("starting", None), "the kill came too late"
+    killed = time.monotonic()
+    await bot_process.start()
+    await eventually(lambda: read_store(db)[2]["state"] != "starting", 1.5 * LAUNCH_LEASE_S + 5)
+    print(f"resumed and launched {time.monotonic() - killed:.1f}s after the kill")
+    assert read_store(db)[2]["state"] == "running"
+    assert len(account.tasks(desired="RUNNING")) == 1
+    assert await bot_process.terminate() == 0
+
+
+@pytest.fixture
+async def uat(account: UatAccount, containers: Containers, make_bot: BotFactory) -> Bot:
+    bot: Bot = await make_bot(**account.env(containers.url))
+    await bot.settle_startup()
+    return bot
+
+
+def root_messages(slack: SlackStub) -> list[dict[str, Any]]:
+    return [m for m in slack.messages.get(CHANNEL, []) if m.get("thread_ts") in (None, m["ts"])]
+
+
+async def env_of(bot: Bot, pr: int = 2) -> Environment:
+    env = await bot.runtime.services.store.get_environment(REPO, pr)
+    assert env is not None
+    return env
+
+
+async def killed() -> None:
+    """What the rest of the work looks like when the process dies here."""
+    raise asyncio.CancelledError
+
+
+async def test_a_delivery_cut_before_its_effect_was_recorded_is_acted_on_when_redelivered(
+    uat: Bot, account: UatAccount
+) -> None:
+    real = uat.runtime.on_pull_request
+
+    async def die(event: PullRequestEvent) -> None:
+        await killed()
+
+    uat.runtime.on_pull_request = die
+    with contextlib.suppress(aiohttp.ClientError):
+        await uat.github("pull_request", pr_event("labeled", "uat"), delivery="cut-2")
+    uat.runtime.on_pull_request = real
+    status, body = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="cut-2")
+    await uat.settle()
+    assert (status, body) == (202, {"accepted": "cut-2"})
+    assert len(account.tasks(desired="RUNNING")) == 1
+    status, body = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="cut-2")
+    assert (status, body) == (200, {"duplicate": True})
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a bug in bot/: see the docstring")
+async def test_bug_a_kill_between_posting_a_thread_and_saving_it_opens_a_second(
+    account: UatAccount, containers: Containers, make_bot: BotFactory, slack: SlackStub
+) -> None:
+    """KNOWN BUG (bot/environments.py, `_ensure_thread`): the card is posted, then its ts is
+    saved. Killed in between, the resumed launch posts a second root message: the PR has two
+    threads, the first one abandoned (the kill loop runs into it under load)."""
+    first: Bot = await make_bot(**account.env(containers.url))
+    await first.settle_startup()
+    chat = first.runtime.services.environments.chat
+    real_post = chat.post
+
+    async def post_then_die(*args: Any, **kwargs: Any) -> str:
+        await real_post(*args, **kwargs)
+        await killed()
+        return ""
+
+    chat.post = post_then_die  # type: ignore[method-assign]
+    status, _ = await first.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await first.settle()
+    await first.runtime.stop()
+    second: Bot = await make_bot(**account.env(containers.url))
+    await second.settle_startup()
+    await second.settle()
+    assert (await env_of(second)).state == "running"
+    assert len(root_messages(slack)) == 1
+
+
+async def test_a_card_a_kill_left_behind_is_brought_up_to_date_on_start(
+    account: UatAccount, containers: Containers, make_bot: BotFactory, slack: SlackStub
+) -> None:
+    """The state was written, the card not updated yet when the process died."""
+    first: Bot = await make_bot(**account.env(containers.url))
+    await first.settle_startup()
+    await first.github("pull_request", pr_event("labeled", "uat"))
+    await first.settle()
+    environments = first.runtime.services.environments
+
+    async def die(*args: Any, **kwargs: Any) -> None:
+        await killed()
+
+    environments._show = die  # type: ignore[method-assign]
+    await first.github("pull_request", pr_event("unlabeled", "uat"))
+    await first.settle()
+    await first.runtime.stop()
+    [root] = root_messages(slack)
+    assert root["text"].endswith("— running")
+    second: Bot = await make_bot(**account.env(containers.url))
+    await second.settle_startup()
+    assert (await env_of(second)).state == "stopped"
+    [root] = root_messages(slack)
+    assert root["text"].endswith("— stopped"), root["text"]
+    assert "stopped" in slack.thread(CHANNEL, root["ts"])[-1]["text"]
+
+
+async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(
+    uat: Bot, account: UatAccount, slack: SlackStub
+) -> None:
+    """The switch arrives while the first launch waits on Slack (a 429): two launches of one PR
+    in one process, one after the other."""
+    slack.fail("chat.postMessage", status=429, retry_after=1)
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="q-1")
+    assert status == 202
+    await slack.wait_for(lambda s: s.calls_to("chat.postMessage"))  # launch 1 posts its card
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat-staging"), delivery="q-2")
+    assert status == 202
+    await uat.settle()
+    env = await env_of(uat)
+    assert (env.state, env.label) == ("running", "uat-staging")
+    [task] = account.tasks(desired="RUNNING")
+    assert task["startedBy"] == env.data["session"]
+    assert len(root_messages(slack)) == 1
+
+
+async def test_a_reconcile_during_a_launch_does_not_run_it_twice(
+    uat: Bot, account: UatAccount, slack: SlackStub
+) -> None:
+    """A reconcile (the watcher taking the lease) lands while a delivery's launch waits on a
+    slow store round trip: it must not start the same session again."""
+    environments = uat.runtime.services.environments
+    store = uat.runtime.services.store
+    real_hold = store.hold_lease
+
+    async def slow_hold(name: str, holder: str, ttl_s: float) -> bool:
+        if name.startswith("launch:"):
+            await asyncio.sleep(0.2)
+        return await real_hold(name, holder, ttl_s)
+
+    store.hold_lease = slow_hold  # type: ignore[method-assign]
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await environments.reconcile()
+    await uat.settle()
+    tasks = account.tasks(desired="RUNNING")
+    assert len(tasks) == 1, [t["startedBy"] for t in tasks]
+    assert len(root_messages(slack)) == 1
+
+
+# ---------------------------------------------------------------- AWS throttling and 5xx
+
+THROTTLED = {"__type": "ThrottlingException", "message": "Rate exceeded"}
+UNAVAILABLE = {"__type": "ServiceUnavailableException", "message": "Service Unavailable"}
+HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
+
+
+@dataclass
+class Fault:
+    kind: str  # "throttle" (400), "unavailable" (503), "lost" (forwarded, then 503)
+    times: int
+    operation: str | None = None  # the X-Amz-Target's operation; None: any request
+
+
+@dataclass
+class AwsProxy:
+    """A reverse proxy on 127.0.0.1 in front of moto that fails requests as AWS may."""
+
+    upstream: str
+    faults: list[Fault] = field(default_factory=list)
+    seen: list[tuple[str, str]] = field(default_factory=list)  # (operation, what happened)
+    ran: dict[str, bytes] = field(default_factory=dict)  # RunTask's answers by clientToken
+    url: str = ""
+    runner: web.AppRunner | None = None
+    http: aiohttp.ClientSession | None = None
+
+    def fail(self, kind: str, times: int, operation: str | None = None) -> None:
+        self.faults.append(Fault(kind, times, operation))
+
+    def outcomes(self, operation: str) -> list[str]:
+        return [what for op, what in self.seen if op == operation]
+
+    def _fault(self, operation: str) -> Fault | None:
+        for fault in self.faults:
+            if fault.operation in (None, operation):
+                fault.times -= 1
+                if not fault.times:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        operation = request.headers.get("X-Amz-Target", "?").rsplit(".", 1)[-1]
+        token = json.loads(body).get("clientToken") if operation == "RunTask" else None
+        if token in self.ran:  # ECS answers a retried clientToken with the task it started
+            self.seen.append((operation, "idempotent"))
+            return web.Response(body=self.ran[token], content_type="application/x-amz-json-1.1")
+        fault = self._fault(operation)
+        if fault is not None and fault.kind != "lost":
+            throttled = fault.kind == "throttle"
+            self.seen.append((operation, fault.kind))
+            error = THROTTLED if throttled else UNAVAILABLE
+            return web.json_response(
+                error,
+                status=400 if throttled else 503,
+                content_type="application/x-amz-json-1.1",
+                headers={"x-amzn-ErrorType": str(error["__type"])},
+            )
+        assert self.http is not None
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        async with self.http.request(
+            request.method, self.upstream + request.path_qs, data=body, headers=headers
+        ) as upstream:
+            answer = await upstream.read()
+            if token and upstream.status == 200:
+                self.ran[token] = answer
+            if fault is not None:  # done upstream, but the answer never reaches the caller
+                self.seen.append((operation, "lost"))
+                return web.json_response(
+                    UNAVAILABLE, status=503, content_type="application/x-amz-json-1.1"
+                )
+            self.seen.append((operation, str(upstream.status)))
+            kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
+            return web.Response(body=answer, status=upstream.status, headers=kept)
+
+    async def start(self) -> None:
+        self.http = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=50 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self.runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+        if self.http is not None:
+            await self.http.close()
+
+
+@pytest.fixture
+async def aws_proxy(account: UatAccount) -> AsyncIterator[AwsProxy]:
+    proxy = AwsProxy(account.endpoint)
+    await proxy.start()
+    yield proxy
+    await proxy.stop()
+
+
+@pytest.fixture
+async def proxied(
+    account: UatAccount, containers: Containers, aws_proxy: AwsProxy, make_bot: BotFactory
+) -> Bot:
+    """A bot whose every AWS call goes through `aws_proxy`."""
+    bot: Bot = await make_bot(**{**account.env(containers.url), "AWS_ENDPOINT_URL": aws_proxy.url})
+    await bot.settle_startup()
+    return bot
+
+
+async def test_throttling_and_5xx_are_retried_and_one_task_starts(
+    proxied: Bot, aws_proxy: AwsProxy, account: UatAccount, slack: SlackStub
+) -> None:
+    aws_proxy.seen.clear()  # what start-up asked
+    aws_proxy.fail("throttle", 2)
+    aws_proxy.fail("unavailable", 2)
+    aws_proxy.fail("throttle", 1, operation="RunTask")
+    aws_proxy.fail("unavailable", 1, operation="RunTask")
+    started = time.monotonic()
+    status, _ = await proxied.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await proxied.settle()
+    print(f"launched in {time.monotonic() - started:.1f}s through {aws_proxy.seen}")
+    assert [kind for _, kind in aws_proxy.seen[:4]] == ["throttle"] * 2 + ["unavailable"] * 2
+    assert aws_proxy.outcomes("RunTask") == ["throttle", "unavailable", "200"]
+    assert not aws_proxy.faults
+    [task] = account.tasks(desired="RUNNING")
+    env = await env_of(proxied)
+    assert (env.state, env.task_arn) == ("running", task["taskArn"])
+    assert len(root_messages(slack)) == 1
+
+
+async def test_throttling_past_the_retry_budget_fails_the_card_with_awss_reason(
+    proxied: Bot,
+    aws_proxy: AwsProxy,
+    account: UatAccount,
+    slack: SlackStub,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # botocore's own attempts (RETRIES: 6), with its sleeps scaled down from 1 s * 2^n
+    monkeypatch.setitem(ExponentialBackoff._DEFAULT_BACKOFF_CONFIG, "throttling_base_scale", 0.05)
+    aws_proxy.seen.clear()
+    aws_proxy.fail("throttle", 50)
+    status, _ = await proxied.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await proxied.settle()
+    aws_proxy.faults.clear()
+    # RETRIES' max_attempts=6 counts retries: botocore tries 7 times, then gives up
+    assert aws_proxy.seen == [("ListTasks", "throttle")] * 7
+    assert account.tasks() == []
+    reason = (
+        "AWS ListTasks failed (ThrottlingException): AWS is throttling requests; "
+        "try again in a minute."
+    )
+    env = await env_of(proxied)
+    assert (env.state, env.data["reason"]) == ("failed", reason)
+    [root] = root_messages(slack)
+    assert root["text"].endswith("— failed") and reason in str(root["blocks"])
+    [reply] = slack.thread(CHANNEL, root["ts"])
+    assert reply["text"] == f"#2 failed: {reason}"
+    said = json.dumps(slack.messages)
+    assert "Traceback" not in said and "botocore" not in said
+    assert not [r for r in caplog.records if r.name.startswith("bot") and r.exc_info]
+    async with proxied.http.get(f"{proxied.url}/metrics") as response:
+        metrics = await response.text()
+    assert 'uat_aws_api_errors_total{code="ThrottlingException",method="ListTasks"} 1.0' in metrics
+
+
+async def test_a_run_task_retried_after_its_answer_was_lost_starts_one_task(
+    proxied: Bot, aws_proxy: AwsProxy, account: UatAccount
+) -> None:
+    """ECS started the task but its answer was lost (a 503 after the fact): botocore retries,
+    and the retry must not start a second task. It carries the first one's clientToken, which
+    ECS (the proxy, here: moto ignores clientToken) answers with the task already started."""
+    aws_proxy.fail("lost", 1, operation="RunTask")
+    status, _ = await proxied.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await proxied.settle()
+    assert aws_proxy.outcomes("RunTask") == ["lost", "idempotent"]
+    [task] = account.tasks(desired="RUNNING")
+    env = await env_of(proxied)
+    assert (env.state, env.task_arn) == ("running", task["taskArn"])
+
+
+# ---------------------------------------------------------------- replicas on one table
+
+POLL_S = 0.5
+
+
+@pytest.fixture
+def replica_settings(account: UatAccount, containers: Containers) -> dict[str, str]:
+    return {
+        **account.env(containers.url),
+        "UAT_STORE": "dynamodb",
+        "UAT_DYNAMODB_TABLE": "uat-bot-replicas",
+        "UAT_POLL_SECONDS": str(POLL_S),
+    }
+
+
+def environments_of(bot: Bot) -> Environments:
+    return bot.runtime.services.environments
+
+
+async def test_two_replicas_on_one_table_act_once_and_hand_the_watcher_over(
+    replica_settings: dict[str, str],  # before make_bot: moto outlives the bots
+    make_bot: BotFactory,
+    account: UatAccount,
+    slack: SlackStub,
+) -> None:
+    replicas: list[Bot] = [await make_bot(**replica_settings) for _ in range(2)]
+    await eventually(lambda: any(environments_of(r).polls for r in replicas), 5)
+
+    # the same delivery to both, then another one for the same PR: one task, one thread
+    payload = pr_event("labeled", "uat")
+    answers = await asyncio.gather(
+        *(r.github("pull_request", payload, delivery="rep-1") for r in replicas)
+    )
+    assert {status for status, _ in answers} <= {200, 202}, answers
+    status, _ = await replicas[1].github("pull_request", payload, delivery="rep-2")
+    assert status == 202
+    await asyncio.gather(*(r.settle() for r in replicas))
+    assert len(account.tasks()) == 1
+    assert len(root_messages(slack)) == 1
+    env = await env_of(replicas[0])
+    assert (env.state, env.task_arn) == ("running", account.tasks()[0]["taskArn"])
+
+    # either answers /uat status from the shared table
+    for replica in replicas:
+        await replica.slash("status")
+        await replica.settle()
+        assert f"{REPO}#2" in str(slack.responses[-1].body["blocks"])
+
+    # an image lock taken through one replica is held against the other
+    lock = await replicas[0].runtime.services.store.acquire_lock(
+        "images", "U0SOMEONE", "promote :staging to :latest", 60
+    )
+    await replicas[1].slash("lock x", user=DEPLOYER)
+    await replicas[1].settle()
+    assert slack.responses[-1].body["text"] == slack_ui.lock_held(lock)
+
+    # one replica polls ECS at a time
+    polls = [environments_of(r).polls for r in replicas]
+    described = [environments_of(r).ecs.calls.get("DescribeTasks", 0) for r in replicas]
+    await asyncio.sleep(4 * POLL_S)
+    more_polls = [environments_of(r).polls - n for r, n in zip(replicas, polls, strict=True)]
+    more_described = [
+        environments_of(r).ecs.calls.get("DescribeTasks", 0) - n
+        for r, n in zip(replicas, described, strict=True)
+    ]
+    assert sorted(more_polls)[0] == 0 and sorted(more_polls)[1] >= 2, more_polls
+    assert sorted(more_described)[0] == 0 and sorted(more_described)[1] >= 2, more_described
+
+    # the holder dies without a word (its tasks cancelled, the lease left as it was): the
+    # other takes over once the lease lapses, poll + 1 s after its last renewal
+    holder, other = replicas if more_polls[0] else replicas[::-1]
+    await holder.runtime.services.tasks.close()
+    died = time.monotonic()
+    before = environments_of(other).polls
+    await eventually(lambda: environments_of(other).polls > before, 10, 0.01)
+    took = time.monotonic() - died
+    print(f"the other replica polled {took:.2f}s after the holder died")
+    assert took <= 2 * POLL_S + 1.0 + 1.0  # the lease lapses poll + 1 s after renewal
+    env = await env_of(other)
+    assert env.state == "running" and len(account.tasks(desired="RUNNING")) == 1
+
+
+async def test_a_label_switch_landing_on_another_replica_mid_launch_is_launched(
+    replica_settings: dict[str, str],
+    make_bot: BotFactory,
+    account: UatAccount,
+    slack: SlackStub,
+) -> None:
+    """Replica A launches the PR (its card post waiting on a Slack 429) when the switch to
+    uat-staging lands on replica B: B's launch waits for A's lease, then runs."""
+    a: Bot = await make_bot(**replica_settings)
+    b: Bot = await make_bot(**replica_settings)
+    slack.fail("chat.postMessage", status=429, retry_after=1)
+    status, _ = await a.github("pull_request", pr_event("labeled", "uat"), delivery="sw-1")
+    assert status == 202
+    await slack.wait_for(lambda s: s.calls_to("chat.postMessage"))  # A holds the lease
+    status, _ = await b.github("pull_request", pr_event("labeled", "uat-staging"), delivery="sw-2")
+    assert status == 202
+    await asyncio.gather(a.settle(), b.settle())
+    env = await env_of(a)
+    assert (env.state, env.label) == ("running", "uat-staging")
+    [task] = account.tasks(desired="RUNNING")
+    assert task["startedBy"] == env.data["session"]
+    assert len(root_messages(slack)) == 1
+
+
+# ---------------------------------------------------------------- a container that hangs
+
+
+@pytest.fixture
+async def hanging_container() -> AsyncIterator[str]:
+    """A stand-in whose /health, /version and /status take 30 s to answer."""
+    released = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(released.wait(), 30)
+        return web.json_response({"ready": True, "phase": "ready"})
+
+    app = web.Application()
+    app.router.add_get("/pr/{pr}/{what}", hang)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    yield f"http://{host}:{port}/pr/{{pr}}"
+    released.set()
+    await runner.cleanup()
+
+
+async def test_a_hanging_container_costs_a_poll_three_seconds_not_thirty(
+    account: UatAccount, hanging_container: str, make_bot: BotFactory, slack: SlackStub
+) -> None:
+    bot: Bot = await make_bot(**account.env(hanging_container))
+    await bot.settle_startup()
+    status, _ = await bot.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await bot.settle()
+    assert (await env_of(bot)).state == "running"
+
+    started = time.monotonic()
+    await environments_of(bot).poll()
+    took = time.monotonic() - started
+    assert 2.5 < took < 5, took  # HEALTH_TIMEOUT_S (3 s), once
+    env = await env_of(bot)
+    assert (env.state, env.data.get("health")) == ("running", None)
+
+    started = time.monotonic()
+    await bot.slash("status PR-2")
+    answer = await slack.wait_for(lambda s: s.responses, timeout=8)
+    took = time.monotonic() - started
+    assert took < 5, took  # /health, /version and /status probed together
+    detail = str(answer[-1].body)
+    assert "not answering on /health" in detail and "RUNNING" in detail
