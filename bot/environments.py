@@ -314,7 +314,10 @@ class Environments:
         """Renew a launch's lease while it runs, so a dead launcher's lapses within seconds."""
         while True:
             await asyncio.sleep(LAUNCH_LEASE_S / 3)
-            await self.store.hold_lease(lease, holder, LAUNCH_LEASE_S)
+            try:
+                await self.store.hold_lease(lease, holder, LAUNCH_LEASE_S)
+            except Exception:  # a blip: the next renewal is due well before the lease lapses
+                logger.warning("could not renew %s; trying again", lease, exc_info=True)
 
     async def _launch(self, repo: str, pr: int, session: str) -> None:
         env = await self._ensure_thread(repo, pr, session)
@@ -625,8 +628,9 @@ class Environments:
         """Poll every UAT_POLL_SECONDS while this replica holds the watcher lease.
 
         The lease lapses one poll interval (+1 s) after its holder's last renewal, so another
-        replica takes over within two intervals when the holder dies. The holder reconciles
-        with ECS when it takes the lease. A failed round is logged and the next one runs.
+        replica takes over within two intervals (plus a second) when the holder dies. The
+        holder reconciles with ECS when it takes the lease. A failed round is logged and the
+        next one runs.
         """
         reconciled = False
         poll_s = self.settings.uat_poll_seconds

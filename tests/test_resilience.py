@@ -29,7 +29,9 @@ import pytest
 from aiohttp import web
 from botocore.retries.standard import ExponentialBackoff
 
+from bot import environments as environments_module
 from bot import slack_ui
+from bot.aws import AwsError
 from bot.environments import LAUNCH_LEASE_S, Environments
 from bot.github import PullRequestEvent
 from bot.store import Environment
@@ -790,6 +792,36 @@ async def test_a_run_task_retried_after_its_answer_was_lost_starts_one_task(
     [task] = account.tasks(desired="RUNNING")
     env = await env_of(proxied)
     assert (env.state, env.task_arn) == ("running", task["taskArn"])
+
+
+async def test_bug_a_launch_lease_renewal_that_fails_once_fails_the_launch(
+    uat: Bot, account: UatAccount, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was a bug (bot/environments.py, `_keep_lease`): one renewal of the launch lease that
+    fails (the store throttled past botocore's retries, a network blip) ends the heartbeat
+    task with that error, and `launch()` re-raises it from its `finally` (`await heartbeat`)
+    after `_launch` succeeded: the launch is reported failed and its running task stopped."""
+    monkeypatch.setattr(environments_module, "LAUNCH_LEASE_S", 0.3)  # renewals every 0.1 s
+    store = uat.runtime.services.store
+    real_hold = store.hold_lease
+    calls: list[str] = []
+
+    async def renewal_fails_once(name: str, holder: str, ttl_s: float) -> bool:
+        if name.startswith("launch:"):
+            calls.append(name)
+            if len(calls) == 2:  # the first renewal
+                raise AwsError("AWS DynamoDB UpdateItem (lease) failed: a blip.", "Blip")
+        return await real_hold(name, holder, ttl_s)
+
+    store.hold_lease = renewal_fails_once  # type: ignore[method-assign]
+    slack.fail("chat.postMessage", status=429, retry_after=1)  # the launch takes a second
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await uat.settle()
+    assert len(calls) >= 2
+    env = await env_of(uat)
+    assert (env.state, env.data.get("reason")) == ("running", "")
+    assert len(account.tasks(desired="RUNNING")) == 1
 
 
 # ---------------------------------------------------------------- replicas on one table
