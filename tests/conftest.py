@@ -20,6 +20,7 @@ from bot.config import Settings, load_settings
 from bot.server import create_web_app
 from tests.signing import github_headers, slack_headers, slash_command_body
 from tests.slack_stub import SlackStub
+from tests.uat_aws import Containers, UatAccount, set_up_account
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto server request lines
 
@@ -78,6 +79,21 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture
+def account(aws_env: dict[str, str]) -> UatAccount:
+    """A UAT account in moto: network, cluster, base task definition, images; tasks held."""
+    return set_up_account(aws_env["AWS_ENDPOINT_URL"])
+
+
+@pytest.fixture
+async def containers() -> AsyncIterator[Containers]:
+    """Stand-in prompt servers for every PR, on 127.0.0.1."""
+    stand_in = Containers()
+    await stand_in.start()
+    yield stand_in
+    await stand_in.stop()
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import boto3
@@ -18,7 +17,7 @@ from bot.environments import Environments
 from bot.store import Environment
 from tests.conftest import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory, corpus
 from tests.signing import block_actions_body, event_body, slack_headers
-from tests.uat_aws import BASE_FAMILY, OWN_FAMILY, Containers, UatAccount, set_up_account
+from tests.uat_aws import BASE_FAMILY, OWN_FAMILY, Containers, UatAccount
 
 REPO = "Codertocat/Hello-World"
 PR = 2
@@ -35,19 +34,6 @@ def pr_event(action: str, label: str | None = None, **pull: Any) -> dict[str, An
             payload["pull_request"]["labels"] = []
     payload["pull_request"].update(pull)
     return payload
-
-
-@pytest.fixture
-async def containers() -> AsyncIterator[Containers]:
-    stand_in = Containers()
-    await stand_in.start()
-    yield stand_in
-    await stand_in.stop()
-
-
-@pytest.fixture
-def account(aws_env: dict[str, str]) -> UatAccount:
-    return set_up_account(aws_env["AWS_ENDPOINT_URL"])
 
 
 @pytest.fixture

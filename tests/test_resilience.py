@@ -48,22 +48,9 @@ from tests.processes import BotProcess
 from tests.signing import github_headers
 from tests.slack_stub import SlackStub
 from tests.test_environments import REPO, pr_event
-from tests.uat_aws import Containers, UatAccount, set_up_account
+from tests.uat_aws import Containers, UatAccount
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-async def containers() -> AsyncIterator[Containers]:
-    stand_in = Containers()
-    await stand_in.start()
-    yield stand_in
-    await stand_in.stop()
-
-
-@pytest.fixture
-def account(aws_env: dict[str, str]) -> UatAccount:
-    return set_up_account(aws_env["AWS_ENDPOINT_URL"])
 
 
 @pytest.fixture
