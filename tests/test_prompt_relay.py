@@ -19,14 +19,9 @@ from tests.conftest import CHANNEL, SIGNING_SECRET, Bot, BotFactory
 from tests.container_helpers import fake_claude_cmd, make_repo
 from tests.signing import block_actions_body, event_body, slack_headers
 from tests.test_environments import label, root_messages
-from tests.uat_aws import UatAccount, set_up_account
+from tests.uat_aws import UatAccount
 
 TOKEN = "test-prompt-token-0123456789"  # the bot's UAT_PROMPT_TOKEN in tests/conftest.py
-
-
-@pytest.fixture
-def account(aws_env: dict[str, str]) -> UatAccount:
-    return set_up_account(aws_env["AWS_ENDPOINT_URL"])
 
 
 @pytest.fixture
@@ -113,6 +108,8 @@ async def test_a_reply_in_the_thread_is_a_prompt(
     headers = slack_headers(SIGNING_SECRET, body) | {"Content-Type": "application/json"}
     assert (await bot.post_slack(body, headers))[0] == 200
     assert (await bot.post_slack(body, headers))[0] == 200  # Slack retries the event
+    # Bolt runs the event listener after its ack: wait for the relay to have started
+    await bot.slack.wait_for(lambda s: any("*succeeded*" in m["text"] for m in thread(bot)))
     await bot.settle()
     results = [m["text"] for m in thread(bot) if "*succeeded*" in m["text"]]
     assert len(results) == 1 and "add a dark mode" in results[0]
