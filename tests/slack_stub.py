@@ -6,6 +6,13 @@ JSON bodies, validates Block Kit payloads with slack_sdk's own models, keeps the
 was sent (so ``chat.update``/threads/permalinks can be checked against them), and records every
 call. It also serves ``response_url`` endpoints and can inject rate limits and server errors.
 
+Beyond chat.*/views.*, it serves ``conversations.history``/``conversations.replies`` (newest-first
+history without thread replies, threads parent-first, cursor pagination, ``include_all_metadata``),
+message ``metadata`` (validated like Slack, stored on the message), the v2 file upload flow that
+``files_upload_v2`` uses (``files.getUploadURLExternal``, a raw ``POST /upload/<file_id>`` that
+needs no token, ``files.completeUploadExternal``; files land in :attr:`SlackStub.files`), and
+OAuth scopes (put a scope in :attr:`SlackStub.missing_scopes` to get ``missing_scope``).
+
 Point a real client at it::
 
     async with SlackStub() as stub:
@@ -17,11 +24,15 @@ Point a real client at it::
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import itertools
 import json
+import mimetypes
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from types import TracebackType
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -30,7 +41,7 @@ from aiohttp import web
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-__all__ = ["Call", "Response", "SlackStub", "validate_blocks"]
+__all__ = ["Call", "Response", "SlackStub", "StubFile", "validate_blocks"]
 
 T = TypeVar("T")
 
@@ -46,8 +57,26 @@ MAX_VIEW_BLOCKS = 100
 MAX_ATTACHMENTS = 100
 _TS_SECONDS_BASE = 1_700_000_000
 # Fields Slack accepts as a JSON-encoded string inside form/query data.
-_JSON_FIELDS = ("blocks", "attachments", "view", "metadata")
+_JSON_FIELDS = ("blocks", "attachments", "view", "metadata", "files")
 RESPONSE_URL_METHOD = "response_url"
+# ``stub.fail(UPLOAD_METHOD)`` fails POSTs to upload URLs (``fail(None)`` leaves them alone).
+UPLOAD_METHOD = "upload"
+HISTORY_DEFAULT_LIMIT = 100
+HISTORY_MAX_LIMIT = 999
+MAX_UPLOAD_BYTES = 100 * 1024 * 1024
+# The bot token's scopes (manifest.yml plus files:write); ``missing_scopes`` removes some.
+BOT_SCOPES = ("channels:history", "chat:write", "commands", "files:write", "groups:history")
+# The scope each method needs (methods not listed need none, e.g. views.*, chat.getPermalink).
+REQUIRED_SCOPES = {
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "chat.postEphemeral": "chat:write",
+    "chat.delete": "chat:write",
+    "conversations.history": "channels:history",
+    "conversations.replies": "channels:history",
+    "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write",
+}
 
 
 @dataclass
@@ -55,8 +84,9 @@ class Call:
     """One HTTP call the stub received on ``/api/<method>``.
 
     ``params`` merges query string and body (form or JSON) with ``blocks``/``attachments``/
-    ``view`` decoded from JSON strings. ``response`` is the JSON the stub answered (None when a
-    fault was injected); ``failed_status`` is the HTTP status of an injected fault.
+    ``view``/``metadata``/``files`` decoded from JSON strings. ``response`` is the JSON the stub
+    answered (None when a fault was injected); ``failed_status`` is the HTTP status of an
+    injected fault.
     """
 
     method: str
@@ -97,6 +127,29 @@ class Response:
 
 
 @dataclass
+class StubFile:
+    """A file issued by ``files.getUploadURLExternal`` (one entry of :attr:`SlackStub.files`).
+
+    ``content`` is the bytes POSTed to the upload URL (``uploaded`` tells an empty upload from
+    none). ``completed`` is set by ``files.completeUploadExternal``, which also sets ``title``
+    and, when it shared the file, ``channel``, ``thread_ts`` (the thread root) and
+    ``message_ts`` (the message carrying the file; the first one when shared to several
+    channels).
+    """
+
+    id: str
+    name: str
+    title: str
+    length: int
+    content: bytes = b""
+    channel: str | None = None
+    thread_ts: str | None = None
+    message_ts: str | None = None
+    completed: bool = False
+    uploaded: bool = False
+
+
+@dataclass
 class _Fault:
     method: str | None
     status: int
@@ -120,8 +173,62 @@ class _SlackError(Exception):
 
 
 def _missing(field_name: str) -> _SlackError:
-    message = f"[ERROR] missing required field: {field_name}"
-    return _SlackError("invalid_arguments", response_metadata={"messages": [message]})
+    return _invalid_arguments(f"missing required field: {field_name}")
+
+
+def _invalid_arguments(problem: str) -> _SlackError:
+    return _SlackError("invalid_arguments", response_metadata={"messages": [f"[ERROR] {problem}"]})
+
+
+def _flag(value: Any) -> bool:
+    """Slack's reading of a boolean argument: true, "true" and "1" (any case) are true."""
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("true", "1")
+
+
+def _is_reply(msg: dict[str, Any]) -> bool:
+    thread_ts = msg.get("thread_ts")
+    return thread_ts is not None and thread_ts != msg["ts"]
+
+
+def _ts_key(msg: dict[str, Any]) -> Decimal:
+    return Decimal(msg["ts"])
+
+
+def _ts_value(raw: str, error: str) -> Decimal:
+    """A Slack ts (or oldest/latest bound) as a number; ``error`` when it is not one."""
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise _SlackError(error) from None
+    if not value.is_finite():
+        raise _SlackError(error)
+    return value
+
+
+def _encode_cursor(ts: str) -> str:
+    return base64.b64encode(f"next_ts:{ts}".encode()).decode()
+
+
+def _checked_metadata(params: dict[str, Any]) -> dict[str, Any] | None:
+    """Validate message ``metadata`` the way Slack does; None when absent."""
+    value = params.get("metadata")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, dict):
+        return _raise_metadata("invalid_metadata_format", "metadata must be a JSON object")
+    event_type = value.get("event_type")
+    if not isinstance(event_type, str) or not event_type:
+        return _raise_metadata("invalid_metadata_schema", "event_type must be a non-empty string")
+    payload = value.get("event_payload")
+    if not isinstance(payload, dict):
+        return _raise_metadata("invalid_metadata_schema", "event_payload must be an object")
+    return {"event_type": event_type, "event_payload": payload}
+
+
+def _raise_metadata(error: str, problem: str) -> dict[str, Any]:
+    raise _SlackError(error, response_metadata={"messages": [f"[ERROR] {problem}"]})
 
 
 def validate_blocks(
@@ -184,6 +291,8 @@ class SlackStub:
         self.responses: list[Response] = []
         self.home_views: dict[str, dict[str, Any]] = {}
         self.opened_views: list[dict[str, Any]] = []
+        self.files: dict[str, StubFile] = {}
+        self.missing_scopes: set[str] = set()
         self._faults: list[_Fault] = []
         self._response_targets: dict[str, _ResponseTarget] = {}
         self._ts_counter = itertools.count(1)
@@ -197,9 +306,10 @@ class SlackStub:
         """Bind 127.0.0.1 on an ephemeral port and start serving."""
         if self._runner is not None:
             raise RuntimeError("SlackStub already started")
-        app = web.Application()
+        app = web.Application(client_max_size=MAX_UPLOAD_BYTES)
         app.router.add_route("*", "/api/{method}", self._handle_api)
         app.router.add_post("/response/{url_id}", self._handle_response_url)
+        app.router.add_post("/upload/{file_id}", self._handle_upload)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -278,13 +388,14 @@ class SlackStub:
     ) -> str:
         """Store a message as if a human posted it (e.g. to reply in its thread); return its ts.
 
-        Nothing is recorded in :attr:`calls`.
+        A reply updates its root's ``reply_count``/``latest_reply`` when the root is stored (an
+        unknown ``thread_ts`` is allowed). Nothing is recorded in :attr:`calls`.
         """
         ts = self._next_ts()
         msg = self._new_message(channel, ts, text, blocks, None, thread_ts)
         msg["user"] = user
         msg.pop("bot_id", None)
-        self.messages.setdefault(channel, []).append(msg)
+        self._store_post(msg)  # a reply bumps its (existing) root's reply_count
         return ts
 
     def new_response_url(self, channel: str | None = None, message_ts: str | None = None) -> str:
@@ -309,18 +420,21 @@ class SlackStub:
 
         429 answers ``{"ok": false, "error": "ratelimited"}``; other statuses answer a plain-text
         body. ``Retry-After`` is sent on 429/503 unless ``retry_after`` is None. Use
-        ``method="response_url"`` to fail posts to response URLs. Faults queue in order.
+        ``method="response_url"`` to fail posts to response URLs and ``method="upload"`` to fail
+        POSTs to file upload URLs (``method=None`` affects neither). Faults queue in order.
         """
         if times < 1:
             raise ValueError("times must be >= 1")
         self._faults.append(_Fault(method, status, retry_after, times))
 
     def reset(self) -> None:
-        """Forget recorded calls, messages, ephemerals, responses, views and pending faults.
+        """Forget calls, messages, ephemerals, responses, views, files, faults, missing scopes.
 
         The server keeps running; issued response URLs stay valid; ts values keep increasing.
         """
         self.calls.clear()
+        self.files.clear()
+        self.missing_scopes.clear()
         self.messages.clear()
         self.deleted.clear()
         self.ephemerals.clear()
@@ -406,7 +520,7 @@ class SlackStub:
     def _take_fault(self, method: str) -> _Fault | None:
         for fault in self._faults:
             matches = fault.method == method or (
-                fault.method is None and method != RESPONSE_URL_METHOD
+                fault.method is None and method not in (RESPONSE_URL_METHOD, UPLOAD_METHOD)
             )
             if matches:
                 fault.remaining -= 1
@@ -428,8 +542,17 @@ class SlackStub:
 
     async def _read_params(self, request: web.Request) -> dict[str, Any]:
         params: dict[str, Any] = dict(request.query)
-        if not request.can_read_body:
-            return params
+        if request.can_read_body:
+            params.update(await self._read_body(request))
+        # JSON fields are decoded wherever they came from (slack_sdk sends ``params=`` in the query)
+        for key in _JSON_FIELDS:
+            if key in params:
+                params[key] = _decode_json_field(params[key])
+        return params
+
+    @staticmethod
+    async def _read_body(request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = {}
         if request.content_type == "application/json":
             raw = await request.read()
             try:
@@ -451,9 +574,6 @@ class SlackStub:
         else:
             await request.read()
             raise _SlackError("invalid_post_type")
-        for key in _JSON_FIELDS:
-            if key in params:
-                params[key] = _decode_json_field(params[key])
         return params
 
     def _check_auth(self, request: web.Request, params: dict[str, Any]) -> None:
@@ -468,6 +588,12 @@ class SlackStub:
             raise _SlackError("not_authed")
         if token != self.token:
             raise _SlackError("invalid_auth")
+
+    def _check_scope(self, method: str) -> None:
+        needed = REQUIRED_SCOPES.get(method)
+        if needed is not None and needed in self.missing_scopes:
+            provided = ",".join(s for s in BOT_SCOPES if s not in self.missing_scopes)
+            raise _SlackError("missing_scope", needed=needed, provided=provided)
 
     async def _handle_api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -489,6 +615,7 @@ class SlackStub:
             if handler is None:
                 raise _SlackError("unknown_method", req_method=method)
             self._check_auth(request, params)
+            self._check_scope(method)
             body = handler(params)
         except _SlackError as exc:
             body = {"ok": False, "error": exc.error, **exc.extra}
@@ -509,6 +636,10 @@ class SlackStub:
             "chat.getPermalink": self._chat_get_permalink,
             "views.publish": self._views_publish,
             "views.open": self._views_open,
+            "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
+            "files.getUploadURLExternal": self._files_get_upload_url_external,
+            "files.completeUploadExternal": self._files_complete_upload_external,
         }
 
     # ----------------------------------------------------------------- content checks
@@ -573,8 +704,32 @@ class SlackStub:
         return channel, msg
 
     @staticmethod
-    def _public(msg: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in msg.items() if v is not None and k != "channel"}
+    def _public(msg: dict[str, Any], *, metadata: bool = False) -> dict[str, Any]:
+        """A copy of a stored message as Slack shows it (``metadata`` only when asked for)."""
+        hidden = ("channel",) if metadata else ("channel", "metadata")
+        return {k: v for k, v in msg.items() if v is not None and k not in hidden}
+
+    def _thread_root(self, channel: str, thread_ts: str | None) -> str | None:
+        """The root ts of the thread ``thread_ts`` belongs to (raises thread_not_found)."""
+        if thread_ts is None:
+            return None
+        parent = self.message(channel, thread_ts)
+        if parent is None:
+            raise _SlackError("thread_not_found")
+        root = parent.get("thread_ts") or parent["ts"]
+        return str(root)
+
+    def _store_post(self, msg: dict[str, Any]) -> None:
+        """Store a posted message; a reply bumps its root's reply_count/latest_reply."""
+        channel = msg["channel"]
+        self.messages.setdefault(channel, []).append(msg)
+        thread_ts = msg.get("thread_ts")
+        if thread_ts is not None:
+            root = self.message(channel, thread_ts)
+            if root is not None:
+                root["thread_ts"] = thread_ts
+                root["reply_count"] = int(root.get("reply_count") or 0) + 1
+                root["latest_reply"] = msg["ts"]
 
     # ----------------------------------------------------------------- methods
 
@@ -595,27 +750,22 @@ class SlackStub:
         if channel is None:
             raise _SlackError("channel_not_found")
         text, blocks, attachments = self._checked_content(params)
-        thread_ts = self._str_param(params, "thread_ts")
-        if thread_ts is not None:
-            parent = self.message(channel, thread_ts)
-            if parent is None:
-                raise _SlackError("thread_not_found")
-            thread_ts = parent.get("thread_ts") or parent["ts"]
+        metadata = _checked_metadata(params)
+        thread_ts = self._thread_root(channel, self._str_param(params, "thread_ts"))
         ts = self._next_ts()
         msg = self._new_message(channel, ts, text or "", blocks, attachments, thread_ts)
-        self.messages.setdefault(channel, []).append(msg)
-        if thread_ts is not None:
-            root = self.message(channel, thread_ts)
-            if root is not None:
-                root["thread_ts"] = thread_ts
-                root["reply_count"] = int(root.get("reply_count") or 0) + 1
-                root["latest_reply"] = ts
+        if metadata is not None:
+            msg["metadata"] = metadata
+        self._store_post(msg)
         return {"ok": True, "channel": channel, "ts": ts, "message": self._public(msg)}
 
     def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, msg = self._existing(params, "ts")
         text, blocks, attachments = self._checked_content(params)
+        metadata = _checked_metadata(params)
         # Slack keeps fields that the update omits; an empty list clears blocks/attachments.
+        if metadata is not None:
+            msg["metadata"] = metadata
         if text is not None:
             msg["text"] = text
         if blocks is not None:
@@ -666,6 +816,214 @@ class SlackStub:
         if root and root != msg["ts"]:
             link += "?" + urlencode({"thread_ts": root, "cid": channel})
         return {"ok": True, "channel": channel, "permalink": link}
+
+    # ----------------------------------------------------------------- conversations
+
+    def _history_window(self, params: dict[str, Any]) -> Callable[[dict[str, Any]], bool]:
+        """A predicate for ``oldest``/``latest``/``inclusive`` (bounds exclusive by default)."""
+        bounds: dict[str, Decimal | None] = {}
+        for name in ("oldest", "latest"):
+            raw = self._str_param(params, name)
+            bounds[name] = _ts_value(raw, f"invalid_ts_{name}") if raw is not None else None
+        oldest, latest = bounds["oldest"], bounds["latest"]
+        inclusive = _flag(params.get("inclusive", False))
+
+        def inside(msg: dict[str, Any]) -> bool:
+            ts = _ts_key(msg)
+            if oldest is not None and (ts < oldest or (ts == oldest and not inclusive)):
+                return False
+            return latest is None or ts < latest or (ts == latest and inclusive)
+
+        return inside
+
+    def _page_args(self, params: dict[str, Any]) -> tuple[int, Decimal | None]:
+        """``limit`` (0/absent -> 100, clamped to 1..999) and the decoded ``cursor`` ts."""
+        raw_limit = params.get("limit")
+        limit = HISTORY_DEFAULT_LIMIT
+        if raw_limit is not None and raw_limit != "":
+            try:
+                limit = int(str(raw_limit))
+            except ValueError:
+                raise _SlackError("invalid_limit") from None
+            limit = HISTORY_DEFAULT_LIMIT if limit == 0 else max(1, min(limit, HISTORY_MAX_LIMIT))
+        cursor = self._str_param(params, "cursor")
+        if cursor is None:
+            return limit, None
+        try:
+            decoded = base64.b64decode(cursor.encode(), validate=True).decode()
+        except (ValueError, binascii.Error):
+            raise _SlackError("invalid_cursor") from None
+        prefix, _, ts = decoded.partition(":")
+        if prefix != "next_ts":
+            raise _SlackError("invalid_cursor")
+        return limit, _ts_value(ts, "invalid_cursor")
+
+    def _page(
+        self, items: list[dict[str, Any]], limit: int, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        with_metadata = _flag(params.get("include_all_metadata", False))
+        page, rest = items[:limit], items[limit:]
+        return {
+            "ok": True,
+            "messages": [self._public(m, metadata=with_metadata) for m in page],
+            "has_more": bool(rest),
+            "response_metadata": {"next_cursor": _encode_cursor(rest[0]["ts"]) if rest else ""},
+        }
+
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        _, messages = self._channel_messages(params)
+        inside = self._history_window(params)
+        limit, cursor = self._page_args(params)
+        top = [m for m in messages if not _is_reply(m) and inside(m)]
+        top.sort(key=_ts_key, reverse=True)
+        if cursor is not None:
+            top = [m for m in top if _ts_key(m) <= cursor]
+        return self._page(top, limit, params)
+
+    def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, _ = self._channel_messages(params)
+        ts = self._str_param(params, "ts")
+        msg = self.message(channel, ts) if ts is not None else None
+        if msg is None:
+            raise _SlackError("thread_not_found")
+        root_ts = msg.get("thread_ts") or msg["ts"]
+        inside = self._history_window(params)
+        limit, cursor = self._page_args(params)
+        replies = sorted((m for m in self.thread(channel, root_ts) if inside(m)), key=_ts_key)
+        if cursor is not None:
+            # continuation pages carry only replies, like Slack's
+            return self._page([m for m in replies if _ts_key(m) >= cursor], limit, params)
+        root = self.message(channel, root_ts)
+        # the first page always starts with the parent, whatever oldest/latest say
+        return self._page(([root] if root is not None else []) + replies, limit, params)
+
+    # ----------------------------------------------------------------- files
+
+    def _files_get_upload_url_external(self, params: dict[str, Any]) -> dict[str, Any]:
+        filename = self._str_param(params, "filename")
+        if filename is None:
+            raise _missing("filename")
+        raw_length = self._str_param(params, "length")
+        if raw_length is None:
+            raise _missing("length")
+        try:
+            length = int(raw_length)
+        except ValueError:
+            length = 0
+        if length < 1:
+            raise _invalid_arguments("length must be a positive integer")
+        file_id = f"F{next(self._id_counter):010d}"
+        self.files[file_id] = StubFile(id=file_id, name=filename, title=filename, length=length)
+        return {"ok": True, "upload_url": f"{self.base_url}upload/{file_id}", "file_id": file_id}
+
+    def _files_complete_upload_external(self, params: dict[str, Any]) -> dict[str, Any]:
+        entries = params.get("files")
+        if entries is None or entries == "":
+            raise _missing("files")
+        if (
+            not isinstance(entries, list)
+            or not entries
+            or not all(isinstance(e, dict) and isinstance(e.get("id"), str) for e in entries)
+        ):
+            raise _invalid_arguments("files must be a non-empty array of objects with an id")
+        completing: list[tuple[StubFile, str]] = []
+        for entry in entries:
+            stub_file = self.files.get(entry["id"])
+            if stub_file is None:
+                raise _SlackError("file_not_found")
+            if stub_file.completed:
+                raise _invalid_arguments(f"file {stub_file.id} was already completed")
+            if not stub_file.uploaded:
+                raise _invalid_arguments(f"file {stub_file.id} was not uploaded")
+            title = entry.get("title")
+            completing.append((stub_file, title if isinstance(title, str) and title else ""))
+        targets = self._share_targets(params)
+        thread_ts = self._str_param(params, "thread_ts")
+        if thread_ts is not None and len(targets) != 1:
+            raise _invalid_arguments("thread_ts needs exactly one channel")
+        roots = {channel: self._thread_root(channel, thread_ts) for channel in targets}
+
+        comment = params.get("initial_comment")
+        text = comment if isinstance(comment, str) else ""
+        shared = [{"id": f.id, "name": f.name, "title": title or f.name} for f, title in completing]
+        posted: list[dict[str, Any]] = []
+        for channel in targets:
+            msg = self._new_message(channel, self._next_ts(), text, None, None, roots[channel])
+            msg["files"] = [dict(item) for item in shared]
+            self._store_post(msg)
+            posted.append(msg)
+        created = int(time.time())
+        answer: list[dict[str, Any]] = []
+        for stub_file, title in completing:
+            stub_file.title = title or stub_file.name
+            stub_file.completed = True
+            if posted:
+                stub_file.channel = posted[0]["channel"]
+                stub_file.thread_ts = posted[0]["thread_ts"]
+                stub_file.message_ts = posted[0]["ts"]
+            extension = stub_file.name.rpartition(".")[2].lower() if "." in stub_file.name else ""
+            answer.append(
+                {
+                    "id": stub_file.id,
+                    "created": created,
+                    "timestamp": created,
+                    "name": stub_file.name,
+                    "title": stub_file.title,
+                    "mimetype": mimetypes.guess_type(stub_file.name)[0]
+                    or "application/octet-stream",
+                    "filetype": extension or "binary",
+                    "user": BOT_USER_ID,
+                    "size": len(stub_file.content),
+                }
+            )
+        return {"ok": True, "files": answer}
+
+    def _share_targets(self, params: dict[str, Any]) -> list[str]:
+        """``channel_id`` then the comma-separated ``channels``, without duplicates."""
+        targets: list[str] = []
+        channel_id = self._str_param(params, "channel_id")
+        if channel_id is not None:
+            targets.append(channel_id)
+        channels = params.get("channels")
+        if isinstance(channels, str):
+            channels = channels.split(",")
+        if isinstance(channels, list):
+            for channel in channels:
+                name = str(channel).strip()
+                if name and name not in targets:
+                    targets.append(name)
+        return targets
+
+    async def _handle_upload(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["file_id"]
+        if request.content_type == "multipart/form-data":
+            form = await request.post()
+            part = form.get("file")
+            if isinstance(part, web.FileField):
+                content = part.file.read()
+            elif isinstance(part, (str, bytes, bytearray)):
+                content = part.encode() if isinstance(part, str) else bytes(part)
+            else:
+                content = None
+        else:
+            content = await request.read()
+        stub_file = self.files.get(file_id)
+        if stub_file is None:
+            return web.Response(status=404, text="Not Found")
+        fault = self._take_fault(UPLOAD_METHOD)
+        if fault is not None:
+            return self._fault_response(fault)
+        if content is None:
+            return web.Response(status=400, text="missing file field")
+        if len(content) > stub_file.length:
+            return web.Response(
+                status=400, text=f"upload is {len(content)} bytes, declared {stub_file.length}"
+            )
+        stub_file.content = content
+        stub_file.uploaded = True
+        return web.Response(status=200, text=f"OK - {len(content)}")
+
+    # ----------------------------------------------------------------- views
 
     def _checked_view(self, params: dict[str, Any], expected_type: str) -> dict[str, Any]:
         view = params.get("view")

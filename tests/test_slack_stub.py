@@ -10,14 +10,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from tests.slack_stub import SlackStub
+from tests.slack_stub import SlackStub, StubFile
 
 SECTION: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": "*hello*"}}
+METADATA: dict[str, Any] = {"event_type": "uat_run", "event_payload": {"pr": 42, "ok": True}}
 
 
 @pytest.fixture
@@ -387,3 +388,401 @@ async def test_reset_clears_records(stub: SlackStub, client: AsyncWebClient) -> 
     assert (await client.auth_test())["ok"] is True  # pending fault cleared too
     second = (await client.chat_postMessage(channel="C1", text="y"))["ts"]
     assert float(second) > float(first)
+
+
+# ----------------------------------------------------------------------------- message metadata
+
+
+async def test_metadata_is_stored_and_returned_only_with_include_all_metadata(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    posted = await client.chat_postMessage(channel="C1", text="run", metadata=METADATA)
+    stored = stub.message("C1", posted["ts"])
+    assert stored is not None and stored["metadata"] == METADATA
+    assert "metadata" not in posted["message"]
+
+    plain = await client.conversations_history(channel="C1")
+    assert [m["ts"] for m in plain["messages"]] == [posted["ts"]]
+    assert "metadata" not in plain["messages"][0]
+
+    full = await client.conversations_history(channel="C1", include_all_metadata=True)
+    assert full["messages"][0]["metadata"] == METADATA
+    assert full["messages"][0]["text"] == "run"
+
+    replaced = {"event_type": "uat_run_done", "event_payload": {"pr": 42}}
+    updated = await client.chat_update(
+        channel="C1", ts=posted["ts"], text="done", metadata=replaced
+    )
+    assert "metadata" not in updated["message"]
+    stored = stub.message("C1", posted["ts"])
+    assert stored is not None and stored["metadata"] == replaced
+    await client.chat_update(channel="C1", ts=posted["ts"], text="again")
+    assert stored["metadata"] == replaced  # an update without metadata keeps it
+
+
+async def test_metadata_as_json_string_in_form_data(stub: SlackStub) -> None:
+    form = {"channel": "C1", "text": "form", "metadata": json.dumps(METADATA)}
+    headers = {"Authorization": f"Bearer {stub.token}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(stub.api_url + "chat.postMessage", data=form, headers=headers) as resp,
+    ):
+        body = await resp.json()
+    assert body["ok"] is True
+    assert stub.messages["C1"][0]["metadata"] == METADATA
+
+
+@pytest.mark.parametrize(
+    ("metadata", "error"),
+    [
+        ("not json", "invalid_metadata_format"),
+        ([METADATA], "invalid_metadata_format"),
+        ('"a json string"', "invalid_metadata_format"),
+        ({"event_payload": {}}, "invalid_metadata_schema"),
+        ({"event_type": "", "event_payload": {}}, "invalid_metadata_schema"),
+        ({"event_type": 7, "event_payload": {}}, "invalid_metadata_schema"),
+        ({"event_type": "x"}, "invalid_metadata_schema"),
+        ({"event_type": "x", "event_payload": "{}"}, "invalid_metadata_schema"),
+    ],
+)
+async def test_invalid_metadata_is_rejected(
+    stub: SlackStub, client: AsyncWebClient, metadata: Any, error: str
+) -> None:
+    args = {"channel": "C1", "text": "x", "metadata": metadata}
+    await expect_error(client.api_call("chat.postMessage", json=args), error)
+    assert stub.messages == {}
+
+    ts = (await client.chat_postMessage(channel="C1", text="kept", metadata=METADATA))["ts"]
+    await expect_error(
+        client.api_call("chat.update", json={**args, "ts": ts, "text": "changed"}), error
+    )
+    stored = stub.message("C1", ts)
+    assert stored is not None
+    assert (stored["text"], stored["metadata"]) == ("kept", METADATA)
+
+
+# ----------------------------------------------------------------------------- history/replies
+
+
+async def test_history_paginates_newest_first(stub: SlackStub, client: AsyncWebClient) -> None:
+    stamps = [(await client.chat_postMessage(channel="C1", text=str(i)))["ts"] for i in range(5)]
+    await client.chat_postMessage(channel="C1", text="reply", thread_ts=stamps[0])
+    stub.add_message("C2", "other channel")
+
+    pages: list[list[str]] = []
+    more: list[bool] = []
+    cursor: str | None = None
+    while True:
+        resp = await client.conversations_history(channel="C1", limit=2, cursor=cursor)
+        pages.append([m["text"] for m in resp["messages"]])
+        more.append(resp["has_more"])
+        cursor = resp["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+    assert pages == [["4", "3"], ["2", "1"], ["0"]]
+    assert more == [True, True, False]
+    # the thread root carries its reply count; the reply itself is not in history
+    last = await client.conversations_history(channel="C1", oldest=stamps[0], inclusive=True)
+    assert last["messages"][-1]["reply_count"] == 1
+    assert "reply" not in [m["text"] for m in last["messages"]]
+
+    await client.chat_delete(channel="C1", ts=stamps[2])
+    resp = await client.conversations_history(channel="C1")
+    assert [m["text"] for m in resp["messages"]] == ["4", "3", "1", "0"]
+    assert resp["has_more"] is False and resp["response_metadata"]["next_cursor"] == ""
+
+
+async def test_history_oldest_latest_inclusive(stub: SlackStub, client: AsyncWebClient) -> None:
+    stamps = [(await client.chat_postMessage(channel="C1", text=str(i)))["ts"] for i in range(5)]
+
+    def texts(resp: Any) -> list[str]:
+        return [m["text"] for m in resp["messages"]]
+
+    assert texts(await client.conversations_history(channel="C1", oldest=stamps[1])) == [
+        "4",
+        "3",
+        "2",
+    ]
+    assert texts(
+        await client.conversations_history(channel="C1", oldest=stamps[1], inclusive=True)
+    ) == ["4", "3", "2", "1"]
+    assert texts(
+        await client.conversations_history(channel="C1", oldest=stamps[1], latest=stamps[3])
+    ) == ["2"]
+    # POST with a JSON body, inclusive as "true"
+    resp = await client.api_call(
+        "conversations.history",
+        json={"channel": "C1", "latest": stamps[1], "inclusive": "true"},
+    )
+    assert texts(resp) == ["1", "0"]
+    resp = await client.api_call(
+        "conversations.history", json={"channel": "C1", "latest": stamps[1], "inclusive": "false"}
+    )
+    assert texts(resp) == ["0"]
+
+
+async def test_history_errors_and_limit_clamp(stub: SlackStub, client: AsyncWebClient) -> None:
+    await expect_error(client.conversations_history(channel="C-nope"), "channel_not_found")
+    await expect_error(client.api_call("conversations.history", json={}), "channel_not_found")
+    for _ in range(1000):
+        stub.add_message("C1", "m")
+    await expect_error(
+        client.conversations_history(channel="C1", cursor="not-a-cursor"), "invalid_cursor"
+    )
+    await expect_error(
+        client.conversations_history(channel="C1", oldest="soon"), "invalid_ts_oldest"
+    )
+    await expect_error(client.conversations_history(channel="C1", latest="x"), "invalid_ts_latest")
+    await expect_error(
+        client.conversations_history(channel="C1", latest="nan"), "invalid_ts_latest"
+    )
+    default = await client.conversations_history(channel="C1")
+    assert len(default["messages"]) == 100 and default["has_more"] is True
+    clamped = await client.conversations_history(channel="C1", limit=5000)
+    assert len(clamped["messages"]) == 999 and clamped["has_more"] is True
+    rest = await client.conversations_history(
+        channel="C1", limit=5000, cursor=clamped["response_metadata"]["next_cursor"]
+    )
+    assert len(rest["messages"]) == 1 and rest["has_more"] is False
+
+
+async def test_replies_parent_first_then_oldest_first(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    parent = (await client.chat_postMessage(channel="C1", text="parent", metadata=METADATA))["ts"]
+    r1 = (await client.chat_postMessage(channel="C1", text="r1", thread_ts=parent))["ts"]
+    lone = (await client.chat_postMessage(channel="C1", text="lone"))["ts"]
+    stub.add_message("C1", "r2", thread_ts=parent)
+    await client.chat_postMessage(channel="C1", text="r3", thread_ts=parent)
+
+    def texts(resp: Any) -> list[str]:
+        return [m["text"] for m in resp["messages"]]
+
+    resp = await client.conversations_replies(channel="C1", ts=parent)
+    assert texts(resp) == ["parent", "r1", "r2", "r3"]
+    assert resp["messages"][0]["reply_count"] == 3
+    assert "metadata" not in resp["messages"][0]
+    assert resp["has_more"] is False and resp["response_metadata"]["next_cursor"] == ""
+    # a reply's ts fetches its whole thread
+    assert texts(await client.conversations_replies(channel="C1", ts=r1)) == texts(resp)
+    # an unthreaded message is returned alone
+    assert texts(await client.conversations_replies(channel="C1", ts=lone)) == ["lone"]
+
+    full = await client.conversations_replies(channel="C1", ts=parent, include_all_metadata=True)
+    assert full["messages"][0]["metadata"] == METADATA
+
+    first = await client.conversations_replies(channel="C1", ts=parent, limit=2)
+    assert texts(first) == ["parent", "r1"] and first["has_more"] is True
+    second = await client.conversations_replies(
+        channel="C1", ts=parent, limit=2, cursor=first["response_metadata"]["next_cursor"]
+    )
+    assert texts(second) == ["r2", "r3"] and second["has_more"] is False
+
+    # oldest filters replies; the parent still leads the first page
+    assert texts(await client.conversations_replies(channel="C1", ts=parent, oldest=r1)) == [
+        "parent",
+        "r2",
+        "r3",
+    ]
+
+    await expect_error(
+        client.conversations_replies(channel="C1", ts="1111111111.000001"), "thread_not_found"
+    )
+    await expect_error(
+        client.conversations_replies(channel="C-nope", ts=parent), "channel_not_found"
+    )
+
+
+# ----------------------------------------------------------------------------- file uploads
+
+
+async def test_files_upload_v2_into_a_thread(stub: SlackStub, client: AsyncWebClient) -> None:
+    parent = (await client.chat_postMessage(channel="C1", text="prompt"))["ts"]
+    resp = await client.files_upload_v2(
+        channel="C1",
+        thread_ts=parent,
+        content="x" * 100_000,
+        filename="out.txt",
+        title="Output",
+        initial_comment="hi",
+    )
+    assert resp["ok"] is True
+    [answered] = resp["files"]
+    assert resp["file"] == answered
+    assert (answered["name"], answered["title"], answered["size"]) == ("out.txt", "Output", 100_000)
+    assert answered["mimetype"] == "text/plain"
+
+    stored = stub.files[answered["id"]]
+    assert isinstance(stored, StubFile)
+    assert stored.content == b"x" * 100_000
+    assert (stored.length, stored.name, stored.title) == (100_000, "out.txt", "Output")
+    assert stored.completed and stored.uploaded
+    assert (stored.channel, stored.thread_ts) == ("C1", parent)
+
+    [reply] = stub.thread("C1", parent)
+    assert reply["ts"] == stored.message_ts
+    assert reply["text"] == "hi"
+    assert reply["files"] == [{"id": stored.id, "name": "out.txt", "title": "Output"}]
+    root = stub.message("C1", parent)
+    assert root is not None and root["reply_count"] == 1
+    replies = await client.conversations_replies(channel="C1", ts=parent)
+    assert replies["messages"][1]["files"][0]["id"] == stored.id
+
+    assert [c.method for c in stub.calls] == [
+        "chat.postMessage",
+        "files.getUploadURLExternal",
+        "files.completeUploadExternal",
+        "conversations.replies",
+    ]
+    assert stub.calls[1].params["length"] == "100000"
+
+
+async def test_file_upload_without_channel_is_not_shared(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    resp = await client.files_upload_v2(content=b"\x00\x01binary", filename="dump.bin")
+    stored = stub.files[resp["file"]["id"]]
+    assert stored.content == b"\x00\x01binary"
+    assert stored.completed is True
+    assert (stored.channel, stored.thread_ts, stored.message_ts) == (None, None, None)
+    assert stored.title == "dump.bin"
+    assert stub.messages == {}
+
+
+async def test_file_shared_to_new_channel_top_level(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    resp = await client.files_upload_v2(channel="C7", content="log", filename="log.txt")
+    [msg] = stub.messages["C7"]
+    assert msg["text"] == ""
+    assert msg["files"][0]["id"] == resp["file"]["id"]
+    assert stub.files[resp["file"]["id"]].message_ts == msg["ts"]
+    history = await client.conversations_history(channel="C7")
+    assert history["messages"][0]["files"][0]["name"] == "log.txt"
+
+
+async def test_get_upload_url_argument_errors(stub: SlackStub, client: AsyncWebClient) -> None:
+    exc = await expect_error(
+        client.api_call("files.getUploadURLExternal", params={"length": 3}), "invalid_arguments"
+    )
+    assert "filename" in exc.response["response_metadata"]["messages"][0]
+    exc = await expect_error(
+        client.api_call("files.getUploadURLExternal", params={"filename": "a"}),
+        "invalid_arguments",
+    )
+    assert "length" in exc.response["response_metadata"]["messages"][0]
+    for bad in (0, -5, "ten", "1.5"):
+        await expect_error(
+            client.api_call("files.getUploadURLExternal", params={"filename": "a", "length": bad}),
+            "invalid_arguments",
+        )
+    assert stub.files == {}
+    ok = await client.files_getUploadURLExternal(filename="a.txt", length=3)
+    assert ok["upload_url"] == f"{stub.base_url}upload/{ok['file_id']}"
+    assert ok["file_id"].startswith("F")
+    assert stub.files[ok["file_id"]].uploaded is False
+
+
+async def test_upload_url_raw_and_multipart(stub: SlackStub, client: AsyncWebClient) -> None:
+    issued = await client.files_getUploadURLExternal(filename="a.txt", length=5)
+    url = issued["upload_url"]
+    async with aiohttp.ClientSession() as session:  # no token, like files.slack.com
+        async with session.post(url, data=b"123456") as resp:
+            assert resp.status == 400
+        assert stub.files[issued["file_id"]].uploaded is False
+        async with session.post(f"{stub.base_url}upload/F-unknown", data=b"1") as resp:
+            assert resp.status == 404
+        form = aiohttp.FormData()
+        form.add_field("file", b"hello", filename="a.txt")
+        async with session.post(url, data=form) as resp:
+            assert (resp.status, await resp.text()) == (200, "OK - 5")
+    stored = stub.files[issued["file_id"]]
+    assert (stored.content, stored.uploaded, stored.completed) == (b"hello", True, False)
+
+
+async def test_complete_upload_errors(stub: SlackStub, client: AsyncWebClient) -> None:
+    await expect_error(
+        client.api_call("files.completeUploadExternal", params={"channel_id": "C1"}),
+        "invalid_arguments",
+    )
+    await expect_error(
+        client.files_completeUploadExternal(files=[{"id": "F-nope"}], channel_id="C1"),
+        "file_not_found",
+    )
+    issued = await client.files_getUploadURLExternal(filename="a.txt", length=3)
+    file_id = issued["file_id"]
+    exc = await expect_error(
+        client.files_completeUploadExternal(files=[{"id": file_id}], channel_id="C1"),
+        "invalid_arguments",
+    )
+    assert "not uploaded" in exc.response["response_metadata"]["messages"][0]
+
+    async with aiohttp.ClientSession() as session, session.post(issued["upload_url"], data=b"abc"):
+        pass
+    await expect_error(
+        client.files_completeUploadExternal(
+            files=[{"id": file_id}], channel_id="C1", thread_ts="1111111111.000001"
+        ),
+        "thread_not_found",
+    )
+    assert stub.messages == {}
+    assert stub.files[file_id].completed is False
+
+    done = await client.files_completeUploadExternal(
+        files=[{"id": file_id, "title": "T"}], channel_id="C1"
+    )
+    assert done["files"][0]["title"] == "T"
+    await expect_error(
+        client.files_completeUploadExternal(files=[{"id": file_id}], channel_id="C1"),
+        "invalid_arguments",
+    )
+    assert len(stub.messages["C1"]) == 1
+
+
+async def test_upload_fault_injection(stub: SlackStub, client: AsyncWebClient) -> None:
+    stub.fail(None, status=500, times=1)  # API-wide faults skip the upload URL ...
+    stub.fail("upload", status=500)
+    with pytest.raises(SlackApiError):
+        await client.files_upload_v2(channel="C1", content="x", filename="a.txt")
+    with pytest.raises(SlackRequestError, match="status: 500"):
+        await client.files_upload_v2(channel="C1", content="x", filename="a.txt")
+    assert [f.uploaded for f in stub.files.values()] == [False]
+    assert stub.calls_to("files.completeUploadExternal") == []
+    resp = await client.files_upload_v2(channel="C1", content="x", filename="a.txt")
+    assert stub.files[resp["file"]["id"]].content == b"x"
+
+
+# ----------------------------------------------------------------------------- scopes
+
+
+async def test_missing_scope(stub: SlackStub, client: AsyncWebClient) -> None:
+    stub.missing_scopes.add("files:write")
+    exc = await expect_error(
+        client.files_upload_v2(channel="C1", content="x", filename="a.txt"), "missing_scope"
+    )
+    assert exc.response["needed"] == "files:write"
+    provided = exc.response["provided"].split(",")
+    assert "files:write" not in provided and "chat:write" in provided
+    assert stub.files == {}
+    await expect_error(client.files_completeUploadExternal(files=[{"id": "F1"}]), "missing_scope")
+
+    stub.missing_scopes.update({"chat:write", "channels:history"})
+    exc = await expect_error(client.chat_postMessage(channel="C1", text="x"), "missing_scope")
+    assert exc.response["needed"] == "chat:write"
+    stub.add_message("C1", "seeded")
+    exc = await expect_error(client.conversations_history(channel="C1"), "missing_scope")
+    assert exc.response["needed"] == "channels:history"
+    await expect_error(client.conversations_replies(channel="C1", ts="1.0"), "missing_scope")
+    assert (await client.auth_test())["ok"] is True  # needs no scope
+    assert [m["text"] for m in stub.messages["C1"]] == ["seeded"]
+
+    stub.reset()
+    assert stub.missing_scopes == set()
+    assert (await client.chat_postMessage(channel="C1", text="x"))["ok"] is True
+
+
+async def test_reset_clears_files(stub: SlackStub, client: AsyncWebClient) -> None:
+    await client.files_upload_v2(content="x", filename="a.txt")
+    assert len(stub.files) == 1
+    stub.reset()
+    assert stub.files == {}
