@@ -10,6 +10,10 @@
     POST   /prompt        bearer UAT_PROMPT_TOKEN; {"prompt", "user", "thread"}
                           -> 202 {"id", "position", "state"}
     GET    /prompts/{id}  one job (see `Job`, plus "position"), 404 when unknown
+    GET    /prompts/{id}/output
+                          bearer UAT_PROMPT_TOKEN; the job's full output so far as
+                          text/plain; charset=utf-8, 404 when the job is unknown or has no output
+                          file (still queued, never started the agent, or the file is gone)
     DELETE /prompts/{id}  bearer UAT_PROMPT_TOKEN; cancels a queued job or kills a running one
 
 `position` is the number of jobs ahead of the new one, the running job included: 0 means it starts
@@ -21,6 +25,14 @@ Jobs run one at a time, in order, as `CLAUDE_CMD -p <prompt> --output-format str
 cancel, on timeout (PROMPT_TIMEOUT_S) and when the job ends (stray children of the agent). The queue
 and recent jobs are saved to PROMPT_STATE atomically on every change; on start, queued jobs are kept
 and a job that was running is marked failed with the error "interrupted".
+
+Full output: what the job's `output_tail` shows (agent text, `[tool: NAME]` lines, the result
+text, one piece per line) is also appended to `<PROMPT_OUTPUT_DIR>/<job id>.txt` (utf-8) while the
+job runs, up to PROMPT_OUTPUT_MAX_BYTES (default 5 MiB); past that, one last line
+`… output cut at 5 MiB` and the rest is dropped (`output_chars` still counts it all,
+`output_truncated` says so). PROMPT_OUTPUT_DIR defaults to `<PROMPT_STATE>.outputs` next to the
+state file, or, without PROMPT_STATE, a temporary folder removed when the server stops. A job's file
+is deleted when it drops out of "recent"; on start, files of jobs the state does not know are.
 
 PHASE_FILE protocol (written by entrypoint.sh, atomically: temp file + rename): one JSON object
 `{"phase": "cloning" | "installing" | "starting" | "ready" | "failed", "error": str | null,
@@ -34,10 +46,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import io
 import json
 import logging
 import os
+import re
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -59,6 +74,8 @@ MAX_PROMPT_CHARS: Final = 20_000
 MAX_QUEUED: Final = 50
 RECENT_LIMIT: Final = 50
 OUTPUT_TAIL_CHARS: Final = 4_000
+MAX_OUTPUT_BYTES: Final = 5 * 1024 * 1024  # one job's full output file, before the cut marker
+OUTPUT_CUT_PREFIX: Final = "… output cut at "
 STDERR_TAIL_CHARS: Final = 2_000
 MAX_LINE_BYTES: Final = 16 * 1024 * 1024  # one stream-json line; longer ones are skipped
 MAX_FILES_LISTED: Final = 500
@@ -68,6 +85,7 @@ GIT_TIMEOUT_S: Final = 30.0
 APP_PROBE_TIMEOUT_S: Final = 1.0
 CHECKOUT_POLL_S: Final = 0.5
 
+JOB_ID: Final = re.compile(r"[0-9a-f]{12}")  # what `new_job_id` makes; names output files
 PHASES: Final = ("cloning", "installing", "starting", "ready", "failed")
 ACTIVE_STATES: Final = ("queued", "running")
 INTERRUPTED: Final = "interrupted"
@@ -90,11 +108,24 @@ class Config:
     timeout_s: float = 1800.0
     state_file: Path | None = None
     phase_file: Path | None = None
+    output_dir: Path | None = None  # None: see `outputs_folder`
+    output_max_bytes: int = MAX_OUTPUT_BYTES
+
+    @property
+    def outputs_folder(self) -> Path | None:
+        """Where full job outputs go: `output_dir`, else `<state_file>.outputs`, else None (the
+        queue then makes a temporary folder)."""
+        if self.output_dir is not None:
+            return self.output_dir
+        if self.state_file is not None:
+            return self.state_file.with_name(f"{self.state_file.name}.outputs")
+        return None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
         """Read PROMPT_HOST, PROMPT_PORT, APP_PORT, WORK_DIR, UAT_PROMPT_TOKEN, CLAUDE_CMD,
-        PROMPT_TIMEOUT_S, PROMPT_STATE and PHASE_FILE; raise ConfigError naming each bad value."""
+        PROMPT_TIMEOUT_S, PROMPT_STATE, PHASE_FILE, PROMPT_OUTPUT_DIR and PROMPT_OUTPUT_MAX_BYTES;
+        raise ConfigError naming each bad value."""
         problems: list[str] = []
 
         def port(name: str, default: int) -> int:
@@ -118,6 +149,14 @@ class Config:
         except ValueError:
             problems.append(f"PROMPT_TIMEOUT_S={timeout_raw!r} is not a positive number of seconds")
             timeout_s = 1800.0
+        max_bytes_raw = env.get("PROMPT_OUTPUT_MAX_BYTES", "").strip() or str(MAX_OUTPUT_BYTES)
+        if max_bytes_raw.isdigit() and int(max_bytes_raw) > 0:
+            output_max_bytes = int(max_bytes_raw)
+        else:
+            problems.append(
+                f"PROMPT_OUTPUT_MAX_BYTES={max_bytes_raw!r} is not a positive number of bytes"
+            )
+            output_max_bytes = MAX_OUTPUT_BYTES
         try:
             claude_cmd = tuple(shlex.split(env.get("CLAUDE_CMD", "").strip() or "claude"))
         except ValueError as exc:
@@ -135,7 +174,13 @@ class Config:
             timeout_s=timeout_s,
             state_file=optional_path("PROMPT_STATE"),
             phase_file=optional_path("PHASE_FILE"),
+            output_dir=optional_path("PROMPT_OUTPUT_DIR"),
+            output_max_bytes=output_max_bytes,
         )
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex[:12]
 
 
 def now_iso() -> str:
@@ -157,6 +202,8 @@ class Job:
     finished_at: str | None = None
     summary: str | None = None
     output_tail: str = ""
+    output_chars: int = 0  # characters of full output (one piece per line), before any cut
+    output_truncated: bool = False  # the output file stops at output_max_bytes
     cost_usd: float | None = None
     duration_s: float | None = None
     usage: dict[str, Any] | None = None
@@ -243,11 +290,73 @@ class TextTail:
             self.text = (f"{self.text}\n{piece}" if self.text else piece)[-self.limit :]
 
 
-class StreamJson:
-    """Reads the agent's stream-json lines into a job: output tail, summary, cost, usage."""
+def size_text(limit: int) -> str:
+    """A byte count as people write it: "5 MiB", "8 KiB", "1000 bytes"."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if limit >= size and limit % size == 0:
+            return f"{limit // size} {unit}"
+    return f"{limit} bytes"
 
-    def __init__(self, job: Job) -> None:
+
+class OutputFile:
+    """A job's full output: the pieces it shows, one per line, appended to a utf-8 file through a
+    buffered file object (flushed after each piece, never fsynced). Past `limit` bytes, one
+    `… output cut at …` line ends the file and the rest is only counted in `job.output_chars`."""
+
+    def __init__(self, job: Job, path: Path, limit: int) -> None:
         self.job = job
+        self.path = path
+        self.limit = limit
+        self.written = 0
+        self._file: io.BufferedWriter | None = path.open("wb")
+
+    def add(self, piece: str) -> None:
+        piece = piece.rstrip("\n")
+        if not piece:
+            return
+        line = f"{piece}\n"
+        self.job.output_chars += len(line)
+        if self._file is None or self.job.output_truncated:
+            return
+        data = line.encode("utf-8", errors="replace")
+        try:
+            if self.written + len(data) <= self.limit:
+                self._file.write(data)
+                self.written += len(data)
+            else:
+                self._cut(data)
+            self._file.flush()
+        except OSError as exc:
+            logger.error("job %s: cannot write its output to %s: %s", self.job.id, self.path, exc)
+            self.close()
+
+    def _cut(self, data: bytes) -> None:
+        assert self._file is not None
+        room = data[: self.limit - self.written].decode("utf-8", errors="ignore")
+        kept = room.encode("utf-8")
+        if kept:
+            self._file.write(kept + b"\n")
+        self._file.write(f"{OUTPUT_CUT_PREFIX}{size_text(self.limit)}\n".encode())
+        self.written += len(kept)
+        self.job.output_truncated = True
+        logger.warning("job %s: output cut at %d bytes", self.job.id, self.limit)
+
+    def close(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as exc:
+                logger.error("job %s: cannot write its output: %s", self.job.id, exc)
+
+
+class StreamJson:
+    """Reads the agent's stream-json lines into a job: output tail (and full output), summary,
+    cost, usage."""
+
+    def __init__(self, job: Job, output: OutputFile | None = None) -> None:
+        self.job = job
+        self.output = output
         self.tail = TextTail(OUTPUT_TAIL_CHARS)
         self.last_text: str | None = None
         self.result: dict[str, Any] | None = None
@@ -286,6 +395,8 @@ class StreamJson:
     def _show(self, text: str) -> None:
         self.tail.add(text)
         self.job.output_tail = self.tail.text
+        if self.output is not None:
+            self.output.add(text)
 
     @property
     def is_error(self) -> bool:
@@ -449,6 +560,93 @@ class PromptQueue:
         self._write_lock = threading.Lock()  # saves run in threads; the newest snapshot wins
         self._snapshots = 0
         self._written = 0
+        self.output_dir: Path | None = None  # set by `open_outputs`
+        self._temporary_output_dir = False
+        self._output: OutputFile | None = None  # the running job's
+
+    # ------------------------------------------------------------------ full outputs
+
+    def open_outputs(self) -> None:
+        """Make the folder for full outputs (a temporary one when the config names none)."""
+        folder = self.config.outputs_folder
+        try:
+            if folder is None:
+                folder = Path(tempfile.mkdtemp(prefix="prompt-outputs-"))
+                self._temporary_output_dir = True
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            logger.error("cannot make a folder for job outputs (%s): not keeping them", exc)
+            return
+        self.output_dir = folder
+        logger.info("full job outputs go to %s", folder)
+
+    def close_outputs(self) -> None:
+        """Close the running job's output file; remove the folder if it was a temporary one."""
+        if self._output is not None:
+            self._output.close()
+            self._output = None
+        if self._temporary_output_dir and self.output_dir is not None:
+            shutil.rmtree(self.output_dir, ignore_errors=True)
+            self.output_dir = None
+            self._temporary_output_dir = False
+
+    def output_path(self, job: Job) -> Path | None:
+        """Where the job's full output is (or would be) kept; None when outputs are not kept."""
+        if self.output_dir is None or not JOB_ID.fullmatch(job.id):
+            return None
+        return self.output_dir / f"{job.id}.txt"
+
+    def _open_output(self, job: Job) -> OutputFile | None:
+        path = self.output_path(job)
+        if path is None:
+            return None
+        try:
+            return OutputFile(job, path, self.config.output_max_bytes)
+        except OSError as exc:
+            logger.error("job %s: cannot keep its full output in %s: %s", job.id, path, exc)
+            return None
+
+    def _forget_output(self, job: Job) -> None:
+        path = self.output_path(job)
+        if path is not None:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                logger.warning("job %s: cannot delete its output %s: %s", job.id, path, exc)
+
+    def prune_outputs(self) -> None:
+        """Delete output files of jobs this queue does not know (best effort)."""
+        if self.output_dir is None:
+            return
+        try:
+            found = list(self.output_dir.glob("*.txt"))
+        except OSError as exc:
+            logger.warning("cannot list %s: %s", self.output_dir, exc)
+            return
+        for path in found:
+            if JOB_ID.fullmatch(path.stem) and path.stem not in self._jobs:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    logger.info("deleted the output of forgotten job %s", path.stem)
+
+    def _recount_output(self, job: Job) -> None:
+        """After a crash: count what the interrupted job's output file holds (the state file was
+        last saved when the job started)."""
+        path = self.output_path(job)
+        if path is None:
+            return
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return
+        body, _, last = text.rstrip("\n").rpartition("\n")
+        if last.startswith(OUTPUT_CUT_PREFIX):
+            job.output_truncated = True
+            text = f"{body}\n" if body else ""
+        job.output_chars = max(job.output_chars, len(text))
 
     # ------------------------------------------------------------------ reading
 
@@ -479,7 +677,7 @@ class PromptQueue:
     # ------------------------------------------------------------------ changing
 
     async def submit(self, prompt: str, user: str | None, thread: str | None) -> Job:
-        job = Job(uuid.uuid4().hex[:12], prompt, user, thread, created_at=now_iso())
+        job = Job(new_job_id(), prompt, user, thread, created_at=now_iso())
         self._queue.append(job)
         self._jobs[job.id] = job
         self._wake.set()
@@ -509,6 +707,7 @@ class PromptQueue:
         self._recent.insert(0, job)
         for old in self._recent[RECENT_LIMIT:]:
             self._jobs.pop(old.id, None)
+            self._forget_output(old)
         del self._recent[RECENT_LIMIT:]
 
     # ------------------------------------------------------------------ persistence
@@ -567,6 +766,7 @@ class PromptQueue:
             running.state = "failed"
             running.error = INTERRUPTED
             running.finished_at = now_iso()
+            await asyncio.to_thread(self._recount_output, running)
             self._recent.insert(0, running)
             logger.warning("job %s was running when the server stopped: failed", running.id)
         for job in queue:
@@ -626,6 +826,9 @@ class PromptQueue:
         await self.save()
 
     def _finish(self, job: Job, started: float) -> None:
+        if self._output is not None:
+            self._output.close()
+            self._output = None
         job.finished_at = now_iso()
         if job.duration_s is None:
             job.duration_s = round(time.monotonic() - started, 3)
@@ -658,7 +861,8 @@ class PromptQueue:
             job.error = f"cannot start the agent {cfg.claude_cmd[0]!r}: {exc.strerror or exc}"
             return
         logger.info("job %s: agent running as process group %d", job.id, proc.pid)
-        stream = StreamJson(job)
+        self._output = self._open_output(job)
+        stream = StreamJson(job, self._output)
         stderr = TextTail(STDERR_TAIL_CHARS)
         readers = asyncio.gather(
             pump_lines(proc.stdout, stream.feed),
@@ -859,6 +1063,26 @@ async def get_prompt(request: web.Request) -> web.Response:
     return web.json_response(queue.view(job))
 
 
+async def get_output(request: web.Request) -> web.Response:
+    if (refused := check_token(request)) is not None:
+        return refused
+    queue = request.app[QUEUE_KEY]
+    job = queue.get(request.match_info["id"])
+    if job is None:
+        return error(404, f"no job {request.match_info['id']}")
+    path = queue.output_path(job)
+    try:
+        if path is None:
+            raise FileNotFoundError
+        data = await asyncio.to_thread(path.read_bytes)
+    except (FileNotFoundError, IsADirectoryError):
+        return error(404, f"job {job.id} has no output ({job.state})")
+    except OSError as exc:
+        logger.error("job %s: cannot read its output: %s", job.id, exc)
+        return error(500, f"cannot read the output of job {job.id}: {exc.strerror or exc}")
+    return web.Response(body=data, content_type="text/plain", charset="utf-8")
+
+
 async def cancel_prompt(request: web.Request) -> web.Response:
     if (refused := check_token(request)) is not None:
         return refused
@@ -875,12 +1099,15 @@ async def cancel_prompt(request: web.Request) -> web.Response:
 async def run_worker(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: restore the queue, run the worker, cancel and await it on shutdown."""
     queue = app[QUEUE_KEY]
+    await asyncio.to_thread(queue.open_outputs)
     await queue.load()
+    await asyncio.to_thread(queue.prune_outputs)
     worker = asyncio.create_task(queue.run_forever(), name="prompt-worker")
     yield
     worker.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await worker
+    await asyncio.to_thread(queue.close_outputs)
 
 
 def create_app(config: Config) -> web.Application:
@@ -893,6 +1120,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/status", status)
     app.router.add_post("/prompt", submit_prompt)
     app.router.add_get("/prompts/{id}", get_prompt)
+    app.router.add_get("/prompts/{id}/output", get_output)
     app.router.add_delete("/prompts/{id}", cancel_prompt)
     app.cleanup_ctx.append(run_worker)
     return app

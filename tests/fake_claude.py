@@ -13,6 +13,7 @@ calls the agent exactly that way. The prompt's first word picks what it does:
                          then sleep for ten minutes
     fake:commit NAME     commit the file NAME in the working directory, leave dirty.txt uncommitted
     fake:env NAME        the result is the value of the environment variable NAME, or "<unset>"
+    fake:long LINES      say `long_lines(LINES)`, one assistant message each, then succeed
 
 --log FILE appends the prompt (as one JSON string per line) when the run starts.
 """
@@ -31,6 +32,12 @@ COST_USD = 0.0123
 DURATION_MS = 1234
 USAGE = {"input_tokens": 10, "output_tokens": 20}
 GIT_IDENTITY = ["-c", "user.name=Fake Agent", "-c", "user.email=fake-agent@example.com"]
+
+
+def long_lines(count: int) -> list[str]:
+    """What `fake:long COUNT` says: numbered lines, with characters that take 2 to 4 bytes."""
+    tail = "x" * 15
+    return [f"line {i:05d} of the long output: Grüße, naïve café, 😀 {tail}" for i in range(count)]
 
 
 def emit(event: dict[str, Any]) -> None:
@@ -113,6 +120,9 @@ def main() -> int:
         subprocess.run(["git", *GIT_IDENTITY, "add", arg], check=True)
         subprocess.run(["git", *GIT_IDENTITY, "commit", "-q", "-m", f"Add {arg}"], check=True)
         Path("dirty.txt").write_text("not committed\n")
+    elif mode == "fake:long":
+        for line in long_lines(int(arg)):
+            say(line)
     elif mode == "fake:env":
         finish(os.environ.get(arg, "<unset>"))
         return 0

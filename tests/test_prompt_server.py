@@ -1,5 +1,6 @@
 """The container's prompt server over real HTTP on 127.0.0.1, running tests/fake_claude.py as the
-agent in a real git repo: auth, limits, FIFO, results, timeouts, cancel, health, persistence."""
+agent in a real git repo: auth, limits, FIFO, results, timeouts, cancel, health, persistence, full
+outputs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import shlex
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,7 +23,18 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from container.prompt_server import MAX_PROMPT_CHARS, Config, ConfigError, create_app
+from container import prompt_server
+from container.prompt_server import (
+    MAX_OUTPUT_BYTES,
+    MAX_PROMPT_CHARS,
+    OUTPUT_TAIL_CHARS,
+    QUEUE_KEY,
+    Config,
+    ConfigError,
+    Job,
+    create_app,
+    size_text,
+)
 from tests.container_helpers import (
     PROMPT_SERVER,
     TOKEN,
@@ -35,6 +49,7 @@ from tests.container_helpers import (
     read_pids,
     wait_until,
 )
+from tests.fake_claude import long_lines
 
 FINAL_STATES = ("succeeded", "failed", "cancelled", "timed_out")
 
@@ -57,6 +72,12 @@ class Server:
             method, self.url + path, json=body, headers=headers, **kw
         ) as response:
             return response.status, await response.json()
+
+    async def output(self, job_id: str, token: str | None = TOKEN) -> tuple[int, str, str]:
+        """GET /prompts/{id}/output: (status, Content-Type, body as text)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.session.get(f"{self.url}/prompts/{job_id}/output", headers=headers) as r:
+            return r.status, r.headers.get("Content-Type", ""), await r.text()
 
     async def submit(self, prompt: str, **fields: Any) -> dict[str, Any]:
         status, body = await self.call("POST", "/prompt", {"prompt": prompt, **fields})
@@ -125,6 +146,12 @@ def ran(agent_log: Path) -> list[str]:
     if not agent_log.exists():
         return []
     return [json.loads(line) for line in agent_log.read_text().splitlines()]
+
+
+def full_output(prompt: str, lines: list[str]) -> str:
+    """The full output the server keeps for a `fake:long` run: each piece shown, one per line."""
+    shown = [f"Working on it ({prompt.split()[0]}).", "[tool: Bash]", *lines, "All done.", prompt]
+    return "".join(f"{piece}\n" for piece in shown)
 
 
 def created(repo: Path, *names: str) -> list[Path]:
@@ -516,7 +543,196 @@ def test_a_restart_keeps_queued_jobs_and_fails_the_interrupted_one(
     done = wait_until(finished, 10, "the queued job")
     assert (done["state"], done["summary"]) == ("succeeded", "after the restart")
     assert ran(agent_log) == [f"fake:hang {pidfile}", "after the restart"]
-    saved = json.loads((tmp_path / "state" / "prompts.json").read_text())
+
+    def saved_after_the_job() -> dict[str, Any] | None:  # the save lands just after the answer
+        saved: dict[str, Any] = json.loads((tmp_path / "state" / "prompts.json").read_text())
+        return saved if len(saved["recent"]) == 2 else None
+
+    saved = wait_until(saved_after_the_job, 5, "the state file to record the finished job")
     assert [j["id"] for j in saved["recent"]] == [second["id"], first["id"]]
     assert saved["queue"] == []
     assert saved["running"] is None
+
+
+# ------------------------------------------------------------------------------ full outputs
+
+LONG = 1_000  # lines of `fake:long`: about 70,000 characters
+
+
+async def test_the_full_output_is_kept_beyond_the_tail(start: Start) -> None:
+    server = await start()
+    prompt = f"fake:long {LONG}"
+    job = await server.wait((await server.submit(prompt))["id"])
+    expected = full_output(prompt, long_lines(LONG))
+    assert len(expected) > 60_000
+    assert len(expected.encode()) > len(expected)  # characters are counted, not bytes
+    assert job["state"] == "succeeded", job
+    assert (job["output_chars"], job["output_truncated"]) == (len(expected), False)
+    assert len(job["output_tail"]) == OUTPUT_TAIL_CHARS
+    assert job["output_tail"] == expected.rstrip("\n")[-OUTPUT_TAIL_CHARS:]
+
+    status, content_type, text = await server.output(job["id"])
+    assert (status, content_type) == (200, "text/plain; charset=utf-8")
+    assert text == expected
+    assert text.startswith("Working on it (fake:long).\n[tool: Bash]\nline 00000 of the long")
+    last = f"line {LONG - 1:05d} of the long output: Grüße, naïve café, 😀 {'x' * 15}"
+    assert text.endswith(f"\n{last}\nAll done.\n{prompt}\n")
+    _, snapshot = await server.call("GET", "/status")
+    assert snapshot["recent"][0]["output_chars"] == len(expected)
+
+    # Without PROMPT_STATE the outputs live in a temporary folder, gone once the server stops.
+    folder = server.runner.app[QUEUE_KEY].output_dir
+    assert folder is not None
+    assert (folder / f"{job['id']}.txt").read_text(encoding="utf-8") == expected
+    await server.runner.cleanup()
+    assert not folder.exists()
+
+
+async def test_the_output_needs_the_token_and_a_job_that_ran(start: Start, tmp_path: Path) -> None:
+    pidfile = tmp_path / "hang.pids"
+    server = await start()
+    running = (await server.submit(f"fake:hang {pidfile}"))["id"]
+    queued = (await server.submit("waits its turn"))["id"]
+    await server.wait(running, ("running",))
+    await asyncio.to_thread(wait_until, pidfile.exists, 10, "the hanging agent")
+    pids = read_pids(pidfile)
+    so_far = "Working on it (fake:hang).\n[tool: Bash]\nHanging now.\n"
+    try:
+        for token in (None, "wrong-token", TOKEN + "x"):
+            status, _, text = await server.output(running, token=token)
+            assert status == 401
+            assert "token" in json.loads(text)["error"]
+
+        async with asyncio.timeout(10):  # what the running agent said so far
+            while (text := (await server.output(running))[2]) != so_far:
+                assert so_far.startswith(text) or text.startswith("{"), text
+                await asyncio.sleep(0.05)
+        job = await server.job(running)
+        assert (job["state"], job["output_chars"]) == ("running", len(so_far))
+
+        status, _, text = await server.output(queued)
+        assert status == 404
+        assert "no output" in json.loads(text)["error"]
+        status, _, text = await server.output("nope")
+        assert status == 404
+        assert "no job nope" in json.loads(text)["error"]
+
+        assert (await server.call("DELETE", f"/prompts/{queued}"))[0] == 200
+        assert (await server.call("DELETE", f"/prompts/{running}"))[0] == 200
+    finally:
+        kill_pids(pids)
+    assert await server.output(running) == (200, "text/plain; charset=utf-8", so_far)
+    assert (await server.output(queued))[0] == 404
+
+
+async def test_the_output_is_cut_at_the_byte_limit(start: Start) -> None:
+    limit = 8 * 1024
+    server = await start(output_max_bytes=limit)
+    prompt = f"fake:long {LONG}"
+    job = await server.wait((await server.submit(prompt))["id"])
+    expected = full_output(prompt, long_lines(LONG))
+    assert job["state"] == "succeeded", job
+    assert (job["output_chars"], job["output_truncated"]) == (len(expected), True)
+    assert job["output_tail"] == expected.rstrip("\n")[-OUTPUT_TAIL_CHARS:]  # the tail goes on
+
+    status, _, text = await server.output(job["id"])
+    assert status == 200
+    kept, marker = text.removesuffix("\n").rsplit("\n", 1)
+    assert marker == "… output cut at 8 KiB"
+    assert text.count("output cut at") == 1
+    assert expected.startswith(kept)
+    assert limit - 4 <= len(kept.encode()) <= limit  # a character that does not fit is dropped
+    assert len(text.encode()) <= limit + len("\n… output cut at 8 KiB\n".encode())
+
+
+async def test_the_output_of_a_job_dropped_from_recent_is_deleted(
+    start: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prompt_server, "RECENT_LIMIT", 2)
+    server = await start(state_file=tmp_path / "state.json")
+    outputs = tmp_path / "state.json.outputs"  # the default: next to PROMPT_STATE
+    ids: list[str] = []
+    for n in range(3):
+        job = await server.wait((await server.submit(f"job {n}"))["id"])
+        ids.append(job["id"])
+        assert (outputs / f"{job['id']}.txt").read_text().endswith(f"All done.\njob {n}\n")
+    assert sorted(p.name for p in outputs.iterdir()) == sorted(f"{i}.txt" for i in ids[1:])
+    assert (await server.output(ids[0]))[0] == 404
+    assert (await server.output(ids[2]))[0] == 200
+    _, snapshot = await server.call("GET", "/status")
+    assert [j["id"] for j in snapshot["recent"]] == [ids[2], ids[1]]
+
+
+def get_text(url: str, token: str | None = TOKEN) -> tuple[int, str]:
+    request = urllib.request.Request(url)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8")
+
+
+def test_outputs_survive_a_restart_and_forgotten_ones_are_deleted(
+    server_process: ServerProcess, tmp_path: Path
+) -> None:
+    url = server_process.url
+    outputs = tmp_path / "state" / "prompts.json.outputs"
+    pidfile = tmp_path / "hang.pids"
+    proc = server_process.start()
+    prompt = "fake:long 300"
+    _, done = http("POST", url + "/prompt", {"prompt": prompt}, TOKEN)
+    _, hung = http("POST", url + "/prompt", {"prompt": f"fake:hang {pidfile}"}, TOKEN)
+    so_far = "Working on it (fake:hang).\n[tool: Bash]\nHanging now.\n"
+    wait_until(lambda: get_text(f"{url}/prompts/{hung['id']}/output")[1] == so_far, 10, "output")
+    (outputs / "0123456789ab.txt").write_text("a job nobody knows\n")
+    (outputs / "notes.txt").write_text("not a job's output\n")
+
+    proc.kill()  # SIGKILL: nothing saved since the hanging job started
+    proc.wait(5)
+    kill_pids(read_pids(pidfile))
+    server_process.start()
+
+    expected = full_output(prompt, long_lines(300))
+    assert get_text(f"{url}/prompts/{done['id']}/output") == (200, expected)
+    assert http("GET", f"{url}/prompts/{done['id']}")[1]["output_chars"] == len(expected)
+    assert get_text(f"{url}/prompts/{hung['id']}/output") == (200, so_far)
+    interrupted = http("GET", f"{url}/prompts/{hung['id']}")[1]
+    assert (interrupted["state"], interrupted["error"]) == ("failed", "interrupted")
+    assert interrupted["output_chars"] == len(so_far)  # counted from the file after the crash
+    assert not (outputs / "0123456789ab.txt").exists()
+    assert (outputs / "notes.txt").exists()
+    assert get_text(f"{url}/prompts/{hung['id']}/output", token="wrong")[0] == 401
+
+
+def test_output_settings_are_read_from_the_environment(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    config = Config.from_env({"WORK_DIR": str(tmp_path), "PROMPT_STATE": str(state)})
+    assert config.output_max_bytes == MAX_OUTPUT_BYTES == 5 * 1024 * 1024
+    assert config.outputs_folder == tmp_path / "state.json.outputs"
+    assert Config.from_env({"WORK_DIR": str(tmp_path)}).outputs_folder is None
+    config = Config.from_env(
+        {
+            "PROMPT_STATE": str(state),
+            "PROMPT_OUTPUT_DIR": str(tmp_path / "out"),
+            "PROMPT_OUTPUT_MAX_BYTES": "1024",
+        }
+    )
+    assert (config.outputs_folder, config.output_max_bytes) == (tmp_path / "out", 1024)
+    for bad in ("0", "-5", "5MiB"):
+        with pytest.raises(ConfigError, match="PROMPT_OUTPUT_MAX_BYTES"):
+            Config.from_env({"PROMPT_OUTPUT_MAX_BYTES": bad})
+    sizes = [size_text(n) for n in (MAX_OUTPUT_BYTES, 8192, 1000)]
+    assert sizes == ["5 MiB", "8 KiB", "1000 bytes"]
+
+
+def test_jobs_saved_before_full_outputs_existed_still_load() -> None:
+    old = {"id": "0123456789ab", "prompt": "p", "user": None, "thread": None, "created_at": "t"}
+    job = Job.from_dict({**old, "state": "succeeded", "output_tail": "done", "gone_field": 1})
+    assert (job.state, job.output_tail, job.output_chars, job.output_truncated) == (
+        "succeeded",
+        "done",
+        0,
+        False,
+    )
