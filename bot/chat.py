@@ -7,12 +7,13 @@ runs behind Slack, behind `uat-bot console` and in tests.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import aiohttp
-from slack_sdk.errors import SlackApiError
+from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -24,14 +25,43 @@ logger = logging.getLogger(__name__)
 
 Blocks = list[dict[str, Any]]
 
+# Messages posted with a key carry it as Slack message metadata of this type, so the bot can
+# find what it posted (see bot/outbox.py).
+METADATA_EVENT = "uat_bot_post"
+FIND_PAGES = 5  # pages of 200 messages searched for a keyed message
+
 
 class Chat(Protocol):
     """The few things the bot says, addressed by channel and message timestamp."""
 
     async def post(
-        self, channel: str, text: str, blocks: Blocks | None = None, thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        blocks: Blocks | None = None,
+        thread_ts: str | None = None,
+        key: str | None = None,
     ) -> str:
-        """Post a message (a reply when `thread_ts` is given); returns its ts."""
+        """Post a message (a reply when `thread_ts` is given); returns its ts. A `key` is kept
+        with the message, for `find`."""
+        ...
+
+    async def find(self, channel: str, key: str, thread_ts: str | None = None) -> str | None:
+        """The ts of a recent message the bot posted with `key` as its metadata, or sharing a
+        file named `key` (in the thread `thread_ts`, or at the top of the channel); else None."""
+        ...
+
+    async def upload(
+        self,
+        channel: str,
+        thread_ts: str | None,
+        filename: str,
+        content: str,
+        title: str,
+        comment: str | None = None,
+    ) -> str:
+        """Share `content` as a file in the channel (in the thread when `thread_ts` is given);
+        returns the file's id."""
         ...
 
     async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
@@ -70,17 +100,76 @@ class SlackChat:
         self._order: dict[str, asyncio.Lock] = {}
 
     async def post(
-        self, channel: str, text: str, blocks: Blocks | None = None, thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        blocks: Blocks | None = None,
+        thread_ts: str | None = None,
+        key: str | None = None,
     ) -> str:
         text, blocks = slack_ui.fit(text, blocks)
+        metadata = {"event_type": METADATA_EVENT, "event_payload": {"key": key}} if key else None
         response = await self._send(
             "chat.postMessage",
             channel,
             lambda: self.client.chat_postMessage(
-                channel=channel, text=text, blocks=blocks, thread_ts=thread_ts
+                channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, metadata=metadata
             ),
         )
         return str(response["ts"])
+
+    async def find(self, channel: str, key: str, thread_ts: str | None = None) -> str | None:
+        cursor: str | None = None
+        for _ in range(FIND_PAGES):
+            if thread_ts:
+                method = "conversations.replies"
+                call = functools.partial(
+                    self.client.conversations_replies, channel=channel, ts=thread_ts
+                )
+            else:
+                method = "conversations.history"
+                call = functools.partial(self.client.conversations_history, channel=channel)
+            page = await self._send(
+                method,
+                channel,
+                functools.partial(call, include_all_metadata=True, limit=200, cursor=cursor),
+            )
+            for message in page.get("messages") or []:
+                metadata = message.get("metadata") or {}
+                payload = metadata.get("event_payload") or {}
+                files = [f.get("name") for f in message.get("files") or []]
+                if metadata.get("event_type") == METADATA_EVENT and payload.get("key") == key:
+                    return str(message["ts"])
+                if key in files and message.get("bot_id"):
+                    return str(message["ts"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return None
+        return None
+
+    async def upload(
+        self,
+        channel: str,
+        thread_ts: str | None,
+        filename: str,
+        content: str,
+        title: str,
+        comment: str | None = None,
+    ) -> str:
+        response = await self._send(
+            "files.upload",
+            channel,
+            lambda: self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=thread_ts,
+                content=content,
+                filename=filename,
+                title=title,
+                initial_comment=comment,
+            ),
+        )
+        files = response.get("files") or [{}]
+        return str(files[0].get("id", ""))
 
     async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
         text, blocks = slack_ui.fit(text, blocks)
@@ -122,6 +211,8 @@ class SlackChat:
                     failure: Exception = exc
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     wait, failure = delay, exc
+                except SlackRequestError as exc:  # files_upload_v2's upload step was refused
+                    raise ChatError(slack_ui.slack_refused(method, str(exc)), "upload") from None
                 if self.metrics is not None:
                     self.metrics.slack_errors.labels(method=method, code="retrying").inc()
                 if loop.time() + wait > deadline:
@@ -141,4 +232,7 @@ class SlackChat:
 
 def _chat_error(method: str, exc: SlackApiError) -> ChatError:
     error = exc.response.get("error", "unknown_error") if exc.response else "no response"
+    if error == "missing_scope":
+        needed = str(exc.response.get("needed") or "?")
+        return ChatError(slack_ui.missing_scope(method, needed), "missing_scope")
     return ChatError(slack_ui.slack_refused(method, str(error)), str(error))

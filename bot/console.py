@@ -28,10 +28,12 @@ import logging
 import re
 import secrets
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from bot import slack_ui
@@ -180,6 +182,8 @@ class ConsoleChat:
         self._top = itertools.count(1)
         self._epoch = int(time.time())
         self._told_numbers = False
+        self._keys: dict[str, str] = {}  # message keys (Chat.post's `key`) -> ts
+        self._files: Path | None = None  # where uploads are saved, made on the first
 
     # printing
 
@@ -213,9 +217,16 @@ class ConsoleChat:
     # the Chat protocol
 
     async def post(
-        self, channel: str, text: str, blocks: Blocks | None = None, thread_ts: str | None = None
+        self,
+        channel: str,
+        text: str,
+        blocks: Blocks | None = None,
+        thread_ts: str | None = None,
+        key: str | None = None,
     ) -> str:
         ts = f"{self._epoch}.{next(self._ts):06d}"
+        if key:
+            self._keys[key] = ts
         body, buttons = render(text, blocks)
         if thread_ts:
             parent = self.messages.get(thread_ts)
@@ -226,6 +237,31 @@ class ConsoleChat:
         self._remember(shown)
         self._show(f"{label}: ", shown)
         return ts
+
+    async def find(self, channel: str, key: str, thread_ts: str | None = None) -> str | None:
+        return self._keys.get(key)
+
+    async def upload(
+        self,
+        channel: str,
+        thread_ts: str | None,
+        filename: str,
+        content: str,
+        title: str,
+        comment: str | None = None,
+    ) -> str:
+        """Save the file where the person at the console can open it, and say where."""
+        if self._files is None:
+            self._files = Path(tempfile.mkdtemp(prefix="uat-console-files-"))
+        path = self._files / Path(filename).name
+        path.write_text(content, encoding="utf-8")
+        parent = self.messages.get(thread_ts or "")
+        label = f"  ↳ {parent.label}" if parent else "bot"
+        lines = content.count("\n") + 1
+        note = f"{comment}\n" if comment else ""
+        self.say(f"{label}: {note}📎 {title}: {path} ({lines} lines, {len(content):,} characters)")
+        self._keys[filename] = str(path)
+        return str(path)
 
     async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
         await self.replace(ts, text, blocks, channel=channel)

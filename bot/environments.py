@@ -29,7 +29,8 @@ from bot.config import Settings
 from bot.errors import UserError
 from bot.github import PullRequestEvent
 from bot.metrics import Metrics
-from bot.store import Environment, Store, VersionConflict
+from bot.outbox import Outbox
+from bot.store import Environment, Store, VersionConflict, renewing
 from bot.tasks import TaskSupervisor
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class Environments:
         self._launching: set[str] = set()  # sessions this process launches or is about to
         self._running: set[str] = set()  # sessions whose launch() is under way here
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.outbox = Outbox(store, chat)
         self.polls = 0
 
     @property
@@ -294,14 +296,8 @@ class Environments:
                 if not await self._still_launching(repo, pr, session):
                     return
                 await asyncio.sleep(LAUNCH_LEASE_S / 4)
-            heartbeat = asyncio.create_task(self._keep_lease(lease, holder))
-            try:
+            async with renewing(self.store, lease, holder, LAUNCH_LEASE_S):
                 await self._launch(repo, pr, session)
-            finally:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
-                await self.store.release_lock(lease, holder)
         finally:
             self._running.discard(session)
             self._launching.discard(session)
@@ -309,15 +305,6 @@ class Environments:
     async def _still_launching(self, repo: str, pr: int, session: str) -> bool:
         env = await self.store.get_environment(repo, pr)
         return env is not None and env.state == "starting" and env.data.get("session") == session
-
-    async def _keep_lease(self, lease: str, holder: str) -> None:
-        """Renew a launch's lease while it runs, so a dead launcher's lapses within seconds."""
-        while True:
-            await asyncio.sleep(LAUNCH_LEASE_S / 3)
-            try:
-                await self.store.hold_lease(lease, holder, LAUNCH_LEASE_S)
-            except Exception:  # a blip: the next renewal is due well before the lease lapses
-                logger.warning("could not renew %s; trying again", lease, exc_info=True)
 
     async def _launch(self, repo: str, pr: int, session: str) -> None:
         env = await self._ensure_thread(repo, pr, session)
@@ -437,7 +424,9 @@ class Environments:
             await self._show(env)
             return env
         text, blocks = slack_ui.environment_card(env, self.settings, self.clock())
-        ts = await self.chat.post(self.settings.uat_channel or "", text, blocks)
+        # Keyed by session: a launch resumed after a crash finds the card it already posted.
+        channel = self.settings.uat_channel or ""
+        ts = await self.outbox.post(f"card:{session}", channel, text, blocks)
         return await self._change(repo, pr, lambda e: replace(e, thread_ts=e.thread_ts or ts))
 
     # ------------------------------------------------------------------ stopping

@@ -2,7 +2,12 @@
 
 A prompt goes to the container's `POST /prompt` (bearer token) through UAT_CONTAINER_URL; the
 job is then followed by polling `GET /prompts/{id}` with backoff until it ends, and the result
-goes into the PR's thread. Jobs being followed are in the store, so a restart resumes them.
+goes into the PR's thread: a message (a few at most) and, when the agent said more than a message
+holds, its whole output as a file (`GET /prompts/{id}/output`).
+
+Jobs being followed are in the store until their result is posted, so a restart resumes them;
+one replica at a time follows a job (a lease), and the result's messages are keyed (see
+bot/outbox.py), so a follower cut short mid-post and resumed posts nothing twice.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ from typing import Any
 import aiohttp
 
 from bot import slack_ui
-from bot.chat import Chat
+from bot.chat import Chat, ChatError
 from bot.config import Settings
 from bot.environments import LIVE, Environments
 from bot.errors import UserError
-from bot.store import Environment, Relay, Store
+from bot.outbox import Outbox
+from bot.store import Environment, Relay, Store, renewing
 from bot.tasks import TaskSupervisor
 
 logger = logging.getLogger(__name__)
@@ -30,6 +36,9 @@ REQUEST_TIMEOUT_S = 10.0
 FIRST_POLL_S = 1.0
 MAX_POLL_S = 15.0
 UNREACHABLE_GIVE_UP_S = 15 * 60
+RELAY_LEASE_S = 30.0  # a dead follower's lease lapses this long after its last renewal
+MAX_RESULT_MESSAGES = 3
+LONG_OUTPUT_CHARS = 3_000  # more than one message section holds: the output goes as a file
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class Prompts:
         self.tasks = tasks
         self._http: aiohttp.ClientSession | None = None
         self.first_poll_s = FIRST_POLL_S
+        self.outbox = Outbox(store, chat)
+        self._following: set[str] = set()  # job ids this process follows
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -115,6 +126,9 @@ class Prompts:
         return queued
 
     def follow(self, relay: Relay) -> None:
+        if relay.job_id in self._following:
+            return
+        self._following.add(relay.job_id)
         self.tasks.spawn(self._follow(relay), name=f"follow prompt {relay.job_id}")
 
     async def resume(self) -> None:
@@ -135,6 +149,24 @@ class Prompts:
             raise UserError(slack_ui.container_unreachable(env)) from None
 
     async def _follow(self, relay: Relay) -> None:
+        """Follow the job while holding its lease; wait while another replica holds it, and stop
+        once its result is posted."""
+        lease, holder = f"relay:{relay.job_id}", self.environments.replica
+        try:
+            while not await self.store.hold_lease(lease, holder, RELAY_LEASE_S):
+                if not await self._open(relay):
+                    return
+                await asyncio.sleep(RELAY_LEASE_S / 4)
+            async with renewing(self.store, lease, holder, RELAY_LEASE_S):
+                if await self._open(relay):
+                    await self._poll(relay)
+        finally:
+            self._following.discard(relay.job_id)
+
+    async def _open(self, relay: Relay) -> bool:
+        return any(r.job_id == relay.job_id for r in await self.store.open_relays())
+
+    async def _poll(self, relay: Relay) -> None:
         delay = self.first_poll_s
         unreachable_since: float | None = None
         loop = asyncio.get_running_loop()
@@ -154,7 +186,7 @@ class Prompts:
                 unreachable_since = None
                 if job.get("state") in TERMINAL:
                     self.environments.metrics.prompt_jobs.labels(state=str(job["state"])).inc()
-                    await self._finish(relay, slack_ui.prompt_result(relay, job))
+                    await self._finish(relay, *await self._result(env, relay, job))
                     return
             delay = min(delay * 1.5, MAX_POLL_S)
 
@@ -170,15 +202,68 @@ class Prompts:
         except (aiohttp.ClientError, TimeoutError):
             return None
 
-    async def _finish(self, relay: Relay, messages: list[str]) -> None:
-        """Post the result once (closing the relay first makes a second poster stand down)."""
-        if not await self.store.close_relay(relay.repo, relay.pr, relay.job_id):
-            return
+    async def _result(
+        self, env: Environment, relay: Relay, job: dict[str, Any]
+    ) -> tuple[list[str], str | None]:
+        """The result's messages and, when it is long, the text of the file that goes with them."""
+        messages = slack_ui.prompt_result(relay, job)
+        summary_is_long = len(messages) > MAX_RESULT_MESSAGES
+        if not summary_is_long and int(job.get("output_chars") or 0) <= LONG_OUTPUT_CHARS:
+            return messages, None
+        if summary_is_long:
+            messages = [*messages[: MAX_RESULT_MESSAGES - 1], slack_ui.REST_IN_FILE]
+        output, problem = await self._output(env, relay.job_id)
+        if output is None:
+            output = str(job.get("output_tail") or "")
+        return messages, slack_ui.prompt_file(relay, job, output, problem)
+
+    async def _output(self, env: Environment, job_id: str) -> tuple[str | None, str | None]:
+        """The job's whole output from the container, or None and why it could not be read."""
+        url = f"{self.environments.container_url(env)}/prompts/{job_id}/output"
+        try:
+            async with self.http.get(url, headers=self._headers()) as response:
+                if response.status == 200:
+                    return await response.text(encoding="utf-8", errors="replace"), None
+                answer = await _json(response)
+                return None, str(answer.get("error") or f"HTTP {response.status}")
+        except (aiohttp.ClientError, TimeoutError):
+            return None, "the container did not answer"
+        except UserError as exc:  # no UAT_PROMPT_TOKEN
+            return None, str(exc)
+
+    async def _finish(self, relay: Relay, messages: list[str], file: str | None = None) -> None:
+        """Post the result, then close the relay. Each message and the file are keyed, so a
+        follower resumed after a crash mid-post posts only what is missing."""
         channel = self.settings.uat_channel
-        if not channel or not relay.thread_ts:
-            return
-        for text in messages:
-            await self.chat.post(channel, text, [slack_ui.text_block(text)], relay.thread_ts)
+        if channel and relay.thread_ts:
+            for number, text in enumerate(messages):
+                await self.outbox.post(
+                    f"prompt:{relay.job_id}:{number}",
+                    channel,
+                    text,
+                    [slack_ui.text_block(text)],
+                    relay.thread_ts,
+                )
+            if file is not None:
+                await self._attach(relay, channel, file)
+        await self.store.close_relay(relay.repo, relay.pr, relay.job_id)
+
+    async def _attach(self, relay: Relay, channel: str, content: str) -> None:
+        name = slack_ui.prompt_file_name(relay.job_id)
+        try:
+            await self.outbox.upload(
+                name, channel, relay.thread_ts, name, content, slack_ui.prompt_file_title(relay)
+            )
+        except ChatError as exc:  # say so in the thread: the result itself is there already
+            logger.warning("could not attach the output of prompt %s: %s", relay.job_id, exc)
+            text = slack_ui.prompt_file_failed(relay.job_id, str(exc))
+            await self.outbox.post(
+                f"prompt:{relay.job_id}:file-failed",
+                channel,
+                text,
+                [slack_ui.text_block(text)],
+                relay.thread_ts,
+            )
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:

@@ -692,6 +692,50 @@ def prompt_result(relay: Any, job: dict[str, Any]) -> list[str]:
     return [head + ("\n" + parts[0] if parts else ""), *parts[1:]]
 
 
+REST_IN_FILE = "… the rest is in the file below."
+
+
+def prompt_file_name(job_id: str) -> str:
+    return f"prompt-{job_id}-output.txt"
+
+
+def prompt_file_title(relay: Any) -> str:
+    return f"Output of prompt {relay.job_id}"
+
+
+def prompt_file(relay: Any, job: dict[str, Any], output: str, problem: str | None) -> str:
+    """The text file that goes with a long result: the prompt, the facts, the summary and the
+    agent's whole output (or its last part, and why, when the container could not give it)."""
+    facts = [str(job.get("state", "?"))]
+    if job.get("duration_s") is not None:
+        facts.append(duration(float(job["duration_s"])))
+    if job.get("cost_usd") is not None:
+        facts.append(f"${float(job['cost_usd']):.2f}")
+    if job.get("commit"):
+        facts.append(f"commit {job['commit']}")
+    sections = [
+        f"Prompt {relay.job_id} from {relay.user} ({relay.repo}#{relay.pr})",
+        " · ".join(facts),
+        f"--- prompt ---\n{relay.prompt}",
+        f"--- summary ---\n{job.get('summary') or job.get('error') or '(none)'}",
+    ]
+    if job.get("files_changed"):
+        sections.append("--- files changed ---\n" + "\n".join(map(str, job["files_changed"])))
+    if problem:
+        sections.append(
+            f"--- output (only its last {len(output):,} characters: "
+            f"the whole could not be read: {problem}) ---\n{output}"
+        )
+    else:
+        cut = " (cut by the container at its size limit)" if job.get("output_truncated") else ""
+        sections.append(f"--- output{cut} ---\n{output}")
+    return "\n\n".join(sections) + "\n"
+
+
+def prompt_file_failed(job_id: str, reason: str) -> str:
+    return f"The full output of prompt `{escape(job_id)}` could not be attached: {reason}"
+
+
 def prompt_cancelled(job_id: str) -> str:
     return f"Cancelled prompt `{escape(job_id)}`."
 
@@ -808,6 +852,13 @@ def needs_confirmation(question: str) -> str:
 
 def slack_unreachable(method: str) -> str:
     return f"Slack is unreachable ({method}): try again later."
+
+
+def missing_scope(method: str, scope: str) -> str:
+    return (
+        f"Slack refused {method}: the app lacks the `{scope}` scope. Add it under "
+        "oauth_config.scopes.bot in manifest.yml, update the app's manifest and reinstall it."
+    )
 
 
 def slack_refused(method: str, error: str) -> str:

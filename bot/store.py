@@ -8,10 +8,12 @@ No SQL leaves `SqliteStore`; a DynamoDB implementation provides the same methods
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,6 +76,17 @@ class Relay:
     user: str
     thread_ts: str
     prompt: str
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Post:
+    """A Slack message the bot posts at most once: its key, where it goes, its ts once posted."""
+
+    key: str
+    channel: str
+    thread_ts: str | None = None
+    ts: str | None = None
     created_at: float = 0.0
 
 
@@ -149,6 +162,38 @@ class Store(Protocol):
 
     async def open_relays(self) -> list[Relay]: ...
 
+    async def reserve_post(self, post: Post) -> tuple[Post, bool]:
+        """Record a message about to be posted (idempotent on its key): what is stored, and
+        whether this call recorded it (False: an earlier attempt may have reached Slack)."""
+        ...
+
+    async def posted(self, key: str, ts: str) -> None:
+        """Record the ts Slack gave a reserved message."""
+        ...
+
+
+@contextlib.asynccontextmanager
+async def renewing(store: Store, lease: str, holder: str, ttl_s: float) -> AsyncIterator[None]:
+    """While the block runs, renew a lease `holder` took (every third of `ttl_s`, so a dead
+    holder's lapses within seconds); release it afterwards."""
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(ttl_s / 3)
+            try:
+                await store.hold_lease(lease, holder, ttl_s)
+            except Exception:  # a blip: the next renewal is due well before the lease lapses
+                logger.warning("could not renew %s; trying again", lease, exc_info=True)
+
+    heartbeat = asyncio.create_task(renew(), name=f"renew {lease}")
+    try:
+        yield
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        await store.release_lock(lease, holder)
+
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: the first schema
@@ -202,6 +247,16 @@ MIGRATIONS: tuple[str, ...] = (
         prompt TEXT NOT NULL,
         created_at REAL NOT NULL,
         PRIMARY KEY (repo, pr, job_id)
+    );
+    """,
+    # 3: messages posted at most once (see bot/outbox.py)
+    """
+    CREATE TABLE posts (
+        key TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        thread_ts TEXT,
+        ts TEXT,
+        created_at REAL NOT NULL
     );
     """,
 )
@@ -452,6 +507,25 @@ class SqliteStore:
         ) as cur:
             rows = await cur.fetchall()
         return [_relay(row) for row in rows]
+
+    # messages posted at most once
+
+    async def reserve_post(self, post: Post) -> tuple[Post, bool]:
+        cur = await self.db.execute(
+            "INSERT OR IGNORE INTO posts (key, channel, thread_ts, ts, created_at) "
+            "VALUES (?, ?, ?, NULL, ?)",
+            (post.key, post.channel, post.thread_ts, post.created_at or self._clock()),
+        )
+        async with self.db.execute(
+            "SELECT key, channel, thread_ts, ts, created_at FROM posts WHERE key = ?", (post.key,)
+        ) as cur2:
+            row = await cur2.fetchone()
+        if row is None:  # cannot happen: the row was there or has just been inserted
+            raise RuntimeError(f"post {post.key} vanished")
+        return Post(*row), cur.rowcount == 1
+
+    async def posted(self, key: str, ts: str) -> None:
+        await self.db.execute("UPDATE posts SET ts = ? WHERE key = ?", (ts, key))
 
 
 def _relay(row: Any) -> Relay:

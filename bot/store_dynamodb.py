@@ -8,6 +8,7 @@ Single-table layout (every item has a string `pk` and `sk`; names below are the 
     lock / lease     lock#<name>       lock                   an hour after it expires
     audit entry      audit             <written at, zero-padded>#<ns>#<random>   -
     relay            relays            <repo>#<pr>#<job id>   -
+    post             post#<key>        post                   30 days after it was reserved
 
 Every write that guards a side effect is a conditional write, so two replicas cannot both win;
 a failed condition is an answer (False, VersionConflict, LockHeld), never an error. Expiry is
@@ -42,6 +43,7 @@ from bot.store import (
     Environment,
     Lock,
     LockHeld,
+    Post,
     Relay,
     VersionConflict,
 )
@@ -539,6 +541,38 @@ class DynamoStore:
         items = await self._call("Query (relays)", lambda: list(self._query(RELAYS)))
         return sorted((_relay(item) for item in items), key=lambda r: r.created_at)
 
+    # messages posted at most once
+
+    async def reserve_post(self, post: Post) -> tuple[Post, bool]:
+        created_at = post.created_at or self._clock()
+        item = {
+            **_key(f"post#{post.key}", "post"),
+            "kind": _s("post"),
+            "channel": _s(post.channel),
+            "created_at": _n(created_at),
+            TTL_ATTRIBUTE: _n(int(created_at) + CLAIM_TTL_S),
+        }
+        _opt(item, "thread_ts", post.thread_ts)
+
+        def run() -> tuple[Post, bool]:
+            if self._put(item, "attribute_not_exists(pk)"):
+                return replace(post, ts=None, created_at=created_at), True
+            stored = self._get(_key(f"post#{post.key}", "post")) or item
+            return _post(post.key, stored), False
+
+        return await self._call("PutItem (post)", run)
+
+    async def posted(self, key: str, ts: str) -> None:
+        def run() -> None:
+            self.client.update_item(
+                TableName=self.table,
+                Key=_key(f"post#{key}", "post"),
+                UpdateExpression="SET ts = :ts",
+                ExpressionAttributeValues={":ts": _s(ts)},
+            )
+
+        await self._call("UpdateItem (post)", run)
+
 
 def _ttl(expires_at: float) -> int:
     return int(expires_at) + LOCK_TTL_GRACE_S
@@ -603,5 +637,15 @@ def _relay(item: dict[str, Any]) -> Relay:
         user=str(item["user"]["S"]),
         thread_ts=str(item["thread_ts"]["S"]),
         prompt=str(item["prompt"]["S"]),
+        created_at=_float(item, "created_at"),
+    )
+
+
+def _post(key: str, item: dict[str, Any]) -> Post:
+    return Post(
+        key=key,
+        channel=_str(item, "channel") or "",
+        thread_ts=_str(item, "thread_ts"),
+        ts=_str(item, "ts"),
         created_at=_float(item, "created_at"),
     )

@@ -3,6 +3,7 @@
 `/uat prompt PR-123 add a dark mode toggle` — the text is taken as written (no quoting needed).
 `/uat prompt PR-123 --cancel <job>` cancels a queued or running prompt.
 A plain reply in the PR's thread does the same as `/uat prompt`.
+A long result comes with the agent's whole output as a file in the thread.
 """
 
 from __future__ import annotations

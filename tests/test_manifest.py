@@ -37,6 +37,7 @@ EXPECTED_BOT_SCOPES = {
     "chat:write",  # chat.postMessage / chat.update / chat.postEphemeral
     "channels:history",  # message.channels: PR-thread replies in public channels
     "groups:history",  # message.groups: PR-thread replies in private channels
+    "files:write",  # files.getUploadURLExternal / files.completeUploadExternal: long outputs
 }
 EXPECTED_BOT_EVENTS = {"app_home_opened", "message.channels", "message.groups"}
 # Scope Slack requires before it will deliver each subscribed bot event.

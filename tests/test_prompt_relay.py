@@ -17,6 +17,7 @@ from bot import slack_ui
 from container.prompt_server import Config, create_app
 from tests.conftest import CHANNEL, SIGNING_SECRET, Bot, BotFactory
 from tests.container_helpers import fake_claude_cmd, make_repo
+from tests.fake_claude import long_lines
 from tests.signing import block_actions_body, event_body, slack_headers
 from tests.test_environments import label, root_messages
 from tests.uat_aws import UatAccount
@@ -195,4 +196,93 @@ async def test_a_prompt_followed_across_a_restart_is_posted_once(
     await again.settle()
     results = [m for m in thread(again) if "*succeeded*" in m["text"]]
     assert len(results) == 1
+    assert await again.runtime.services.store.open_relays() == []
+
+
+def files_in(bot: Bot) -> list[Any]:
+    [root] = root_messages(bot)
+    return [f for f in bot.slack.files.values() if f.thread_ts == root["ts"]]
+
+
+async def test_a_long_result_comes_with_the_whole_output_as_a_file(
+    make_bot: BotFactory, account: UatAccount, container: str
+) -> None:
+    bot = await ready_bot(make_bot, account, container)
+    summary = "\n".join(f"paragraph {i}: " + "the agent explains itself " * 10 for i in range(60))
+    await bot.slash(f"prompt PR-2 fake:long 300 {summary}")
+    await bot.slack.wait_for(lambda s: files_in(bot), timeout=20)
+    await bot.settle()
+    results = [m for m in thread(bot) if "*succeeded*" in m["text"]]
+    [head] = results
+    rest = thread(bot)[thread(bot).index(head) :]
+    # the summary is cut at a few messages, the rest is in the file: nothing over Slack's limits
+    assert 2 <= len([m for m in rest if not m.get("files")]) <= 3
+    assert rest[-2]["text"] == slack_ui.REST_IN_FILE
+    [file] = files_in(bot)
+    job_id = bot.slack.responses[-1].body["text"].split("`")[1]
+    assert file.name == slack_ui.prompt_file_name(job_id) and file.completed
+    assert rest[-1]["files"][0]["id"] == file.id
+    content = file.content.decode()
+    # in the prompt, in the summary, and at the end of the output (the result line's text)
+    assert content.count("paragraph 59: ") == 3
+    assert "\n".join(long_lines(300)) in content  # every line the agent said, in order
+    assert await bot.runtime.services.store.open_relays() == []
+
+
+async def test_a_short_result_has_no_file(
+    make_bot: BotFactory, account: UatAccount, container: str
+) -> None:
+    bot = await ready_bot(make_bot, account, container)
+    await bot.slash("prompt PR-2 fake:long 3")
+    await bot.slack.wait_for(lambda s: any("*succeeded*" in m["text"] for m in thread(bot)))
+    await bot.settle()
+    assert files_in(bot) == [] and bot.slack.calls_to("files.getUploadURLExternal") == []
+
+
+async def test_without_files_write_the_thread_says_how_to_fix_it(
+    make_bot: BotFactory, account: UatAccount, container: str
+) -> None:
+    bot = await ready_bot(make_bot, account, container)
+    bot.slack.missing_scopes.add("files:write")
+    await bot.slash("prompt PR-2 fake:long 200")
+    await bot.slack.wait_for(lambda s: "files:write" in thread(bot)[-1]["text"], timeout=20)
+    await bot.settle()
+    result, problem = thread(bot)[-2:]
+    assert "*succeeded*" in result["text"]
+    assert "could not be attached" in problem["text"] and "manifest.yml" in problem["text"]
+    assert files_in(bot) == []
+    assert await bot.runtime.services.store.open_relays() == []
+
+
+async def test_a_result_cut_by_a_crash_mid_post_is_finished_without_repeats(
+    make_bot: BotFactory, account: UatAccount, container: str
+) -> None:
+    """Killed after posting the first part of a result, before recording it: the restarted bot
+    finds that part by its metadata and posts only the rest and the file."""
+    bot = await ready_bot(make_bot, account, container)
+    chat = bot.runtime.services.prompts.chat
+    real_post = chat.post
+
+    async def post_then_die(*args: Any, **kwargs: Any) -> str:
+        await real_post(*args, **kwargs)
+        if str(kwargs.get("key", "")).startswith("prompt:"):
+            raise asyncio.CancelledError  # what the rest looks like when the process dies here
+        return ""
+
+    chat.post = post_then_die  # type: ignore[method-assign]
+    summary = "\n".join(f"paragraph {i}: " + "more words " * 25 for i in range(40))
+    await bot.slash(f"prompt PR-2 fake:long 200 {summary}")
+    await bot.slack.wait_for(lambda s: any("*succeeded*" in m["text"] for m in thread(bot)))
+    await bot.settle()
+    await bot.runtime.stop()
+    again: Bot = await make_bot(**account.env(container))
+    again.runtime.services.prompts.first_poll_s = 0.05
+    await again.settle_startup()
+    await again.slack.wait_for(lambda s: files_in(again), timeout=20)
+    await again.settle()
+    texts = [m["text"] for m in thread(again)]
+    assert len([t for t in texts if "*succeeded*" in t]) == 1
+    assert texts.count(slack_ui.REST_IN_FILE) == 1
+    assert again.slack.calls_to("conversations.replies")  # it looked before posting again
+    assert len(files_in(again)) == 1
     assert await again.runtime.services.store.open_relays() == []

@@ -5,9 +5,7 @@ in-process app, moto's server (directly or behind a faulty proxy), the Slack stu
 containers; the 10.x addresses moto invents are never dialled.
 
 The crashes and races the kill loop runs into are also pinned one at a time, deterministically,
-below it. One is still a bug in bot/: `test_bug_*` is `xfail(strict=True)` and the loop excuses
-exactly its trace (see `KNOWN BUG`); fix it, then delete both. `UAT_RESILIENCE_SEED=<n>` replays
-the loop with another seed.
+below it. `UAT_RESILIENCE_SEED=<n>` replays the loop with another seed.
 """
 
 from __future__ import annotations
@@ -291,30 +289,11 @@ async def test_sigkill_at_random_points_converges_after_restart(
         summary = summarize(kills)
         print(summary)
         # a launch the last kill cut waits for its dead lease to lapse: LAUNCH_LEASE_S at most
-        problems, excused = await converged(
-            account, slack, db, model, kills, timeout=2 * LAUNCH_LEASE_S
-        )
-        print("\n".join(f"KNOWN BUG, excused: {line}" for line in excused))
+        problems = await converged(account, slack, db, model, kills, timeout=2 * LAUNCH_LEASE_S)
         assert not problems, "\n".join(
             [*problems, summary, slack_log(slack, kills), bot_process.logs()[-30000:]]
         )
         assert await bot_process.terminate() == 0
-
-
-def abandoned_roots(slack: SlackStub, kills: list[Kill]) -> set[str]:
-    """Root messages posted by a process that was killed later, never updated nor replied to."""
-    last_killed = max((k.slack_calls for k in kills), default=0)
-    posted = {
-        str(call.response["ts"]): index
-        for index, call in enumerate(slack.calls)
-        if call.method == "chat.postMessage" and call.ok and call.response is not None
-    }
-    used = {
-        str(call.params.get("ts") or call.params.get("thread_ts"))
-        for call in slack.calls
-        if call.method in ("chat.update", "chat.postMessage")
-    }
-    return {ts for ts, index in posted.items() if index < last_killed and ts not in used}
 
 
 def slack_log(slack: SlackStub, kills: list[Kill]) -> str:
@@ -349,10 +328,8 @@ def check(
     db: str,
     model: Model,
     kills: list[Kill],
-    excused: list[str],
 ) -> list[str]:
-    """Everything that differs from the converged state (nothing, once converged); what a
-    KNOWN BUG explains is added to `excused` instead."""
+    """Everything that differs from the converged state (nothing, once converged)."""
     problems: list[str] = []
     envs = read_store(db)
     running = account.tasks(desired="RUNNING")
@@ -362,7 +339,6 @@ def check(
         if tags.get("managed-by") == "uat-bot" and task["startedBy"] not in live:
             problems.append(f"orphan task {task['taskArn']} ({task['startedBy']})")
     roots = [m for m in slack.messages.get(CHANNEL, []) if m.get("thread_ts") in (None, m["ts"])]
-    abandoned = abandoned_roots(slack, kills)
     for pr in PRS:
         env = envs.get(pr)
         wanted = model.wanted[pr]
@@ -391,13 +367,7 @@ def check(
             elif wanted is not None:
                 problems.append(f"#{pr}: runs without a thread")
             continue
-        # KNOWN BUG (test_bug_a_kill_between_posting_a_thread_and_saving_it_opens_a_second):
-        # a root posted by a process killed before it saved the ts is abandoned, never used.
-        extra = [m["ts"] for m in mine if m["ts"] != thread and m["ts"] not in abandoned]
-        excused += [
-            f"#{pr}: abandoned root message {m['ts']}" for m in mine if m["ts"] in abandoned
-        ]
-        if thread not in [m["ts"] for m in mine] or extra:
+        if [m["ts"] for m in mine] != [thread]:
             problems.append(f"#{pr}: thread {thread}, but root messages {[m['ts'] for m in mine]}")
         else:
             card = next(m for m in mine if m["ts"] == thread)["text"]
@@ -416,14 +386,13 @@ async def converged(
     model: Model,
     kills: list[Kill],
     timeout: float,  # noqa: ASYNC109
-) -> tuple[list[str], list[str]]:
-    """Poll until converged: the problems left when `timeout` runs out, and what was excused."""
+) -> list[str]:
+    """Poll until converged: the problems left when `timeout` runs out."""
     deadline = time.monotonic() + timeout
     while True:
-        excused: list[str] = []
-        problems = await asyncio.to_thread(check, account, slack, db, model, kills, excused)
+        problems = await asyncio.to_thread(check, account, slack, db, model, kills)
         if not problems or time.monotonic() > deadline:
-            return problems, excused
+            return problems
         await asyncio.sleep(0.25)
 
 
@@ -495,13 +464,11 @@ async def test_a_delivery_cut_before_its_effect_was_recorded_is_acted_on_when_re
     assert (status, body) == (200, {"duplicate": True})
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a bug in bot/: see the docstring")
-async def test_bug_a_kill_between_posting_a_thread_and_saving_it_opens_a_second(
+async def test_a_kill_between_posting_a_thread_and_saving_it_opens_no_second(
     account: UatAccount, containers: Containers, make_bot: BotFactory, slack: SlackStub
 ) -> None:
-    """KNOWN BUG (bot/environments.py, `_ensure_thread`): the card is posted, then its ts is
-    saved. Killed in between, the resumed launch posts a second root message: the PR has two
-    threads, the first one abandoned (the kill loop runs into it under load)."""
+    """The card is posted, then its ts saved. Killed in between, the resumed launch finds the
+    card by the key it carries in its metadata and carries on in that thread."""
     first: Bot = await make_bot(**account.env(containers.url))
     await first.settle_startup()
     chat = first.runtime.services.environments.chat
@@ -520,8 +487,10 @@ async def test_bug_a_kill_between_posting_a_thread_and_saving_it_opens_a_second(
     second: Bot = await make_bot(**account.env(containers.url))
     await second.settle_startup()
     await second.settle()
-    assert (await env_of(second)).state == "running"
-    assert len(root_messages(slack)) == 1
+    env = await env_of(second)
+    [root] = root_messages(slack)
+    assert env.state == "running" and env.thread_ts == root["ts"]
+    assert root["text"].endswith("— running")
 
 
 async def test_a_card_a_kill_left_behind_is_brought_up_to_date_on_start(

@@ -25,6 +25,7 @@ from bot.store import (
     Environment,
     Lock,
     LockHeld,
+    Post,
     Relay,
     SqliteStore,
     Store,
@@ -363,6 +364,32 @@ async def test_audit_keeps_every_field_and_the_order_entries_were_written_in(
     assert recent[2] == replace(first, at=clock.now)
     assert [e.action for e in await store.recent_audit(1)] == ["lock"]
     assert len(await store.recent_audit(50)) == 3
+
+
+# messages posted at most once
+
+
+async def test_a_post_is_reserved_once_and_keeps_the_ts_it_was_given(
+    store: Store, clock: Clock
+) -> None:
+    first, fresh = await store.reserve_post(Post("card:s1", "C1"))
+    assert fresh and first == Post("card:s1", "C1", None, None, clock.now)
+    clock.now += 5
+    again, fresh = await store.reserve_post(Post("card:s1", "C9", "1.1"))  # a resumed attempt
+    assert not fresh and again == first  # what the first attempt recorded, ts still unknown
+    await store.posted("card:s1", "1700.0002")
+    done, fresh = await store.reserve_post(Post("card:s1", "C1"))
+    assert not fresh and done.ts == "1700.0002" and done.channel == "C1"
+    reply, fresh = await store.reserve_post(Post("prompt:j:0", "C1", "1700.0002"))
+    assert fresh and reply.thread_ts == "1700.0002" and reply.created_at == clock.now
+
+
+async def test_a_post_reserved_by_one_replica_is_seen_by_another(replica: StoreFactory) -> None:
+    one, two = await replica(), await replica()
+    results = await asyncio.gather(*(s.reserve_post(Post("k", "C1")) for s in (one, two)))
+    assert sorted(fresh for _, fresh in results) == [False, True]
+    await one.posted("k", "1.5")
+    assert (await two.reserve_post(Post("k", "C1")))[0].ts == "1.5"
 
 
 # relays
