@@ -785,8 +785,9 @@ class Environments:
             return
         text, blocks = slack_ui.environment_card(env, self.settings, self.clock())
         await self.chat.update(self.settings.uat_channel, env.thread_ts, text, blocks)
-        if reply is not None:
-            await self.chat.post(self.settings.uat_channel, reply[0], reply[1], env.thread_ts)
+        if reply is not None:  # keyed by the state's version: a catch-up finds it was posted
+            key = f"reply:{env.repo}#{env.pr}:{env.version}:{env.state}"
+            await self.outbox.post(key, self.settings.uat_channel, *reply, env.thread_ts)
         if env.data.get("shown") != env.state:  # what the thread shows, for after a crash
             state = env.state
             await self._change(

@@ -520,6 +520,39 @@ async def test_a_card_a_kill_left_behind_is_brought_up_to_date_on_start(
     assert "stopped" in slack.thread(CHANNEL, root["ts"])[-1]["text"]
 
 
+async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_start(
+    account: UatAccount, containers: Containers, make_bot: BotFactory, slack: SlackStub
+) -> None:
+    """The "stopped" reply reached Slack, the process died before recording that the thread
+    shows it: the catch-up on start finds the reply by its key instead of posting it again."""
+    first: Bot = await make_bot(**account.env(containers.url))
+    await first.settle_startup()
+    await first.github("pull_request", pr_event("labeled", "uat"))
+    await first.settle()
+    chat = first.runtime.services.environments.chat
+    real_post = chat.post
+
+    async def post_then_die(*args: Any, **kwargs: Any) -> str:
+        ts = await real_post(*args, **kwargs)
+        if str(kwargs.get("key")).startswith("reply:"):
+            await killed()
+        return ts
+
+    chat.post = post_then_die  # type: ignore[method-assign]
+    await first.github("pull_request", pr_event("unlabeled", "uat"))
+    await first.settle()
+    assert (await env_of(first)).data.get("shown") != "stopped"  # the kill came in time
+    await first.runtime.stop()
+    second: Bot = await make_bot(**account.env(containers.url))
+    await second.settle_startup()
+    await second.settle()
+    [root] = root_messages(slack)
+    replies = [m["text"] for m in slack.thread(CHANNEL, root["ts"])]
+    assert len([r for r in replies if "stopped" in r]) == 1, replies
+    assert root["text"].endswith("— stopped")
+    assert (await env_of(second)).data.get("shown") == "stopped"
+
+
 async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(
     uat: Bot, account: UatAccount, slack: SlackStub
 ) -> None:
