@@ -5,9 +5,11 @@ Nothing else builds clients; everything downstream gets what it needs from here.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +35,7 @@ from bot.images import Docker
 from bot.metrics import Metrics
 from bot.pipeline import ImagePipeline, Overview
 from bot.prompts import Prompts
-from bot.store import SqliteStore, Store
+from bot.store import RETENTION_S, SqliteStore, Store
 from bot.tasks import TaskSupervisor
 
 logger = logging.getLogger(__name__)
@@ -55,10 +57,23 @@ class Runtime:
     async def start(self, *, watch: bool = True) -> None:
         """Open the store; with ECS configured, reconcile with it and start the watcher."""
         await self.services.store.open()
+        self.services.tasks.spawn(self._prune(), name="prune the store", service=True)
         if watch and self.services.settings.uat_ecs_cluster:
             watcher = self.services.environments.watch()
             self.services.tasks.spawn(watcher, name="environment watcher", service=True)
             await self.services.prompts.resume()
+
+    async def _prune(self) -> None:
+        """Forget old one-time keys now and once a day (GitHub redelivers within days)."""
+        while True:
+            try:
+                pruned = await self.services.store.prune(time.time() - RETENTION_S)
+                if pruned:
+                    days = RETENTION_S // 86400
+                    logger.info("forgot %d one-time keys older than %d days", pruned, days)
+            except Exception:
+                logger.warning("could not prune the store; trying again tomorrow", exc_info=True)
+            await asyncio.sleep(24 * 3600)
 
     def http(self) -> aiohttp.ClientSession:
         """One HTTP session for the bot's own calls (response_urls), made on first use."""

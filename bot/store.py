@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
+RETENTION_S = 30 * 24 * 3600  # one-time keys and posted-message keys are kept this long
+
 
 @dataclass(frozen=True)
 class Environment:
@@ -169,6 +171,11 @@ class Store(Protocol):
 
     async def posted(self, key: str, ts: str) -> None:
         """Record the ts Slack gave a reserved message."""
+        ...
+
+    async def prune(self, before: float) -> int:
+        """Forget one-time keys and posted messages recorded before `before` (epoch seconds);
+        how many were forgotten. (DynamoDB's TTL does this there: 0.)"""
         ...
 
 
@@ -526,6 +533,13 @@ class SqliteStore:
 
     async def posted(self, key: str, ts: str) -> None:
         await self.db.execute("UPDATE posts SET ts = ? WHERE key = ?", (ts, key))
+
+    async def prune(self, before: float) -> int:
+        claims = await self.db.execute("DELETE FROM deliveries WHERE received_at < ?", (before,))
+        posts = await self.db.execute(
+            "DELETE FROM posts WHERE ts IS NOT NULL AND created_at < ?", (before,)
+        )
+        return claims.rowcount + posts.rowcount
 
 
 def _relay(row: Any) -> Relay:

@@ -38,6 +38,7 @@ from bot.aws import RETRIES, AwsError, boto3_session
 from bot.aws import _call as aws_call
 from bot.config import Settings
 from bot.store import (
+    RETENTION_S,
     AuditEntry,
     Clock,
     Environment,
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 TTL_ATTRIBUTE = "expires_at_ttl"
-CLAIM_TTL_S = 30 * 24 * 3600
+CLAIM_TTL_S = RETENTION_S
 LOCK_TTL_GRACE_S = 3600  # DynamoDB's clock may run ahead of ours: never let TTL beat expiry
 
 ENVIRONMENTS = "envs"
@@ -572,6 +573,9 @@ class DynamoStore:
             )
 
         await self._call("UpdateItem (post)", run)
+
+    async def prune(self, before: float) -> int:
+        return 0  # claims and posts carry a TTL attribute: DynamoDB removes them
 
 
 def _ttl(expires_at: float) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import MIGRATIONS, SqliteStore
+from bot.store import MIGRATIONS, RETENTION_S, Post, SqliteStore
 
 
 class Clock:
@@ -53,3 +53,23 @@ async def test_wal_mode_is_on(store: SqliteStore) -> None:
     async with store.db.execute("PRAGMA journal_mode") as cur:
         row = await cur.fetchone()
     assert row is not None and row[0] == "wal"
+
+
+async def test_prune_forgets_old_one_time_keys_and_posted_messages_only(
+    store: SqliteStore, clock: Clock
+) -> None:
+    await store.claim("old-delivery", "pull_request")
+    await store.reserve_post(Post("old-posted", "C1"))
+    await store.posted("old-posted", "1.1")
+    await store.reserve_post(Post("old-unposted", "C1"))  # a crash's: still needed on resume
+    clock.now += RETENTION_S
+    await store.claim("new-delivery", "pull_request")
+    await store.reserve_post(Post("new-posted", "C1"))
+    await store.posted("new-posted", "1.2")
+    assert await store.prune(clock.now - RETENTION_S + 1) == 2
+    assert await store.claim("old-delivery", "pull_request")  # forgotten: claimable again
+    assert not await store.claim("new-delivery", "pull_request")
+    assert (await store.reserve_post(Post("old-posted", "C1")))[1]  # forgotten
+    assert (await store.reserve_post(Post("new-posted", "C1")))[0].ts == "1.2"
+    assert not (await store.reserve_post(Post("old-unposted", "C1")))[1]
+    assert await store.prune(clock.now - RETENTION_S + 1) == 0
