@@ -3,26 +3,31 @@
 Three processes, all on 127.0.0.1:
 
 * the Slack Web API stub (tests/slack_stub.py; `python -m bench.ack_latency --stub`), which
-  takes the bot's after-ack `response_url` posts. It runs apart from the servers so that its
-  Block Kit validation does not land on the servers' CPU;
+  takes the bot's after-ack `response_url` posts and notes when each arrived. It runs apart
+  from the servers so that its Block Kit validation does not land on the servers' CPU;
 * the servers (`python -m bench.ack_latency --serve API_URL`): both apps, each on its own port
   behind `web.AppRunner`, with the same signing secret and SLACK_API_URL, plus a control port;
   - bot:  `create_web_app(build_runtime(load_settings(bot_env(...))))`, as tests/conftest.py
     does, its SQLite store seeded with SEEDED environments so `/uat status` has rows to list;
   - bare: a Bolt `AsyncApp` whose only listener acks `/uat`, behind the same aiohttp adapter
     (`to_bolt_request` / `async_dispatch` / `to_aiohttp_response`) on `/slack/events`;
+  - the bot's start-up freezes the process's heap (`gc.freeze()` in bot/server.py), which
+    spares both apps the full collections that walked it;
   - control: `GET /drain` waits for the bot's background tasks (`TaskSupervisor.join()`) and
     answers how many were pending, how long the drain took, and the `/uat status` outcomes
     counted by the bot's metrics; a sampler records the most tasks ever pending at once.
 * the client (this process; one aiohttp ClientSession, every request freshly signed).
 
 `/uat status` acks at once (empty 200) and lists the environments after the ack, in a task the
-bot owns; it needs no AWS. With two or more CPUs the client and the stub share one CPU and the
-servers get another. Latency is measured from just before the POST to the end of reading the
-response body. Sequential requests alternate between the apps; the concurrent ones run in
-rounds that alternate, and after every bot round the client drains the bot's after-ack work
-before the next round, so it never spills into the baseline's round. Both apps leave Bolt's
-default `process_before_response=False`, so both answer through its 10 ms ack() poll.
+bot owns that starts once the acks in flight are out (`TaskSupervisor.defer`); it needs no AWS.
+Every request's response_url carries its number, so the answer of each one is matched to its
+ack: how long after the ack it reached the stub is reported, and none may be missing. With two
+or more CPUs the client and the stub share one CPU and the servers get another. Latency is
+measured from just before the POST to the end of reading the response body. Sequential
+requests alternate between the apps; the concurrent ones run in rounds that alternate, and
+after every bot round the client drains the bot's after-ack work before the next round, so it
+never spills into the baseline's round. Both apps leave Bolt's default
+`process_before_response=False`, so both answer through its 10 ms ack() poll.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ WARMUP_SEQUENTIAL = 20
 WARMUP_CONCURRENT = 200
 P99_GOAL = 1.3  # bot p99 / bare p99 at concurrency 50
 ACK_DEADLINE_S = 3.0  # Slack's: every ack within 3 s
+ANSWER_DEADLINE_S = 3.0  # every status answer within a few seconds of its ack
 STATUS_COMMAND = f"/uat {TEXT}"
 
 
@@ -76,7 +82,18 @@ async def _stub() -> None:
     from tests.conftest import BOT_TOKEN
     from tests.slack_stub import SlackStub
 
-    async with SlackStub(token=BOT_TOKEN) as stub:
+    class TimedStub(SlackStub):
+        """Notes when the answer to request `n` (its response_url's query) arrived."""
+
+        def __init__(self, token: str) -> None:
+            super().__init__(token=token)
+            self.answered: dict[str, float] = {}
+
+        async def _handle_response_url(self, request: web.Request) -> web.Response:
+            self.answered.setdefault(request.query.get("n", ""), time.monotonic())
+            return await super()._handle_response_url(request)
+
+    async with TimedStub(token=BOT_TOKEN) as stub:
         ready = {"api_url": stub.api_url, "response_url": stub.new_response_url()}
         print(json.dumps(ready), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -89,6 +106,7 @@ async def _stub() -> None:
             "responses": len(stub.responses),
             "response_errors": sum(1 for r in stub.responses if r.error or r.failed_status),
             "response_texts": sorted(texts)[:3],
+            "answered": stub.answered,
         }
         print(json.dumps(stats), flush=True)
 
@@ -305,10 +323,13 @@ class Client:
         self._headers = slack_headers
         self._body = slash_command_body
         self.sent = {"bot": 0, "bare": 0}
+        self.acked: dict[str, float] = {}  # the bot's request number: time.monotonic() of its ack
 
     async def once(self, app: str, url: str, check: Callable[[bytes], bool]) -> float:
+        n = str(sum(self.sent.values()))
+        response_url = f"{self._response_url}?n={n}"
         body = self._body(
-            TEXT, user_id=self._user, channel_id=self._channel, response_url=self._response_url
+            TEXT, user_id=self._user, channel_id=self._channel, response_url=response_url
         )
         headers = self._headers(self._secret, body)
         self.sent[app] += 1
@@ -316,6 +337,8 @@ class Client:
         async with self._session.post(url, data=body, headers=headers) as response:
             answer = await response.read()
         elapsed = time.perf_counter() - started
+        if app == "bot":
+            self.acked[n] = time.monotonic()
         if response.status != 200 or not check(answer):
             raise RuntimeError(f"{url} answered {response.status}: {answer[:200]!r}")
         return elapsed
@@ -394,6 +417,7 @@ async def _measure(urls: dict[str, str]) -> dict[str, Any]:
         "high_elapsed": high_elapsed,
         "drains": drains,
         "sent": client.sent,
+        "acked": client.acked,
     }
 
 
@@ -433,7 +457,13 @@ def run() -> list[Row]:
     response_errors = int(stub.get("response_errors", -1))
     calls = stub.get("calls", {})
     stub_note = ", ".join(f"{method} x{n}" for method, n in sorted(calls.items())) or "none"
+    answered: dict[str, float] = stub.get("answered", {})
+    acked: dict[str, float] = results["acked"]
+    delays = [answered[n] - at for n, at in acked.items() if n in answered]
+    unanswered = len(acked) - len(delays)
+    late = sum(1 for d in delays if d > ANSWER_DEADLINE_S)
     work_ok = ok == sent and failed == 0 and responses == sent and response_errors == 0
+    work_ok = work_ok and unanswered == 0
     return [
         _row(
             f"{title} sequential median",
@@ -473,6 +503,16 @@ def run() -> list[Row]:
             f"{fmt_ms(percentile(high['bot'], 99))}, bare {fmt_ms(percentile(high['bare'], 99))}; "
             f"throughput bot {HIGH_TOTAL / high_elapsed['bot']:.0f} req/s, "
             f"bare {HIGH_TOTAL / high_elapsed['bare']:.0f} req/s",
+        ),
+        Row(
+            f"{title} answer after its ack p50 / p99 / max",
+            " / ".join(fmt_ms(percentile(delays, q)) for q in (50, 99, 100)) if delays else "-",
+            "-",
+            None,
+            f"goal: every answer within {ANSWER_DEADLINE_S:.0f} s of its ack; "
+            f"met: {met(bool(delays) and late == 0 and unanswered == 0)}; n={len(acked)} bot "
+            f"requests (all runs), each matched to its answer by its response_url; later than "
+            f"{ANSWER_DEADLINE_S:.0f} s: {late}, never answered: {unanswered}",
         ),
         Row(
             f"{title} after-ack work (all runs)",

@@ -1,9 +1,10 @@
 """`/uat` dispatch: words to a command module, arguments through argparse that never exits.
 
 The dispatcher answers what it can decide at once (help, unknown words, usage errors) in Slack's
-acknowledgement, and hands the command's work to a task the application owns. A failure after
-the acknowledgement reaches the user: a `UserError` as written, anything else as a reference id
-whose traceback is in the log.
+acknowledgement, and hands the command's work to a task the application owns, started once the
+acknowledgements being given are out (a burst of commands does not slow its own acks). A failure
+after the acknowledgement reaches the user: a `UserError` as written, anything else as a
+reference id whose traceback is in the log.
 """
 
 from __future__ import annotations
@@ -177,7 +178,8 @@ class Dispatcher:
         return Plan(command.ack(args) if command.ack else None, command, args)
 
     async def dispatch(self, ctx: CommandContext, text: str, ack: Ack) -> None:
-        """Acknowledge at once, then run the command as a task the app owns."""
+        """Acknowledge at once, then run the command as a task the app owns, started once the
+        acks being given now are out (`TaskSupervisor.defer`)."""
         plan = self.plan(text)
         await ack(plan.answer)
         if plan.command is None or plan.args is None:
@@ -185,7 +187,7 @@ class Dispatcher:
             name = word if word in self.table or word == "help" else "(unknown)"
             ctx.services.metrics.commands.labels(command=name, outcome="answered").inc()
             return
-        ctx.services.tasks.spawn(
+        ctx.services.tasks.defer(
             self.run(ctx, plan.command, plan.args),
             name=f"/uat {plan.command.name} for {ctx.user_id}",
         )
@@ -200,7 +202,7 @@ class Dispatcher:
         async def work() -> None:
             await handler(ctx, cards.parse_value(raw_value))
 
-        ctx.services.tasks.spawn(
+        ctx.services.tasks.defer(
             run_reporting(ctx, work(), what=f"button {action_id}"),
             name=f"button {action_id} for {ctx.user_id}",
         )
