@@ -104,6 +104,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     # What start-up built (botocore's models above all) lives as long as the process: kept out of
     # the collector, a full collection no longer walks it, which paused every request ~60 ms.
     gc.freeze()
+    # Requests make short-lived objects by the thousand: collect the young generation less often
+    # (20,000 allocations instead of 700), so fewer collections land in the middle of an ack.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(20_000, 20, 20)
     socket_mode = None
     settings = runtime.services.settings
     if settings.socket_mode and runtime.bolt is not None and settings.slack_app_token:
@@ -121,6 +125,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         if socket_mode is not None:
             await socket_mode.close_async()  # type: ignore[no-untyped-call]
         await runtime.stop()
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 

@@ -30,8 +30,9 @@ class TaskSupervisor:
     """Starts tasks the app owns; `close()` cancels and awaits every one still running.
 
     A task that `defer()` starts (what a command does after Slack's ack) yields to the acks: it
-    runs once no request has been in acknowledgement (see `answering()`) for `lull` seconds, or
-    `max_defer` seconds after it was started, whichever comes first.
+    runs once no request is in acknowledgement (see `answering()`) and, in a burst of requests,
+    none has been for `lull` seconds; or `max_defer` seconds after it was started, whichever
+    comes first. A lone command's work starts as soon as its ack is out.
     """
 
     def __init__(self, *, max_defer: float = DEFER_MAX_S, lull: float = LULL_S) -> None:
@@ -44,6 +45,7 @@ class TaskSupervisor:
         self._releaser: asyncio.Task[None] | None = None
         self._answering = 0
         self._answered_at = 0.0  # time.monotonic() when the last acknowledgement was given
+        self._burst = False  # whether the last request came in a burst of them (see answering)
         self._quiet = asyncio.Event()
         self._quiet.set()
 
@@ -97,6 +99,8 @@ class TaskSupervisor:
     @contextlib.contextmanager
     def answering(self) -> Iterator[None]:
         """Mark a request as being acknowledged: deferred tasks wait until none is."""
+        # Part of a burst: it came while another was in flight or soon after the last ack.
+        self._burst = bool(self._answering) or time.monotonic() - self._answered_at < self.lull
         self._answering += 1
         self._quiet.clear()
         try:
@@ -122,7 +126,7 @@ class TaskSupervisor:
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(due):
                             await self._quiet.wait()
-                elif due > 0 and lull > 0:
+                elif due > 0 and lull > 0 and self._burst:
                     await asyncio.sleep(min(due, lull))
                 else:
                     self._turns.popleft()

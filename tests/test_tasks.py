@@ -19,15 +19,15 @@ async def test_deferred_work_waits_for_the_acks_in_flight_then_runs_in_order() -
     async def work(name: str) -> None:
         ran.append(name)
 
-    with tasks.answering():
+    with tasks.answering(), tasks.answering():  # two requests at once: a burst
         tasks.defer(work("first"), name="first")
         tasks.defer(work("second"), name="second")
         await asyncio.sleep(0.1)
-        assert ran == []  # an ack is still being given
+        assert ran == []  # acks are still being given
     answered = time.monotonic()
     await tasks.join()
     assert ran == ["first", "second"]
-    assert time.monotonic() - answered >= 0.02  # the lull after the last ack
+    assert time.monotonic() - answered >= 0.02  # in a burst, the lull after the last ack
     await tasks.close()
 
 
@@ -101,3 +101,20 @@ async def test_close_cancels_deferred_work_that_never_started_without_leaking_it
     assert not [w for w in caught if "was never awaited" in str(w.message)]
     with pytest.raises(RuntimeError, match="shutting down"):
         tasks.defer(work(), name="late")
+
+
+async def test_a_lone_commands_work_starts_as_soon_as_its_ack_is_out() -> None:
+    tasks = TaskSupervisor(max_defer=5.0, lull=1.0)
+    done = asyncio.Event()
+
+    async def work() -> None:
+        done.set()
+
+    with tasks.answering():
+        tasks.defer(work(), name="work")
+        await asyncio.sleep(0.05)
+        assert not done.is_set()
+    answered = time.monotonic()
+    await asyncio.wait_for(done.wait(), 2)
+    assert time.monotonic() - answered < 0.5  # no lull: nothing else was being acknowledged
+    await tasks.close()
