@@ -286,3 +286,22 @@ async def test_a_result_cut_by_a_crash_mid_post_is_finished_without_repeats(
     assert again.slack.calls_to("conversations.replies")  # it looked before posting again
     assert len(files_in(again)) == 1
     assert await again.runtime.services.store.open_relays() == []
+
+
+async def test_two_replicas_following_one_prompt_post_its_result_once(
+    make_bot: BotFactory, account: UatAccount, container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second replica starts while the first follows a prompt: it resumes the open relay
+    too, waits on the relay's lease, and stands down once the first has posted."""
+    monkeypatch.setattr("bot.prompts.RELAY_LEASE_S", 2.0)
+    first = await ready_bot(make_bot, account, container)
+    await first.slash("prompt PR-2 fake:slow 1 two replicas")
+    await first.slack.wait_for(lambda s: any("asked the agent" in m["text"] for m in thread(first)))
+    second: Bot = await make_bot(**account.env(container))
+    second.runtime.services.prompts.first_poll_s = 0.05
+    [relay] = await second.runtime.services.store.open_relays()
+    assert relay.job_id in second.runtime.services.prompts._following  # resumed on start
+    await first.settle()
+    await second.settle()  # the first replica holds the watcher lease: just the follower
+    assert len([m for m in thread(first) if "*succeeded*" in m["text"]]) == 1
+    assert await second.runtime.services.store.open_relays() == []
