@@ -29,6 +29,7 @@ Blocks = list[dict[str, Any]]
 # find what it posted (see bot/outbox.py).
 METADATA_EVENT = "uat_bot_post"
 FIND_PAGES = 5  # pages of 200 messages searched for a keyed message
+CLOCK_SKEW_S = 60.0  # how far Slack's clock may be from ours, for `find`'s window
 
 
 class Chat(Protocol):
@@ -46,9 +47,12 @@ class Chat(Protocol):
         with the message, for `find`."""
         ...
 
-    async def find(self, channel: str, key: str, thread_ts: str | None = None) -> str | None:
-        """The ts of a recent message the bot posted with `key` as its metadata, or sharing a
-        file named `key` (in the thread `thread_ts`, or at the top of the channel); else None."""
+    async def find(
+        self, channel: str, key: str, thread_ts: str | None = None, since: float | None = None
+    ) -> str | None:
+        """The ts of a message the bot posted with `key` as its metadata, or sharing a file named
+        `key` (in the thread `thread_ts`, or at the top of the channel), no earlier than `since`
+        (epoch seconds, give or take a minute of clock skew); else None."""
         ...
 
     async def upload(
@@ -118,8 +122,13 @@ class SlackChat:
         )
         return str(response["ts"])
 
-    async def find(self, channel: str, key: str, thread_ts: str | None = None) -> str | None:
+    async def find(
+        self, channel: str, key: str, thread_ts: str | None = None, since: float | None = None
+    ) -> str | None:
         cursor: str | None = None
+        # What was posted since (a minute before) `since`: the few messages that can match, and
+        # the first pages of them, though a busy channel or thread has thousands before.
+        window = {"oldest": f"{since - CLOCK_SKEW_S:.6f}"} if since else {}
         for _ in range(FIND_PAGES):
             if thread_ts:
                 method = "conversations.replies"
@@ -132,7 +141,9 @@ class SlackChat:
             page = await self._send(
                 method,
                 channel,
-                functools.partial(call, include_all_metadata=True, limit=200, cursor=cursor),
+                functools.partial(
+                    call, include_all_metadata=True, limit=200, cursor=cursor, **window
+                ),
             )
             for message in page.get("messages") or []:
                 metadata = message.get("metadata") or {}

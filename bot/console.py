@@ -238,7 +238,9 @@ class ConsoleChat:
         self._show(f"{label}: ", shown)
         return ts
 
-    async def find(self, channel: str, key: str, thread_ts: str | None = None) -> str | None:
+    async def find(
+        self, channel: str, key: str, thread_ts: str | None = None, since: float | None = None
+    ) -> str | None:
         return self._keys.get(key)
 
     async def upload(

@@ -23,6 +23,7 @@ outbox makes a crash harmless, not two concurrent posters.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from bot.chat import Blocks, Chat
 from bot.store import Post, Store
@@ -46,22 +47,14 @@ class Outbox:
         thread_ts: str | None = None,
     ) -> str:
         """Post the message for `key` unless it was posted already; its ts either way."""
-        stored, fresh = await self.store.reserve_post(Post(key, channel, thread_ts))
-        if stored.ts:
-            return stored.ts
-        if not fresh:  # an earlier attempt was cut short: did its message reach Slack?
-            found = await self.chat.find(stored.channel, key, stored.thread_ts)
-            if found:
-                logger.info("message %s was posted before a restart: %s", key, found)
-                await self.store.posted(key, found)
-                return found
-        ts = await self.chat.post(stored.channel, text, blocks, stored.thread_ts, key=key)
-        await self.store.posted(key, ts)
-        return ts
+
+        async def send(where: Post) -> str:
+            return await self.chat.post(where.channel, text, blocks, where.thread_ts, key=key)
+
+        return await self._once(Post(key, channel, thread_ts), send)
 
     async def upload(
         self,
-        key: str,
         channel: str,
         thread_ts: str | None,
         filename: str,
@@ -69,20 +62,32 @@ class Outbox:
         title: str,
         comment: str | None = None,
     ) -> str:
-        """Share a file once: `key` must be its `filename`, the one thing Slack keeps of it
-        that `Chat.find` can search; returns where it landed (a file id or a ts)."""
-        if key != filename:
-            raise ValueError("a file's key is its name")
-        stored, fresh = await self.store.reserve_post(Post(key, channel, thread_ts))
+        """Share a file once, keyed by its name (what Slack keeps of it that `Chat.find` can
+        search): where it landed, a file id or the ts of the message sharing it."""
+
+        async def send(where: Post) -> str:
+            file_id = await self.chat.upload(
+                where.channel, where.thread_ts, filename, content, title, comment
+            )
+            return file_id or "uploaded"
+
+        return await self._once(Post(filename, channel, thread_ts), send)
+
+    async def _once(self, post: Post, send: Callable[[Post], Awaitable[str]]) -> str:
+        stored, fresh = await self.store.reserve_post(post)
         if stored.ts:
             return stored.ts
-        if not fresh:
-            found = await self.chat.find(stored.channel, key, stored.thread_ts)
+        if (stored.channel, stored.thread_ts) != (post.channel, post.thread_ts):
+            where = f"{stored.channel} {stored.thread_ts or ''}"
+            logger.warning("%s goes where it was first meant to: %s", post.key, where)
+        if not fresh:  # an earlier attempt was cut short: did it reach Slack?
+            found = await self.chat.find(
+                stored.channel, post.key, stored.thread_ts, stored.created_at
+            )
             if found:
-                await self.store.posted(key, found)
+                logger.info("%s was posted before a restart: %s", post.key, found)
+                await self.store.posted(post.key, found)
                 return found
-        file_id = await self.chat.upload(
-            stored.channel, stored.thread_ts, filename, content, title, comment
-        )
-        await self.store.posted(key, file_id or "uploaded")
-        return file_id
+        landed = await send(stored)
+        await self.store.posted(post.key, landed)
+        return landed

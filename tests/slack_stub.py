@@ -55,7 +55,6 @@ MAX_TEXT_CHARS = 40_000
 MAX_MESSAGE_BLOCKS = 50
 MAX_VIEW_BLOCKS = 100
 MAX_ATTACHMENTS = 100
-_TS_SECONDS_BASE = 1_700_000_000
 # Fields Slack accepts as a JSON-encoded string inside form/query data.
 _JSON_FIELDS = ("blocks", "attachments", "view", "metadata", "files")
 RESPONSE_URL_METHOD = "response_url"
@@ -295,7 +294,7 @@ class SlackStub:
         self.missing_scopes: set[str] = set()
         self._faults: list[_Fault] = []
         self._response_targets: dict[str, _ResponseTarget] = {}
-        self._ts_counter = itertools.count(1)
+        self._last_ts_micros = 0
         self._id_counter = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
@@ -490,9 +489,12 @@ class SlackStub:
     # ----------------------------------------------------------------- internals
 
     def _next_ts(self) -> str:
-        n = next(self._ts_counter)
-        seconds, fraction = divmod(n, 10_000)
-        return f"{_TS_SECONDS_BASE + seconds}.{fraction * 100:06d}"
+        """Slack's ts is its clock when the message arrived (microseconds), unique per channel:
+        here the wall clock, nudged forward so two messages never share one."""
+        micros = max(int(time.time() * 1_000_000), self._last_ts_micros + 1)
+        self._last_ts_micros = micros
+        seconds, fraction = divmod(micros, 1_000_000)
+        return f"{seconds}.{fraction:06d}"
 
     def _new_message(
         self,
