@@ -30,7 +30,7 @@ from bot.errors import UserError
 from bot.github import PullRequestEvent
 from bot.metrics import Metrics
 from bot.outbox import Outbox
-from bot.store import Environment, Store, VersionConflict, renewing
+from bot.store import Environment, LeaseLost, Store, VersionConflict, renewing
 from bot.tasks import TaskSupervisor
 
 logger = logging.getLogger(__name__)
@@ -270,6 +270,8 @@ class Environments:
         self, repo: str, pr: int, session: str
     ) -> Callable[[BaseException], Awaitable[None]]:
         async def fail(exc: BaseException) -> None:
+            if isinstance(exc, LeaseLost):  # another launcher has taken over: it carries on
+                return
             reason = str(exc) if isinstance(exc, UserError) else "the launch crashed (see the log)"
             if not isinstance(exc, UserError):
                 logger.error("launch of %s#%d failed", repo, pr, exc_info=exc)
@@ -785,8 +787,10 @@ class Environments:
             return
         text, blocks = slack_ui.environment_card(env, self.settings, self.clock())
         await self.chat.update(self.settings.uat_channel, env.thread_ts, text, blocks)
-        if reply is not None:  # keyed by the state's version: a catch-up finds it was posted
-            key = f"reply:{env.repo}#{env.pr}:{env.version}:{env.state}"
+        if reply is not None:  # keyed: a catch-up after a crash finds it was posted
+            # A session reaches ready, failed and stopped once each (ready never goes back).
+            session = env.data.get("session") or f"v{env.version}"
+            key = f"reply:{env.repo}#{env.pr}:{session}:{env.state}"
             await self.outbox.post(key, self.settings.uat_channel, *reply, env.thread_ts)
         if env.data.get("shown") != env.state:  # what the thread shows, for after a crash
             state = env.state

@@ -174,32 +174,53 @@ class Store(Protocol):
         ...
 
     async def prune(self, before: float) -> int:
-        """Forget one-time keys and posted messages recorded before `before` (epoch seconds);
-        how many were forgotten. (DynamoDB's TTL does this there: 0.)"""
+        """Forget one-time keys and message keys recorded before `before` (epoch seconds); how
+        many were forgotten. (DynamoDB's TTL does this there: 0.)"""
         ...
+
+
+class LeaseLost(Exception):
+    """Somebody else took a lease while its holder still worked under it (the holder stalled
+    past its expiry): the holder's work was stopped."""
 
 
 @contextlib.asynccontextmanager
 async def renewing(store: Store, lease: str, holder: str, ttl_s: float) -> AsyncIterator[None]:
     """While the block runs, renew a lease `holder` took (every third of `ttl_s`, so a dead
-    holder's lapses within seconds); release it afterwards."""
+    holder's lapses within seconds); release it afterwards. When a renewal finds the lease taken
+    by another holder, the block is cancelled and LeaseLost raised: two must not work at once."""
+    owner = asyncio.current_task()
+    lost = False
 
     async def renew() -> None:
+        nonlocal lost
         while True:
             await asyncio.sleep(ttl_s / 3)
             try:
-                await store.hold_lease(lease, holder, ttl_s)
+                held = await store.hold_lease(lease, holder, ttl_s)
             except Exception:  # a blip: the next renewal is due well before the lease lapses
                 logger.warning("could not renew %s; trying again", lease, exc_info=True)
+                continue
+            if not held:
+                lost = True
+                logger.error("%s was taken over while %s worked under it: stopping", lease, holder)
+                if owner is not None:
+                    owner.cancel()
+                return
 
     heartbeat = asyncio.create_task(renew(), name=f"renew {lease}")
     try:
         yield
+    except asyncio.CancelledError:
+        if lost and owner is not None and owner.uncancel() == 0:
+            raise LeaseLost(lease) from None
+        raise
     finally:
         heartbeat.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await heartbeat
-        await store.release_lock(lease, holder)
+        if not lost:
+            await store.release_lock(lease, holder)
 
 
 MIGRATIONS: tuple[str, ...] = (
@@ -536,9 +557,7 @@ class SqliteStore:
 
     async def prune(self, before: float) -> int:
         claims = await self.db.execute("DELETE FROM deliveries WHERE received_at < ?", (before,))
-        posts = await self.db.execute(
-            "DELETE FROM posts WHERE ts IS NOT NULL AND created_at < ?", (before,)
-        )
+        posts = await self.db.execute("DELETE FROM posts WHERE created_at < ?", (before,))
         return claims.rowcount + posts.rowcount
 
 
