@@ -40,6 +40,8 @@ from bot.tasks import TaskSupervisor
 
 logger = logging.getLogger(__name__)
 
+RESUME_PROMPTS_S = 60.0
+
 SLASH_COMMAND = "/uat"
 
 
@@ -62,6 +64,17 @@ class Runtime:
             watcher = self.services.environments.watch()
             self.services.tasks.spawn(watcher, name="environment watcher", service=True)
             await self.services.prompts.resume()
+            self.services.tasks.spawn(self._follow_prompts(), name="prompt followers", service=True)
+
+    async def _follow_prompts(self) -> None:
+        """Every minute, follow the open prompts nobody here follows: those a replica that died
+        was following, and those whose follower failed (Slack down past its patience)."""
+        while True:
+            await asyncio.sleep(RESUME_PROMPTS_S)
+            try:
+                await self.services.prompts.resume()
+            except Exception:
+                logger.warning("could not list the open prompts; trying again", exc_info=True)
 
     async def _prune(self) -> None:
         """Forget old one-time keys now and once a day (GitHub redelivers within days)."""

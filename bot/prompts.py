@@ -174,13 +174,13 @@ class Prompts:
             await asyncio.sleep(delay)
             env = await self.store.get_environment(relay.repo, relay.pr)
             if env is None or env.state not in LIVE:
-                await self._finish(relay, slack_ui.prompt_lost(relay, env))
+                await self._finish(relay, slack_ui.prompt_lost(relay, env), kind="lost")
                 return
             job = await self._job(env, relay.job_id)
             if job is None:
                 unreachable_since = unreachable_since or loop.time()
                 if loop.time() - unreachable_since > UNREACHABLE_GIVE_UP_S:
-                    await self._finish(relay, slack_ui.prompt_lost(relay, env))
+                    await self._finish(relay, slack_ui.prompt_lost(relay, env), kind="lost")
                     return
             else:
                 unreachable_since = None
@@ -231,14 +231,17 @@ class Prompts:
         except UserError as exc:  # no UAT_PROMPT_TOKEN
             return None, str(exc)
 
-    async def _finish(self, relay: Relay, messages: list[str], file: str | None = None) -> None:
-        """Post the result, then close the relay. Each message and the file are keyed, so a
-        follower resumed after a crash mid-post posts only what is missing."""
+    async def _finish(
+        self, relay: Relay, messages: list[str], file: str | None = None, kind: str = "result"
+    ) -> None:
+        """Post the result (or why there is none: `kind` "lost"), then close the relay. Each
+        message and the file are keyed, so a follower resumed after a crash mid-post posts only
+        what is missing."""
         channel = self.settings.uat_channel
         if channel and relay.thread_ts:
             for number, text in enumerate(messages):
                 await self.outbox.post(
-                    f"prompt:{relay.job_id}:{number}",
+                    f"prompt:{relay.job_id}:{kind}:{number}",
                     channel,
                     text,
                     [slack_ui.text_block(text)],
@@ -252,7 +255,7 @@ class Prompts:
         name = slack_ui.prompt_file_name(relay.job_id)
         try:
             await self.outbox.upload(
-                name, channel, relay.thread_ts, name, content, slack_ui.prompt_file_title(relay)
+                channel, relay.thread_ts, name, content, slack_ui.prompt_file_title(relay)
             )
         except ChatError as exc:  # say so in the thread: the result itself is there already
             logger.warning("could not attach the output of prompt %s: %s", relay.job_id, exc)

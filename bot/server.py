@@ -103,6 +103,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await runtime.start()
     # What start-up built (botocore's models above all) lives as long as the process: kept out of
     # the collector, a full collection no longer walks it, which paused every request ~60 ms.
+    gc.collect()
     gc.freeze()
     # Requests make short-lived objects by the thousand: collect the young generation less often
     # (20,000 allocations instead of 700), so fewer collections land in the middle of an ack.

@@ -305,3 +305,27 @@ async def test_two_replicas_following_one_prompt_post_its_result_once(
     await second.settle()  # the first replica holds the watcher lease: just the follower
     assert len([m for m in thread(first) if "*succeeded*" in m["text"]]) == 1
     assert await second.runtime.services.store.open_relays() == []
+
+
+async def test_a_result_slack_refused_is_posted_once_slack_takes_it_again(
+    make_bot: BotFactory, account: UatAccount, container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The follower gives up when Slack refuses the result; the relay stays open and a later
+    round of the prompt followers posts it."""
+    monkeypatch.setattr("bot.app.RESUME_PROMPTS_S", 0.2)
+    bot = await ready_bot(make_bot, account, container)
+    await bot.slash("prompt PR-2 fake:slow 0.5 refused first")
+    await bot.slack.wait_for(lambda s: any("asked the agent" in m["text"] for m in thread(bot)))
+    bot.slack.missing_scopes.add("chat:write")
+    await bot.slack.wait_for(
+        lambda s: any(c.error == "missing_scope" for c in s.calls_to("chat.postMessage")),
+        timeout=20,
+    )
+    assert len(await bot.runtime.services.store.open_relays()) == 1
+    bot.slack.missing_scopes.clear()
+    await bot.slack.wait_for(
+        lambda s: any("*succeeded*" in m["text"] for m in thread(bot)), timeout=20
+    )
+    await bot.settle()
+    assert len([m for m in thread(bot) if "*succeeded*" in m["text"]]) == 1
+    assert await bot.runtime.services.store.open_relays() == []
