@@ -781,8 +781,11 @@ class Environments:
 
     # ------------------------------------------------------------------ Slack
 
-    async def _show(self, env: Environment, reply: tuple[str, Blocks] | None = None) -> None:
-        """Update the PR's card in place, and reply in its thread when people must see it."""
+    async def _show(
+        self, env: Environment, reply: tuple[str, Blocks] | None = None, exclusive: bool = True
+    ) -> None:
+        """Update the PR's card in place, and reply in its thread when people must see it
+        (`exclusive=False` when another replica may be posting that reply: see bot/outbox.py)."""
         if not env.thread_ts or not self.settings.uat_channel:
             return
         text, blocks = slack_ui.environment_card(env, self.settings, self.clock())
@@ -791,7 +794,9 @@ class Environments:
             # A session reaches ready, failed and stopped once each (ready never goes back).
             session = env.data.get("session") or f"v{env.version}"
             key = f"reply:{env.repo}#{env.pr}:{session}:{env.state}"
-            await self.outbox.post(key, self.settings.uat_channel, *reply, env.thread_ts)
+            await self.outbox.post(
+                key, self.settings.uat_channel, *reply, env.thread_ts, exclusive=exclusive
+            )
         if env.data.get("shown") != env.state:  # what the thread shows, for after a crash
             state = env.state
             await self._change(
@@ -813,7 +818,8 @@ class Environments:
                     "failed": slack_ui.failed_reply,
                     "stopped": slack_ui.stopped_reply,
                 }.get(env.state)
-                await self._show(env, reply=reply(env) if reply else None)
+                shown = self._show(env, reply=reply(env) if reply else None, exclusive=False)
+                self.tasks.spawn(shown, name=f"catch up {env.repo}#{env.pr}")
 
     async def _note(self, env: Environment, text: str) -> None:
         if env.thread_ts and self.settings.uat_channel:

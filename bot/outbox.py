@@ -16,19 +16,25 @@ first, and posted only when Slack does not have it.
 
 A file is keyed by its name, which Slack keeps with the message that shares it.
 
-The caller makes sure one poster at a time works on a key (a launch lease, a relay lease): the
-outbox makes a crash harmless, not two concurrent posters.
+The caller makes sure one poster at a time works on a key (a launch lease, a relay lease); where
+nothing can (a catch-up on start beside a replica posting the same reply), `exclusive=False`
+waits out a young reservation before searching.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from bot.chat import Blocks, Chat
 from bot.store import Post, Store
 
 logger = logging.getLogger(__name__)
+
+IN_FLIGHT_S = 60.0  # a younger reservation may be a post under way elsewhere (exclusive=False)
+IN_FLIGHT_POLL_S = 1.0
 
 
 class Outbox:
@@ -45,13 +51,19 @@ class Outbox:
         text: str,
         blocks: Blocks | None = None,
         thread_ts: str | None = None,
+        *,
+        exclusive: bool = True,
     ) -> str:
-        """Post the message for `key` unless it was posted already; its ts either way."""
+        """Post the message for `key` unless it was posted already; its ts either way.
+
+        `exclusive=False`: nothing keeps another poster of `key` away (a catch-up may run while
+        the replica that changed the state posts its reply), so a reservation younger than
+        IN_FLIGHT_S is taken as a post in flight and waited for before Slack is searched."""
 
         async def send(where: Post) -> str:
             return await self.chat.post(where.channel, text, blocks, where.thread_ts, key=key)
 
-        return await self._once(Post(key, channel, thread_ts), send)
+        return await self._once(Post(key, channel, thread_ts), send, exclusive)
 
     async def upload(
         self,
@@ -73,8 +85,14 @@ class Outbox:
 
         return await self._once(Post(filename, channel, thread_ts), send)
 
-    async def _once(self, post: Post, send: Callable[[Post], Awaitable[str]]) -> str:
+    async def _once(
+        self, post: Post, send: Callable[[Post], Awaitable[str]], exclusive: bool = True
+    ) -> str:
         stored, fresh = await self.store.reserve_post(post)
+        in_flight = not (fresh or exclusive)
+        while in_flight and not stored.ts and time.time() - stored.created_at < IN_FLIGHT_S:
+            await asyncio.sleep(IN_FLIGHT_POLL_S)
+            stored, _ = await self.store.reserve_post(post)  # a read: the key is there
         if stored.ts:
             return stored.ts
         if (stored.channel, stored.thread_ts) != (post.channel, post.thread_ts):

@@ -521,10 +521,17 @@ async def test_a_card_a_kill_left_behind_is_brought_up_to_date_on_start(
 
 
 async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_start(
-    account: UatAccount, containers: Containers, make_bot: BotFactory, slack: SlackStub
+    account: UatAccount,
+    containers: Containers,
+    make_bot: BotFactory,
+    slack: SlackStub,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The "stopped" reply reached Slack, the process died before recording that the thread
-    shows it: the catch-up on start finds the reply by its key instead of posting it again."""
+    shows it: the catch-up on start finds the reply by its key instead of posting it again
+    (once the reservation is old enough not to be a post under way elsewhere)."""
+    monkeypatch.setattr("bot.outbox.IN_FLIGHT_S", 0.5)
+    monkeypatch.setattr("bot.outbox.IN_FLIGHT_POLL_S", 0.05)
     first: Bot = await make_bot(**account.env(containers.url))
     await first.settle_startup()
     await first.github("pull_request", pr_event("labeled", "uat"))

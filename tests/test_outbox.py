@@ -1,0 +1,88 @@
+"""Keyed posts against the Slack stub and a real SQLite store: once, across a crash and beside
+another poster."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.chat import SlackChat
+from bot.outbox import Outbox
+from bot.store import Post, SqliteStore
+from tests.slack_stub import SlackStub
+
+CHANNEL = "C0UAT"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    s = SqliteStore(tmp_path / "uat.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def chat(slack: SlackStub) -> SlackChat:
+    return SlackChat(AsyncWebClient(token=slack.token, base_url=slack.api_url), patience_s=5)
+
+
+async def test_a_post_whose_ts_was_never_recorded_is_found_not_repeated(
+    store: SqliteStore, chat: SlackChat, slack: SlackStub
+) -> None:
+    outbox = Outbox(store, chat)
+    for n in range(30):  # a busy channel
+        slack.add_message(CHANNEL, f"human {n}", user="U0HUMAN")
+    await store.reserve_post(Post("card:s1", CHANNEL))
+    ts = await chat.post(CHANNEL, "the card", key="card:s1")  # posted, then the process died
+    for n in range(30):
+        slack.add_message(CHANNEL, f"later {n}", user="U0HUMAN")
+    assert await outbox.post("card:s1", CHANNEL, "the card") == ts
+    assert [m["text"] for m in slack.messages[CHANNEL]].count("the card") == 1
+    assert (await store.reserve_post(Post("card:s1", CHANNEL)))[0].ts == ts  # recorded now
+    assert await outbox.post("card:s1", CHANNEL, "the card") == ts  # and not searched again
+    assert len(slack.calls_to("conversations.history")) == 1
+
+
+async def test_a_reply_in_flight_elsewhere_is_waited_for_not_posted_twice(
+    store: SqliteStore, chat: SlackChat, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.outbox.IN_FLIGHT_POLL_S", 0.05)
+    root = await chat.post(CHANNEL, "the card")
+    slow, catch_up = Outbox(store, chat), Outbox(store, chat)
+    release = asyncio.Event()
+    real_post = chat.post
+
+    async def slow_post(*args: object, **kwargs: object) -> str:
+        await release.wait()  # Slack is slow for the replica that changed the state
+        return await real_post(*args, **kwargs)  # type: ignore[arg-type]
+
+    chat.post = slow_post  # type: ignore[method-assign]
+    first = asyncio.create_task(slow.post("reply:s1:ready", CHANNEL, "ready", None, root))
+    await asyncio.sleep(0.1)
+    chat.post = real_post  # type: ignore[method-assign]
+    second = asyncio.create_task(
+        catch_up.post("reply:s1:ready", CHANNEL, "ready", None, root, exclusive=False)
+    )
+    await asyncio.sleep(0.3)
+    assert not second.done()  # the young reservation is taken as a post in flight
+    release.set()
+    assert await first == await second
+    assert [m["text"] for m in slack.thread(CHANNEL, root)] == ["ready"]
+
+
+async def test_an_abandoned_reservation_is_posted_after_in_flight_s(
+    store: SqliteStore, chat: SlackChat, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bot.outbox.IN_FLIGHT_S", 0.3)
+    monkeypatch.setattr("bot.outbox.IN_FLIGHT_POLL_S", 0.05)
+    root = await chat.post(CHANNEL, "the card")
+    await store.reserve_post(Post("reply:s1:stopped", CHANNEL, root))  # its poster died first
+    ts = await Outbox(store, chat).post(
+        "reply:s1:stopped", CHANNEL, "stopped", None, root, exclusive=False
+    )
+    assert [m["ts"] for m in slack.thread(CHANNEL, root)] == [ts]
