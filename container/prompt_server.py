@@ -1055,21 +1055,30 @@ async def submit_prompt(request: web.Request) -> web.Response:
     return web.json_response({"id": job.id, "position": position, "state": job.state}, status=202)
 
 
-async def get_prompt(request: web.Request) -> web.Response:
+def find_job(request: web.Request) -> tuple[PromptQueue, Job] | web.Response:
+    """The queue and the job the path names, or the 404 to send."""
     queue = request.app[QUEUE_KEY]
     job = queue.get(request.match_info["id"])
     if job is None:
         return error(404, f"no job {request.match_info['id']}")
+    return queue, job
+
+
+async def get_prompt(request: web.Request) -> web.Response:
+    found = find_job(request)
+    if isinstance(found, web.Response):
+        return found
+    queue, job = found
     return web.json_response(queue.view(job))
 
 
 async def get_output(request: web.Request) -> web.Response:
     if (refused := check_token(request)) is not None:
         return refused
-    queue = request.app[QUEUE_KEY]
-    job = queue.get(request.match_info["id"])
-    if job is None:
-        return error(404, f"no job {request.match_info['id']}")
+    found = find_job(request)
+    if isinstance(found, web.Response):
+        return found
+    queue, job = found
     path = queue.output_path(job)
     try:
         if path is None:
@@ -1086,10 +1095,10 @@ async def get_output(request: web.Request) -> web.Response:
 async def cancel_prompt(request: web.Request) -> web.Response:
     if (refused := check_token(request)) is not None:
         return refused
-    queue = request.app[QUEUE_KEY]
-    job = queue.get(request.match_info["id"])
-    if job is None:
-        return error(404, f"no job {request.match_info['id']}")
+    found = find_job(request)
+    if isinstance(found, web.Response):
+        return found
+    queue, job = found
     if job.state not in ACTIVE_STATES:
         return error(409, f"job {job.id} already ended: {job.state}")
     await queue.cancel(job)

@@ -141,6 +141,18 @@ async def start(repo: Path, agent_log: Path) -> AsyncIterator[Start]:
             await runner.cleanup()
 
 
+async def hang_then_queue(
+    server: Server, pidfile: Path, queued_prompt: str
+) -> tuple[str, str, list[int]]:
+    """A job whose agent hangs, running (with its pids, read from `pidfile`), and another queued
+    behind it: their ids and the pids."""
+    running = (await server.submit(f"fake:hang {pidfile}"))["id"]
+    queued = (await server.submit(queued_prompt))["id"]
+    await server.wait(running, ("running",))
+    await asyncio.to_thread(wait_until, pidfile.exists, 10, "the hanging agent")
+    return running, queued, read_pids(pidfile)
+
+
 def ran(agent_log: Path) -> list[str]:
     """The prompts the fake agent was started with, in order."""
     if not agent_log.exists():
@@ -352,11 +364,7 @@ async def test_cancel_a_queued_job_and_a_running_one(
 ) -> None:
     pidfile = tmp_path / "hang.pids"
     server = await start()
-    running = (await server.submit(f"fake:hang {pidfile}"))["id"]
-    queued = (await server.submit("never runs"))["id"]
-    await server.wait(running, ("running",))
-    await asyncio.to_thread(wait_until, pidfile.exists, 10, "the hanging agent")
-    pids = read_pids(pidfile)
+    running, queued, pids = await hang_then_queue(server, pidfile, "never runs")
     try:
         status, body = await server.call("DELETE", f"/prompts/{queued}")
         assert (status, body["state"]) == (200, "cancelled")
@@ -381,11 +389,7 @@ async def test_stopping_the_server_kills_the_running_agent_and_saves_the_queue(
     pidfile = tmp_path / "hang.pids"
     state = tmp_path / "state.json"
     server = await start(state_file=state)
-    running = (await server.submit(f"fake:hang {pidfile}"))["id"]
-    queued = (await server.submit("later"))["id"]
-    await server.wait(running, ("running",))
-    await asyncio.to_thread(wait_until, pidfile.exists, 10, "the hanging agent")
-    pids = read_pids(pidfile)
+    running, queued, pids = await hang_then_queue(server, pidfile, "later")
     try:
         await server.runner.cleanup()  # what SIGTERM does: cleanup_ctx cancels the worker
         await asyncio.to_thread(
@@ -591,11 +595,7 @@ async def test_the_full_output_is_kept_beyond_the_tail(start: Start) -> None:
 async def test_the_output_needs_the_token_and_a_job_that_ran(start: Start, tmp_path: Path) -> None:
     pidfile = tmp_path / "hang.pids"
     server = await start()
-    running = (await server.submit(f"fake:hang {pidfile}"))["id"]
-    queued = (await server.submit("waits its turn"))["id"]
-    await server.wait(running, ("running",))
-    await asyncio.to_thread(wait_until, pidfile.exists, 10, "the hanging agent")
-    pids = read_pids(pidfile)
+    running, queued, pids = await hang_then_queue(server, pidfile, "waits its turn")
     so_far = "Working on it (fake:hang).\n[tool: Bash]\nHanging now.\n"
     try:
         for token in (None, "wrong-token", TOKEN + "x"):
