@@ -125,33 +125,28 @@ class SlackChat:
     async def find(
         self, channel: str, key: str, thread_ts: str | None = None, since: float | None = None
     ) -> str | None:
-        cursor: str | None = None
         # What was posted since (a minute before) `since`: the few messages that can match, and
         # the first pages of them, though a busy channel or thread has thousands before.
-        window = {"oldest": f"{since - CLOCK_SKEW_S:.6f}"} if since else {}
+        oldest = f"{since - CLOCK_SKEW_S:.6f}" if since else None
+        if thread_ts:
+            method = "conversations.replies"
+            read = functools.partial(
+                self.client.conversations_replies, channel=channel, ts=thread_ts, oldest=oldest
+            )
+        else:
+            method = "conversations.history"
+            read = functools.partial(
+                self.client.conversations_history, channel=channel, oldest=oldest
+            )
+        cursor: str | None = None
         for _ in range(FIND_PAGES):
-            if thread_ts:
-                method = "conversations.replies"
-                call = functools.partial(
-                    self.client.conversations_replies, channel=channel, ts=thread_ts
-                )
-            else:
-                method = "conversations.history"
-                call = functools.partial(self.client.conversations_history, channel=channel)
             page = await self._send(
                 method,
                 channel,
-                functools.partial(
-                    call, include_all_metadata=True, limit=200, cursor=cursor, **window
-                ),
+                functools.partial(read, include_all_metadata=True, limit=200, cursor=cursor),
             )
             for message in page.get("messages") or []:
-                metadata = message.get("metadata") or {}
-                payload = metadata.get("event_payload") or {}
-                files = [f.get("name") for f in message.get("files") or []]
-                if metadata.get("event_type") == METADATA_EVENT and payload.get("key") == key:
-                    return str(message["ts"])
-                if key in files and message.get("bot_id"):
+                if _carries(message, key):
                     return str(message["ts"])
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if cursor is None:
@@ -239,6 +234,16 @@ class SlackChat:
         if self.metrics is not None:
             self.metrics.slack_errors.labels(method=method, code=error.code).inc()
         return error
+
+
+def _carries(message: dict[str, Any], key: str) -> bool:
+    """Whether the bot posted `message` with `key`: as its metadata, or as a file's name."""
+    metadata = message.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    if metadata.get("event_type") == METADATA_EVENT and payload.get("key") == key:
+        return True
+    names = [f.get("name") for f in message.get("files") or []]
+    return key in names and bool(message.get("bot_id"))
 
 
 def _chat_error(method: str, exc: SlackApiError) -> ChatError:

@@ -240,13 +240,7 @@ class Prompts:
         channel = self.settings.uat_channel
         if channel and relay.thread_ts:
             for number, text in enumerate(messages):
-                await self.outbox.post(
-                    f"prompt:{relay.job_id}:{kind}:{number}",
-                    channel,
-                    text,
-                    [slack_ui.text_block(text)],
-                    relay.thread_ts,
-                )
+                await self._say(relay, channel, f"{kind}:{number}", text)
             if file is not None:
                 await self._attach(relay, channel, file)
         await self.store.close_relay(relay.repo, relay.pr, relay.job_id)
@@ -260,13 +254,12 @@ class Prompts:
         except ChatError as exc:  # say so in the thread: the result itself is there already
             logger.warning("could not attach the output of prompt %s: %s", relay.job_id, exc)
             text = slack_ui.prompt_file_failed(relay.job_id, str(exc))
-            await self.outbox.post(
-                f"prompt:{relay.job_id}:file-failed",
-                channel,
-                text,
-                [slack_ui.text_block(text)],
-                relay.thread_ts,
-            )
+            await self._say(relay, channel, "file-failed", text)
+
+    async def _say(self, relay: Relay, channel: str, part: str, text: str) -> None:
+        """Post one keyed part of what a prompt came to in its thread."""
+        key = f"prompt:{relay.job_id}:{part}"
+        await self.outbox.post(key, channel, text, [slack_ui.text_block(text)], relay.thread_ts)
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:

@@ -674,14 +674,20 @@ def prompt_lost(relay: Any, env: Any) -> list[str]:
     return [f"The prompt `{relay.job_id}` from {person(relay.user)} has no result: {why}."]
 
 
+def _job_figures(job: dict[str, Any]) -> list[str]:
+    """How long a prompt's job took and what it cost, those the agent reported."""
+    figures = []
+    if job.get("duration_s") is not None:
+        figures.append(duration(float(job["duration_s"])))
+    if job.get("cost_usd") is not None:
+        figures.append(f"${float(job['cost_usd']):.2f}")
+    return figures
+
+
 def prompt_result(relay: Any, job: dict[str, Any]) -> list[str]:
     state = str(job.get("state", "?"))
     icon = {"succeeded": ":white_check_mark:", "cancelled": ":no_entry_sign:"}.get(state, ":x:")
-    facts = [f"{icon} *{state.replace('_', ' ')}*"]
-    if job.get("duration_s") is not None:
-        facts.append(duration(float(job["duration_s"])))
-    if job.get("cost_usd") is not None:
-        facts.append(f"${float(job['cost_usd']):.2f}")
+    facts = [f"{icon} *{state.replace('_', ' ')}*", *_job_figures(job)]
     if job.get("commit"):
         facts.append(f"commit `{str(job['commit'])[:7]}`")
     head = f"{' · '.join(facts)} — prompt `{relay.job_id}` from {person(relay.user)}"
@@ -706,11 +712,7 @@ def prompt_file_title(relay: Any) -> str:
 def prompt_file(relay: Any, job: dict[str, Any], output: str, problem: str | None) -> str:
     """The text file that goes with a long result: the prompt, the facts, the summary and the
     agent's whole output (or its last part, and why, when the container could not give it)."""
-    facts = [str(job.get("state", "?"))]
-    if job.get("duration_s") is not None:
-        facts.append(duration(float(job["duration_s"])))
-    if job.get("cost_usd") is not None:
-        facts.append(f"${float(job['cost_usd']):.2f}")
+    facts = [str(job.get("state", "?")), *_job_figures(job)]
     if job.get("commit"):
         facts.append(f"commit {job['commit']}")
     sections = [
