@@ -34,13 +34,12 @@ from bot.environments import LAUNCH_LEASE_S, Environments
 from bot.github import PullRequestEvent
 from bot.store import Environment
 from tests.conftest import (
-    BOT_TOKEN,
     CHANNEL,
     DEPLOYER,
-    SIGNING_SECRET,
     WEBHOOK_SECRET,
     Bot,
     BotFactory,
+    bot_env,
 )
 from tests.processes import BotProcess
 from tests.signing import github_headers
@@ -59,19 +58,8 @@ def bot_process(
     aws_env: dict[str, str],
     tmp_path: Path,
 ) -> Iterator[BotProcess]:
-    env = {
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "UAT_CHANNEL": CHANNEL,
-        "UAT_DEPLOYERS": DEPLOYER,
-        "UAT_DB": str(tmp_path / "uat-bot.db"),
-        "UAT_PROMPT_TOKEN": "test-prompt-token-0123456789",
-        **aws_env,
-        **account.env(containers.url),
-        "UAT_POLL_SECONDS": "0.5",
-    }
+    overrides = {**aws_env, **account.env(containers.url), "UAT_POLL_SECONDS": "0.5"}
+    env = bot_env(slack, tmp_path, **overrides)
     process = BotProcess(env, tmp_path)
     try:
         yield process
