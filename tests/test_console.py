@@ -7,6 +7,8 @@ HOME / XDG_STATE_HOME in a temporary directory, so the console starts its embedd
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import re
 import subprocess
@@ -17,7 +19,7 @@ import pytest
 
 from bot import slack_ui
 from bot.config import load_settings
-from bot.console import render
+from bot.console import ConsoleChat, render
 from bot.local import LATEST_COMMIT, STAGING_COMMIT, aws_configuration, digest_of, manifest_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -209,3 +211,18 @@ def test_cards_render_compactly_with_numbered_buttons() -> None:
     assert [b.action_id for b in buttons] == ["uat.rollback.confirm", "uat.cancel"]
     body, _ = render("x", [slack_ui.text_block("<@U0CONSOLE> &lt;b&gt; <https://e.x/a|the app>")])
     assert body == "@you <b> the app (https://e.x/a)"
+
+
+async def test_a_file_the_bot_shares_is_saved_where_the_console_says() -> None:
+    out = io.StringIO()
+    chat = ConsoleChat(out)
+    root = await chat.post("C1", "the card")
+    content = "".join(f"line {n}\n" for n in range(500))
+    where = await chat.upload("C1", root, "prompt-j1-output.txt", content, "Output of prompt j1")
+    saved = Path(where)
+    assert await asyncio.to_thread(saved.read_text, encoding="utf-8") == content
+    assert saved.name == "prompt-j1-output.txt"
+    said = f"📎 Output of prompt j1: {where} (501 lines, {len(content):,} characters)"
+    assert said in out.getvalue()
+    assert await chat.find("C1", "prompt-j1-output.txt", root) == where  # keyed by its name
+    await asyncio.to_thread(saved.unlink)
