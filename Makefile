@@ -1,13 +1,22 @@
 # The two commands: `make run` (the console on embedded defaults) and `make test`.
+# Any Python 3.11 or newer builds the venv: `make PYTHON=python3.12 run` picks another one.
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .PHONY: run serve test lint format bench services docs clean
 
+# What is wrong with PYTHON, if anything: checked (by any Python, even 2) before a venv is made.
+USE_OTHER = point make at another one: make PYTHON=python3.12 $(or $(MAKECMDGOALS),run)
+PYTHON_PROBLEM = $(shell if command -v $(PYTHON) >/dev/null 2>&1; then \
+	$(PYTHON) -c 'import sys; v = sys.version_info; print("" if v >= (3, 11) else "$(PYTHON) is Python %d.%d" % (v[0], v[1]))'; \
+	else echo "$(PYTHON) not found"; fi)
+
 $(STAMP): pyproject.toml
-	@test -x $(PY) || python3 -m venv $(VENV) 2>/dev/null || \
-		(rm -rf $(VENV) && python3 -m venv --without-pip $(VENV) && $(PY) scripts/bootstrap_pip.py)
+	$(if $(strip $(PYTHON_PROBLEM)),$(error $(strip $(PYTHON_PROBLEM)); uat-bot needs Python 3.11 or newer ($(USE_OTHER))))
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) 2>/dev/null || \
+		(rm -rf $(VENV) && $(PYTHON) -m venv --without-pip $(VENV) && $(PY) scripts/bootstrap_pip.py)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 

@@ -423,14 +423,14 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
     import aiohttp
 
     from bot.config import load_settings
-    from tests.conftest import BOT_TOKEN, CHANNEL, CORPORA, bot_env
+    from tests.conftest import BOT_TOKEN, CHANNEL, FIXTURES, bot_env
     from tests.slack_stub import SlackStub
     from tests.uat_aws import CLUSTER, Containers, set_up_account
 
     reset_moto(endpoint)
     account = set_up_account(endpoint)
     template = json.loads(
-        (CORPORA / "github_webhooks" / "pull_request" / "labeled.payload.json").read_text()
+        (FIXTURES / "github_webhooks" / "pull_request" / "labeled.payload.json").read_text()
     )
     deliveries = [(labeled_payload(template, pr, "uat"), str(uuid.uuid4())) for pr in range(1, 501)]
     warmup = [

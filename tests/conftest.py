@@ -25,7 +25,7 @@ from tests.uat_aws import Containers, UatAccount, set_up_account
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto server request lines
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPORA = ROOT.parent / "shared" / "corpora"
+FIXTURES = ROOT / "tests" / "fixtures"
 
 SIGNING_SECRET = "test-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-test-token"
@@ -35,11 +35,9 @@ DEPLOYER = "U0DEPLOYER"
 DEVELOPER = "U0DEVELOPER"
 
 
-def corpus(path: str) -> Any:
-    """A file from ../shared/corpora, parsed when it is JSON."""
-    file = CORPORA / path
-    if not file.exists():
-        pytest.fail(f"corpus file {file} is missing: shared/ must sit beside the repository")
+def reference(path: str) -> Any:
+    """A file from tests/fixtures (written elsewhere; see its README), parsed when it is JSON."""
+    file = FIXTURES / path
     return json.loads(file.read_text()) if file.suffix == ".json" else file.read_text()
 
 

@@ -15,7 +15,7 @@ import pytest
 from bot import slack_ui
 from bot.environments import Environments
 from bot.store import Environment
-from tests.conftest import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory, corpus
+from tests.conftest import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory, reference
 from tests.signing import block_actions_body, event_body, slack_headers
 from tests.uat_aws import BASE_FAMILY, OWN_FAMILY, Containers, UatAccount
 
@@ -25,7 +25,7 @@ PR = 2
 
 def pr_event(action: str, label: str | None = None, **pull: Any) -> dict[str, Any]:
     """An octokit payload from the corpora, with the label renamed to a UAT one."""
-    payload = copy.deepcopy(corpus(f"github_webhooks/pull_request/{action}.payload.json"))
+    payload = copy.deepcopy(reference(f"github_webhooks/pull_request/{action}.payload.json"))
     if label is not None:
         payload["label"] = {**payload.get("label", {}), "name": label}
         if action != "unlabeled":

@@ -36,7 +36,7 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     Bot,
     BotFactory,
-    corpus,
+    reference,
 )
 from tests.ecr_seed import REPOSITORY, digest_at, seed
 from tests.signing import block_actions_body, slack_headers, slack_signature, slash_command_body
@@ -218,7 +218,7 @@ async def deliver(bot: Bot, body: bytes, guid: str) -> tuple[int, dict[str, Any]
 async def test_a_replayed_github_delivery_is_acted_on_once(make_bot: BotFactory) -> None:
     recorder = Recorder()
     bot: Bot = await make_bot(lambda runtime: setattr(runtime, "on_pull_request", recorder))
-    payload = corpus("github_webhooks/pull_request/labeled.payload.json")
+    payload = reference("github_webhooks/pull_request/labeled.payload.json")
     body = json.dumps(payload).encode()
     guid = str(uuid.uuid4())
     assert (await deliver(bot, body, guid))[0] == 202
@@ -237,7 +237,7 @@ async def test_a_captured_body_under_a_new_delivery_id_is_acted_on_again(
     """Documented limitation: the delivery id is not signed, so it cannot prove a replay."""
     recorder = Recorder()
     bot: Bot = await make_bot(lambda runtime: setattr(runtime, "on_pull_request", recorder))
-    body = json.dumps(corpus("github_webhooks/pull_request/labeled.payload.json")).encode()
+    body = json.dumps(reference("github_webhooks/pull_request/labeled.payload.json")).encode()
     assert (await deliver(bot, body, "first"))[0] == 202
     assert (await deliver(bot, body, "captured-and-renamed"))[0] == 202
     assert len(recorder.events) == 2

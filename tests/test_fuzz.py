@@ -41,7 +41,7 @@ from tests.conftest import (
     WEBHOOK_SECRET,
     Bot,
     BotFactory,
-    corpus,
+    reference,
 )
 from tests.signing import block_actions_body, event_body, slack_headers, slash_command_body
 
@@ -382,7 +382,7 @@ IMPORTANT_PATHS: list[tuple[str, ...]] = [
 
 @functools.cache
 def labeled_payload() -> dict[str, Any]:
-    payload: dict[str, Any] = corpus("github_webhooks/pull_request/labeled.payload.json")
+    payload: dict[str, Any] = reference("github_webhooks/pull_request/labeled.payload.json")
     return payload
 
 
@@ -742,7 +742,7 @@ async def test_bug_webhook_unparseable_json_is_a_400(hooked: Bot, body: bytes) -
 async def test_bug_webhook_values_the_store_cannot_hold_are_a_400(
     bot: Bot, path: tuple[str, str], value: Any
 ) -> None:
-    payload = copy.deepcopy(corpus("github_webhooks/pull_request/closed.payload.json"))
+    payload = copy.deepcopy(reference("github_webhooks/pull_request/closed.payload.json"))
     payload[path[0]][path[1]] = value
     body = json.dumps(payload).encode()  # ensure_ascii: the surrogate travels as \ud800
     headers = {

@@ -10,7 +10,7 @@ import pytest
 
 from bot.app import Runtime
 from bot.github import PullRequestEvent, signature, verify_signature
-from tests.conftest import WEBHOOK_SECRET, Bot, BotFactory, corpus
+from tests.conftest import WEBHOOK_SECRET, Bot, BotFactory, reference
 from tests.signing import github_headers
 
 ACTIONS = ("opened", "labeled", "unlabeled", "closed", "reopened", "synchronize")
@@ -36,7 +36,7 @@ class Recorder:
 
 
 def test_signature_matches_githubs_documented_vector() -> None:
-    vector = corpus("signing_test_vectors.json")["github_x_hub_signature_256"]
+    vector = reference("signing_test_vectors.json")["github_x_hub_signature_256"]
     body = vector["payload"].encode()
     assert signature(vector["secret"], body) == vector["header_value"]
     assert verify_signature(vector["secret"], body, vector["header_value"])
@@ -49,7 +49,7 @@ def test_signature_matches_githubs_documented_vector() -> None:
 async def test_octokit_payloads_are_accepted_and_parsed(make_bot: BotFactory, action: str) -> None:
     recorder = Recorder()
     bot: Bot = await make_bot(recorder.install)
-    payload = corpus(f"github_webhooks/pull_request/{action}.payload.json")
+    payload = reference(f"github_webhooks/pull_request/{action}.payload.json")
     status, body = await bot.github("pull_request", payload, delivery=f"d-{action}")
     assert status == 202, body
     [event] = recorder.events
@@ -66,7 +66,7 @@ async def test_octokit_payloads_are_accepted_and_parsed(make_bot: BotFactory, ac
 async def test_a_null_body_pr_is_fine(make_bot: BotFactory) -> None:
     recorder = Recorder()
     bot: Bot = await make_bot(recorder.install)
-    payload = corpus("github_webhooks/pull_request/opened.with-null-body.json")
+    payload = reference("github_webhooks/pull_request/opened.with-null-body.json")
     status, _ = await bot.github("pull_request", payload)
     assert status == 202 and len(recorder.events) == 1
 
@@ -74,7 +74,7 @@ async def test_a_null_body_pr_is_fine(make_bot: BotFactory) -> None:
 async def test_unsigned_or_wrongly_signed_deliveries_are_refused(make_bot: BotFactory) -> None:
     recorder = Recorder()
     bot: Bot = await make_bot(recorder.install)
-    body = json.dumps(corpus("github_webhooks/pull_request/labeled.payload.json")).encode()
+    body = json.dumps(reference("github_webhooks/pull_request/labeled.payload.json")).encode()
     headers = github_headers(WEBHOOK_SECRET, body, "pull_request")
     unsigned = {k: v for k, v in headers.items() if k != "X-Hub-Signature-256"}
     assert (await bot.post_github(body, unsigned))[0] == 401
@@ -82,13 +82,13 @@ async def test_unsigned_or_wrongly_signed_deliveries_are_refused(make_bot: BotFa
     assert (await bot.post_github(body, wrong))[0] == 401
     tampered = body.replace(b'"labeled"', b'"closed"', 1)
     assert (await bot.post_github(tampered, headers))[0] == 401
-    ping = json.dumps(corpus("github_webhooks/ping.payload.json")).encode()
+    ping = json.dumps(reference("github_webhooks/ping.payload.json")).encode()
     assert (await bot.post_github(ping, {"X-GitHub-Event": "ping"}))[0] == 401
     assert recorder.events == []
 
 
 async def test_ping_is_answered(bot: Bot) -> None:
-    status, body = await bot.github("ping", corpus("github_webhooks/ping.payload.json"))
+    status, body = await bot.github("ping", reference("github_webhooks/ping.payload.json"))
     assert status == 200 and body["zen"] == "Anything added dilutes everything else."
 
 
@@ -112,7 +112,7 @@ async def test_a_payload_missing_what_is_needed_is_400_with_the_reason(
 ) -> None:
     recorder = Recorder()
     bot: Bot = await make_bot(recorder.install)
-    payload = copy.deepcopy(corpus("github_webhooks/pull_request/labeled.payload.json"))
+    payload = copy.deepcopy(reference("github_webhooks/pull_request/labeled.payload.json"))
     del payload["pull_request"]["head"]
     status, body = await bot.github("pull_request", payload)
     assert status == 400 and "pull_request.head.ref" in body["error"]
@@ -122,7 +122,7 @@ async def test_a_payload_missing_what_is_needed_is_400_with_the_reason(
 async def test_a_redelivery_is_acted_on_once(make_bot: BotFactory) -> None:
     recorder = Recorder()
     bot: Bot = await make_bot(recorder.install)
-    payload = corpus("github_webhooks/pull_request/labeled.payload.json")
+    payload = reference("github_webhooks/pull_request/labeled.payload.json")
     first = await bot.github("pull_request", payload, delivery="same-guid")
     again = await asyncio.gather(
         *(bot.github("pull_request", payload, delivery="same-guid") for _ in range(5))
@@ -135,7 +135,7 @@ async def test_a_redelivery_is_acted_on_once(make_bot: BotFactory) -> None:
 async def test_dedupe_survives_a_restart(make_bot: BotFactory) -> None:
     recorder = Recorder()
     first: Bot = await make_bot(recorder.install)
-    payload = corpus("github_webhooks/pull_request/labeled.payload.json")
+    payload = reference("github_webhooks/pull_request/labeled.payload.json")
     assert (await first.github("pull_request", payload, delivery="guid-r"))[0] == 202
     await first.runtime.stop()
     second: Bot = await make_bot(recorder.install)  # same UAT_DB file
@@ -146,7 +146,7 @@ async def test_dedupe_survives_a_restart(make_bot: BotFactory) -> None:
 async def test_a_failed_handling_can_be_redelivered(make_bot: BotFactory) -> None:
     recorder = Recorder(fail=1)
     bot: Bot = await make_bot(recorder.install)
-    payload = corpus("github_webhooks/pull_request/labeled.payload.json")
+    payload = reference("github_webhooks/pull_request/labeled.payload.json")
     assert (await bot.github("pull_request", payload, delivery="guid-f"))[0] == 500
     assert (await bot.github("pull_request", payload, delivery="guid-f"))[0] == 202
     assert len(recorder.events) == 1
@@ -155,7 +155,7 @@ async def test_a_failed_handling_can_be_redelivered(make_bot: BotFactory) -> Non
 async def test_other_repositories_are_ignored(make_bot: BotFactory) -> None:
     recorder = Recorder()
     bot: Bot = await make_bot(recorder.install, UAT_REPOSITORIES="acme/web, acme/api")
-    payload = corpus("github_webhooks/pull_request/labeled.payload.json")
+    payload = reference("github_webhooks/pull_request/labeled.payload.json")
     status, body = await bot.github("pull_request", payload)
     assert status == 202 and "Codertocat/Hello-World is not handled" in body["ignored"]
     assert recorder.events == []

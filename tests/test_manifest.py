@@ -1,9 +1,9 @@
 """Validate manifest.yml against the official Slack app manifest JSON schema.
 
-The schema is read from a local copy of slackapi/manifest-schema in shared/, which sits beside the
-repository clone (/work/main -> /work/shared; CI places a copy of shared/ the same way). Nothing is
-fetched over the network: the top-level "all versions" schema refers to the versioned files by their
-raw.githubusercontent.com URLs, and those URLs are served from the local files by a Registry.
+The schema is read from a copy of slackapi/manifest-schema in tests/fixtures (source and license
+in its README). Nothing is fetched over the network: the top-level "all versions" schema refers to
+the versioned files by their raw.githubusercontent.com URLs, which a Registry serves from the
+local files.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ from referencing import Registry, Resource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_PATH = REPO_ROOT / "manifest.yml"
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-SCHEMA_DIR = SHARED / "corpora" / "slack" / "manifest-schema-official"
+SCHEMA_DIR = REPO_ROOT / "tests" / "fixtures" / "slack" / "manifest-schema"
 MANIFEST_MAJOR_VERSION = 1
 VERSIONED_SCHEMA_PATH = (
     SCHEMA_DIR / "schemas" / f"manifest.schema.{MANIFEST_MAJOR_VERSION}.0.0.json"
@@ -49,7 +48,7 @@ EVENT_REQUIRED_SCOPE = {
 
 
 def _load_json(path: Path) -> dict[str, Any]:
-    assert path.is_file(), f"missing schema file {path} (shared/ must sit beside the repo)"
+    assert path.is_file(), f"missing schema file {path}"
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
 

@@ -12,12 +12,12 @@ from bot.app import Runtime
 from bot.context import CommandContext
 from bot.dispatch import command_from_module
 from bot.errors import UserError
-from tests.conftest import SIGNING_SECRET, Bot, BotFactory, corpus
+from tests.conftest import SIGNING_SECRET, Bot, BotFactory, reference
 from tests.signing import event_body, slack_headers, slack_signature, slash_command_body
 
 
 def test_signer_matches_slacks_documented_vector() -> None:
-    vector = corpus("signing_test_vectors.json")["slack_request_signing"]
+    vector = reference("signing_test_vectors.json")["slack_request_signing"]
     signature = slack_signature(
         vector["signing_secret"], vector["X-Slack-Request-Timestamp"], vector["body"].encode()
     )
@@ -26,7 +26,7 @@ def test_signer_matches_slacks_documented_vector() -> None:
 
 async def test_documented_vector_is_refused_as_stale(bot: Bot) -> None:
     """The doc's request is correctly signed but from 2018: older than 5 minutes -> 401."""
-    vector = corpus("signing_test_vectors.json")["slack_request_signing"]
+    vector = reference("signing_test_vectors.json")["slack_request_signing"]
     body = vector["body"].encode()
     headers = {
         "Content-Type": "application/x-www-form-urlencoded",
@@ -40,7 +40,7 @@ async def test_documented_vector_is_refused_as_stale(bot: Bot) -> None:
 
 
 async def test_documented_slash_command_payload_dispatches_end_to_end(bot: Bot) -> None:
-    documented = corpus("signing_test_vectors.json")["slack_slash_command_payload_example"]
+    documented = reference("signing_test_vectors.json")["slack_slash_command_payload_example"]
     fields = dict(parse_qsl(documented["raw_body_as_documented"]))
     fields.update(command="/uat", text="help", response_url=bot.slack.new_response_url())
     body = urlencode(fields).encode()
