@@ -21,16 +21,13 @@ State (config, logs, registry storage) lives in ``$UAT_BOT_SERVICES_DIR``, defau
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import ipaddress
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +35,8 @@ from typing import TypeVar
 
 import docker
 import pytest
+
+from bot import registry
 
 T = TypeVar("T")
 
@@ -62,12 +61,7 @@ DOCKERD_FLAGS: tuple[str, ...] = (
     "--ip-masq=false",
 )
 
-MANIFEST_MEDIA_TYPES: tuple[str, ...] = (
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.index.v1+json",
-)
+MANIFEST_MEDIA_TYPES = registry.MANIFEST_MEDIA_TYPES
 
 _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # A launcher shell puts the daemon in the background and exits at once, so the daemon is
@@ -75,8 +69,6 @@ _SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _LAUNCHER = '"$@" </dev/null >>"$0" 2>&1 & echo $!'
 # Failures are remembered per process, so a suite of many docker tests skips quickly.
 _failures: dict[str, str] = {}
-# Nothing here may reach beyond loopback.
-_NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -168,15 +160,6 @@ def _ping(base_url: str | None) -> str | None:
     except Exception as exc:  # any failure just means "not answering"
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-def _http_get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with _NO_PROXY_OPENER.open(request, timeout=10) as resp:
-            return resp.status, dict(resp.headers.items()), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers.items()), exc.read()
 
 
 # --------------------------------------------------------------------------------- dockerd
@@ -283,39 +266,12 @@ def _wait_for_dockerd(base_url: str, pid: int, log: Path) -> str:
 def registry_config(port: int = REGISTRY_PORT) -> str:
     """The registry's config: no auth, filesystem storage in the state dir, 127.0.0.1 only."""
     storage = _state_dir() / "registry" / "data"
-    return f"""\
-version: 0.1
-log:
-  level: info
-  fields:
-    service: uat-bot-test-registry
-storage:
-  filesystem:
-    rootdirectory: {storage}
-  delete:
-    enabled: true
-  cache:
-    blobdescriptor: inmemory
-http:
-  addr: {REGISTRY_HOST}:{port}
-  headers:
-    X-Content-Type-Options: [nosniff]
-health:
-  storagedriver:
-    enabled: false
-"""
+    return registry.config(f"{REGISTRY_HOST}:{port}", storage, service="uat-bot-test-registry")
 
 
 def _registry_state(port: int) -> str | None:
     """None when an auth-less registry answers on ``port``; otherwise why not."""
-    try:
-        status, headers, _ = _http_get(f"http://{REGISTRY_HOST}:{port}/v2/")
-    except OSError as exc:
-        return f"unreachable: {exc}"
-    api = headers.get("Docker-Distribution-Api-Version", "")
-    if status == 200 and api.startswith("registry/2"):
-        return None
-    return f"occupied: GET /v2/ answered {status} (Docker-Distribution-Api-Version={api!r})"
+    return registry.problem(f"{REGISTRY_HOST}:{port}")
 
 
 def ensure_registry() -> str:
@@ -336,7 +292,7 @@ def _ensure_registry(port: int) -> str:
         return address
     if state.startswith("occupied"):
         raise RuntimeError(f"port {port} is taken by something else than an open registry: {state}")
-    binary = _which("docker-registry") or _which("registry")
+    binary = registry.binary(os.environ.get("PATH", ""))
     if binary is None:
         raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
 
@@ -367,22 +323,7 @@ def _ensure_registry(port: int) -> str:
         )
 
 
-def fetch_manifest(registry: str, repository: str, reference: str) -> tuple[str, str, bytes]:
-    """GET a manifest from ``registry``: return (Docker-Content-Digest, Content-Type, body).
-
-    Raises ``LookupError`` when the registry does not answer 200, and ``AssertionError`` when
-    the digest header is not the sha256 of the body.
-    """
-    status, headers, body = _http_get(
-        f"http://{registry}/v2/{repository}/manifests/{reference}",
-        {"Accept": ", ".join(MANIFEST_MEDIA_TYPES)},
-    )
-    if status != 200:
-        raise LookupError(f"{registry}/{repository}:{reference}: HTTP {status}: {body[:200]!r}")
-    digest = headers.get("Docker-Content-Digest", "")
-    actual = "sha256:" + hashlib.sha256(body).hexdigest()
-    assert digest == actual, f"registry digest {digest} != sha256 of body {actual}"
-    return digest, headers.get("Content-Type", ""), body
+fetch_manifest = registry.fetch_manifest
 
 
 # --------------------------------------------------------------------------------- pytest glue
