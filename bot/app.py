@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import boto3
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -127,9 +128,15 @@ def build_store(settings: Settings) -> Store:
     return SqliteStore(settings.uat_db)
 
 
-def build_pipeline(settings: Settings, store: Store) -> ImagePipeline:
+def build_pipeline(
+    settings: Settings,
+    store: Store,
+    *,
+    session: boto3.session.Session | None = None,
+    docker: Docker | None = None,
+) -> ImagePipeline:
     """The image operations, for Slack, the console and the terminal alike."""
-    return ImagePipeline(settings, store, Ecr(settings), Docker())
+    return ImagePipeline(settings, store, Ecr(settings, session), docker or Docker())
 
 
 def build_runtime(
@@ -138,8 +145,11 @@ def build_runtime(
     chat: Chat | None = None,
     store: Store | None = None,
     with_slack: bool = True,
+    session: boto3.session.Session | None = None,
+    docker: Docker | None = None,
 ) -> Runtime:
-    """Assemble the bot. `with_slack=False` (the console) builds no Slack client or Bolt app."""
+    """Assemble the bot. `with_slack=False` (the console) builds no Slack client or Bolt app;
+    `session` (the AWS gateways') and `docker` replace the defaults (the console's)."""
     web_client = slack_client(settings) if with_slack else None
     if chat is None:
         if web_client is None:
@@ -150,8 +160,8 @@ def build_runtime(
     metrics = Metrics()
     if isinstance(chat, SlackChat):
         chat.metrics = metrics
-    pipeline = build_pipeline(settings, store)
-    ecs = Ecs(settings)
+    pipeline = build_pipeline(settings, store, session=session, docker=docker)
+    ecs = Ecs(settings, session)
     pipeline.ecr.on_error = ecs.on_error = metrics.aws_error
     environments = Environments(settings, store, chat, pipeline.ecr, ecs, tasks, metrics=metrics)
     services = Services(

@@ -90,9 +90,48 @@ def boto3_session(settings: Settings) -> boto3.session.Session:
     return boto3.session.Session(region_name=settings.aws_region)
 
 
+# ECR, ECS and ELBv2 operations that change nothing start with one of these; GetAuthorizationToken
+# does not count among them: it is the docker login a build pushes with.
+READING = ("Describe", "List", "Get", "BatchGet")
+GUARDED_SERVICES = ("ecr", "ecs", "elastic-load-balancing-v2")
+
+
+class ChangesRefused(BotoCoreError):
+    """A call that would change ECR, ECS or ELBv2 on a session told to change nothing."""
+
+    fmt = "{operation} was not called"
+
+
+def refuse_changes(session: boto3.session.Session) -> None:
+    """From now on every ECR, ECS and ELBv2 call of `session` that would change something fails
+    before it is sent (`ChangesRefused`, an AwsError for the caller); reading still works."""
+
+    def guard(model: Any, **_: Any) -> None:
+        name = str(model.name)
+        if name.startswith(READING) and name != "GetAuthorizationToken":
+            return
+        raise ChangesRefused(operation=name)
+
+    for service in GUARDED_SERVICES:
+        session.events.register(f"before-call.{service}", guard)
+
+
+async def caller_identity(settings: Settings, session: boto3.session.Session) -> str:
+    """The account and identity `session` acts as (STS GetCallerIdentity), e.g. `1234… (arn…)`."""
+
+    def run() -> str:
+        sts = session.client("sts", endpoint_url=settings.aws_endpoint_url, config=RETRIES)
+        answer = sts.get_caller_identity()
+        return f"{answer['Account']} ({answer['Arn']})"
+
+    return await _call("GetCallerIdentity", run)
+
+
 async def _call(what: str, fn: Callable[[], T]) -> T:
     try:
         return await asyncio.to_thread(fn)
+    except ChangesRefused as exc:
+        raise AwsError(slack_ui.aws_read_only(what), "ReadOnly") from exc
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))

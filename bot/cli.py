@@ -44,21 +44,25 @@ def serve() -> None:
 
 @cli.command()
 def console(
-    embedded: Annotated[
+    aws: Annotated[
         bool,
-        typer.Option("--embedded", help="use the embedded AWS (moto) even when AWS is configured"),
+        typer.Option(
+            "--aws",
+            help="act on AWS as configured (says which account and asks before changing it)",
+        ),
     ] = False,
 ) -> None:
     """A local chat shell: /uat commands as in Slack, GitHub events, buttons by number.
 
-    Without AWS configuration (no AWS_ENDPOINT_URL, no AWS credentials) it runs on an embedded,
-    seeded AWS and stand-in containers, all on 127.0.0.1.
+    It runs on an embedded, seeded AWS (moto), stand-in containers and builds that land in the
+    embedded ECR, all on 127.0.0.1, whatever AWS settings the shell has. `--aws` acts on AWS as
+    configured instead.
     """
     settings = _settings()
     configure_logging(settings.secrets(), level=30)
     from bot.console import main as console_main
 
-    raise typer.Exit(console_main(settings, embedded=True if embedded else None))
+    raise typer.Exit(console_main(settings, real_aws=aws))
 
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="answer the confirmation with yes")]

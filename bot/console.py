@@ -12,11 +12,14 @@ before the next line is read; what it set going in the background (a launch, a p
 result, the watcher's card updates) prints when it happens. `quit` or the end of the input
 lets background work finish (up to QUIT_GRACE_S) and exits 0.
 
-Where AWS comes from is decided by `bot.local.aws_configuration`: with AWS configured, the console
-uses that account as configured, its SQLite state in UAT_DB if set, else in
-`$XDG_STATE_HOME/uat-bot/console.db`; without, it starts the embedded world of `bot.local`
-(moto, stand-in containers, state in a temporary directory) and points the bot at it.
-The person at the console is a deployer.
+The console always starts the embedded world of `bot.local` (moto, stand-in containers, builds
+into the embedded ECR, state in a temporary directory) and points the bot at it, whatever AWS
+settings the shell has; there, the person at the console is a deployer. Only `--aws` acts on AWS
+as configured: it says which account (STS), region, cluster and ECR repository, and asks before
+anything there may change; a no makes the session read-only (every ECR, ECS and ELBv2 call that
+would change something is refused before it is sent). With `--aws` the person at the console is
+a deployer only if UAT_DEPLOYERS names U0CONSOLE, and the state is in UAT_DB if set, else in
+`$XDG_STATE_HOME/uat-bot/console.db`.
 """
 
 from __future__ import annotations
@@ -36,21 +39,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import boto3
+
 from bot import slack_ui
 from bot.app import Runtime, build_runtime, relay_reply
+from bot.aws import AwsError, boto3_session, caller_identity, refuse_changes
 from bot.chat import Blocks
 from bot.config import Settings
 from bot.context import CommandContext, Reply, Services
 from bot.environments import PR_REF
 from bot.errors import UserError
 from bot.github import PullRequestEvent
-from bot.local import (
-    CHANNEL,
-    LocalWorld,
-    aws_configuration,
-    set_fake_aws_credentials_for_this_process,
-    user_state_dir,
-)
+from bot.images import Docker
+from bot.local import CHANNEL, LocalWorld, user_state_dir
 
 logger = logging.getLogger(__name__)
 
@@ -650,41 +651,86 @@ def _configured(settings: Settings) -> Settings:
     return settings.model_copy(update=update)
 
 
-async def run_console(
-    settings: Settings, stdin: TextIO, out: TextIO, *, embedded: bool | None = None
-) -> int:
-    """The console until `quit` or the end of the input. `embedded`: None decides by itself."""
-    interactive = stdin.isatty()
-    chat = ConsoleChat(out, interactive=interactive)
-    configuration = None if embedded else aws_configuration(settings)
+@dataclass
+class Start:
+    """What the console runs on: its settings, what it says about them, the AWS session and
+    docker to use (None: the defaults), and the world to stop at the end."""
+
+    settings: Settings
+    about: list[str]
+    session: boto3.session.Session | None = None
+    docker: Docker | None = None
     world: LocalWorld | None = None
-    if embedded or configuration is None:
-        world = LocalWorld(settings.uat_ecr_repository, settings.aws_region)
-        try:
-            await world.start()
-        except RuntimeError as exc:
-            print(f"uat-bot console: {exc}", file=sys.stderr, flush=True)
-            return 2
-        set_fake_aws_credentials_for_this_process()
-        settings = world.settings(settings)
-        about = world.describe(settings)
-    else:
-        settings = _configured(settings)
-        where = settings.uat_db if settings.uat_store == "sqlite" else settings.uat_dynamodb_table
-        about = [f"AWS as configured: {configuration}. State: {where}."]
+
+
+async def _embedded(settings: Settings) -> Start:
+    world = LocalWorld(settings)
+    await world.start()
+    settings = world.settings()
     # the person at the terminal operates this bot: they may do what deployers do
     settings = settings.model_copy(
         update={"uat_deployers": (*settings.uat_deployers, CONSOLE_USER)}
     )
+    return Start(settings, world.describe(), docker=world.docker(settings), world=world)
+
+
+async def _real_aws(settings: Settings, chat: ConsoleChat, reader: LineReader) -> Start | None:
+    """AWS as configured, once the person has seen where and said whether it may change."""
+    settings = _configured(settings)
+    session = boto3_session(settings)
     try:
-        runtime = build_runtime(settings, chat=chat, with_slack=False)
+        account = await caller_identity(settings, session)
+    except AwsError as exc:
+        print(f"uat-bot console --aws: {slack_ui.plain(str(exc))}", file=sys.stderr, flush=True)
+        return None
+    region = settings.aws_region or session.region_name or slack_ui.CONSOLE_NO_REGION
+    cluster = settings.uat_ecs_cluster or "(UAT_ECS_CLUSTER not set)"
+    where = settings.uat_db if settings.uat_store == "sqlite" else settings.uat_dynamodb_table
+    chat.say(slack_ui.console_real_aws(account, region, cluster, settings.uat_ecr_repository))
+    chat.say(f"{slack_ui.CONSOLE_ACT_QUESTION} [y/N] ")
+    answer = await reader.next()
+    chat.say(f"answer: {(answer or '').strip() or 'N'}", echo=True)
+    may_change = (answer or "").strip().lower() in ("y", "yes")
+    if not may_change:
+        refuse_changes(session)
+    about = [
+        f"State: {where}.",
+        slack_ui.CONSOLE_MAY_CHANGE if may_change else slack_ui.CONSOLE_READ_ONLY,
+    ]
+    return Start(settings, about, session=session)
+
+
+async def run_console(
+    settings: Settings, stdin: TextIO, out: TextIO, *, real_aws: bool = False
+) -> int:
+    """The console until `quit` or the end of the input: embedded, or AWS as configured."""
+    interactive = stdin.isatty()
+    chat = ConsoleChat(out, interactive=interactive)
+    reader = LineReader(stdin)
+    chat.say(GREETING)
+    if real_aws:
+        start = await _real_aws(settings, chat, reader)
+        if start is None:
+            return 2
+    else:
+        try:
+            start = await _embedded(settings)
+        except RuntimeError as exc:
+            print(f"uat-bot console: {exc}", file=sys.stderr, flush=True)
+            return 2
+    try:
+        runtime = build_runtime(
+            start.settings,
+            chat=chat,
+            with_slack=False,
+            session=start.session,
+            docker=start.docker,
+        )
         await runtime.start()
         try:
             console = Console(runtime, chat)
-            chat.say(GREETING)
-            chat.say("\n".join(about))
+            chat.say("\n".join(start.about))
             chat.say("Type help for the console's own words (label, close, wait, …).")
-            reader = LineReader(stdin)
             while True:
                 if interactive:
                     chat.prompting = True
@@ -703,18 +749,18 @@ async def run_console(
         finally:
             await runtime.stop()
     finally:
-        if world is not None:
-            await world.stop()
+        if start.world is not None:
+            await start.world.stop()
     return 0
 
 
-def main(settings: Settings, *, embedded: bool | None = None) -> int:
+def main(settings: Settings, *, real_aws: bool = False) -> int:
     for stream in (sys.stdin, sys.stdout):
         reconfigure = getattr(stream, "reconfigure", None)
         if reconfigure is not None:
             reconfigure(errors="replace")
     try:
-        return asyncio.run(run_console(settings, sys.stdin, sys.stdout, embedded=embedded))
+        return asyncio.run(run_console(settings, sys.stdin, sys.stdout, real_aws=real_aws))
     except KeyboardInterrupt:
         print(file=sys.stdout, flush=True)
         return 130

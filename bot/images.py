@@ -133,8 +133,22 @@ class Docker:
                 self._api.ping()
             except Exception as exc:
                 self._api = None
-                raise UserError(slack_ui.docker_unreachable(type(exc).__name__)) from None
+                logger.info("no docker engine at %s (%s)", self.where, type(exc).__name__)
+                raise UserError(slack_ui.docker_unreachable(self.where)) from None
         return self._api
+
+    @property
+    def where(self) -> str:
+        """The engine's address as docker reads it (DOCKER_HOST, or the default socket)."""
+        if self._base_url:
+            return self._base_url
+        from docker.utils import kwargs_from_env
+
+        return str(kwargs_from_env().get("base_url") or "unix:///var/run/docker.sock")
+
+    async def ready(self) -> None:
+        """Raise a UserError saying what to do when builds cannot run here (no engine answers)."""
+        await asyncio.to_thread(self._client)
 
     async def build(
         self, context: Path, dockerfile_dir: str, platform: str, tag: str, log: LogSink

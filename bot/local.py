@@ -1,21 +1,24 @@
-"""The console's embedded world: moto's AWS on 127.0.0.1, seeded as a UAT account, and stand-ins
-for the PR containers, so `uat-bot console` works with no AWS account, Slack or docker.
+"""The console's embedded world: moto's AWS on 127.0.0.1, seeded as a UAT account, stand-ins for
+the PR containers, and builds that work, so `uat-bot console` needs no AWS account or Slack.
 
-When does the console use it? `aws_configuration()` decides, and it is the only place that does:
+`uat-bot console` always starts it (only `--aws` acts on real AWS), whatever AWS settings the
+shell has: before anything makes a boto3 client, `isolate_boto3` replaces every AWS_* variable
+of this process with moto's fake credentials, no config or credentials file, and (once moto
+listens) moto's endpoint, so no profile, key or endpoint of the shell's is ever read or used.
 
-* AWS counts as configured when AWS_ENDPOINT_URL is set (in the environment or `.env`, as every
-  setting is read), or when botocore finds credentials *without asking the network*: environment
-  variables (AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY), AWS_PROFILE and the shared credentials
-  and config files (~/.aws/credentials, ~/.aws/config, incl. SSO, credential_process, role and
-  web-identity profiles). A profile botocore cannot read also counts (AWS was meant; the bot's
-  calls then say what is wrong). The EC2 instance and ECS container metadata endpoints are not
-  consulted, so a laptop without AWS set up never waits on them.
-* Otherwise the console starts the embedded world: `ThreadedMotoServer` on 127.0.0.1 (moto is the
-  optional extra `uat-bot[local]`), seeded with an ECR repository (`:latest`, `:staging` and sha
-  images, docker v2 manifests whose digest is the sha256 of their bytes), an ECS cluster, a base
-  task definition (awsvpc, FARGATE, container `app`) and a VPC with a subnet and security group.
-  moto's tasks start RUNNING and stay so until stopped (its clock-driven progression would run
-  them into STOPPING); the stand-in container is what takes a couple of seconds to become ready.
+* AWS: `ThreadedMotoServer` on 127.0.0.1 (moto is the optional extra `uat-bot[local]`), seeded
+  with an ECR repository (`:latest`, `:staging` and sha images, docker v2 manifests whose digest
+  is the sha256 of their bytes), an ECS cluster, a base task definition (awsvpc, FARGATE,
+  container `app`) and a VPC with a subnet and security group. moto's tasks start RUNNING and
+  stay so until stopped (its clock-driven progression would run them into STOPPING); the
+  stand-in container is what takes a couple of seconds to become ready.
+* Builds (`/uat staging`, `/uat latest`): from UAT_SOURCE_REPO, or else a sample app made in the
+  world's state directory (a git repo whose Dockerfile is `FROM scratch` plus one COPY'd file:
+  nothing is pulled). They need a docker engine; they push to UAT_REGISTRY if it answers, or to
+  a registry started on 127.0.0.1 (Debian's docker-registry), and `MirroredDocker` then puts the
+  pushed manifest into moto's ECR under the same tags: ECR stays the one truth about tags, and
+  `/uat images`, `/uat history` and a launch all see the image just built. What is missing for
+  builds is said at start and in the answer to a build.
 
 The stand-in (`StandInContainers`) answers on 127.0.0.1 for every PR's task, at
 `/pr/{pr}/{task_id}`: /health (cloning, installing, then ready ~2 s after its first probe),
@@ -35,21 +38,24 @@ import json
 import logging
 import os
 import secrets
+import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
-import botocore.session
 from aiohttp import web
-from botocore.exceptions import BotoCoreError
 from pydantic import SecretStr
 
+from bot import registry, slack_ui
+from bot.aws import Ecr, Manifest, RegistryAuth
 from bot.config import Settings
+from bot.errors import UserError
+from bot.images import REF, Docker, LogSink
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +64,6 @@ CLUSTER = "uat-console"
 BASE_FAMILY = "uat-console-base"
 CONTAINER = "app"
 CHANNEL = "C0CONSOLE"
-LOCAL_REGISTRY = "127.0.0.1:5000"  # where embedded builds push: never a registry on the internet
 POLL_SECONDS = 1.0
 FAKE_KEY = "testing"
 FAKE_SECRET = "testing"
@@ -77,38 +82,30 @@ PHASES = ((1.0, "cloning"), (2.0, "installing"))  # (until seconds after first p
 AGENT_SECONDS = 1.0
 
 
-# ---------------------------------------------------------------------- is AWS configured?
+# ---------------------------------------------------------------------- the process's AWS
 
 
-def aws_configuration(settings: Settings) -> str | None:
-    """Where this process's AWS configuration comes from, or None when there is none.
+def isolate_boto3(endpoint: str | None = None, region: str = REGION) -> None:
+    """Let boto3 in this process see moto's fake credentials and nothing of the shell's AWS.
 
-    The rules are in the module docstring; the network is never asked.
+    Every AWS_* variable goes (profiles, keys, endpoints, config and credentials files); then
+    fake keys, no config or credentials file, no instance metadata, the region and, when given,
+    `endpoint` for every service. The bot's clients take credentials the way boto3 does, from
+    the environment: the embedded world is the only writer of os.environ, and this the only place.
     """
-    if settings.aws_endpoint_url:
-        return f"AWS_ENDPOINT_URL={settings.aws_endpoint_url}"
-    try:
-        session = botocore.session.Session()
-        resolver: Any = session.get_component("credential_provider")
-        for asks_the_network in ("container-role", "iam-role"):
-            resolver.remove(asks_the_network)
-        credentials = resolver.load_credentials()
-    except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that is not there
-        return f"an AWS configuration botocore cannot use ({exc})"
-    if credentials is None:
-        return None
-    return f"AWS credentials ({credentials.method})"
-
-
-def set_fake_aws_credentials_for_this_process() -> None:
-    """Give boto3 in this process moto's fake credentials.
-
-    The bot's own clients take credentials the way boto3 does, from the environment; the
-    embedded world is the only user of this, and this is the only place it writes os.environ.
-    """
-    os.environ["AWS_ACCESS_KEY_ID"] = FAKE_KEY
-    os.environ["AWS_SECRET_ACCESS_KEY"] = FAKE_SECRET
-    os.environ.pop("AWS_SESSION_TOKEN", None)
+    for name in [name for name in os.environ if name.startswith("AWS_")]:
+        del os.environ[name]
+    os.environ.update(
+        AWS_ACCESS_KEY_ID=FAKE_KEY,
+        AWS_SECRET_ACCESS_KEY=FAKE_SECRET,
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_REGION=region,
+        AWS_DEFAULT_REGION=region,
+    )
+    if endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
 
 
 def user_state_dir() -> Path:
@@ -188,11 +185,13 @@ class EmbeddedAws:
                 "(or configure AWS: set AWS_ENDPOINT_URL or AWS credentials)"
             ) from None
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+        isolate_boto3(region=self.region)  # before any client: nothing of the shell's is read
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()
         self._server = server
         host, port = server.get_host_and_port()
         self.endpoint = f"http://{host}:{port}"
+        isolate_boto3(self.endpoint, self.region)
         return self.endpoint
 
     def stop(self) -> None:
@@ -513,27 +512,105 @@ class StandInContainers:
             self._runner = None
 
 
+# ---------------------------------------------------------------------- builds
+
+SAMPLE_FILE = "hello.txt"
+SAMPLE_DOCKERFILE = f"FROM scratch\nCOPY {SAMPLE_FILE} /{SAMPLE_FILE}\n"
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": "uat-bot console",
+    "GIT_AUTHOR_EMAIL": "console@uat-bot.invalid",
+    "GIT_COMMITTER_NAME": "uat-bot console",
+    "GIT_COMMITTER_EMAIL": "console@uat-bot.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+}
+
+
+def sample_source(directory: Path, build_path: str, branch: str) -> Path:
+    """A git repo holding a sample UAT app at `branch`: `<build_path>/Dockerfile`, FROM scratch
+    with one COPY'd file, so a build needs no base image from anywhere."""
+    branch = branch if REF.match(branch) and ".." not in branch else "main"
+    folder = directory / build_path
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Dockerfile").write_text(SAMPLE_DOCKERFILE)
+    (folder / SAMPLE_FILE).write_text("hello from the uat-bot console's sample app\n")
+    env = {**os.environ, **_GIT_ENV}
+    for args in (
+        ["init", "-q", "-b", branch],
+        ["add", "-A"],
+        ["commit", "-q", "-m", "The console's sample UAT app"],
+    ):
+        subprocess.run(["git", *args], cwd=directory, env=env, check=True, capture_output=True)
+    return directory
+
+
+class MirroredDocker(Docker):
+    """Docker whose pushes (to the console's registry) also land in the embedded ECR: the pushed
+    manifest is put into it under the same tags, with the registry's digest (PutImage)."""
+
+    def __init__(self, registry_address: str | None, unavailable: str | None, ecr: Ecr) -> None:
+        super().__init__()
+        self.registry = registry_address
+        self.unavailable = unavailable
+        self.ecr = ecr
+
+    async def ready(self) -> None:
+        await super().ready()
+        if self.unavailable:
+            raise UserError(slack_ui.console_no_builds(self.unavailable))
+
+    async def push(
+        self,
+        image: str,
+        repository: str,
+        tags: Sequence[str],
+        auth: RegistryAuth | None,
+        log: LogSink,
+    ) -> tuple[str, list[str]]:
+        digest, pushed = await super().push(image, repository, tags, auth, log)
+        name = repository.removeprefix(f"{self.registry}/")
+        digest, media_type, body = await asyncio.to_thread(
+            registry.fetch_manifest, str(self.registry), name, digest
+        )
+        manifest = Manifest(digest=digest, media_type=media_type, body=body.decode())
+        for tag in pushed:
+            await self.ecr.put_tag(manifest, tag)
+        log(f"put into the embedded ECR as {', '.join(':' + t for t in pushed)}")
+        return digest, pushed
+
+
 # ---------------------------------------------------------------------- together
 
 
 class LocalWorld:
-    """The embedded AWS account, the stand-in containers and a throw-away state directory.
+    """The embedded AWS account, the stand-in containers, builds, and a throw-away state directory.
 
-    The state (SQLite) lives and dies with the world: moto starts empty every time, so
-    environments remembered from an earlier session would name tasks that no longer exist.
+    The state (SQLite, the sample source, the registry's storage) lives and dies with the world:
+    moto starts empty every time, so environments remembered from an earlier session would name
+    tasks that no longer exist.
     """
 
-    def __init__(self, repository: str, region: str | None = None) -> None:
-        self.repository = repository
-        self.aws = EmbeddedAws(region or REGION)
+    def __init__(self, base: Settings) -> None:
+        self.base = base
+        self.repository = base.uat_ecr_repository
+        self.aws = EmbeddedAws(base.aws_region or REGION)
         self.containers = StandInContainers(secrets.token_urlsafe(24))
         self.account: SeededAccount | None = None
+        self.docker_at = Docker().where
+        self.registry: str | None = None
+        self.source: str | None = base.uat_source_repo
+        self.no_builds: str | None = None  # why builds cannot run, when they cannot
+        self._registry: registry.LocalRegistry | None = None
         self._state: tempfile.TemporaryDirectory[str] | None = None
 
     @property
-    def db(self) -> Path:
+    def state(self) -> Path:
         assert self._state is not None, "start() first"
-        return Path(self._state.name) / "console.db"
+        return Path(self._state.name)
+
+    @property
+    def db(self) -> Path:
+        return self.state / "console.db"
 
     async def start(self) -> None:
         self._state = tempfile.TemporaryDirectory(prefix="uat-bot-console-")
@@ -541,22 +618,60 @@ class LocalWorld:
             await asyncio.to_thread(self.aws.start)
             self.account = await asyncio.to_thread(self.aws.seed, self.repository)
             await self.containers.start()
+            await self._prepare_builds()
         except BaseException:
             await self.stop()
             raise
 
+    async def _prepare_builds(self) -> None:
+        """A source, a docker engine and a registry, or why builds cannot run."""
+        if self.source is None:
+            path = await asyncio.to_thread(
+                sample_source,
+                self.state / "sample-app",
+                self.base.uat_build_path,
+                self.base.uat_source_ref,
+            )
+            self.source = str(path)
+        try:
+            await Docker().ready()
+        except UserError as exc:
+            self.no_builds = slack_ui.plain(str(exc))
+            return
+        if self.base.uat_registry:
+            why = await asyncio.to_thread(registry.problem, self.base.uat_registry)
+            if why is not None:
+                self.no_builds = slack_ui.registry_not_answering(self.base.uat_registry)
+                return
+            self.registry = self.base.uat_registry
+        else:
+            program = registry.binary()
+            if program is None:
+                self.no_builds = slack_ui.NO_REGISTRY_FOR_BUILDS
+                return
+            self._registry = registry.LocalRegistry(program, self.state / "registry")
+            try:
+                self.registry = await asyncio.to_thread(self._registry.start)
+            except RuntimeError as exc:
+                self.no_builds = str(exc)
+                return
+
     async def stop(self) -> None:
         await self.containers.stop()
         await asyncio.to_thread(self.aws.stop)
+        if self._registry is not None:
+            await asyncio.to_thread(self._registry.stop)
+            self._registry = None
         if self._state is not None:
             self._state.cleanup()
             self._state = None
 
-    def settings(self, base: Settings) -> Settings:
-        """`base` pointed at this world; settings that are not about AWS or containers are kept."""
+    def settings(self) -> Settings:
+        """The base settings pointed at this world; those not about AWS, containers or builds
+        are kept."""
         account = self.account
         assert account is not None, "start() first"
-        return base.model_copy(
+        return self.base.model_copy(
             update={
                 "aws_endpoint_url": account.endpoint,
                 "aws_region": account.region,
@@ -571,21 +686,34 @@ class LocalWorld:
                 "uat_container_url": self.containers.container_url,
                 "uat_app_url": self.containers.app_url,
                 "uat_prompt_token": SecretStr(self.containers.token),
-                "uat_registry": base.uat_registry or LOCAL_REGISTRY,
+                "uat_registry": self.registry,
+                "uat_source_repo": self.source,
                 "uat_poll_seconds": POLL_SECONDS,
                 "uat_store": "sqlite",
                 "uat_db": str(self.db),
             }
         )
 
-    def describe(self, settings: Settings) -> list[str]:
-        """What the console says about this world when it starts (`settings`: as pointed here)."""
+    def docker(self, settings: Settings) -> Docker:
+        """The docker the bot builds with here: its pushes end in the embedded ECR."""
+        return MirroredDocker(self.registry, self.no_builds, Ecr(settings))
+
+    def describe(self) -> list[str]:
+        """What the console says about this world when it starts."""
         account = self.account
         assert account is not None, "start() first"
-        return [
-            f"AWS is embedded (no AWS configuration found): moto at {account.endpoint}, cluster "
-            f"`{CLUSTER}`, ECR `{account.repository}` with :latest, :staging and "
-            f"{len(SEED_COMMITS)} sha images.",
-            f"PR containers are stand-ins at {self.containers.base}; builds push to "
-            f"{settings.uat_registry}.",
+        lines = [
+            f"AWS is embedded: moto at {account.endpoint}, cluster `{CLUSTER}`, ECR "
+            f"`{account.repository}` with :latest, :staging and {len(SEED_COMMITS)} sha images "
+            "(`--aws` for real AWS).",
+            f"PR containers are stand-ins at {self.containers.base}.",
         ]
+        if self.no_builds or self.registry is None:
+            lines.append(slack_ui.console_no_builds(self.no_builds or ""))
+        else:
+            source = self.source or ""
+            if self.base.uat_source_repo is None:
+                source = f"the sample app in {source}"
+            ref = self.base.uat_source_ref
+            lines.append(slack_ui.console_builds(source, ref, self.docker_at, self.registry))
+        return lines

@@ -154,6 +154,7 @@ class ImagePipeline:
         """Build `ref` from UAT_SOURCE_REPO and push `:<short-sha>` then `:<target>`."""
         if not self.settings.uat_source_repo:
             raise UserError(slack_ui.NO_SOURCE_REPO)
+        await self.docker.ready()
         ref = ref or self.settings.uat_source_ref
         action = f"build :{target} from {ref}"
         async with self._exclusive(actor, action):

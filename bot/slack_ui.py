@@ -783,8 +783,11 @@ def no_dockerfile(build_path: str) -> str:
     return f"There is no Dockerfile in `{build_path}` of that commit: check UAT_BUILD_PATH."
 
 
-def docker_unreachable(kind: str) -> str:
-    return f"The docker daemon is unreachable: start dockerd, or point DOCKER_HOST at it ({kind})."
+def docker_unreachable(where: str) -> str:
+    return (
+        f"No docker engine answers at {where}: install Debian's docker.io and start dockerd, "
+        "or set DOCKER_HOST."
+    )
 
 
 def build_failed_at(step: str) -> str:
@@ -808,6 +811,13 @@ REGISTRY_UNREACHABLE = "the registry is unreachable"
 
 def aws_failed(what: str, code: str, hint: str) -> str:
     return f"AWS {what} failed ({code}): {hint}."
+
+
+def aws_read_only(what: str) -> str:
+    return (
+        f"AWS {what} was not called: this console was told not to change ECR or ECS (the answer "
+        "at start was no). Quit and start `uat-bot console --aws` again to answer yes."
+    )
 
 
 def aws_no_credentials(what: str) -> str:
@@ -897,3 +907,41 @@ def not_the_bots_table(table: str) -> str:
 
 def lock_keeps_changing(name: str) -> str:
     return f"Could not take the {name} lock: it keeps changing hands; try again."
+
+
+# ---------------------------------------------------------------------- the console's start
+
+
+def console_real_aws(account: str, region: str, cluster: str, repository: str) -> str:
+    return (
+        f"AWS is real (--aws): account {account}, region {region}, cluster `{cluster}`, "
+        f"ECR repository `{repository}`."
+    )
+
+
+CONSOLE_ACT_QUESTION = (
+    "Let this console change ECR and ECS there (push and tag images, register task definitions, "
+    "run and stop tasks)?"
+)
+CONSOLE_READ_ONLY = "Read-only: nothing will be changed in ECR or ECS (the answer was no)."
+CONSOLE_MAY_CHANGE = "Commands will change ECR and ECS in that account."
+CONSOLE_NO_REGION = "none: set AWS_REGION"
+NO_REGISTRY_FOR_BUILDS = (
+    "no registry to push to: install Debian's docker-registry, or set UAT_REGISTRY to a "
+    "registry on 127.0.0.1"
+)
+
+
+def registry_not_answering(address: str) -> str:
+    return f"nothing answers as a registry at UAT_REGISTRY={address}: start it, or unset it"
+
+
+def console_builds(source: str, ref: str, docker: str, registry: str) -> str:
+    return (
+        f"Builds: {source} at `{ref}`, with the docker engine at {docker}; pushed to the "
+        f"registry at {registry} and put into the embedded ECR."
+    )
+
+
+def console_no_builds(reason: str) -> str:
+    return f"Builds are unavailable: {reason}"

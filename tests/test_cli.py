@@ -224,8 +224,9 @@ def test_staging_without_a_docker_daemon_says_so(tmp_path: Path) -> None:
 
     assert run.code == 1, run
     assert "Traceback" not in run.stderr + run.stdout, run
-    assert run.stderr.startswith("error: The docker daemon is unreachable"), run
-    assert "point DOCKER_HOST at it" in run.said
+    said = slack_ui.docker_unreachable("unix:///nonexistent.sock")
+    assert run.stderr.startswith(f"error: {said}"), run
+    assert "install Debian's docker.io and start dockerd, or set DOCKER_HOST" in run.said
 
 
 # ------------------------------------------------------------------------------ ECR commands
@@ -305,4 +306,4 @@ def test_long_errors_stay_on_one_line(tmp_path: Path, case: str) -> None:
             DOCKER_HOST="unix:///nonexistent.sock",
         )
         run = uat_bot(tmp_path, env, "staging", "--yes")
-        assert_one_line_error(run, "docker daemon is unreachable")
+        assert_one_line_error(run, "No docker engine answers at unix:///nonexistent.sock")

@@ -8,19 +8,28 @@ HOME / XDG_STATE_HOME in a temporary directory, so the console starts its embedd
 from __future__ import annotations
 
 import asyncio
+import http.server
 import io
 import os
 import re
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bot import slack_ui
-from bot.config import load_settings
 from bot.console import ConsoleChat, render
-from bot.local import LATEST_COMMIT, STAGING_COMMIT, aws_configuration, digest_of, manifest_for
+from bot.local import LATEST_COMMIT, SEED_COMMITS, STAGING_COMMIT, digest_of, manifest_for
+from tests.gitrepo import remove_built_images
+from tests.services import ensure_dockerd, ensure_registry, require
+from tests.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, UatAccount
+
+DEFAULT_ACCOUNT_ID = "123456789012"  # moto's
+REPOSITORY = "test-tickets-uat"  # the default UAT_ECR_REPOSITORY, which both worlds use
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 180
@@ -158,44 +167,202 @@ def test_unknown_words_are_answered_and_the_console_carries_on(tmp_path: Path) -
     assert "`/uat bogus` is not a command." in after(out, "/uat bogus")
 
 
-def test_with_aws_configured_the_console_uses_it(tmp_path: Path, moto_server: str) -> None:
+class Listener:
+    """An HTTP server on 127.0.0.1 that answers 500 to everything and remembers what it got."""
+
+    def __init__(self) -> None:
+        got: list[str] = []
+        self.got = got
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                got.append(f"{self.command} {self.path}")
+                self.send_response(500)
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = do_DELETE = _any
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    yield server
+    server.close()
+
+
+def test_the_shells_aws_settings_never_reach_the_embedded_world(
+    tmp_path: Path, listener: Listener
+) -> None:
+    aws = tmp_path / "home" / ".aws"
+    aws.mkdir(parents=True)
+    (aws / "config").write_text(
+        f"[profile shell]\nregion = eu-west-1\nendpoint_url = {listener.url}\n"
+    )
+    (aws / "credentials").write_text(
+        "[shell]\naws_access_key_id = AKIASHELLPROFILE\naws_secret_access_key = shell\n"
+    )
+    script = "/uat images\nlabel 42 uat\nwait 60 for is ready at\nclose 42\nquit\n"
     result = run_console(
         tmp_path,
-        "/uat images\nquit\n",
+        script,
+        AWS_PROFILE="shell",
+        AWS_ACCESS_KEY_ID="AKIASHELLKEY",
+        AWS_SECRET_ACCESS_KEY="shell",
+        AWS_ENDPOINT_URL=listener.url,
+        AWS_ENDPOINT_URL_ECR=listener.url,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "AWS is embedded: moto at http://127.0.0.1:" in out
+    latest = slack_ui.short(digest_of(manifest_for(LATEST_COMMIT)))
+    assert f":latest: `{latest}` (`{LATEST_COMMIT[:7]}`)" in after(out, "/uat images")
+    assert "#42 is ready at" in after(out, "label 42 uat")
+    assert listener.url not in out
+    assert listener.got == []
+
+
+def aws_console(
+    tmp_path: Path, moto_server: str, script: str, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`uat-bot console --aws` on moto's server as the real AWS, seeded as a UAT account."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir(exist_ok=True)
+    env = console_env(
+        tmp_path,
         AWS_ENDPOINT_URL=moto_server,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_REGION="us-east-1",
+        UAT_ECS_CLUSTER=CLUSTER,
+        UAT_TASK_DEFINITION=BASE_FAMILY,
+        UAT_CONTAINER_NAME=CONTAINER,
+        UAT_POLL_SECONDS="3600",
+        **extra,
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "console", "--aws"],
+        input=script,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        cwd=cwd,
+        timeout=TIMEOUT_S,
+    )
+
+
+def ecr_and_ecs(account: UatAccount) -> tuple[Any, ...]:
+    """What the account's ECR and ECS hold: tags by digest, tasks, task definitions."""
+    images = account.ecr.describe_images(repositoryName=REPOSITORY)["imageDetails"]
+    tags = sorted((i["imageDigest"], sorted(i.get("imageTags", []))) for i in images)
+    definitions = account.ecs.list_task_definitions()["taskDefinitionArns"]
+    return tags, account.tasks(), sorted(definitions)
+
+
+def test_with_aws_the_console_says_where_and_a_no_changes_nothing(
+    tmp_path: Path, moto_server: str, account: UatAccount
+) -> None:
+    before = ecr_and_ecs(account)
+    script = "n\n/uat promote\n1\nlabel 42 uat\nwait 3\n/uat images\nquit\n"
+    result = aws_console(
+        tmp_path,
+        moto_server,
+        script,
+        UAT_DEPLOYERS="U0CONSOLE",
+        UAT_SUBNETS=account.subnet,
+        UAT_SECURITY_GROUPS=account.security_group,
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    assert f"AWS as configured: AWS_ENDPOINT_URL={moto_server}" in out
-    # that account has no repository: the bot says so, as it would in Slack
-    assert "RepositoryNotFoundException" in after(out, "/uat images")
+    said = slack_ui.console_real_aws(
+        f"{DEFAULT_ACCOUNT_ID} (arn:aws:sts::{DEFAULT_ACCOUNT_ID}:user/moto)",
+        "us-east-1",
+        CLUSTER,
+        REPOSITORY,
+    )
+    assert said in out
+    assert slack_ui.CONSOLE_ACT_QUESTION in out
+    assert slack_ui.CONSOLE_READ_ONLY in out
+    assert "AWS is embedded" not in out
+    assert "was not called: this console was told not to change ECR or ECS" in after(out, "1")
+    assert ":latest: `" in after(out, "/uat images")  # reading still works
+    assert ecr_and_ecs(account) == before
     assert (tmp_path / "state" / "uat-bot" / "console.db").exists()
 
 
-def test_what_counts_as_aws_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.startswith("AWS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    assert aws_configuration(load_settings({})) is None
+def test_the_console_user_is_a_deployer_only_in_the_embedded_world(
+    tmp_path: Path, moto_server: str, account: UatAccount
+) -> None:
+    refused = aws_console(tmp_path, moto_server, "y\n/uat promote\nquit\n")
+    assert refused.returncode == 0, refused.stdout + refused.stderr
+    assert slack_ui.CONSOLE_MAY_CHANGE in refused.stdout
+    assert "Only deployers can" in after(refused.stdout, "/uat promote")
 
-    endpoint = load_settings({"AWS_ENDPOINT_URL": "http://127.0.0.1:1"})
-    assert aws_configuration(endpoint) == "AWS_ENDPOINT_URL=http://127.0.0.1:1"
-
-    (tmp_path / "credentials").write_text(
-        "[default]\naws_access_key_id = a\naws_secret_access_key = b\n"
+    named = aws_console(
+        tmp_path, moto_server, "y\n/uat promote\n1\nquit\n", UAT_DEPLOYERS="U0CONSOLE"
     )
-    assert aws_configuration(load_settings({})) == "AWS credentials (shared-credentials-file)"
-    (tmp_path / "credentials").unlink()
+    assert named.returncode == 0, named.stdout + named.stderr
+    assert "@you moved `:latest` (promote)" in after(named.stdout, "1")
+    latest = account.ecr.describe_images(
+        repositoryName=REPOSITORY, imageIds=[{"imageTag": "latest"}]
+    )
+    assert latest["imageDetails"][0]["imageDigest"] == account.digests["staging"]
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "a")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "b")
-    assert aws_configuration(load_settings({})) == "AWS credentials (env)"
+    embedded = run_console(tmp_path, "/uat promote\n1\nquit\n")  # no UAT_DEPLOYERS at all
+    assert "@you moved `:latest` (promote)" in after(embedded.stdout, "1")
+
+
+def test_without_docker_the_banner_and_a_build_say_what_to_install(tmp_path: Path) -> None:
+    result = run_console(tmp_path, "/uat staging\nquit\n")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    no_docker = slack_ui.docker_unreachable("unix:///nonexistent/docker.sock")
+    assert "install Debian's docker.io and start dockerd, or set DOCKER_HOST" in no_docker
+    assert slack_ui.console_no_builds(no_docker) in out
+    assert "127.0.0.1:5000" not in out and "push to" not in out
+    assert no_docker in after(out, "/uat staging")
+
+
+@pytest.mark.docker
+def test_a_build_in_the_console_is_what_images_history_and_a_launch_see(tmp_path: Path) -> None:
+    docker_host = require(ensure_dockerd)
+    require(ensure_registry)  # the registry program is installed: the console starts its own
+    script = (
+        "/uat staging\n/uat images\n/uat history\nlabel 7 uat-staging\n"
+        "wait 60 for is ready at\nclose 7\nquit\n"
+    )
+    try:
+        result = run_console(tmp_path, script, DOCKER_HOST=docker_host)
+    finally:
+        remove_built_images(tmp_path, REPOSITORY)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert "Builds: the sample app in " in out
+    built = after(out, "/uat staging")
+    found = re.search(
+        r"`:staging` is now `([0-9a-f]{7})`.*?digest `(sha256:[0-9a-f]{64})`", built, re.S
+    )
+    assert found, built
+    sha, digest = found[1], found[2]
+    assert digest not in {digest_of(manifest_for(c)) for c in SEED_COMMITS}
+    short = slack_ui.short(digest)
+    assert f":staging: `{short}` (`{sha}`)" in after(out, "/uat images")
+    history = after(out, "/uat history")
+    assert re.search(rf"build :staging {sha} `[^`]*` → `{short}`: ok", history), history
+    launch = after(out, "label 7 uat-staging")
+    assert f"Image: `{sha}` `{short}`" in launch
+    assert "State: 🟢 Ready" in launch
 
 
 def test_cards_render_compactly_with_numbered_buttons() -> None:
