@@ -325,6 +325,8 @@ class SimulatedPr:
         )
 
 
+TERMINAL_USAGE = "uat-bot staging|latest [ref] | promote | rollback [sha] | images [--yes]"
+
 GITHUB_WORDS = {
     "label": "label <pr> <label>",
     "unlabel": "unlabel <pr> <label>",
@@ -349,6 +351,8 @@ def console_help(repo: str, settings: Settings) -> str:
             "  push <pr>               GitHub: push a new commit to it",
             "  reply <pr> <text>       reply in the PR's thread (its agent gets it, as in Slack)",
             "  prs                     the PRs of this session",
+            "  uat-bot staging [ref]   the terminal's image operations, here (also latest, "
+            "promote, rollback, images)",
             "  wait <seconds>          let the bot work that long (scripts); `sleep` too",
             f"  wait [<s>] for <text>   wait (up to <s>, default {WAIT_FOR_S:g}) until the bot "
             "says <text>",
@@ -402,6 +406,8 @@ class Console:
             await self.reply(rest)
         elif word == "prs":
             self.list_prs()
+        elif word == "uat-bot":
+            await self.terminal(rest.split())
         elif word.startswith("/"):
             self.chat.say(f"`{word}` is not a command here: `/uat` is. Type help for more.")
         else:
@@ -502,6 +508,33 @@ class Console:
         }
         self.chat.say(f"you, in the thread of #{env.pr}: {text.strip()}")
         await relay_reply(self.services, event)
+
+    # the terminal's image operations
+
+    async def terminal(self, args: list[str]) -> None:
+        """`uat-bot staging|latest|promote|rollback|images …`: the terminal's code, on this
+        console's AWS and builds (as the terminal would print it, actor `cli:<login>`)."""
+        from bot import terminal
+
+        yes = any(a in ("--yes", "-y") for a in args)
+        words = [a for a in args if a not in ("--yes", "-y")]
+        operation, given = (words[0], words[1:]) if words else ("", [])
+        argument = given[0] if given else None
+        pipeline = self.services.pipeline
+        runs: dict[str, Callable[[], Awaitable[None]]] = {
+            "staging": lambda: terminal.build(pipeline, argument, "staging"),
+            "latest": lambda: terminal.latest(pipeline, argument, yes),
+            "promote": lambda: terminal.promote(pipeline, yes),
+            "rollback": lambda: terminal.rollback(pipeline, argument, yes),
+            "images": lambda: terminal.images(pipeline),
+        }
+        if operation not in runs or len(given) > (0 if operation in ("promote", "images") else 1):
+            self.chat.say(f"Usage: {TERMINAL_USAGE}")
+            return
+        try:
+            await runs[operation]()
+        except UserError as exc:
+            self.chat.say(f"error: {terminal_text(str(exc))}")
 
     # GitHub
 

@@ -117,6 +117,8 @@ def _fetch_problem(source: str, ref: str, stderr: str) -> str:
 class Docker:
     """The docker engine, through the SDK's low-level client."""
 
+    puts_into_ecr = False  # a push to UAT_REGISTRY also lands in ECR (the console's)
+
     def __init__(self, base_url: str | None = None) -> None:
         self._base_url = base_url
         self._api: Any = None

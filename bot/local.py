@@ -548,6 +548,8 @@ class MirroredDocker(Docker):
     """Docker whose pushes (to the console's registry) also land in the embedded ECR: the pushed
     manifest is put into it under the same tags, with the registry's digest (PutImage)."""
 
+    puts_into_ecr = True
+
     def __init__(self, registry_address: str | None, unavailable: str | None, ecr: Ecr) -> None:
         super().__init__()
         self.registry = registry_address

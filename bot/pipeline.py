@@ -103,6 +103,11 @@ class ImagePipeline:
         self.ecr = ecr
         self.docker = docker
 
+    @property
+    def tags_in_ecr(self) -> bool:
+        """Whether ECR holds the tags builds push: yes, unless they go to UAT_REGISTRY alone."""
+        return not self.settings.uat_registry or self.docker.puts_into_ecr
+
     # locking and audit
 
     @asynccontextmanager
@@ -160,7 +165,7 @@ class ImagePipeline:
         async with self._exclusive(actor, action):
             previous = None
             try:
-                if target == "latest" and not self.settings.uat_registry:
+                if target == "latest" and self.tags_in_ecr:
                     previous = await self.ecr.describe("latest")
                 result = await self._build(ref, target, progress)
             except UserError as exc:

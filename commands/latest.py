@@ -26,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     ctx.require_deployer(ACTION)
     ref = args.ref or ctx.settings.uat_source_ref
-    latest = await ctx.pipeline.ecr.describe("latest") if not ctx.settings.uat_registry else None
+    latest = await ctx.pipeline.ecr.describe("latest") if ctx.pipeline.tags_in_ecr else None
     text, blocks = slack_ui.confirm_card(
         f"Build `{ref}` and push it straight to :latest?",
         [slack_ui.image_line(":latest now", latest), "This skips :staging. It is for emergencies."],

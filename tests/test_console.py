@@ -324,7 +324,7 @@ def test_the_console_user_is_a_deployer_only_in_the_embedded_world(
 
 
 def test_without_docker_the_banner_and_a_build_say_what_to_install(tmp_path: Path) -> None:
-    result = run_console(tmp_path, "/uat staging\nquit\n")
+    result = run_console(tmp_path, "/uat staging\nuat-bot staging\nquit\n")
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     no_docker = slack_ui.docker_unreachable("unix:///nonexistent/docker.sock")
@@ -332,6 +332,7 @@ def test_without_docker_the_banner_and_a_build_say_what_to_install(tmp_path: Pat
     assert slack_ui.console_no_builds(no_docker) in out
     assert "127.0.0.1:5000" not in out and "push to" not in out
     assert no_docker in after(out, "/uat staging")
+    assert f"error: {no_docker}" in after(out, "uat-bot staging")
 
 
 @pytest.mark.docker
@@ -340,7 +341,7 @@ def test_a_build_in_the_console_is_what_images_history_and_a_launch_see(tmp_path
     require(ensure_registry)  # the registry program is installed: the console starts its own
     script = (
         "/uat staging\n/uat images\n/uat history\nlabel 7 uat-staging\n"
-        "wait 60 for is ready at\nclose 7\nquit\n"
+        "wait 60 for is ready at\nclose 7\nuat-bot staging\nquit\n"
     )
     try:
         result = run_console(tmp_path, script, DOCKER_HOST=docker_host)
@@ -363,6 +364,14 @@ def test_a_build_in_the_console_is_what_images_history_and_a_launch_see(tmp_path
     launch = after(out, "label 7 uat-staging")
     assert f"Image: `{sha}` `{short}`" in launch
     assert "State: 🟢 Ready" in launch
+    # the terminal's `uat-bot staging`, typed in the console, builds the same commit again
+    assert f":staging is now {sha} — The console's sample UAT app (digest {short}, by cli:" in (
+        after(out, "uat-bot staging")
+    )
+    # the terminal's `uat-bot staging`, typed in the console, builds the same commit again
+    assert f":staging is now {sha} — The console's sample UAT app (digest {short}, by cli:" in (
+        after(out, "uat-bot staging")
+    )
 
 
 def test_cards_render_compactly_with_numbered_buttons() -> None:
