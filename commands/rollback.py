@@ -72,6 +72,7 @@ async def confirm(ctx: CommandContext, value: dict[str, Any]) -> None:
 async def undo(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer("undo a change of :latest")
     digest = field(value, "digest", str)
+    await ctx.pipeline.check_unlocked(ctx.user_id, "undo")  # the Undo stays for later
     if not await claim_card(ctx, value, "undo"):
         return
     result = await ctx.pipeline.undo(ctx.user_id, digest, expected_latest=value.get("latest"))

@@ -642,6 +642,23 @@ async def test_a_rollback_confirmed_under_a_lock_shows_no_progress(bot: Bot, ecr
     assert digest_at(ecr, "latest") == digests[FIRST]
 
 
+async def test_an_undo_under_a_lock_is_refused_and_keeps_its_button(bot: Bot, ecr: Any) -> None:
+    digests = seed(ecr, COMMITS, staging=FOURTH, latest=THIRD)
+    await click(bot, button(await ask(bot, "promote"), "Promote"))
+    [promoted] = announcements(bot)
+    await ask(bot, "lock demo at 3pm")
+    lock = await bot.runtime.services.store.get_lock(LOCK)
+
+    refused = await click(bot, button(promoted, "Undo"))
+
+    assert texts(refused) == [slack_ui.lock_held(lock)]
+    assert refused[0]["replace_original"] is False  # the channel's announcement stays as it is
+    assert digest_at(ecr, "latest") == digests[FOURTH]
+    await ask(bot, "unlock")
+    await click(bot, button(promoted, "Undo"))
+    assert digest_at(ecr, "latest") == digests[THIRD]
+
+
 # ------------------------------------------------------------------ failures are in the history
 
 
