@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from bot.config import Settings, load_settings
-from bot.docs import command_help
+from bot.docs import terminal_help
 from bot.errors import ConfigError
 from bot.logs import configure_logging
 
@@ -66,18 +66,21 @@ def console(
 
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="answer the confirmation with yes")]
+NoQuestion = Annotated[
+    bool, typer.Option("--yes", "-y", hidden=True)
+]  # asks nothing; scripts pass it
 Ref = Annotated[str | None, typer.Argument(help="branch, tag or sha (default UAT_SOURCE_REF)")]
 
 
-@cli.command(help=command_help("staging"))
-def staging(ref: Ref = None, yes: Yes = False) -> None:
+@cli.command(help=terminal_help("staging"))
+def staging(ref: Ref = None, yes: NoQuestion = False) -> None:
     """Build REF and push it as :staging and :<sha> (replaces deploy.sh staging)."""
     from bot import terminal
 
-    raise typer.Exit(terminal.run(_settings(), lambda p: terminal.build(p, ref, "staging")))
+    raise typer.Exit(terminal.run(_settings(), lambda p: terminal.staging(p, ref)))
 
 
-@cli.command(help=command_help("promote"))
+@cli.command(help=terminal_help("promote"))
 def promote(yes: Yes = False) -> None:
     """Copy the :staging manifest to :latest, no rebuild (replaces deploy.sh promote)."""
     from bot import terminal
@@ -85,7 +88,7 @@ def promote(yes: Yes = False) -> None:
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.promote(p, yes)))
 
 
-@cli.command(help=command_help("latest"))
+@cli.command(help=terminal_help("latest"))
 def latest(ref: Ref = None, yes: Yes = False) -> None:
     """Emergency: build REF straight to :latest and :<sha> (replaces deploy.sh latest)."""
     from bot import terminal
@@ -93,7 +96,7 @@ def latest(ref: Ref = None, yes: Yes = False) -> None:
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.latest(p, ref, yes)))
 
 
-@cli.command(help=command_help("rollback"))
+@cli.command(help=terminal_help("rollback"))
 def rollback(
     sha: Annotated[str | None, typer.Argument(help="the sha tag to go back to")] = None,
     yes: Yes = False,
@@ -104,8 +107,8 @@ def rollback(
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.rollback(p, sha, yes)))
 
 
-@cli.command(help=command_help("images"))
-def images(yes: Yes = False) -> None:
+@cli.command(help=terminal_help("images"))
+def images() -> None:
     """Show what :latest and :staging point at, and the last 10 sha images."""
     from bot import terminal
 

@@ -25,7 +25,7 @@ from typing import Any, NoReturn
 import commands as commands_package
 from bot import cards, slack_ui
 from bot.context import ActionHandler, CommandContext
-from bot.errors import UsageError, UserError
+from bot.errors import ReplacingError, UsageError, UserError
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +221,7 @@ async def run_reporting(ctx: CommandContext, work: Awaitable[Any], *, what: str)
     except UserError as exc:
         count.labels(command=what, outcome="refused").inc()
         logger.info("%s for %s refused: %s", what, ctx.user_id, exc)
-        await ctx.reply(str(exc))
+        await ctx.reply(str(exc), replace_original=isinstance(exc, ReplacingError))
     except Exception:
         count.labels(command=what, outcome="error").inc()
         ref = secrets.token_hex(4)

@@ -6,6 +6,7 @@ tests/test_docs.py fails when they are out of date.
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 from pathlib import Path
@@ -15,12 +16,27 @@ from bot.dispatch import Command, load_commands
 START, END = "<!-- commands:start -->", "<!-- commands:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"
 CLI_TWINS = ("staging", "promote", "latest", "rollback", "images")
+ASKS_NOTHING = ("images", "staging")  # no confirmation, so no --yes to answer it
 
 
 def command_help(name: str) -> str:
-    """A command's help text: the same words in Slack, in the terminal and in the README."""
+    """A command's help text: the same words in Slack and in the README."""
     command = load_commands()[0][name]
     return f"{command.summary}\n\n{command.description}".strip()
+
+
+def terminal_help(name: str) -> str:
+    """`uat-bot <name> --help`: the summary, then the module's TERMINAL_HELP where the Slack
+    description speaks of Slack (channels, cards, buttons, `/uat`)."""
+    command = load_commands()[0][name]
+    module = importlib.import_module(f"commands.{name}")
+    description = getattr(module, "TERMINAL_HELP", command.description)
+    return f"{command.summary}\n\n{description}".strip()
+
+
+def terminal_usage(command: Command) -> str:
+    usage = command.usage.replace("/uat ", "uat-bot ", 1)
+    return usage if command.name in ASKS_NOTHING else f"{usage} [--yes]"
 
 
 def _entry(command: Command) -> str:
@@ -28,7 +44,7 @@ def _entry(command: Command) -> str:
     if command.description:
         lines += ["", command.description]
     if command.name in CLI_TWINS:
-        lines += ["", f"From a terminal: `uat-bot {command.name} [--yes]`."]
+        lines += ["", f"From a terminal: `{terminal_usage(command)}`."]
     return "\n".join(lines)
 
 

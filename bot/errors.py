@@ -7,6 +7,11 @@ class UserError(Exception):
     """An expected failure whose message tells the user what to do; shown as written."""
 
 
+class ReplacingError(UserError):
+    """A UserError answering a button by replacing the message the button was on (a used card,
+    or the progress line it became), so nothing is left behind saying "… ing"."""
+
+
 class UsageError(UserError):
     """A command was called with arguments it does not take."""
 

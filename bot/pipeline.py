@@ -15,17 +15,18 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from bot import slack_ui
 from bot.aws import SHA_TAG, Ecr, ImageInfo, Manifest
 from bot.config import Settings
 from bot.errors import UserError
 from bot.images import BuildError, Commit, Docker, fetched
-from bot.store import AuditEntry, LockHeld, Store
+from bot.store import AuditEntry, Lock, LockHeld, Store
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,13 @@ LOCK_TTL_S = 45 * 60
 FREEZE_TTL_S = 30 * 24 * 3600
 FREEZE_PREFIX = "freeze:"
 SHA = re.compile(r"^[0-9a-f]{7,40}$")
+
+Started = Callable[[], Awaitable[None]]
+"""Called once an operation holds the lock, before it changes anything (to show progress)."""
+
+
+class Recorded(UserError):
+    """A refusal or failure already written to the audit trail (not to be written twice)."""
 
 
 class BuildProgress:
@@ -110,17 +118,46 @@ class ImagePipeline:
 
     # locking and audit
 
+    async def check_unlocked(self, actor: str, action: str) -> None:
+        """Refuse `action` at once while the lock is held (frozen, or another operation runs),
+        before any card, prompt or progress is shown; the refusal is audited."""
+        lock = await self.store.get_lock(LOCK)
+        if lock is not None:
+            await self._refuse_locked(actor, action, lock)
+
+    async def _refuse_locked(self, actor: str, action: str, lock: Lock) -> NoReturn:
+        await self._audit(actor, action, "refused", slack_ui.lock_refusal(lock))
+        raise Recorded(slack_ui.lock_held(lock))
+
     @asynccontextmanager
-    async def _exclusive(self, actor: str, what: str) -> AsyncIterator[None]:
+    async def _exclusive(
+        self, actor: str, action: str, reason: str, started: Started | None = None
+    ) -> AsyncIterator[None]:
+        """Hold the lock (its reason is what others are told is running) for the block."""
         try:
-            await self.store.acquire_lock(LOCK, actor, what, LOCK_TTL_S)
+            await self.store.acquire_lock(LOCK, actor, reason, LOCK_TTL_S)
         except LockHeld as held:
-            await self._audit(actor, what, "refused", f"locked by {held.lock.holder}")
-            raise UserError(slack_ui.lock_held(held.lock)) from None
+            await self._refuse_locked(actor, action, held.lock)
         try:
+            if started is not None:
+                await started()
             yield
         finally:
             await self.store.release_lock(LOCK, actor)
+
+    @asynccontextmanager
+    async def _recorded(self, actor: str, action: str) -> AsyncIterator[None]:
+        """Write any failure of the block to the audit trail, with its reason."""
+        try:
+            yield
+        except Recorded:
+            raise
+        except UserError as exc:
+            await self._audit(actor, action, "failed", str(exc))
+            raise
+        except Exception as exc:
+            await self._audit(actor, action, "failed", f"unexpected {type(exc).__name__}")
+            raise
 
     async def _audit(
         self,
@@ -139,15 +176,14 @@ class ImagePipeline:
         try:
             await self.store.acquire_lock(LOCK, FREEZE_PREFIX + actor, reason, FREEZE_TTL_S)
         except LockHeld as held:
-            await self._audit(actor, "lock", "refused", f"locked by {held.lock.holder}")
-            raise UserError(slack_ui.lock_held(held.lock)) from None
+            await self._refuse_locked(actor, "lock", held.lock)
         await self._audit(actor, "lock", "ok", reason)
 
     async def unfreeze(self, actor: str) -> None:
         lock = await self.store.get_lock(LOCK)
         if lock is None or not lock.holder.startswith(FREEZE_PREFIX):
             await self._audit(actor, "unlock", "refused", "not frozen")
-            raise UserError(slack_ui.NOT_FROZEN if lock is None else slack_ui.lock_held(lock))
+            raise Recorded(slack_ui.NOT_FROZEN if lock is None else slack_ui.lock_held(lock))
         await self.store.release_lock(LOCK, lock.holder)
         await self._audit(actor, "unlock", "ok", f"was: {lock.reason}")
 
@@ -157,35 +193,27 @@ class ImagePipeline:
         self, actor: str, ref: str | None, target: str, progress: BuildProgress
     ) -> BuildResult:
         """Build `ref` from UAT_SOURCE_REPO and push `:<short-sha>` then `:<target>`."""
-        if not self.settings.uat_source_repo:
-            raise UserError(slack_ui.NO_SOURCE_REPO)
-        await self.docker.ready()
         ref = ref or self.settings.uat_source_ref
         action = f"build :{target} from {ref}"
-        async with self._exclusive(actor, action):
-            previous = None
-            try:
+        async with self._recorded(actor, action):
+            if not self.settings.uat_source_repo:
+                raise UserError(slack_ui.NO_SOURCE_REPO)
+            await self.docker.ready()
+            async with self._exclusive(actor, action, action):
+                previous = None
                 if target == "latest" and self.tags_in_ecr:
                     previous = await self.ecr.describe("latest")
                 result = await self._build(ref, target, progress)
-            except UserError as exc:
-                await self._audit(actor, action, "failed", str(exc))
-                raise
-            except Exception as exc:
-                await self._audit(actor, action, "failed", type(exc).__name__)
-                raise
-            prev_digest = previous.digest if previous else None
-            await self._audit(
-                actor,
-                f"build :{target} {result.commit.short}",
-                "ok",
-                result.commit.subject,
-                prev_digest,
-                result.digest,
-            )
-            return BuildResult(
-                result.commit, result.digest, result.tags, result.seconds, prev_digest
-            )
+        prev_digest = previous.digest if previous else None
+        await self._audit(
+            actor,
+            f"build :{target} {result.commit.short}",
+            "ok",
+            result.commit.subject,
+            prev_digest,
+            result.digest,
+        )
+        return BuildResult(result.commit, result.digest, result.tags, result.seconds, prev_digest)
 
     async def _build(self, ref: str, target: str, progress: BuildProgress) -> BuildResult:
         source = self.settings.uat_source_repo or ""
@@ -215,31 +243,52 @@ class ImagePipeline:
 
     # re-tagging :latest
 
-    async def promote_plan(self) -> Overview:
-        staging = await self.ecr.describe("staging")
-        if staging is None:
-            raise UserError(slack_ui.NO_STAGING)
-        return Overview(latest=await self.ecr.describe("latest"), staging=staging)
+    async def promote_plan(self, actor: str) -> Overview:
+        """What a promote would change; a failure (no :staging, AWS) is audited."""
+        async with self._recorded(actor, "promote"):
+            staging = await self.ecr.describe("staging")
+            if staging is None:
+                raise UserError(slack_ui.NO_STAGING)
+            return Overview(latest=await self.ecr.describe("latest"), staging=staging)
 
-    async def promote(self, actor: str, expected_digest: str | None = None) -> RetagResult:
-        async with self._exclusive(actor, "promote :staging to :latest"):
-            manifest = await self._manifest(actor, "promote", tag="staging")
+    async def promote(
+        self, actor: str, expected_digest: str | None = None, started: Started | None = None
+    ) -> RetagResult:
+        reason = "promote :staging to :latest"
+        async with (
+            self._recorded(actor, "promote"),
+            self._exclusive(actor, "promote", reason, started),
+        ):
+            manifest = await self.ecr.manifest(tag="staging")
             if expected_digest and manifest.digest != expected_digest:
                 await self._audit(actor, "promote", "refused", "staging changed since the card")
-                raise UserError(slack_ui.STAGING_MOVED)
+                raise Recorded(slack_ui.STAGING_MOVED)
             return await self._retag(actor, "promote", manifest)
 
-    async def rollback(self, actor: str, sha: str) -> RetagResult:
-        image = await self.find_sha(sha)
-        async with self._exclusive(actor, f"roll back :latest to {sha}"):
-            manifest = await self._manifest(actor, f"rollback {sha}", digest=image.digest)
-            return await self._retag(actor, f"rollback to {sha}", manifest)
+    async def rollback_choices(self, actor: str) -> Overview:
+        """The recent sha images to roll back to; a failure to list them is audited."""
+        async with self._recorded(actor, "rollback"):
+            return await self.overview(recent=10)
+
+    async def rollback_plan(self, actor: str, sha: str) -> tuple[ImageInfo, ImageInfo | None]:
+        """The image tagged `sha` and what :latest is now; a bad or unknown sha is audited."""
+        async with self._recorded(actor, f"rollback to {sha}"):
+            return await self.find_sha(sha), await self.ecr.describe("latest")
+
+    async def rollback(self, actor: str, sha: str, started: Started | None = None) -> RetagResult:
+        action = f"rollback to {sha}"
+        async with self._recorded(actor, action):
+            image = await self.find_sha(sha)
+            async with self._exclusive(actor, action, f"roll back :latest to {sha}", started):
+                manifest = await self.ecr.manifest(digest=image.digest)
+                return await self._retag(actor, action, manifest)
 
     async def undo(
         self, actor: str, digest: str, expected_latest: str | None = None
     ) -> RetagResult:
         """Put :latest back to `digest`, unless it moved on since the Undo was offered."""
-        async with self._exclusive(actor, "undo the last change of :latest"):
+        reason = "undo the last change of :latest"
+        async with self._recorded(actor, "undo"), self._exclusive(actor, "undo", reason):
             if expected_latest:
                 now = await self.ecr.describe("latest")
                 if now is None or now.digest != expected_latest:
@@ -251,18 +300,9 @@ class ImagePipeline:
                         now.digest if now else None,
                         digest,
                     )
-                    raise UserError(slack_ui.LATEST_MOVED)
-            manifest = await self._manifest(actor, "undo", digest=digest)
+                    raise Recorded(slack_ui.LATEST_MOVED)
+            manifest = await self.ecr.manifest(digest=digest)
             return await self._retag(actor, "undo", manifest)
-
-    async def _manifest(
-        self, actor: str, action: str, *, tag: str | None = None, digest: str | None = None
-    ) -> Manifest:
-        try:
-            return await self.ecr.manifest(tag=tag, digest=digest)
-        except UserError as exc:
-            await self._audit(actor, action, "failed", str(exc))
-            raise
 
     async def _retag(self, actor: str, action: str, manifest: Manifest) -> RetagResult:
         before = await self.ecr.describe("latest")
@@ -283,7 +323,7 @@ class ImagePipeline:
                 before.digest if before else None,
                 manifest.digest,
             )
-            raise
+            raise Recorded(str(exc)) from exc
         await self._audit(
             actor, action, "ok", "", before.digest if before else None, manifest.digest
         )

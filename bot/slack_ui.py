@@ -146,6 +146,36 @@ def lock_held(lock: Any) -> str:
     )
 
 
+def lock_refusal(lock: Any) -> str:
+    """Why an operation was refused, as `/uat history` shows it: the holder as a person."""
+    if str(lock.holder).startswith("freeze:"):
+        return f"locked by {mention(lock.holder.removeprefix('freeze:'))}: {lock.reason}"
+    return f"{mention(lock.holder)} was running `{lock.reason}`"
+
+
+PROMOTING = "Promoting :staging to :latest …"
+RETAG_ANNOUNCED = "Done: `:latest` moved. The channel has the details and the Undo button."
+
+
+def rolling_back(sha: str) -> str:
+    return f"Rolling :latest back to `{sha}` …"
+
+
+def build_confirmed(ref: str, target: str) -> str:
+    return f"Confirmed: the build of `{ref}` for `:{target}` shows its progress in the channel."
+
+
+def rollback_choices(images: Sequence[Any], live: str | None) -> list[str]:
+    """The terminal's list to pick a rollback from: sha, digest, date, which one is live."""
+    if not images:
+        return ["There are no sha-tagged images to roll back to."]
+    return ["Recent sha images, newest first:"] + [
+        f"`{i.sha_tags[0]}` `{short(i.digest)}` pushed {when(i.pushed_at)}"
+        + (" ← live now (:latest)" if i.digest == live else "")
+        for i in images
+    ]
+
+
 def mention(actor: str) -> str:
     return f"<@{actor}>" if actor[:1] in "UW" and actor.isalnum() else f"`{actor}`"
 
@@ -761,7 +791,7 @@ SLACK_HINTS = {
     "not_authed": "set SLACK_BOT_TOKEN",
 }
 TASK_VANISHED = "The task started for this launch has vanished; `/uat restart` starts another."
-NAME_THE_SHA = "Name the sha to roll back to: `uat-bot rollback <sha>`."
+NAME_THE_SHA = "Name the sha to roll back to, one from the list above: `uat-bot rollback <sha>`."
 
 
 def bad_ref(ref: str) -> str:

@@ -1,13 +1,15 @@
 """`uat-bot staging|promote|latest|rollback|images`: the image operations from a terminal.
 
 The same ImagePipeline as Slack; a spinner shows build and push progress; `--yes` answers the
-confirmation; errors are one line on stderr and a non-zero exit.
+confirmation (asked on stderr, read from stdin); errors are one line on stderr and exit status 1,
+2 for a usage error. A locked operation is refused before anything else is shown or asked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import getpass
+import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -16,7 +18,7 @@ from rich.console import Console
 from bot import slack_ui
 from bot.app import build_pipeline, build_store
 from bot.config import Settings
-from bot.errors import UserError
+from bot.errors import UsageError, UserError
 from bot.pipeline import BuildProgress, ImagePipeline, RetagResult
 
 T = TypeVar("T")
@@ -44,9 +46,12 @@ async def _with_pipeline(settings: Settings, work: Callable[[ImagePipeline], Awa
 
 
 def run(settings: Settings, work: Callable[[ImagePipeline], Awaitable[None]]) -> int:
-    """Run one operation; 0 on success, 1 with a one-line reason otherwise."""
+    """Run one operation; 0 on success, 2 for a usage error, 1 otherwise, each with one line."""
     try:
         asyncio.run(_with_pipeline(settings, work))
+    except UsageError as exc:
+        err.print(f"error: {_plain(exc.problem)}", markup=False)
+        return 2
     except UserError as exc:
         err.print(f"error: {_plain(str(exc))}", markup=False)
         return 1
@@ -57,13 +62,22 @@ def run(settings: Settings, work: Callable[[ImagePipeline], Awaitable[None]]) ->
 
 
 def confirm(question: str, yes: bool) -> None:
+    """Ask on stderr (seen even when stdout is piped), flushed before stdin is read."""
     if yes:
         return
-    if not out.is_terminal:
+    if not sys.stdin.isatty():
         raise UserError(slack_ui.needs_confirmation(question))
-    answer = out.input(f"{question} [y/N] ").strip().lower()
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes"):
         raise UserError(slack_ui.CANCELLED)
+
+
+async def staging(pipeline: ImagePipeline, ref: str | None) -> None:
+    ref = ref or pipeline.settings.uat_source_ref
+    await pipeline.check_unlocked(actor(), f"build :staging from {ref}")
+    await build(pipeline, ref, "staging")
 
 
 async def build(pipeline: ImagePipeline, ref: str | None, target: str) -> None:
@@ -93,7 +107,8 @@ def show_retag(result: RetagResult) -> None:
 
 
 async def promote(pipeline: ImagePipeline, yes: bool) -> None:
-    plan = await pipeline.promote_plan()
+    await pipeline.check_unlocked(actor(), "promote")
+    plan = await pipeline.promote_plan(actor())
     assert plan.staging is not None
     out.print(_plain(slack_ui.image_line(":latest now", plan.latest)), markup=False)
     out.print(_plain(slack_ui.image_line(":staging", plan.staging)), markup=False)
@@ -105,18 +120,21 @@ async def promote(pipeline: ImagePipeline, yes: bool) -> None:
 
 
 async def latest(pipeline: ImagePipeline, ref: str | None, yes: bool) -> None:
-    confirm(f"Build {ref or pipeline.settings.uat_source_ref} straight to :latest?", yes)
+    ref = ref or pipeline.settings.uat_source_ref
+    await pipeline.check_unlocked(actor(), f"build :latest from {ref}")
+    confirm(f"Build {ref} straight to :latest?", yes)
     await build(pipeline, ref, "latest")
 
 
 async def rollback(pipeline: ImagePipeline, sha: str | None, yes: bool) -> None:
+    await pipeline.check_unlocked(actor(), f"rollback to {sha}" if sha else "rollback")
     if sha is None:
-        overview = await pipeline.overview(recent=10)
-        text, _ = slack_ui.images_overview(overview)
-        out.print(_plain(text), markup=False)
-        raise UserError(slack_ui.NAME_THE_SHA)
-    image = await pipeline.find_sha(sha)
-    current = await pipeline.ecr.describe("latest")
+        overview = await pipeline.rollback_choices(actor())
+        live = overview.latest.digest if overview.latest else None
+        for line in slack_ui.rollback_choices(overview.recent, live):
+            out.print(_plain(line), markup=False)
+        raise UsageError(slack_ui.NAME_THE_SHA, "uat-bot rollback <sha>")
+    image, current = await pipeline.rollback_plan(actor(), sha)
     out.print(_plain(slack_ui.image_line(":latest now", current)), markup=False)
     out.print(_plain(slack_ui.image_line(image.sha_tags[0], image)), markup=False)
     confirm(f"Roll :latest back to {image.sha_tags[0]}?", yes)

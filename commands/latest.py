@@ -12,9 +12,12 @@ from bot import slack_ui
 from bot.builds import run_build
 from bot.cards import card_value, claim_card, field
 from bot.context import CommandContext
+from bot.errors import ReplacingError, UserError
 
 NAME = "latest"
 ACTION = "build straight to :latest"
+TERMINAL_HELP = """Asks for confirmation first (--yes answers it). The sha tag lets you
+`uat-bot rollback` it like any other image."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     ctx.require_deployer(ACTION)
     ref = args.ref or ctx.settings.uat_source_ref
+    await ctx.pipeline.check_unlocked(ctx.user_id, f"build :latest from {ref}")
     latest = await ctx.pipeline.ecr.describe("latest") if ctx.pipeline.tags_in_ecr else None
     text, blocks = slack_ui.confirm_card(
         f"Build `{ref}` and push it straight to :latest?",
@@ -40,9 +44,14 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
 async def confirm(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer(ACTION)
     ref = field(value, "ref", str)
-    if await claim_card(ctx, value, "latest"):
-        await ctx.reply(f"Building `{ref}` for `:latest` …", replace_original=True)
+    await ctx.pipeline.check_unlocked(ctx.user_id, f"build :latest from {ref}")
+    if not await claim_card(ctx, value, "latest"):
+        return
+    await ctx.reply(slack_ui.build_confirmed(ref, "latest"), replace_original=True)
+    try:
         await run_build(ctx, ref, "latest")
+    except UserError as exc:  # refused before it started: the card says so, not "confirmed"
+        raise ReplacingError(str(exc)) from exc
 
 
 ACTIONS = {"uat.latest.confirm": confirm}

@@ -6,19 +6,25 @@ Shows what :latest and :staging are, then asks to confirm. The result has an Und
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot import slack_ui
 from bot.cards import card_value, claim_card
 from bot.context import CommandContext
+from bot.errors import ReplacingError, UserError
+from bot.pipeline import RetagResult, Started
 
 NAME = "promote"
 ACTION = "promote"
+TERMINAL_HELP = """Shows what :latest and :staging are, then asks to confirm (--yes answers it).
+Prints the `uat-bot rollback` command that undoes it."""
 
 
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     ctx.require_deployer(ACTION)
-    plan = await ctx.pipeline.promote_plan()
+    await ctx.pipeline.check_unlocked(ctx.user_id, "promote")
+    plan = await ctx.pipeline.promote_plan(ctx.user_id)
     assert plan.staging is not None
     text, blocks = slack_ui.promote_card(
         plan.latest, plan.staging, card_value(digest=plan.staging.digest)
@@ -28,23 +34,50 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
 
 async def confirm(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer(ACTION)
+    await ctx.pipeline.check_unlocked(ctx.user_id, "promote")  # the card stays for later
     if not await claim_card(ctx, value, "promote"):
         return
-    await ctx.reply("Promoting :staging to :latest …", replace_original=True)
-    result = await ctx.pipeline.promote(ctx.user_id, expected_digest=value.get("digest"))
-    await announce_retag(ctx, result)
+    digest = value.get("digest")
+    await retag_in_place(
+        ctx,
+        slack_ui.PROMOTING,
+        lambda started: ctx.pipeline.promote(ctx.user_id, digest, started),
+    )
 
 
-async def announce_retag(ctx: CommandContext, result: Any) -> None:
-    """Say in the channel what happened to :latest, with an Undo button when it moved."""
+async def retag_in_place(
+    ctx: CommandContext,
+    progress: str,
+    operation: Callable[[Started], Awaitable[RetagResult]],
+) -> None:
+    """A confirmed card's change of :latest: the card becomes `progress` once the lock is taken,
+    then the result, or the refusal or failure; never left saying "… ing"."""
+
+    async def started() -> None:
+        await ctx.reply(progress, replace_original=True)
+
+    try:
+        result = await operation(started)
+    except UserError as exc:
+        raise ReplacingError(str(exc)) from exc
+    await announce_retag(ctx, result, in_place=True)
+
+
+async def announce_retag(ctx: CommandContext, result: Any, in_place: bool = False) -> None:
+    """Say in the channel what happened to :latest, with an Undo button when it moved.
+
+    `in_place`: the asker's progress line is replaced with the outcome too.
+    """
     undo = None
     if result.previous is not None:
         undo = card_value(digest=result.previous.digest, latest=result.current.digest)
     text, blocks = slack_ui.retag_done(result, ctx.user_id, undo)
     if result.changed:
         await ctx.services.chat.post(ctx.channel_id, text, blocks)
+        if in_place:
+            await ctx.reply(slack_ui.RETAG_ANNOUNCED, replace_original=True)
     else:
-        await ctx.reply(text, blocks)
+        await ctx.reply(text, blocks, replace_original=in_place)
 
 
 ACTIONS = {"uat.promote.confirm": confirm}

@@ -11,12 +11,12 @@ from typing import Any
 from bot import slack_ui
 from bot.cards import card_value, claim_card, field
 from bot.context import CommandContext
-from bot.errors import UserError
-from bot.pipeline import SHA
-from commands.promote import announce_retag
+from commands.promote import announce_retag, retag_in_place
 
 NAME = "rollback"
 ACTION = "roll back"
+TERMINAL_HELP = """Without a sha, lists the recent sha images (digest, date, which is live) to pick
+from; with one, shows it, asks to confirm (--yes answers it) and re-tags it as :latest."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,20 +25,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     ctx.require_deployer(ACTION)
+    await ctx.pipeline.check_unlocked(ctx.user_id, f"rollback to {args.sha}" if args.sha else NAME)
     if args.sha:
         await confirm_card(ctx, args.sha)
         return
-    overview = await ctx.pipeline.overview(recent=10)
+    overview = await ctx.pipeline.rollback_choices(ctx.user_id)
     live = overview.latest.digest if overview.latest else None
     text, blocks = slack_ui.rollback_picker(overview.recent, live, lambda sha: card_value(sha=sha))
     await ctx.reply(text, blocks)
 
 
 async def confirm_card(ctx: CommandContext, sha: str, replace: bool = False) -> None:
-    if not SHA.match(sha.lower()):
-        raise UserError(slack_ui.bad_sha(sha))
-    image = await ctx.pipeline.find_sha(sha)
-    latest = await ctx.pipeline.ecr.describe("latest")
+    image, latest = await ctx.pipeline.rollback_plan(ctx.user_id, sha)
     tag = image.sha_tags[0]
     text, blocks = slack_ui.confirm_card(
         f"Roll :latest back to `{tag}`?",
@@ -53,6 +51,7 @@ async def confirm_card(ctx: CommandContext, sha: str, replace: bool = False) -> 
 async def pick(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer(ACTION)
     sha = field(value, "sha", str)
+    await ctx.pipeline.check_unlocked(ctx.user_id, f"rollback to {sha}")
     if await claim_card(ctx, value, "rollback.pick"):
         await confirm_card(ctx, sha, replace=True)
 
@@ -60,15 +59,20 @@ async def pick(ctx: CommandContext, value: dict[str, Any]) -> None:
 async def confirm(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer(ACTION)
     sha = field(value, "sha", str)
+    await ctx.pipeline.check_unlocked(ctx.user_id, f"rollback to {sha}")
     if not await claim_card(ctx, value, "rollback"):
         return
-    await ctx.reply(f"Rolling :latest back to `{sha}` …", replace_original=True)
-    await announce_retag(ctx, await ctx.pipeline.rollback(ctx.user_id, sha))
+    await retag_in_place(
+        ctx,
+        slack_ui.rolling_back(sha),
+        lambda started: ctx.pipeline.rollback(ctx.user_id, sha, started),
+    )
 
 
 async def undo(ctx: CommandContext, value: dict[str, Any]) -> None:
     ctx.require_deployer("undo a change of :latest")
     digest = field(value, "digest", str)
+    await ctx.pipeline.check_unlocked(ctx.user_id, "undo")  # the Undo stays for later
     if not await claim_card(ctx, value, "undo"):
         return
     result = await ctx.pipeline.undo(ctx.user_id, digest, expected_latest=value.get("latest"))

@@ -12,6 +12,8 @@ from bot.builds import run_build
 from bot.context import CommandContext
 
 NAME = "staging"
+TERMINAL_HELP = """The ref defaults to UAT_SOURCE_REF. A progress display shows the fetch, the build
+and the push. Try it on a PR with the `uat-staging` label, then `uat-bot promote`."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -20,9 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def ack(args: argparse.Namespace) -> str | None:
-    return f"Building `{args.ref or 'the default branch'}` for `:staging` …"
-
-
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
+    # No acknowledgement text: a refusal (locked, another build running) comes first and alone;
+    # otherwise the build's one progress message appears in the channel once it holds the lock.
     await run_build(ctx, args.ref, "staging")

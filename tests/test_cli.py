@@ -1,18 +1,25 @@
-"""`uat-bot staging|promote|rollback|images` as a person runs them: a subprocess, no terminal.
+"""`uat-bot staging|promote|rollback|images` as a person runs them: a subprocess, without a
+terminal or, for the confirmation prompt, on a pseudo-terminal.
 
 ECR commands talk to moto's server (the `aws_env` fixture); builds use the real docker engine
-and the registry on 127.0.0.1 via UAT_REGISTRY. Errors must be one line on stderr, exit 1.
+and the registry on 127.0.0.1 via UAT_REGISTRY. Errors must be one line on stderr, exit 1 (2 for
+a usage error).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import getpass
 import hashlib
 import json
 import os
+import pty
 import re
+import select
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +29,10 @@ from typing import Any
 import boto3
 import pytest
 
-from bot import slack_ui
+from bot import docs, slack_ui
+from bot.pipeline import LOCK
+from bot.store import AuditEntry, SqliteStore
+from tests.conftest import DEPLOYER
 from tests.gitrepo import SourceRepo, remove_built_images
 from tests.services import ensure_dockerd, ensure_registry, fetch_manifest, require
 
@@ -307,3 +317,156 @@ def test_long_errors_stay_on_one_line(tmp_path: Path, case: str) -> None:
         )
         run = uat_bot(tmp_path, env, "staging", "--yes")
         assert_one_line_error(run, "No docker engine answers at unix:///nonexistent.sock")
+
+
+# ----------------------------------------------------------------------- the terminal's words
+
+SLACK_ONLY = ("channel", "button", "card", "/uat", "Slack")
+
+
+@pytest.mark.parametrize("name", docs.CLI_TWINS)
+def test_terminal_help_speaks_of_the_terminal(tmp_path: Path, name: str) -> None:
+    shown = uat_bot(tmp_path, base_env(tmp_path, COLUMNS="200"), name, "--help")
+
+    assert shown.code == 0, shown
+    for phrase in SLACK_ONLY:
+        assert phrase not in shown.stdout, f"{phrase!r} in `uat-bot {name} --help`:\n{shown.stdout}"
+    assert ("--yes" in shown.stdout) == (name not in docs.ASKS_NOTHING), shown.stdout
+
+
+def test_images_has_no_yes_option(tmp_path: Path) -> None:
+    run = uat_bot(tmp_path, base_env(tmp_path), "images", "--yes")
+
+    assert run.code == 2, run
+    assert "No such option: --yes" in run.said
+
+
+def test_rollback_without_a_sha_lists_the_choices_and_says_how_to_pick(
+    tmp_path: Path, cli_env: dict[str, str], ecr: Ecr
+) -> None:
+    staging, latest = ecr.digest_at("staging"), ecr.digest_at("latest")
+
+    run = uat_bot(tmp_path, cli_env, "rollback")
+
+    assert run.code == 2, run
+    assert "Traceback" not in run.stderr + run.stdout, run
+    pushed = r"pushed \d{4}-\d\d-\d\d \d\d:\d\d UTC"
+    head, *rows = run.stdout.splitlines()
+    assert head == "Recent sha images, newest first:", run
+    [live] = [row for row in rows if row.startswith(LATEST_SHA)]
+    [other] = [row for row in rows if row.startswith(STAGING_SHA)]
+    assert len(rows) == 2, run
+    assert re.fullmatch(
+        rf"{LATEST_SHA} {slack_ui.short(latest)} {pushed} ← live now \(:latest\)", live
+    )
+    assert re.fullmatch(rf"{STAGING_SHA} {slack_ui.short(staging)} {pushed}", other), run
+    assert run.error_lines == [f"error: {slack_ui.plain(slack_ui.NAME_THE_SHA).replace('`', '')}"]
+    assert "uat-bot rollback <sha>" in run.stderr
+    assert ecr.digest_at("latest") == latest
+
+
+# ------------------------------------------------------------------------------ a lock refuses
+
+
+async def _freeze(db: Path) -> None:
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        await store.acquire_lock(LOCK, f"freeze:{DEPLOYER}", "release freeze", 600)
+    finally:
+        await store.close()
+
+
+async def _audit(db: Path) -> list[AuditEntry]:
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        return await store.recent_audit(20)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    "args", [["promote"], ["rollback", STAGING_SHA], ["rollback"], ["latest"], ["staging"]]
+)
+def test_a_locked_operation_is_refused_in_one_line_before_anything_else(
+    tmp_path: Path, cli_env: dict[str, str], ecr: Ecr, args: list[str]
+) -> None:
+    latest = ecr.digest_at("latest")
+    db = Path(cli_env["UAT_DB"])
+    asyncio.run(_freeze(db))
+
+    run = uat_bot(tmp_path, cli_env, *args)  # no --yes, no terminal: the lock speaks first
+
+    assert_one_line_error(run, "locked by @" + DEPLOYER, "release freeze")
+    assert run.stdout == "", run  # no plan, no list, no prompt before the refusal
+    assert ecr.digest_at("latest") == latest
+    [entry] = asyncio.run(_audit(db))
+    assert (entry.actor, entry.result) == (f"cli:{getpass.getuser()}", "refused")
+    assert entry.detail == f"locked by <@{DEPLOYER}>: release freeze"
+
+
+# ------------------------------------------------------------------------------ the prompt
+
+
+def read_until(fd: int, wanted: str, timeout: float = 60.0) -> str:
+    """What the pseudo-terminal shows until `wanted` appears (or EOF, or the timeout)."""
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while wanted not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the other end is closed
+            break
+        if not chunk:
+            break
+        seen += chunk.decode(errors="replace")
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("stdout", "answer"), [("terminal", "y"), ("piped", "y"), ("terminal", "n")]
+)
+def test_the_confirmation_prompt_is_shown_before_the_answer_is_read(
+    tmp_path: Path, cli_env: dict[str, str], ecr: Ecr, stdout: str, answer: str
+) -> None:
+    staging, latest = ecr.digest_at("staging"), ecr.digest_at("latest")
+    question = "Promote :staging to :latest? [y/N] "
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.cli", "promote"],
+        cwd=tmp_path,
+        env={**cli_env, "TERM": "dumb"},
+        stdin=terminal,
+        stdout=terminal if stdout == "terminal" else subprocess.PIPE,
+        stderr=terminal,
+        start_new_session=True,
+    )
+    os.close(terminal)
+    try:
+        before_answer = read_until(controller, question)
+        assert question in before_answer, before_answer  # shown while the bot waits for us
+        assert ecr.digest_at("latest") == latest
+        os.write(controller, f"{answer}\n".encode())
+        after_answer = read_until(controller, "\x00", timeout=60)  # to the end of the output
+        piped = process.stdout.read().decode() if process.stdout else ""
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(controller)
+
+    said = " ".join((before_answer + after_answer + piped).split())
+    if answer == "y":
+        assert code == 0, said
+        assert ecr.digest_at("latest") == staging
+        assert f"{slack_ui.short(latest)} → {slack_ui.short(staging)}" in said
+    else:
+        assert code == 1, said
+        assert f"error: {slack_ui.CANCELLED}" in said
+        assert ecr.digest_at("latest") == latest
+    if stdout == "piped":
+        assert question not in piped  # the prompt goes where the person is, not into the pipe

@@ -69,7 +69,7 @@ def test_every_error_message_is_in_troubleshooting() -> None:
     )
     raised = set(
         re.findall(
-            r"(?:UserError|AwsError|BuildError|LaunchRefused|ChatError)\(\s*slack_ui\.(\w+)",
+            r"(?:UserError|UsageError|Recorded|AwsError|BuildError|LaunchRefused|ChatError)\(\s*slack_ui\.(\w+)",
             sources,
         )
     )

@@ -348,8 +348,9 @@ async def test_slash_commands_over_http_never_crash(bot: Bot, text: str, user: s
     for said in everything_said(bot, since):
         assert clear(said), (text, said)
     assert all(r.error is None for r in bot.slack.responses[since["responses"] :]), text
-    if user != DEPLOYER:  # nobody else moves images or takes the lock
-        assert all(e.actor == DEPLOYER for e in await bot.runtime.services.store.recent_audit(50))
+    if user != DEPLOYER:  # nobody else moves images or takes the lock (failing is recorded)
+        trail = await bot.runtime.services.store.recent_audit(50)
+        assert all(e.actor == DEPLOYER or e.result != "ok" for e in trail)
     await assert_healthy(bot)
 
 

@@ -161,7 +161,8 @@ async def test_deployer_promotes_staging_to_latest(bot: Bot, ecr: Any) -> None:
     answers = await click(bot, promote)
     spent = ecr_calls(bot) - before
 
-    assert answers[0]["replace_original"] is True  # the card becomes "Promoting …"
+    assert texts(answers) == [slack_ui.PROMOTING, slack_ui.RETAG_ANNOUNCED]
+    assert all(a["replace_original"] for a in answers)  # the card, then "Promoting …", replaced
     assert digest_at(ecr, "latest") == digest_at(ecr, "staging") == digests[FOURTH]
     assert spent["BatchGetImage"] == 1
     assert spent["PutImage"] == 1
@@ -303,7 +304,8 @@ async def test_a_stale_card_does_not_promote_what_it_did_not_show(bot: Bot, ecr:
 
     answers = await click(bot, button(card, "Promote"))
 
-    assert answers[-1]["text"] == slack_ui.STAGING_MOVED
+    assert texts(answers) == [slack_ui.PROMOTING, slack_ui.STAGING_MOVED]
+    assert all(a["replace_original"] for a in answers)  # "Promoting …" is not left behind
     assert digest_at(ecr, "latest") == digests[SECOND]
     assert ecr_calls(bot)["PutImage"] == 0
     assert announcements(bot) == []
@@ -462,7 +464,7 @@ async def test_images_shows_latest_staging_and_the_sha_images(bot: Bot, ecr: Any
 async def test_history_tells_who_did_what(bot: Bot, ecr: Any) -> None:
     digests = seed(ecr, COMMITS, staging=FOURTH, latest=THIRD)
     await ask(bot, "lock demo at 3pm")
-    await click(bot, button(await ask(bot, "promote"), "Promote"))
+    await ask(bot, "promote")  # refused before any card
     await ask(bot, "unlock")
     await click(bot, button(await ask(bot, "promote"), "Promote"))
     await click(bot, button(await ask(bot, f"rollback {FIRST[:7]}"), "Roll back"))
@@ -476,9 +478,8 @@ async def test_history_tells_who_did_what(bot: Bot, ecr: Any) -> None:
     assert rows[0].endswith(f"{me} *rollback to {FIRST[:7]}* `{fourth}` → `{first}`: ok")
     assert rows[1].endswith(f"{me} *promote* `{third}` → `{fourth}`: ok")
     assert rows[2].endswith(f"{me} *unlock*: ok — was: demo at 3pm")
-    assert rows[3].endswith(
-        f"{me} *promote :staging to :latest*: refused — locked by freeze:{DEPLOYER}"
-    )
+    assert rows[3].endswith(f"{me} *promote*: refused — locked by {me}: demo at 3pm")
+    assert "freeze:" not in answer["text"]
     assert rows[4].endswith(f"{me} *lock*: ok — demo at 3pm")
     assert all(row.startswith("<!date^") for row in rows)
 
@@ -508,10 +509,11 @@ async def test_a_freeze_stops_promotes_until_unlocked(bot: Bot, ecr: Any) -> Non
     assert "release freeze" in refusal
 
     clicked = await click(bot, button(card_before, "Promote"))
-    assert clicked[-1]["text"] == refusal
-    card_during = await ask(bot, "promote")  # looking is allowed, changing is not
-    clicked = await click(bot, button(card_during, "Promote"))
-    assert clicked[-1]["text"] == refusal
+    assert texts(clicked) == [refusal]  # at once: no "Promoting …" before it
+    assert clicked[0]["replace_original"] is False  # the card stays, for after the unlock
+    during = await ask(bot, "promote")
+    assert during["text"] == refusal
+    assert all_buttons(during) == []
     assert digest_at(ecr, "latest") == digests[THIRD]
     assert ecr_calls(bot)["PutImage"] == 0
 
@@ -519,7 +521,7 @@ async def test_a_freeze_stops_promotes_until_unlocked(bot: Bot, ecr: Any) -> Non
 
     assert unlocked["text"] == slack_ui.unfrozen(DEPLOYER)
     assert await bot.runtime.services.store.get_lock(LOCK) is None
-    await click(bot, button(await ask(bot, "promote"), "Promote"))
+    await click(bot, button(card_before, "Promote"))
     assert digest_at(ecr, "latest") == digests[FOURTH]
 
 
@@ -528,10 +530,11 @@ async def test_a_freeze_stops_rollbacks_too(bot: Bot, ecr: Any) -> None:
     await ask(bot, "lock investigating an outage")
     lock = await bot.runtime.services.store.get_lock(LOCK)
 
-    card = await ask(bot, f"rollback {FIRST[:7]}")
-    clicked = await click(bot, button(card, "Roll back"))
+    named = await ask(bot, f"rollback {FIRST[:7]}")
+    picker = await ask(bot, "rollback")
 
-    assert clicked[-1]["text"] == slack_ui.lock_held(lock)
+    assert named["text"] == picker["text"] == slack_ui.lock_held(lock)
+    assert all_buttons(named) == all_buttons(picker) == []
     assert digest_at(ecr, "latest") == digests[THIRD]
 
 
@@ -556,3 +559,170 @@ async def test_unlock_when_nothing_is_locked(bot: Bot, ecr: Any) -> None:
     answer = await ask(bot, "unlock")
 
     assert answer["text"] == slack_ui.NOT_FROZEN
+
+
+# ------------------------------------------------------------------ a lock refuses at once
+
+
+def progress_lines(answers: list[Body]) -> list[str]:
+    """Answers that say an operation is under way."""
+    return [t for t in texts(answers) if t.endswith("…")]
+
+
+@pytest.mark.parametrize("text", ["promote", "rollback", f"rollback {FIRST[:7]}", "latest"])
+@pytest.mark.parametrize("holder", ["frozen", "another operation"])
+async def test_a_locked_operation_is_refused_before_any_card(
+    bot: Bot, ecr: Any, text: str, holder: str
+) -> None:
+    digests = seed(ecr, COMMITS, staging=FOURTH, latest=THIRD)
+    store = bot.runtime.services.store
+    if holder == "frozen":
+        await ask(bot, "lock release freeze")
+    else:
+        await store.acquire_lock(LOCK, DEVELOPER, "roll back :latest to 2a4c6e8", 600)
+    lock = await store.get_lock(LOCK)
+    assert lock is not None
+
+    answer = await ask(bot, text)
+
+    assert answer["text"] == slack_ui.lock_held(lock)
+    assert ("release freeze" if holder == "frozen" else "roll back :latest to 2a4c6e8") in answer[
+        "text"
+    ]
+    assert slack_ui.mention(DEPLOYER if holder == "frozen" else DEVELOPER) in answer["text"]
+    assert all_buttons(answer) == []
+    assert announcements(bot) == []
+    assert digest_at(ecr, "latest") == digests[THIRD]
+    entry = (await audit(bot))[0]
+    assert (entry.actor, entry.result) == (DEPLOYER, "refused")
+    assert entry.detail == slack_ui.lock_refusal(lock)
+
+
+async def test_a_lock_taken_after_the_check_turns_the_card_into_the_refusal(
+    bot: Bot, ecr: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock is taken between the click's check and the promote itself: the used card says
+    it was refused; nothing is left saying "Promoting …"."""
+    digests = seed(ecr, COMMITS, staging=FOURTH, latest=THIRD)
+    card = await ask(bot, "promote")
+    store = bot.runtime.services.store
+    await store.acquire_lock(LOCK, DEVELOPER, "roll back :latest to 2a4c6e8", 600)
+    lock = await store.get_lock(LOCK)
+
+    async def too_early(actor: str, action: str) -> None:
+        """The check ran just before the other operation took the lock."""
+
+    monkeypatch.setattr(bot.runtime.services.pipeline, "check_unlocked", too_early)
+    answers = await click(bot, button(card, "Promote"))
+
+    assert texts(answers) == [slack_ui.lock_held(lock)]
+    assert answers[0]["replace_original"] is True
+    assert progress_lines(answers) == []
+    assert digest_at(ecr, "latest") == digests[THIRD]
+    assert announcements(bot) == []
+
+
+async def test_a_rollback_confirmed_under_a_lock_shows_no_progress(bot: Bot, ecr: Any) -> None:
+    digests = seed(ecr, COMMITS, staging=FOURTH, latest=THIRD)
+    card = await ask(bot, f"rollback {FIRST[:7]}")
+    await ask(bot, "lock investigating an outage")
+    lock = await bot.runtime.services.store.get_lock(LOCK)
+
+    answers = await click(bot, button(card, "Roll back"))
+
+    assert texts(answers) == [slack_ui.lock_held(lock)]
+    assert progress_lines(answers) == []
+    assert digest_at(ecr, "latest") == digests[THIRD]
+
+    await ask(bot, "unlock")
+    answers = await click(bot, button(card, "Roll back"))  # the card outlived the refusal
+
+    assert texts(answers) == [slack_ui.rolling_back(FIRST[:7]), slack_ui.RETAG_ANNOUNCED]
+    assert all(a["replace_original"] for a in answers)
+    assert digest_at(ecr, "latest") == digests[FIRST]
+
+
+async def test_an_undo_under_a_lock_is_refused_and_keeps_its_button(bot: Bot, ecr: Any) -> None:
+    digests = seed(ecr, COMMITS, staging=FOURTH, latest=THIRD)
+    await click(bot, button(await ask(bot, "promote"), "Promote"))
+    [promoted] = announcements(bot)
+    await ask(bot, "lock demo at 3pm")
+    lock = await bot.runtime.services.store.get_lock(LOCK)
+
+    refused = await click(bot, button(promoted, "Undo"))
+
+    assert texts(refused) == [slack_ui.lock_held(lock)]
+    assert refused[0]["replace_original"] is False  # the channel's announcement stays as it is
+    assert digest_at(ecr, "latest") == digests[FOURTH]
+    await ask(bot, "unlock")
+    await click(bot, button(promoted, "Undo"))
+    assert digest_at(ecr, "latest") == digests[THIRD]
+
+
+# ------------------------------------------------------------------ failures are in the history
+
+
+async def history_rows(bot: Bot) -> list[str]:
+    return str((await ask(bot, "history", user=DEVELOPER))["text"]).split("\n")
+
+
+async def test_failed_promotes_and_rollbacks_are_in_the_history(bot: Bot, ecr: Any) -> None:
+    seed(ecr, COMMITS, latest=THIRD)  # no :staging yet
+    me = slack_ui.mention(DEPLOYER)
+
+    no_staging = await ask(bot, "promote")
+    no_such = await ask(bot, "rollback deadbee")
+    not_a_sha = await ask(bot, "rollback xyz")
+    tag_sha(ecr, SECOND, "staging")
+    card = await ask(bot, "promote")
+    tag_sha(ecr, FOURTH, "staging")
+    await click(bot, button(card, "Promote"))  # :staging moved since the card
+
+    rows = await history_rows(bot)  # newest first
+    assert rows[0].endswith(f"{me} *promote*: refused — staging changed since the card")
+    assert rows[1].endswith(f"{me} *rollback to xyz*: failed — {not_a_sha['text']}")
+    assert rows[2].endswith(f"{me} *rollback to deadbee*: failed — {no_such['text']}")
+    assert rows[3].endswith(f"{me} *promote*: failed — {slack_ui.NO_STAGING}")
+    assert no_staging["text"] == slack_ui.NO_STAGING
+    assert len(rows) == 4
+
+
+async def test_a_retag_ecr_did_not_apply_is_in_the_history(
+    bot: Bot, ecr: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    digests = seed(ecr, COMMITS, staging=FOURTH, latest=THIRD)
+    card = await ask(bot, "promote")
+    pipeline = bot.runtime.services.pipeline
+
+    async def accepted_but_not_applied(manifest: Any, tag: str) -> None:
+        """ECR answered PutImage with success; :latest reads back as before."""
+
+    monkeypatch.setattr(pipeline.ecr, "put_tag", accepted_but_not_applied)
+    answers = await click(bot, button(card, "Promote"))
+
+    failure = slack_ui.retag_not_applied(digests[FOURTH], image(digests[THIRD]))
+    assert texts(answers) == [slack_ui.PROMOTING, failure]
+    assert answers[-1]["replace_original"] is True
+    [row] = await history_rows(bot)
+    assert row.endswith(
+        f"*promote* `{short(digests[THIRD])}` → `{short(digests[FOURTH])}`: failed — {failure}"
+    )
+
+
+async def test_an_aws_failure_is_in_the_history(
+    make_bot: BotFactory, aws_env: dict[str, str]
+) -> None:
+    bot = await make_bot(
+        AWS_REGION=aws_env["AWS_REGION"],
+        AWS_ENDPOINT_URL=aws_env["AWS_ENDPOINT_URL"],
+        UAT_ECR_REPOSITORY="no-such-repository",
+    )
+
+    promoted = await ask(bot, "promote")
+    rolled_back = await ask(bot, "rollback")
+
+    assert promoted["text"].startswith("AWS ")
+    rows = await history_rows(bot)
+    me = slack_ui.mention(DEPLOYER)
+    assert rows[0].endswith(f"{me} *rollback*: failed — {rolled_back['text']}")
+    assert rows[1].endswith(f"{me} *promote*: failed — {promoted['text']}")
