@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 import aiohttp
+import pytest
 
+from bot import app
 from bot.config import FIND_CHANNEL_ID, token_refused
-from tests.conftest import SIGNING_SECRET, bot_env
+from tests.conftest import SIGNING_SECRET, Bot, BotFactory, bot_env
 from tests.processes import BotProcess, free_port, serve_until_exit
 from tests.signing import slack_headers, slash_command_body
 from tests.slack_stub import SlackStub
@@ -148,3 +150,21 @@ async def slash(process: BotProcess, text: str, response_url: str) -> tuple[int,
         http.post(url, data=body, headers=headers) as answer,
     ):
         return answer.status, await answer.text()
+
+
+async def test_slack_answering_later_is_noticed_by_the_background_check(
+    make_bot: BotFactory, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app, "SLACK_RECHECK_S", (0.05, 0.2))
+    bot: Bot = await make_bot(SLACK_API_URL=f"http://127.0.0.1:{free_port()}/api/")
+    assert bot.runtime.slack_identity is None  # Slack did not answer at start; it serves anyway
+    assert bot.runtime.web_client is not None
+    bot.runtime.web_client.base_url = slack.api_url  # Slack is back
+    for _ in range(200):
+        if bot.runtime.slack_identity is not None:
+            break
+        await asyncio.sleep(0.05)
+    me = bot.runtime.slack_identity
+    assert me is not None, "the background check never asked Slack again"
+    assert (me.team_id, me.user_id, me.bot_id) == ("T0001", "UBOT", "BBOT")
+    assert [c.method for c in slack.calls] == ["auth.test"]
