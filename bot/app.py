@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import boto3
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.authorization import AuthorizeResult
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -25,12 +26,22 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import slack_ui
 from bot.aws import Ecr, Ecs
-from bot.chat import Blocks, Chat, SlackChat
-from bot.config import Settings
+from bot.chat import (
+    Blocks,
+    Chat,
+    ChatError,
+    SlackChat,
+    SlackIdentity,
+    SlackUnreachable,
+    TokenRefused,
+    one_line,
+    who_am_i,
+)
+from bot.config import Settings, token_refused
 from bot.context import CommandContext, Services
 from bot.dispatch import Dispatcher, load_commands
 from bot.environments import ACTIVE, Environments
-from bot.errors import UserError
+from bot.errors import ConfigError, UserError
 from bot.github import PullRequestHandler
 from bot.images import Docker
 from bot.metrics import Metrics
@@ -42,6 +53,8 @@ from bot.tasks import TaskSupervisor
 logger = logging.getLogger(__name__)
 
 RESUME_PROMPTS_S = 60.0
+SLACK_CHECK_S = 10.0  # how long start-up waits for auth.test before serving without it
+SLACK_RECHECK_S = (5.0, 300.0)  # the background auth.test's first and longest wait
 
 SLASH_COMMAND = "/uat"
 
@@ -55,7 +68,51 @@ class Runtime:
     on_pull_request: PullRequestHandler
     bolt: AsyncApp | None = None
     web_client: AsyncWebClient | None = None
+    slack_identity: SlackIdentity | None = None  # from auth.test, once Slack has answered it
     _http: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    async def check_slack(self) -> None:
+        """Ask Slack who the bot token is (auth.test), before serving anything.
+
+        A refused token raises ConfigError (serve stops with that line). Slack not answering is
+        one warning: the bot serves anyway and asks again in the background, backing off.
+        """
+        if self.web_client is None:
+            return
+        try:
+            await self._who_am_i()
+        except SlackUnreachable as exc:
+            logger.warning("%s; serving anyway and checking again in the background", exc.line)
+            self.services.tasks.spawn(self._recheck_slack(), name="Slack check", service=True)
+
+    async def _who_am_i(self) -> None:
+        assert self.web_client is not None
+        try:
+            async with asyncio.timeout(SLACK_CHECK_S):
+                self.slack_identity = await who_am_i(self.web_client)
+        except TimeoutError:
+            raise SlackUnreachable("auth.test", f"no answer in {SLACK_CHECK_S:.0f}s") from None
+        except TokenRefused as exc:
+            raise ConfigError([token_refused(exc.error)]) from None
+        me = self.slack_identity
+        logger.info(
+            "Slack: signed in as %s (%s) in %s (%s)", me.user, me.user_id, me.team, me.team_id
+        )
+
+    async def _recheck_slack(self) -> None:
+        """auth.test again, waiting twice as long each time, until Slack answers."""
+        wait, longest = SLACK_RECHECK_S
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                await self._who_am_i()
+                return
+            except SlackUnreachable as exc:
+                wait = min(wait * 2, longest)
+                logger.info("%s; checking again in %.0fs", exc.line, wait)
+            except ConfigError as exc:
+                logger.error("%s", "; ".join(exc.problems))
+                return
 
     async def start(self, *, watch: bool = True) -> None:
         """Open the store; with ECS configured, reconcile with it and start the watcher."""
@@ -204,7 +261,7 @@ class SlackReply:
         replace_original: bool = False,
     ) -> None:
         text, blocks = slack_ui.fit(text, blocks)
-        status = 0
+        status, failure = 0, ""
         if self._url:
             body: dict[str, Any] = {
                 "text": text,
@@ -217,14 +274,24 @@ class SlackReply:
                 async with self._runtime.http().post(self._url, json=body) as response:
                     status = response.status
             except (aiohttp.ClientError, TimeoutError) as exc:  # must not lose the answer
-                logger.warning("response_url failed (%s)", type(exc).__name__)
-        if status != 200:
-            logger.warning("response_url answered %s; posting the answer instead", status)
-            chat = self._runtime.services.chat
+                failure = type(exc).__name__
+        if status == 200:
+            return
+        failure = failure or f"HTTP {status}"
+        chat = self._runtime.services.chat
+        try:
             if in_channel:
                 await chat.post(self._channel, text, blocks)
             else:
                 await chat.ephemeral(self._channel, self._user, text, blocks)
+        except SlackUnreachable as exc:  # nowhere left to say it: one line in the log
+            logger.warning("%s; the answer to %s is lost", exc.line, self._user)
+            return
+        except ChatError as exc:
+            logger.warning("could not answer %s: %s", self._user, exc)
+            return
+        if self._url:
+            logger.warning("response_url failed (%s); the answer was posted instead", failure)
 
 
 async def relay_reply(services: Services, event: dict[str, Any]) -> None:
@@ -244,11 +311,37 @@ async def relay_reply(services: Services, event: dict[str, Any]) -> None:
 
 
 def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
-    """The Bolt app: `/uat`, and acknowledgement for events nothing acts on yet."""
+    """The Bolt app: `/uat`, and acknowledgement for events nothing acts on yet.
+
+    Bolt's own authorization would call auth.test on the first request (and on every one while
+    Slack does not answer, failing the ack with a traceback); `authorize` answers from what the
+    start-up check learnt instead, without the network. Bolt's client is a template it copies
+    per request, taking the token from `authorize`, so it carries none itself (a token on it
+    beside `authorize` would be "ignored", with a warning).
+    """
     settings = runtime.services.settings
     secret = settings.slack_signing_secret
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+
+    async def authorize(
+        enterprise_id: str | None, team_id: str | None, user_id: str | None
+    ) -> AuthorizeResult:
+        me = runtime.slack_identity
+        return AuthorizeResult(
+            enterprise_id=me.enterprise_id if me else enterprise_id,
+            team_id=me.team_id if me else team_id,
+            bot_user_id=me.user_id if me else None,
+            bot_id=me.bot_id if me else None,
+            bot_token=token,
+            user_id=user_id,
+        )
+
+    template = AsyncWebClient(
+        base_url=client.base_url, timeout=client.timeout, retry_handlers=client.retry_handlers
+    )
     bolt = AsyncApp(
-        client=client,
+        client=template,
+        authorize=authorize,
         signing_secret=secret.get_secret_value() if secret else None,
         request_verification_enabled=not settings.socket_mode,
         raise_error_for_unhandled_request=False,
@@ -301,7 +394,10 @@ def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
         except UserError as exc:
             images = str(exc)
         view = slack_ui.home_view(envs, images, services.settings, services.environments.clock())
-        await client.views_publish(user_id=event["user"], view=view)
+        try:
+            await client.views_publish(user_id=event["user"], view=view)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("%s", SlackUnreachable("views.publish", one_line(exc)).line)
 
     @bolt.event("message")
     async def on_message(body: dict[str, Any], event: dict[str, Any]) -> None:
@@ -325,6 +421,9 @@ def build_bolt(runtime: Runtime, client: AsyncWebClient) -> AsyncApp:
 
     @bolt.error
     async def on_error(error: Exception) -> None:
+        if isinstance(error, aiohttp.ClientError | TimeoutError):  # Slack did not answer
+            logger.warning("Slack unreachable (a Bolt listener's call): %s", one_line(error))
+            return
         logger.error("Bolt listener failed: %r", error, exc_info=error)
 
     return bolt

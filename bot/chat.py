@@ -10,6 +10,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
@@ -87,12 +88,83 @@ class ChatError(UserError):
         self.code = code
 
 
+class SlackUnreachable(ChatError):
+    """Slack gave no answer: the connection was refused or timed out, or Slack kept failing
+    (5xx). `line` is what the log gets: one line, no traceback."""
+
+    def __init__(self, method: str, reason: str) -> None:
+        super().__init__(slack_ui.slack_unreachable(method), "network")
+        self.method = method
+        self.reason = reason
+
+    @property
+    def line(self) -> str:
+        return f"Slack unreachable (POST {self.method}): {self.reason}"
+
+
+class TokenRefused(Exception):
+    """Slack answered auth.test with an error (invalid_auth, token_revoked, ...)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class SlackIdentity:
+    """Who the bot token is, as auth.test says."""
+
+    team_id: str
+    team: str
+    user_id: str
+    user: str
+    bot_id: str | None
+    url: str
+    enterprise_id: str | None = None
+
+
+async def who_am_i(client: AsyncWebClient) -> SlackIdentity:
+    """Ask Slack who the client's token is (auth.test).
+
+    TokenRefused when Slack says no; SlackUnreachable when Slack does not answer (connection
+    refused, timeout, 5xx or 429 after the client's own retries).
+    """
+    try:
+        answer = await client.auth_test()
+    except SlackApiError as exc:
+        status = exc.response.status_code if exc.response is not None else 0
+        if status == 429 or status >= 500:
+            raise SlackUnreachable("auth.test", f"HTTP {status}") from None
+        raise TokenRefused(str(exc.response.get("error") or "unknown_error")) from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise SlackUnreachable("auth.test", one_line(exc)) from None
+    return SlackIdentity(
+        team_id=str(answer.get("team_id") or ""),
+        team=str(answer.get("team") or ""),
+        user_id=str(answer.get("user_id") or ""),
+        user=str(answer.get("user") or ""),
+        bot_id=answer.get("bot_id"),
+        url=str(answer.get("url") or ""),
+        enterprise_id=answer.get("enterprise_id"),
+    )
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line (a timeout's text is empty: its name then)."""
+    text = " ".join(str(exc).split())
+    return text[:300] if text else type(exc).__name__
+
+
 class SlackChat:
     """`Chat` over Slack's Web API, patient with Slack's bad moments and keeping order.
 
     The client's retry handlers take short 429 / 5xx spells; past those, a call is retried with
     backoff (Retry-After when Slack gives one) for up to `patience_s` before it fails. Calls to
     one channel go one at a time, so a card update never overtakes the one before it.
+
+    When Slack cannot be reached at all (connection refused, timeout), a call logs one line the
+    first time and waits quietly; it fails with `SlackUnreachable`. An ephemeral answer does not
+    wait: only the person looking now would see it, and Slack cannot show it now.
     """
 
     def __init__(
@@ -195,16 +267,23 @@ class SlackChat:
             lambda: self.client.chat_postEphemeral(
                 channel=channel, user=user, text=text, blocks=blocks
             ),
+            wait_for_network=False,
         )
 
     async def _send(
-        self, method: str, channel: str, call: Callable[[], Awaitable[AsyncSlackResponse]]
+        self,
+        method: str,
+        channel: str,
+        call: Callable[[], Awaitable[AsyncSlackResponse]],
+        *,
+        wait_for_network: bool = True,
     ) -> AsyncSlackResponse:
         lock = self._order.setdefault(channel, asyncio.Lock())
         async with lock:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.patience_s
             delay = 1.0
+            said_unreachable = False
             while True:
                 try:
                     return await call()
@@ -214,17 +293,27 @@ class SlackChat:
                         raise self._error(method, exc) from None
                     retry_after = exc.response.headers.get("Retry-After") if status == 429 else None
                     wait = float(retry_after) if retry_after else delay
-                    failure: Exception = exc
+                    failure = exc
                 except (aiohttp.ClientError, TimeoutError) as exc:
-                    wait, failure = delay, exc
+                    unreachable = SlackUnreachable(method, one_line(exc))
+                    if self.metrics is not None:
+                        self.metrics.slack_errors.labels(method=method, code="unreachable").inc()
+                    if not wait_for_network or loop.time() + delay > deadline:
+                        raise unreachable from None
+                    if not said_unreachable:
+                        logger.warning(
+                            "%s; retrying for up to %.0fs", unreachable.line, self.patience_s
+                        )
+                        said_unreachable = True
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
                 except SlackRequestError as exc:  # files_upload_v2's upload step was refused
                     raise ChatError(slack_ui.slack_refused(method, str(exc)), "upload") from None
                 if self.metrics is not None:
                     self.metrics.slack_errors.labels(method=method, code="retrying").inc()
                 if loop.time() + wait > deadline:
-                    if isinstance(failure, SlackApiError):
-                        raise self._error(method, failure) from None
-                    raise ChatError(slack_ui.slack_unreachable(method), "network")
+                    raise self._error(method, failure) from None
                 logger.warning("Slack %s failed (%s); retrying in %.0fs", method, failure, wait)
                 await asyncio.sleep(wait)
                 delay = min(delay * 2, 30.0)

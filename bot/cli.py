@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from bot.config import Settings, load_settings
+from bot.config import Settings, load_settings, withhold_secrets
 from bot.docs import terminal_help
 from bot.errors import ConfigError
 from bot.logs import configure_logging
@@ -30,16 +30,20 @@ def _settings() -> Settings:
 @cli.command()
 def serve() -> None:
     """Serve Slack (/slack/events or Socket Mode), GitHub webhooks and /healthz."""
-    settings = _settings()
-    missing = settings.missing_for_serve()
-    if missing:
-        typer.echo(str(ConfigError(missing)), err=True)
-        raise typer.Exit(2)
-    configure_logging(settings.secrets())
-    from bot.app import build_runtime
-    from bot.server import serve as run_server
+    try:  # whatever is wrong at start: one line each, exit status 1
+        settings = load_settings()
+        problems = settings.problems_for_serve()
+        if problems:
+            raise ConfigError(problems)
+        withhold_secrets()
+        configure_logging(settings.secrets())
+        from bot.app import build_runtime
+        from bot.server import serve as run_server
 
-    run_server(settings, build_runtime(settings))
+        run_server(settings, build_runtime(settings))
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
 
 
 @cli.command()

@@ -5,6 +5,8 @@ This is the only module that reads the process environment. Names follow DESIGN.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -36,6 +38,49 @@ HINTS: dict[str, str] = {
     "UAT_ASSIGN_PUBLIC_IP": "ENABLED or DISABLED",
     "UAT_STORE": "sqlite (one replica) or dynamodb (several, with UAT_DYNAMODB_TABLE)",
 }
+
+
+# Slack's IDs are uppercase letters and digits; a channel's starts with C (G: an older private one).
+CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
+# AWS resource IDs: a prefix and hex digits (8, or 17 for newer ones).
+AWS_IDS = {
+    "UAT_SUBNETS": (re.compile(r"subnet-[0-9a-f]{8,17}"), "subnet", "subnet-0123456789abcdef0"),
+    "UAT_SECURITY_GROUPS": (
+        re.compile(r"sg-[0-9a-f]{8,17}"),
+        "security group",
+        "sg-0123456789abcdef0",
+    ),
+}
+FIND_CHANNEL_ID = (
+    'in Slack, open the channel\'s details (click its name): "Channel ID" is at the bottom'
+)
+
+
+def channel_problem(value: str) -> str | None:
+    """Why `value` is not a usable UAT_CHANNEL, or None when it looks like a channel ID."""
+    if CHANNEL_ID.fullmatch(value):
+        return None
+    what = "a channel name, not its ID" if value.startswith("#") else "not a channel ID"
+    return (
+        f"UAT_CHANNEL is {value!r}, {what}: set it to the channel's ID (like C0123ABCD, "
+        f"uppercase letters and digits); {FIND_CHANNEL_ID}"
+    )
+
+
+def aws_id_problems(name: str, values: tuple[str, ...]) -> list[str]:
+    """One line per entry of UAT_SUBNETS / UAT_SECURITY_GROUPS that is not an AWS ID."""
+    pattern, kind, example = AWS_IDS[name]
+    return [
+        f"{name} has {value!r}, not a {kind} ID: list IDs like {example} (VPC console), "
+        "comma-separated"
+        for value in values
+        if not pattern.fullmatch(value)
+    ]
+
+
+def token_refused(error: str) -> str:
+    """The line `uat-bot serve` stops with when Slack's auth.test refuses the bot token."""
+    return f"SLACK_BOT_TOKEN is refused by Slack: {error}: set it to {HINTS['SLACK_BOT_TOKEN']}"
 
 
 def _split(value: Any) -> Any:
@@ -130,6 +175,17 @@ class Settings(BaseSettings):
         needed.append("SLACK_APP_TOKEN" if self.socket_mode else "SLACK_SIGNING_SECRET")
         return [_problem(name, "is not set") for name in needed if not self._value(name)]
 
+    def problems_for_serve(self) -> list[str]:
+        """Everything `uat-bot serve` can tell is wrong before it reaches Slack or AWS: what is
+        missing, a channel name where its ID belongs, subnets and security groups that are not
+        AWS IDs. One line each."""
+        problems = self.missing_for_serve()
+        if self.uat_channel:
+            problems += [p for p in [channel_problem(self.uat_channel)] if p]
+        problems += aws_id_problems("UAT_SUBNETS", self.uat_subnets)
+        problems += aws_id_problems("UAT_SECURITY_GROUPS", self.uat_security_groups)
+        return problems
+
     def secrets(self) -> list[str]:
         """The configured secret values, for scrubbing from anything shown or logged."""
         fields = (
@@ -159,6 +215,27 @@ class _GivenSettings(Settings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
+
+
+SECRET_NAMES = (
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "GITHUB_WEBHOOK_SECRET",
+    "UAT_PROMPT_TOKEN",
+)
+
+
+def withhold_secrets() -> None:
+    """Take the secrets out of the process environment once `Settings` holds them.
+
+    Libraries read some of them on their own: Bolt's AsyncApp does
+    `token = token or os.environ.get("SLACK_BOT_TOKEN")` and, given our client as well, logs
+    "As you gave `client` as well, `token` will be unused". Nothing but `Settings` should read
+    them, and no child process (git, docker) needs them.
+    """
+    for name in SECRET_NAMES:
+        os.environ.pop(name, None)
 
 
 def _problem(name: str, what: str) -> str:

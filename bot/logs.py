@@ -41,3 +41,6 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # slack_sdk says at INFO each time its retry handlers retry a call; what then fails is
+    # logged by the bot, once.
+    logging.getLogger("slack_sdk.web.async_base_client").setLevel(max(level, logging.WARNING))

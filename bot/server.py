@@ -1,7 +1,9 @@
 """The one aiohttp application of `uat-bot serve`: /slack/events, /github/webhook, /healthz.
 
-Its cleanup context opens the store, starts Socket Mode when configured, and on shutdown
-(SIGTERM, SIGINT) cancels and awaits every background task before closing the store.
+Its cleanup context first asks Slack who the bot token is (a refused token stops it with
+ConfigError, Slack not answering does not), then opens the store, starts Socket Mode when
+configured, and on shutdown (SIGTERM, SIGINT) cancels and awaits every background task before
+closing the store.
 """
 
 from __future__ import annotations
@@ -100,6 +102,7 @@ def create_web_app(runtime: Runtime) -> web.Application:
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
+    await runtime.check_slack()
     await runtime.start()
     # What start-up built (botocore's models above all) lives as long as the process: kept out of
     # the collector, a full collection no longer walks it, which paused every request ~60 ms.
@@ -119,6 +122,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         )
         await socket_mode.connect_async()  # type: ignore[no-untyped-call]
         logger.info("connected to Slack over Socket Mode")
+    logger.info("uat-bot listening on %s:%d", settings.uat_host, settings.uat_port)
     try:
         yield
     finally:
@@ -131,8 +135,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 def serve(settings: Settings, runtime: Runtime) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    logger.info("uat-bot listening on %s:%d", settings.uat_host, settings.uat_port)
+    """Run until SIGTERM or SIGINT, then shut down gracefully. A problem found at start
+    (a refused Slack token) comes out as ConfigError before anything listens."""
     web.run_app(
         create_web_app(runtime),
         host=settings.uat_host,

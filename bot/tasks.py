@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from bot.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 ErrorReporter = Callable[[BaseException], Awaitable[None]]
@@ -146,7 +148,10 @@ class TaskSupervisor:
             raise
         except Exception as exc:
             if on_error is None:
-                logger.exception("background task %s failed", name)
+                if isinstance(exc, UserError):  # expected, and says what it is: one line
+                    logger.warning("background task %s failed: %s", name, exc)
+                else:
+                    logger.exception("background task %s failed", name)
                 return
             try:
                 await on_error(exc)

@@ -28,6 +28,64 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve_env(cwd: Path, port: int, env: dict[str, str]) -> dict[str, str]:
+    """The whole environment of a `uat-bot serve` process: `env` and the few it needs."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": os.environ.get("HOME", str(cwd)),
+        "LANG": "C.UTF-8",
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "UAT_HOST": "127.0.0.1",
+        "UAT_PORT": str(port),
+        **env,
+    }
+
+
+@dataclass
+class Exited:
+    """How a `uat-bot serve` that stopped by itself ended."""
+
+    status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def stderr_lines(self) -> list[str]:
+        return self.stderr.splitlines()
+
+
+async def serve_until_exit(
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float = 30.0,  # noqa: ASYNC109
+) -> Exited:
+    """Run `uat-bot serve`, expecting it to stop on its own (it refused to start).
+
+    Asynchronous, so that the test's event loop keeps serving the Slack stub meanwhile."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.cli",
+        "serve",
+        env=serve_env(cwd, free_port(), env),
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise AssertionError(f"uat-bot serve did not stop by itself in {timeout}s") from None
+    assert proc.returncode is not None
+    return Exited(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
 @dataclass
 class BotProcess:
     """One bot configuration; each `start()` runs a fresh process of it on the same port."""
@@ -77,16 +135,7 @@ class BotProcess:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         """`python -m bot.cli serve` in its own session, its output in bot<n>.log."""
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": os.environ.get("HOME", str(self.cwd)),
-            "LANG": "C.UTF-8",
-            "PYTHONPATH": str(ROOT),
-            "PYTHONUNBUFFERED": "1",
-            "UAT_HOST": "127.0.0.1",
-            "UAT_PORT": str(self.port),
-            **self.env,
-        }
+        env = serve_env(self.cwd, self.port, self.env)
         with self.log(len(self.procs)).open("wb") as out:
             return subprocess.Popen(
                 [sys.executable, "-m", "bot.cli", "serve"],

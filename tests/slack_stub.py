@@ -49,6 +49,7 @@ BOT_USER_ID = "UBOT"
 BOT_ID = "BBOT"
 TEAM_ID = "T0001"
 TEAM_NAME = "uat-test"
+WORKSPACE_URL = f"https://{TEAM_NAME}.slack.com/"
 APP_ID = "A0001"
 
 MAX_TEXT_CHARS = 40_000
@@ -736,9 +737,13 @@ class SlackStub:
     # ----------------------------------------------------------------- methods
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        # https://docs.slack.dev/reference/methods/auth.test: "checks authentication and tells
+        # you who you are": ok, url (the workspace's, not the API's), team, user, team_id,
+        # user_id, and bot_id for a bot token. A wrong token gets invalid_auth and no token
+        # not_authed (_check_auth, as for every method); no scope is needed.
         return {
             "ok": True,
-            "url": self.base_url,
+            "url": WORKSPACE_URL,
             "team": TEAM_NAME,
             "user": "uat-bot",
             "team_id": TEAM_ID,

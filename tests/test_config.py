@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import load_settings
+from bot.config import FIND_CHANNEL_ID, load_settings, withhold_secrets
 from bot.errors import ConfigError
+
+CREDENTIALS = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s-1"}
 
 
 def test_defaults_are_the_embedded_ones() -> None:
@@ -83,7 +85,52 @@ def test_serve_without_slack_credentials_exits_with_the_message(tmp_path: Path) 
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
+    assert result.returncode == 1
     assert "SLACK_BOT_TOKEN is not set" in result.stderr
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("channel", ["#uat", "uat-prs", "c0123abcd", "C", "C0123-ABC"])
+def test_serve_refuses_a_channel_that_is_not_an_id_and_says_where_to_find_it(channel: str) -> None:
+    settings = load_settings({**CREDENTIALS, "UAT_CHANNEL": channel})
+    [problem] = settings.problems_for_serve()
+    assert problem.startswith(f"UAT_CHANNEL is {channel!r}, ")
+    assert problem.endswith(FIND_CHANNEL_ID)
+    assert "Channel ID" in problem
+
+
+@pytest.mark.parametrize("channel", ["C0123ABCD", "G01AB2CD3", "C0UAT"])
+def test_serve_takes_channel_ids(channel: str) -> None:
+    assert load_settings({**CREDENTIALS, "UAT_CHANNEL": channel}).problems_for_serve() == []
+
+
+def test_serve_refuses_subnets_and_security_groups_that_are_not_aws_ids() -> None:
+    settings = load_settings(
+        {
+            **CREDENTIALS,
+            "UAT_SUBNETS": "subnet-0123456789abcdef0,public-a,subnet-XYZ12345",
+            "UAT_SECURITY_GROUPS": "sg-1a2b3c4d,web",
+        }
+    )
+    assert settings.problems_for_serve() == [
+        "UAT_SUBNETS has 'public-a', not a subnet ID: list IDs like subnet-0123456789abcdef0 "
+        "(VPC console), comma-separated",
+        "UAT_SUBNETS has 'subnet-XYZ12345', not a subnet ID: list IDs like "
+        "subnet-0123456789abcdef0 (VPC console), comma-separated",
+        "UAT_SECURITY_GROUPS has 'web', not a security group ID: list IDs like "
+        "sg-0123456789abcdef0 (VPC console), comma-separated",
+    ]
+
+
+def test_withheld_secrets_are_gone_from_the_environment_and_the_rest_stays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-from-env")
+    monkeypatch.setenv("UAT_PROMPT_TOKEN", "prompt-from-env")
+    monkeypatch.setenv("UAT_CHANNEL", "C0UAT")
+    settings = load_settings(env_file=None)
+    withhold_secrets()
+    assert "SLACK_BOT_TOKEN" not in os.environ and "UAT_PROMPT_TOKEN" not in os.environ
+    assert os.environ["UAT_CHANNEL"] == "C0UAT"
+    assert settings.secrets()[0] == "xoxb-from-env"  # Settings keeps what it read

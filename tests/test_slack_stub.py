@@ -58,7 +58,7 @@ async def test_auth_test_identity(stub: SlackStub, client: AsyncWebClient) -> No
     resp = await client.auth_test()
     assert resp["ok"] is True
     assert (resp["user_id"], resp["bot_id"], resp["team_id"]) == ("UBOT", "BBOT", "T0001")
-    assert resp["url"] == stub.base_url
+    assert resp["url"] == "https://uat-test.slack.com/"  # the workspace, as Slack says
     [call] = stub.calls_to("auth.test")
     assert call.headers["Authorization"] == f"Bearer {stub.token}"
 
@@ -68,6 +68,12 @@ async def test_wrong_token_is_refused(stub: SlackStub) -> None:
     await expect_error(bad.chat_postMessage(channel="C1", text="hi"), "invalid_auth")
     assert stub.messages == {}
     assert stub.calls_to("chat.postMessage")[0].error == "invalid_auth"
+
+
+async def test_auth_test_with_a_wrong_token_is_invalid_auth(stub: SlackStub) -> None:
+    bad = AsyncWebClient(token="xoxb-wrong", base_url=stub.api_url)
+    await expect_error(bad.auth_test(), "invalid_auth")
+    assert stub.calls_to("auth.test")[0].response == {"ok": False, "error": "invalid_auth"}
 
 
 async def test_missing_token_is_not_authed(stub: SlackStub) -> None:
