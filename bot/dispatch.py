@@ -175,8 +175,8 @@ class Dispatcher:
             args = command.parse(rest)
         except UsageError as exc:
             return Plan(slack_ui.usage_error(exc.problem, exc.usage))
-        except UserError as exc:  # an argument's own type check, in one sentence (extend's hours)
-            return Plan(str(exc))
+        except UserError as exc:  # an argument's own check, in one sentence (extend's hours)
+            return Plan(slack_ui.usage_error(str(exc), command.usage))
         return Plan(command.ack(args) if command.ack else None, command, args)
 
     async def dispatch(self, ctx: CommandContext, text: str, ack: Ack) -> None:

@@ -587,7 +587,10 @@ async def test_bad_hours_get_the_allowed_range_at_once(uat: Bot) -> None:
     before = (await _env(uat)).data["idle_until"]
     for hours in ("-5", "abc", "0", "10000", "nan", "inf", "0.5", "`<!channel>`"):
         status, said = await uat.slash(f"extend PR-2 {hours}")  # answered in the ack
-        assert status == 200 and said == slack_ui.bad_hours(hours, 1, 72), hours
+        usage = uat.runtime.dispatcher.table["extend"].usage
+        assert status == 200 and said == slack_ui.usage_error(
+            slack_ui.bad_hours(hours, 1, 72), usage
+        ), hours
         assert "<!channel>" not in said
     await uat.settle()
     assert (await _env(uat)).data["idle_until"] == before
