@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 import commands as commands_package
-from bot import cards, slack_ui
+from bot import cards, pr_refs, slack_ui
 from bot.context import ActionHandler, CommandContext
 from bot.errors import ReplacingError, UsageError, UserError
 
@@ -165,7 +165,7 @@ class Dispatcher:
         if command is None:
             return Plan(self._unknown(head))
         try:
-            rest = command.split(tail)
+            rest = command.split(pr_refs.drop_leading_label(tail))
         except ValueError as exc:
             return Plan(slack_ui.bad_quoting(str(exc).lower()))
         options = rest[: rest.index("--")] if "--" in rest else rest  # after "--" it is prose
@@ -175,6 +175,8 @@ class Dispatcher:
             args = command.parse(rest)
         except UsageError as exc:
             return Plan(slack_ui.usage_error(exc.problem, exc.usage))
+        except UserError as exc:  # an argument's own check, in one sentence (extend's hours)
+            return Plan(slack_ui.usage_error(str(exc), command.usage))
         return Plan(command.ack(args) if command.ack else None, command, args)
 
     async def dispatch(self, ctx: CommandContext, text: str, ack: Ack) -> None:

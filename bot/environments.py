@@ -16,13 +16,13 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 
-from bot import slack_ui
+from bot import pr_refs, slack_ui
 from bot.aws import Ecr, Ecs, TaskInfo
 from bot.chat import Blocks, Chat
 from bot.config import Settings
@@ -128,6 +128,9 @@ class Environments:
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self.outbox = Outbox(store, chat)
         self.polls = 0
+        # called (as tasks) when an environment becomes ready: the prompt relay sends what a
+        # restart carried over
+        self.when_ready: list[Callable[[Environment], Coroutine[Any, Any, None]]] = []
 
     @property
     def labels(self) -> dict[str, str]:
@@ -163,10 +166,12 @@ class Environments:
         elif event.action == "unlabeled" and event.label in self.labels:
             env = await self.store.get_environment(pr.repo, pr.number)
             if env is not None and env.label == event.label:
+                await self._label_gone(pr)
                 await self.request_stop(
                     pr.repo, pr.number, f"`{event.label}` removed", event.sender
                 )
         elif event.action == "closed":
+            await self._label_gone(pr)
             verb = "merged" if event.merged else "closed"
             await self.request_stop(pr.repo, pr.number, f"PR {verb}", event.sender)
         elif event.action == "reopened" and uat_labels:
@@ -174,7 +179,25 @@ class Environments:
         elif event.action == "synchronize":
             await self.note_new_commits(pr, event.sender)
 
+    async def _label_gone(self, pr: PullRequest) -> None:
+        """Remember that the PR no longer asks for an environment (closed, or its label removed):
+        hints then say to label it rather than to `/uat restart` it."""
+        await self.edit_data(
+            pr.repo, pr.number, lambda d: None if d.get("label_gone") else {**d, "label_gone": True}
+        )
+
     # ------------------------------------------------------------------ state changes
+
+    async def edit_data(
+        self, repo: str, pr: int, edit: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> Environment | None:
+        """Compare-and-set on an environment's data alone (`edit` returns None: nothing to do)."""
+
+        def change(env: Environment) -> Environment | None:
+            data = edit(dict(env.data))
+            return None if data is None else replace(env, data=data)
+
+        return await self._change(repo, pr, change)
 
     async def _change(self, repo: str, pr: int, mutate: Mutation) -> Environment | None:
         """Compare-and-set: re-read and re-decide until the write lands (None: nothing to do)."""
@@ -223,6 +246,7 @@ class Environments:
                 "health": None,
                 "last_seen": "",
                 "reason": "",
+                "label_gone": False,
             }
             data.pop("task_definition", None)
             if env.state in ACTIVE and env.task_arn:
@@ -570,6 +594,9 @@ class Environments:
         if saved is not None:
             reply = slack_ui.ready_reply(saved, self.settings) if state == "ready" else None
             await self._show(saved, reply=reply)
+            if state == "ready":
+                for hook in self.when_ready:
+                    self.tasks.spawn(hook(saved), name=f"on ready {env.repo}#{env.pr}")
 
     async def _idle_check(self, env: Environment, now: float) -> None:
         idle_until = float(env.data.get("idle_until", now + 1))
@@ -711,19 +738,27 @@ class Environments:
         text, blocks = slack_ui.new_commits(env, pr.head_sha, actor)
         await self.chat.post(self.settings.uat_channel or "", text, blocks, env.thread_ts)
 
-    async def extend(self, repo: str, pr: int, hours: float) -> Environment:
+    async def extend(self, repo: str, pr: int, hours: float) -> tuple[Environment, bool]:
+        """Move the idle stop to `hours` from now, never earlier than it already is: the
+        environment, and whether the stop moved (False: the later one was kept)."""
         until = self.clock() + hours * 3600
+        current: list[Environment] = []
 
         def later(env: Environment) -> Environment | None:
-            if env.state not in LIVE:
+            current[:] = [env]
+            if env.state not in LIVE or float(env.data.get("idle_until", 0)) >= until:
                 return None
             return replace(env, data={**env.data, "idle_until": until, "warned": False})
 
         saved = await self._change(repo, pr, later)
         if saved is None:
-            raise UserError(slack_ui.not_running(repo, pr))
+            if not current:
+                raise UserError(slack_ui.not_running(repo, pr))
+            if current[0].state not in LIVE:
+                raise UserError(slack_ui.not_running_env(current[0]))
+            return current[0], False
         await self._show(saved)
-        return saved
+        return saved, True
 
     async def touch(self, repo: str, pr: int) -> None:
         """Activity (a prompt): the idle stop moves UAT_IDLE_HOURS from now."""
@@ -745,7 +780,7 @@ class Environments:
 
     async def restart(self, repo: str, pr: int, actor: str) -> None:
         env = await self.store.get_environment(repo, pr)
-        if env is None or not env.label:
+        if env is None or not slack_ui.restartable(env):  # closed, or its label was removed
             raise UserError(slack_ui.not_running(repo, pr))
         pr_info = PullRequest(
             repo,
@@ -759,17 +794,17 @@ class Environments:
         await self.request_start(pr_info, env.label, actor, force=True)
 
     async def find(self, ref: str) -> Environment:
-        """The environment a person means by `PR-123`, `#123`, `123` or `owner/repo#123`."""
-        match = PR_REF.match(ref.strip())
-        if not match:
+        """The environment a person means by `PR-123`, `#123`, `123`, `owner/repo#123` or the
+        PR's link (see bot/pr_refs.py)."""
+        named = pr_refs.parse(ref)
+        if named is None:
             raise UserError(slack_ui.bad_pr_ref(ref))
-        number = int(match["number"])
-        if match["repo"]:
-            env = await self.store.get_environment(match["repo"], number)
-            if env is None:
-                raise UserError(slack_ui.not_running(match["repo"], number))
-            return env
+        number = named.number
         found = [e for e in await self.store.list_environments() if e.pr == number]
+        if named.repo:  # GitHub's owner and repository names are not case-sensitive
+            found = [e for e in found if e.repo.lower() == named.repo.lower()]
+            if not found:
+                raise UserError(slack_ui.not_running(named.repo, number))
         if not found:
             raise UserError(slack_ui.no_environment(number))
         if len(found) > 1:

@@ -65,6 +65,17 @@ class Outbox:
 
         return await self._once(Post(key, channel, thread_ts), send, exclusive)
 
+    async def posted(self, key: str, channel: str, thread_ts: str | None = None) -> str | None:
+        """The ts of the message posted for `key`, or None when none was. An attempt cut short
+        is looked up in Slack by its metadata. (An unknown key stays reserved, unposted.)"""
+        stored, fresh = await self.store.reserve_post(Post(key, channel, thread_ts))
+        if stored.ts or fresh:
+            return stored.ts
+        found = await self.chat.find(stored.channel, key, stored.thread_ts, stored.created_at)
+        if found:
+            await self.store.posted(key, found)
+        return found
+
     async def upload(
         self,
         channel: str,

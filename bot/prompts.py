@@ -39,6 +39,7 @@ UNREACHABLE_GIVE_UP_S = 15 * 60
 RELAY_LEASE_S = 30.0  # a dead follower's lease lapses this long after its last renewal
 MAX_RESULT_MESSAGES = 3
 LONG_OUTPUT_CHARS = 3_000  # more than one message section holds: the output goes as a file
+CANCELS = "prompt_cancels"  # in an environment's data: job id -> who cancelled it
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Prompts:
         self.first_poll_s = FIRST_POLL_S
         self.outbox = Outbox(store, chat)
         self._following: set[str] = set()  # job ids this process follows
+        environments.when_ready.append(self.resend_carried)
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -95,10 +97,11 @@ class Prompts:
             raise UserError(slack_ui.EMPTY_PROMPT)
         if len(text) > MAX_PROMPT:
             raise UserError(slack_ui.prompt_too_long(len(text), MAX_PROMPT))
-        if env.state not in LIVE or not env.task_arn:
-            raise UserError(slack_ui.not_running(env.repo, env.pr))
-        if env.state != "ready":
-            raise UserError(slack_ui.not_ready(env))
+        if env.state not in LIVE:
+            raise UserError(slack_ui.not_running_env(env))
+        if env.state != "ready" or not env.task_arn:
+            timeout = self.settings.uat_launch_timeout_s
+            raise UserError(slack_ui.not_ready(env, self.environments.clock(), timeout))
         headers = self._headers()
         url = self.environments.container_url(env) + "/prompt"
         body = {"prompt": text, "user": user, "thread": env.thread_ts or ""}
@@ -121,7 +124,10 @@ class Prompts:
         await self.environments.touch(env.repo, env.pr)
         if env.thread_ts and self.settings.uat_channel:
             note, blocks = slack_ui.prompt_queued(relay, queued.position)
-            await self.chat.post(self.settings.uat_channel, note, blocks, env.thread_ts)
+            # keyed: the result's follower finds it, to take its Cancel button away
+            await self.outbox.post(
+                _asked_key(relay), self.settings.uat_channel, note, blocks, env.thread_ts
+            )
         self.follow(relay)
         return queued
 
@@ -132,21 +138,108 @@ class Prompts:
         self.tasks.spawn(self._follow(relay), name=f"follow prompt {relay.job_id}")
 
     async def resume(self) -> None:
-        """After a restart: follow every prompt whose result was not posted yet."""
+        """After a restart: follow every prompt whose result was not posted yet, and send what a
+        restart carried over to environments that became ready meanwhile."""
         for relay in await self.store.open_relays():
             self.follow(relay)
+        for env in await self.store.list_environments(["ready"]):
+            if env.data.get("carry"):
+                self.tasks.spawn(self.resend_carried(env), name=f"resend {env.repo}#{env.pr}")
 
-    async def cancel(self, env: Environment, job_id: str) -> None:
+    async def cancel(self, env: Environment, job_id: str, user: str) -> None:
+        """Cancel a queued or running prompt; its result then says who cancelled it."""
+        await self.environments.edit_data(
+            env.repo,
+            env.pr,
+            lambda d: {**d, CANCELS: {**d.get(CANCELS, {}), job_id: user}},
+        )
         url = f"{self.environments.container_url(env)}/prompts/{job_id}"
         try:
             async with self.http.delete(url, headers=self._headers()) as response:
                 if response.status == 404:
                     raise UserError(slack_ui.no_such_job(job_id))
+                if response.status == 409:  # it ended before the cancel reached it
+                    job = await self._job(env, job_id) or {}
+                    state = str(job.get("state") or "ended")
+                    raise UserError(slack_ui.prompt_already_ended(job_id, state))
                 if response.status >= 400:
                     answer = await _json(response)
                     raise UserError(slack_ui.container_refused(env, str(answer.get("error"))))
         except (aiohttp.ClientError, TimeoutError):
             raise UserError(slack_ui.container_unreachable(env)) from None
+
+    # ------------------------------------------------------------------ across a restart
+
+    async def carry_over(self, env: Environment) -> None:
+        """Before `/uat restart` replaces the task: the prompts still queued in the old container
+        are cancelled there and kept (in order) to be sent to the new one once it is ready; the
+        others the old container still has are dropped, and the thread says which and why."""
+        relays = [r for r in await self.store.open_relays() if (r.repo, r.pr) == (env.repo, env.pr)]
+        if not relays or env.state not in LIVE:
+            return
+        carried: list[Relay] = []
+        dropped: list[tuple[Relay, str]] = []
+        for relay in relays:
+            job = await self._job(env, relay.job_id)
+            state = None if job is None else job.get("state")
+            if state == "queued":
+                try:
+                    await self._delete(env, relay.job_id)
+                except (aiohttp.ClientError, TimeoutError, UserError):
+                    dropped.append((relay, "the old container did not let it go"))
+                    continue
+                carried.append(relay)
+            elif state == "running":
+                dropped.append((relay, "it was running, and the restart stops it"))
+            elif job is None:
+                dropped.append((relay, "the old container does not answer"))
+            # an ended job: its follower posts the result as usual
+        items = [{"prompt": r.prompt, "user": r.user, "job": r.job_id} for r in carried]
+        if items:
+            await self.environments.edit_data(
+                env.repo, env.pr, lambda d: {**d, "carry": [*d.get("carry", []), *items]}
+            )
+        for relay in [*carried, *(r for r, _ in dropped)]:
+            await self.store.close_relay(relay.repo, relay.pr, relay.job_id)
+            await self._close_card(relay, "carried over" if relay in carried else "dropped")
+        if env.thread_ts and self.settings.uat_channel:
+            text = slack_ui.prompts_carried(carried, dropped)
+            await self.chat.post(
+                self.settings.uat_channel, text, [slack_ui.text_block(text)], env.thread_ts
+            )
+
+    async def resend_carried(self, env: Environment) -> None:
+        """Once the new environment is ready: send the carried-over prompts, in order; the thread
+        says which the new container did not take, and why."""
+        taken: list[list[dict[str, Any]]] = []
+
+        def take(data: dict[str, Any]) -> dict[str, Any] | None:
+            if not data.get("carry"):
+                return None
+            taken[:] = [list(data["carry"])]
+            return {k: v for k, v in data.items() if k != "carry"}
+
+        saved = await self.environments.edit_data(env.repo, env.pr, take)
+        if saved is None or not taken:
+            return
+        failed: list[tuple[tuple[str, str], str]] = []
+        for item in taken[0]:
+            prompt, user = str(item.get("prompt", "")), str(item.get("user", ""))
+            try:
+                await self.submit(saved, prompt, user)
+            except UserError as exc:
+                failed.append(((prompt, user), str(exc)))
+        if failed and saved.thread_ts and self.settings.uat_channel:
+            text = slack_ui.prompts_not_resent(failed)
+            await self.chat.post(
+                self.settings.uat_channel, text, [slack_ui.text_block(text)], saved.thread_ts
+            )
+
+    async def _delete(self, env: Environment, job_id: str) -> None:
+        url = f"{self.environments.container_url(env)}/prompts/{job_id}"
+        async with self.http.delete(url, headers=self._headers()) as response:
+            if response.status >= 400 and response.status != 409:
+                raise UserError(f"HTTP {response.status}")
 
     async def _follow(self, relay: Relay) -> None:
         """Follow the job while holding its lease; wait while another replica holds it, and stop
@@ -174,19 +267,24 @@ class Prompts:
             await asyncio.sleep(delay)
             env = await self.store.get_environment(relay.repo, relay.pr)
             if env is None or env.state not in LIVE:
-                await self._finish(relay, slack_ui.prompt_lost(relay, env), kind="lost")
+                if await self._open(relay):
+                    await self._finish(relay, slack_ui.prompt_lost(relay, env), kind="lost")
                 return
             job = await self._job(env, relay.job_id)
             if job is None:
                 unreachable_since = unreachable_since or loop.time()
                 if loop.time() - unreachable_since > UNREACHABLE_GIVE_UP_S:
-                    await self._finish(relay, slack_ui.prompt_lost(relay, env), kind="lost")
+                    if await self._open(relay):
+                        await self._finish(relay, slack_ui.prompt_lost(relay, env), kind="lost")
                     return
             else:
                 unreachable_since = None
                 if job.get("state") in TERMINAL:
+                    if not await self._open(relay):  # a restart carried it over, or dropped it
+                        return
                     self.environments.metrics.prompt_jobs.labels(state=str(job["state"])).inc()
-                    await self._finish(relay, *await self._result(env, relay, job))
+                    messages, file = await self._result(env, relay, job)
+                    await self._finish(relay, messages, file, state=str(job["state"]))
                     return
             delay = min(delay * 1.5, MAX_POLL_S)
 
@@ -206,7 +304,7 @@ class Prompts:
         self, env: Environment, relay: Relay, job: dict[str, Any]
     ) -> tuple[list[str], str | None]:
         """The result's messages and, when it is long, the text of the file that goes with them."""
-        messages = slack_ui.prompt_result(relay, job)
+        messages = slack_ui.prompt_result(relay, job, _cancelled_by(env, relay.job_id))
         summary_is_long = len(messages) > MAX_RESULT_MESSAGES
         if not summary_is_long and int(job.get("output_chars") or 0) <= LONG_OUTPUT_CHARS:
             return messages, None
@@ -232,7 +330,12 @@ class Prompts:
             return None, str(exc)
 
     async def _finish(
-        self, relay: Relay, messages: list[str], file: str | None = None, kind: str = "result"
+        self,
+        relay: Relay,
+        messages: list[str],
+        file: str | None = None,
+        kind: str = "result",
+        state: str = "lost",
     ) -> None:
         """Post the result (or why there is none: `kind` "lost"), then close the relay. Each
         message and the file are keyed, so a follower resumed after a crash mid-post posts only
@@ -243,7 +346,33 @@ class Prompts:
                 await self._say(relay, channel, f"{kind}:{number}", text)
             if file is not None:
                 await self._attach(relay, channel, file)
+        env = await self.store.get_environment(relay.repo, relay.pr)
+        outcome = slack_ui.prompt_outcome(state, _cancelled_by(env, relay.job_id))
+        await self._close_card(relay, outcome)
         await self.store.close_relay(relay.repo, relay.pr, relay.job_id)
+        if env is not None and relay.job_id in env.data.get(CANCELS, {}):
+            await self.environments.edit_data(
+                relay.repo,
+                relay.pr,
+                lambda d: {
+                    **d,
+                    CANCELS: {k: v for k, v in d.get(CANCELS, {}).items() if k != relay.job_id},
+                },
+            )
+
+    async def _close_card(self, relay: Relay, outcome: str) -> None:
+        """Take the Cancel button off the prompt's "asked the agent" message, saying how it
+        ended. Best effort: the result is in the thread whatever happens here."""
+        channel = self.settings.uat_channel
+        if not channel or not relay.thread_ts:
+            return
+        try:
+            ts = await self.outbox.posted(_asked_key(relay), channel, relay.thread_ts)
+            if ts:
+                text, blocks = slack_ui.prompt_card_closed(relay, outcome)
+                await self.chat.update(channel, ts, text, blocks)
+        except ChatError as exc:
+            logger.warning("could not close the card of prompt %s: %s", relay.job_id, exc)
 
     async def _attach(self, relay: Relay, channel: str, content: str) -> None:
         name = slack_ui.prompt_file_name(relay.job_id)
@@ -260,6 +389,16 @@ class Prompts:
         """Post one keyed part of what a prompt came to in its thread."""
         key = f"prompt:{relay.job_id}:{part}"
         await self.outbox.post(key, channel, text, [slack_ui.text_block(text)], relay.thread_ts)
+
+
+def _asked_key(relay: Relay) -> str:
+    return f"prompt-card:{relay.job_id}"
+
+
+def _cancelled_by(env: Environment | None, job_id: str) -> str | None:
+    cancels = env.data.get(CANCELS) if env is not None else None
+    user = cancels.get(job_id) if isinstance(cancels, dict) else None
+    return str(user) if user else None
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:

@@ -387,7 +387,10 @@ STATE_LABELS = {
     "failed": ":red_circle: Failed",
 }
 RESUMED_LAUNCH = "The bot restarted during this launch; it is carrying on from where it stopped."
-PR_REF_HELP = "Name a PR as `PR-123`, `#123`, `123` or `owner/repo#123`."
+PR_REF_HELP = (
+    "Name a PR as `PR-123`, `#123`, `123`, `owner/repo#123` or its link "
+    "(`https://github.com/owner/repo/pull/123`, pasted as it is)."
+)
 
 
 def environments_not_configured(missing: Sequence[str]) -> str:
@@ -463,7 +466,7 @@ def failed_reply(env: Any) -> tuple[str, list[Block]]:
 
 
 def stopped_reply(env: Any) -> tuple[str, list[Block]]:
-    text = f"#{env.pr} stopped: {env.data.get('reason') or 'stopped'}."
+    text = f"#{env.pr} stopped: {env.data.get('reason') or 'stopped'}.{restart_hint(env)}"
     return text, [text_block(text)]
 
 
@@ -507,7 +510,30 @@ def no_environment(pr: int) -> str:
 
 
 def bad_pr_ref(ref: str) -> str:
-    return f"`{ref}` is not a PR. {PR_REF_HELP}"
+    shown = escape(ref if len(ref) <= 80 else ref[:80] + "…").replace("`", "'")
+    return f"`{shown}` is not a PR. {PR_REF_HELP}"
+
+
+def restartable(env: Any) -> bool:
+    """Whether the PR still carries the UAT label its environment ran with (closing the PR or
+    removing the label is recorded as `label_gone`)."""
+    return bool(env.label) and not env.data.get("label_gone")
+
+
+def not_running_env(env: Any) -> str:
+    """No running environment, with the hint that fits: restart it while the PR keeps its label,
+    else label the PR."""
+    if not restartable(env):
+        return not_running(env.repo, env.pr)
+    return (
+        f"{env.repo}#{env.pr} has no running environment ({env.state}). "
+        f"`/uat restart PR-{env.pr}` starts it again with the `{env.label}` image."
+    )
+
+
+def restart_hint(env: Any) -> str:
+    """What follows a stop in the PR's thread: how to get the environment back, if it can be."""
+    return f" `/uat restart PR-{env.pr}` starts it again." if restartable(env) else ""
 
 
 def ambiguous_pr(pr: int, repos: Sequence[str]) -> str:
@@ -552,6 +578,21 @@ def restarting(env: Any) -> str:
 
 def extended(env: Any) -> str:
     return f"{env.repo}#{env.pr} now stops when idle {when(float(env.data['idle_until']))}."
+
+
+def extend_kept(env: Any, hours: float) -> str:
+    return (
+        f"{env.repo}#{env.pr} already stops when idle {when(float(env.data['idle_until']))}, "
+        f"later than {hours:g}h from now: I kept that."
+    )
+
+
+def bad_hours(given: str, least: float, most: float) -> str:
+    shown = escape(given[:40]).replace("`", "'")
+    return (
+        f"`{shown}` is not a number of hours I can extend by: give {least:g} to {most:g}, "
+        "e.g. `/uat extend PR-123 4`."
+    )
 
 
 def environment_detail(
@@ -658,10 +699,18 @@ def prompt_too_long(length: int, limit: int) -> str:
     return f"That prompt is {length:,} characters; the agent takes at most {limit:,}. Shorten it."
 
 
-def not_ready(env: Any) -> str:
+def not_ready(env: Any, now: float | None = None, timeout_s: float | None = None) -> str:
+    if now is None or timeout_s is None or not env.data.get("launch_started"):
+        return (
+            f"{env.repo}#{env.pr} is not ready yet ({env.state}). "
+            "Its thread says when it is; prompt it then."
+        )
+    started = float(env.data["launch_started"])
+    state = STATE_LABELS.get(env.state, env.state).split(" ", 1)[-1].lower()
     return (
-        f"{env.repo}#{env.pr} is not ready yet ({env.state}). "
-        "Its thread says when it is; prompt it then."
+        f"{env.repo}#{env.pr} is still starting ({state}): it started {duration(now - started)} "
+        f"ago and has until {when(started + timeout_s)} ({duration(timeout_s)} in all) to be "
+        "ready. Its thread says when it is; prompt it then."
     )
 
 
@@ -714,10 +763,10 @@ def _job_figures(job: dict[str, Any]) -> list[str]:
     return figures
 
 
-def prompt_result(relay: Any, job: dict[str, Any]) -> list[str]:
+def prompt_result(relay: Any, job: dict[str, Any], cancelled_by: str | None = None) -> list[str]:
     state = str(job.get("state", "?"))
     icon = {"succeeded": ":white_check_mark:", "cancelled": ":no_entry_sign:"}.get(state, ":x:")
-    facts = [f"{icon} *{state.replace('_', ' ')}*", *_job_figures(job)]
+    facts = [f"{icon} *{prompt_outcome(state, cancelled_by)}*", *_job_figures(job)]
     if job.get("commit"):
         facts.append(f"commit `{str(job['commit'])[:7]}`")
     head = f"{' · '.join(facts)} — prompt `{relay.job_id}` from {person(relay.user)}"
@@ -770,6 +819,48 @@ def prompt_file_failed(job_id: str, reason: str) -> str:
 
 def prompt_cancelled(job_id: str) -> str:
     return f"Cancelled prompt `{escape(job_id)}`."
+
+
+def prompt_already_ended(job_id: str, state: str) -> str:
+    return f"Prompt `{escape(job_id)}` already ended ({escape(state)}): there is nothing to cancel."
+
+
+def prompt_card_closed(relay: Any, outcome: str) -> tuple[str, list[Block]]:
+    """The "asked the agent" message once its prompt has ended: the outcome, no Cancel button."""
+    quoted = "\n".join("> " + line for line in escape(relay.prompt[:1500]).splitlines())
+    text = f"{person(relay.user)} asked the agent ({outcome}, job `{relay.job_id}`):\n{quoted}"
+    return text, [text_block(text)]
+
+
+def prompt_outcome(state: str, cancelled_by: str | None = None) -> str:
+    """A prompt's end in a few words: `succeeded`, `cancelled by @U…`, `lost`."""
+    words = state.replace("_", " ")
+    return f"{words} by {person(cancelled_by)}" if state == "cancelled" and cancelled_by else words
+
+
+def prompts_carried(carried: Sequence[Any], dropped: Sequence[tuple[Any, str]]) -> str:
+    """Said in the thread when a restart takes the old container's queue along (or cannot)."""
+    lines = []
+    if carried:
+        jobs = ", ".join(f"`{r.job_id}` from {person(r.user)}" for r in carried)
+        lines.append(
+            f"Queued prompts {jobs} go to the new environment, in order, once it is ready."
+        )
+    for relay, why in dropped:
+        lines.append(
+            f"Prompt `{relay.job_id}` from {person(relay.user)} was dropped: {escape(why)}."
+            " Ask again once the new environment is ready."
+        )
+    return "\n".join(lines)
+
+
+def prompts_not_resent(dropped: Sequence[tuple[Any, str]]) -> str:
+    """Said in the thread for the carried-over prompts the new environment did not take."""
+    return "\n".join(
+        f"The queued prompt from {person(user)} could not be sent again: {why}\n"
+        + "\n".join("> " + line for line in escape(prompt[:500]).splitlines())
+        for (prompt, user), why in dropped
+    )
 
 
 # ---------------------------------------------------------------- git, docker, AWS and Slack

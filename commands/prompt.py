@@ -1,7 +1,9 @@
 """Ask the coding agent in a PR's container to do something; the result lands in the PR's thread.
 
 `/uat prompt PR-123 add a dark mode toggle` — the text is taken as written (no quoting needed).
-`/uat prompt PR-123 --cancel <job>` cancels a queued or running prompt.
+`/uat prompt PR-123 --cancel <job>` (or `/uat prompt --cancel <job> PR-123`) cancels a queued or
+running prompt; its result then says who cancelled it.
+The PR can be named as `PR-123`, `#123`, `123`, `owner/repo#123` or its pasted link.
 A plain reply in the PR's thread does the same as `/uat prompt`.
 A long result comes with the agent's whole output as a file in the thread.
 """
@@ -25,7 +27,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def split(text: str) -> list[str]:
-    """The PR, then the prose exactly as typed (apostrophes and all), or `--cancel JOB`."""
+    """The PR, then the prose exactly as typed (apostrophes and all), or `--cancel JOB` (before
+    or after the PR)."""
+    if text.strip().startswith("--cancel"):
+        return text.split()
     pr, _, rest = text.strip().partition(" ")
     rest = rest.strip()
     if rest.startswith("--cancel"):
@@ -36,7 +41,7 @@ def split(text: str) -> list[str]:
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     env = await ctx.environments.find(args.pr)
     if args.cancel:
-        await ctx.services.prompts.cancel(env, args.cancel)
+        await ctx.services.prompts.cancel(env, args.cancel, ctx.user_id)
         await ctx.reply(slack_ui.prompt_cancelled(args.cancel))
         return
     queued = await ctx.services.prompts.submit(env, args.text, ctx.user_id)
@@ -48,7 +53,7 @@ async def cancel_click(ctx: CommandContext, value: dict[str, Any]) -> None:
     if not await claim_card(ctx, value, "cancel prompt"):
         return
     env = await ctx.environments.find(f"{repo}#{pr}")
-    await ctx.services.prompts.cancel(env, job)
+    await ctx.services.prompts.cancel(env, job, ctx.user_id)
     await ctx.reply(slack_ui.prompt_cancelled(job))
 
 

@@ -1,4 +1,8 @@
-"""Replace a PR's environment with a fresh task (same label; the image is resolved again)."""
+"""Replace a PR's environment with a fresh task (same label; the image is resolved again).
+
+Prompts still queued in the old container go to the new one, in order, once it is ready; the
+PR's thread says which were dropped (one that was running) and why.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from typing import Any
 from bot import slack_ui
 from bot.cards import claim_card, field
 from bot.context import CommandContext
+from bot.errors import UserError
+from bot.store import Environment
 
 NAME = "restart"
 
@@ -18,6 +24,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     env = await ctx.environments.find(args.pr)
+    await _restart(ctx, env)
+
+
+async def _restart(ctx: CommandContext, env: Environment) -> None:
+    """Take the old container's queued prompts along, then replace the task."""
+    if not slack_ui.restartable(env):
+        raise UserError(slack_ui.not_running(env.repo, env.pr))
+    await ctx.services.prompts.carry_over(env)
     await ctx.environments.restart(env.repo, env.pr, ctx.user_id)
     await ctx.reply(slack_ui.restarting(env))
 
@@ -25,9 +39,7 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
 async def on_click(ctx: CommandContext, value: dict[str, Any]) -> None:
     repo, pr = field(value, "repo", str), field(value, "pr", int)
     if await claim_card(ctx, value, "restart"):
-        await ctx.environments.restart(repo, pr, ctx.user_id)
-        env = await ctx.environments.find(f"{repo}#{pr}")
-        await ctx.reply(slack_ui.restarting(env))
+        await _restart(ctx, await ctx.environments.find(f"{repo}#{pr}"))
 
 
 ACTIONS = {"uat.env.restart": on_click}

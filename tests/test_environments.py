@@ -358,7 +358,7 @@ async def test_status_stop_and_extend_from_slack(
     await uat.settle()
     detail = str(uat.slack.responses[-1].body)
     assert "RUNNING" in detail and "ccccccc" in detail and "1 queued" in detail
-    await uat.slash("extend #2 4")
+    await uat.slash("extend #2 12")  # later than the 8 idle hours a launch gets
     await uat.settle()
     assert "now stops when idle" in uat.slack.responses[-1].body["text"]
     await uat.slash("status PR-99")
@@ -534,3 +534,125 @@ async def test_a_long_overview_still_fits_in_one_slack_answer(make_bot: BotFacto
     shown = json.dumps(answer.body["blocks"])
     assert "acme/web#100*" in shown and "acme/web#101*" not in shown
     assert "and 20 more (120 active)" in shown
+
+
+# ---------------------------------------------------------------- first-day rough edges (#11)
+
+
+def answer(bot: Bot) -> str:
+    text: str = bot.slack.responses[-1].body["text"]
+    return text
+
+
+async def test_a_prompt_while_starting_says_it_is_starting_and_until_when(
+    uat: Bot, account: UatAccount, containers: Containers
+) -> None:
+    environments = envs(uat)
+    environments.launch = _never  # type: ignore[method-assign]  # stays "starting", no task yet
+    await label(uat)
+    await uat.slash("prompt PR-2 add a footer")
+    await uat.settle()
+    env = await _env(uat)
+    assert env.state == "starting" and env.task_arn is None
+    started = float(env.data["launch_started"])
+    said = answer(uat)
+    assert said.startswith(f"{REPO}#2 is still starting (starting): it started ")
+    assert slack_ui.when(started + uat.settings.uat_launch_timeout_s) in said
+    assert "Label the PR" not in said
+    del environments.launch  # the real launch again: the task runs, the app is not up yet
+    await environments.launch(REPO, PR, str(env.data["session"]))
+    await uat.slash("prompt PR-2 add a footer")
+    await uat.settle()
+    assert await state(uat) == "running"
+    assert answer(uat).startswith(f"{REPO}#2 is still starting (running — waiting for the app)")
+
+
+async def test_extend_never_brings_the_idle_stop_earlier(uat: Bot) -> None:
+    await label(uat)
+    before = float((await _env(uat)).data["idle_until"])  # 8 hours from the launch
+    await uat.slash("extend PR-2 1")
+    await uat.settle()
+    env = await _env(uat)
+    assert float(env.data["idle_until"]) == before
+    assert answer(uat) == slack_ui.extend_kept(env, 1)
+    await uat.slash("extend PR-2 24")
+    await uat.settle()
+    later = await _env(uat)
+    assert float(later.data["idle_until"]) > before + 15 * 3600
+    assert answer(uat) == slack_ui.extended(later)
+
+
+async def test_bad_hours_get_the_allowed_range_at_once(uat: Bot) -> None:
+    await label(uat)
+    before = (await _env(uat)).data["idle_until"]
+    for hours in ("-5", "abc", "0", "10000", "nan", "inf", "0.5", "`<!channel>`"):
+        status, said = await uat.slash(f"extend PR-2 {hours}")  # answered in the ack
+        usage = uat.runtime.dispatcher.table["extend"].usage
+        assert status == 200 and said == slack_ui.usage_error(
+            slack_ui.bad_hours(hours, 1, 72), usage
+        ), hours
+        assert "<!channel>" not in said
+    await uat.settle()
+    assert (await _env(uat)).data["idle_until"] == before
+    assert uat.slack.responses == []  # nothing ran after the ack
+
+
+async def test_help_extend_shows_the_allowed_hours(uat: Bot) -> None:
+    from commands import extend
+
+    _, text = await uat.slash("help extend")
+    assert f"{extend.MIN_HOURS:g} to {extend.MAX_HOURS:g}" in text
+    assert "never brings the idle stop earlier" in text
+
+
+async def test_after_a_stop_the_hints_say_restart_while_the_pr_keeps_its_label(
+    uat: Bot, account: UatAccount
+) -> None:
+    await label(uat)
+    await uat.slash("stop PR-2")
+    await uat.settle()
+    assert await state(uat) == "stopped"
+    env = await _env(uat)
+    assert replies(uat)[-1].endswith("`/uat restart PR-2` starts it again.")
+    for command in ("stop PR-2", "extend PR-2 4", "prompt PR-2 add a footer"):
+        await uat.slash(command)
+        await uat.settle()
+        assert answer(uat) == slack_ui.not_running_env(env), command
+        assert "/uat restart PR-2" in answer(uat) and "Label the PR" not in answer(uat)
+    await uat.slash("restart PR-2")
+    await uat.settle()
+    assert await state(uat) == "running"
+    assert len(account.tasks(desired="RUNNING")) == 1
+
+
+async def test_a_closed_pr_keeps_the_label_hint_and_cannot_be_restarted(
+    uat: Bot, account: UatAccount
+) -> None:
+    await label(uat)
+    await uat.github("pull_request", pr_event("closed"))
+    await uat.settle()
+    assert "restart" not in replies(uat)[-1]
+    await uat.slash("stop PR-2")
+    await uat.settle()
+    assert answer(uat) == slack_ui.not_running(REPO, PR)
+    await uat.slash("restart PR-2")
+    await uat.settle()
+    assert answer(uat) == slack_ui.not_running(REPO, PR)
+    assert account.tasks(desired="RUNNING") == []
+    await uat.github("pull_request", pr_event("reopened", "uat"))  # labelled again: restartable
+    await uat.settle()
+    await uat.slash("stop PR-2")
+    await uat.settle()
+    assert replies(uat)[-1].endswith("`/uat restart PR-2` starts it again.")
+
+
+async def test_a_pr_can_be_named_by_the_link_slack_pastes(uat: Bot, account: UatAccount) -> None:
+    await label(uat)
+    await uat.slash(f"stop <https://github.com/{REPO}/pull/2|#2 Update the README>")
+    await uat.settle()
+    assert answer(uat) == slack_ui.stopping(await _env(uat))
+    assert await state(uat) == "stopped"
+    await uat.slash("status <https://github.com/o/r/issues/2|#2>")
+    await uat.settle()
+    assert answer(uat) == slack_ui.bad_pr_ref("<https://github.com/o/r/issues/2|#2>")
+    assert "https://github.com/owner/repo/pull/123" in answer(uat)

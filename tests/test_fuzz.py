@@ -301,17 +301,22 @@ def test_too_many_words_is_a_usage_error(name: str, words: list[str]) -> None:
 @PURE
 @given(st.floats() | st.integers(-(10**6), 10**6))
 @example(0.0)
+@example(0.99)
+@example(1.0)
 @example(72.0)
 @example(72.00000000000001)
 @example(5e-324)
-def test_extend_takes_hours_in_0_to_72(hours: float) -> None:
+def test_extend_takes_hours_in_1_to_72(hours: float) -> None:
     plan = DISPATCHER.plan(f"extend PR-1 {hours!r}")
-    if 0 < hours <= 72:
+    if 1 <= hours <= 72:
         assert plan.command is TABLE["extend"] and plan.args is not None
         assert plan.args.hours == hours
     else:
         assert plan.command is None and plan.answer is not None
         assert "Usage: `/uat extend" in plan.answer, plan.answer
+        # the allowed range in one sentence; argparse takes `-1e-05` for an option, not hours
+        range_said = plan.answer.startswith(slack_ui.bad_hours(repr(hours), 1, 72))
+        assert range_said or plan.answer.startswith("Unexpected: -"), plan.answer
 
 
 @PURE
