@@ -179,7 +179,7 @@ def slack_client(settings: Settings) -> AsyncWebClient:
 def build_store(settings: Settings) -> Store:
     """SQLite by default; DynamoDB when several replicas share state."""
     if settings.uat_store == "dynamodb":
-        from bot.store_dynamodb import DynamoStore
+        from bot.store.dynamodb import DynamoStore
 
         return DynamoStore(settings)
     return SqliteStore(settings.uat_db)

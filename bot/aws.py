@@ -63,10 +63,6 @@ class ImageInfo:
     def sha_tags(self) -> tuple[str, ...]:
         return tuple(t for t in self.tags if SHA_TAG.match(t))
 
-    @property
-    def short_digest(self) -> str:
-        return self.digest.removeprefix("sha256:")[:12]
-
 
 @dataclass(frozen=True)
 class Manifest:
@@ -124,10 +120,11 @@ async def caller_identity(settings: Settings, session: boto3.session.Session) ->
         answer = sts.get_caller_identity()
         return f"{answer['Account']} ({answer['Arn']})"
 
-    return await _call("GetCallerIdentity", run)
+    return await aws_call("GetCallerIdentity", run)
 
 
-async def _call(what: str, fn: Callable[[], T]) -> T:
+async def aws_call(what: str, fn: Callable[[], T]) -> T:
+    """Run a blocking boto3 call in a thread; its failures become an AwsError saying what to do."""
     try:
         return await asyncio.to_thread(fn)
     except ChangesRefused as exc:
@@ -167,7 +164,7 @@ class _Gateway:
 
     async def _guarded(self, what: str, fn: Callable[[], T]) -> T:
         try:
-            return await _call(what, fn)
+            return await aws_call(what, fn)
         except AwsError as exc:
             if self.on_error is not None:
                 self.on_error(what, exc.code)
@@ -186,7 +183,7 @@ class Ecr(_Gateway):
 
     @property
     def _client(self) -> Any:
-        """Made on first use (inside `_call`), so a missing region is a clear AwsError."""
+        """Made on first use (inside `aws_call`), so a missing region is a clear AwsError."""
         if self._ecr is None:
             session = self._session or boto3_session(self._settings)
             self._ecr = session.client(

@@ -17,7 +17,7 @@ from botocore.client import BaseClient
 
 from bot.config import load_settings
 from bot.store import AuditEntry, Environment, Relay
-from bot.store_dynamodb import DynamoStore
+from bot.store.dynamodb import DynamoStore
 from tests.conftest import DEPLOYER, ROOT, Bot, BotFactory
 from tests.test_environments import label, pr_event
 from tests.uat_aws import Containers, set_up_account
@@ -104,7 +104,6 @@ async def test_every_call_the_bot_makes_is_allowed(
     await store.open()
     await store.ping()
     await store.claim("d-1", "pull_request")
-    await store.forget("d-1")
     saved = await store.save_environment(Environment(repo="a/b", pr=1, state="starting"))
     await store.get_environment("a/b", 1)
     await store.list_environments()

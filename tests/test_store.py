@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import MIGRATIONS, RETENTION_S, LeaseLost, Post, SqliteStore, renewing
+from bot.store import RETENTION_S, LeaseLost, Post, SqliteStore, renewing
+from bot.store.sqlite import MIGRATIONS
 
 
 class Clock:

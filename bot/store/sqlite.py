@@ -1,226 +1,29 @@
-"""Persistence: the narrow Store interface the bot uses, and its SQLite implementation.
-
-Everything that must survive a restart lives here: PR environments, handled webhook deliveries,
-image-operation locks and the audit log. Every write that guards a side effect is conditional
-(unique keys, compare-and-set on a version), so a retry or a second replica cannot double it.
-No SQL leaves `SqliteStore`; a DynamoDB implementation provides the same methods.
-"""
+"""The default store: SQLite, one file in WAL mode. No SQL leaves this module."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiosqlite
 
+from bot.store.records import (
+    AuditEntry,
+    Clock,
+    Environment,
+    Lock,
+    LockHeld,
+    Post,
+    Relay,
+    VersionConflict,
+    next_version,
+)
+
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
-
-RETENTION_S = 30 * 24 * 3600  # one-time keys and posted-message keys are kept this long
-
-
-@dataclass(frozen=True)
-class Environment:
-    """One PR's UAT environment, as the bot last recorded it."""
-
-    repo: str
-    pr: int
-    state: str
-    label: str = ""
-    task_arn: str | None = None
-    thread_ts: str | None = None
-    image_digest: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    created_at: float = 0.0
-    updated_at: float = 0.0
-    version: int = 0
-
-
-@dataclass(frozen=True)
-class Lock:
-    """An exclusive hold on a named operation (e.g. "images"), expiring unless released."""
-
-    name: str
-    holder: str
-    reason: str
-    acquired_at: float
-    expires_at: float
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One thing somebody did or tried: who, what, from which digest to which, result."""
-
-    actor: str
-    action: str
-    result: str
-    detail: str = ""
-    from_digest: str | None = None
-    to_digest: str | None = None
-    at: float = 0.0
-
-
-@dataclass(frozen=True)
-class Relay:
-    """A prompt handed to a PR's container whose result the bot still has to post."""
-
-    job_id: str
-    repo: str
-    pr: int
-    user: str
-    thread_ts: str
-    prompt: str
-    created_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class Post:
-    """A Slack message the bot posts at most once: its key, where it goes, its ts once posted."""
-
-    key: str
-    channel: str
-    thread_ts: str | None = None
-    ts: str | None = None
-    created_at: float = 0.0
-
-
-class VersionConflict(Exception):
-    """Somebody else changed the environment first; re-read and decide again."""
-
-
-class LockHeld(Exception):
-    """The lock is held by somebody else."""
-
-    def __init__(self, lock: Lock) -> None:
-        super().__init__(f"{lock.name} is held by {lock.holder}: {lock.reason}")
-        self.lock = lock
-
-
-class Store(Protocol):
-    """What the rest of the bot may ask of persistence."""
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def ping(self) -> None: ...
-
-    async def claim(self, key: str, kind: str) -> bool:
-        """Record a one-time key (a webhook delivery ID, a card click); False if already taken."""
-        ...
-
-    async def claimed(self, key: str) -> bool:
-        """Whether `key` was claimed (without claiming it)."""
-        ...
-
-    async def forget(self, key: str) -> None:
-        """Undo a claim whose handling failed, so the sender's retry is acted on."""
-        ...
-
-    async def get_environment(self, repo: str, pr: int) -> Environment | None: ...
-
-    async def list_environments(
-        self, states: Collection[str] | None = None
-    ) -> list[Environment]: ...
-
-    async def save_environment(self, env: Environment) -> Environment:
-        """Insert (version 0) or update (version n) with compare-and-set; returns version n+1.
-
-        Raises VersionConflict when the stored version is not `env.version`.
-        """
-        ...
-
-    async def acquire_lock(self, name: str, holder: str, reason: str, ttl_s: float) -> Lock:
-        """Take `name`, or raise LockHeld with the current holder; expired locks are taken over."""
-        ...
-
-    async def release_lock(self, name: str, holder: str | None = None) -> bool:
-        """Release `name` if `holder` holds it (any holder when None); True if released."""
-        ...
-
-    async def get_lock(self, name: str) -> Lock | None: ...
-
-    async def hold_lease(self, name: str, holder: str, ttl_s: float) -> bool:
-        """Take or renew a lease (e.g. "watcher"): True while `holder` has it."""
-        ...
-
-    async def append_audit(self, entry: AuditEntry) -> None: ...
-
-    async def recent_audit(self, limit: int = 20) -> list[AuditEntry]: ...
-
-    async def open_relay(self, relay: Relay) -> None:
-        """Remember a prompt being followed (idempotent on the job id)."""
-        ...
-
-    async def close_relay(self, repo: str, pr: int, job_id: str) -> bool:
-        """Forget a followed prompt; False if it was already closed (somebody else posted)."""
-        ...
-
-    async def open_relays(self) -> list[Relay]: ...
-
-    async def reserve_post(self, post: Post) -> tuple[Post, bool]:
-        """Record a message about to be posted (idempotent on its key): what is stored, and
-        whether this call recorded it (False: an earlier attempt may have reached Slack)."""
-        ...
-
-    async def posted(self, key: str, ts: str) -> None:
-        """Record the ts Slack gave a reserved message."""
-        ...
-
-    async def prune(self, before: float) -> int:
-        """Forget one-time keys and message keys recorded before `before` (epoch seconds); how
-        many were forgotten. (DynamoDB's TTL does this there: 0.)"""
-        ...
-
-
-class LeaseLost(Exception):
-    """Somebody else took a lease while its holder still worked under it (the holder stalled
-    past its expiry): the holder's work was stopped."""
-
-
-@contextlib.asynccontextmanager
-async def renewing(store: Store, lease: str, holder: str, ttl_s: float) -> AsyncIterator[None]:
-    """While the block runs, renew a lease `holder` took (every third of `ttl_s`, so a dead
-    holder's lapses within seconds); release it afterwards. When a renewal finds the lease taken
-    by another holder, the block is cancelled and LeaseLost raised: two must not work at once."""
-    owner = asyncio.current_task()
-    lost = False
-
-    async def renew() -> None:
-        nonlocal lost
-        while True:
-            await asyncio.sleep(ttl_s / 3)
-            try:
-                held = await store.hold_lease(lease, holder, ttl_s)
-            except Exception:  # a blip: the next renewal is due well before the lease lapses
-                logger.warning("could not renew %s; trying again", lease, exc_info=True)
-                continue
-            if not held:
-                lost = True
-                logger.error("%s was taken over while %s worked under it: stopping", lease, holder)
-                if owner is not None:
-                    owner.cancel()
-                return
-
-    heartbeat = asyncio.create_task(renew(), name=f"renew {lease}")
-    try:
-        yield
-    except asyncio.CancelledError:
-        if lost and owner is not None and owner.uncancel() == 0:
-            raise LeaseLost(lease) from None
-        raise
-    finally:
-        heartbeat.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
-        if not lost:
-            await store.release_lock(lease, holder)
 
 
 MIGRATIONS: tuple[str, ...] = (
@@ -367,9 +170,6 @@ class SqliteStore:
         async with self.db.execute("SELECT 1 FROM deliveries WHERE id = ?", (key,)) as cur:
             return await cur.fetchone() is not None
 
-    async def forget(self, key: str) -> None:
-        await self.db.execute("DELETE FROM deliveries WHERE id = ?", (key,))
-
     # environments
 
     async def get_environment(self, repo: str, pr: int) -> Environment | None:
@@ -393,13 +193,7 @@ class SqliteStore:
         return [_environment(row) for row in rows]
 
     async def save_environment(self, env: Environment) -> Environment:
-        now = self._clock()
-        saved = replace(
-            env,
-            version=env.version + 1,
-            updated_at=now,
-            created_at=env.created_at or now,
-        )
+        saved = next_version(env, self._clock())
         values = (
             saved.state,
             saved.label,

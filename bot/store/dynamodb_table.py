@@ -1,0 +1,260 @@
+"""The DynamoDB table under `DynamoStore`: its key layout, creation and TTL, and the calls every
+record's code shares (each run in a thread; a failed condition is an answer, not an error)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from bot import slack_ui
+from bot.aws import RETRIES, AwsError, aws_call, boto3_session
+from bot.config import Settings
+from bot.store.records import RETENTION_S, Clock
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TTL_ATTRIBUTE = "expires_at_ttl"
+CLAIM_TTL_S = RETENTION_S
+LOCK_TTL_GRACE_S = 3600  # DynamoDB's clock may run ahead of ours: never let TTL beat expiry
+
+ENVIRONMENTS = "envs"
+AUDIT = "audit"
+RELAYS = "relays"
+
+# Many concurrent calls (a burst of webhooks, asyncio.gather) share one client's pool.
+CONFIG = RETRIES.merge(Config(max_pool_connections=50))
+
+CONDITION_FAILED = "ConditionalCheckFailedException"
+
+HINTS = slack_ui.DYNAMODB_HINTS
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def s_attr(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def n_attr(value: float) -> dict[str, str]:
+    return {"N": repr(value)}
+
+
+def put_opt(item: dict[str, Any], name: str, value: str | None) -> None:
+    if value is not None:
+        item[name] = s_attr(value)
+
+
+def str_of(item: dict[str, Any], name: str) -> str | None:
+    value = item.get(name)
+    return str(value["S"]) if value is not None else None
+
+
+def float_of(item: dict[str, Any], name: str) -> float:
+    return float(item[name]["N"])
+
+
+def int_of(item: dict[str, Any], name: str) -> int:
+    return int(item[name]["N"])
+
+
+def item_key(pk: str, sk: str) -> dict[str, Any]:
+    return {"pk": s_attr(pk), "sk": s_attr(sk)}
+
+
+def lock_key(name: str) -> dict[str, Any]:
+    return item_key(f"lock#{name}", "lock")
+
+
+def env_sk(repo: str, pr: int) -> str:
+    return f"{repo}#{pr}"
+
+
+class Table:
+    """The bot's one DynamoDB table: created when missing, and the calls every record needs
+    (run in a thread, errors translated, conditional writes answering True or False)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock = time.time,
+        session: boto3.session.Session | None = None,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._session = session
+        self._client: Any = None
+        self.table = settings.uat_dynamodb_table
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("store is not open")
+        return self._client
+
+    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run `fn` in a thread; AWS failures become AwsError naming the table and a fix."""
+        try:
+            return await aws_call(f"DynamoDB {what}", fn)
+        except AwsError as exc:
+            hint = HINTS.get(exc.code)
+            if hint is None:
+                raise
+            raise AwsError(
+                slack_ui.dynamodb_failed(what, self.table, exc.code, hint), exc.code
+            ) from None
+
+    # lifecycle
+
+    async def open(self) -> None:
+        def run() -> None:
+            if self._client is None:
+                session = self._session or boto3_session(self._settings)
+                self._client = session.client(
+                    "dynamodb", endpoint_url=self._settings.aws_endpoint_url, config=CONFIG
+                )
+            self._ensure_table()
+
+        await self._call("open", run)
+
+    def _ensure_table(self) -> None:
+        client = self._client
+        try:
+            table = client.describe_table(TableName=self.table)["Table"]
+        except ClientError as exc:
+            if error_code(exc) != "ResourceNotFoundException":
+                raise
+            table = self._create_table()
+        keys = {(k["AttributeName"], k["KeyType"]) for k in table.get("KeySchema", [])}
+        if keys != {("pk", "HASH"), ("sk", "RANGE")}:
+            raise AwsError(slack_ui.not_the_bots_table(self.table), "WrongKeySchema")
+        if table.get("TableStatus") != "ACTIVE":
+            client.get_waiter("table_exists").wait(
+                TableName=self.table, WaiterConfig={"Delay": 2, "MaxAttempts": 90}
+            )
+        self._ensure_ttl()
+
+    def _create_table(self) -> dict[str, Any]:
+        logger.info("creating DynamoDB table %s", self.table)
+        try:
+            response = self._client.create_table(
+                TableName=self.table,
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                ],
+                KeySchema=[
+                    {"AttributeName": "pk", "KeyType": "HASH"},
+                    {"AttributeName": "sk", "KeyType": "RANGE"},
+                ],
+                BillingMode="PAY_PER_REQUEST",
+            )
+            return dict(response["TableDescription"])
+        except ClientError as exc:
+            if error_code(exc) != "ResourceInUseException":
+                raise
+            # another replica is creating it right now
+            return dict(self._client.describe_table(TableName=self.table)["Table"])
+
+    def _ensure_ttl(self) -> None:
+        """Let DynamoDB delete stale claims and locks; without the permission, just warn."""
+        client = self._client
+        try:
+            described = client.describe_time_to_live(TableName=self.table)
+            ttl = described.get("TimeToLiveDescription", {})
+            if ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING"):
+                if ttl.get("AttributeName") != TTL_ATTRIBUTE:
+                    logger.warning(
+                        "DynamoDB table %s expires items by %s, not %s: old claims and locks "
+                        "will stay",
+                        self.table,
+                        ttl.get("AttributeName"),
+                        TTL_ATTRIBUTE,
+                    )
+                return
+            client.update_time_to_live(
+                TableName=self.table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
+            )
+        except ClientError as exc:
+            code = error_code(exc)
+            if code == "ValidationException":  # another replica enabled it meanwhile
+                return
+            if code == "AccessDeniedException":
+                logger.warning(
+                    "cannot enable TTL on DynamoDB table %s (%s): enable it on attribute %s, "
+                    "or old claims and locks stay forever",
+                    self.table,
+                    code,
+                    TTL_ATTRIBUTE,
+                )
+                return
+            raise
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await self._call("close", client.close)
+
+    async def ping(self) -> None:
+        def run() -> None:
+            self.client.describe_table(TableName=self.table)
+
+        await self._call("DescribeTable", run)
+
+    # conditional writes: True when written, False when the condition failed
+
+    def _put(self, item: dict[str, Any], condition: str, **kwargs: Any) -> bool:
+        try:
+            self.client.put_item(
+                TableName=self.table, Item=item, ConditionExpression=condition, **kwargs
+            )
+        except ClientError as exc:
+            if error_code(exc) != CONDITION_FAILED:
+                raise
+            return False
+        return True
+
+    def _delete(self, key: dict[str, Any], condition: str, **kwargs: Any) -> bool:
+        try:
+            self.client.delete_item(
+                TableName=self.table, Key=key, ConditionExpression=condition, **kwargs
+            )
+        except ClientError as exc:
+            if error_code(exc) != CONDITION_FAILED:
+                raise
+            return False
+        return True
+
+    def _get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        response = self.client.get_item(TableName=self.table, Key=key, ConsistentRead=True)
+        item = response.get("Item")
+        return dict(item) if item else None
+
+    def _query(
+        self, pk: str, values: dict[str, Any] | None = None, **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every item of one partition, in sort-key order (reversed with ScanIndexForward)."""
+        request: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": "pk = :pk",
+            "ExpressionAttributeValues": {":pk": s_attr(pk), **(values or {})},
+            "ConsistentRead": True,
+            **kwargs,
+        }
+        while True:
+            response = self.client.query(**request)
+            yield from response.get("Items", [])
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return
+            request["ExclusiveStartKey"] = last
