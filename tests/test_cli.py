@@ -23,8 +23,8 @@ import boto3
 import pytest
 
 from bot import slack_ui
-from tests.gitrepo import SourceRepo, remove_built_images
-from tests.services import ensure_dockerd, ensure_registry, fetch_manifest, require
+from tests.harness.gitrepo import SourceRepo, remove_built_images
+from tests.harness.services import ensure_dockerd, ensure_registry, fetch_manifest, require
 
 ROOT = Path(__file__).resolve().parents[1]
 ECR_REPOSITORY = "test-tickets-uat"
