@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start the real services the test suite and benchmarks need: a docker engine (dockerd) and an
-# auth-less registry on 127.0.0.1 (see tests/services.py). Installs Debian's packages first if
+# auth-less registry on 127.0.0.1 (see tests/harness/services.py). Installs Debian's packages first if
 # any of the tools is missing. Usage: .ci/services.sh [venv-python]   (default .venv/bin/python)
 set -euo pipefail
 
@@ -37,9 +37,9 @@ if [[ ! -x "${python}" ]]; then
 fi
 
 # Debian's docker-registry package ships a service on :5000 with htpasswd auth; we do not use
-# it (tests/services.py runs its own auth-less registry on 127.0.0.1), so it may stay as it is.
+# it (tests/harness/services.py runs its own auth-less registry on 127.0.0.1), so it may stay as it is.
 "${python}" -c '
-import tests.services as s
+import tests.harness.services as s
 print("docker engine:", s.ensure_dockerd())
 print("registry:     ", s.ensure_registry())
 '

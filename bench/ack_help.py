@@ -20,9 +20,9 @@ from bench import Row
 from bot.app import build_runtime
 from bot.config import load_settings
 from bot.server import create_web_app
-from tests.conftest import BOT_TOKEN, SIGNING_SECRET, bot_env
-from tests.signing import slack_headers, slash_command_body
-from tests.slack_stub import SlackStub
+from tests.harness.bot import BOT_TOKEN, SIGNING_SECRET, bot_env
+from tests.harness.signing import slack_headers, slash_command_body
+from tests.harness.slack_stub import SlackStub
 
 REQUESTS = 200
 

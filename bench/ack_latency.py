@@ -2,7 +2,7 @@
 
 Three processes, all on 127.0.0.1:
 
-* the Slack Web API stub (tests/slack_stub.py; `python -m bench.ack_latency --stub`), which
+* the Slack Web API stub (tests/harness/slack_stub/; `python -m bench.ack_latency --stub`), which
   takes the bot's after-ack `response_url` posts and notes when each arrived. It runs apart
   from the servers so that its Block Kit validation does not land on the servers' CPU;
 * the servers (`python -m bench.ack_latency --serve API_URL`): both apps, each on its own port
@@ -80,8 +80,8 @@ def met(ok: bool) -> str:
 
 
 async def _stub() -> None:
-    from tests.conftest import BOT_TOKEN
-    from tests.slack_stub import SlackStub
+    from tests.harness.bot import BOT_TOKEN
+    from tests.harness.slack_stub import SlackStub
 
     class TimedStub(SlackStub):
         """Notes when the answer to request `n` (its response_url's query) arrived."""
@@ -181,7 +181,7 @@ async def _serve(api_url: str) -> None:
     from bot.app import build_runtime
     from bot.config import load_settings
     from bot.server import create_web_app
-    from tests.conftest import BOT_TOKEN, SIGNING_SECRET, bot_env
+    from tests.harness.bot import BOT_TOKEN, SIGNING_SECRET, bot_env
 
     class Api:  # what bot_env reads from a SlackStub
         def __init__(self, url: str) -> None:
@@ -313,8 +313,8 @@ class Client:
     """Posts freshly signed `/uat <TEXT>` slash commands and times each answer."""
 
     def __init__(self, session: aiohttp.ClientSession, response_url: str) -> None:
-        from tests.conftest import CHANNEL, DEVELOPER, SIGNING_SECRET
-        from tests.signing import slack_headers, slash_command_body
+        from tests.harness.bot import CHANNEL, DEVELOPER, SIGNING_SECRET
+        from tests.harness.signing import slack_headers, slash_command_body
 
         self._session = session
         self._response_url = response_url

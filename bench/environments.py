@@ -2,8 +2,9 @@
 
 Everything is loopback. moto's server runs in a subprocess on 127.0.0.1
 (`python -m bench.environments --moto`, so its CPU is not this process's GIL); the Slack Web
-API stub (tests/slack_stub.py) and the containers' stand-in (tests/uat_aws.py `Containers`,
-whose /health answers 503 "installing" at once) run in this process on 127.0.0.1. The bot
+API stub (tests/harness/slack_stub/) and the containers' stand-in
+(tests/harness/uat_aws.py `Containers`, whose /health answers 503 "installing" at once) run in
+this process on 127.0.0.1. The bot
 reaches containers only through UAT_CONTAINER_URL, which points at that stand-in: nothing ever
 contacts the 10.x addresses moto invents.
 
@@ -193,9 +194,9 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
     from bot.config import load_settings
     from bot.environments import LIVE
     from bot.store import Environment
-    from tests.conftest import BOT_TOKEN, bot_env
-    from tests.slack_stub import SlackStub
-    from tests.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, Containers, set_up_account
+    from tests.harness.bot import BOT_TOKEN, bot_env
+    from tests.harness.slack_stub import SlackStub
+    from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, Containers, set_up_account
 
     reset_moto(endpoint)
     account = set_up_account(endpoint)
@@ -360,14 +361,14 @@ class Sender:
     """Posts signed GitHub deliveries to one bot and times each answer."""
 
     def __init__(self, session: Any, url: str) -> None:
-        from tests.conftest import WEBHOOK_SECRET
+        from tests.harness.bot import WEBHOOK_SECRET
 
         self.session = session
         self.url = f"{url}/github/webhook"
         self.secret = WEBHOOK_SECRET
 
     async def once(self, body: bytes, delivery: str) -> tuple[float, int, dict[str, Any]]:
-        from tests.signing import github_headers
+        from tests.harness.signing import github_headers
 
         headers = github_headers(self.secret, body, "pull_request", delivery)
         started = time.perf_counter()
@@ -423,9 +424,9 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
     import aiohttp
 
     from bot.config import load_settings
-    from tests.conftest import BOT_TOKEN, CHANNEL, FIXTURES, bot_env
-    from tests.slack_stub import SlackStub
-    from tests.uat_aws import CLUSTER, Containers, set_up_account
+    from tests.harness.bot import BOT_TOKEN, CHANNEL, FIXTURES, bot_env
+    from tests.harness.slack_stub import SlackStub
+    from tests.harness.uat_aws import CLUSTER, Containers, set_up_account
 
     reset_moto(endpoint)
     account = set_up_account(endpoint)

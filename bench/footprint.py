@@ -3,8 +3,8 @@
 The bot runs as its own process, `python -m bot.cli serve` (what the `uat-bot serve` console
 script runs), in an empty working directory (no `.env`) with only these settings:
 SLACK_BOT_TOKEN, SLACK_SIGNING_SECRET, SLACK_API_URL (the Slack Web API stub,
-tests/slack_stub.py, served by this process on 127.0.0.1), UAT_HOST=127.0.0.1, UAT_PORT (a free
-port) and UAT_DB (a fresh SQLite file).
+tests/harness/slack_stub/, served by this process on 127.0.0.1), UAT_HOST=127.0.0.1, UAT_PORT (a
+free port) and UAT_DB (a fresh SQLite file).
 
 * start-up: from just before `Popen` to the first `GET /healthz` that answers 200 (polled every
   POLL_S); median of RUNS starts. The baseline is a bare aiohttp server answering /healthz
@@ -16,7 +16,7 @@ port) and UAT_DB (a fresh SQLite file).
   1,000 `running` environments whose tasks are RUNNING in moto's ECS (server in a subprocess,
   as bench/environments.py runs it; one `run_task` per environment in the bot's own family,
   startedBy its session), and the bot is configured for that account with UAT_POLL_SECONDS=1
-  and UAT_CONTAINER_URL pointing at the containers' stand-in (tests/uat_aws.py `Containers`,
+  and UAT_CONTAINER_URL pointing at the containers' stand-in (tests/harness/uat_aws.py `Containers`,
   in this process). After /healthz, the watcher must finish WATCH_POLLS polls (counted on
   /metrics) and `/uat status` is asked STATUS_ASKS times (signed, through /slack/events, each
   answered before the next); then VmRSS is read. The baseline is the bare server's idle RSS.
@@ -168,7 +168,7 @@ def bare_argv(port: str) -> list[str]:
 
 
 def bot_settings(stub: Any, db: Path) -> dict[str, str]:
-    from tests.conftest import BOT_TOKEN, SIGNING_SECRET
+    from tests.harness.bot import BOT_TOKEN, SIGNING_SECRET
 
     return {
         "SLACK_BOT_TOKEN": BOT_TOKEN,
@@ -209,7 +209,7 @@ async def _idle(stub: Any, workdir: Path) -> dict[str, Any]:
 
 def _seed_tasks(account: Any, count: int, workdir: Path) -> list[tuple[int, str, str, str]]:
     """`count` RUNNING tasks in the bot's own family: (pr, session, task ARN, image digest)."""
-    from tests.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, OWN_FAMILY
+    from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, OWN_FAMILY
 
     workdir.mkdir(parents=True)
 
@@ -299,9 +299,9 @@ async def _metric(session: aiohttp.ClientSession, url: str, name: str) -> float:
 
 async def _loaded(stub: Any, endpoint: str, workdir: Path) -> dict[str, Any]:
     from bench.environments import reset_moto
-    from tests.conftest import CHANNEL, DEVELOPER, SIGNING_SECRET, WEBHOOK_SECRET
-    from tests.signing import slack_headers, slash_command_body
-    from tests.uat_aws import CLUSTER, Containers, set_up_account
+    from tests.harness.bot import CHANNEL, DEVELOPER, SIGNING_SECRET, WEBHOOK_SECRET
+    from tests.harness.signing import slack_headers, slash_command_body
+    from tests.harness.uat_aws import CLUSTER, Containers, set_up_account
 
     reset_moto(endpoint)
     account = set_up_account(endpoint)
@@ -402,8 +402,8 @@ async def _loaded(stub: Any, endpoint: str, workdir: Path) -> dict[str, Any]:
 
 
 async def _run(endpoint: str, workdir: Path) -> list[Row]:
-    from tests.conftest import BOT_TOKEN
-    from tests.slack_stub import SlackStub
+    from tests.harness.bot import BOT_TOKEN
+    from tests.harness.slack_stub import SlackStub
 
     async with SlackStub(token=BOT_TOKEN) as stub:
         idle = await _idle(stub, workdir / "idle")

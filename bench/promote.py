@@ -4,7 +4,7 @@
   against moto's ECR server on 127.0.0.1: BatchGetImage of :staging, then PutImage of that
   manifest as :latest, with the DescribeImages checks, the store lock and the audit entry.
 * baseline: the same move done with image bytes, through the real docker engine and the local
-  registry on 127.0.0.1:5055 (tests/services.py): `docker pull :staging`, tag `:latest`,
+  registry on 127.0.0.1:5055 (tests/harness/services.py): `docker pull :staging`, tag `:latest`,
   `push :latest`, with no local copy of the image to start from. The image is FROM scratch
   with one ~20 MB layer of incompressible bytes.
 
@@ -192,7 +192,7 @@ class PullTagPush:
     """`docker pull :staging`, tag `:latest`, `push :latest` through the engine and registry."""
 
     def __init__(self) -> None:
-        from tests.services import docker_client, ensure_registry
+        from tests.harness.services import docker_client, ensure_registry
 
         self.client = docker_client(timeout=300)
         self.name = f"{ensure_registry()}/{REPOSITORY}"

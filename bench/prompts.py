@@ -2,10 +2,11 @@
 
 Everything is loopback. The real prompt server (`python container/prompt_server.py`, as the
 container's entrypoint starts it) runs as a subprocess on 127.0.0.1 with WORK_DIR a temp git repo
-(tests/container_helpers.py `make_repo`), UAT_PROMPT_TOKEN, PROMPT_STATE (the entrypoint sets it,
-so every queue change is fsynced), APP_PORT a port this process listens on, and CLAUDE_CMD the
-fake agent (tests/fake_claude.py via `fake_claude_cmd()`). Its log goes to a file. The clients,
-the Slack Web API stub (tests/slack_stub.py), the bot and a tiny timestamping proxy share this
+(tests/harness/container_helpers.py `make_repo`), UAT_PROMPT_TOKEN, PROMPT_STATE (the entrypoint
+sets it, so every queue change is fsynced), APP_PORT a port this process listens on, and
+CLAUDE_CMD the fake agent (tests/harness/fake_claude.py via `fake_claude_cmd()`). Its log goes to
+a file. The clients,
+the Slack Web API stub (tests/harness/slack_stub/), the bot and a tiny timestamping proxy share this
 process. With two or more CPUs the server (and the agents and git it starts, which inherit its
 affinity) is pinned to one CPU and this process to another for the run.
 
@@ -94,7 +95,7 @@ class PromptServer:
     """`python container/prompt_server.py` on 127.0.0.1, with the fake agent; log to a file."""
 
     def __init__(self, tmp: Path) -> None:
-        from tests.container_helpers import (
+        from tests.harness.container_helpers import (
             PROMPT_SERVER,
             TOKEN,
             fake_claude_cmd,
@@ -340,9 +341,9 @@ async def _relay(server: PromptServer, session: aiohttp.ClientSession, tmp: Path
     from bot.config import load_settings
     from bot.server import create_web_app
     from bot.store import Environment
-    from tests.conftest import BOT_TOKEN, CHANNEL, DEVELOPER, SIGNING_SECRET, bot_env
-    from tests.signing import slack_headers, slash_command_body
-    from tests.slack_stub import SlackStub
+    from tests.harness.bot import BOT_TOKEN, CHANNEL, DEVELOPER, SIGNING_SECRET, bot_env
+    from tests.harness.signing import slack_headers, slash_command_body
+    from tests.harness.slack_stub import SlackStub
 
     proxy = Proxy(server.url)
     await proxy.start()

@@ -1,44 +1,26 @@
-"""Fixtures every test suite reuses: the Slack stub, moto's server, a running bot, corpora."""
+"""Fixtures every test suite reuses: the Slack stub, moto's server, the UAT account, a running bot.
+
+What the fixtures are made of lives in tests/harness/."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from bot.app import Runtime, build_runtime
-from bot.config import Settings, load_settings
+from bot.config import load_settings
 from bot.server import create_web_app
-from tests.signing import github_headers, slack_headers, slash_command_body
-from tests.slack_stub import SlackStub
-from tests.uat_aws import Containers, UatAccount, set_up_account
+from tests.harness.bot import BOT_TOKEN, Bot, BotFactory, bot_env
+from tests.harness.slack_stub import SlackStub
+from tests.harness.uat_aws import Containers, UatAccount, set_up_account
 
 logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto server request lines
-
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT / "tests" / "fixtures"
-
-SIGNING_SECRET = "test-signing-secret-0123456789"
-BOT_TOKEN = "xoxb-test-token"
-WEBHOOK_SECRET = "test-webhook-secret-0123456789"
-CHANNEL = "C0UAT"
-DEPLOYER = "U0DEPLOYER"
-DEVELOPER = "U0DEVELOPER"
-
-
-def reference(path: str) -> Any:
-    """A file from tests/fixtures (written elsewhere; see its README), parsed when it is JSON."""
-    file = FIXTURES / path
-    return json.loads(file.read_text()) if file.suffix == ".json" else file.read_text()
 
 
 @pytest.fixture
@@ -92,83 +74,6 @@ async def containers() -> AsyncIterator[Containers]:
     await stand_in.start()
     yield stand_in
     await stand_in.stop()
-
-
-@dataclass
-class Bot:
-    """A real `uat-bot serve` application on 127.0.0.1, and ways to talk to it as senders do."""
-
-    url: str
-    runtime: Runtime
-    slack: SlackStub
-    http: aiohttp.ClientSession
-
-    @property
-    def settings(self) -> Settings:
-        return self.runtime.services.settings
-
-    async def slash(
-        self, text: str, *, user: str = DEVELOPER, channel: str = CHANNEL
-    ) -> tuple[int, str]:
-        body = slash_command_body(
-            text, user_id=user, channel_id=channel, response_url=self.slack.new_response_url()
-        )
-        async with self.http.post(
-            f"{self.url}/slack/events", data=body, headers=slack_headers(SIGNING_SECRET, body)
-        ) as response:
-            return response.status, await response.text()
-
-    async def post_slack(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
-        async with self.http.post(
-            f"{self.url}/slack/events", data=body, headers=headers
-        ) as response:
-            return response.status, await response.text()
-
-    async def github(
-        self, event: str, payload: Any, *, delivery: str | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        headers = github_headers(WEBHOOK_SECRET, body, event, delivery)
-        return await self.post_github(body, headers)
-
-    async def post_github(self, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        async with self.http.post(
-            f"{self.url}/github/webhook", data=body, headers=headers
-        ) as response:
-            return response.status, await response.json()
-
-    async def settle(self) -> None:
-        """Wait for the background work started so far to finish."""
-        await self.runtime.services.tasks.join()
-
-    async def settle_startup(self) -> None:
-        """Wait for start-up reconciliation, the watcher's first round, and what they began."""
-        environments = self.runtime.services.environments
-        for _ in range(500):
-            if environments.polls:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("the watcher never ran its first round")
-        await self.settle()
-
-
-BotFactory = Callable[..., Any]
-
-
-def bot_env(slack: SlackStub, tmp_path: Path, **overrides: str) -> dict[str, str]:
-    env = {
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "GITHUB_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "UAT_CHANNEL": CHANNEL,
-        "UAT_DEPLOYERS": DEPLOYER,
-        "UAT_DB": str(tmp_path / "uat-bot.db"),
-        "UAT_PROMPT_TOKEN": "test-prompt-token-0123456789",
-    }
-    env.update(overrides)
-    return env
 
 
 @pytest.fixture

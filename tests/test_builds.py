@@ -23,10 +23,10 @@ import pytest
 from bot import slack_ui
 from bot.app import Runtime
 from bot.pipeline import LOCK
-from tests.conftest import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
-from tests.gitrepo import SourceRepo, dockerfile, remove_built_images
-from tests.services import ensure_dockerd, ensure_registry, fetch_manifest, require
-from tests.signing import block_actions_body, slack_headers, slash_command_body
+from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
+from tests.harness.gitrepo import SourceRepo, dockerfile, remove_built_images
+from tests.harness.services import ensure_dockerd, ensure_registry, fetch_manifest, require
+from tests.harness.signing import block_actions_body, slack_headers, slash_command_body
 
 SLACK_ACK_S = 3.0  # Slack shows an error when a slash command is not acknowledged within 3 s
 

@@ -32,9 +32,9 @@ import pytest
 from bot import docs, slack_ui
 from bot.pipeline import LOCK
 from bot.store import AuditEntry, SqliteStore
-from tests.conftest import DEPLOYER
-from tests.gitrepo import SourceRepo, remove_built_images
-from tests.services import ensure_dockerd, ensure_registry, fetch_manifest, require
+from tests.harness.bot import DEPLOYER
+from tests.harness.gitrepo import SourceRepo, remove_built_images
+from tests.harness.services import ensure_dockerd, ensure_registry, fetch_manifest, require
 
 ROOT = Path(__file__).resolve().parents[1]
 ECR_REPOSITORY = "test-tickets-uat"

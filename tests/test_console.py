@@ -24,9 +24,9 @@ import pytest
 from bot import slack_ui
 from bot.console import ConsoleChat, render
 from bot.local import LATEST_COMMIT, SEED_COMMITS, STAGING_COMMIT, digest_of, manifest_for
-from tests.gitrepo import remove_built_images
-from tests.services import ensure_dockerd, ensure_registry, require
-from tests.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, UatAccount
+from tests.harness.gitrepo import remove_built_images
+from tests.harness.services import ensure_dockerd, ensure_registry, require
+from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, UatAccount
 
 DEFAULT_ACCOUNT_ID = "123456789012"  # moto's
 REPOSITORY = "test-tickets-uat"  # the default UAT_ECR_REPOSITORY, which both worlds use

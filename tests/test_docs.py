@@ -11,7 +11,7 @@ import pytest
 from bot import docs, slack_ui
 from bot.config import Settings
 from bot.dispatch import Dispatcher, load_commands
-from tests.conftest import ROOT
+from tests.harness.bot import ROOT
 
 README = (ROOT / "README.md").read_text()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.container_helpers import (
+from tests.harness.container_helpers import (
     DOCKERFILE,
     ENTRYPOINT,
     GIT_ENV,

@@ -5,7 +5,6 @@ stand-in containers on 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 from typing import Any
 
@@ -15,25 +14,10 @@ import pytest
 from bot import slack_ui
 from bot.environments import Environments
 from bot.store import Environment
-from tests.conftest import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory, reference
-from tests.signing import block_actions_body, event_body, slack_headers
-from tests.uat_aws import BASE_FAMILY, OWN_FAMILY, Containers, UatAccount
-
-REPO = "Codertocat/Hello-World"
-PR = 2
-
-
-def pr_event(action: str, label: str | None = None, **pull: Any) -> dict[str, Any]:
-    """An octokit payload from the corpora, with the label renamed to a UAT one."""
-    payload = copy.deepcopy(reference(f"github_webhooks/pull_request/{action}.payload.json"))
-    if label is not None:
-        payload["label"] = {**payload.get("label", {}), "name": label}
-        if action != "unlabeled":
-            payload["pull_request"]["labels"] = [{"name": label}]
-        else:
-            payload["pull_request"]["labels"] = []
-    payload["pull_request"].update(pull)
-    return payload
+from tests.harness.bot import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory
+from tests.harness.pull_requests import PR, REPO, label, pr_event, root_messages
+from tests.harness.signing import block_actions_body, event_body, slack_headers
+from tests.harness.uat_aws import BASE_FAMILY, OWN_FAMILY, Containers, UatAccount
 
 
 @pytest.fixture
@@ -45,20 +29,6 @@ async def uat(make_bot: BotFactory, account: UatAccount, containers: Containers)
 
 def envs(bot: Bot) -> Environments:
     return bot.runtime.services.environments
-
-
-async def label(bot: Bot, name: str = "uat", *, delivery: str | None = None, **pull: Any) -> int:
-    status, body = await bot.github(
-        "pull_request", pr_event("labeled", name, **pull), delivery=delivery
-    )
-    assert status in (200, 202), body
-    await bot.settle()
-    return status
-
-
-def root_messages(bot: Bot) -> list[dict[str, Any]]:
-    messages = bot.slack.messages.get(CHANNEL, [])
-    return [m for m in messages if m.get("thread_ts") in (None, m["ts"])]
 
 
 def replies(bot: Bot) -> list[str]:

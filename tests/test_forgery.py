@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from bot import slack_ui
 from bot.cards import card_value
 from bot.github import PullRequestEvent, signature
-from tests.conftest import (
+from tests.harness.bot import (
     CHANNEL,
     DEPLOYER,
     DEVELOPER,
@@ -38,8 +38,13 @@ from tests.conftest import (
     BotFactory,
     reference,
 )
-from tests.ecr_seed import REPOSITORY, digest_at, seed
-from tests.signing import block_actions_body, slack_headers, slack_signature, slash_command_body
+from tests.harness.ecr_seed import REPOSITORY, digest_at, seed
+from tests.harness.signing import (
+    block_actions_body,
+    slack_headers,
+    slack_signature,
+    slash_command_body,
+)
 
 HTTP = settings(
     max_examples=60,

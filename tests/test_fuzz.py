@@ -33,7 +33,7 @@ from bot.dispatch import Dispatcher, Plan, load_commands
 from bot.errors import UserError
 from bot.github import BadPayload, parse_pull_request, signature
 from bot.server import malformed_event
-from tests.conftest import (
+from tests.harness.bot import (
     CHANNEL,
     DEPLOYER,
     DEVELOPER,
@@ -43,7 +43,7 @@ from tests.conftest import (
     BotFactory,
     reference,
 )
-from tests.signing import block_actions_body, event_body, slack_headers, slash_command_body
+from tests.harness.signing import block_actions_body, event_body, slack_headers, slash_command_body
 
 TABLE, ACTIONS = load_commands()
 DISPATCHER = Dispatcher(TABLE, ACTIONS)

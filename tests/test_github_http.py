@@ -10,8 +10,8 @@ import pytest
 
 from bot.app import Runtime
 from bot.github import PullRequestEvent, signature, verify_signature
-from tests.conftest import WEBHOOK_SECRET, Bot, BotFactory, reference
-from tests.signing import github_headers
+from tests.harness.bot import WEBHOOK_SECRET, Bot, BotFactory, reference
+from tests.harness.signing import github_headers
 
 ACTIONS = ("opened", "labeled", "unlabeled", "closed", "reopened", "synchronize")
 

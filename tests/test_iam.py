@@ -18,9 +18,9 @@ from botocore.client import BaseClient
 from bot.config import load_settings
 from bot.store import AuditEntry, Environment, Relay
 from bot.store.dynamodb import DynamoStore
-from tests.conftest import DEPLOYER, ROOT, Bot, BotFactory
-from tests.test_environments import label, pr_event
-from tests.uat_aws import Containers, set_up_account
+from tests.harness.bot import DEPLOYER, ROOT, Bot, BotFactory
+from tests.harness.pull_requests import label, pr_event
+from tests.harness.uat_aws import Containers, set_up_account
 
 IAM = ROOT / "docs" / "iam"
 # Pushing layers is done by the docker engine with the ECR login the bot hands it.

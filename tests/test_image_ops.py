@@ -21,9 +21,9 @@ from bot import slack_ui
 from bot.aws import ImageInfo
 from bot.pipeline import LOCK
 from bot.store import AuditEntry
-from tests.conftest import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
-from tests.ecr_seed import REPOSITORY, digest_at, seed, tag_sha
-from tests.signing import block_actions_body, slack_headers
+from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
+from tests.harness.ecr_seed import REPOSITORY, digest_at, seed, tag_sha
+from tests.harness.signing import block_actions_body, slack_headers
 
 # Four commits of the UAT app, oldest first.
 FIRST = "1f3c5a7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.harness.bot import ROOT
 
 
 def _old_python(tmp_path: Path) -> Path:

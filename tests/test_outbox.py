@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.chat import SlackChat
 from bot.outbox import Outbox
 from bot.store import Post, SqliteStore
-from tests.slack_stub import SlackStub
+from tests.harness.slack_stub import SlackStub
 
 CHANNEL = "C0UAT"
 

@@ -15,12 +15,12 @@ from aiohttp import web
 
 from bot import slack_ui
 from container.prompt_server import Config, create_app
-from tests.conftest import CHANNEL, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
-from tests.container_helpers import fake_claude_cmd, make_repo
-from tests.fake_claude import long_lines
-from tests.signing import block_actions_body, event_body, slack_headers
-from tests.test_environments import label, root_messages
-from tests.uat_aws import UatAccount
+from tests.harness.bot import CHANNEL, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
+from tests.harness.container_helpers import fake_claude_cmd, make_repo
+from tests.harness.fake_claude import long_lines
+from tests.harness.pull_requests import label, root_messages
+from tests.harness.signing import block_actions_body, event_body, slack_headers
+from tests.harness.uat_aws import UatAccount
 
 TOKEN = "test-prompt-token-0123456789"  # the bot's UAT_PROMPT_TOKEN in tests/conftest.py
 

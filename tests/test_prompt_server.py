@@ -1,6 +1,6 @@
-"""The container's prompt server over real HTTP on 127.0.0.1, running tests/fake_claude.py as the
-agent in a real git repo: auth, limits, FIFO, results, timeouts, cancel, health, persistence, full
-outputs."""
+"""The container's prompt server over real HTTP on 127.0.0.1, running tests/harness/fake_claude.py
+as the agent in a real git repo: auth, limits, FIFO, results, timeouts, cancel, health,
+persistence, full outputs."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ from container.prompt_server import (
     create_app,
     size_text,
 )
-from tests.container_helpers import (
+from tests.harness.container_helpers import (
     PROMPT_SERVER,
     TOKEN,
     answers,
@@ -49,7 +49,7 @@ from tests.container_helpers import (
     read_pids,
     wait_until,
 )
-from tests.fake_claude import long_lines
+from tests.harness.fake_claude import long_lines
 
 FINAL_STATES = ("succeeded", "failed", "cancelled", "timed_out")
 

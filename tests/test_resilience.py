@@ -33,7 +33,7 @@ from bot.aws import AwsError
 from bot.environments import LAUNCH_LEASE_S, Environments
 from bot.github import PullRequestEvent
 from bot.store import Environment
-from tests.conftest import (
+from tests.harness.bot import (
     CHANNEL,
     DEPLOYER,
     WEBHOOK_SECRET,
@@ -41,11 +41,11 @@ from tests.conftest import (
     BotFactory,
     bot_env,
 )
-from tests.processes import BotProcess
-from tests.signing import github_headers
-from tests.slack_stub import SlackStub
-from tests.test_environments import REPO, pr_event
-from tests.uat_aws import Containers, UatAccount
+from tests.harness.processes import BotProcess
+from tests.harness.pull_requests import REPO, pr_event
+from tests.harness.signing import github_headers
+from tests.harness.slack_stub import SlackStub
+from tests.harness.uat_aws import Containers, UatAccount
 
 T = TypeVar("T")
 

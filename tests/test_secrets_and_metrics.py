@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from bot.logs import configure_logging
-from tests.conftest import BOT_TOKEN, DEPLOYER, SIGNING_SECRET, WEBHOOK_SECRET, Bot, BotFactory
-from tests.test_environments import label, pr_event
-from tests.uat_aws import Containers, UatAccount, set_up_account
+from tests.harness.bot import BOT_TOKEN, DEPLOYER, SIGNING_SECRET, WEBHOOK_SECRET, Bot, BotFactory
+from tests.harness.pull_requests import label, pr_event
+from tests.harness.uat_aws import Containers, UatAccount, set_up_account
 
 PROMPT_TOKEN = "prompt-token-that-must-stay-hidden-42"
 AWS_SECRET = "aws-secret-key-that-must-stay-hidden-42"

@@ -17,10 +17,10 @@ import pytest
 
 from bot import app
 from bot.config import FIND_CHANNEL_ID, token_refused
-from tests.conftest import SIGNING_SECRET, Bot, BotFactory, bot_env
-from tests.processes import BotProcess, free_port, serve_until_exit
-from tests.signing import slack_headers, slash_command_body
-from tests.slack_stub import SlackStub
+from tests.harness.bot import SIGNING_SECRET, Bot, BotFactory, bot_env
+from tests.harness.processes import BotProcess, free_port, serve_until_exit
+from tests.harness.signing import slack_headers, slash_command_body
+from tests.harness.slack_stub import SlackStub
 
 HEADER = "uat-bot is not configured correctly:"
 # A log line: "2026-11-30 07:21:54,332 WARNING bot.app: ..." -> "WARNING bot.app: ..."

@@ -1,4 +1,4 @@
-"""End-to-end proof that tests/services.py gives a working docker engine and registry.
+"""End-to-end proof that tests/harness/services.py gives a working docker engine and registry.
 
 Builds a FROM-scratch image with the docker SDK, pushes it to the local registry over plain
 http, and checks the registry serves the very manifest the push reported.
@@ -19,7 +19,7 @@ import docker
 import pytest
 
 try:
-    from tests.services import (
+    from tests.harness.services import (
         docker_client,
         ensure_dockerd,
         ensure_registry,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.chat import ChatError
-from tests.conftest import CHANNEL, Bot
+from tests.harness.bot import CHANNEL, Bot
 
 
 async def test_messages_and_updates_arrive_in_order_after_429s_and_5xxs(bot: Bot) -> None:

@@ -12,8 +12,8 @@ from bot.app import Runtime
 from bot.context import CommandContext
 from bot.dispatch import command_from_module
 from bot.errors import UserError
-from tests.conftest import SIGNING_SECRET, Bot, BotFactory, reference
-from tests.signing import event_body, slack_headers, slack_signature, slash_command_body
+from tests.harness.bot import SIGNING_SECRET, Bot, BotFactory, reference
+from tests.harness.signing import event_body, slack_headers, slack_signature, slash_command_body
 
 
 def test_signer_matches_slacks_documented_vector() -> None:

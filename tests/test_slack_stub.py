@@ -15,7 +15,7 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from tests.slack_stub import SlackStub, StubFile
+from tests.harness.slack_stub import SlackStub, StubFile
 
 SECTION: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": "*hello*"}}
 METADATA: dict[str, Any] = {"event_type": "uat_run", "event_payload": {"pr": 42, "ok": True}}

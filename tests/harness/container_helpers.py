@@ -20,8 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-ROOT = Path(__file__).resolve().parents[1]
-FAKE_CLAUDE = ROOT / "tests" / "fake_claude.py"
+ROOT = Path(__file__).resolve().parents[2]
+FAKE_CLAUDE = ROOT / "tests" / "harness" / "fake_claude.py"
 PROMPT_SERVER = ROOT / "container" / "prompt_server.py"
 ENTRYPOINT = ROOT / "container" / "entrypoint.sh"
 DOCKERFILE = ROOT / "container" / "Dockerfile"

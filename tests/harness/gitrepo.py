@@ -147,7 +147,7 @@ def remove_built_images(root: Path, repository: str) -> None:
     """
     import docker
 
-    from tests.services import docker_client
+    from tests.harness.services import docker_client
 
     shorts: set[str] = set()
     for git_dir in root.glob("*/.git"):

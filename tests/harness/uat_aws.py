@@ -16,7 +16,7 @@ import boto3
 from aiohttp import web
 
 from bot.local import manifest_for
-from tests.ecr_seed import fresh_repository, put
+from tests.harness.ecr_seed import fresh_repository, put
 
 CLUSTER = "uat"
 BASE_FAMILY = "uat-base"

@@ -1,0 +1,95 @@
+"""chat.*: post, update, ephemeral, delete, permalink."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from tests.harness.slack_stub.server import BOT_USER_ID, Handler, StubServer
+from tests.harness.slack_stub.validation import SlackError, checked_metadata, missing
+
+
+class ChatMethods(StubServer):
+    """chat.*: post, update, ephemeral, delete, permalink."""
+
+    def _chat_post_message(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._str_param(params, "channel")
+        if channel is None:
+            raise SlackError("channel_not_found")
+        text, blocks, attachments = self._checked_content(params)
+        metadata = checked_metadata(params)
+        thread_ts = self._thread_root(channel, self._str_param(params, "thread_ts"))
+        ts = self._next_ts()
+        msg = self._new_message(channel, ts, text or "", blocks, attachments, thread_ts)
+        if metadata is not None:
+            msg["metadata"] = metadata
+        self._store_post(msg)
+        return {"ok": True, "channel": channel, "ts": ts, "message": self._public(msg)}
+
+    def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, msg = self._existing(params, "ts")
+        text, blocks, attachments = self._checked_content(params)
+        metadata = checked_metadata(params)
+        # Slack keeps fields that the update omits; an empty list clears blocks/attachments.
+        if metadata is not None:
+            msg["metadata"] = metadata
+        if text is not None:
+            msg["text"] = text
+        if blocks is not None:
+            msg["blocks"] = blocks or None
+        if attachments is not None:
+            msg["attachments"] = attachments or None
+        msg["edited"] = {"user": BOT_USER_ID, "ts": self._next_ts()}
+        return {
+            "ok": True,
+            "channel": channel,
+            "ts": msg["ts"],
+            "text": msg["text"],
+            "message": self._public(msg),
+        }
+
+    def _chat_post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = self._str_param(params, "channel")
+        if channel is None:
+            raise SlackError("channel_not_found")
+        user = self._str_param(params, "user")
+        if user is None:
+            raise missing("user")
+        text, blocks, attachments = self._checked_content(params)
+        message_ts = self._next_ts()
+        self.ephemerals.append(
+            {
+                "channel": channel,
+                "user": user,
+                "text": text or "",
+                "blocks": blocks,
+                "attachments": attachments,
+                "thread_ts": self._str_param(params, "thread_ts"),
+                "message_ts": message_ts,
+            }
+        )
+        return {"ok": True, "message_ts": message_ts}
+
+    def _chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, msg = self._existing(params, "ts")
+        self.messages[channel].remove(msg)
+        self.deleted.append(msg)
+        return {"ok": True, "channel": channel, "ts": msg["ts"]}
+
+    def _chat_get_permalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, msg = self._existing(params, "message_ts")
+        link = f"{self.base_url}archives/{channel}/p{msg['ts'].replace('.', '')}"
+        root = msg.get("thread_ts")
+        if root and root != msg["ts"]:
+            link += "?" + urlencode({"thread_ts": root, "cid": channel})
+        return {"ok": True, "channel": channel, "permalink": link}
+
+    def _handlers(self) -> dict[str, Handler]:
+        return {
+            **super()._handlers(),
+            "chat.postMessage": self._chat_post_message,
+            "chat.update": self._chat_update,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.delete": self._chat_delete,
+            "chat.getPermalink": self._chat_get_permalink,
+        }
