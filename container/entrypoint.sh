@@ -198,7 +198,7 @@ listener_vpc() {
 }
 
 add_routing() {
-    local host ip vpc name err priority attempt
+    local host ip vpc name err priority attempt owner tags
     if [[ -z ${SESSION_ID:-} || -z ${UAT_DOMAIN:-} ]]; then
         fail "ALB_LISTENER_ARN is set but SESSION_ID or UAT_DOMAIN is not"
         return 1
@@ -214,12 +214,19 @@ add_routing() {
         fail "ALB routing: cannot find the listener's VPC: $(tail -n 2 "$err")"
         return 1
     fi
+    # The task role may only touch routing tagged with its own role session (docs/iam/README.md):
+    # uat-owner is this task's aws:userid, which GetCallerIdentity tells without any permission.
+    if ! owner=$(aws sts get-caller-identity --query UserId --output text 2>"$err"); then
+        fail "ALB routing: cannot tell this task's AWS identity: $(tail -n 2 "$err")"
+        return 1
+    fi
+    tags=("Key=SESSION_ID,Value=$SESSION_ID" "Key=managed-by,Value=uat-bot" "Key=uat-owner,Value=$owner")
     name="uat-${SESSION_ID//[^a-zA-Z0-9-]/-}"
     name="${name:0:32}"
     name="${name%-}"
     if ! TG_ARN=$(aws_elb create-target-group --name "$name" --protocol HTTP \
         --port "$APP_PORT" --target-type ip --vpc-id "$vpc" \
-        --health-check-path "${ALB_HEALTH_PATH:-/}" --tags "Key=SESSION_ID,Value=$SESSION_ID" \
+        --health-check-path "${ALB_HEALTH_PATH:-/}" --tags "${tags[@]}" \
         --query 'TargetGroups[0].TargetGroupArn' --output text 2>"$err"); then
         TG_ARN=""
         fail "ALB routing: cannot create target group $name: $(tail -n 2 "$err")"
@@ -238,7 +245,7 @@ add_routing() {
         if RULE_ARN=$(aws_elb create-rule --listener-arn "$ALB_LISTENER_ARN" \
             --priority "$priority" --conditions "Field=host-header,Values=$host" \
             --actions "Type=forward,TargetGroupArn=$TG_ARN" \
-            --tags "Key=SESSION_ID,Value=$SESSION_ID" \
+            --tags "${tags[@]}" \
             --query 'Rules[0].RuleArn' --output text 2>"$err"); then
             log "ALB: $host -> $ip:$APP_PORT (rule priority $priority)"
             rm -f "$err"

@@ -17,6 +17,7 @@ from bot.app import Runtime, build_runtime
 from bot.config import load_settings
 from bot.server import create_web_app
 from tests.harness.bot import BOT_TOKEN, Bot, BotFactory, bot_env
+from tests.harness.entrypoint import alb, remote, run_entrypoint  # noqa: F401 (fixtures)
 from tests.harness.slack_stub import SlackStub
 from tests.harness.uat_aws import Containers, UatAccount, set_up_account
 
