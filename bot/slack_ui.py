@@ -434,6 +434,7 @@ def app_url(env: Any, settings: Any) -> str | None:
         ip=env.data.get("task_ip") or "",
         pr=env.pr,
         task_id=(env.task_arn or "").rsplit("/", 1)[-1],
+        session=env.data.get("session") or "",
     )
 
 
@@ -986,7 +987,7 @@ def codebuild_failed(status: str, phase: str, link: str) -> str:
 def codebuild_timed_out(limit_s: float, phase: str, link: str) -> str:
     where = log_link(link) or "the project's build history"
     return (
-        f"The CodeBuild build was still in {_phase(phase)} after {limit_s:.0f}s "
+        f"The CodeBuild build was still in {_phase(phase)} after {limit_s:g}s "
         f"(UAT_BUILD_TIMEOUT_S), so it was stopped; no tag moved. See {where}; raise "
         "UAT_BUILD_TIMEOUT_S if the build needs longer."
     )
