@@ -25,7 +25,8 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import slack_ui
-from bot.aws import Ecr, Ecs
+from bot.aws import Ecr, Ecs, ErrorHook
+from bot.builders import builder_for, tags_for
 from bot.chat import (
     Blocks,
     Chat,
@@ -37,6 +38,7 @@ from bot.chat import (
     one_line,
     who_am_i,
 )
+from bot.codebuild import CodeBuild
 from bot.config import Settings, token_refused
 from bot.context import CommandContext, Services
 from bot.dispatch import Dispatcher, load_commands
@@ -191,9 +193,15 @@ def build_pipeline(
     *,
     session: boto3.session.Session | None = None,
     docker: Docker | None = None,
+    on_error: ErrorHook | None = None,
 ) -> ImagePipeline:
-    """The image operations, for Slack, the console and the terminal alike."""
-    return ImagePipeline(settings, store, Ecr(settings, session), docker or Docker())
+    """The image operations, for Slack, the console and the terminal alike, with the builder
+    UAT_BUILDER names."""
+    ecr, docker = Ecr(settings, session), docker or Docker()
+    codebuild = CodeBuild(settings, session)
+    ecr.on_error = codebuild.on_error = on_error
+    builder = builder_for(settings, ecr, docker, codebuild)
+    return ImagePipeline(settings, store, ecr, builder, tags_for(settings, ecr, docker))
 
 
 def build_runtime(
@@ -217,9 +225,11 @@ def build_runtime(
     metrics = Metrics()
     if isinstance(chat, SlackChat):
         chat.metrics = metrics
-    pipeline = build_pipeline(settings, store, session=session, docker=docker)
+    pipeline = build_pipeline(
+        settings, store, session=session, docker=docker, on_error=metrics.aws_error
+    )
     ecs = Ecs(settings, session)
-    pipeline.ecr.on_error = ecs.on_error = metrics.aws_error
+    ecs.on_error = metrics.aws_error
     environments = Environments(settings, store, chat, pipeline.ecr, ecs, tasks, metrics=metrics)
     services = Services(
         settings=settings,

@@ -86,21 +86,23 @@ def boto3_session(settings: Settings) -> boto3.session.Session:
     return boto3.session.Session(region_name=settings.aws_region)
 
 
-# ECR, ECS and ELBv2 operations that change nothing start with one of these; GetAuthorizationToken
-# does not count among them: it is the docker login a build pushes with.
+# ECR, ECS, ELBv2 and CodeBuild operations that change nothing start with one of these;
+# GetAuthorizationToken does not count among them: it is the docker login a build pushes with.
 READING = ("Describe", "List", "Get", "BatchGet")
-GUARDED_SERVICES = ("ecr", "ecs", "elastic-load-balancing-v2")
+GUARDED_SERVICES = ("ecr", "ecs", "elastic-load-balancing-v2", "codebuild")
 
 
 class ChangesRefused(BotoCoreError):
-    """A call that would change ECR, ECS or ELBv2 on a session told to change nothing."""
+    """A call that would change ECR, ECS, ELBv2 or CodeBuild on a session told to change
+    nothing."""
 
     fmt = "{operation} was not called"
 
 
 def refuse_changes(session: boto3.session.Session) -> None:
-    """From now on every ECR, ECS and ELBv2 call of `session` that would change something fails
-    before it is sent (`ChangesRefused`, an AwsError for the caller); reading still works."""
+    """From now on every ECR, ECS, ELBv2 and CodeBuild call of `session` that would change
+    something fails before it is sent (`ChangesRefused`, an AwsError for the caller); reading
+    still works."""
 
     def guard(model: Any, **_: Any) -> None:
         name = str(model.name)

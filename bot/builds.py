@@ -32,7 +32,9 @@ class ProgressMessage:
     async def _show(self) -> None:
         step, lines, seconds = self.progress.snapshot()
         version = self.progress.version
-        text, blocks = slack_ui.build_progress(self.progress.title, step, lines, seconds)
+        text, blocks = slack_ui.build_progress(
+            self.progress.title, step, lines, seconds, self.progress.link
+        )
         chat, channel = self.ctx.services.chat, self.ctx.channel_id
         if self.ts is None:
             # shielded: a post that went out must get its ts even if the follower is stopped

@@ -37,6 +37,12 @@ HINTS: dict[str, str] = {
     "UAT_CONTAINER_URL": "a URL, with {ip}, {pr} or {task_id} if needed, e.g. http://{ip}:8080",
     "UAT_ASSIGN_PUBLIC_IP": "ENABLED or DISABLED",
     "UAT_STORE": "sqlite (one replica) or dynamodb (several, with UAT_DYNAMODB_TABLE)",
+    "UAT_BUILDER": "docker (the local docker engine) or codebuild (with UAT_CODEBUILD_PROJECT)",
+    "UAT_CODEBUILD_PROJECT": (
+        "the name of the CodeBuild project that builds :<sha> (docs/codebuild-project.json), "
+        "or UAT_BUILDER=docker"
+    ),
+    "UAT_BUILD_TIMEOUT_S": "seconds a CodeBuild build may take before it is stopped, e.g. 1800",
 }
 
 
@@ -120,6 +126,9 @@ class Settings(BaseSettings):
     uat_source_ref: str = "main"
     uat_build_path: str = "container"
     uat_platform: str = "linux/amd64"
+    uat_builder: Literal["docker", "codebuild"] = "docker"
+    uat_codebuild_project: str | None = None
+    uat_build_timeout_s: float = Field(1800.0, gt=0)
 
     uat_ecs_cluster: str | None = None
     uat_task_definition: str | None = None
@@ -184,6 +193,15 @@ class Settings(BaseSettings):
             problems += [p for p in [channel_problem(self.uat_channel)] if p]
         problems += aws_id_problems("UAT_SUBNETS", self.uat_subnets)
         problems += aws_id_problems("UAT_SECURITY_GROUPS", self.uat_security_groups)
+        return problems
+
+    def combination_problems(self) -> list[str]:
+        """Settings that are each valid but do not go together; one line each."""
+        problems = []
+        if self.uat_builder == "codebuild" and not self.uat_codebuild_project:
+            problems.append(
+                _problem("UAT_CODEBUILD_PROJECT", "is not set but UAT_BUILDER is codebuild")
+            )
         return problems
 
     def secrets(self) -> list[str]:
@@ -252,14 +270,18 @@ def load_settings(
     """
     try:
         if env is None:
-            return Settings(_env_file=env_file)  # type: ignore[call-arg]
-        fields: dict[str, Any] = {
-            k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields
-        }
-        return _GivenSettings(**fields)
+            settings = Settings(_env_file=env_file)  # type: ignore[call-arg]
+        else:
+            fields: dict[str, Any] = {
+                k.lower(): v for k, v in env.items() if k.lower() in Settings.model_fields
+            }
+            settings = _GivenSettings(**fields)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             name = str(error["loc"][0]).upper() if error["loc"] else "settings"
             problems.append(_problem(name, f"is invalid ({error['msg']})"))
         raise ConfigError(problems) from None
+    if settings.combination_problems():
+        raise ConfigError(settings.combination_problems())
+    return settings

@@ -197,16 +197,26 @@ class Docker:
         tags: Sequence[str],
         auth: RegistryAuth | None,
         log: LogSink,
+        then: Sequence[str] = (),
     ) -> tuple[str, list[str]]:
         """Tag `image` as `repository:<tag>` and push each tag in order.
 
         Returns the manifest digest and the tags pushed. A failure part way raises BuildError
-        naming exactly which tags moved.
+        naming exactly which tags moved; `then` are the tags that were to be moved after the
+        push (by manifest copy), named among those that did not.
         """
-        return await asyncio.to_thread(self._push, image, repository, list(tags), auth, log)
+        return await asyncio.to_thread(
+            self._push, image, repository, list(tags), auth, log, list(then)
+        )
 
     def _push(
-        self, image: str, repository: str, tags: list[str], auth: RegistryAuth | None, log: LogSink
+        self,
+        image: str,
+        repository: str,
+        tags: list[str],
+        auth: RegistryAuth | None,
+        log: LogSink,
+        then: list[str],
     ) -> tuple[str, list[str]]:
         api = self._client()
         auth_config = {"username": auth.username, "password": auth.password} if auth else None
@@ -226,7 +236,7 @@ class Docker:
                         log(str(chunk["status"]))
             except Exception as exc:
                 problem = _push_problem(exc)
-                not_pushed = tags[len(pushed) :]
+                not_pushed = tags[len(pushed) :] + then
                 raise BuildError(
                     slack_ui.push_failed(tag, repository, problem, pushed, not_pushed),
                     f"push :{tag}",

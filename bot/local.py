@@ -568,8 +568,9 @@ class MirroredDocker(Docker):
         tags: Sequence[str],
         auth: RegistryAuth | None,
         log: LogSink,
+        then: Sequence[str] = (),
     ) -> tuple[str, list[str]]:
-        digest, pushed = await super().push(image, repository, tags, auth, log)
+        digest, pushed = await super().push(image, repository, tags, auth, log, then)
         name = repository.removeprefix(f"{self.registry}/")
         digest, media_type, body = await asyncio.to_thread(
             registry.fetch_manifest, str(self.registry), name, digest

@@ -2,19 +2,16 @@
 
 One code path for Slack and the terminal. Every operation takes the `images` lock in the store
 (one at a time, across replicas; it expires if the bot dies) and writes one audit entry,
-refusals and failures included. Promote and rollback copy a manifest (BatchGetImage + PutImage):
-no pull, no rebuild.
+refusals and failures included. A build makes `:<sha>` (with either builder, see
+bot/builders.py; skipped when that image exists) and then moves `:staging` / `:latest` by copying
+its manifest, as promote and rollback do (BatchGetImage + PutImage): no pull, no rebuild.
 """
 
 from __future__ import annotations
 
-import asyncio
 import difflib
 import logging
 import re
-import threading
-import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,9 +20,10 @@ from typing import NoReturn
 
 from bot import slack_ui
 from bot.aws import SHA_TAG, Ecr, ImageInfo, Manifest
+from bot.builders import Builder, BuildProgress, ImageTags
 from bot.config import Settings
 from bot.errors import UserError
-from bot.images import BuildError, Commit, Docker, fetched
+from bot.images import BuildError, Commit, fetched
 from bot.store import AuditEntry, Lock, LockHeld, Store
 
 logger = logging.getLogger(__name__)
@@ -44,37 +42,6 @@ class Recorded(UserError):
     """A refusal or failure already written to the audit trail (not to be written twice)."""
 
 
-class BuildProgress:
-    """What a build is doing now; written from docker's thread, read by whoever displays it."""
-
-    def __init__(self, title: str) -> None:
-        self.title = title
-        self.step = "starting"
-        self.lines: deque[str] = deque(maxlen=6)
-        self.began = time.monotonic()
-        self.version = 0
-        self.started = asyncio.Event()  # set on the event loop once the lock is taken
-        self._mutex = threading.Lock()
-
-    def set_step(self, step: str) -> None:
-        """Called on the event loop between the build's phases."""
-        with self._mutex:
-            self.step = step
-            self.version += 1
-        self.started.set()
-
-    def log(self, line: str) -> None:
-        with self._mutex:
-            if line.startswith("Step "):
-                self.step = line
-            self.lines.append(line[:200])
-            self.version += 1
-
-    def snapshot(self) -> tuple[str, list[str], float]:
-        with self._mutex:
-            return self.step, list(self.lines), time.monotonic() - self.began
-
-
 @dataclass(frozen=True)
 class BuildResult:
     commit: Commit
@@ -82,6 +49,7 @@ class BuildResult:
     tags: list[str]
     seconds: float
     previous_digest: str | None = None
+    rebuilt: bool = True  # False: `:<sha>` was already there, only the tag moved
 
 
 @dataclass(frozen=True)
@@ -105,16 +73,19 @@ class Overview:
 class ImagePipeline:
     """The image operations; the caller says who is acting."""
 
-    def __init__(self, settings: Settings, store: Store, ecr: Ecr, docker: Docker) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, ecr: Ecr, builder: Builder, tags: ImageTags
+    ) -> None:
         self.settings = settings
         self.store = store
         self.ecr = ecr
-        self.docker = docker
+        self.builder = builder
+        self.tags = tags
 
     @property
     def tags_in_ecr(self) -> bool:
-        """Whether ECR holds the tags builds push: yes, unless they go to UAT_REGISTRY alone."""
-        return not self.settings.uat_registry or self.docker.puts_into_ecr
+        """Whether ECR holds the tags builds make: yes, unless they go to UAT_REGISTRY alone."""
+        return self.tags.in_ecr
 
     # locking and audit
 
@@ -192,54 +163,54 @@ class ImagePipeline:
     async def build(
         self, actor: str, ref: str | None, target: str, progress: BuildProgress
     ) -> BuildResult:
-        """Build `ref` from UAT_SOURCE_REPO and push `:<short-sha>` then `:<target>`."""
+        """Build `ref` from UAT_SOURCE_REPO as `:<short-sha>` (unless that image exists), then
+        point `:<target>` at it by manifest copy."""
         ref = ref or self.settings.uat_source_ref
         action = f"build :{target} from {ref}"
         async with self._recorded(actor, action):
             if not self.settings.uat_source_repo:
                 raise UserError(slack_ui.NO_SOURCE_REPO)
-            await self.docker.ready()
+            await self.builder.ready()
             async with self._exclusive(actor, action, action):
                 previous = None
                 if target == "latest" and self.tags_in_ecr:
                     previous = await self.ecr.describe("latest")
                 result = await self._build(ref, target, progress)
         prev_digest = previous.digest if previous else None
+        detail = result.commit.subject + ("" if result.rebuilt else " (not rebuilt)")
         await self._audit(
             actor,
             f"build :{target} {result.commit.short}",
             "ok",
-            result.commit.subject,
+            detail,
             prev_digest,
             result.digest,
         )
-        return BuildResult(result.commit, result.digest, result.tags, result.seconds, prev_digest)
+        return BuildResult(
+            result.commit,
+            result.digest,
+            result.tags,
+            result.seconds,
+            prev_digest,
+            result.rebuilt,
+        )
 
     async def _build(self, ref: str, target: str, progress: BuildProgress) -> BuildResult:
         source = self.settings.uat_source_repo or ""
         progress.set_step(f"fetching {ref}")
         async with fetched(source, ref) as (commit, tree):
             progress.title = f"{commit.short} for :{target}"
-            if self.settings.uat_registry:
-                repository = f"{self.settings.uat_registry}/{self.settings.uat_ecr_repository}"
-                auth = None
+            rebuilt = await self.tags.digest(commit.short) is None
+            if rebuilt:
+                await self.builder.build(commit, tree, progress, target)
+                if await self.tags.digest(commit.short) is None:
+                    raise BuildError(slack_ui.built_image_missing(commit.short, self.tags.where))
             else:
-                auth = await self.ecr.authorization()
-                repository = f"{auth.registry}/{self.settings.uat_ecr_repository}"
-            progress.set_step("building")
-            image = await self.docker.build(
-                tree,
-                self.settings.uat_build_path,
-                self.settings.uat_platform,
-                f"uat-bot-build:{commit.short}",
-                progress.log,
-            )
-            progress.set_step(f"pushing :{commit.short} and :{target}")
-            digest, pushed = await self.docker.push(
-                image, repository, [commit.short, target], auth, progress.log
-            )
+                progress.set_step(f":{commit.short} is already built")
+        progress.set_step(f"moving :{target} to :{commit.short}")
+        digest = await self.tags.copy(commit.short, target)
         _, _, seconds = progress.snapshot()
-        return BuildResult(commit, digest, pushed, seconds)
+        return BuildResult(commit, digest, [commit.short, target], seconds, rebuilt=rebuilt)
 
     # re-tagging :latest
 
@@ -364,4 +335,4 @@ def age(moment: datetime | None) -> str:
     return "just now"
 
 
-__all__ = ["SHA_TAG", "BuildError", "ImagePipeline"]
+__all__ = ["SHA_TAG", "BuildError", "BuildProgress", "ImagePipeline"]

@@ -1,5 +1,6 @@
 """An auth-less docker registry on 127.0.0.1: is one there, start one (Debian's docker-registry),
-read a manifest back from it. The console's builds push there; the tests' services use it too.
+read a manifest back from it, put one under another tag. The console's builds push there, builds
+with UAT_REGISTRY move their tags there; the tests' services use it too.
 
 Everything here talks to the loopback only, without proxies.
 """
@@ -102,6 +103,23 @@ def fetch_manifest(address: str, repository: str, reference: str) -> tuple[str, 
     if said != digest:
         raise LookupError(f"{address} says {said} for a manifest whose sha256 is {digest}")
     return digest, headers.get("Content-Type", ""), body
+
+
+def put_manifest(address: str, repository: str, tag: str, media_type: str, body: bytes) -> None:
+    """PUT `body` as the manifest of `repository:tag` (the registry's own re-tag: no layers move).
+    A refusal raises LookupError with the registry's answer."""
+    request = urllib.request.Request(
+        f"http://{address}/v2/{repository}/manifests/{tag}",
+        data=body,
+        headers={"Content-Type": media_type},
+        method="PUT",
+    )
+    try:
+        with _NO_PROXY.open(request, timeout=10):
+            return
+    except urllib.error.HTTPError as exc:
+        answer = exc.read()[:200]
+        raise LookupError(f"{address}/{repository}:{tag}: HTTP {exc.code}: {answer!r}") from None
 
 
 def free_port() -> int:

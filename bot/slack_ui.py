@@ -191,10 +191,10 @@ def no_such_sha(sha: str, nearest: Sequence[str]) -> str:
     return text + " `/uat rollback` lists the recent ones."
 
 
-def retag_not_applied(expected: str, after: Any) -> str:
+def retag_not_applied(expected: str, after: Any, tag: str = "latest") -> str:
     now = short(after.digest) if after is not None else "nothing"
     return (
-        f"ECR accepted the change but `:latest` is {now}, not {short(expected)}. "
+        f"ECR accepted the change but `:{tag}` is {now}, not {short(expected)}. "
         "Check `/uat images` before trying again."
     )
 
@@ -290,11 +290,20 @@ def retag_done(result: Any, actor: str, undo_value: str | None) -> tuple[str, li
     return text, blocks
 
 
+def log_link(url: str) -> str:
+    """A link to a build's log, as Slack shows it; "" for anything but an https URL."""
+    if not url.startswith("https://") or any(c in url for c in "<>| \n"):
+        return ""
+    return f"<{url.replace('&', '&amp;')}|the build's log>"
+
+
 def build_progress(
-    title: str, step: str, lines: Sequence[str], seconds: float
+    title: str, step: str, lines: Sequence[str], seconds: float, link: str = ""
 ) -> tuple[str, list[Block]]:
     text = f"Building {title} — {step} ({seconds:.0f}s)"
     blocks = [text_block(f"*Building {title}* — {step} ({seconds:.0f}s)")]
+    if log_link(link):
+        blocks.append(context_block(f"Follow it in {log_link(link)}."))
     if lines:
         blocks.append(context_block("```" + "\n".join(lines)[-2800:] + "```"))
     return text, blocks
@@ -306,8 +315,13 @@ def build_done(result: Any, target: str, actor: str) -> tuple[str, list[Block]]:
         f"`:{target}` is now `{c.short}` — {c.subject} "
         f"(digest `{short(result.digest)}`, by {mention(actor)}, {result.seconds:.0f}s)"
     )
+    if not getattr(result, "rebuilt", True):
+        text += f" {not_rebuilt(c.short)}"
     return text, [
-        text_block(f"*`:{target}` is now `{c.short}`* — {c.subject}"),
+        text_block(
+            f"*`:{target}` is now `{c.short}`* — {c.subject}"
+            + ("" if getattr(result, "rebuilt", True) else f"\n{not_rebuilt(c.short)}")
+        ),
         context_block(
             f"digest `{result.digest}` · tags "
             + ", ".join(f"`:{t}`" for t in result.tags)
@@ -420,6 +434,7 @@ def app_url(env: Any, settings: Any) -> str | None:
         ip=env.data.get("task_ip") or "",
         pr=env.pr,
         task_id=(env.task_arn or "").rsplit("/", 1)[-1],
+        session=env.data.get("session") or "",
     )
 
 
@@ -927,6 +942,61 @@ def push_failed(
 
 
 PUSH_DENIED = "access denied: check the bot's ECR permissions"
+
+
+def not_rebuilt(sha: str) -> str:
+    return f"Not rebuilt: `:{sha}` was already built, so only the tag moved."
+
+
+def built_image_missing(sha: str, where: str) -> str:
+    return (
+        f"The build succeeded but there is no `:{sha}` in {where}: check that the buildspec "
+        "pushes $IMAGE_REPOSITORY_URI:$IMAGE_TAG (container/buildspec.yml)."
+    )
+
+
+def retag_failed(tag: str, where: str, problem: str) -> str:
+    return f"Moving `:{tag}` in {where} failed ({problem}): check the registry, then build again."
+
+
+def registry_retag_not_applied(tag: str, expected: str, now: str) -> str:
+    return (
+        f"The registry accepted the change but `:{tag}` is {short(now)}, not {short(expected)}: "
+        "build again."
+    )
+
+
+def _phase(phase: str) -> str:
+    return f"its {escape(phase) or 'first'} phase"
+
+
+def codebuild_failed(status: str, phase: str, link: str) -> str:
+    where = log_link(link) or "the project's build history"
+    status = escape(status)
+    if status == "STOPPED":
+        return (
+            f"The CodeBuild build was stopped in {_phase(phase)} (by someone, in AWS); no tag "
+            f"moved. See {where}, then build again."
+        )
+    return (
+        f"The CodeBuild build ended {status} in {_phase(phase)}; no tag moved. See {where} "
+        "and fix what it shows (the Dockerfile, the buildspec or the project's role)."
+    )
+
+
+def codebuild_timed_out(limit_s: float, phase: str, link: str) -> str:
+    where = log_link(link) or "the project's build history"
+    return (
+        f"The CodeBuild build was still in {_phase(phase)} after {limit_s:g}s "
+        f"(UAT_BUILD_TIMEOUT_S), so it was stopped; no tag moved. See {where}; raise "
+        "UAT_BUILD_TIMEOUT_S if the build needs longer."
+    )
+
+
+def no_such_build(build_id: str) -> str:
+    return f"CodeBuild does not know the build `{escape(build_id)}`: check UAT_CODEBUILD_PROJECT."
+
+
 REGISTRY_UNREACHABLE = "the registry is unreachable"
 
 

@@ -134,3 +134,27 @@ def test_withheld_secrets_are_gone_from_the_environment_and_the_rest_stays(
     assert "SLACK_BOT_TOKEN" not in os.environ and "UAT_PROMPT_TOKEN" not in os.environ
     assert os.environ["UAT_CHANNEL"] == "C0UAT"
     assert settings.secrets()[0] == "xoxb-from-env"  # Settings keeps what it read
+
+
+def test_the_builder_is_docker_unless_told_codebuild_with_a_project() -> None:
+    settings = load_settings({})
+    assert (settings.uat_builder, settings.uat_build_timeout_s) == ("docker", 1800)
+    settings = load_settings({"UAT_BUILDER": "codebuild", "UAT_CODEBUILD_PROJECT": "uat-image"})
+    assert (settings.uat_builder, settings.uat_codebuild_project) == ("codebuild", "uat-image")
+
+
+def test_codebuild_without_a_project_is_one_line_saying_what_to_set() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"UAT_BUILDER": "codebuild"})
+    [line] = caught.value.problems
+    assert line.startswith("UAT_CODEBUILD_PROJECT is not set but UAT_BUILDER is codebuild: ")
+    assert "docs/codebuild-project.json" in line and "UAT_BUILDER=docker" in line
+
+
+def test_an_unknown_builder_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"UAT_BUILDER": "kaniko", "UAT_BUILD_TIMEOUT_S": "0"})
+    assert [p.split(" ")[0] for p in caught.value.problems] == [
+        "UAT_BUILDER",
+        "UAT_BUILD_TIMEOUT_S",
+    ]

@@ -24,12 +24,16 @@ from botocore.client import BaseClient
 from parliament import analyze_policy_string
 
 from bot.aws import Ecs
+from bot.builders import BuildProgress, CodeBuildBuilder
 from bot.config import load_settings
+from bot.images import BuildError
 from bot.store import AuditEntry, Environment, Relay
 from bot.store.dynamodb import DynamoStore
 from tests.harness.bot import DEPLOYER, ROOT, Bot, BotFactory
+from tests.harness.codebuild import PROJECT, PlayedCodeBuild, project_spec
 from tests.harness.container_helpers import wait_until
 from tests.harness.entrypoint import Run
+from tests.harness.gitrepo import SourceRepo
 from tests.harness.iam_context import (
     ACCOUNT,
     Call,
@@ -338,6 +342,64 @@ async def test_the_bot_policy_refuses_what_it_has_no_business_doing(
     assert allowed == []
 
 
+async def test_the_codebuild_builders_calls_are_allowed_by_the_bot_policy(
+    make_bot: BotFactory,
+    aws_env: dict[str, str],
+    recorded: list[Call],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    endpoint = aws_env["AWS_ENDPOINT_URL"]
+    account = set_up_account(endpoint)
+    codebuild = PlayedCodeBuild(endpoint)
+    codebuild.install(monkeypatch)
+    source = SourceRepo.create(tmp_path / "source")
+    bot: Bot = await make_bot(
+        **account.env("http://127.0.0.1:9/pr/{pr}"),
+        UAT_BUILDER="codebuild",
+        UAT_CODEBUILD_PROJECT=PROJECT,
+        UAT_SOURCE_REPO=source.url,
+        UAT_BUILD_TIMEOUT_S="0.5",
+    )
+    pipeline = bot.runtime.services.pipeline
+    assert isinstance(pipeline.builder, CodeBuildBuilder)
+    pipeline.builder.poll_s = 0.05
+    recorded.clear()
+
+    with pytest.raises(BuildError, match="UAT_BUILD_TIMEOUT_S"):  # started, followed, stopped
+        await pipeline.build(DEPLOYER, None, "staging", BuildProgress("main for :staging"))
+
+    requests = requests_for(recorded)
+    assert {"codebuild:StartBuild", "codebuild:BatchGetBuilds", "codebuild:StopBuild"} <= {
+        r.action for r in requests
+    }
+    assert refused(policy("bot-policy.json"), requests) == []
+    another = Request(
+        "codebuild:StartBuild", f"arn:aws:codebuild:{REGION}:{ACCOUNT}:project/production", {}
+    )
+    assert not evaluate([policy("bot-policy.json")], another).allowed
+
+
+def test_the_codebuild_role_may_push_the_sha_image_and_write_the_projects_log() -> None:
+    project = project_spec()
+    group = project["logsConfig"]["cloudWatchLogs"]["groupName"]
+    stream = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}:log-stream:build/abc"
+    requests = [
+        Request("ecr:GetAuthorizationToken", "*", {}, "docker login"),
+        *docker_push(),
+        Request("logs:CreateLogStream", stream, {}, "the build's log"),
+        Request("logs:PutLogEvents", stream, {}, "the build's log"),
+    ]
+    document = policy("codebuild-role-policy.json")
+    assert refused(document, requests) == []
+    assert project["serviceRole"].endswith(":role/uat-codebuild")
+    elsewhere = [*docker_push("production"), Request("ecs:RunTask", "*", {})]
+    assert [str(r) for r in elsewhere if evaluate([document], r).allowed] == []
+    trust = json.loads((IAM / "trust-codebuild.json").read_text())
+    [statement] = trust["Statement"]
+    assert statement["Principal"] == {"Service": "codebuild.amazonaws.com"}
+
+
 # ------------------------------------------------------------------------------ the task's roles
 
 
@@ -442,6 +504,7 @@ ACCEPTED = {
     # role) with it, and GetAuthorizationToken has no resource-level permissions.
     ("bot-policy.json", "CREDENTIALS_EXPOSURE", "ecr:getauthorizationtoken"),
     ("task-execution-role-policy.json", "CREDENTIALS_EXPOSURE", "ecr:getauthorizationtoken"),
+    ("codebuild-role-policy.json", "CREDENTIALS_EXPOSURE", "ecr:getauthorizationtoken"),
     # RunTask hands the task its two roles; PassRole is limited to them and to ECS tasks.
     ("bot-policy.json", "PERMISSIONS_MANAGEMENT_ACTIONS", "iam:passrole"),
     # DeleteRule and CreateRule take an application OR a network listener(-rule); parliament wants

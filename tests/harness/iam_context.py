@@ -134,6 +134,14 @@ def _repositories(call: Call) -> list[str] | None:
     return [_arn(call, "ecr", f"repository/{n}") for n in names] or None
 
 
+def _codebuild_project(call: Call) -> list[str] | None:
+    """StartBuild names the project; BatchGetBuilds and StopBuild name builds, `<project>:<id>`."""
+    named = call.params.get("projectName")
+    builds = call.params.get("ids") or ([call.params["id"]] if "id" in call.params else [])
+    projects = [named] if named else sorted({str(b).split(":", 1)[0] for b in builds})
+    return [_arn(call, "codebuild", f"project/{p}") for p in projects] or None
+
+
 # (IAM prefix, SAR resource type) → the ARNs a call names, from its parameters and response.
 RESOURCES: dict[tuple[str, str], Any] = {
     ("ecs", "task-definition"): _ecs_task_definitions,
@@ -141,6 +149,7 @@ RESOURCES: dict[tuple[str, str], Any] = {
     ("ecs", "container-instance"): _ecs_container_instances,
     ("ecs", "cluster"): lambda call: [_ecs_cluster(call)] if "cluster" in call.params else None,
     ("ecr", "repository"): _repositories,
+    ("codebuild", "project"): _codebuild_project,
     ("dynamodb", "table"): _by_name("dynamodb", "table/{}", "TableName"),
     ("elasticloadbalancing", "listener/app"): _elb("listener/app", "ListenerArn"),
     ("elasticloadbalancing", "listener/net"): _elb("listener/net", "ListenerArn"),

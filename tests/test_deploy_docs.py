@@ -1,0 +1,168 @@
+"""The deployment in docs/ works as written: each file is a request the AWS API takes (checked
+against botocore's own service model), the bot's settings in it start `serve`, and the pieces
+name each other consistently (roles, secrets, security groups, the buildspec)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import botocore.session
+import pytest
+import yaml
+from botocore.validate import ParamValidator
+
+from bot.config import load_settings
+from tests.harness.bot import ROOT
+from tests.harness.iam_context import execution_role_requests
+from tests.harness.iam_eval import evaluate
+
+DOCS = ROOT / "docs"
+README = (ROOT / "README.md").read_text()
+
+
+def document(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((DOCS / name).read_text())
+    return {k: v for k, v in loaded.items() if k != "_comment"}
+
+
+def problems(service: str, operation: str, params: dict[str, Any]) -> str:
+    """What botocore's parameter validation refuses in `params` for that API call ("" if none)."""
+    model = botocore.session.get_session().get_service_model(service)
+    shape = model.operation_model(operation).input_shape
+    report = ParamValidator().validate(params, shape)
+    return str(report.generate_report()) if report.has_errors() else ""
+
+
+REQUESTS = [
+    ("ecs-service.json", "taskDefinition", "ecs", "RegisterTaskDefinition"),
+    ("ecs-service.json", "service", "ecs", "CreateService"),
+    ("uat-task-definition.json", None, "ecs", "RegisterTaskDefinition"),
+    ("codebuild-project.json", None, "codebuild", "CreateProject"),
+]
+
+
+@pytest.mark.parametrize(("name", "part", "service", "operation"), REQUESTS)
+def test_each_file_is_a_request_the_aws_api_takes(
+    name: str, part: str | None, service: str, operation: str
+) -> None:
+    params = document(name)
+    if part:
+        params = params[part]
+    assert problems(service, operation, params) == ""
+
+
+def test_the_security_group_rules_are_requests_the_aws_api_takes() -> None:
+    for rule in document("security-group-rules.json")["ingress"]:
+        assert problems("ec2", "AuthorizeSecurityGroupIngress", rule) == ""
+
+
+def test_the_validation_refuses_what_aws_refuses() -> None:
+    definition = document("uat-task-definition.json")
+    del definition["containerDefinitions"]
+    assert "containerDefinitions" in problems("ecs", "RegisterTaskDefinition", definition)
+    broken = {**document("codebuild-project.json"), "timeoutInMinutes": "sixty"}
+    assert "timeoutInMinutes" in problems("codebuild", "CreateProject", broken)
+
+
+def bot_environment() -> dict[str, str]:
+    [container] = document("ecs-service.json")["taskDefinition"]["containerDefinitions"]
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    env.update({s["name"]: "from-secrets-manager" for s in container["secrets"]})
+    return env
+
+
+def test_the_bots_service_builds_with_codebuild_and_starts_as_configured() -> None:
+    settings = load_settings(bot_environment())
+    assert settings.problems_for_serve() == []
+    assert settings.uat_builder == "codebuild"
+    project = document("codebuild-project.json")
+    assert settings.uat_codebuild_project == project["name"]
+    assert settings.uat_store == "dynamodb"  # two replicas
+    assert document("ecs-service.json")["service"]["desiredCount"] == 2
+
+
+def test_the_codebuild_project_runs_the_shipped_buildspec_which_pushes_the_sha_only() -> None:
+    project = document("codebuild-project.json")
+    path = ROOT / project["source"]["buildspec"]
+    assert path == ROOT / "container" / "buildspec.yml" and path.is_file()
+    assert project["environment"]["privilegedMode"] is True  # docker build needs it
+    spec = yaml.safe_load(path.read_text())
+    assert str(spec["version"]) == "0.2"
+    commands = [c for phase in spec["phases"].values() for c in phase["commands"]]
+    pushes = [c for c in commands if c.startswith("docker push")]
+    assert pushes == ['docker push "$IMAGE_REPOSITORY_URI:$IMAGE_TAG"']
+    assert not re.search(r":(staging|latest)\b", "\n".join(commands))
+    builds = [c for c in commands if c.startswith("docker build")]
+    assert builds and "$UAT_BUILD_PATH" in builds[0].replace("{", "").replace(":-container}", "")
+
+
+def test_the_uat_task_definition_serves_both_ports_checks_health_and_reads_its_secrets() -> None:
+    definition = document("uat-task-definition.json")
+    [container] = definition["containerDefinitions"]
+    assert {p["containerPort"] for p in container["portMappings"]} == {3001, 8080}
+    assert "http://127.0.0.1:8080/health" in " ".join(container["healthCheck"]["command"])
+    assert container["logConfiguration"]["logDriver"] == "awslogs"
+    assert {s["name"] for s in container["secrets"]} == {"ANTHROPIC_API_KEY", "GIT_TOKEN"}
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert env["UAT_DOMAIN"] and env["ALB_LISTENER_ARN"].startswith("arn:aws:elasticloadbalancing")
+    assert bot_environment()["UAT_TASK_DEFINITION"] == definition["family"]
+    assert bot_environment()["UAT_CONTAINER_NAME"] == container["name"]
+    # what ECS asks of the execution role to start it is allowed by docs/iam
+    policy = json.loads(
+        (DOCS / "iam" / "task-execution-role-policy.json")
+        .read_text()
+        .replace("REGION", "us-east-1")
+        .replace("ACCOUNT", "123456789012")
+    )
+    filled = json.loads(
+        json.dumps(definition).replace("REGION", "us-east-1").replace("ACCOUNT", "123456789012")
+    )
+    requests = execution_role_requests(filled, "us-east-1")
+    assert {r.action for r in requests} >= {"secretsmanager:GetSecretValue", "logs:PutLogEvents"}
+    assert [str(r) for r in requests if not evaluate([policy], r).allowed] == []
+
+
+def test_the_bot_reaches_the_uat_tasks_on_8080_through_the_security_groups() -> None:
+    bot_groups = document("ecs-service.json")["service"]["networkConfiguration"][
+        "awsvpcConfiguration"
+    ]["securityGroups"]
+    uat_groups = bot_environment()["UAT_SECURITY_GROUPS"].split(",")
+    assert bot_environment()["UAT_CONTAINER_URL"].endswith(":8080")
+    allowed = [
+        (rule["GroupId"], permission["FromPort"], pair["GroupId"])
+        for rule in document("security-group-rules.json")["ingress"]
+        for permission in rule["IpPermissions"]
+        for pair in permission["UserIdGroupPairs"]
+    ]
+    assert any(g in uat_groups and port == 8080 and s in bot_groups for g, port, s in allowed)
+
+
+def test_the_readme_walk_through_names_every_file_in_docs() -> None:
+    match = re.search(r"^## Deploying to AWS\n(.*?)(?=^## |\Z)", README, re.M | re.S)
+    assert match, "README has no '## Deploying to AWS' section"
+    walk_through = match.group(1)
+    for path in sorted(DOCS.rglob("*")):
+        if path.is_file():
+            name = str(path.relative_to(ROOT))
+            assert f"`{name}`" in walk_through, f"{name} is not in the walk-through"
+    steps = [int(n) for n in re.findall(r"^(\d+)\. \*\*", walk_through, re.M)]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 6
+    for words in ("manifest.yml", "webhook", "Secrets Manager", "Upgrading", "Backing up"):
+        assert words in walk_through
+
+
+def test_the_documented_app_url_names_the_host_the_alb_routes() -> None:
+    from types import SimpleNamespace
+
+    from bot import slack_ui
+
+    settings = load_settings(bot_environment())
+    env = SimpleNamespace(data={"session": "pr7-ab12"}, pr=7, task_arn="arn:task/abc")
+    domain = {
+        e["name"]: e["value"]
+        for e in document("uat-task-definition.json")["containerDefinitions"][0]["environment"]
+    }["UAT_DOMAIN"]
+    # entrypoint.sh routes ${SESSION_ID}.${UAT_DOMAIN} to the task
+    assert slack_ui.app_url(env, settings) == f"https://pr7-ab12.{domain}"
