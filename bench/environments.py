@@ -464,10 +464,8 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
             _, noop_runner, noop_url = await _start_bot(noop_settings, no_op)
             runners.append(noop_runner)
             envs = real.services.environments
-            for _ in range(1000):  # start-up reconciliation and the watcher's first round
-                if envs.polls:
-                    break
-                await asyncio.sleep(0.01)
+            # start-up reconciliation and the watcher's first round
+            await asyncio.wait_for(envs.watcher.first_round.wait(), 10)
             await envs.ecr.describe("latest")  # make the ECR client now, not in the burst
 
             bot, baseline = Sender(session, real_url), Sender(session, noop_url)

@@ -260,7 +260,7 @@ async def test_a_launch_interrupted_before_run_task_is_finished_after_restart(
     first: Bot = await make_bot(**account.env(containers.url))
     await first.settle_startup()
     # the bot dies right after accepting the delivery: its launch never ran
-    first.runtime.services.environments.launch = _never  # type: ignore[method-assign]
+    first.runtime.services.environments.launcher.launch = _never  # type: ignore[method-assign]
     await label(first)
     assert account.tasks() == []
     await first.runtime.stop()
@@ -518,7 +518,7 @@ async def test_a_prompt_while_starting_says_it_is_starting_and_until_when(
     uat: Bot, account: UatAccount, containers: Containers
 ) -> None:
     environments = envs(uat)
-    environments.launch = _never  # type: ignore[method-assign]  # stays "starting", no task yet
+    environments.launcher.launch = _never  # type: ignore[method-assign]  # stays "starting", no task yet
     await label(uat)
     await uat.slash("prompt PR-2 add a footer")
     await uat.settle()
@@ -529,7 +529,7 @@ async def test_a_prompt_while_starting_says_it_is_starting_and_until_when(
     assert said.startswith(f"{REPO}#2 is still starting (starting): it started ")
     assert slack_ui.when(started + uat.settings.uat_launch_timeout_s) in said
     assert "Label the PR" not in said
-    del environments.launch  # the real launch again: the task runs, the app is not up yet
+    del environments.launcher.launch  # the real launch again: the task runs, the app is not up yet
     await environments.launch(REPO, PR, str(env.data["session"]))
     await uat.slash("prompt PR-2 add a footer")
     await uat.settle()
