@@ -193,7 +193,7 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
     from bot.aws import RETRIES
     from bot.config import load_settings
     from bot.environments import LIVE
-    from bot.store import Environment
+    from bot.store import Environment, Facts
     from tests.harness.bot import BOT_TOKEN, bot_env
     from tests.harness.slack_stub import SlackStub
     from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, Containers, set_up_account
@@ -257,19 +257,21 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
                                 label="uat",
                                 task_arn=task["taskArn"],
                                 image_digest=digest,
-                                data={
-                                    "title": f"PR {pr}",
-                                    "branch": f"branch-{pr}",
-                                    "session": session,
-                                    "launch_started": now,
-                                    "requested_by": "bench",
-                                    "idle_until": now + 8 * 3600,
-                                    "warned": False,
-                                    "health": None,
-                                    "last_seen": "RUNNING",
-                                    "reason": "",
-                                    "task_definition": definition,
-                                },
+                                facts=Facts.from_json(
+                                    {
+                                        "title": f"PR {pr}",
+                                        "branch": f"branch-{pr}",
+                                        "session": session,
+                                        "launch_started": now,
+                                        "requested_by": "bench",
+                                        "idle_until": now + 8 * 3600,
+                                        "warned": False,
+                                        "health": None,
+                                        "last_seen": "RUNNING",
+                                        "reason": "",
+                                        "task_definition": definition,
+                                    }
+                                ),
                             )
                         )
                     seeded = upto

@@ -14,7 +14,7 @@ from bot import slack_ui
 from bot.aws import ImageInfo, TaskInfo
 from bot.config import Settings, load_settings
 from bot.environments import Environments, PullRequest
-from bot.store import Environment, SqliteStore
+from bot.store import Environment, Facts, SqliteStore, State
 from bot.tasks import TaskSupervisor
 from tests.harness.fakes import ACCOUNT, RecordingChat, RecordingEcr, RecordingEcs
 
@@ -40,9 +40,9 @@ class World:
         info = TaskInfo(arn, status, "RUNNING", started_by=session, **task)
         self.ecs.tasks[arn] = info
         now = self.environments.clock()
-        data = {"session": session, "launch_started": now, "idle_until": now + 3600}
+        facts = Facts(session=session, launch_started=now, idle_until=now + 3600)
         await self.store.save_environment(
-            Environment(REPO, pr, "running", "uat", arn, THREAD + str(pr), DIGEST, data)
+            Environment(REPO, pr, State.RUNNING, "uat", arn, THREAD + str(pr), DIGEST, facts)
         )
         return info
 
@@ -112,7 +112,7 @@ async def test_a_label_runs_one_task_pinned_to_the_labels_image(world: World) ->
     ]
     [session] = world.ecs.said("RunTask")
     env = await world.env(8)
-    assert (env.state, env.data["session"], env.image_digest) == ("running", session, DIGEST)
+    assert (env.state, env.facts.session, env.image_digest) == ("running", session, DIGEST)
 
 
 async def test_a_label_with_no_image_fails_and_runs_nothing(world: World) -> None:
@@ -120,7 +120,7 @@ async def test_a_label_with_no_image_fails_and_runs_nothing(world: World) -> Non
     await world.environments.request_start(PullRequest(REPO, 9), "uat", "U1")
     await world.tasks.join()
     env = await world.env(9)
-    assert (env.state, env.data["reason"]) == ("failed", slack_ui.no_image("latest"))
+    assert (env.state, env.facts.reason) == ("failed", slack_ui.no_image("latest"))
     assert world.ecs.said("RunTask") == []
 
 
@@ -148,7 +148,7 @@ async def test_a_task_that_stopped_marks_the_environment_failed_with_ecss_reason
     )
     await world.environments.poll()
     env = await world.env(11)
-    assert (env.state, env.data["reason"]) == ("failed", slack_ui.stop_reason(task))
+    assert (env.state, env.facts.reason) == ("failed", slack_ui.stop_reason(task))
     assert world.chat.replies(env.thread_ts or "") == [slack_ui.failed_reply(env)[0]]
 
 
@@ -192,5 +192,5 @@ async def test_a_container_that_says_it_failed_fails_the_environment_with_its_er
     )
     await world.environments.poll()
     env = await world.env(16)
-    assert (env.state, env.data["reason"]) == ("failed", "the container failed: npm ci exited 1")
+    assert (env.state, env.facts.reason) == ("failed", "the container failed: npm ci exited 1")
     assert env.task_arn in world.ecs.said("StopTask")

@@ -536,7 +536,7 @@ async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_star
     chat.post = post_then_die  # type: ignore[method-assign]
     await first.github("pull_request", pr_event("unlabeled", "uat"))
     await first.settle()
-    assert (await env_of(first)).data.get("shown") != "stopped"  # the kill came in time
+    assert (await env_of(first)).facts.shown != "stopped"  # the kill came in time
     await first.runtime.stop()
     second: Bot = await make_bot(**account.env(containers.url))
     await second.settle_startup()
@@ -545,7 +545,7 @@ async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_star
     replies = [m["text"] for m in slack.thread(CHANNEL, root["ts"])]
     assert len([r for r in replies if "stopped" in r]) == 1, replies
     assert root["text"].endswith("— stopped")
-    assert (await env_of(second)).data.get("shown") == "stopped"
+    assert (await env_of(second)).facts.shown == "stopped"
 
 
 async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(
@@ -563,7 +563,7 @@ async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(
     env = await env_of(uat)
     assert (env.state, env.label) == ("running", "uat-staging")
     [task] = account.tasks(desired="RUNNING")
-    assert task["startedBy"] == env.data["session"]
+    assert task["startedBy"] == env.facts.session
     assert len(root_messages(slack)) == 1
 
 
@@ -749,7 +749,7 @@ async def test_throttling_past_the_retry_budget_fails_the_card_with_awss_reason(
         "try again in a minute."
     )
     env = await env_of(proxied)
-    assert (env.state, env.data["reason"]) == ("failed", reason)
+    assert (env.state, env.facts.reason) == ("failed", reason)
     [root] = root_messages(slack)
     assert root["text"].endswith("— failed") and reason in str(root["blocks"])
     [reply] = slack.thread(CHANNEL, root["ts"])
@@ -804,7 +804,7 @@ async def test_bug_a_launch_lease_renewal_that_fails_once_fails_the_launch(
     await uat.settle()
     assert len(calls) >= 2
     env = await env_of(uat)
-    assert (env.state, env.data.get("reason")) == ("running", "")
+    assert (env.state, env.facts.reason) == ("running", "")
     assert len(account.tasks(desired="RUNNING")) == 1
 
 
@@ -916,7 +916,7 @@ async def test_a_label_switch_landing_on_another_replica_mid_launch_is_launched(
     env = await env_of(a)
     assert (env.state, env.label) == ("running", "uat-staging")
     [task] = account.tasks(desired="RUNNING")
-    assert task["startedBy"] == env.data["session"]
+    assert task["startedBy"] == env.facts.session
     assert len(root_messages(slack)) == 1
 
 
@@ -960,7 +960,7 @@ async def test_a_hanging_container_costs_a_poll_three_seconds_not_thirty(
     took = time.monotonic() - started
     assert 2.5 < took < 5, took  # HEALTH_TIMEOUT_S (3 s), once
     env = await env_of(bot)
-    assert (env.state, env.data.get("health")) == ("running", None)
+    assert (env.state, env.facts.health) == ("running", None)
 
     started = time.monotonic()
     await bot.slash("status PR-2")

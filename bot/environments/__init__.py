@@ -38,7 +38,7 @@ from bot.environments.thread import Thread
 from bot.environments.watcher import Watcher
 from bot.metrics import Metrics
 from bot.outbox import Outbox
-from bot.store import Environment, Store
+from bot.store import Environment, Facts, State, Store
 from bot.tasks import TaskSupervisor
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "Environments",
     "Leftovers",
     "PullRequest",
+    "State",
 ]
 
 
@@ -167,11 +168,11 @@ class Environments:
     async def launch(self, repo: str, pr: int, session: str) -> None:
         await self.launcher.launch(repo, pr, session)
 
-    async def edit_data(
-        self, repo: str, pr: int, edit: Callable[[dict[str, Any]], dict[str, Any] | None]
+    async def edit_facts(
+        self, repo: str, pr: int, edit: Callable[[Facts], Facts | None]
     ) -> Environment | None:
-        """Compare-and-set on an environment's data alone (`edit` returns None: nothing to do)."""
-        return await changes.edit_data(self.ctx.store, repo, pr, edit)
+        """Compare-and-set on an environment's facts alone (`edit` returns None: nothing to do)."""
+        return await changes.edit_facts(self.ctx.store, repo, pr, edit)
 
     async def health(self, env: Environment, task: TaskInfo) -> dict[str, Any] | None:
         return await self.watcher.health(env, task)

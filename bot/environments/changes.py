@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from bot import slack_ui
 from bot.environments.context import ACTIVE
 from bot.errors import UserError
-from bot.store import Environment, Store, VersionConflict
+from bot.store import Environment, Facts, Store, VersionConflict
 
 Mutation = Callable[[Environment], Environment | None]
 
@@ -32,14 +31,14 @@ async def change(store: Store, repo: str, pr: int, mutate: Mutation) -> Environm
     raise UserError(slack_ui.changing_too_often(repo, pr))
 
 
-async def edit_data(
-    store: Store, repo: str, pr: int, edit: Callable[[dict[str, Any]], dict[str, Any] | None]
+async def edit_facts(
+    store: Store, repo: str, pr: int, edit: Callable[[Facts], Facts | None]
 ) -> Environment | None:
-    """Compare-and-set on an environment's data alone (`edit` returns None: nothing to do)."""
+    """Compare-and-set on an environment's facts alone (`edit` returns None: nothing to do)."""
 
     def mutate(env: Environment) -> Environment | None:
-        data = edit(dict(env.data))
-        return None if data is None else replace(env, data=data)
+        facts = edit(env.facts)
+        return None if facts is None else replace(env, facts=facts)
 
     return await change(store, repo, pr, mutate)
 
@@ -48,12 +47,8 @@ def in_session(session: str, mutate: Mutation) -> Mutation:
     """Apply `mutate` only while the environment is still this launch's and still live."""
 
     def guarded(env: Environment) -> Environment | None:
-        if env.data.get("session") != session or env.state not in ACTIVE:
+        if env.facts.session != session or env.state not in ACTIVE:
             return None
         return mutate(env)
 
     return guarded
-
-
-def without(env: Environment, key: str) -> Environment:
-    return replace(env, data={k: v for k, v in env.data.items() if k != key})

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.aws import Ecr, Ecs
@@ -15,12 +15,11 @@ from bot.config import Settings
 from bot.github import PullRequestEvent
 from bot.metrics import Metrics
 from bot.outbox import Outbox
-from bot.store import Environment, Store
+from bot.store import ACTIVE, LIVE, Environment, Facts, State, Store
 from bot.tasks import TaskSupervisor
 
-LIVE = ("starting", "provisioning", "running", "ready")
-STATES = ("new", *LIVE, "stopping", "stopped", "failed")
-ACTIVE = (*LIVE, "stopping")
+STATES = tuple(State)
+__all__ = ["ACTIVE", "LIVE", "STATES", "Context", "Leftovers", "PullRequest", "State"]
 ECS_PROVISIONING = {"PROVISIONING", "PENDING", "ACTIVATING"}
 ECS_STOPPING = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
 MANAGED_BY = "uat-bot"
@@ -58,15 +57,23 @@ class PullRequest:
             event.clone_url,
         )
 
-    def as_data(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "url": self.url,
-            "author": self.author,
-            "branch": self.branch,
-            "head_sha": self.head_sha,
-            "clone_url": self.clone_url,
-        }
+    @classmethod
+    def of(cls, env: Environment) -> PullRequest:
+        """The PR as its environment last recorded it."""
+        f = env.facts
+        return cls(env.repo, env.pr, f.title, f.url, f.author, f.branch, f.head_sha, f.clone_url)
+
+    def facts(self, facts: Facts | None = None) -> Facts:
+        """`facts` (or none) with this PR's details."""
+        return replace(
+            facts or Facts(),
+            title=self.title,
+            url=self.url,
+            author=self.author,
+            branch=self.branch,
+            head_sha=self.head_sha,
+            clone_url=self.clone_url,
+        )
 
 
 @dataclass(frozen=True)

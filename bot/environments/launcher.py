@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from bot import slack_ui
-from bot.environments.changes import change, in_session, without
+from bot.environments.changes import change, in_session
 from bot.environments.context import ACTIVE, LIVE, MANAGED_BY, Context, PullRequest
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.errors import UserError
-from bot.store import Environment, LeaseLost, VersionConflict, renewing
+from bot.store import Environment, LeaseLost, Replaced, State, VersionConflict, renewing
 
 logger = logging.getLogger(__name__)
 
@@ -58,34 +58,33 @@ class Launcher:
         def start(env: Environment) -> Environment | None:
             if env.state in LIVE and env.label == label and not force:
                 return None
-            data = {
-                **env.data,
-                **pr.as_data(),
-                "session": session,
-                "launch_started": now,
-                "requested_by": actor,
-                "idle_until": idle_until,
-                "warned": False,
-                "health": None,
-                "last_seen": "",
-                "reason": "",
-                "label_gone": False,
-            }
-            data.pop("task_definition", None)
+            old = env.facts
+            facts = replace(
+                pr.facts(old),
+                session=session,
+                launch_started=now,
+                requested_by=actor,
+                idle_until=idle_until,
+                warned=False,
+                health=None,
+                last_seen="",
+                reason="",
+                label_gone=False,
+                task_definition=None,
+            )
             if env.state in ACTIVE and env.task_arn:
-                data["replace"] = {
-                    "task_arn": env.task_arn,
-                    "task_definition": env.data.get("task_definition"),
-                    "session": env.data.get("session"),
-                }
-            return replace(env, state="starting", label=label, task_arn=None, data=data)
+                facts = replace(
+                    facts,
+                    replace=Replaced(env.task_arn, old.task_definition, old.session or None),
+                )
+            return replace(env, state=State.STARTING, label=label, task_arn=None, facts=facts)
 
         existing = await ctx.store.get_environment(pr.repo, pr.number)
         if existing is None:
             # somebody else may create it a moment before us; then we decide on theirs below
             with contextlib.suppress(VersionConflict):
                 await ctx.store.save_environment(
-                    Environment(repo=pr.repo, pr=pr.number, state="new", data=pr.as_data())
+                    Environment(repo=pr.repo, pr=pr.number, state=State.NEW, facts=pr.facts())
                 )
         saved = await change(ctx.store, pr.repo, pr.number, start)
         if saved is None:
@@ -139,23 +138,23 @@ class Launcher:
 
     async def _still_launching(self, repo: str, pr: int, session: str) -> bool:
         env = await self.ctx.store.get_environment(repo, pr)
-        return env is not None and env.state == "starting" and env.data.get("session") == session
+        return env is not None and env.state == State.STARTING and env.facts.session == session
 
     async def _launch(self, repo: str, pr: int, session: str) -> None:
         ctx = self.ctx
         env = await self._ensure_thread(repo, pr, session)
         if env is None:
             return
-        if "replace" in env.data:
-            old = env.data["replace"]
+        if env.facts.replace is not None:
+            old = env.facts.replace
             await self.stopper.teardown(
-                old.get("task_arn"),
-                old.get("task_definition"),
-                old.get("session"),
-                f"replaced by {env.label} ({env.data.get('requested_by', '')})",
+                old.task_arn,
+                old.task_definition,
+                old.session,
+                f"replaced by {env.label} ({env.facts.requested_by})",
             )
             env = await change(
-                ctx.store, repo, pr, in_session(session, lambda e: without(e, "replace"))
+                ctx.store, repo, pr, in_session(session, lambda e: e.with_facts(replace=None))
             )
             if env is None:
                 return
@@ -169,7 +168,7 @@ class Launcher:
             image = await ctx.ecr.describe(tag)
             if image is None:
                 raise UserError(slack_ui.no_image(tag))
-            definition = env.data.get("task_definition")
+            definition = env.facts.task_definition
             if not definition or env.image_digest != image.digest:
                 uri = await ctx.ecr.repository_uri()
                 definition = await ctx.ecs.register_pinned(
@@ -186,13 +185,8 @@ class Launcher:
                     in_session(
                         session,
                         lambda e: replace(
-                            e,
+                            e.with_facts(task_definition=definition, image_tags=image.tags),
                             image_digest=image.digest,
-                            data={
-                                **e.data,
-                                "task_definition": definition,
-                                "image_tags": list(image.tags),
-                            },
                         ),
                     ),
                 )
@@ -206,7 +200,7 @@ class Launcher:
                 container=ctx.container,
                 tags=self.tags(env, env.image_digest or ""),
             )
-        state = "running" if task.last_status == "RUNNING" else "provisioning"
+        state = State.RUNNING if task.last_status == "RUNNING" else State.PROVISIONING
         saved = await change(
             ctx.store,
             repo,
@@ -214,14 +208,13 @@ class Launcher:
             in_session(
                 session,
                 lambda e: replace(
-                    e,
-                    state=state if e.state == "starting" else e.state,
+                    e.with_facts(last_seen=task.last_status),
+                    state=state if e.state == State.STARTING else e.state,
                     task_arn=task.arn,
-                    data={**e.data, "last_seen": task.last_status},
                 ),
             ),
         )
-        if saved is None or saved.state == "stopping":
+        if saved is None or saved.state == State.STOPPING:
             # a stop arrived while launching: the stop may not know this task yet
             await ctx.ecs.stop_task(task.arn, "stopped while launching")
             if saved is not None:
@@ -236,16 +229,16 @@ class Launcher:
             "pr": str(env.pr),
             "label": env.label,
             "image-digest": digest,
-            "session": str(env.data.get("session", "")),
+            "session": env.facts.session,
         }
 
     def task_environment(self, env: Environment, session: str) -> dict[str, str]:
         token = self.ctx.settings.uat_prompt_token
         return {
             "PR_NUMBER": str(env.pr),
-            "BRANCH": str(env.data.get("branch", "")),
-            "REPO": str(env.data.get("clone_url") or env.repo),
-            "HEAD_SHA": str(env.data.get("head_sha", "")),
+            "BRANCH": env.facts.branch,
+            "REPO": env.facts.clone_url or env.repo,
+            "HEAD_SHA": env.facts.head_sha,
             "SESSION_ID": session,
             "UAT_PROMPT_TOKEN": token.get_secret_value() if token else "",
         }
@@ -253,7 +246,7 @@ class Launcher:
     async def _ensure_thread(self, repo: str, pr: int, session: str) -> Environment | None:
         ctx = self.ctx
         env = await ctx.store.get_environment(repo, pr)
-        if env is None or env.data.get("session") != session or env.state != "starting":
+        if env is None or env.facts.session != session or env.state != State.STARTING:
             return None  # superseded by a later request
         if env.thread_ts:
             await self.thread.show(env)

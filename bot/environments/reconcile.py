@@ -18,7 +18,7 @@ from bot.environments.context import (
 from bot.environments.launcher import Launcher
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
-from bot.store import Environment
+from bot.store import Environment, State
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +38,12 @@ class Reconciler:
         ctx = self.ctx
         await self.catch_up()
         envs = await ctx.store.list_environments(ACTIVE)
-        sessions = {e.data.get("session") for e in envs if e.state in LIVE}
+        sessions = {e.facts.session for e in envs if e.state in LIVE and e.facts.session}
         for env in envs:
-            session = str(env.data.get("session", ""))
-            if env.state == "starting" and session not in ctx.launching:
+            if env.state == State.STARTING and env.facts.session not in ctx.launching:
                 await self.thread.note(env, slack_ui.RESUMED_LAUNCH)
                 self.resume(env)
-            elif env.state == "stopping":
+            elif env.state == State.STOPPING:
                 ctx.tasks.spawn(
                     self.stopper.finish_stop(env.repo, env.pr), name=f"resume stop {env.pr}"
                 )
@@ -58,7 +57,7 @@ class Reconciler:
                 await ctx.ecs.stop_task(task.arn, "uat-bot: no environment owns this task")
 
     def resume(self, env: Environment) -> None:
-        session = str(env.data.get("session", ""))
+        session = env.facts.session
         self.ctx.launching.add(session)  # until the spawned launch takes over the marker
         self.launcher.spawn(env.repo, env.pr, session, f"resume launch {env.repo}#{env.pr}")
 
@@ -66,11 +65,11 @@ class Reconciler:
         """Threads a crash left behind their environment's state are brought up to date."""
         ctx = self.ctx
         for env in await ctx.store.list_environments():
-            if env.thread_ts and env.data.get("shown") != env.state and env.state != "new":
+            if env.thread_ts and env.facts.shown != env.state and env.state != State.NEW:
                 reply = {
-                    "ready": lambda e: slack_ui.ready_reply(e, ctx.settings),
-                    "failed": slack_ui.failed_reply,
-                    "stopped": slack_ui.stopped_reply,
+                    State.READY: lambda e: slack_ui.ready_reply(e, ctx.settings),
+                    State.FAILED: slack_ui.failed_reply,
+                    State.STOPPED: slack_ui.stopped_reply,
                 }.get(env.state)
                 shown = self.thread.show(env, reply=reply(env) if reply else None, exclusive=False)
                 ctx.tasks.spawn(shown, name=f"catch up {env.repo}#{env.pr}")
@@ -80,7 +79,7 @@ class Reconciler:
         `dry_run`."""
         ecs = self.ctx.ecs
         envs = await self.ctx.store.list_environments(ACTIVE)
-        sessions = {str(e.data.get("session")) for e in envs}
+        sessions = {e.facts.session for e in envs if e.facts.session}
         tasks = await ecs.describe(await ecs.tasks_started_by())
         live = [t for t in tasks.values() if t.last_status not in ECS_STOPPING]
         orphans = [
@@ -89,7 +88,7 @@ class Reconciler:
             if (t.tags or {}).get("managed-by") == MANAGED_BY and t.started_by not in sessions
         ]
         in_use = {t.task_definition_arn for t in live if t.arn not in orphans}
-        in_use |= {str(e.data["task_definition"]) for e in envs if e.data.get("task_definition")}
+        in_use |= {e.facts.task_definition for e in envs if e.facts.task_definition}
         revisions = [a for a in await ecs.task_definitions(self.ctx.family) if a not in in_use]
         routing = [arn for arn, session in await ecs.routing() if session not in sessions]
         if not dry_run:

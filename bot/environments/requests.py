@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from bot import pr_refs, slack_ui
-from bot.environments.changes import change, edit_data
+from bot.environments.changes import change, edit_facts
 from bot.environments.context import ACTIVE, LIVE, Context, PullRequest
 from bot.environments.launcher import Launcher
 from bot.environments.stopper import Stopper
@@ -51,11 +51,11 @@ class Requests:
     async def _label_gone(self, pr: PullRequest) -> None:
         """Remember that the PR no longer asks for an environment (closed, or its label removed):
         hints then say to label it rather than to `/uat restart` it."""
-        await edit_data(
+        await edit_facts(
             self.ctx.store,
             pr.repo,
             pr.number,
-            lambda d: None if d.get("label_gone") else {**d, "label_gone": True},
+            lambda f: None if f.label_gone else replace(f, label_gone=True),
         )
 
     async def note_new_commits(self, pr: PullRequest, actor: str) -> None:
@@ -76,9 +76,9 @@ class Requests:
 
         def later(env: Environment) -> Environment | None:
             current[:] = [env]
-            if env.state not in LIVE or float(env.data.get("idle_until", 0)) >= until:
+            if env.state not in LIVE or (env.facts.idle_until or 0) >= until:
                 return None
-            return replace(env, data={**env.data, "idle_until": until, "warned": False})
+            return env.with_facts(idle_until=until, warned=False)
 
         saved = await change(self.ctx.store, repo, pr, later)
         if saved is None:
@@ -95,9 +95,9 @@ class Requests:
         until = self.ctx.clock() + self.ctx.settings.uat_idle_hours * 3600
 
         def later(env: Environment) -> Environment | None:
-            if env.state not in LIVE or float(env.data.get("idle_until", 0)) >= until:
+            if env.state not in LIVE or (env.facts.idle_until or 0) >= until:
                 return None
-            return replace(env, data={**env.data, "idle_until": until, "warned": False})
+            return env.with_facts(idle_until=until, warned=False)
 
         await change(self.ctx.store, repo, pr, later)
 
@@ -112,16 +112,7 @@ class Requests:
         env = await self.ctx.store.get_environment(repo, pr)
         if env is None or not slack_ui.restartable(env):  # closed, or its label was removed
             raise UserError(slack_ui.not_running(repo, pr))
-        pr_info = PullRequest(
-            repo,
-            pr,
-            **{
-                k: str(env.data.get(k, ""))
-                for k in PullRequest.__dataclass_fields__
-                if k not in ("repo", "number")
-            },
-        )
-        await self.launcher.request_start(pr_info, env.label, actor, force=True)
+        await self.launcher.request_start(PullRequest.of(env), env.label, actor, force=True)
 
     async def find(self, ref: str) -> Environment:
         """The environment a person means by `PR-123`, `#123`, `123`, `owner/repo#123` or the

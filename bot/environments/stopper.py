@@ -11,7 +11,7 @@ from bot.environments.changes import change
 from bot.environments.context import LIVE, Context
 from bot.environments.thread import Thread
 from bot.errors import UserError
-from bot.store import Environment
+from bot.store import Environment, State
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +29,8 @@ class Stopper:
         def stop(env: Environment) -> Environment | None:
             if env.state not in LIVE:
                 return None
-            data = {**env.data, "reason": f"{reason} by {slack_ui.person(actor)}"}
-            return replace(env, state="stopping", data=data)
+            facts = replace(env.facts, reason=f"{reason} by {slack_ui.person(actor)}")
+            return replace(env, state=State.STOPPING, facts=facts)
 
         saved = await change(self.ctx.store, repo, pr, stop)
         if saved is None:
@@ -40,13 +40,13 @@ class Stopper:
 
     async def finish_stop(self, repo: str, pr: int) -> None:
         env = await self.ctx.store.get_environment(repo, pr)
-        if env is None or env.state != "stopping":
+        if env is None or env.state != State.STOPPING:
             return
         await self.teardown(
             env.task_arn,
-            env.data.get("task_definition"),
-            env.data.get("session"),
-            str(env.data.get("reason", "stopped")),
+            env.facts.task_definition,
+            env.facts.session or None,
+            env.facts.reason or "stopped",
         )
         clock = self.ctx.clock
         saved = await change(
@@ -54,8 +54,8 @@ class Stopper:
             repo,
             pr,
             lambda e: (
-                replace(e, state="stopped", data={**e.data, "stopped_at": clock()})
-                if e.state == "stopping"
+                replace(e.with_facts(stopped_at=clock()), state=State.STOPPED)
+                if e.state == State.STOPPING
                 else None
             ),
         )
@@ -78,15 +78,15 @@ class Stopper:
 
     async def fail(self, repo: str, pr: int, session: str | None, reason: str) -> None:
         def failed(env: Environment) -> Environment | None:
-            if env.state not in LIVE or (session and env.data.get("session") != session):
+            if env.state not in LIVE or (session and env.facts.session != session):
                 return None
-            return replace(env, state="failed", data={**env.data, "reason": reason})
+            return replace(env.with_facts(reason=reason), state=State.FAILED)
 
         saved = await change(self.ctx.store, repo, pr, failed)
         if saved is None:
             return
         if saved.task_arn:
             await self.ctx.ecs.stop_task(saved.task_arn, f"uat-bot: {reason}"[:255])
-        if saved.data.get("task_definition"):
-            await self.ctx.ecs.deregister(str(saved.data["task_definition"]))
+        if saved.facts.task_definition:
+            await self.ctx.ecs.deregister(saved.facts.task_definition)
         await self.thread.show(saved, reply=slack_ui.failed_reply(saved))

@@ -3,8 +3,6 @@ and plain notes."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from bot import slack_ui
 from bot.chat import Blocks
 from bot.environments.changes import change
@@ -30,20 +28,20 @@ class Thread:
         await ctx.chat.update(ctx.settings.uat_channel, env.thread_ts, text, blocks)
         if reply is not None:  # keyed: a catch-up after a crash finds it was posted
             # A session reaches ready, failed and stopped once each (ready never goes back).
-            session = env.data.get("session") or f"v{env.version}"
+            session = env.facts.session or f"v{env.version}"
             key = f"reply:{env.repo}#{env.pr}:{session}:{env.state}"
             await ctx.outbox.post(
                 key, ctx.settings.uat_channel, *reply, env.thread_ts, exclusive=exclusive
             )
-        if env.data.get("shown") != env.state:  # what the thread shows, for after a crash
+        if env.facts.shown != env.state:  # what the thread shows, for after a crash
             state = env.state
             await change(
                 ctx.store,
                 env.repo,
                 env.pr,
                 lambda e: (
-                    replace(e, data={**e.data, "shown": state})
-                    if e.state == state and e.data.get("shown") != state
+                    e.with_facts(shown=str(state))
+                    if e.state == state and e.facts.shown != state
                     else None
                 ),
             )

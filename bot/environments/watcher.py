@@ -27,7 +27,7 @@ from bot.environments.context import (
 from bot.environments.reconcile import Reconciler
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
-from bot.store import Environment
+from bot.store import Environment, State
 
 logger = logging.getLogger(__name__)
 
@@ -102,13 +102,14 @@ class Watcher:
             for env in tracked:
                 group.create_task(self._check(env, infos.get(env.task_arn or ""), now))
         for env in envs:
-            if env.task_arn is None and now - float(env.data.get("launch_started", now)) > (
+            started = env.facts.launch_started
+            if env.task_arn is None and now - (now if started is None else started) > (
                 ctx.settings.uat_launch_timeout_s
             ):
                 await self.stopper.fail(
                     env.repo,
                     env.pr,
-                    env.data.get("session"),
+                    env.facts.session or None,
                     "the launch did not get a task in time",
                 )
 
@@ -124,7 +125,7 @@ class Watcher:
     async def observe(self, env: Environment, task: TaskInfo | None, now: float) -> None:
         """Decide what one environment's task and /health answer mean, and record it."""
         ctx = self.ctx
-        session = env.data.get("session")
+        session = env.facts.session or None
         if task is None:
             await self.stopper.fail(env.repo, env.pr, session, "ECS no longer knows the task")
             return
@@ -132,11 +133,11 @@ class Watcher:
             await self.stopper.fail(env.repo, env.pr, session, slack_ui.stop_reason(task))
             return
         health: dict[str, Any] | None = None
-        state = "provisioning" if task.last_status in ECS_PROVISIONING else "running"
-        if state == "running":
+        state = State.PROVISIONING if task.last_status in ECS_PROVISIONING else State.RUNNING
+        if state == State.RUNNING:
             health = await self.health(env, task)
             if health is not None and health.get("ready") is True:
-                state = "ready"
+                state = State.READY
             elif health is not None and health.get("phase") == "failed":
                 await self.stopper.fail(
                     env.repo,
@@ -145,7 +146,8 @@ class Watcher:
                     f"the container failed: {health.get('error') or 'no reason'}",
                 )
                 return
-        if state != "ready" and now - float(env.data.get("launch_started", now)) > (
+        started = env.facts.launch_started
+        if state != State.READY and now - (now if started is None else started) > (
             ctx.settings.uat_launch_timeout_s
         ):
             seen = f"{task.last_status}" + (
@@ -155,50 +157,38 @@ class Watcher:
                 env.repo, env.pr, session, f"not ready in time (last seen: {seen})"
             )
             return
-        if state == "ready" and env.state == "ready":
+        if state == State.READY and env.state == State.READY:
             await self.idle_check(env, now)
             return
-        if state == env.state or (env.state == "ready" and state == "running"):
+        if state == env.state or (env.state == State.READY and state == State.RUNNING):
             return
 
         def move(e: Environment) -> Environment | None:
-            if e.data.get("session") != session or e.state not in LIVE or e.state == state:
+            if e.facts.session != session or e.state not in LIVE or e.state == state:
                 return None
-            return replace(
-                e,
-                state=state,
-                data={
-                    **e.data,
-                    "last_seen": task.last_status,
-                    "health": health,
-                    "task_ip": task.private_ip,
-                },
-            )
+            moved = e.with_facts(last_seen=task.last_status, health=health, task_ip=task.private_ip)
+            return replace(moved, state=state)
 
         saved = await change(ctx.store, env.repo, env.pr, move)
         if saved is not None:
-            reply = slack_ui.ready_reply(saved, ctx.settings) if state == "ready" else None
+            reply = slack_ui.ready_reply(saved, ctx.settings) if state == State.READY else None
             await self.thread.show(saved, reply=reply)
-            if state == "ready":
+            if state == State.READY:
                 for hook in ctx.when_ready:
                     ctx.tasks.spawn(hook(saved), name=f"on ready {env.repo}#{env.pr}")
 
     async def idle_check(self, env: Environment, now: float) -> None:
         ctx = self.ctx
-        idle_until = float(env.data.get("idle_until", now + 1))
+        idle_until = env.facts.idle_until if env.facts.idle_until is not None else now + 1
         if now >= idle_until:
             hours = ctx.settings.uat_idle_hours
             await self.stopper.request_stop(env.repo, env.pr, f"idle for {hours:g}h", "uat-bot")
-        elif now >= idle_until - IDLE_WARNING_S and not env.data.get("warned"):
+        elif now >= idle_until - IDLE_WARNING_S and not env.facts.warned:
             saved = await change(
                 ctx.store,
                 env.repo,
                 env.pr,
-                lambda e: (
-                    replace(e, data={**e.data, "warned": True})
-                    if not e.data.get("warned")
-                    else None
-                ),
+                lambda e: e.with_facts(warned=True) if not e.facts.warned else None,
             )
             if saved is not None and saved.thread_ts:
                 text, blocks = slack_ui.idle_warning(saved)
@@ -224,7 +214,7 @@ class Watcher:
 
     def container_url(self, env: Environment, task: TaskInfo | None = None) -> str:
         return self.ctx.settings.uat_container_url.format(
-            ip=(task.private_ip if task else env.data.get("task_ip")) or "",
+            ip=(task.private_ip if task else env.facts.task_ip) or "",
             pr=env.pr,
             task_id=(task.task_id if task else (env.task_arn or "").rsplit("/", 1)[-1]),
         ).rstrip("/")
