@@ -148,7 +148,7 @@ async def _start(app: web.Application, path: str = "/slack/events") -> tuple[web
 
 async def seed_store(db: Path, count: int) -> None:
     """`count` running environments, written to the bot's SQLite store before it starts."""
-    from bot.store import Environment, SqliteStore
+    from bot.store import Environment, Facts, SqliteStore
 
     store = SqliteStore(db)
     await store.open()
@@ -162,15 +162,17 @@ async def seed_store(db: Path, count: int) -> None:
                     state="running",
                     label="uat",
                     task_arn=f"arn:aws:ecs:us-east-1:123456789012:task/uat/{pr:032x}",
-                    data={
-                        "title": f"PR {pr}",
-                        "branch": f"branch-{pr}",
-                        "session": f"pr{pr}-bench",
-                        "launch_started": now - 60 * pr,
-                        "requested_by": "bench",
-                        "idle_until": now + 8 * 3600,
-                        "image_tags": [f"sha-{pr:07x}"],
-                    },
+                    facts=Facts.from_json(
+                        {
+                            "title": f"PR {pr}",
+                            "branch": f"branch-{pr}",
+                            "session": f"pr{pr}-bench",
+                            "launch_started": now - 60 * pr,
+                            "requested_by": "bench",
+                            "idle_until": now + 8 * 3600,
+                            "image_tags": [f"sha-{pr:07x}"],
+                        }
+                    ),
                 )
             )
     finally:

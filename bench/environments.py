@@ -193,7 +193,7 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
     from bot.aws import RETRIES
     from bot.config import load_settings
     from bot.environments import LIVE
-    from bot.store import Environment
+    from bot.store import Environment, Facts
     from tests.harness.bot import BOT_TOKEN, bot_env
     from tests.harness.slack_stub import SlackStub
     from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, Containers, set_up_account
@@ -257,19 +257,21 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
                                 label="uat",
                                 task_arn=task["taskArn"],
                                 image_digest=digest,
-                                data={
-                                    "title": f"PR {pr}",
-                                    "branch": f"branch-{pr}",
-                                    "session": session,
-                                    "launch_started": now,
-                                    "requested_by": "bench",
-                                    "idle_until": now + 8 * 3600,
-                                    "warned": False,
-                                    "health": None,
-                                    "last_seen": "RUNNING",
-                                    "reason": "",
-                                    "task_definition": definition,
-                                },
+                                facts=Facts.from_json(
+                                    {
+                                        "title": f"PR {pr}",
+                                        "branch": f"branch-{pr}",
+                                        "session": session,
+                                        "launch_started": now,
+                                        "requested_by": "bench",
+                                        "idle_until": now + 8 * 3600,
+                                        "warned": False,
+                                        "health": None,
+                                        "last_seen": "RUNNING",
+                                        "reason": "",
+                                        "task_definition": definition,
+                                    }
+                                ),
                             )
                         )
                     seeded = upto
@@ -464,10 +466,8 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
             _, noop_runner, noop_url = await _start_bot(noop_settings, no_op)
             runners.append(noop_runner)
             envs = real.services.environments
-            for _ in range(1000):  # start-up reconciliation and the watcher's first round
-                if envs.polls:
-                    break
-                await asyncio.sleep(0.01)
+            # start-up reconciliation and the watcher's first round
+            await asyncio.wait_for(envs.watcher.first_round.wait(), 10)
             await envs.ecr.describe("latest")  # make the ECR client now, not in the burst
 
             bot, baseline = Sender(session, real_url), Sender(session, noop_url)

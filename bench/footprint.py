@@ -256,7 +256,7 @@ def _seed_tasks(account: Any, count: int, workdir: Path) -> list[tuple[int, str,
 
 
 async def _seed_store(db: Path, seeded: list[tuple[int, str, str, str]], definition: str) -> None:
-    from bot.store import Environment, SqliteStore
+    from bot.store import Environment, Facts, SqliteStore
 
     store = SqliteStore(db)
     await store.open()
@@ -271,19 +271,21 @@ async def _seed_store(db: Path, seeded: list[tuple[int, str, str, str]], definit
                     label="uat",
                     task_arn=arn,
                     image_digest=digest,
-                    data={
-                        "title": f"PR {pr}",
-                        "branch": f"branch-{pr}",
-                        "session": session,
-                        "launch_started": now,
-                        "requested_by": "bench",
-                        "idle_until": now + 8 * 3600,
-                        "warned": False,
-                        "health": None,
-                        "last_seen": "RUNNING",
-                        "reason": "",
-                        "task_definition": definition,
-                    },
+                    facts=Facts.from_json(
+                        {
+                            "title": f"PR {pr}",
+                            "branch": f"branch-{pr}",
+                            "session": session,
+                            "launch_started": now,
+                            "requested_by": "bench",
+                            "idle_until": now + 8 * 3600,
+                            "warned": False,
+                            "health": None,
+                            "last_seen": "RUNNING",
+                            "reason": "",
+                            "task_definition": definition,
+                        }
+                    ),
                 )
             )
     finally:

@@ -340,7 +340,7 @@ async def _relay(server: PromptServer, session: aiohttp.ClientSession, tmp: Path
     from bot.app import build_runtime
     from bot.config import load_settings
     from bot.server import create_web_app
-    from bot.store import Environment
+    from bot.store import Environment, Facts
     from tests.harness.bot import BOT_TOKEN, CHANNEL, DEVELOPER, SIGNING_SECRET, bot_env
     from tests.harness.signing import slack_headers, slash_command_body
     from tests.harness.slack_stub import SlackStub
@@ -373,7 +373,9 @@ async def _relay(server: PromptServer, session: aiohttp.ClientSession, tmp: Path
                     label="uat",
                     task_arn=TASK_ARN,
                     thread_ts=thread,
-                    data={"title": "Bench", "branch": "bench", "launch_started": now - 60},
+                    facts=Facts.from_json(
+                        {"title": "Bench", "branch": "bench", "launch_started": now - 60}
+                    ),
                 )
             )
             blocker = await server.start_job(session, BLOCKER_S)

@@ -46,6 +46,11 @@ class Metrics:
             registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.check_failures = Counter(
+            "uat_watch_check_failures",
+            "Watcher checks of one environment that failed (the next round looks again)",
+            registry=r,
+        )
         self.prompt_jobs = Counter(
             "uat_prompt_jobs", "Relayed prompts by final state", ["state"], registry=r
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -25,7 +25,7 @@ from bot.config import Settings
 from bot.environments import LIVE, Environments
 from bot.errors import UserError
 from bot.outbox import Outbox
-from bot.store import Environment, Relay, Store, renewing
+from bot.store import Carried, Environment, Facts, Relay, State, Store, renewing
 from bot.tasks import TaskSupervisor
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,6 @@ UNREACHABLE_GIVE_UP_S = 15 * 60
 RELAY_LEASE_S = 30.0  # a dead follower's lease lapses this long after its last renewal
 MAX_RESULT_MESSAGES = 3
 LONG_OUTPUT_CHARS = 3_000  # more than one message section holds: the output goes as a file
-CANCELS = "prompt_cancels"  # in an environment's data: job id -> who cancelled it
 
 
 @dataclass(frozen=True)
@@ -99,7 +98,7 @@ class Prompts:
             raise UserError(slack_ui.prompt_too_long(len(text), MAX_PROMPT))
         if env.state not in LIVE:
             raise UserError(slack_ui.not_running_env(env))
-        if env.state != "ready" or not env.task_arn:
+        if env.state != State.READY or not env.task_arn:
             timeout = self.settings.uat_launch_timeout_s
             raise UserError(slack_ui.not_ready(env, self.environments.clock(), timeout))
         headers = self._headers()
@@ -142,16 +141,16 @@ class Prompts:
         restart carried over to environments that became ready meanwhile."""
         for relay in await self.store.open_relays():
             self.follow(relay)
-        for env in await self.store.list_environments(["ready"]):
-            if env.data.get("carry"):
+        for env in await self.store.list_environments([State.READY]):
+            if env.facts.carry:
                 self.tasks.spawn(self.resend_carried(env), name=f"resend {env.repo}#{env.pr}")
 
     async def cancel(self, env: Environment, job_id: str, user: str) -> None:
         """Cancel a queued or running prompt; its result then says who cancelled it."""
-        await self.environments.edit_data(
+        await self.environments.edit_facts(
             env.repo,
             env.pr,
-            lambda d: {**d, CANCELS: {**d.get(CANCELS, {}), job_id: user}},
+            lambda f: replace(f, prompt_cancels={**f.prompt_cancels, job_id: user}),
         )
         url = f"{self.environments.container_url(env)}/prompts/{job_id}"
         try:
@@ -194,10 +193,10 @@ class Prompts:
             elif job is None:
                 dropped.append((relay, "the old container does not answer"))
             # an ended job: its follower posts the result as usual
-        items = [{"prompt": r.prompt, "user": r.user, "job": r.job_id} for r in carried]
+        items = tuple(Carried(r.prompt, r.user, r.job_id) for r in carried)
         if items:
-            await self.environments.edit_data(
-                env.repo, env.pr, lambda d: {**d, "carry": [*d.get("carry", []), *items]}
+            await self.environments.edit_facts(
+                env.repo, env.pr, lambda f: replace(f, carry=(*f.carry, *items))
             )
         for relay in [*carried, *(r for r, _ in dropped)]:
             await self.store.close_relay(relay.repo, relay.pr, relay.job_id)
@@ -211,20 +210,20 @@ class Prompts:
     async def resend_carried(self, env: Environment) -> None:
         """Once the new environment is ready: send the carried-over prompts, in order; the thread
         says which the new container did not take, and why."""
-        taken: list[list[dict[str, Any]]] = []
+        taken: list[tuple[Carried, ...]] = []
 
-        def take(data: dict[str, Any]) -> dict[str, Any] | None:
-            if not data.get("carry"):
+        def take(facts: Facts) -> Facts | None:
+            if not facts.carry:
                 return None
-            taken[:] = [list(data["carry"])]
-            return {k: v for k, v in data.items() if k != "carry"}
+            taken[:] = [facts.carry]
+            return replace(facts, carry=())
 
-        saved = await self.environments.edit_data(env.repo, env.pr, take)
+        saved = await self.environments.edit_facts(env.repo, env.pr, take)
         if saved is None or not taken:
             return
         failed: list[tuple[tuple[str, str], str]] = []
         for item in taken[0]:
-            prompt, user = str(item.get("prompt", "")), str(item.get("user", ""))
+            prompt, user = item.prompt, item.user
             try:
                 await self.submit(saved, prompt, user)
             except UserError as exc:
@@ -350,14 +349,14 @@ class Prompts:
         outcome = slack_ui.prompt_outcome(state, _cancelled_by(env, relay.job_id))
         await self._close_card(relay, outcome)
         await self.store.close_relay(relay.repo, relay.pr, relay.job_id)
-        if env is not None and relay.job_id in env.data.get(CANCELS, {}):
-            await self.environments.edit_data(
+        if env is not None and relay.job_id in env.facts.prompt_cancels:
+            await self.environments.edit_facts(
                 relay.repo,
                 relay.pr,
-                lambda d: {
-                    **d,
-                    CANCELS: {k: v for k, v in d.get(CANCELS, {}).items() if k != relay.job_id},
-                },
+                lambda f: replace(
+                    f,
+                    prompt_cancels={k: v for k, v in f.prompt_cancels.items() if k != relay.job_id},
+                ),
             )
 
     async def _close_card(self, relay: Relay, outcome: str) -> None:
@@ -396,9 +395,8 @@ def _asked_key(relay: Relay) -> str:
 
 
 def _cancelled_by(env: Environment | None, job_id: str) -> str | None:
-    cancels = env.data.get(CANCELS) if env is not None else None
-    user = cancels.get(job_id) if isinstance(cancels, dict) else None
-    return str(user) if user else None
+    user = env.facts.prompt_cancels.get(job_id) if env is not None else None
+    return user or None
 
 
 async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:

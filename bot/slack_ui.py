@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.store.records import ENDED, LIVE, Environment, State
+
 Block = dict[str, Any]
 
 # Errors every command can meet.
@@ -390,15 +392,15 @@ def unfrozen(actor: str) -> str:
 
 # ---------------------------------------------------------------- PR environments
 
-STATE_LABELS = {
-    "new": ":white_circle: New",
-    "starting": ":hourglass_flowing_sand: Starting",
-    "provisioning": ":hourglass_flowing_sand: Provisioning",
-    "running": ":large_blue_circle: Running — waiting for the app",
-    "ready": ":large_green_circle: Ready",
-    "stopping": ":black_square_for_stop: Stopping",
-    "stopped": ":black_square_for_stop: Stopped",
-    "failed": ":red_circle: Failed",
+STATE_LABELS: dict[State, str] = {
+    State.NEW: ":white_circle: New",
+    State.STARTING: ":hourglass_flowing_sand: Starting",
+    State.PROVISIONING: ":hourglass_flowing_sand: Provisioning",
+    State.RUNNING: ":large_blue_circle: Running — waiting for the app",
+    State.READY: ":large_green_circle: Ready",
+    State.STOPPING: ":black_square_for_stop: Stopping",
+    State.STOPPED: ":black_square_for_stop: Stopped",
+    State.FAILED: ":red_circle: Failed",
 }
 RESUMED_LAUNCH = "The bot restarted during this launch; it is carrying on from where it stopped."
 PR_REF_HELP = (
@@ -427,61 +429,67 @@ def duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
-def app_url(env: Any, settings: Any) -> str | None:
+def app_url(env: Environment, settings: Any) -> str | None:
     if not settings.uat_app_url:
         return None
     return str(settings.uat_app_url).format(
-        ip=env.data.get("task_ip") or "",
+        ip=env.facts.task_ip or "",
         pr=env.pr,
         task_id=(env.task_arn or "").rsplit("/", 1)[-1],
         session=env.data.get("session") or "",
     )
 
 
-def environment_card(env: Any, settings: Any, now: float) -> tuple[str, list[Block]]:
-    d = env.data
-    state = STATE_LABELS.get(env.state, env.state)
-    title = d.get("title") or ""
-    link = f"<{d['url']}|#{env.pr} {title}>" if d.get("url") else f"#{env.pr} {title}"
+def environment_card(env: Environment, settings: Any, now: float) -> tuple[str, list[Block]]:
+    f = env.facts
+    state = STATE_LABELS[env.state]
+    title = f.title
+    link = f"<{f.url}|#{env.pr} {title}>" if f.url else f"#{env.pr} {title}"
     text = f"{env.repo}#{env.pr} {title} — {env.state}"
-    tags = [t for t in d.get("image_tags", []) if t not in ("latest", "staging")]
+    tags = [t for t in f.image_tags if t not in ("latest", "staging")]
     image = f"`{tags[0]}` " if tags else ""
     image += f"`{short(env.image_digest)}`" if env.image_digest else "resolving…"
     fields = [
         f"*State*\n{state}",
         f"*Label*\n`{env.label or '-'}`",
         f"*Image*\n{image}",
-        f"*Author*\n{d.get('author') or '-'}",
+        f"*Author*\n{f.author or '-'}",
     ]
-    if env.state in ("running", "ready", "provisioning", "starting"):
-        fields.append(f"*Age*\n{duration(now - float(d.get('launch_started', now)))}")
-        if d.get("idle_until"):
-            fields.append(f"*Idle stop*\n{when(float(d['idle_until']))}")
+    if env.state in LIVE:
+        fields.append(f"*Age*\n{duration(now - _started(env, now))}")
+        if f.idle_until:
+            fields.append(f"*Idle stop*\n{when(f.idle_until)}")
     blocks: list[Block] = [
-        text_block(f"*{link}*\n`{env.repo}` · branch `{d.get('branch') or '?'}`"),
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f[:2000]} for f in fields]},
+        text_block(f"*{link}*\n`{env.repo}` · branch `{f.branch or '?'}`"),
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": x[:2000]} for x in fields]},
     ]
     url = app_url(env, settings)
-    if env.state == "ready" and url:
+    if env.state == State.READY and url:
         blocks.append(text_block(f":link: <{url}|Open the app>"))
-    if env.state in ("failed", "stopped") and d.get("reason"):
-        blocks.append(context_block(str(d["reason"])))
+    if env.state in ENDED and f.reason:
+        blocks.append(context_block(f.reason))
     return text, blocks
 
 
-def ready_reply(env: Any, settings: Any) -> tuple[str, list[Block]]:
+def _started(env: Environment, now: float) -> float:
+    """When its launch started (`now` when it has not)."""
+    started = env.facts.launch_started
+    return now if started is None else started
+
+
+def ready_reply(env: Environment, settings: Any) -> tuple[str, list[Block]]:
     url = app_url(env, settings)
     text = f"#{env.pr} is ready" + (f" at {url}" if url else "") + "."
     return text, [text_block(text)]
 
 
-def failed_reply(env: Any) -> tuple[str, list[Block]]:
-    text = f"#{env.pr} failed: {env.data.get('reason') or 'no reason given'}"
+def failed_reply(env: Environment) -> tuple[str, list[Block]]:
+    text = f"#{env.pr} failed: {env.facts.reason or 'no reason given'}"
     return text, [text_block(f":red_circle: {text}")]
 
 
-def stopped_reply(env: Any) -> tuple[str, list[Block]]:
-    text = f"#{env.pr} stopped: {env.data.get('reason') or 'stopped'}.{restart_hint(env)}"
+def stopped_reply(env: Environment) -> tuple[str, list[Block]]:
+    text = f"#{env.pr} stopped: {env.facts.reason or 'stopped'}.{restart_hint(env)}"
     return text, [text_block(text)]
 
 
@@ -498,20 +506,17 @@ def no_image(tag: str) -> str:
     return f"There is no `:{tag}` image to run. Build one with `/uat staging` first."
 
 
-def idle_warning(env: Any) -> tuple[str, list[Block]]:
-    text = (
-        f"#{env.pr} has been idle and stops {when(float(env.data['idle_until']))}. "
-        "Extend it to keep it."
-    )
+def idle_warning(env: Environment) -> tuple[str, list[Block]]:
+    text = f"#{env.pr} has been idle and stops {when(env.facts.idle_until)}. Extend it to keep it."
     value = json.dumps(
-        {"card": f"extend-{env.data.get('session')}", "repo": env.repo, "pr": env.pr}
+        {"card": f"extend-{env.facts.session or None}", "repo": env.repo, "pr": env.pr}
     )
     return text, [text_block(text), actions(button("Extend", "uat.env.extend", value, "primary"))]
 
 
-def new_commits(env: Any, sha: str, actor: str) -> tuple[str, list[Block]]:
+def new_commits(env: Environment, sha: str, actor: str) -> tuple[str, list[Block]]:
     text = f"New commits (`{sha[:7]}` by {actor}) — restart to pick them up."
-    card = f"restart-{sha[:12]}-{env.data.get('session')}"
+    card = f"restart-{sha[:12]}-{env.facts.session or None}"
     value = json.dumps({"card": card, "repo": env.repo, "pr": env.pr})
     return text, [text_block(text), actions(button("Restart", "uat.env.restart", value))]
 
@@ -529,13 +534,13 @@ def bad_pr_ref(ref: str) -> str:
     return f"`{shown}` is not a PR. {PR_REF_HELP}"
 
 
-def restartable(env: Any) -> bool:
+def restartable(env: Environment) -> bool:
     """Whether the PR still carries the UAT label its environment ran with (closing the PR or
     removing the label is recorded as `label_gone`)."""
-    return bool(env.label) and not env.data.get("label_gone")
+    return bool(env.label) and not env.facts.label_gone
 
 
-def not_running_env(env: Any) -> str:
+def not_running_env(env: Environment) -> str:
     """No running environment, with the hint that fits: restart it while the PR keeps its label,
     else label the PR."""
     if not restartable(env):
@@ -546,7 +551,7 @@ def not_running_env(env: Any) -> str:
     )
 
 
-def restart_hint(env: Any) -> str:
+def restart_hint(env: Environment) -> str:
     """What follows a stop in the PR's thread: how to get the environment back, if it can be."""
     return f" `/uat restart PR-{env.pr}` starts it again." if restartable(env) else ""
 
@@ -556,22 +561,22 @@ def ambiguous_pr(pr: int, repos: Sequence[str]) -> str:
 
 
 def environments_overview(
-    envs: Sequence[Any], settings: Any, now: float
+    envs: Sequence[Environment], settings: Any, now: float
 ) -> tuple[str, list[Block]]:
     if not envs:
         text = "No active environments. Label a PR `uat` to start one."
         return text, [text_block(text)]
     rows = []
     for env in envs[:OVERVIEW_ROWS]:
-        d = env.data
-        tags = [t for t in d.get("image_tags", []) if t not in ("latest", "staging")]
-        url = app_url(env, settings) if env.state == "ready" else None
+        f = env.facts
+        tags = [t for t in f.image_tags if t not in ("latest", "staging")]
+        url = app_url(env, settings) if env.state == State.READY else None
         rows.append(
             f"*{env.repo}#{env.pr}* `{env.label}` "
             + (f"`{tags[0]}` " if tags else "")
-            + f"{STATE_LABELS.get(env.state, env.state)} · "
-            + f"{duration(now - float(d.get('launch_started', now)))}"
-            + (f" · idle stop {when(float(d['idle_until']))}" if d.get("idle_until") else "")
+            + f"{STATE_LABELS[env.state]} · "
+            + f"{duration(now - _started(env, now))}"
+            + (f" · idle stop {when(f.idle_until)}" if f.idle_until else "")
             + (f" · <{url}|app>" if url else "")
         )
     if len(envs) > OVERVIEW_ROWS:
@@ -583,21 +588,21 @@ def environments_overview(
     return text, [text_block(chunk) for chunk in _chunks(rows)]
 
 
-def stopping(env: Any) -> str:
+def stopping(env: Environment) -> str:
     return f"Stopping {env.repo}#{env.pr}; its thread will say when it has stopped."
 
 
-def restarting(env: Any) -> str:
+def restarting(env: Environment) -> str:
     return f"Restarting {env.repo}#{env.pr} with a fresh task; its thread follows it."
 
 
-def extended(env: Any) -> str:
-    return f"{env.repo}#{env.pr} now stops when idle {when(float(env.data['idle_until']))}."
+def extended(env: Environment) -> str:
+    return f"{env.repo}#{env.pr} now stops when idle {when(env.facts.idle_until)}."
 
 
-def extend_kept(env: Any, hours: float) -> str:
+def extend_kept(env: Environment, hours: float) -> str:
     return (
-        f"{env.repo}#{env.pr} already stops when idle {when(float(env.data['idle_until']))}, "
+        f"{env.repo}#{env.pr} already stops when idle {when(env.facts.idle_until)}, "
         f"later than {hours:g}h from now: I kept that."
     )
 
@@ -611,7 +616,7 @@ def bad_hours(given: str, least: float, most: float) -> str:
 
 
 def environment_detail(
-    env: Any, task: Any, probes: dict[str, Any], settings: Any, now: float
+    env: Environment, task: Any, probes: dict[str, Any], settings: Any, now: float
 ) -> tuple[str, list[Block]]:
     text, blocks = environment_card(env, settings, now)
     lines = []
@@ -643,7 +648,7 @@ def environment_detail(
     return text, [*blocks, text_block("\n".join(lines))]
 
 
-def home_view(envs: Sequence[Any], images: Any, settings: Any, now: float) -> Block:
+def home_view(envs: Sequence[Environment], images: Any, settings: Any, now: float) -> Block:
     """The App Home tab: the environments overview and what :latest / :staging are."""
     _, env_blocks = environments_overview(envs, settings, now)
     if isinstance(images, str):
@@ -714,14 +719,14 @@ def prompt_too_long(length: int, limit: int) -> str:
     return f"That prompt is {length:,} characters; the agent takes at most {limit:,}. Shorten it."
 
 
-def not_ready(env: Any, now: float | None = None, timeout_s: float | None = None) -> str:
-    if now is None or timeout_s is None or not env.data.get("launch_started"):
+def not_ready(env: Environment, now: float | None = None, timeout_s: float | None = None) -> str:
+    started = env.facts.launch_started
+    if now is None or timeout_s is None or not started:
         return (
             f"{env.repo}#{env.pr} is not ready yet ({env.state}). "
             "Its thread says when it is; prompt it then."
         )
-    started = float(env.data["launch_started"])
-    state = STATE_LABELS.get(env.state, env.state).split(" ", 1)[-1].lower()
+    state = STATE_LABELS[env.state].split(" ", 1)[-1].lower()
     return (
         f"{env.repo}#{env.pr} is still starting ({state}): it started {duration(now - started)} "
         f"ago and has until {when(started + timeout_s)} ({duration(timeout_s)} in all) to be "
@@ -729,11 +734,11 @@ def not_ready(env: Any, now: float | None = None, timeout_s: float | None = None
     )
 
 
-def container_refused(env: Any, reason: str) -> str:
+def container_refused(env: Environment, reason: str) -> str:
     return f"The agent in {env.repo}#{env.pr} refused the prompt: {escape(reason)}."
 
 
-def container_unreachable(env: Any) -> str:
+def container_unreachable(env: Environment) -> str:
     return (
         f"The container of {env.repo}#{env.pr} does not answer. "
         f"`/uat status PR-{env.pr}` shows its state; `/uat restart PR-{env.pr}` replaces it."
@@ -759,10 +764,10 @@ def prompt_answer(job_id: str, position: int) -> str:
     return f"Sent to the agent: {where} (job `{job_id}`). The result will be in the PR's thread."
 
 
-def prompt_lost(relay: Any, env: Any) -> list[str]:
+def prompt_lost(relay: Any, env: Environment | None) -> list[str]:
     why = (
         "the environment stopped"
-        if env is None or env.state not in ("starting", "provisioning", "running", "ready")
+        if env is None or env.state not in LIVE
         else "the container stopped answering"
     )
     return [f"The prompt `{relay.job_id}` from {person(relay.user)} has no result: {why}."]

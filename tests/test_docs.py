@@ -65,7 +65,7 @@ def test_every_setting_is_in_the_environment_table() -> None:
 
 def test_every_error_message_is_in_troubleshooting() -> None:
     sources = "\n".join(
-        path.read_text() for folder in ("bot", "commands") for path in (ROOT / folder).glob("*.py")
+        path.read_text() for folder in ("bot", "commands") for path in (ROOT / folder).rglob("*.py")
     )
     raised = set(
         re.findall(

@@ -13,7 +13,7 @@ import pytest
 
 from bot import slack_ui
 from bot.environments import Environments
-from bot.store import Environment
+from bot.store import Environment, Facts
 from tests.harness.bot import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.pull_requests import PR, REPO, label, pr_event, root_messages
 from tests.harness.signing import block_actions_body, event_body, slack_headers
@@ -260,7 +260,7 @@ async def test_a_launch_interrupted_before_run_task_is_finished_after_restart(
     first: Bot = await make_bot(**account.env(containers.url))
     await first.settle_startup()
     # the bot dies right after accepting the delivery: its launch never ran
-    first.runtime.services.environments.launch = _never  # type: ignore[method-assign]
+    first.runtime.services.environments.launcher.launch = _never  # type: ignore[method-assign]
     await label(first)
     assert account.tasks() == []
     await first.runtime.stop()
@@ -351,7 +351,7 @@ async def test_idle_environments_are_warned_then_stopped(
     environments = envs(uat)
     await environments.poll()
     real_clock = environments.clock
-    idle_until = float((await _env(uat)).data["idle_until"])
+    idle_until = (await _env(uat)).facts.idle_until
     environments.clock = lambda: idle_until - 60  # type: ignore[method-assign]
     await environments.poll()
     assert "Extend" in str(uat.slack.thread(CHANNEL, root_messages(uat)[0]["ts"])[-1]["blocks"])
@@ -398,7 +398,7 @@ async def test_stopping_removes_the_routing_the_container_registered(
     uat: Bot, account: UatAccount
 ) -> None:
     await label(uat)
-    session = str((await _env(uat)).data["session"])
+    session = (await _env(uat)).facts.session
     mine = _target_group(account, session)
     other = _target_group(account, "pr9-someoneelse")
     await uat.github("pull_request", pr_event("closed"))
@@ -494,7 +494,7 @@ async def test_a_long_overview_still_fits_in_one_slack_answer(make_bot: BotFacto
                 pr=number,
                 state="running",
                 label="uat",
-                data={"launch_started": 1.0, "idle_until": 2.0, "image_tags": ["abc1234"]},
+                facts=Facts(launch_started=1.0, idle_until=2.0, image_tags=("abc1234",)),
             )
         )
     await bot.slash("status")
@@ -518,19 +518,19 @@ async def test_a_prompt_while_starting_says_it_is_starting_and_until_when(
     uat: Bot, account: UatAccount, containers: Containers
 ) -> None:
     environments = envs(uat)
-    environments.launch = _never  # type: ignore[method-assign]  # stays "starting", no task yet
+    environments.launcher.launch = _never  # type: ignore[method-assign]  # stays "starting", no task yet
     await label(uat)
     await uat.slash("prompt PR-2 add a footer")
     await uat.settle()
     env = await _env(uat)
     assert env.state == "starting" and env.task_arn is None
-    started = float(env.data["launch_started"])
+    started = env.facts.launch_started
     said = answer(uat)
     assert said.startswith(f"{REPO}#2 is still starting (starting): it started ")
     assert slack_ui.when(started + uat.settings.uat_launch_timeout_s) in said
     assert "Label the PR" not in said
-    del environments.launch  # the real launch again: the task runs, the app is not up yet
-    await environments.launch(REPO, PR, str(env.data["session"]))
+    del environments.launcher.launch  # the real launch again: the task runs, the app is not up yet
+    await environments.launch(REPO, PR, env.facts.session)
     await uat.slash("prompt PR-2 add a footer")
     await uat.settle()
     assert await state(uat) == "running"
@@ -539,22 +539,22 @@ async def test_a_prompt_while_starting_says_it_is_starting_and_until_when(
 
 async def test_extend_never_brings_the_idle_stop_earlier(uat: Bot) -> None:
     await label(uat)
-    before = float((await _env(uat)).data["idle_until"])  # 8 hours from the launch
+    before = (await _env(uat)).facts.idle_until  # 8 hours from the launch
     await uat.slash("extend PR-2 1")
     await uat.settle()
     env = await _env(uat)
-    assert float(env.data["idle_until"]) == before
+    assert env.facts.idle_until == before
     assert answer(uat) == slack_ui.extend_kept(env, 1)
     await uat.slash("extend PR-2 24")
     await uat.settle()
     later = await _env(uat)
-    assert float(later.data["idle_until"]) > before + 15 * 3600
+    assert later.facts.idle_until > before + 15 * 3600
     assert answer(uat) == slack_ui.extended(later)
 
 
 async def test_bad_hours_get_the_allowed_range_at_once(uat: Bot) -> None:
     await label(uat)
-    before = (await _env(uat)).data["idle_until"]
+    before = (await _env(uat)).facts.idle_until
     for hours in ("-5", "abc", "0", "10000", "nan", "inf", "0.5", "`<!channel>`"):
         status, said = await uat.slash(f"extend PR-2 {hours}")  # answered in the ack
         usage = uat.runtime.dispatcher.table["extend"].usage
@@ -563,7 +563,7 @@ async def test_bad_hours_get_the_allowed_range_at_once(uat: Bot) -> None:
         ), hours
         assert "<!channel>" not in said
     await uat.settle()
-    assert (await _env(uat)).data["idle_until"] == before
+    assert (await _env(uat)).facts.idle_until == before
     assert uat.slack.responses == []  # nothing ran after the ack
 
 

@@ -370,7 +370,7 @@ async def test_cancel_before_the_pr_is_reported_as_cancelled_by_who_asked(
     assert buttons(asked) == []
     assert f"cancelled by <@{DEVELOPER}>, job `{job}`" in asked["text"]
     env = await bot.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
-    assert env is not None and job not in env.data.get("prompt_cancels", {})  # forgotten
+    assert env is not None and job not in env.facts.prompt_cancels  # forgotten
 
 
 async def test_a_finished_prompt_loses_its_cancel_button_and_cannot_be_cancelled(
@@ -413,4 +413,4 @@ async def test_restart_carries_queued_prompts_over_in_order_and_says_what_was_dr
     assert not any("the running one" in r or "*cancelled" in r for r in results)
     assert await bot.runtime.services.store.open_relays() == []
     env = await bot.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
-    assert env is not None and "carry" not in env.data
+    assert env is not None and not env.facts.carry

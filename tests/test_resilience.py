@@ -27,10 +27,10 @@ import pytest
 from aiohttp import web
 from botocore.retries.standard import ExponentialBackoff
 
-from bot import environments as environments_module
 from bot import slack_ui
 from bot.aws import AwsError
 from bot.environments import LAUNCH_LEASE_S, Environments
+from bot.environments import launcher as launcher_module
 from bot.github import PullRequestEvent
 from bot.store import Environment
 from tests.harness.bot import (
@@ -494,7 +494,7 @@ async def test_a_card_a_kill_left_behind_is_brought_up_to_date_on_start(
     async def die(*args: Any, **kwargs: Any) -> None:
         await killed()
 
-    environments._show = die  # type: ignore[method-assign]
+    environments.thread.show = die  # type: ignore[method-assign]
     await first.github("pull_request", pr_event("unlabeled", "uat"))
     await first.settle()
     await first.runtime.stop()
@@ -536,7 +536,7 @@ async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_star
     chat.post = post_then_die  # type: ignore[method-assign]
     await first.github("pull_request", pr_event("unlabeled", "uat"))
     await first.settle()
-    assert (await env_of(first)).data.get("shown") != "stopped"  # the kill came in time
+    assert (await env_of(first)).facts.shown != "stopped"  # the kill came in time
     await first.runtime.stop()
     second: Bot = await make_bot(**account.env(containers.url))
     await second.settle_startup()
@@ -545,7 +545,7 @@ async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_star
     replies = [m["text"] for m in slack.thread(CHANNEL, root["ts"])]
     assert len([r for r in replies if "stopped" in r]) == 1, replies
     assert root["text"].endswith("— stopped")
-    assert (await env_of(second)).data.get("shown") == "stopped"
+    assert (await env_of(second)).facts.shown == "stopped"
 
 
 async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(
@@ -563,7 +563,7 @@ async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(
     env = await env_of(uat)
     assert (env.state, env.label) == ("running", "uat-staging")
     [task] = account.tasks(desired="RUNNING")
-    assert task["startedBy"] == env.data["session"]
+    assert task["startedBy"] == env.facts.session
     assert len(root_messages(slack)) == 1
 
 
@@ -749,7 +749,7 @@ async def test_throttling_past_the_retry_budget_fails_the_card_with_awss_reason(
         "try again in a minute."
     )
     env = await env_of(proxied)
-    assert (env.state, env.data["reason"]) == ("failed", reason)
+    assert (env.state, env.facts.reason) == ("failed", reason)
     [root] = root_messages(slack)
     assert root["text"].endswith("— failed") and reason in str(root["blocks"])
     [reply] = slack.thread(CHANNEL, root["ts"])
@@ -785,7 +785,7 @@ async def test_bug_a_launch_lease_renewal_that_fails_once_fails_the_launch(
     fails (the store throttled past botocore's retries, a network blip) ends the heartbeat
     task with that error, and `launch()` re-raises it from its `finally` (`await heartbeat`)
     after `_launch` succeeded: the launch is reported failed and its running task stopped."""
-    monkeypatch.setattr(environments_module, "LAUNCH_LEASE_S", 0.3)  # renewals every 0.1 s
+    monkeypatch.setattr(launcher_module, "LAUNCH_LEASE_S", 0.3)  # renewals every 0.1 s
     store = uat.runtime.services.store
     real_hold = store.hold_lease
     calls: list[str] = []
@@ -804,7 +804,7 @@ async def test_bug_a_launch_lease_renewal_that_fails_once_fails_the_launch(
     await uat.settle()
     assert len(calls) >= 2
     env = await env_of(uat)
-    assert (env.state, env.data.get("reason")) == ("running", "")
+    assert (env.state, env.facts.reason) == ("running", "")
     assert len(account.tasks(desired="RUNNING")) == 1
 
 
@@ -827,6 +827,12 @@ def environments_of(bot: Bot) -> Environments:
     return bot.runtime.services.environments
 
 
+def rounds(bot: Bot) -> int:
+    """The watcher rounds a replica ran, as its /metrics counts them."""
+    registry = environments_of(bot).metrics.registry
+    return int(registry.get_sample_value("uat_poll_duration_seconds_count") or 0)
+
+
 async def test_two_replicas_on_one_table_act_once_and_hand_the_watcher_over(
     replica_settings: dict[str, str],  # before make_bot: moto outlives the bots
     make_bot: BotFactory,
@@ -834,7 +840,7 @@ async def test_two_replicas_on_one_table_act_once_and_hand_the_watcher_over(
     slack: SlackStub,
 ) -> None:
     replicas: list[Bot] = [await make_bot(**replica_settings) for _ in range(2)]
-    await eventually(lambda: any(environments_of(r).polls for r in replicas), 5)
+    await eventually(lambda: any(rounds(r) for r in replicas), 5)
 
     # the same delivery to both, then another one for the same PR: one task, one thread
     payload = pr_event("labeled", "uat")
@@ -865,10 +871,10 @@ async def test_two_replicas_on_one_table_act_once_and_hand_the_watcher_over(
     assert slack.responses[-1].body["text"] == slack_ui.lock_held(lock)
 
     # one replica polls ECS at a time
-    polls = [environments_of(r).polls for r in replicas]
+    polls = [rounds(r) for r in replicas]
     described = [environments_of(r).ecs.calls.get("DescribeTasks", 0) for r in replicas]
     await asyncio.sleep(4 * POLL_S)
-    more_polls = [environments_of(r).polls - n for r, n in zip(replicas, polls, strict=True)]
+    more_polls = [rounds(r) - n for r, n in zip(replicas, polls, strict=True)]
     more_described = [
         environments_of(r).ecs.calls.get("DescribeTasks", 0) - n
         for r, n in zip(replicas, described, strict=True)
@@ -881,8 +887,8 @@ async def test_two_replicas_on_one_table_act_once_and_hand_the_watcher_over(
     holder, other = replicas if more_polls[0] else replicas[::-1]
     await holder.runtime.services.tasks.close()
     died = time.monotonic()
-    before = environments_of(other).polls
-    await eventually(lambda: environments_of(other).polls > before, 10, 0.01)
+    before = rounds(other)
+    await eventually(lambda: rounds(other) > before, 10, 0.01)
     took = time.monotonic() - died
     print(f"the other replica polled {took:.2f}s after the holder died")
     assert took <= 2 * POLL_S + 1.0 + 1.0  # the lease lapses poll + 1 s after renewal
@@ -910,7 +916,7 @@ async def test_a_label_switch_landing_on_another_replica_mid_launch_is_launched(
     env = await env_of(a)
     assert (env.state, env.label) == ("running", "uat-staging")
     [task] = account.tasks(desired="RUNNING")
-    assert task["startedBy"] == env.data["session"]
+    assert task["startedBy"] == env.facts.session
     assert len(root_messages(slack)) == 1
 
 
@@ -954,7 +960,7 @@ async def test_a_hanging_container_costs_a_poll_three_seconds_not_thirty(
     took = time.monotonic() - started
     assert 2.5 < took < 5, took  # HEALTH_TIMEOUT_S (3 s), once
     env = await env_of(bot)
-    assert (env.state, env.data.get("health")) == ("running", None)
+    assert (env.state, env.facts.health) == ("running", None)
 
     started = time.monotonic()
     await bot.slash("status PR-2")

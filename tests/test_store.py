@@ -7,12 +7,24 @@ against SQLite and DynamoDB alike in tests/test_store_contract.py.
 from __future__ import annotations
 
 import asyncio
+import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from bot.store import RETENTION_S, LeaseLost, Post, SqliteStore, renewing
+from bot.store import (
+    RETENTION_S,
+    Carried,
+    Facts,
+    LeaseLost,
+    Post,
+    Replaced,
+    SqliteStore,
+    State,
+    renewing,
+)
 from bot.store.sqlite import MIGRATIONS
 
 
@@ -101,3 +113,85 @@ async def test_a_lease_is_renewed_while_the_work_runs_and_released_after(
         await asyncio.sleep(0.6)  # twice the lease: renewals kept it
         assert not await store.hold_lease("launch:x", "two", 60)
     assert await store.get_lock("launch:x") is None
+
+
+# ---------------------------------------------------------------- rows written before Facts
+
+# An environment's data column as the code before the typed record wrote it (a ready
+# environment that replaced another task, with a cancelled prompt and one carried over).
+OLD_ROW = (
+    '{"author": "octocat", "branch": "changes", '
+    '"carry": [{"job": "job-0", "prompt": "add a footer", "user": "U0SOMEONE"}], '
+    '"clone_url": "https://github.com/acme/web.git", "head_sha": "1111111aaaa", '
+    '"health": {"phase": "ready", "ready": true}, "idle_until": 1700028800.0, '
+    '"image_tags": ["latest", "abc1234"], "label_gone": false, "last_seen": "RUNNING", '
+    '"launch_started": 1700000000.0, "prompt_cancels": {"job-1": "U0SOMEONE"}, "reason": "", '
+    '"replace": {"session": "pr2-99999999", "task_arn": "arn:aws:ecs:eu-west-1:1:task/uat/old", '
+    '"task_definition": null}, "requested_by": "U0DEPLOYER", "session": "pr2-0a1b2c3d", '
+    '"shown": "ready", "task_definition": "arn:aws:ecs:eu-west-1:1:task-definition/app-uat-bot:3", '
+    '"task_ip": "10.0.1.23", "title": "Add a footer", '
+    '"url": "https://github.com/acme/web/pull/2", "warned": false}'
+)
+
+
+def write_row(path: Path, state: str, data: str) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO environments (repo, pr, state, label, task_arn, thread_ts, image_digest,"
+            " data, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 1, 1)",
+            (
+                "acme/web",
+                2,
+                state,
+                "uat",
+                "arn:aws:ecs:eu-west-1:1:task/uat/new",
+                "1.2",
+                None,
+                data,
+            ),
+        )
+
+
+def read_data(path: Path) -> dict[str, object]:
+    with sqlite3.connect(path) as db:
+        [(data,)] = db.execute("SELECT data FROM environments WHERE pr = 2").fetchall()
+    loaded: dict[str, object] = json.loads(data)
+    return loaded
+
+
+async def test_an_old_row_loads_into_the_typed_record_and_is_written_back_the_same(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "state" / "uat.db"
+    write_row(path, "ready", OLD_ROW)
+    env = await store.get_environment("acme/web", 2)
+    assert env is not None and env.state is State.READY
+    facts = env.facts
+    assert (facts.session, facts.launch_started, facts.idle_until) == (
+        "pr2-0a1b2c3d",
+        1700000000.0,
+        1700028800.0,
+    )
+    assert facts.replace == Replaced("arn:aws:ecs:eu-west-1:1:task/uat/old", None, "pr2-99999999")
+    assert facts.carry == (Carried("add a footer", "U0SOMEONE", "job-0"),)
+    assert facts.prompt_cancels == {"job-1": "U0SOMEONE"}
+    assert facts.image_tags == ("latest", "abc1234") and facts.extra == {}
+    await store.save_environment(env.with_facts(warned=True))
+    assert read_data(path) == {**json.loads(OLD_ROW), "warned": True}
+
+
+async def test_an_old_row_keeps_keys_it_does_not_know_and_defaults_those_it_lacks(
+    store: SqliteStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "state" / "uat.db"
+    write_row(path, "new", '{"title": "Add a footer", "from_a_later_version": [1, {"a": null}]}')
+    env = await store.get_environment("acme/web", 2)
+    assert env is not None and env.state is State.NEW
+    assert env.facts == Facts(
+        title="Add a footer", extra={"from_a_later_version": [1, {"a": None}]}
+    )
+    assert (env.facts.session, env.facts.launch_started, env.facts.replace) == ("", None, None)
+    await store.save_environment(env.with_facts(reason="x"))
+    written = read_data(path)
+    assert written["from_a_later_version"] == [1, {"a": None}] and written["reason"] == "x"
+    assert "launch_started" not in written and "replace" not in written  # as before: absent

@@ -22,12 +22,16 @@ from bot.aws import AwsError
 from bot.config import load_settings
 from bot.store import (
     AuditEntry,
+    Carried,
     Environment,
+    Facts,
     Lock,
     LockHeld,
     Post,
     Relay,
+    Replaced,
     SqliteStore,
+    State,
     Store,
     VersionConflict,
 )
@@ -137,7 +141,9 @@ async def test_claims_are_per_key(store: Store) -> None:
 
 
 async def test_environment_writes_are_compare_and_set(store: Store) -> None:
-    env = Environment(repo="acme/web", pr=12, state="starting", label="uat", data={"title": "x"})
+    env = Environment(
+        repo="acme/web", pr=12, state=State.STARTING, label="uat", facts=Facts(title="x")
+    )
     saved = await store.save_environment(env)
     assert saved.version == 1 and saved.created_at == saved.updated_at
     with pytest.raises(VersionConflict):
@@ -148,7 +154,7 @@ async def test_environment_writes_are_compare_and_set(store: Store) -> None:
         await store.save_environment(replace(saved, state="stopped"))  # stale version
     loaded = await store.get_environment("acme/web", 12)
     assert loaded == running
-    assert loaded is not None and loaded.data == {"title": "x"}
+    assert loaded is not None and loaded.facts == Facts(title="x")
 
 
 async def test_every_environment_field_round_trips(store: Store, clock: Clock) -> None:
@@ -162,14 +168,39 @@ async def test_every_environment_field_round_trips(store: Store, clock: Clock) -
         task_arn="arn:aws:ecs:us-east-1:1:task/c/abc",
         thread_ts="1700000000.000100",
         image_digest="sha256:" + "a" * 64,
-        data={"nested": {"list": [1, 2.5, None, "é"]}, "flag": True},
+        facts=Facts(
+            title="Add a footer",
+            url="https://github.com/acme/web/pull/1",
+            author="octocat",
+            branch="changes",
+            head_sha="1" * 40,
+            clone_url="https://github.com/acme/web.git",
+            label_gone=True,
+            session="pr1-0a1b2c3d",
+            launch_started=1_700_000_000.5,
+            requested_by="U0DEPLOYER",
+            task_definition="arn:aws:ecs:us-east-1:1:task-definition/app-uat-bot:3",
+            image_tags=("latest", "abc1234"),
+            replace=Replaced("arn:aws:ecs:us-east-1:1:task/c/old", None, "pr1-99999999"),
+            idle_until=1_700_028_800.0,
+            warned=True,
+            health={"phase": "ready", "ready": True},
+            last_seen="RUNNING",
+            task_ip="10.0.1.23",
+            reason="`uat` removed by <@U0X>",
+            stopped_at=1_700_000_900.0,
+            shown="running",
+            prompt_cancels={"job-1": "U0SOMEONE"},
+            carry=(Carried("add a footer", "U0SOMEONE", "job-0"),),
+            extra={"nested": {"list": [1, 2.5, None, "é"]}, "flag": True},
+        ),
     )
     saved = await store.save_environment(env)
     assert saved.created_at == clock.now
     assert await store.get_environment("acme/web", 1) == saved
     clock.now += 10
     cleared = await store.save_environment(
-        replace(saved, task_arn=None, thread_ts=None, image_digest=None, data={})
+        replace(saved, task_arn=None, thread_ts=None, image_digest=None, facts=Facts())
     )
     assert cleared.created_at == saved.created_at and cleared.updated_at == clock.now
     assert await store.get_environment("acme/web", 1) == cleared
@@ -180,7 +211,7 @@ async def test_every_environment_field_round_trips(store: Store, clock: Clock) -
 async def test_only_one_of_many_concurrent_updates_wins(store: Store) -> None:
     saved = await store.save_environment(Environment(repo="acme/web", pr=1, state="starting"))
     outcomes = await asyncio.gather(
-        *(store.save_environment(replace(saved, state=f"s{i}")) for i in range(10)),
+        *(store.save_environment(replace(saved, label=f"s{i}")) for i in range(10)),
         return_exceptions=True,
     )
     assert sum(not isinstance(o, Exception) for o in outcomes) == 1
@@ -190,7 +221,9 @@ async def test_only_one_of_many_concurrent_updates_wins(store: Store) -> None:
 async def test_only_one_of_many_concurrent_inserts_and_updates_wins(store: Store) -> None:
     inserts = await asyncio.gather(
         *(
-            store.save_environment(Environment(repo="acme/web", pr=2, state=f"s{i}"))
+            store.save_environment(
+                Environment(repo="acme/web", pr=2, state=State.NEW, label=f"s{i}")
+            )
             for i in range(20)
         ),
         return_exceptions=True,
@@ -564,7 +597,7 @@ async def test_aws_failures_are_aws_errors_that_say_what_to_check(
     assert failed.value.code == "ResourceNotFoundException"
     for call in (
         dynamo.claim("d-1", "pull_request"),
-        dynamo.save_environment(Environment(repo="a/b", pr=1, state="x")),
+        dynamo.save_environment(Environment(repo="a/b", pr=1, state=State.NEW)),
         dynamo.acquire_lock("images", "U1", "promote", ttl_s=60),
         dynamo.hold_lease("watcher", "replica-a", ttl_s=20),
         dynamo.recent_audit(),

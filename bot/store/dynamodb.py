@@ -56,10 +56,12 @@ from bot.store.dynamodb_table import (
 from bot.store.records import (
     AuditEntry,
     Environment,
+    Facts,
     Lock,
     LockHeld,
     Post,
     Relay,
+    State,
     VersionConflict,
     next_version,
 )
@@ -101,7 +103,7 @@ class DynamoStore(Table):
         return _environment(item) if item else None
 
     async def list_environments(self, states: Collection[str] | None = None) -> list[Environment]:
-        wanted = None if states is None else sorted(set(states))
+        wanted = None if states is None else sorted({str(s) for s in states})
         values: dict[str, Any] = {}
         kwargs: dict[str, Any] = {}
         if wanted is not None:
@@ -130,9 +132,9 @@ class DynamoStore(Table):
             "kind": s_attr("environment"),
             "repo": s_attr(saved.repo),
             "pr": n_attr(saved.pr),
-            "state": s_attr(saved.state),
+            "state": s_attr(str(saved.state)),
             "label": s_attr(saved.label),
-            "data": s_attr(json.dumps(saved.data, sort_keys=True)),
+            "data": s_attr(json.dumps(saved.facts.to_json(), sort_keys=True)),
             "created_at": n_attr(saved.created_at),
             "updated_at": n_attr(saved.updated_at),
             "version": n_attr(saved.version),
@@ -380,12 +382,12 @@ def _environment(item: dict[str, Any]) -> Environment:
     return Environment(
         repo=str(item["repo"]["S"]),
         pr=int_of(item, "pr"),
-        state=str(item["state"]["S"]),
+        state=State(item["state"]["S"]),
         label=str(item["label"]["S"]),
         task_arn=str_of(item, "task_arn"),
         thread_ts=str_of(item, "thread_ts"),
         image_digest=str_of(item, "image_digest"),
-        data=json.loads(item["data"]["S"]),
+        facts=Facts.from_json(json.loads(item["data"]["S"])),
         created_at=float_of(item, "created_at"),
         updated_at=float_of(item, "updated_at"),
         version=int_of(item, "version"),

@@ -3,13 +3,150 @@ one rule every implementation shares for writing an environment (the version bum
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from enum import StrEnum
 from typing import Any
 
 Clock = Callable[[], float]
 
 RETENTION_S = 30 * 24 * 3600  # one-time keys and posted-message keys are kept this long
+
+
+class State(StrEnum):
+    """Where an environment is in its life."""
+
+    NEW = "new"
+    STARTING = "starting"
+    PROVISIONING = "provisioning"
+    RUNNING = "running"
+    READY = "ready"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+LIVE = frozenset({State.STARTING, State.PROVISIONING, State.RUNNING, State.READY})
+ACTIVE = LIVE | {State.STOPPING}
+ENDED = frozenset({State.STOPPED, State.FAILED})
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The task a launch replaces (another label's, or the same after `/uat restart`)."""
+
+    task_arn: str | None = None
+    task_definition: str | None = None
+    session: str | None = None
+
+
+@dataclass(frozen=True)
+class Carried:
+    """A prompt a restart carried over, to send to the new container once it is ready."""
+
+    prompt: str = ""
+    user: str = ""
+    job: str = ""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the bot knows about an environment beyond its columns: the PR, the launch, what
+    the watcher last saw and what its thread shows. Stored as one JSON object (the `data`
+    column or attribute); keys this version does not know are kept as they were (`extra`)."""
+
+    # the PR
+    title: str = ""
+    url: str = ""
+    author: str = ""
+    branch: str = ""
+    head_sha: str = ""
+    clone_url: str = ""
+    label_gone: bool = False  # closed, or its label removed: hints say to label it
+    # the launch
+    session: str = ""  # also the task's startedBy
+    launch_started: float | None = None
+    requested_by: str = ""
+    task_definition: str | None = None
+    image_tags: tuple[str, ...] = ()
+    replace: Replaced | None = None
+    # the watcher
+    idle_until: float | None = None
+    warned: bool = False
+    health: Mapping[str, Any] | None = None  # the container's last /health answer
+    last_seen: str = ""  # ECS's last status
+    task_ip: str | None = None
+    reason: str = ""  # why it failed or stopped
+    stopped_at: float | None = None
+    shown: str = ""  # the state its thread shows (for the catch-up after a crash)
+    # prompts
+    prompt_cancels: Mapping[str, str] = field(default_factory=dict)  # job id -> who cancelled
+    carry: tuple[Carried, ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Facts:
+        """Read the stored JSON object: missing keys get defaults, unknown ones are kept."""
+        known = {f.name for f in fields(cls)} - {"extra"}
+        values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known}
+        for name in ("title", "url", "author", "branch", "head_sha", "clone_url", "session"):
+            if name in values:
+                values[name] = str(values[name] or "")
+        for name in ("requested_by", "last_seen", "reason", "shown"):
+            if name in values:
+                values[name] = str(values[name] or "")
+        for name in ("launch_started", "idle_until", "stopped_at"):
+            if values.get(name) is not None:
+                values[name] = float(values[name])
+        for name in ("warned", "label_gone"):
+            if name in values:
+                values[name] = bool(values[name])
+        if "image_tags" in values:
+            values["image_tags"] = tuple(str(t) for t in values["image_tags"] or ())
+        if isinstance(values.get("replace"), Mapping):
+            old = values["replace"]
+            values["replace"] = Replaced(
+                old.get("task_arn"), old.get("task_definition"), old.get("session")
+            )
+        elif "replace" in values:
+            values["replace"] = None
+        if not isinstance(values.get("health"), Mapping):
+            values["health"] = None
+        values["prompt_cancels"] = {
+            str(k): str(v) for k, v in dict(values.get("prompt_cancels") or {}).items()
+        }
+        values["carry"] = tuple(
+            Carried(str(c.get("prompt", "")), str(c.get("user", "")), str(c.get("job", "")))
+            for c in values.get("carry") or ()
+            if isinstance(c, Mapping)
+        )
+        return cls(**values, extra=extra)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object to store, with the keys earlier versions wrote (an absent value is
+        left out, as they left it out); unknown keys read from the row go back as they were."""
+        data: dict[str, Any] = dict(self.extra)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra" or (value is None and f.name in _ONLY_WHEN_SET):
+                continue
+            if f.name in ("prompt_cancels", "carry") and not value:
+                continue
+            if isinstance(value, Replaced | Carried):
+                value = asdict(value)
+            elif f.name == "carry":
+                value = [asdict(c) for c in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            data[f.name] = value
+        return data
+
+
+# keys earlier versions wrote only once known (they test for the key, or read it as a number)
+_ONLY_WHEN_SET = frozenset({"launch_started", "idle_until", "stopped_at", "replace"})
 
 
 @dataclass(frozen=True)
@@ -18,15 +155,23 @@ class Environment:
 
     repo: str
     pr: int
-    state: str
+    state: State
     label: str = ""
     task_arn: str | None = None
     thread_ts: str | None = None
     image_digest: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
     created_at: float = 0.0
     updated_at: float = 0.0
     version: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, State):  # a plain string read from a row
+            object.__setattr__(self, "state", State(self.state))
+
+    def with_facts(self, **changes: Any) -> Environment:
+        """This environment with some of its facts changed."""
+        return replace(self, facts=replace(self.facts, **changes))
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,12 @@ from bot.store.records import (
     AuditEntry,
     Clock,
     Environment,
+    Facts,
     Lock,
     LockHeld,
     Post,
     Relay,
+    State,
     VersionConflict,
     next_version,
 )
@@ -187,7 +189,7 @@ class SqliteStore:
             if not states:
                 return []
             query += f" WHERE state IN ({', '.join('?' for _ in states)})"
-            params = tuple(states)
+            params = tuple(str(s) for s in states)
         async with self.db.execute(query + " ORDER BY repo, pr", params) as cur:
             rows = await cur.fetchall()
         return [_environment(row) for row in rows]
@@ -195,12 +197,12 @@ class SqliteStore:
     async def save_environment(self, env: Environment) -> Environment:
         saved = next_version(env, self._clock())
         values = (
-            saved.state,
+            str(saved.state),
             saved.label,
             saved.task_arn,
             saved.thread_ts,
             saved.image_digest,
-            json.dumps(saved.data, sort_keys=True),
+            json.dumps(saved.facts.to_json(), sort_keys=True),
             saved.created_at,
             saved.updated_at,
             saved.version,
@@ -371,12 +373,12 @@ def _environment(row: Any) -> Environment:
     return Environment(
         repo=row["repo"],
         pr=row["pr"],
-        state=row["state"],
+        state=State(row["state"]),
         label=row["label"],
         task_arn=row["task_arn"],
         thread_ts=row["thread_ts"],
         image_digest=row["image_digest"],
-        data=json.loads(row["data"]),
+        facts=Facts.from_json(json.loads(row["data"])),
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],

@@ -83,13 +83,11 @@ class Bot:
 
     async def settle_startup(self) -> None:
         """Wait for start-up reconciliation, the watcher's first round, and what they began."""
-        environments = self.runtime.services.environments
-        for _ in range(500):
-            if environments.polls:
-                break
-            await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("the watcher never ran its first round")
+        first_round = self.runtime.services.environments.watcher.first_round
+        try:
+            await asyncio.wait_for(first_round.wait(), 5)
+        except TimeoutError:
+            raise AssertionError("the watcher never ran its first round") from None
         await self.settle()
 
 

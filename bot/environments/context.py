@@ -1,0 +1,131 @@
+"""What every part of the environments package shares: the constants, the PR and leftovers
+records, and one small context object (settings, gateways, store, clock, the sessions this
+process launches) handed to each collaborator."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from bot.aws import Ecr, Ecs
+from bot.chat import Chat
+from bot.config import Settings
+from bot.github import PullRequestEvent
+from bot.metrics import Metrics
+from bot.outbox import Outbox
+from bot.store import ACTIVE, LIVE, Environment, Facts, State, Store
+from bot.tasks import TaskSupervisor
+
+STATES = tuple(State)
+__all__ = ["ACTIVE", "LIVE", "STATES", "Context", "Leftovers", "PullRequest", "State"]
+ECS_PROVISIONING = {"PROVISIONING", "PENDING", "ACTIVATING"}
+ECS_STOPPING = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
+MANAGED_BY = "uat-bot"
+IDLE_WARNING_S = 15 * 60
+WATCHER_LEASE = "watcher"
+HEALTH_TIMEOUT_S = 3.0
+PR_REF = re.compile(r"^(?:(?P<repo>[\w.-]+/[\w.-]+)#|PR-|#)?(?P<number>\d{1,9})$", re.IGNORECASE)
+
+ReadyHook = Callable[[Environment], Coroutine[Any, Any, None]]
+
+
+@dataclass(frozen=True)
+class PullRequest:
+    """What the bot keeps about a PR, for its card and its task's environment."""
+
+    repo: str
+    number: int
+    title: str = ""
+    url: str = ""
+    author: str = ""
+    branch: str = ""
+    head_sha: str = ""
+    clone_url: str = ""
+
+    @classmethod
+    def from_event(cls, event: PullRequestEvent) -> PullRequest:
+        return cls(
+            event.repo,
+            event.number,
+            event.title,
+            event.url,
+            event.author,
+            event.branch,
+            event.head_sha,
+            event.clone_url,
+        )
+
+    @classmethod
+    def of(cls, env: Environment) -> PullRequest:
+        """The PR as its environment last recorded it."""
+        f = env.facts
+        return cls(env.repo, env.pr, f.title, f.url, f.author, f.branch, f.head_sha, f.clone_url)
+
+    def facts(self, facts: Facts | None = None) -> Facts:
+        """`facts` (or none) with this PR's details."""
+        return replace(
+            facts or Facts(),
+            title=self.title,
+            url=self.url,
+            author=self.author,
+            branch=self.branch,
+            head_sha=self.head_sha,
+            clone_url=self.clone_url,
+        )
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """What `/uat cleanup` found (and removed, unless it was a dry run)."""
+
+    tasks: list[str]
+    revisions: list[str]
+    routing: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.revisions or self.routing)
+
+
+@dataclass
+class Context:
+    """What the collaborators share. `launching`: sessions this process launches or is about
+    to; `running`: sessions whose launch() is under way here."""
+
+    settings: Settings
+    store: Store
+    chat: Chat
+    ecr: Ecr
+    ecs: Ecs
+    tasks: TaskSupervisor
+    clock: Callable[[], float]
+    metrics: Metrics
+    outbox: Outbox
+    replica: str
+    launching: set[str] = field(default_factory=set)
+    running: set[str] = field(default_factory=set)
+    # called (as tasks) when an environment becomes ready: the prompt relay sends what a
+    # restart carried over
+    when_ready: list[ReadyHook] = field(default_factory=list)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """UAT label -> image tag it runs."""
+        return {
+            self.settings.uat_label_latest: "latest",
+            self.settings.uat_label_staging: "staging",
+        }
+
+    @property
+    def family(self) -> str:
+        """The bot's own task-definition family; the operators' base family is never written."""
+        return f"{self.settings.uat_task_definition or 'uat'}-uat-bot"
+
+    @property
+    def container(self) -> str:
+        return self.settings.uat_container_name or "app"
+
+    @property
+    def channel(self) -> str:
+        return self.settings.uat_channel or ""

@@ -1,0 +1,257 @@
+"""Launching an environment: record the request, then resolve the image, register a pinned
+revision and run the task; resumable after a crash.
+
+Each launch carries a session id that is also the task's `startedBy`, so a launch resumed after
+a crash adopts the task it had started instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+
+from bot import slack_ui
+from bot.environments.changes import change, in_session
+from bot.environments.context import ACTIVE, LIVE, MANAGED_BY, Context, PullRequest
+from bot.environments.stopper import Stopper
+from bot.environments.thread import Thread
+from bot.errors import UserError
+from bot.store import Environment, LeaseLost, Replaced, State, VersionConflict, renewing
+
+logger = logging.getLogger(__name__)
+
+LAUNCH_LEASE_S = 15.0
+
+
+class Launcher:
+    """Starts environments: one launcher at a time per PR, across replicas."""
+
+    def __init__(self, ctx: Context, thread: Thread, stopper: Stopper) -> None:
+        self.ctx = ctx
+        self.thread = thread
+        self.stopper = stopper
+
+    async def request_start(
+        self, pr: PullRequest, label: str, actor: str, *, force: bool = False
+    ) -> Environment | None:
+        """Record a launch of `label`'s image for `pr`; a live one with that label is kept."""
+        ctx = self.ctx
+        missing = [
+            name
+            for name, value in (
+                ("UAT_CHANNEL", ctx.settings.uat_channel),
+                ("UAT_ECS_CLUSTER", ctx.settings.uat_ecs_cluster),
+                ("UAT_TASK_DEFINITION", ctx.settings.uat_task_definition),
+            )
+            if not value
+        ]
+        if missing:
+            raise UserError(slack_ui.environments_not_configured(missing))
+        now = ctx.clock()
+        session = f"pr{pr.number}-{secrets.token_hex(4)}"
+        idle_until = now + ctx.settings.uat_idle_hours * 3600
+
+        def start(env: Environment) -> Environment | None:
+            if env.state in LIVE and env.label == label and not force:
+                return None
+            old = env.facts
+            facts = replace(
+                pr.facts(old),
+                session=session,
+                launch_started=now,
+                requested_by=actor,
+                idle_until=idle_until,
+                warned=False,
+                health=None,
+                last_seen="",
+                reason="",
+                label_gone=False,
+                task_definition=None,
+            )
+            if env.state in ACTIVE and env.task_arn:
+                facts = replace(
+                    facts,
+                    replace=Replaced(env.task_arn, old.task_definition, old.session or None),
+                )
+            return replace(env, state=State.STARTING, label=label, task_arn=None, facts=facts)
+
+        existing = await ctx.store.get_environment(pr.repo, pr.number)
+        if existing is None:
+            # somebody else may create it a moment before us; then we decide on theirs below
+            with contextlib.suppress(VersionConflict):
+                await ctx.store.save_environment(
+                    Environment(repo=pr.repo, pr=pr.number, state=State.NEW, facts=pr.facts())
+                )
+        saved = await change(ctx.store, pr.repo, pr.number, start)
+        if saved is None:
+            logger.info("%s#%d already runs %s; nothing to start", pr.repo, pr.number, label)
+            return None
+        self.spawn(pr.repo, pr.number, session, f"launch {pr.repo}#{pr.number}")
+        return saved
+
+    def spawn(self, repo: str, pr: int, session: str, name: str) -> None:
+        """Run `launch` as a task the app owns; a failure fails the environment."""
+        self.ctx.tasks.spawn(
+            self.launch(repo, pr, session), name=name, on_error=self.failer(repo, pr, session)
+        )
+
+    def failer(
+        self, repo: str, pr: int, session: str
+    ) -> Callable[[BaseException], Awaitable[None]]:
+        async def fail(exc: BaseException) -> None:
+            if isinstance(exc, LeaseLost):  # another launcher has taken over: it carries on
+                return
+            reason = str(exc) if isinstance(exc, UserError) else "the launch crashed (see the log)"
+            if not isinstance(exc, UserError):
+                logger.error("launch of %s#%d failed", repo, pr, exc_info=exc)
+            await self.stopper.fail(repo, pr, session, reason)
+
+        return fail
+
+    async def launch(self, repo: str, pr: int, session: str) -> None:
+        """Resolve the image, register a pinned revision, run the task; resumable after a crash.
+
+        A lease per PR makes sure one launcher at a time works on it, across replicas.
+        """
+        ctx = self.ctx
+        if session in ctx.running:
+            return  # this process already launches that session
+        ctx.running.add(session)  # before any await: a second call in this process stops above
+        ctx.launching.add(session)
+        lease, holder = f"launch:{repo}#{pr}", f"{ctx.replica}/{session}"
+        try:
+            # Another launch of this PR (an older session, maybe on another replica) goes first;
+            # it gives up as soon as it sees it was superseded, or its lease lapses if it died.
+            while not await ctx.store.hold_lease(lease, holder, LAUNCH_LEASE_S):
+                if not await self._still_launching(repo, pr, session):
+                    return
+                await asyncio.sleep(LAUNCH_LEASE_S / 4)
+            async with renewing(ctx.store, lease, holder, LAUNCH_LEASE_S):
+                await self._launch(repo, pr, session)
+        finally:
+            ctx.running.discard(session)
+            ctx.launching.discard(session)
+
+    async def _still_launching(self, repo: str, pr: int, session: str) -> bool:
+        env = await self.ctx.store.get_environment(repo, pr)
+        return env is not None and env.state == State.STARTING and env.facts.session == session
+
+    async def _launch(self, repo: str, pr: int, session: str) -> None:
+        ctx = self.ctx
+        env = await self._ensure_thread(repo, pr, session)
+        if env is None:
+            return
+        if env.facts.replace is not None:
+            old = env.facts.replace
+            await self.stopper.teardown(
+                old.task_arn,
+                old.task_definition,
+                old.session,
+                f"replaced by {env.label} ({env.facts.requested_by})",
+            )
+            env = await change(
+                ctx.store, repo, pr, in_session(session, lambda e: e.with_facts(replace=None))
+            )
+            if env is None:
+                return
+        tag = ctx.labels.get(env.label, "latest")
+        existing = await ctx.ecs.tasks_started_by(session)
+        if existing:  # a launch interrupted after RunTask: adopt its task
+            task = (await ctx.ecs.describe(existing[:1])).get(existing[0])
+            if task is None:
+                raise UserError(slack_ui.TASK_VANISHED)
+        else:
+            image = await ctx.ecr.describe(tag)
+            if image is None:
+                raise UserError(slack_ui.no_image(tag))
+            definition = env.facts.task_definition
+            if not definition or env.image_digest != image.digest:
+                uri = await ctx.ecr.repository_uri()
+                definition = await ctx.ecs.register_pinned(
+                    ctx.settings.uat_task_definition or "",
+                    ctx.family,
+                    ctx.container,
+                    f"{uri}@{image.digest}",
+                    self.tags(env, image.digest),
+                )
+                env = await change(
+                    ctx.store,
+                    repo,
+                    pr,
+                    in_session(
+                        session,
+                        lambda e: replace(
+                            e.with_facts(task_definition=definition, image_tags=image.tags),
+                            image_digest=image.digest,
+                        ),
+                    ),
+                )
+                if env is None:  # stopped meanwhile: nothing was run
+                    await ctx.ecs.deregister(definition)
+                    return
+            task = await ctx.ecs.run_task(
+                definition,
+                started_by=session,
+                environment=self.task_environment(env, session),
+                container=ctx.container,
+                tags=self.tags(env, env.image_digest or ""),
+            )
+        state = State.RUNNING if task.last_status == "RUNNING" else State.PROVISIONING
+        saved = await change(
+            ctx.store,
+            repo,
+            pr,
+            in_session(
+                session,
+                lambda e: replace(
+                    e.with_facts(last_seen=task.last_status),
+                    state=state if e.state == State.STARTING else e.state,
+                    task_arn=task.arn,
+                ),
+            ),
+        )
+        if saved is None or saved.state == State.STOPPING:
+            # a stop arrived while launching: the stop may not know this task yet
+            await ctx.ecs.stop_task(task.arn, "stopped while launching")
+            if saved is not None:
+                await self.stopper.finish_stop(repo, pr)
+            return
+        await self.thread.show(saved)
+
+    def tags(self, env: Environment, digest: str) -> dict[str, str]:
+        return {
+            "managed-by": MANAGED_BY,
+            "repo": env.repo,
+            "pr": str(env.pr),
+            "label": env.label,
+            "image-digest": digest,
+            "session": env.facts.session,
+        }
+
+    def task_environment(self, env: Environment, session: str) -> dict[str, str]:
+        token = self.ctx.settings.uat_prompt_token
+        return {
+            "PR_NUMBER": str(env.pr),
+            "BRANCH": env.facts.branch,
+            "REPO": env.facts.clone_url or env.repo,
+            "HEAD_SHA": env.facts.head_sha,
+            "SESSION_ID": session,
+            "UAT_PROMPT_TOKEN": token.get_secret_value() if token else "",
+        }
+
+    async def _ensure_thread(self, repo: str, pr: int, session: str) -> Environment | None:
+        ctx = self.ctx
+        env = await ctx.store.get_environment(repo, pr)
+        if env is None or env.facts.session != session or env.state != State.STARTING:
+            return None  # superseded by a later request
+        if env.thread_ts:
+            await self.thread.show(env)
+            return env
+        text, blocks = slack_ui.environment_card(env, ctx.settings, ctx.clock())
+        # Keyed by session: a launch resumed after a crash finds the card it already posted.
+        ts = await ctx.outbox.post(f"card:{session}", ctx.channel, text, blocks)
+        return await change(ctx.store, repo, pr, lambda e: replace(e, thread_ts=e.thread_ts or ts))

@@ -1,0 +1,92 @@
+"""Stopping an environment: record the stop, then stop its task, deregister its revision and
+remove its routing; a failure does the same and says why in the thread."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+from bot import slack_ui
+from bot.environments.changes import change
+from bot.environments.context import LIVE, Context
+from bot.environments.thread import Thread
+from bot.errors import UserError
+from bot.store import Environment, State
+
+logger = logging.getLogger(__name__)
+
+
+class Stopper:
+    """Stops environments (asked to, or because they failed)."""
+
+    def __init__(self, ctx: Context, thread: Thread) -> None:
+        self.ctx = ctx
+        self.thread = thread
+
+    async def request_stop(self, repo: str, pr: int, reason: str, actor: str) -> bool:
+        """Record that the environment must stop; the stop itself runs in the background."""
+
+        def stop(env: Environment) -> Environment | None:
+            if env.state not in LIVE:
+                return None
+            facts = replace(env.facts, reason=f"{reason} by {slack_ui.person(actor)}")
+            return replace(env, state=State.STOPPING, facts=facts)
+
+        saved = await change(self.ctx.store, repo, pr, stop)
+        if saved is None:
+            return False
+        self.ctx.tasks.spawn(self.finish_stop(repo, pr), name=f"stop {repo}#{pr}")
+        return True
+
+    async def finish_stop(self, repo: str, pr: int) -> None:
+        env = await self.ctx.store.get_environment(repo, pr)
+        if env is None or env.state != State.STOPPING:
+            return
+        await self.teardown(
+            env.task_arn,
+            env.facts.task_definition,
+            env.facts.session or None,
+            env.facts.reason or "stopped",
+        )
+        clock = self.ctx.clock
+        saved = await change(
+            self.ctx.store,
+            repo,
+            pr,
+            lambda e: (
+                replace(e.with_facts(stopped_at=clock()), state=State.STOPPED)
+                if e.state == State.STOPPING
+                else None
+            ),
+        )
+        if saved is not None:
+            await self.thread.show(saved, reply=slack_ui.stopped_reply(saved))
+
+    async def teardown(
+        self, task_arn: str | None, definition: str | None, session: str | None, reason: str
+    ) -> None:
+        ecs = self.ctx.ecs
+        if task_arn:
+            await ecs.stop_task(task_arn, reason)
+        if definition:
+            await ecs.deregister(definition)
+        if session:
+            try:
+                await ecs.remove_routing(session)
+            except UserError as exc:
+                logger.warning("routing for %s not cleaned: %s", session, exc)
+
+    async def fail(self, repo: str, pr: int, session: str | None, reason: str) -> None:
+        def failed(env: Environment) -> Environment | None:
+            if env.state not in LIVE or (session and env.facts.session != session):
+                return None
+            return replace(env.with_facts(reason=reason), state=State.FAILED)
+
+        saved = await change(self.ctx.store, repo, pr, failed)
+        if saved is None:
+            return
+        if saved.task_arn:
+            await self.ctx.ecs.stop_task(saved.task_arn, f"uat-bot: {reason}"[:255])
+        if saved.facts.task_definition:
+            await self.ctx.ecs.deregister(saved.facts.task_definition)
+        await self.thread.show(saved, reply=slack_ui.failed_reply(saved))

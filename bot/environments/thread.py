@@ -1,0 +1,51 @@
+"""The PR's Slack thread: its card updated in place, replies keyed so each is posted once,
+and plain notes."""
+
+from __future__ import annotations
+
+from bot import slack_ui
+from bot.chat import Blocks
+from bot.environments.changes import change
+from bot.environments.context import Context
+from bot.store import Environment
+
+
+class Thread:
+    """Keeps an environment's Slack thread showing its state."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def show(
+        self, env: Environment, reply: tuple[str, Blocks] | None = None, exclusive: bool = True
+    ) -> None:
+        """Update the PR's card in place, and reply in its thread when people must see it
+        (`exclusive=False` when another replica may be posting that reply: see bot/outbox.py)."""
+        ctx = self.ctx
+        if not env.thread_ts or not ctx.settings.uat_channel:
+            return
+        text, blocks = slack_ui.environment_card(env, ctx.settings, ctx.clock())
+        await ctx.chat.update(ctx.settings.uat_channel, env.thread_ts, text, blocks)
+        if reply is not None:  # keyed: a catch-up after a crash finds it was posted
+            # A session reaches ready, failed and stopped once each (ready never goes back).
+            session = env.facts.session or f"v{env.version}"
+            key = f"reply:{env.repo}#{env.pr}:{session}:{env.state}"
+            await ctx.outbox.post(
+                key, ctx.settings.uat_channel, *reply, env.thread_ts, exclusive=exclusive
+            )
+        if env.facts.shown != env.state:  # what the thread shows, for after a crash
+            state = env.state
+            await change(
+                ctx.store,
+                env.repo,
+                env.pr,
+                lambda e: (
+                    e.with_facts(shown=str(state))
+                    if e.state == state and e.facts.shown != state
+                    else None
+                ),
+            )
+
+    async def note(self, env: Environment, text: str) -> None:
+        if env.thread_ts and self.ctx.settings.uat_channel:
+            await self.ctx.chat.post(self.ctx.settings.uat_channel, text, None, env.thread_ts)

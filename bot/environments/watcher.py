@@ -1,0 +1,220 @@
+"""Watching environments: while this replica holds the watcher lease, one round per
+UAT_POLL_SECONDS describes every active task together (one DescribeTasks per 100), asks each
+running container's /health, and moves each environment on (or fails or idles it out)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+
+from bot import slack_ui
+from bot.aws import TaskInfo
+from bot.environments.changes import change
+from bot.environments.context import (
+    ECS_PROVISIONING,
+    ECS_STOPPING,
+    HEALTH_TIMEOUT_S,
+    IDLE_WARNING_S,
+    LIVE,
+    STATES,
+    WATCHER_LEASE,
+    Context,
+)
+from bot.environments.reconcile import Reconciler
+from bot.environments.stopper import Stopper
+from bot.environments.thread import Thread
+from bot.store import Environment, State
+
+logger = logging.getLogger(__name__)
+
+
+class Watcher:
+    """Polls active environments and applies what it sees, one environment at a time."""
+
+    def __init__(
+        self, ctx: Context, thread: Thread, stopper: Stopper, reconciler: Reconciler
+    ) -> None:
+        self.ctx = ctx
+        self.thread = thread
+        self.stopper = stopper
+        self.reconciler = reconciler
+        self._http: aiohttp.ClientSession | None = None
+        self.first_round = asyncio.Event()  # set once this watcher has finished a round
+
+    async def close(self) -> None:
+        """On a graceful shutdown, hand the watcher lease over at once rather than at expiry."""
+        try:
+            await self.ctx.store.release_lock(WATCHER_LEASE, self.ctx.replica)
+        except Exception:
+            logger.warning("could not release the watcher lease", exc_info=True)
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+
+    async def watch(self) -> None:
+        """Poll every UAT_POLL_SECONDS while this replica holds the watcher lease.
+
+        The lease lapses one poll interval (+1 s) after its holder's last renewal, so another
+        replica takes over within two intervals (plus a second) when the holder dies. The
+        holder reconciles with ECS when it takes the lease. A failed round is logged and the
+        next one runs.
+        """
+        reconciled = False
+        poll_s = self.ctx.settings.uat_poll_seconds
+        while True:
+            try:
+                if await self.ctx.store.hold_lease(WATCHER_LEASE, self.ctx.replica, poll_s + 1.0):
+                    if not reconciled:
+                        await self.reconciler.reconcile()
+                        reconciled = True
+                    await self.poll()
+                else:
+                    reconciled = False
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("watching environments failed; trying again next round")
+            await asyncio.sleep(poll_s)
+
+    async def poll(self) -> None:
+        """One round: every active task in ceil(N/100) DescribeTasks calls, then health checks."""
+        metrics = self.ctx.metrics
+        with metrics.poll_seconds.time():
+            await self._poll()
+        self.first_round.set()
+        counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        for env in await self.ctx.store.list_environments():
+            counts[env.state] = counts.get(env.state, 0) + 1
+        for state, count in counts.items():
+            metrics.environments.labels(state=state).set(count)
+
+    async def _poll(self) -> None:
+        ctx = self.ctx
+        envs = await ctx.store.list_environments(LIVE)
+        now = ctx.clock()
+        tracked = [e for e in envs if e.task_arn]
+        infos = await ctx.ecs.describe([e.task_arn for e in tracked if e.task_arn])
+        async with asyncio.TaskGroup() as group:  # one PR's failing check stops no other's
+            for env in tracked:
+                group.create_task(self._check(env, infos.get(env.task_arn or ""), now))
+        for env in envs:
+            started = env.facts.launch_started
+            if env.task_arn is None and now - (now if started is None else started) > (
+                ctx.settings.uat_launch_timeout_s
+            ):
+                await self.stopper.fail(
+                    env.repo,
+                    env.pr,
+                    env.facts.session or None,
+                    "the launch did not get a task in time",
+                )
+
+    async def _check(self, env: Environment, task: TaskInfo | None, now: float) -> None:
+        """Apply what the round saw of one environment; a failure is logged and counted, and
+        the next round looks again."""
+        try:
+            await self.observe(env, task, now)
+        except Exception:
+            logger.exception("checking %s#%d failed; trying again next round", env.repo, env.pr)
+            self.ctx.metrics.check_failures.inc()
+
+    async def observe(self, env: Environment, task: TaskInfo | None, now: float) -> None:
+        """Decide what one environment's task and /health answer mean, and record it."""
+        ctx = self.ctx
+        session = env.facts.session or None
+        if task is None:
+            await self.stopper.fail(env.repo, env.pr, session, "ECS no longer knows the task")
+            return
+        if task.last_status in ECS_STOPPING:
+            await self.stopper.fail(env.repo, env.pr, session, slack_ui.stop_reason(task))
+            return
+        health: dict[str, Any] | None = None
+        state = State.PROVISIONING if task.last_status in ECS_PROVISIONING else State.RUNNING
+        if state == State.RUNNING:
+            health = await self.health(env, task)
+            if health is not None and health.get("ready") is True:
+                state = State.READY
+            elif health is not None and health.get("phase") == "failed":
+                await self.stopper.fail(
+                    env.repo,
+                    env.pr,
+                    session,
+                    f"the container failed: {health.get('error') or 'no reason'}",
+                )
+                return
+        started = env.facts.launch_started
+        if state != State.READY and now - (now if started is None else started) > (
+            ctx.settings.uat_launch_timeout_s
+        ):
+            seen = f"{task.last_status}" + (
+                f", /health phase {health.get('phase')}" if health else ""
+            )
+            await self.stopper.fail(
+                env.repo, env.pr, session, f"not ready in time (last seen: {seen})"
+            )
+            return
+        if state == State.READY and env.state == State.READY:
+            await self.idle_check(env, now)
+            return
+        if state == env.state or (env.state == State.READY and state == State.RUNNING):
+            return
+
+        def move(e: Environment) -> Environment | None:
+            if e.facts.session != session or e.state not in LIVE or e.state == state:
+                return None
+            moved = e.with_facts(last_seen=task.last_status, health=health, task_ip=task.private_ip)
+            return replace(moved, state=state)
+
+        saved = await change(ctx.store, env.repo, env.pr, move)
+        if saved is not None:
+            reply = slack_ui.ready_reply(saved, ctx.settings) if state == State.READY else None
+            await self.thread.show(saved, reply=reply)
+            if state == State.READY:
+                for hook in ctx.when_ready:
+                    ctx.tasks.spawn(hook(saved), name=f"on ready {env.repo}#{env.pr}")
+
+    async def idle_check(self, env: Environment, now: float) -> None:
+        ctx = self.ctx
+        idle_until = env.facts.idle_until if env.facts.idle_until is not None else now + 1
+        if now >= idle_until:
+            hours = ctx.settings.uat_idle_hours
+            await self.stopper.request_stop(env.repo, env.pr, f"idle for {hours:g}h", "uat-bot")
+        elif now >= idle_until - IDLE_WARNING_S and not env.facts.warned:
+            saved = await change(
+                ctx.store,
+                env.repo,
+                env.pr,
+                lambda e: e.with_facts(warned=True) if not e.facts.warned else None,
+            )
+            if saved is not None and saved.thread_ts:
+                text, blocks = slack_ui.idle_warning(saved)
+                await ctx.chat.post(ctx.channel, text, blocks, saved.thread_ts)
+
+    async def health(self, env: Environment, task: TaskInfo) -> dict[str, Any] | None:
+        """The container's /health answer (any status), or None when it does not answer."""
+        return await self.probe(env, task, "health")
+
+    async def probe(self, env: Environment, task: TaskInfo, path: str) -> dict[str, Any] | None:
+        """GET one of the container's JSON endpoints (any status); None when it does not answer."""
+        url = f"{self.container_url(env, task)}/{path}"
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)
+            )
+        try:
+            async with self._http.get(url) as response:
+                body = await response.json(content_type=None)
+                return body if isinstance(body, dict) else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    def container_url(self, env: Environment, task: TaskInfo | None = None) -> str:
+        return self.ctx.settings.uat_container_url.format(
+            ip=(task.private_ip if task else env.facts.task_ip) or "",
+            pr=env.pr,
+            task_id=(task.task_id if task else (env.task_arn or "").rsplit("/", 1)[-1]),
+        ).rstrip("/")
