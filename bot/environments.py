@@ -20,12 +20,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
-
 from bot import pr_refs, slack_ui
 from bot.aws import Ecr, Ecs, TaskInfo
 from bot.chat import Blocks, Chat
 from bot.config import Settings
+from bot.container import ContainerClient
 from bot.errors import UserError
 from bot.github import PullRequestEvent
 from bot.metrics import Metrics
@@ -44,7 +43,6 @@ MANAGED_BY = "uat-bot"
 IDLE_WARNING_S = 15 * 60
 WATCHER_LEASE = "watcher"
 LAUNCH_LEASE_S = 15.0
-HEALTH_TIMEOUT_S = 3.0
 PR_REF = re.compile(r"^(?:(?P<repo>[\w.-]+/[\w.-]+)#|PR-|#)?(?P<number>\d{1,9})$", re.IGNORECASE)
 
 
@@ -110,6 +108,7 @@ class Environments:
         chat: Chat,
         ecr: Ecr,
         ecs: Ecs,
+        container: ContainerClient,
         tasks: TaskSupervisor,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
@@ -119,10 +118,10 @@ class Environments:
         self.chat = chat
         self.ecr = ecr
         self.ecs = ecs
+        self.container = container
         self.tasks = tasks
         self.clock = clock
         self.metrics = metrics or Metrics()
-        self._http: aiohttp.ClientSession | None = None
         self._launching: set[str] = set()  # sessions this process launches or is about to
         self._running: set[str] = set()  # sessions whose launch() is under way here
         self.replica = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -151,9 +150,6 @@ class Environments:
             await self.store.release_lock(WATCHER_LEASE, self.replica)
         except Exception:
             logger.warning("could not release the watcher lease", exc_info=True)
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
 
     # ------------------------------------------------------------------ GitHub events
 
@@ -619,21 +615,19 @@ class Environments:
 
     async def health(self, env: Environment, task: TaskInfo) -> dict[str, Any] | None:
         """The container's /health answer (any status), or None when it does not answer."""
-        return await self.probe(env, task, "health")
+        return await self.container.health(self.container_url(env, task))
 
     async def probe(self, env: Environment, task: TaskInfo, path: str) -> dict[str, Any] | None:
-        """GET one of the container's JSON endpoints (any status); None when it does not answer."""
-        url = f"{self.container_url(env, task)}/{path}"
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)
-            )
-        try:
-            async with self._http.get(url) as response:
-                body = await response.json(content_type=None)
-                return body if isinstance(body, dict) else None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
+        """GET the container's /health, /version or /status (any status); None when it does
+        not answer."""
+        endpoints = {
+            "health": self.container.health,
+            "version": self.container.version,
+            "status": self.container.status,
+        }
+        if path not in endpoints:
+            raise ValueError(f"no /{path} to probe: ask for health, version or status")
+        return await endpoints[path](self.container_url(env, task))
 
     def container_url(self, env: Environment, task: TaskInfo | None = None) -> str:
         return self.settings.uat_container_url.format(
