@@ -122,6 +122,16 @@ def load_commands() -> tuple[dict[str, Command], dict[str, ActionHandler]]:
     return table, actions
 
 
+def terminal_help(name: str) -> str:
+    """`uat-bot <name> --help`: the summary, then the module's TERMINAL_HELP where the Slack
+    description speaks of Slack (channels, cards, buttons, `/uat`). Here, not in bot/docs.py:
+    the CLI needs it to start, and `serve` loads no developer tools."""
+    command = load_commands()[0][name]
+    module = importlib.import_module(f"{commands_package.__name__}.{name}")
+    description = getattr(module, "TERMINAL_HELP", command.description)
+    return f"{command.summary}\n\n{description}".strip()
+
+
 @dataclass(frozen=True)
 class Plan:
     """What an invocation turned into: an immediate answer, and maybe work to run after it."""
