@@ -498,7 +498,7 @@ class Environments:
         if saved is None:
             return
         if saved.task_arn:
-            await self.ecs.stop_task(saved.task_arn, f"uat-bot: {reason}"[:255])
+            await self.ecs.stop_task(saved.task_arn, f"uat-bot: {reason}")  # Ecs cuts it to fit
         if saved.data.get("task_definition"):
             await self.ecs.deregister(str(saved.data["task_definition"]))
         await self._show(saved, reply=slack_ui.failed_reply(saved))

@@ -116,3 +116,15 @@ def test_serve_never_loads_the_developer_tools(tmp_path: Path) -> None:
     loaded = json.loads(done.stdout)
     assert "bot.app" in loaded and "bot.slack.listeners" in loaded  # it did build the runtime
     assert [m for m in loaded if within(m, DEVELOPER_ONLY)] == []
+
+
+def test_no_assert_steers_the_code_in_bot_or_commands() -> None:
+    """`python -O` strips asserts: a check the code relies on raises a proper error instead."""
+    asserting = [
+        f"{relative(path)}:{node.lineno}"
+        for folder in ("bot", "commands")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Assert)
+    ]
+    assert asserting == []
