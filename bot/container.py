@@ -20,8 +20,10 @@ logger = logging.getLogger(__name__)
 # The container refuses a longer prompt (container/prompt_server.py's MAX_PROMPT_CHARS; the two
 # share no code, tests/test_container_client.py checks that they agree).
 MAX_PROMPT: Final = 20_000
-REQUEST_TIMEOUT_S: Final = 10.0  # the session's default: a prompt, a job, an output, a cancel
+REQUEST_TIMEOUT_S: Final = 10.0  # a prompt, a job, an output, a cancel
 PROBE_TIMEOUT_S: Final = 3.0  # /health, /version, /status: a hanging container costs a poll 3 s
+REQUEST = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+PROBE = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
 
 Answer = dict[str, Any]  # a JSON object as the container sent it
 
@@ -77,7 +79,8 @@ class Submitted:
 
 class ContainerClient:
     """`GET /health /version /status`, `POST /prompt`, `GET /prompts/{id}` (and its output),
-    `DELETE /prompts/{id}`, on the session `session()` returns (the composition root's)."""
+    `DELETE /prompts/{id}`, on the session `session()` returns (the composition root's), each
+    request with its own time limit."""
 
     def __init__(self, session: Callable[[], aiohttp.ClientSession]) -> None:
         self._session = session
@@ -96,9 +99,8 @@ class ContainerClient:
         return await self._probe(base, "status")
 
     async def _probe(self, base: str, path: str) -> Answer | None:
-        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
         try:
-            async with self._session().get(f"{base}/{path}", timeout=timeout) as response:
+            async with self._session().get(f"{base}/{path}", timeout=PROBE) as response:
                 body = await response.json(content_type=None)
                 return body if isinstance(body, dict) else None
         except (aiohttp.ClientError, TimeoutError, ValueError):
@@ -111,7 +113,7 @@ class ContainerClient:
         body = {"prompt": prompt, "user": user, "thread": thread}
         try:
             async with self._session().post(
-                f"{base}/prompt", json=body, headers=_bearer(token)
+                f"{base}/prompt", json=body, headers=_bearer(token), timeout=REQUEST
             ) as response:
                 answer = await _json(response)
                 if response.status == 401:
@@ -130,7 +132,7 @@ class ContainerClient:
         """`GET /prompts/{id}`: the job as the container describes it. Raises NoSuchJob (404),
         ContainerRefused (another status) or ContainerUnreachable."""
         try:
-            async with self._session().get(f"{base}/prompts/{job_id}") as response:
+            async with self._session().get(f"{base}/prompts/{job_id}", timeout=REQUEST) as response:
                 if response.status == 404:
                     raise NoSuchJob(job_id)
                 answer = await _json(response)
@@ -146,7 +148,9 @@ class ContainerClient:
         `reason` is the container's own) or ContainerUnreachable."""
         url = f"{base}/prompts/{job_id}/output"
         try:
-            async with self._session().get(url, headers=_bearer(token)) as response:
+            async with self._session().get(
+                url, headers=_bearer(token), timeout=REQUEST
+            ) as response:
                 if response.status == 200:
                     return await response.text(encoding="utf-8", errors="replace")
                 answer = await _json(response)
@@ -160,7 +164,9 @@ class ContainerClient:
         ContainerRefused or ContainerUnreachable."""
         url = f"{base}/prompts/{job_id}"
         try:
-            async with self._session().delete(url, headers=_bearer(token)) as response:
+            async with self._session().delete(
+                url, headers=_bearer(token), timeout=REQUEST
+            ) as response:
                 if response.status == 404:
                     raise NoSuchJob(job_id)
                 if response.status == 409:
