@@ -359,6 +359,7 @@ _READ_ONLY = {
 }
 
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks per call
+STOP_REASON = 255  # StopTask's reason: ECS refuses a longer one, so it is cut to this
 
 
 class Ecs(_Gateway):
@@ -496,7 +497,9 @@ class Ecs(_Gateway):
         def run() -> None:
             self._count("StopTask")
             try:
-                self._client("ecs").stop_task(cluster=self.cluster, task=arn, reason=reason[:255])
+                self._client("ecs").stop_task(
+                    cluster=self.cluster, task=arn, reason=reason[:STOP_REASON]
+                )
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") not in (
                     "InvalidParameterException",

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from bot import slack_ui
 from bot.context import CommandContext
 from bot.errors import UserError
+from bot.slack import action_ids
 
 T = TypeVar("T")
 
@@ -60,4 +61,4 @@ async def cancel(ctx: CommandContext, value: dict[str, Any]) -> None:
         await ctx.reply(slack_ui.CANCELLED, replace_original=True)
 
 
-ACTIONS = {"uat.cancel": cancel}
+ACTIONS = {action_ids.CANCEL: cancel}

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from bot.config import Settings, load_settings, withhold_secrets
-from bot.docs import terminal_help
+from bot.dispatch import terminal_help
 from bot.errors import ConfigError
 from bot.logs import configure_logging
 

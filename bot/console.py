@@ -42,7 +42,7 @@ from typing import Any, TextIO
 import boto3
 
 from bot import slack_ui
-from bot.app import Runtime, build_runtime, relay_reply
+from bot.app import Runtime, build_runtime
 from bot.aws import AwsError, boto3_session, caller_identity, refuse_changes
 from bot.chat import Blocks
 from bot.config import Settings
@@ -52,6 +52,7 @@ from bot.errors import UserError
 from bot.github import PullRequestEvent
 from bot.images import Docker
 from bot.local import CHANNEL, LocalWorld, user_state_dir
+from bot.slack.listeners.events import relay_reply
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +64,6 @@ GITHUB_LOGIN = "you"  # the GitHub login of the person at the console
 DEFAULT_REPO = "example/app"
 WAIT_FOR_S = 60.0
 QUIT_GRACE_S = 15.0
-# The dispatcher names the task of a command or a click "... for <user>": a line waits for those.
-STARTED_FOR = f" for {CONSOLE_USER}"
 
 EMOJI = {
     ":hourglass_flowing_sand:": "⏳",
@@ -448,15 +447,11 @@ class Console:
             reply=self._reply(channel, clicked),
         )
 
-    async def _finishing(self, start: Callable[[], Awaitable[None] | None]) -> None:
-        """Run `start`, then wait for the command or click task it spawned."""
-        before = asyncio.all_tasks()
-        started = start()
-        if started is not None:
-            await started
-        mine = [t for t in asyncio.all_tasks() - before if t.get_name().endswith(STARTED_FOR)]
-        if mine:
-            await asyncio.wait(mine)
+    @staticmethod
+    async def _finishing(work: asyncio.Task[Any] | None) -> None:
+        """Wait for the command's or click's task the dispatcher deferred (if it deferred one)."""
+        if work is not None:
+            await asyncio.wait([work])
 
     async def command(self, text: str) -> None:
         ctx = self._context(CONSOLE_CHANNEL)
@@ -465,7 +460,7 @@ class Console:
             if answer:
                 await self.chat.ephemeral(CONSOLE_CHANNEL, CONSOLE_USER, answer)
 
-        await self._finishing(lambda: self.runtime.dispatcher.dispatch(ctx, text, ack))
+        await self._finishing(await self.runtime.dispatcher.dispatch(ctx, text, ack))
 
     async def click(self, number: int) -> None:
         shown = self.chat.latest_with_buttons()
@@ -482,9 +477,7 @@ class Console:
             self.chat.say(f"Nothing answers the button `{button.action_id}`.")
             return
         ctx = self._context(shown.channel, shown)
-        await self._finishing(
-            lambda: self.runtime.dispatcher.click(ctx, button.action_id, button.value)
-        )
+        await self._finishing(self.runtime.dispatcher.click(ctx, button.action_id, button.value))
 
     async def reply(self, rest: str) -> None:
         ref, _, text = rest.strip().partition(" ")

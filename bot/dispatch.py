@@ -10,6 +10,7 @@ reference id whose traceback is in the log.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import difflib
 import importlib
 import inspect
@@ -121,6 +122,16 @@ def load_commands() -> tuple[dict[str, Command], dict[str, ActionHandler]]:
     return table, actions
 
 
+def terminal_help(name: str) -> str:
+    """`uat-bot <name> --help`: the summary, then the module's TERMINAL_HELP where the Slack
+    description speaks of Slack (channels, cards, buttons, `/uat`). Here, not in bot/docs.py:
+    the CLI needs it to start, and `serve` loads no developer tools."""
+    command = load_commands()[0][name]
+    module = importlib.import_module(f"{commands_package.__name__}.{name}")
+    description = getattr(module, "TERMINAL_HELP", command.description)
+    return f"{command.summary}\n\n{description}".strip()
+
+
 @dataclass(frozen=True)
 class Plan:
     """What an invocation turned into: an immediate answer, and maybe work to run after it."""
@@ -179,32 +190,36 @@ class Dispatcher:
             return Plan(slack_ui.usage_error(str(exc), command.usage))
         return Plan(command.ack(args) if command.ack else None, command, args)
 
-    async def dispatch(self, ctx: CommandContext, text: str, ack: Ack) -> None:
+    async def dispatch(self, ctx: CommandContext, text: str, ack: Ack) -> asyncio.Task[Any] | None:
         """Acknowledge at once, then run the command as a task the app owns, started once the
-        acks being given now are out (`TaskSupervisor.defer`)."""
+        acks being given now are out (`TaskSupervisor.defer`). Returns that task (None when the
+        acknowledgement was the whole answer), for a caller that waits for the work."""
         plan = self.plan(text)
         await ack(plan.answer)
         if plan.command is None or plan.args is None:
             word = text.strip().split(" ", 1)[0].lower() or "help"
             name = word if word in self.table or word == "help" else "(unknown)"
             ctx.services.metrics.commands.labels(command=name, outcome="answered").inc()
-            return
-        ctx.services.tasks.defer(
+            return None
+        return ctx.services.tasks.defer(
             self.run(ctx, plan.command, plan.args),
             name=f"/uat {plan.command.name} for {ctx.user_id}",
         )
 
-    def click(self, ctx: CommandContext, action_id: str, raw_value: str) -> None:
-        """Run a button's handler as a task the app owns (the click is already acknowledged)."""
+    def click(
+        self, ctx: CommandContext, action_id: str, raw_value: str
+    ) -> asyncio.Task[Any] | None:
+        """Run a button's handler as a task the app owns (the click is already acknowledged);
+        returns that task, or None when no handler answers the button."""
         handler = self.actions.get(action_id)
         if handler is None:
             logger.warning("no handler for button %s", action_id)
-            return
+            return None
 
         async def work() -> None:
             await handler(ctx, cards.parse_value(raw_value))
 
-        ctx.services.tasks.defer(
+        return ctx.services.tasks.defer(
             run_reporting(ctx, work(), what=f"button {action_id}"),
             name=f"button {action_id} for {ctx.user_id}",
         )

@@ -6,7 +6,6 @@ tests/test_docs.py fails when they are out of date.
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 from pathlib import Path
@@ -23,15 +22,6 @@ def command_help(name: str) -> str:
     """A command's help text: the same words in Slack and in the README."""
     command = load_commands()[0][name]
     return f"{command.summary}\n\n{command.description}".strip()
-
-
-def terminal_help(name: str) -> str:
-    """`uat-bot <name> --help`: the summary, then the module's TERMINAL_HELP where the Slack
-    description speaks of Slack (channels, cards, buttons, `/uat`)."""
-    command = load_commands()[0][name]
-    module = importlib.import_module(f"commands.{name}")
-    description = getattr(module, "TERMINAL_HELP", command.description)
-    return f"{command.summary}\n\n{description}".strip()
 
 
 def terminal_usage(command: Command) -> str:

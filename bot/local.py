@@ -64,6 +64,7 @@ CLUSTER = "uat-console"
 BASE_FAMILY = "uat-console-base"
 CONTAINER = "app"
 CHANNEL = "C0CONSOLE"
+NOT_STARTED = "the local world is not started: call start() first"
 POLL_SECONDS = 1.0
 FAKE_KEY = "testing"
 FAKE_SECRET = "testing"
@@ -608,7 +609,8 @@ class LocalWorld:
 
     @property
     def state(self) -> Path:
-        assert self._state is not None, "start() first"
+        if self._state is None:
+            raise RuntimeError(NOT_STARTED)
         return Path(self._state.name)
 
     @property
@@ -673,7 +675,8 @@ class LocalWorld:
         """The base settings pointed at this world; those not about AWS, containers or builds
         are kept."""
         account = self.account
-        assert account is not None, "start() first"
+        if account is None:
+            raise RuntimeError(NOT_STARTED)
         return self.base.model_copy(
             update={
                 "aws_endpoint_url": account.endpoint,
@@ -704,7 +707,8 @@ class LocalWorld:
     def describe(self) -> list[str]:
         """What the console says about this world when it starts."""
         account = self.account
-        assert account is not None, "start() first"
+        if account is None:
+            raise RuntimeError(NOT_STARTED)
         lines = [
             f"AWS is embedded: moto at {account.endpoint}, cluster `{CLUSTER}`, ECR "
             f"`{account.repository}` with :latest, :staging and {len(SEED_COMMITS)} sha images "

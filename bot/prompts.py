@@ -13,32 +13,42 @@ bot/outbox.py), so a follower cut short mid-post and resumed posts nothing twice
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
-
 from bot import slack_ui
 from bot.chat import Chat, ChatError
 from bot.config import Settings
+from bot.container import (
+    MAX_PROMPT,
+    ContainerClient,
+    ContainerError,
+    ContainerRefused,
+    ContainerUnreachable,
+    JobEnded,
+    NoSuchJob,
+    TokenRefused,
+)
 from bot.environments import LIVE, Environments
 from bot.errors import UserError
 from bot.outbox import Outbox
+from bot.slack import limits
 from bot.store import Carried, Environment, Facts, Relay, State, Store, renewing
 from bot.tasks import TaskSupervisor
 
 logger = logging.getLogger(__name__)
 
-MAX_PROMPT = 20_000
+__all__ = ["MAX_PROMPT", "Prompts", "Queued"]
+
 TERMINAL = {"succeeded", "failed", "cancelled", "timed_out"}
-REQUEST_TIMEOUT_S = 10.0
 FIRST_POLL_S = 1.0
 MAX_POLL_S = 15.0
 UNREACHABLE_GIVE_UP_S = 15 * 60
 RELAY_LEASE_S = 30.0  # a dead follower's lease lapses this long after its last renewal
 MAX_RESULT_MESSAGES = 3
-LONG_OUTPUT_CHARS = 3_000  # more than one message section holds: the output goes as a file
+LONG_OUTPUT_CHARS = limits.SECTION_TEXT  # more than a section holds: the output goes as a file
 
 
 @dataclass(frozen=True)
@@ -57,37 +67,25 @@ class Prompts:
         store: Store,
         chat: Chat,
         environments: Environments,
+        container: ContainerClient,
         tasks: TaskSupervisor,
     ) -> None:
         self.settings = settings
         self.store = store
         self.chat = chat
         self.environments = environments
+        self.container = container
         self.tasks = tasks
-        self._http: aiohttp.ClientSession | None = None
         self.first_poll_s = FIRST_POLL_S
         self.outbox = Outbox(store, chat)
         self._following: set[str] = set()  # job ids this process follows
         environments.when_ready.append(self.resend_carried)
 
-    @property
-    def http(self) -> aiohttp.ClientSession:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-            )
-        return self._http
-
-    async def close(self) -> None:
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
-
-    def _headers(self) -> dict[str, str]:
+    def _token(self) -> str:
         token = self.settings.uat_prompt_token
         if token is None:
             raise UserError(slack_ui.NO_PROMPT_TOKEN)
-        return {"Authorization": f"Bearer {token.get_secret_value()}"}
+        return token.get_secret_value()
 
     async def submit(self, env: Environment, text: str, user: str) -> Queued:
         """Queue `text` in the PR's container; says in the thread who asked what."""
@@ -101,23 +99,19 @@ class Prompts:
         if env.state != State.READY or not env.task_arn:
             timeout = self.settings.uat_launch_timeout_s
             raise UserError(slack_ui.not_ready(env, self.environments.clock(), timeout))
-        headers = self._headers()
-        url = self.environments.container_url(env) + "/prompt"
-        body = {"prompt": text, "user": user, "thread": env.thread_ts or ""}
+        token = self._token()
+        base = self.environments.container_url(env)
         try:
-            async with self.http.post(url, json=body, headers=headers) as response:
-                answer = await _json(response)
-                if response.status == 401:
-                    raise UserError(slack_ui.PROMPT_TOKEN_REFUSED)
-                if response.status != 202:
-                    reason = answer.get("error") or f"HTTP {response.status}"
-                    raise UserError(slack_ui.container_refused(env, str(reason)))
-        except (aiohttp.ClientError, TimeoutError):
+            submitted = await self.container.submit(
+                base, token, prompt=text, user=user, thread=env.thread_ts or ""
+            )
+        except TokenRefused:
+            raise UserError(slack_ui.PROMPT_TOKEN_REFUSED) from None
+        except ContainerRefused as exc:
+            raise UserError(slack_ui.container_refused(env, exc.reason)) from None
+        except ContainerUnreachable:
             raise UserError(slack_ui.container_unreachable(env)) from None
-        if "id" not in answer:
-            raise UserError(slack_ui.container_refused(env, "it answered without a job id"))
-        position = answer.get("position")  # null once the job has left the queue: it runs
-        queued = Queued(str(answer["id"]), int(position) if position else 0, env)
+        queued = Queued(submitted.job_id, submitted.position, env)
         relay = Relay(queued.job_id, env.repo, env.pr, user, env.thread_ts or "", text)
         await self.store.open_relay(relay)
         await self.environments.touch(env.repo, env.pr)
@@ -152,19 +146,18 @@ class Prompts:
             env.pr,
             lambda f: replace(f, prompt_cancels={**f.prompt_cancels, job_id: user}),
         )
-        url = f"{self.environments.container_url(env)}/prompts/{job_id}"
+        base = self.environments.container_url(env)
         try:
-            async with self.http.delete(url, headers=self._headers()) as response:
-                if response.status == 404:
-                    raise UserError(slack_ui.no_such_job(job_id))
-                if response.status == 409:  # it ended before the cancel reached it
-                    job = await self._job(env, job_id) or {}
-                    state = str(job.get("state") or "ended")
-                    raise UserError(slack_ui.prompt_already_ended(job_id, state))
-                if response.status >= 400:
-                    answer = await _json(response)
-                    raise UserError(slack_ui.container_refused(env, str(answer.get("error"))))
-        except (aiohttp.ClientError, TimeoutError):
+            await self.container.cancel(base, self._token(), job_id)
+        except NoSuchJob:
+            raise UserError(slack_ui.no_such_job(job_id)) from None
+        except JobEnded:  # it ended before the cancel reached it
+            job = await self._job(env, job_id) or {}
+            state = str(job.get("state") or "ended")
+            raise UserError(slack_ui.prompt_already_ended(job_id, state)) from None
+        except ContainerRefused as exc:
+            raise UserError(slack_ui.container_refused(env, exc.reason)) from None
+        except ContainerUnreachable:
             raise UserError(slack_ui.container_unreachable(env)) from None
 
     # ------------------------------------------------------------------ across a restart
@@ -184,7 +177,7 @@ class Prompts:
             if state == "queued":
                 try:
                     await self._delete(env, relay.job_id)
-                except (aiohttp.ClientError, TimeoutError, UserError):
+                except (ContainerError, UserError):
                     dropped.append((relay, "the old container did not let it go"))
                     continue
                 carried.append(relay)
@@ -235,10 +228,10 @@ class Prompts:
             )
 
     async def _delete(self, env: Environment, job_id: str) -> None:
-        url = f"{self.environments.container_url(env)}/prompts/{job_id}"
-        async with self.http.delete(url, headers=self._headers()) as response:
-            if response.status >= 400 and response.status != 409:
-                raise UserError(f"HTTP {response.status}")
+        """Cancel a job in the container; one that ended meanwhile is as good."""
+        base = self.environments.container_url(env)
+        with contextlib.suppress(JobEnded):
+            await self.container.cancel(base, self._token(), job_id)
 
     async def _follow(self, relay: Relay) -> None:
         """Follow the job while holding its lease; wait while another replica holds it, and stop
@@ -288,15 +281,12 @@ class Prompts:
             delay = min(delay * 1.5, MAX_POLL_S)
 
     async def _job(self, env: Environment, job_id: str) -> dict[str, Any] | None:
-        url = f"{self.environments.container_url(env)}/prompts/{job_id}"
+        """The job as its container describes it; None while the container does not answer."""
         try:
-            async with self.http.get(url) as response:
-                if response.status == 404:
-                    return {"state": "failed", "error": "the container no longer knows this job"}
-                if response.status != 200:
-                    return None
-                return await _json(response)
-        except (aiohttp.ClientError, TimeoutError):
+            return await self.container.job(self.environments.container_url(env), job_id)
+        except NoSuchJob:
+            return {"state": "failed", "error": "the container no longer knows this job"}
+        except ContainerError:
             return None
 
     async def _result(
@@ -316,14 +306,12 @@ class Prompts:
 
     async def _output(self, env: Environment, job_id: str) -> tuple[str | None, str | None]:
         """The job's whole output from the container, or None and why it could not be read."""
-        url = f"{self.environments.container_url(env)}/prompts/{job_id}/output"
+        base = self.environments.container_url(env)
         try:
-            async with self.http.get(url, headers=self._headers()) as response:
-                if response.status == 200:
-                    return await response.text(encoding="utf-8", errors="replace"), None
-                answer = await _json(response)
-                return None, str(answer.get("error") or f"HTTP {response.status}")
-        except (aiohttp.ClientError, TimeoutError):
+            return await self.container.output(base, self._token(), job_id), None
+        except ContainerRefused as exc:
+            return None, exc.reason
+        except ContainerUnreachable:
             return None, "the container did not answer"
         except UserError as exc:  # no UAT_PROMPT_TOKEN
             return None, str(exc)
@@ -397,11 +385,3 @@ def _asked_key(relay: Relay) -> str:
 def _cancelled_by(env: Environment | None, job_id: str) -> str | None:
     user = env.facts.prompt_cancels.get(job_id) if env is not None else None
     return user or None
-
-
-async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
-    try:
-        body = await response.json(content_type=None)
-    except (ValueError, aiohttp.ContentTypeError):
-        return {}
-    return body if isinstance(body, dict) else {}

@@ -34,7 +34,8 @@ async def slack_events(request: web.Request) -> web.Response:
 
 
 async def _slack_events(runtime: Runtime, request: web.Request) -> web.Response:
-    assert runtime.bolt is not None
+    if runtime.bolt is None:
+        raise RuntimeError("/slack/events is routed only when the runtime has a Bolt app")
     timestamp = request.headers.get("X-Slack-Request-Timestamp")
     if timestamp is not None and not re.fullmatch(r"\s*-?[0-9]+\s*", timestamp):
         return web.json_response({"error": "invalid request"}, status=401)

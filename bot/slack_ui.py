@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.slack import action_ids, limits
 from bot.store.records import ENDED, LIVE, Environment, State
 
 Block = dict[str, Any]
@@ -42,8 +43,9 @@ def plain(text: str) -> str:
     return SLACK_MENTION.sub(r"@\1", SLACK_DATE.sub(r"\1", text))
 
 
-MAX_BLOCKS = 50  # per message (Slack refuses more)
-MAX_TEXT = 39_000  # Slack truncates a message's text at 40,000 characters
+MAX_BLOCKS = limits.BLOCKS  # per message (Slack refuses more)
+MAX_TEXT = limits.MESSAGE_TEXT - 1_000  # room for the note saying what was cut
+SECTION_ROOM = limits.SECTION_TEXT - 100  # what a section is filled to, leaving room for a note
 OVERVIEW_ROWS = 100
 
 
@@ -59,11 +61,14 @@ def fit(text: str, blocks: list[Block] | None) -> tuple[str, list[Block] | None]
 
 
 def text_block(text: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[: limits.SECTION_TEXT]}}
 
 
 def context_block(text: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+    return {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": text[: limits.SECTION_TEXT]}],
+    }
 
 
 def something_went_wrong(ref: str) -> str:
@@ -211,9 +216,9 @@ def image_line(label: str, image: Any) -> str:
 def button(text: str, action_id: str, value: str, style: str | None = None) -> Block:
     element: Block = {
         "type": "button",
-        "text": {"type": "plain_text", "text": text[:75]},
+        "text": {"type": "plain_text", "text": text[: limits.BUTTON_TEXT]},
         "action_id": action_id,
-        "value": value[:2000],
+        "value": value[: limits.BUTTON_VALUE],
     }
     if style:
         element["style"] = style
@@ -236,8 +241,8 @@ def promote_card(latest: Any, staging: Any, value: str) -> tuple[str, list[Block
         text_block(image_line(":latest now", latest)),
         text_block(image_line(":staging", staging)),
         actions(
-            button("Promote", "uat.promote.confirm", value, "primary"),
-            button("Cancel", "uat.cancel", value),
+            button("Promote", action_ids.PROMOTE_CONFIRM, value, "primary"),
+            button("Cancel", action_ids.CANCEL, value),
         ),
     ]
 
@@ -250,7 +255,7 @@ def confirm_card(
         *(text_block(d) for d in details),
         actions(
             button(verb, action_id, value, "danger"),
-            button("Cancel", "uat.cancel", value),
+            button("Cancel", action_ids.CANCEL, value),
         ),
     ]
 
@@ -270,9 +275,11 @@ def rollback_picker(
             f"`{sha}` `{short(image.digest)}` pushed {when(image.pushed_at)}{marker}"
         )
         if image.digest != live:
-            section["accessory"] = button("Roll back to this", "uat.rollback.pick", value_for(sha))
+            section["accessory"] = button(
+                "Roll back to this", action_ids.ROLLBACK_PICK, value_for(sha)
+            )
         blocks.append(section)
-    blocks.append(actions(button("Cancel", "uat.cancel", value_for(""))))
+    blocks.append(actions(button("Cancel", action_ids.CANCEL, value_for(""))))
     return "Roll back :latest to which image?", blocks
 
 
@@ -288,7 +295,7 @@ def retag_done(result: Any, actor: str, undo_value: str | None) -> tuple[str, li
     )
     blocks = [text_block(text)]
     if undo_value and result.previous is not None:
-        blocks.append(actions(button("Undo", "uat.undo", undo_value)))
+        blocks.append(actions(button("Undo", action_ids.UNDO, undo_value)))
     return text, blocks
 
 
@@ -369,7 +376,7 @@ def history(entries: Sequence[Any]) -> tuple[str, list[Block]]:
     return text, [text_block(chunk) for chunk in _chunks(rows)]
 
 
-def _chunks(rows: Sequence[str], limit: int = 2900) -> list[str]:
+def _chunks(rows: Sequence[str], limit: int = SECTION_ROOM) -> list[str]:
     out: list[str] = []
     current = ""
     for row in rows:
@@ -436,7 +443,7 @@ def app_url(env: Environment, settings: Any) -> str | None:
         ip=env.facts.task_ip or "",
         pr=env.pr,
         task_id=(env.task_arn or "").rsplit("/", 1)[-1],
-        session=env.data.get("session") or "",
+        session=env.facts.session or "",
     )
 
 
@@ -461,7 +468,10 @@ def environment_card(env: Environment, settings: Any, now: float) -> tuple[str, 
             fields.append(f"*Idle stop*\n{when(f.idle_until)}")
     blocks: list[Block] = [
         text_block(f"*{link}*\n`{env.repo}` · branch `{f.branch or '?'}`"),
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": x[:2000]} for x in fields]},
+        {
+            "type": "section",
+            "fields": [{"type": "mrkdwn", "text": x[: limits.FIELD_TEXT]} for x in fields],
+        },
     ]
     url = app_url(env, settings)
     if env.state == State.READY and url:
@@ -511,14 +521,17 @@ def idle_warning(env: Environment) -> tuple[str, list[Block]]:
     value = json.dumps(
         {"card": f"extend-{env.facts.session or None}", "repo": env.repo, "pr": env.pr}
     )
-    return text, [text_block(text), actions(button("Extend", "uat.env.extend", value, "primary"))]
+    return text, [
+        text_block(text),
+        actions(button("Extend", action_ids.ENV_EXTEND, value, "primary")),
+    ]
 
 
 def new_commits(env: Environment, sha: str, actor: str) -> tuple[str, list[Block]]:
     text = f"New commits (`{sha[:7]}` by {actor}) — restart to pick them up."
     card = f"restart-{sha[:12]}-{env.facts.session or None}"
     value = json.dumps({"card": card, "repo": env.repo, "pr": env.pr})
-    return text, [text_block(text), actions(button("Restart", "uat.env.restart", value))]
+    return text, [text_block(text), actions(button("Restart", action_ids.ENV_RESTART, value))]
 
 
 def not_running(repo: str, pr: int) -> str:
@@ -696,7 +709,7 @@ PROMPT_TOKEN_REFUSED = (
     "The container refused the bot's token: UAT_PROMPT_TOKEN differs between the bot and the task."
 )
 EMPTY_PROMPT = "Say what the agent should do: `/uat prompt PR-123 <what to do>`."
-SPLIT_AT = 2900
+SPLIT_AT = SECTION_ROOM
 
 
 def escape(text: str) -> str:
@@ -756,7 +769,7 @@ def prompt_queued(relay: Any, position: int) -> tuple[str, list[Block]]:
     value = json.dumps(
         {"card": f"cancel-{relay.job_id}", "repo": relay.repo, "pr": relay.pr, "job": relay.job_id}
     )
-    return text, [text_block(text), actions(button("Cancel", "uat.prompt.cancel", value))]
+    return text, [text_block(text), actions(button("Cancel", action_ids.PROMPT_CANCEL, value))]
 
 
 def prompt_answer(job_id: str, position: int) -> str:

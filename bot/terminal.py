@@ -109,7 +109,8 @@ def show_retag(result: RetagResult) -> None:
 async def promote(pipeline: ImagePipeline, yes: bool) -> None:
     await pipeline.check_unlocked(actor(), "promote")
     plan = await pipeline.promote_plan(actor())
-    assert plan.staging is not None
+    if plan.staging is None:  # promote_plan refuses that already; said the same way here
+        raise UserError(slack_ui.NO_STAGING)
     out.print(_plain(slack_ui.image_line(":latest now", plan.latest)), markup=False)
     out.print(_plain(slack_ui.image_line(":staging", plan.staging)), markup=False)
     if plan.latest is not None and plan.latest.digest == plan.staging.digest:

@@ -14,6 +14,7 @@ from bot import slack_ui
 from bot.cards import claim_card, field
 from bot.context import CommandContext
 from bot.errors import UserError
+from bot.slack import action_ids
 
 NAME = "extend"
 MIN_HOURS = 1.0
@@ -54,4 +55,4 @@ async def on_click(ctx: CommandContext, value: dict[str, Any]) -> None:
         await _extend(ctx, repo, pr, ctx.settings.uat_idle_hours)
 
 
-ACTIONS = {"uat.env.extend": on_click}
+ACTIONS = {action_ids.ENV_EXTEND: on_click}

@@ -13,6 +13,7 @@ from bot.builds import run_build
 from bot.cards import card_value, claim_card, field
 from bot.context import CommandContext
 from bot.errors import ReplacingError, UserError
+from bot.slack import action_ids
 
 NAME = "latest"
 ACTION = "build straight to :latest"
@@ -34,7 +35,7 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     text, blocks = slack_ui.confirm_card(
         f"Build `{ref}` and push it straight to :latest?",
         [slack_ui.image_line(":latest now", latest), "This skips :staging. It is for emergencies."],
-        "uat.latest.confirm",
+        action_ids.LATEST_CONFIRM,
         card_value(ref=ref),
         "Build to :latest",
     )
@@ -54,4 +55,4 @@ async def confirm(ctx: CommandContext, value: dict[str, Any]) -> None:
         raise ReplacingError(str(exc)) from exc
 
 
-ACTIONS = {"uat.latest.confirm": confirm}
+ACTIONS = {action_ids.LATEST_CONFIRM: confirm}

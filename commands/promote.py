@@ -14,6 +14,7 @@ from bot.cards import card_value, claim_card
 from bot.context import CommandContext
 from bot.errors import ReplacingError, UserError
 from bot.pipeline import RetagResult, Started
+from bot.slack import action_ids
 
 NAME = "promote"
 ACTION = "promote"
@@ -25,7 +26,8 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     ctx.require_deployer(ACTION)
     await ctx.pipeline.check_unlocked(ctx.user_id, "promote")
     plan = await ctx.pipeline.promote_plan(ctx.user_id)
-    assert plan.staging is not None
+    if plan.staging is None:  # promote_plan refuses that already; said the same way here
+        raise UserError(slack_ui.NO_STAGING)
     text, blocks = slack_ui.promote_card(
         plan.latest, plan.staging, card_value(digest=plan.staging.digest)
     )
@@ -80,4 +82,4 @@ async def announce_retag(ctx: CommandContext, result: Any, in_place: bool = Fals
         await ctx.reply(text, blocks, replace_original=in_place)
 
 
-ACTIONS = {"uat.promote.confirm": confirm}
+ACTIONS = {action_ids.PROMOTE_CONFIRM: confirm}

@@ -16,6 +16,7 @@ from typing import Any
 from bot import slack_ui
 from bot.cards import claim_card, field
 from bot.context import CommandContext
+from bot.slack import action_ids
 
 NAME = "prompt"
 
@@ -57,4 +58,4 @@ async def cancel_click(ctx: CommandContext, value: dict[str, Any]) -> None:
     await ctx.reply(slack_ui.prompt_cancelled(job))
 
 
-ACTIONS = {"uat.prompt.cancel": cancel_click}
+ACTIONS = {action_ids.PROMPT_CANCEL: cancel_click}

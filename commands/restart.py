@@ -13,6 +13,7 @@ from bot import slack_ui
 from bot.cards import claim_card, field
 from bot.context import CommandContext
 from bot.errors import UserError
+from bot.slack import action_ids
 from bot.store import Environment
 
 NAME = "restart"
@@ -42,4 +43,4 @@ async def on_click(ctx: CommandContext, value: dict[str, Any]) -> None:
         await _restart(ctx, await ctx.environments.find(f"{repo}#{pr}"))
 
 
-ACTIONS = {"uat.env.restart": on_click}
+ACTIONS = {action_ids.ENV_RESTART: on_click}

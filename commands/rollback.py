@@ -11,6 +11,7 @@ from typing import Any
 from bot import slack_ui
 from bot.cards import card_value, claim_card, field
 from bot.context import CommandContext
+from bot.slack import action_ids
 from commands.promote import announce_retag, retag_in_place
 
 NAME = "rollback"
@@ -41,7 +42,7 @@ async def confirm_card(ctx: CommandContext, sha: str, replace: bool = False) -> 
     text, blocks = slack_ui.confirm_card(
         f"Roll :latest back to `{tag}`?",
         [slack_ui.image_line(":latest now", latest), slack_ui.image_line(f"`{tag}`", image)],
-        "uat.rollback.confirm",
+        action_ids.ROLLBACK_CONFIRM,
         card_value(sha=tag, digest=image.digest),
         "Roll back",
     )
@@ -79,4 +80,8 @@ async def undo(ctx: CommandContext, value: dict[str, Any]) -> None:
     await announce_retag(ctx, result)
 
 
-ACTIONS = {"uat.rollback.pick": pick, "uat.rollback.confirm": confirm, "uat.undo": undo}
+ACTIONS = {
+    action_ids.ROLLBACK_PICK: pick,
+    action_ids.ROLLBACK_CONFIRM: confirm,
+    action_ids.UNDO: undo,
+}

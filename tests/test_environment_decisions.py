@@ -16,7 +16,13 @@ from bot.config import Settings, load_settings
 from bot.environments import Environments, PullRequest
 from bot.store import Environment, Facts, SqliteStore, State
 from bot.tasks import TaskSupervisor
-from tests.harness.fakes import ACCOUNT, RecordingChat, RecordingEcr, RecordingEcs
+from tests.harness.fakes import (
+    ACCOUNT,
+    AnsweringContainers,
+    RecordingChat,
+    RecordingEcr,
+    RecordingEcs,
+)
 
 REPO = "acme/web"
 THREAD = "1000.000001"
@@ -30,6 +36,7 @@ class World:
     ecs: RecordingEcs
     ecr: RecordingEcr
     chat: RecordingChat
+    containers: AnsweringContainers
     tasks: TaskSupervisor
     settings: Settings
 
@@ -71,23 +78,12 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         TaskSupervisor(),
     )
     ecr.images["latest"] = ImageInfo(DIGEST, ("latest", "abc1234"), None)
-    environments = Environments(settings, store, chat, ecr, ecs, tasks)
-    yield World(environments, store, ecs, ecr, chat, tasks, settings)
+    containers = AnsweringContainers()
+    environments = Environments(settings, store, chat, ecr, ecs, containers, tasks)
+    yield World(environments, store, ecs, ecr, chat, containers, tasks, settings)
     await tasks.close()
     await environments.close()
     await store.close()
-
-
-def answers(by_pr: dict[int, dict[str, Any] | Exception]) -> Any:
-    """A stand-in for the containers' /health: an answer (or an error) per PR."""
-
-    async def health(env: Environment, task: TaskInfo) -> dict[str, Any] | None:
-        answer = by_pr[env.pr]
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    return health
 
 
 # ---------------------------------------------------------------- the launcher
@@ -154,7 +150,7 @@ async def test_a_task_that_stopped_marks_the_environment_failed_with_ecss_reason
 
 async def test_ready_goes_to_ready_once_and_replies_once(world: World) -> None:
     await world.running(12)
-    world.environments.watcher.health = answers({12: {"ready": True}})  # type: ignore[method-assign]
+    world.containers.answers.update({12: {"ready": True}})
     for _ in range(3):
         await world.environments.poll()
     await world.tasks.join()
@@ -169,7 +165,7 @@ async def test_one_prs_failing_check_does_not_stop_the_others_from_being_applied
 ) -> None:
     for pr in (13, 14, 15):
         await world.running(pr)
-    world.environments.watcher.health = answers(  # type: ignore[method-assign]
+    world.containers.answers.update(
         {13: {"ready": True}, 14: RuntimeError("the probe broke"), 15: {"ready": True}}
     )
     await world.environments.poll()
@@ -187,9 +183,7 @@ async def test_a_container_that_says_it_failed_fails_the_environment_with_its_er
     world: World,
 ) -> None:
     await world.running(16)
-    world.environments.watcher.health = answers(  # type: ignore[method-assign]
-        {16: {"phase": "failed", "error": "npm ci exited 1"}}
-    )
+    world.containers.answers.update({16: {"phase": "failed", "error": "npm ci exited 1"}})
     await world.environments.poll()
     env = await world.env(16)
     assert (env.state, env.facts.reason) == ("failed", "the container failed: npm ci exited 1")

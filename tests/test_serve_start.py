@@ -133,7 +133,8 @@ async def test_serve_starts_when_slack_is_unreachable_and_a_failed_answer_is_one
         warnings[0],
     ), warnings[0]
     assert re.fullmatch(
-        rf"WARNING bot\.app: Slack unreachable \(POST chat\.postEphemeral\): {refused}; "
+        rf"WARNING bot\.slack\.listeners\.reply: Slack unreachable \(POST chat\.postEphemeral\): "
+        rf"{refused}; "
         r"the answer to U0DEVELOPER is lost",
         warnings[1],
     ), warnings[1]

@@ -19,6 +19,7 @@ from typing import Any
 from bot.aws import Ecr, Ecs, TaskInfo
 from bot.chat import Chat
 from bot.config import Settings
+from bot.container import ContainerClient
 from bot.environments import changes
 from bot.environments.context import (
     ACTIVE,
@@ -64,6 +65,7 @@ class Environments:
         chat: Chat,
         ecr: Ecr,
         ecs: Ecs,
+        container: ContainerClient,
         tasks: TaskSupervisor,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
@@ -74,6 +76,7 @@ class Environments:
             chat=chat,
             ecr=ecr,
             ecs=ecs,
+            container=container,
             tasks=tasks,
             clock=clock,
             metrics=metrics or Metrics(),

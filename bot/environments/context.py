@@ -12,6 +12,7 @@ from typing import Any
 from bot.aws import Ecr, Ecs
 from bot.chat import Chat
 from bot.config import Settings
+from bot.container import ContainerClient
 from bot.github import PullRequestEvent
 from bot.metrics import Metrics
 from bot.outbox import Outbox
@@ -25,7 +26,6 @@ ECS_STOPPING = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETE
 MANAGED_BY = "uat-bot"
 IDLE_WARNING_S = 15 * 60
 WATCHER_LEASE = "watcher"
-HEALTH_TIMEOUT_S = 3.0
 PR_REF = re.compile(r"^(?:(?P<repo>[\w.-]+/[\w.-]+)#|PR-|#)?(?P<number>\d{1,9})$", re.IGNORECASE)
 
 ReadyHook = Callable[[Environment], Coroutine[Any, Any, None]]
@@ -98,6 +98,7 @@ class Context:
     chat: Chat
     ecr: Ecr
     ecs: Ecs
+    container: ContainerClient
     tasks: TaskSupervisor
     clock: Callable[[], float]
     metrics: Metrics
@@ -123,7 +124,8 @@ class Context:
         return f"{self.settings.uat_task_definition or 'uat'}-uat-bot"
 
     @property
-    def container(self) -> str:
+    def container_name(self) -> str:
+        """The container of the base task definition that runs the PR (UAT_CONTAINER_NAME)."""
         return self.settings.uat_container_name or "app"
 
     @property

@@ -174,7 +174,7 @@ class Launcher:
                 definition = await ctx.ecs.register_pinned(
                     ctx.settings.uat_task_definition or "",
                     ctx.family,
-                    ctx.container,
+                    ctx.container_name,
                     f"{uri}@{image.digest}",
                     self.tags(env, image.digest),
                 )
@@ -197,7 +197,7 @@ class Launcher:
                 definition,
                 started_by=session,
                 environment=self.task_environment(env, session),
-                container=ctx.container,
+                container=ctx.container_name,
                 tags=self.tags(env, env.image_digest or ""),
             )
         state = State.RUNNING if task.last_status == "RUNNING" else State.PROVISIONING

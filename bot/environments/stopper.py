@@ -86,7 +86,7 @@ class Stopper:
         if saved is None:
             return
         if saved.task_arn:
-            await self.ctx.ecs.stop_task(saved.task_arn, f"uat-bot: {reason}"[:255])
+            await self.ctx.ecs.stop_task(saved.task_arn, f"uat-bot: {reason}")  # Ecs cuts it to fit
         if saved.facts.task_definition:
             await self.ctx.ecs.deregister(saved.facts.task_definition)
         await self.thread.show(saved, reply=slack_ui.failed_reply(saved))

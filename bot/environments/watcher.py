@@ -9,15 +9,12 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
-
 from bot import slack_ui
 from bot.aws import TaskInfo
 from bot.environments.changes import change
 from bot.environments.context import (
     ECS_PROVISIONING,
     ECS_STOPPING,
-    HEALTH_TIMEOUT_S,
     IDLE_WARNING_S,
     LIVE,
     STATES,
@@ -42,7 +39,6 @@ class Watcher:
         self.thread = thread
         self.stopper = stopper
         self.reconciler = reconciler
-        self._http: aiohttp.ClientSession | None = None
         self.first_round = asyncio.Event()  # set once this watcher has finished a round
 
     async def close(self) -> None:
@@ -51,9 +47,6 @@ class Watcher:
             await self.ctx.store.release_lock(WATCHER_LEASE, self.ctx.replica)
         except Exception:
             logger.warning("could not release the watcher lease", exc_info=True)
-        if self._http is not None:
-            await self._http.close()
-            self._http = None
 
     async def watch(self) -> None:
         """Poll every UAT_POLL_SECONDS while this replica holds the watcher lease.
@@ -196,21 +189,19 @@ class Watcher:
 
     async def health(self, env: Environment, task: TaskInfo) -> dict[str, Any] | None:
         """The container's /health answer (any status), or None when it does not answer."""
-        return await self.probe(env, task, "health")
+        return await self.ctx.container.health(self.container_url(env, task))
 
     async def probe(self, env: Environment, task: TaskInfo, path: str) -> dict[str, Any] | None:
-        """GET one of the container's JSON endpoints (any status); None when it does not answer."""
-        url = f"{self.container_url(env, task)}/{path}"
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=HEALTH_TIMEOUT_S)
-            )
-        try:
-            async with self._http.get(url) as response:
-                body = await response.json(content_type=None)
-                return body if isinstance(body, dict) else None
-        except (aiohttp.ClientError, TimeoutError, ValueError):
-            return None
+        """GET the container's /health, /version or /status (any status); None when it does
+        not answer."""
+        endpoints = {
+            "health": self.ctx.container.health,
+            "version": self.ctx.container.version,
+            "status": self.ctx.container.status,
+        }
+        if path not in endpoints:
+            raise ValueError(f"no /{path} to probe: ask for health, version or status")
+        return await endpoints[path](self.container_url(env, task))
 
     def container_url(self, env: Environment, task: TaskInfo | None = None) -> str:
         return self.ctx.settings.uat_container_url.format(

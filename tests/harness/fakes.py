@@ -1,5 +1,5 @@
-"""Recording stand-ins for the environments' gateways (ECS, ECR, Slack), for fast decision
-tests: each records what it was asked, in order, and answers from what the test set up."""
+"""Recording stand-ins for the environments' gateways (ECS, ECR, Slack, the containers), for fast
+decision tests: each records what it was asked, in order, and answers from what the test set up."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from bot.aws import Ecr, Ecs, ImageInfo, TaskInfo
 from bot.chat import Blocks
 from bot.config import Settings
+from bot.container import Answer, ContainerClient
 
 ACCOUNT = "arn:aws:ecs:eu-west-1:123456789012"
 
@@ -140,3 +141,25 @@ class RecordingChat:
 
     def replies(self, thread_ts: str) -> list[str]:
         return [text for ts, text in self.posts if ts == thread_ts]
+
+
+class AnsweringContainers(ContainerClient):
+    """The containers' /health, one answer (or error) per PR, read from the URL's last segment
+    (decision tests use UAT_CONTAINER_URL=http://127.0.0.1:9/{pr}); it records what was probed."""
+
+    def __init__(self) -> None:
+        super().__init__(self._no_session)
+        self.answers: dict[int, Answer | Exception] = {}
+        self.probed: list[int] = []
+
+    @staticmethod
+    def _no_session() -> Any:
+        raise RuntimeError("decision tests reach no container over HTTP")
+
+    async def health(self, base: str) -> Answer | None:
+        pr = int(base.rstrip("/").rsplit("/", 1)[-1])
+        self.probed.append(pr)
+        answer = self.answers.get(pr)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer

@@ -1,0 +1,194 @@
+"""The gateway to a PR container's prompt server (container/prompt_server.py), over HTTP.
+
+One `ContainerClient` for the whole bot, on the one `aiohttp.ClientSession` the composition root
+opens and closes. It knows URLs, status codes and JSON, nothing of Slack or environments: the
+caller says which container (its base URL) and with which token; a failure comes out as a
+`ContainerError` whose message says what to do, and the caller decides what the user reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import aiohttp
+
+logger = logging.getLogger(__name__)
+
+# The container refuses a longer prompt (container/prompt_server.py's MAX_PROMPT_CHARS; the two
+# share no code, tests/test_container_client.py checks that they agree).
+MAX_PROMPT: Final = 20_000
+REQUEST_TIMEOUT_S: Final = 10.0  # a prompt, a job, an output, a cancel
+PROBE_TIMEOUT_S: Final = 3.0  # /health, /version, /status: a hanging container costs a poll 3 s
+REQUEST = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+PROBE = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+
+Answer = dict[str, Any]  # a JSON object as the container sent it
+
+
+class ContainerError(Exception):
+    """The container did not do what was asked; the message says what to do about it."""
+
+
+class ContainerUnreachable(ContainerError):
+    def __init__(self, base: str, detail: str) -> None:
+        super().__init__(
+            f"The container at {base} did not answer ({detail}): check that its task runs and "
+            "that UAT_CONTAINER_URL reaches it."
+        )
+
+
+class ContainerRefused(ContainerError):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(
+            f"The container refused the request (HTTP {status}): {reason}. Its log says more."
+        )
+        self.status = status
+        self.reason = reason
+
+
+class TokenRefused(ContainerError):
+    def __init__(self) -> None:
+        super().__init__(
+            "The container refused the prompt token: its task needs the token the bot gave it "
+            "(UAT_PROMPT_TOKEN); restart the environment."
+        )
+
+
+class NoSuchJob(ContainerError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"The container knows no job {job_id}: see its /status for the jobs.")
+        self.job_id = job_id
+
+
+class JobEnded(ContainerError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job {job_id} had already ended: there is nothing left to cancel.")
+        self.job_id = job_id
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """What `POST /prompt` answered: the job's id and its place in the queue (0: it runs)."""
+
+    job_id: str
+    position: int
+
+
+class ContainerClient:
+    """`GET /health /version /status`, `POST /prompt`, `GET /prompts/{id}` (and its output),
+    `DELETE /prompts/{id}`, on the session `session()` returns (the composition root's), each
+    request with its own time limit."""
+
+    def __init__(self, session: Callable[[], aiohttp.ClientSession]) -> None:
+        self._session = session
+
+    async def health(self, base: str) -> Answer | None:
+        """`/health`'s answer, whatever its status (503 while starting); None when it does not
+        answer within PROBE_TIMEOUT_S."""
+        return await self._probe(base, "health")
+
+    async def version(self, base: str) -> Answer | None:
+        """`/version`'s answer (the checkout), or None when it does not answer."""
+        return await self._probe(base, "version")
+
+    async def status(self, base: str) -> Answer | None:
+        """`/status`'s answer (running, queue, recent), or None when it does not answer."""
+        return await self._probe(base, "status")
+
+    async def _probe(self, base: str, path: str) -> Answer | None:
+        try:
+            async with self._session().get(f"{base}/{path}", timeout=PROBE) as response:
+                body = await response.json(content_type=None)
+                return body if isinstance(body, dict) else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    async def submit(
+        self, base: str, token: str, *, prompt: str, user: str, thread: str
+    ) -> Submitted:
+        """Queue a prompt. Raises TokenRefused, ContainerRefused or ContainerUnreachable."""
+        body = {"prompt": prompt, "user": user, "thread": thread}
+        try:
+            async with self._session().post(
+                f"{base}/prompt", json=body, headers=_bearer(token), timeout=REQUEST
+            ) as response:
+                answer = await _json(response)
+                if response.status == 401:
+                    raise TokenRefused
+                if response.status != 202:
+                    reason = answer.get("error") or f"HTTP {response.status}"
+                    raise ContainerRefused(response.status, str(reason))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ContainerUnreachable(base, _why(exc)) from None
+        if "id" not in answer:
+            raise ContainerRefused(response.status, "it answered without a job id")
+        position = answer.get("position")  # null once the job has left the queue: it runs
+        return Submitted(str(answer["id"]), int(position) if position else 0)
+
+    async def job(self, base: str, job_id: str) -> Answer:
+        """`GET /prompts/{id}`: the job as the container describes it. Raises NoSuchJob (404),
+        ContainerRefused (another status) or ContainerUnreachable."""
+        try:
+            async with self._session().get(f"{base}/prompts/{job_id}", timeout=REQUEST) as response:
+                if response.status == 404:
+                    raise NoSuchJob(job_id)
+                answer = await _json(response)
+                if response.status != 200:
+                    reason = answer.get("error") or f"HTTP {response.status}"
+                    raise ContainerRefused(response.status, str(reason))
+                return answer
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ContainerUnreachable(base, _why(exc)) from None
+
+    async def output(self, base: str, token: str, job_id: str) -> str:
+        """`GET /prompts/{id}/output`: the job's whole output. Raises ContainerRefused (its
+        `reason` is the container's own) or ContainerUnreachable."""
+        url = f"{base}/prompts/{job_id}/output"
+        try:
+            async with self._session().get(
+                url, headers=_bearer(token), timeout=REQUEST
+            ) as response:
+                if response.status == 200:
+                    return await response.text(encoding="utf-8", errors="replace")
+                answer = await _json(response)
+                reason = answer.get("error") or f"HTTP {response.status}"
+                raise ContainerRefused(response.status, str(reason))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ContainerUnreachable(base, _why(exc)) from None
+
+    async def cancel(self, base: str, token: str, job_id: str) -> None:
+        """`DELETE /prompts/{id}`. Raises NoSuchJob (404), JobEnded (409: it ended first),
+        ContainerRefused or ContainerUnreachable."""
+        url = f"{base}/prompts/{job_id}"
+        try:
+            async with self._session().delete(
+                url, headers=_bearer(token), timeout=REQUEST
+            ) as response:
+                if response.status == 404:
+                    raise NoSuchJob(job_id)
+                if response.status == 409:
+                    raise JobEnded(job_id)
+                if response.status >= 400:
+                    answer = await _json(response)
+                    raise ContainerRefused(response.status, str(answer.get("error")))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ContainerUnreachable(base, _why(exc)) from None
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _why(exc: BaseException) -> str:
+    return "no answer in time" if isinstance(exc, TimeoutError) else type(exc).__name__
+
+
+async def _json(response: aiohttp.ClientResponse) -> Answer:
+    try:
+        body = await response.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        return {}
+    return body if isinstance(body, dict) else {}

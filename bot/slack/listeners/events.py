@@ -1,0 +1,77 @@
+"""Events: the App Home tab, and a person's reply in a PR's thread (a prompt for its agent)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import slack_ui
+from bot.chat import SlackUnreachable, one_line
+from bot.context import Services
+from bot.environments import ACTIVE
+from bot.errors import UserError
+from bot.pipeline import Overview
+
+if TYPE_CHECKING:
+    from bot.app import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+async def relay_reply(services: Services, event: dict[str, Any]) -> None:
+    """Send a thread reply to its PR's agent; any refusal is said in the thread."""
+    channel, thread = services.settings.uat_channel or "", str(event["thread_ts"])
+    env = await services.environments.by_thread(thread)
+    if env is None:
+        return  # a thread that is not a PR's
+    try:
+        await services.prompts.submit(env, str(event.get("text", "")), str(event["user"]))
+    except UserError as exc:
+        await services.chat.post(channel, str(exc), None, thread)
+    except Exception:
+        ref = secrets.token_hex(4)
+        logger.exception("relaying a thread reply failed (ref %s)", ref)
+        await services.chat.post(channel, slack_ui.something_went_wrong(ref), None, thread)
+
+
+def register(app: AsyncApp, runtime: Runtime) -> None:
+    @app.event("app_home_opened")
+    async def on_home(event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        services = runtime.services
+        envs = await services.store.list_environments(ACTIVE)
+        try:
+            images: Overview | str = await services.pipeline.overview(recent=0)
+        except UserError as exc:
+            images = str(exc)
+        view = slack_ui.home_view(envs, images, services.settings, services.environments.clock())
+        try:
+            await client.views_publish(user_id=event["user"], view=view)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning("%s", SlackUnreachable("views.publish", one_line(exc)).line)
+
+    @app.event("message")
+    async def on_message(body: dict[str, Any], event: dict[str, Any]) -> None:
+        """A person's reply in a PR's thread is a prompt for that PR's agent."""
+        settings = runtime.services.settings
+        thread = event.get("thread_ts")
+        if (
+            event.get("channel") != settings.uat_channel
+            or not thread
+            or thread == event.get("ts")
+            or event.get("subtype")
+            or event.get("bot_id")
+            or not event.get("user")
+        ):
+            return
+        if not await runtime.services.store.claim(f"event:{body.get('event_id')}", "message"):
+            return  # Slack's retry of an event already relayed
+        runtime.services.tasks.spawn(
+            relay_reply(runtime.services, event), name=f"relay reply {event.get('ts')}"
+        )

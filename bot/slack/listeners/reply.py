@@ -1,0 +1,68 @@
+"""How a listener answers: through the response_url Slack gave, or by an ephemeral post."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from bot import slack_ui
+from bot.chat import Blocks, ChatError, SlackUnreachable
+
+if TYPE_CHECKING:
+    from bot.app import Runtime
+
+logger = logging.getLogger(__name__)
+
+
+class SlackReply:
+    """Answers a slash command or a click through its response_url, on the bot's one HTTP
+    session (no new connection per answer); when that fails, by an ephemeral post instead."""
+
+    def __init__(self, response_url: str | None, runtime: Runtime, channel: str, user: str) -> None:
+        self._url = response_url
+        self._runtime = runtime
+        self._channel = channel
+        self._user = user
+
+    async def __call__(
+        self,
+        text: str,
+        blocks: Blocks | None = None,
+        *,
+        in_channel: bool = False,
+        replace_original: bool = False,
+    ) -> None:
+        text, blocks = slack_ui.fit(text, blocks)
+        status, failure = 0, ""
+        if self._url:
+            body: dict[str, Any] = {
+                "text": text,
+                "response_type": "in_channel" if in_channel else "ephemeral",
+                "replace_original": replace_original,
+            }
+            if blocks is not None:
+                body["blocks"] = blocks
+            try:
+                async with self._runtime.http().post(self._url, json=body) as response:
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as exc:  # must not lose the answer
+                failure = type(exc).__name__
+        if status == 200:
+            return
+        failure = failure or f"HTTP {status}"
+        chat = self._runtime.services.chat
+        try:
+            if in_channel:
+                await chat.post(self._channel, text, blocks)
+            else:
+                await chat.ephemeral(self._channel, self._user, text, blocks)
+        except SlackUnreachable as exc:  # nowhere left to say it: one line in the log
+            logger.warning("%s; the answer to %s is lost", exc.line, self._user)
+            return
+        except ChatError as exc:
+            logger.warning("could not answer %s: %s", self._user, exc)
+            return
+        if self._url:
+            logger.warning("response_url failed (%s); the answer was posted instead", failure)

@@ -1,0 +1,135 @@
+"""The bot's container gateway (bot/container.py) against the real prompt server
+(container/prompt_server.py) on 127.0.0.1, with tests/harness/fake_claude.py as the agent."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bot import container
+from bot.container import (
+    ContainerClient,
+    ContainerRefused,
+    ContainerUnreachable,
+    JobEnded,
+    NoSuchJob,
+    Submitted,
+    TokenRefused,
+)
+from container import prompt_server
+from tests.harness.container_helpers import TOKEN, fake_claude_cmd, free_port, make_repo
+
+FINAL_STATES = ("succeeded", "failed", "cancelled", "timed_out")
+
+
+@dataclass
+class Served:
+    base: str
+    client: ContainerClient
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    """A prompt server in this test's loop, and a ContainerClient on one session for it."""
+    config = prompt_server.Config(
+        work_dir=make_repo(tmp_path / "work"),
+        host="127.0.0.1",
+        port=0,
+        app_port=free_port(),
+        token=TOKEN,
+        claude_cmd=tuple(shlex.split(fake_claude_cmd())),
+        timeout_s=30,
+    )
+    runner = web.AppRunner(prompt_server.create_app(config))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with aiohttp.ClientSession() as session:
+        yield Served(f"http://127.0.0.1:{port}", ContainerClient(lambda: session))
+    await runner.cleanup()
+
+
+async def ended(served: Served, job_id: str) -> dict[str, object]:
+    async with asyncio.timeout(15):
+        while True:
+            job = await served.client.job(served.base, job_id)
+            if job["state"] in FINAL_STATES:
+                return job
+            await asyncio.sleep(0.05)
+
+
+def test_the_bot_and_the_container_agree_on_the_prompt_limit() -> None:
+    assert container.MAX_PROMPT == prompt_server.MAX_PROMPT_CHARS
+
+
+async def test_a_prompt_goes_in_and_its_job_and_output_come_back(served: Served) -> None:
+    submitted = await served.client.submit(
+        served.base, TOKEN, prompt="Make the button blue", user="U1", thread="1.2"
+    )
+    assert submitted == Submitted(submitted.job_id, 0)
+    job = await ended(served, submitted.job_id)
+    assert (job["state"], job["summary"]) == ("succeeded", "Make the button blue")
+    output = await served.client.output(served.base, TOKEN, submitted.job_id)
+    assert output.rstrip().endswith("Make the button blue")
+
+
+async def test_a_wrong_token_is_refused_and_the_error_says_which_token_to_give(
+    served: Served,
+) -> None:
+    with pytest.raises(TokenRefused, match="UAT_PROMPT_TOKEN"):
+        await served.client.submit(served.base, "not-the-token", prompt="hi", user="U1", thread="")
+
+
+async def test_a_prompt_over_the_limit_is_refused_with_the_containers_reason(
+    served: Served,
+) -> None:
+    with pytest.raises(ContainerRefused) as refused:
+        await served.client.submit(
+            served.base, TOKEN, prompt="x" * (container.MAX_PROMPT + 1), user="U1", thread=""
+        )
+    assert refused.value.status == 400
+    assert f"the limit is {container.MAX_PROMPT}" in refused.value.reason
+
+
+async def test_an_unknown_job_is_no_such_job_to_read_or_to_cancel(served: Served) -> None:
+    with pytest.raises(NoSuchJob):
+        await served.client.job(served.base, "nosuchjob")
+    with pytest.raises(NoSuchJob):
+        await served.client.cancel(served.base, TOKEN, "nosuchjob")
+
+
+async def test_cancelling_a_job_that_ended_says_it_ended(served: Served) -> None:
+    submitted = await served.client.submit(served.base, TOKEN, prompt="done", user="U1", thread="")
+    await ended(served, submitted.job_id)
+    with pytest.raises(JobEnded, match="already ended"):
+        await served.client.cancel(served.base, TOKEN, submitted.job_id)
+
+
+async def test_health_version_and_status_are_answered_whatever_their_status(
+    served: Served,
+) -> None:
+    health = await served.client.health(served.base)  # 503: the app is not on its port
+    assert health is not None and health["ready"] is False
+    version = await served.client.version(served.base)
+    assert version is not None and version["subject"] == "Start the app"
+    status = await served.client.status(served.base)
+    assert status is not None and status["queue"] == []
+
+
+async def test_a_container_that_does_not_answer_is_unreachable_with_what_to_check() -> None:
+    base = f"http://127.0.0.1:{free_port()}"
+    async with aiohttp.ClientSession() as session:
+        client = ContainerClient(lambda: session)
+        assert await client.health(base) is None
+        with pytest.raises(ContainerUnreachable, match="UAT_CONTAINER_URL"):
+            await client.submit(base, TOKEN, prompt="hi", user="U1", thread="")
+        with pytest.raises(ContainerUnreachable):
+            await client.job(base, "j1")
