@@ -48,4 +48,4 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 docs: $(STAMP)
-	$(PY) -m bot.docs
+	$(PY) -m bot.devtools.docs

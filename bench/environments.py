@@ -172,7 +172,7 @@ class TimedDescribe:
             self.seconds += time.perf_counter() - started
 
     def _one_by_one(self, arns: list[str]) -> dict[str, Any]:
-        from bot.aws import _task
+        from bot.aws.gateways import _task
 
         found: dict[str, Any] = {}
         for arn in arns:
@@ -190,7 +190,7 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
     import boto3
 
     from bot.app import build_runtime
-    from bot.aws import RETRIES
+    from bot.aws.gateways import RETRIES
     from bot.config import load_settings
     from bot.environments import LIVE
     from bot.store import Environment, Facts

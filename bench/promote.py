@@ -1,6 +1,6 @@
 """Promote by manifest copy (the bot) vs promote by pull + tag + push (what it replaces).
 
-* figure: `ImagePipeline.promote` (bot/pipeline.py, built by bot/app.py's `build_pipeline`)
+* figure: `ImagePipeline.promote` (bot/images/operations.py, built by bot/app.py's `build_pipeline`)
   against moto's ECR server on 127.0.0.1: BatchGetImage of :staging, then PutImage of that
   manifest as :latest, with the DescribeImages checks, the store lock and the audit entry.
 * baseline: the same move done with image bytes, through the real docker engine and the local

@@ -22,22 +22,22 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.aws import Ecr, Ecs, ErrorHook
-from bot.builders import builder_for, tags_for
-from bot.chat import Chat, SlackChat, SlackIdentity, SlackUnreachable, TokenRefused, who_am_i
-from bot.codebuild import CodeBuild
+from bot.aws.codebuild import CodeBuild
+from bot.aws.gateways import Ecr, Ecs, ErrorHook
 from bot.config import Settings, token_refused
 from bot.container import ContainerClient
-from bot.context import Services
-from bot.dispatch import Dispatcher, load_commands
 from bot.environments import Environments
 from bot.errors import ConfigError
 from bot.github import PullRequestHandler
-from bot.images import Docker
+from bot.images.builders import builder_for, tags_for
+from bot.images.docker_build import Docker
+from bot.images.operations import ImagePipeline
 from bot.metrics import Metrics
-from bot.pipeline import ImagePipeline
 from bot.prompts import Prompts
 from bot.slack import listeners
+from bot.slack.chat import Chat, SlackChat, SlackIdentity, SlackUnreachable, TokenRefused, who_am_i
+from bot.slack.context import Services
+from bot.slack.dispatch import Dispatcher, load_commands
 from bot.store import RETENTION_S, SqliteStore, Store
 from bot.tasks import TaskSupervisor
 

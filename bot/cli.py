@@ -7,9 +7,9 @@ from typing import Annotated
 import typer
 
 from bot.config import Settings, load_settings, withhold_secrets
-from bot.dispatch import terminal_help
 from bot.errors import ConfigError
 from bot.logs import configure_logging
+from bot.slack.dispatch import terminal_help
 
 cli = typer.Typer(
     help="uat-bot: per-pull-request UAT environments from Slack and the terminal.",
@@ -64,7 +64,7 @@ def console(
     """
     settings = _settings()
     configure_logging(settings.secrets(), level=30)
-    from bot.console import main as console_main
+    from bot.devtools.console import main as console_main
 
     raise typer.Exit(console_main(settings, real_aws=aws))
 
@@ -79,7 +79,7 @@ Ref = Annotated[str | None, typer.Argument(help="branch, tag or sha (default UAT
 @cli.command(help=terminal_help("staging"))
 def staging(ref: Ref = None, yes: NoQuestion = False) -> None:
     """Build REF and push it as :staging and :<sha> (replaces deploy.sh staging)."""
-    from bot import terminal
+    from bot.devtools import terminal
 
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.staging(p, ref)))
 
@@ -87,7 +87,7 @@ def staging(ref: Ref = None, yes: NoQuestion = False) -> None:
 @cli.command(help=terminal_help("promote"))
 def promote(yes: Yes = False) -> None:
     """Copy the :staging manifest to :latest, no rebuild (replaces deploy.sh promote)."""
-    from bot import terminal
+    from bot.devtools import terminal
 
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.promote(p, yes)))
 
@@ -95,7 +95,7 @@ def promote(yes: Yes = False) -> None:
 @cli.command(help=terminal_help("latest"))
 def latest(ref: Ref = None, yes: Yes = False) -> None:
     """Emergency: build REF straight to :latest and :<sha> (replaces deploy.sh latest)."""
-    from bot import terminal
+    from bot.devtools import terminal
 
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.latest(p, ref, yes)))
 
@@ -106,7 +106,7 @@ def rollback(
     yes: Yes = False,
 ) -> None:
     """Re-tag a known-good :<sha> image as :latest; without SHA, list the recent ones."""
-    from bot import terminal
+    from bot.devtools import terminal
 
     raise typer.Exit(terminal.run(_settings(), lambda p: terminal.rollback(p, sha, yes)))
 
@@ -114,7 +114,7 @@ def rollback(
 @cli.command(help=terminal_help("images"))
 def images() -> None:
     """Show what :latest and :staging point at, and the last 10 sha images."""
-    from bot import terminal
+    from bot.devtools import terminal
 
     raise typer.Exit(terminal.run(_settings(), terminal.images))
 

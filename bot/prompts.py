@@ -7,7 +7,7 @@ holds, its whole output as a file (`GET /prompts/{id}/output`).
 
 Jobs being followed are in the store until their result is posted, so a restart resumes them;
 one replica at a time follows a job (a lease), and the result's messages are keyed (see
-bot/outbox.py), so a follower cut short mid-post and resumed posts nothing twice.
+bot/slack/outbox.py), so a follower cut short mid-post and resumed posts nothing twice.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bot import slack_ui
-from bot.chat import Chat, ChatError
 from bot.config import Settings
 from bot.container import (
     MAX_PROMPT,
@@ -33,8 +31,9 @@ from bot.container import (
 )
 from bot.environments import LIVE, Environments
 from bot.errors import UserError
-from bot.outbox import Outbox
-from bot.slack import limits
+from bot.slack import limits, slack_ui
+from bot.slack.chat import Chat, ChatError
+from bot.slack.outbox import Outbox
 from bot.store import Carried, Environment, Facts, Relay, State, Store, renewing
 from bot.tasks import TaskSupervisor
 

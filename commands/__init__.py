@@ -2,5 +2,5 @@
 
 A module may also define `configure(parser)` to declare its arguments (argparse) and
 `ack(args) -> str | None` for the text shown the moment Slack gets its acknowledgement.
-`bot.dispatch.load_commands()` discovers them; nothing else needs registering.
+`bot.slack.dispatch.load_commands()` discovers them; nothing else needs registering.
 """

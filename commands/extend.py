@@ -10,11 +10,10 @@ import argparse
 import math
 from typing import Any
 
-from bot import slack_ui
-from bot.cards import claim_card, field
-from bot.context import CommandContext
 from bot.errors import UserError
-from bot.slack import action_ids
+from bot.slack import action_ids, slack_ui
+from bot.slack.cards import claim_card, field
+from bot.slack.context import CommandContext
 
 NAME = "extend"
 MIN_HOURS = 1.0

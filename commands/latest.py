@@ -8,12 +8,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bot import slack_ui
-from bot.builds import run_build
-from bot.cards import card_value, claim_card, field
-from bot.context import CommandContext
 from bot.errors import ReplacingError, UserError
-from bot.slack import action_ids
+from bot.slack import action_ids, slack_ui
+from bot.slack.build_progress import run_build
+from bot.slack.cards import card_value, claim_card, field
+from bot.slack.context import CommandContext
 
 NAME = "latest"
 ACTION = "build straight to :latest"

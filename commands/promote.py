@@ -9,12 +9,11 @@ import argparse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot import slack_ui
-from bot.cards import card_value, claim_card
-from bot.context import CommandContext
 from bot.errors import ReplacingError, UserError
-from bot.pipeline import RetagResult, Started
-from bot.slack import action_ids
+from bot.images.operations import RetagResult, Started
+from bot.slack import action_ids, slack_ui
+from bot.slack.cards import card_value, claim_card
+from bot.slack.context import CommandContext
 
 NAME = "promote"
 ACTION = "promote"

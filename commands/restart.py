@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bot import slack_ui
-from bot.cards import claim_card, field
-from bot.context import CommandContext
 from bot.errors import UserError
-from bot.slack import action_ids
+from bot.slack import action_ids, slack_ui
+from bot.slack.cards import claim_card, field
+from bot.slack.context import CommandContext
 from bot.store import Environment
 
 NAME = "restart"

@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from bot import slack_ui
-from bot.cards import card_value, claim_card, field
-from bot.context import CommandContext
-from bot.slack import action_ids
-from commands.promote import announce_retag, retag_in_place
+from bot.commands.promote import announce_retag, retag_in_place
+
+from bot.slack import action_ids, slack_ui
+from bot.slack.cards import card_value, claim_card, field
+from bot.slack.context import CommandContext
 
 NAME = "rollback"
 ACTION = "roll back"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from bot.builds import run_build
-from bot.context import CommandContext
+from bot.slack.build_progress import run_build
+from bot.slack.context import CommandContext
 
 NAME = "staging"
 TERMINAL_HELP = """The ref defaults to UAT_SOURCE_REF. A progress display shows the fetch, the build

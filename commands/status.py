@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bot import slack_ui
-from bot.context import CommandContext
 from bot.environments import ACTIVE
+from bot.slack import slack_ui
+from bot.slack.context import CommandContext
 
 NAME = "status"
 

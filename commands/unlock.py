@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from bot import slack_ui
-from bot.context import CommandContext
+from bot.slack import slack_ui
+from bot.slack.context import CommandContext
 
 NAME = "unlock"
 

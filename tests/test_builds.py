@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
-from bot import slack_ui
+from bot import gateway_text
 from bot.app import Runtime
-from bot.pipeline import LOCK
+from bot.images.operations import LOCK
+from bot.slack import slack_ui
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.gitrepo import SourceRepo, dockerfile, remove_built_images
 from tests.harness.services import ensure_dockerd, ensure_registry, fetch_manifest, require
@@ -523,13 +524,17 @@ async def test_a_frozen_latest_is_refused_before_its_card_and_after_it(
 
 
 BUILD_FAILURES = {
-    "a bad ref": ("staging bad~ref", {}, slack_ui.bad_ref("bad~ref")),
-    "no such ref": ("staging no-such-branch", {}, slack_ui.no_such_ref("no-such-branch")),
-    "no Dockerfile": ("staging", {"UAT_BUILD_PATH": "nowhere"}, slack_ui.no_dockerfile("nowhere")),
+    "a bad ref": ("staging bad~ref", {}, gateway_text.bad_ref("bad~ref")),
+    "no such ref": ("staging no-such-branch", {}, gateway_text.no_such_ref("no-such-branch")),
+    "no Dockerfile": (
+        "staging",
+        {"UAT_BUILD_PATH": "nowhere"},
+        gateway_text.no_dockerfile("nowhere"),
+    ),
     "docker unreachable": (
         "staging",
         {"DOCKER_HOST": "unix:///nonexistent.sock"},
-        slack_ui.docker_unreachable("unix:///nonexistent.sock"),
+        gateway_text.docker_unreachable("unix:///nonexistent.sock"),
     ),
 }
 

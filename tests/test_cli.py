@@ -29,8 +29,10 @@ from typing import Any
 import boto3
 import pytest
 
-from bot import docs, slack_ui
-from bot.pipeline import LOCK
+from bot import gateway_text
+from bot.devtools import docs
+from bot.images.operations import LOCK
+from bot.slack import slack_ui
 from bot.store import AuditEntry, SqliteStore
 from tests.harness.bot import DEPLOYER
 from tests.harness.gitrepo import SourceRepo, remove_built_images
@@ -234,7 +236,7 @@ def test_staging_without_a_docker_daemon_says_so(tmp_path: Path) -> None:
 
     assert run.code == 1, run
     assert "Traceback" not in run.stderr + run.stdout, run
-    said = slack_ui.docker_unreachable("unix:///nonexistent.sock")
+    said = gateway_text.docker_unreachable("unix:///nonexistent.sock")
     assert run.stderr.startswith(f"error: {said}"), run
     assert "install Debian's docker.io and start dockerd, or set DOCKER_HOST" in run.said
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from bot import slack_ui
 from bot.app import Runtime
-from bot.builders import CodeBuildBuilder
-from bot.pipeline import LOCK
+from bot.images.builders import CodeBuildBuilder
+from bot.images.operations import LOCK
+from bot.slack import slack_ui
 from tests.harness.bot import CHANNEL, Bot, BotFactory
 from tests.harness.codebuild import PROJECT, PlayedCodeBuild, eventually
 from tests.harness.ecr_seed import digest_at

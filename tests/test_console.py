@@ -21,9 +21,10 @@ from typing import Any
 
 import pytest
 
-from bot import slack_ui
-from bot.console import ConsoleChat, render
-from bot.local import LATEST_COMMIT, SEED_COMMITS, STAGING_COMMIT, digest_of, manifest_for
+from bot import gateway_text
+from bot.devtools.console import ConsoleChat, render
+from bot.devtools.local import LATEST_COMMIT, SEED_COMMITS, STAGING_COMMIT, digest_of, manifest_for
+from bot.slack import slack_ui
 from tests.harness.gitrepo import remove_built_images
 from tests.harness.services import ensure_dockerd, ensure_registry, require
 from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, UatAccount
@@ -327,7 +328,7 @@ def test_without_docker_the_banner_and_a_build_say_what_to_install(tmp_path: Pat
     result = run_console(tmp_path, "/uat staging\nuat-bot staging\nquit\n")
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
-    no_docker = slack_ui.docker_unreachable("unix:///nonexistent/docker.sock")
+    no_docker = gateway_text.docker_unreachable("unix:///nonexistent/docker.sock")
     assert "install Debian's docker.io and start dockerd, or set DOCKER_HOST" in no_docker
     assert slack_ui.console_no_builds(no_docker) in out
     assert "127.0.0.1:5000" not in out and "push to" not in out

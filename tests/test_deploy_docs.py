@@ -156,7 +156,7 @@ def test_the_readme_walk_through_names_every_file_in_docs() -> None:
 def test_the_documented_app_url_names_the_host_the_alb_routes() -> None:
     from types import SimpleNamespace
 
-    from bot import slack_ui
+    from bot.slack import slack_ui
 
     settings = load_settings(bot_environment())
     env = SimpleNamespace(data={"session": "pr7-ab12"}, pr=7, task_arn="arn:task/abc")

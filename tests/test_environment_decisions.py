@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from bot import slack_ui
-from bot.aws import ImageInfo, TaskInfo
+from bot.aws.gateways import ImageInfo, TaskInfo
 from bot.config import Settings, load_settings
 from bot.environments import Environments, PullRequest
+from bot.slack import slack_ui
 from bot.store import Environment, Facts, SqliteStore, State
 from bot.tasks import TaskSupervisor
 from tests.harness.fakes import (

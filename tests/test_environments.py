@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from bot import slack_ui
 from bot.environments import Environments
+from bot.slack import slack_ui
 from bot.store import Environment, Facts
 from tests.harness.bot import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.pull_requests import PR, REPO, label, pr_event, root_messages

@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import slack_ui
-from bot.cards import card_value
 from bot.github import PullRequestEvent, signature
+from bot.slack import slack_ui
+from bot.slack.cards import card_value
 from tests.harness.bot import (
     CHANNEL,
     DEPLOYER,

@@ -27,12 +27,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot import slack_ui
-from bot.cards import card_value, parse_value
-from bot.dispatch import Dispatcher, Plan, load_commands
 from bot.errors import UserError
 from bot.github import BadPayload, parse_pull_request, signature
 from bot.server import malformed_event
+from bot.slack import slack_ui
+from bot.slack.cards import card_value, parse_value
+from bot.slack.dispatch import Dispatcher, Plan, load_commands
 from tests.harness.bot import (
     CHANNEL,
     DEPLOYER,

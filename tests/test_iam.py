@@ -23,10 +23,10 @@ import pytest
 from botocore.client import BaseClient
 from parliament import analyze_policy_string
 
-from bot.aws import Ecs
-from bot.builders import BuildProgress, CodeBuildBuilder
+from bot.aws.gateways import Ecs
 from bot.config import load_settings
-from bot.images import BuildError
+from bot.images.builders import BuildProgress, CodeBuildBuilder
+from bot.images.docker_build import BuildError
 from bot.store import AuditEntry, Environment, Relay
 from bot.store.dynamodb import DynamoStore
 from tests.harness.bot import DEPLOYER, ROOT, Bot, BotFactory

@@ -17,9 +17,9 @@ from typing import Any
 import boto3
 import pytest
 
-from bot import slack_ui
-from bot.aws import ImageInfo
-from bot.pipeline import LOCK
+from bot.aws.gateways import ImageInfo
+from bot.images.operations import LOCK
+from bot.slack import slack_ui
 from bot.store import AuditEntry
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.ecr_seed import REPOSITORY, digest_at, seed, tag_sha

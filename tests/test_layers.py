@@ -7,31 +7,38 @@ import ast
 import json
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 GATEWAYS = sorted(
     [
-        *(ROOT / "bot" / name for name in ("aws.py", "container.py", "chat.py", "images.py")),
-        ROOT / "bot" / "registry.py",
+        *(ROOT / "bot" / "aws").glob("*.py"),
         *(ROOT / "bot" / "store").glob("*.py"),
+        ROOT / "bot" / "container.py",
+        ROOT / "bot" / "gateway_text.py",
+        ROOT / "bot" / "images" / "docker_build.py",
+        ROOT / "bot" / "images" / "registry.py",
     ]
 )
 # What a gateway must not import: the domain, the commands, Slack's listeners.
-DOMAIN = ("bot.environments", "bot.prompts", "bot.pipeline", "bot.github", "commands")
+DOMAIN = (
+    "bot.environments",
+    "bot.prompts",
+    "bot.images.operations",
+    "bot.github",
+    "bot.commands",
+    "commands",
+)
 LISTENERS = ("bot.slack.listeners",)
-SLACK_WORDS = ("bot.slack_ui",)
-# Gateways that still take their error messages from bot/slack_ui.py: a Slack import all the same.
-# Known, to be emptied (their messages move to plain-text modules of their own); nothing joins it.
-SLACK_WORDS_EXCEPTIONS = {
-    "bot/aws.py",
-    "bot/chat.py",
-    "bot/images.py",
-    "bot/store/dynamodb.py",
-    "bot/store/dynamodb_table.py",
-}
-DEVELOPER_ONLY = ("bot.console", "bot.local", "bot.terminal", "bot.docs")
+SLACK = ("bot.slack",)
+DEVELOPER_ONLY = (
+    "bot.devtools.console",
+    "bot.devtools.local",
+    "bot.devtools.terminal",
+    "bot.devtools.docs",
+)
 
 
 def imported(path: Path) -> set[str]:
@@ -63,15 +70,16 @@ def test_gateways_import_nothing_from_the_domain_or_the_listeners() -> None:
     assert {path: names for path, names in crossing.items() if names} == {}
 
 
-def test_gateways_take_no_words_from_slack_ui_beyond_the_known_exceptions() -> None:
-    speaking = {relative(p) for p in GATEWAYS if any(within(n, SLACK_WORDS) for n in imported(p))}
-    assert speaking - SLACK_WORDS_EXCEPTIONS == set(), "a gateway began to import bot/slack_ui.py"
-    assert SLACK_WORDS_EXCEPTIONS - speaking == set(), "not an exception any more: drop it"
+def test_gateways_import_nothing_from_the_slack_layer() -> None:
+    speaking = {
+        relative(path): sorted(n for n in imported(path) if within(n, SLACK)) for path in GATEWAYS
+    }
+    assert {path: names for path, names in speaking.items() if names} == {}
 
 
 def test_the_container_gateway_knows_nothing_of_slack() -> None:
     names = imported(ROOT / "bot" / "container.py")
-    assert not [n for n in names if n.startswith(("slack", "bot.slack", "bot.chat"))], names
+    assert not [n for n in names if n.startswith(("slack", "bot.slack", "bot.slack.chat"))], names
 
 
 def test_the_import_check_sees_a_crossing_when_there_is_one(tmp_path: Path) -> None:
@@ -128,3 +136,16 @@ def test_no_assert_steers_the_code_in_bot_or_commands() -> None:
         if isinstance(node, ast.Assert)
     ]
     assert asserting == []
+
+
+def test_the_distribution_installs_every_package_and_no_top_level_commands() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "bot").rglob("__init__.py")
+    }
+    assert set(config["packages"]) == on_disk | {"bot.commands"}
+    assert config["package-dir"]["bot.commands"] == "commands"
+    assert not any(
+        name == "commands" or name.startswith("commands.") for name in config["packages"]
+    )

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.chat import SlackChat
-from bot.outbox import Outbox
+from bot.slack.chat import SlackChat
+from bot.slack.outbox import Outbox
 from bot.store import Post, SqliteStore
 from tests.harness.slack_stub import SlackStub
 
@@ -51,7 +51,7 @@ async def test_a_post_whose_ts_was_never_recorded_is_found_not_repeated(
 async def test_a_reply_in_flight_elsewhere_is_waited_for_not_posted_twice(
     store: SqliteStore, chat: SlackChat, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("bot.outbox.IN_FLIGHT_POLL_S", 0.05)
+    monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_POLL_S", 0.05)
     root = await chat.post(CHANNEL, "the card")
     slow, catch_up = Outbox(store, chat), Outbox(store, chat)
     release = asyncio.Event()
@@ -78,8 +78,8 @@ async def test_a_reply_in_flight_elsewhere_is_waited_for_not_posted_twice(
 async def test_an_abandoned_reservation_is_posted_after_in_flight_s(
     store: SqliteStore, chat: SlackChat, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("bot.outbox.IN_FLIGHT_S", 0.3)
-    monkeypatch.setattr("bot.outbox.IN_FLIGHT_POLL_S", 0.05)
+    monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_S", 0.3)
+    monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_POLL_S", 0.05)
     root = await chat.post(CHANNEL, "the card")
     await store.reserve_post(Post("reply:s1:stopped", CHANNEL, root))  # its poster died first
     ts = await Outbox(store, chat).post(

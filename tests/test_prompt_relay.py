@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot import slack_ui
+from bot.slack import slack_ui
 from container.prompt_server import Config, create_app
 from tests.harness.bot import CHANNEL, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.container_helpers import fake_claude_cmd, make_repo

@@ -27,11 +27,11 @@ import pytest
 from aiohttp import web
 from botocore.retries.standard import ExponentialBackoff
 
-from bot import slack_ui
-from bot.aws import AwsError
+from bot.aws.gateways import AwsError
 from bot.environments import LAUNCH_LEASE_S, Environments
 from bot.environments import launcher as launcher_module
 from bot.github import PullRequestEvent
+from bot.slack import slack_ui
 from bot.store import Environment
 from tests.harness.bot import (
     CHANNEL,
@@ -518,8 +518,8 @@ async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_star
     """The "stopped" reply reached Slack, the process died before recording that the thread
     shows it: the catch-up on start finds the reply by its key instead of posting it again
     (once the reservation is old enough not to be a post under way elsewhere)."""
-    monkeypatch.setattr("bot.outbox.IN_FLIGHT_S", 0.5)
-    monkeypatch.setattr("bot.outbox.IN_FLIGHT_POLL_S", 0.05)
+    monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_S", 0.5)
+    monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_POLL_S", 0.05)
     first: Bot = await make_bot(**account.env(containers.url))
     await first.settle_startup()
     await first.github("pull_request", pr_event("labeled", "uat"))

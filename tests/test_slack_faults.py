@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.chat import ChatError
+from bot.slack.chat import ChatError
 from tests.harness.bot import CHANNEL, Bot
 
 

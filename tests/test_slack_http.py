@@ -7,11 +7,11 @@ import time
 import types
 from urllib.parse import parse_qsl, urlencode
 
-from bot import slack_ui
 from bot.app import Runtime
-from bot.context import CommandContext
-from bot.dispatch import command_from_module
 from bot.errors import UserError
+from bot.slack import slack_ui
+from bot.slack.context import CommandContext
+from bot.slack.dispatch import command_from_module
 from tests.harness.bot import SIGNING_SECRET, Bot, BotFactory, reference
 from tests.harness.signing import event_body, slack_headers, slack_signature, slash_command_body
 

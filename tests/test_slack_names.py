@@ -3,9 +3,8 @@ handlers answer and the listener takes, and every block is cut to Slack's limits
 
 from __future__ import annotations
 
-from bot import slack_ui
-from bot.dispatch import load_commands
-from bot.slack import action_ids, limits
+from bot.slack import action_ids, limits, slack_ui
+from bot.slack.dispatch import load_commands
 from bot.slack.listeners.actions import BUTTONS
 
 IDS = {value for name, value in vars(action_ids).items() if name.isupper() and name != "PREFIX"}

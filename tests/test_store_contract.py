@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
-from bot.aws import AwsError
+from bot.aws.gateways import AwsError
 from bot.config import load_settings
 from bot.store import (
     AuditEntry,

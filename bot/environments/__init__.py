@@ -16,8 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bot.aws import Ecr, Ecs, TaskInfo
-from bot.chat import Chat
+from bot.aws.gateways import Ecr, Ecs, TaskInfo
 from bot.config import Settings
 from bot.container import ContainerClient
 from bot.environments import changes
@@ -38,7 +37,8 @@ from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.environments.watcher import Watcher
 from bot.metrics import Metrics
-from bot.outbox import Outbox
+from bot.slack.chat import Chat
+from bot.slack.outbox import Outbox
 from bot.store import Environment, Facts, State, Store
 from bot.tasks import TaskSupervisor
 

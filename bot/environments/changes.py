@@ -7,9 +7,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 
-from bot import slack_ui
 from bot.environments.context import ACTIVE
 from bot.errors import UserError
+from bot.slack import slack_ui
 from bot.store import Environment, Facts, Store, VersionConflict
 
 Mutation = Callable[[Environment], Environment | None]

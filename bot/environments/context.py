@@ -9,13 +9,13 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bot.aws import Ecr, Ecs
-from bot.chat import Chat
+from bot.aws.gateways import Ecr, Ecs
 from bot.config import Settings
 from bot.container import ContainerClient
 from bot.github import PullRequestEvent
 from bot.metrics import Metrics
-from bot.outbox import Outbox
+from bot.slack.chat import Chat
+from bot.slack.outbox import Outbox
 from bot.store import ACTIVE, LIVE, Environment, Facts, State, Store
 from bot.tasks import TaskSupervisor
 

@@ -14,12 +14,12 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from bot import slack_ui
 from bot.environments.changes import change, in_session
 from bot.environments.context import ACTIVE, LIVE, MANAGED_BY, Context, PullRequest
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.errors import UserError
+from bot.slack import slack_ui
 from bot.store import Environment, LeaseLost, Replaced, State, VersionConflict, renewing
 
 logger = logging.getLogger(__name__)

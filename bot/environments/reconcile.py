@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 
-from bot import slack_ui
 from bot.environments.context import (
     ACTIVE,
     ECS_STOPPING,
@@ -18,6 +17,7 @@ from bot.environments.context import (
 from bot.environments.launcher import Launcher
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
+from bot.slack import slack_ui
 from bot.store import Environment, State
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from bot import pr_refs, slack_ui
+from bot import pr_refs
 from bot.environments.changes import change, edit_facts
 from bot.environments.context import ACTIVE, LIVE, Context, PullRequest
 from bot.environments.launcher import Launcher
@@ -13,6 +13,7 @@ from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.errors import UserError
 from bot.github import PullRequestEvent
+from bot.slack import slack_ui
 from bot.store import Environment
 
 

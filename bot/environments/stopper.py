@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from bot import slack_ui
 from bot.environments.changes import change
 from bot.environments.context import LIVE, Context
 from bot.environments.thread import Thread
 from bot.errors import UserError
+from bot.slack import slack_ui
 from bot.store import Environment, State
 
 logger = logging.getLogger(__name__)

@@ -3,10 +3,10 @@ and plain notes."""
 
 from __future__ import annotations
 
-from bot import slack_ui
-from bot.chat import Blocks
 from bot.environments.changes import change
 from bot.environments.context import Context
+from bot.slack import slack_ui
+from bot.slack.chat import Blocks
 from bot.store import Environment
 
 
@@ -20,7 +20,8 @@ class Thread:
         self, env: Environment, reply: tuple[str, Blocks] | None = None, exclusive: bool = True
     ) -> None:
         """Update the PR's card in place, and reply in its thread when people must see it
-        (`exclusive=False` when another replica may be posting that reply: see bot/outbox.py)."""
+        (`exclusive=False` when another replica may be posting that reply: see
+        bot/slack/outbox.py)."""
         ctx = self.ctx
         if not env.thread_ts or not ctx.settings.uat_channel:
             return

@@ -9,8 +9,7 @@ import logging
 from dataclasses import replace
 from typing import Any
 
-from bot import slack_ui
-from bot.aws import TaskInfo
+from bot.aws.gateways import TaskInfo
 from bot.environments.changes import change
 from bot.environments.context import (
     ECS_PROVISIONING,
@@ -24,6 +23,7 @@ from bot.environments.context import (
 from bot.environments.reconcile import Reconciler
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
+from bot.slack import slack_ui
 from bot.store import Environment, State
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The action ids of the bot's buttons, named once: the cards that send them and the handlers
-(`commands/`, bot/cards.py) that answer them use these names; the Bolt listener takes every id
+(`commands/`, bot/slack/cards.py) that answer them use these names; the Bolt listener takes every id
 that starts with PREFIX."""
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from bot import slack_ui
-from bot.aws import AwsError
+from bot import gateway_text
+from bot.aws.gateways import AwsError
 from bot.store.dynamodb_table import (
     AUDIT,
     CLAIM_TTL_S,
@@ -190,7 +190,7 @@ class DynamoStore(Table):
             if current is not None:
                 raise LockHeld(current)
             # released or lapsed between our write and our read: try again
-        raise AwsError(slack_ui.lock_keeps_changing(name))
+        raise AwsError(gateway_text.lock_keeps_changing(name))
 
     async def release_lock(self, name: str, holder: str | None = None) -> bool:
         def run() -> bool:

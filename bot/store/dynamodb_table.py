@@ -12,8 +12,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from bot import slack_ui
-from bot.aws import RETRIES, AwsError, aws_call, boto3_session
+from bot import gateway_text
+from bot.aws.gateways import RETRIES, AwsError, aws_call, boto3_session
 from bot.config import Settings
 from bot.store.records import RETENTION_S, Clock
 
@@ -34,7 +34,7 @@ CONFIG = RETRIES.merge(Config(max_pool_connections=50))
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
-HINTS = slack_ui.DYNAMODB_HINTS
+HINTS = gateway_text.DYNAMODB_HINTS
 
 
 def error_code(exc: ClientError) -> str:
@@ -110,7 +110,7 @@ class Table:
             if hint is None:
                 raise
             raise AwsError(
-                slack_ui.dynamodb_failed(what, self.table, exc.code, hint), exc.code
+                gateway_text.dynamodb_failed(what, self.table, exc.code, hint), exc.code
             ) from None
 
     # lifecycle
@@ -136,7 +136,7 @@ class Table:
             table = self._create_table()
         keys = {(k["AttributeName"], k["KeyType"]) for k in table.get("KeySchema", [])}
         if keys != {("pk", "HASH"), ("sk", "RANGE")}:
-            raise AwsError(slack_ui.not_the_bots_table(self.table), "WrongKeySchema")
+            raise AwsError(gateway_text.not_the_bots_table(self.table), "WrongKeySchema")
         if table.get("TableStatus") != "ACTIVE":
             client.get_waiter("table_exists").wait(
                 TableName=self.table, WaiterConfig={"Delay": 2, "MaxAttempts": 90}

@@ -82,7 +82,7 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (repo, pr, job_id)
     );
     """,
-    # 3: messages posted at most once (see bot/outbox.py)
+    # 3: messages posted at most once (see bot/slack/outbox.py)
     """
     CREATE TABLE posts (
         key TEXT PRIMARY KEY,

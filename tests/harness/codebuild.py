@@ -23,7 +23,7 @@ from moto.codebuild.models import CodeBuildBackend, codebuild_backends
 from moto.codebuild.responses import CodeBuildResponse
 from moto.core.utils import iso_8601_datetime_with_milliseconds
 
-from bot.local import manifest_for
+from bot.devtools.local import manifest_for
 from tests.harness.bot import ROOT
 from tests.harness.ecr_seed import put
 from tests.harness.iam_context import ACCOUNT

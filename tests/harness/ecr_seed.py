@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bot.local import DOCKER_V2, digest_of, manifest_for
+from bot.devtools.local import DOCKER_V2, digest_of, manifest_for
 
 REPOSITORY = "test-tickets-uat"
 PUSH_INTERVAL_S = 3600

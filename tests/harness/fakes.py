@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from bot.aws import Ecr, Ecs, ImageInfo, TaskInfo
-from bot.chat import Blocks
+from bot.aws.gateways import Ecr, Ecs, ImageInfo, TaskInfo
 from bot.config import Settings
 from bot.container import Answer, ContainerClient
+from bot.slack.chat import Blocks
 
 ACCOUNT = "arn:aws:ecs:eu-west-1:123456789012"
 
@@ -98,7 +98,7 @@ class RecordingEcr(Ecr):
 
 
 class RecordingChat:
-    """Slack's chat as `bot.chat.Chat`: messages posted (with their thread) and updates."""
+    """Slack's chat as `bot.slack.chat.Chat`: messages posted (with their thread) and updates."""
 
     def __init__(self) -> None:
         self.posts: list[tuple[str | None, str]] = []  # (thread_ts, text)

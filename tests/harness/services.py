@@ -36,7 +36,7 @@ from typing import TypeVar
 import docker
 import pytest
 
-from bot import registry
+from bot.images import registry
 
 T = TypeVar("T")
 

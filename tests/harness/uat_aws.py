@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 from aiohttp import web
 
-from bot.local import manifest_for
+from bot.devtools.local import manifest_for
 from tests.harness.ecr_seed import fresh_repository, put
 
 CLUSTER = "uat"

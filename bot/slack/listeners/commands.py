@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.context import CommandContext
+from bot.slack.context import CommandContext
 from bot.slack.listeners.reply import SlackReply
 
 if TYPE_CHECKING:

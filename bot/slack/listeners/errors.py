@@ -7,7 +7,7 @@ import logging
 import aiohttp
 from slack_bolt.async_app import AsyncApp
 
-from bot.chat import one_line
+from bot.slack.chat import one_line
 
 logger = logging.getLogger(__name__)
 

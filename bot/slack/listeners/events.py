@@ -10,12 +10,12 @@ import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import slack_ui
-from bot.chat import SlackUnreachable, one_line
-from bot.context import Services
 from bot.environments import ACTIVE
 from bot.errors import UserError
-from bot.pipeline import Overview
+from bot.images.operations import Overview
+from bot.slack import slack_ui
+from bot.slack.chat import SlackUnreachable, one_line
+from bot.slack.context import Services
 
 if TYPE_CHECKING:
     from bot.app import Runtime

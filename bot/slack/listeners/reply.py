@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from bot import slack_ui
-from bot.chat import Blocks, ChatError, SlackUnreachable
+from bot.slack import slack_ui
+from bot.slack.chat import Blocks, ChatError, SlackUnreachable
 
 if TYPE_CHECKING:
     from bot.app import Runtime

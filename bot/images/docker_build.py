@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot import slack_ui
-from bot.aws import RegistryAuth
+from bot import gateway_text
+from bot.aws.gateways import RegistryAuth
 from bot.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def checkout(source: str, ref: str) -> Iterator[tuple[Commit, Path]]:
     A shallow fetch of just that ref; the temp dir is removed afterwards.
     """
     if not REF.match(ref) or ".." in ref:
-        raise UserError(slack_ui.bad_ref(ref))
+        raise UserError(gateway_text.bad_ref(ref))
     work = Path(tempfile.mkdtemp(prefix="uat-build-"))
     try:
         _git(["init", "-q", str(work)])
@@ -107,11 +107,11 @@ async def fetched(source: str, ref: str) -> AsyncIterator[tuple[Commit, Path]]:
 
 def _fetch_problem(source: str, ref: str, stderr: str) -> str:
     if "couldn't find remote ref" in stderr or "not our ref" in stderr:
-        return slack_ui.no_such_ref(ref)
+        return gateway_text.no_such_ref(ref)
     if "does not appear to be a git repository" in stderr or "not found" in stderr:
-        return slack_ui.UNREADABLE_SOURCE
+        return gateway_text.UNREADABLE_SOURCE
     lines = stderr.strip().splitlines()
-    return slack_ui.fetch_failed(ref, lines[-1] if lines else "no reason given")
+    return gateway_text.fetch_failed(ref, lines[-1] if lines else "no reason given")
 
 
 class Docker:
@@ -136,7 +136,7 @@ class Docker:
             except Exception as exc:
                 self._api = None
                 logger.info("no docker engine at %s (%s)", self.where, type(exc).__name__)
-                raise UserError(slack_ui.docker_unreachable(self.where)) from None
+                raise UserError(gateway_text.docker_unreachable(self.where)) from None
         return self._api
 
     @property
@@ -163,7 +163,7 @@ class Docker:
     ) -> str:
         path = (context / dockerfile_dir).resolve()
         if not path.is_relative_to(context.resolve()) or not (path / "Dockerfile").is_file():
-            raise UserError(slack_ui.no_dockerfile(dockerfile_dir))
+            raise UserError(gateway_text.no_dockerfile(dockerfile_dir))
         api = self._client()
         tail: list[str] = []
         step = ""
@@ -185,7 +185,7 @@ class Docker:
                 error = str(chunk.get("error") or chunk["errorDetail"].get("message", ""))
                 tail = [*tail[-19:], error.strip()]
                 log(error.strip())
-                raise BuildError(slack_ui.build_failed_at(step), step, tail)
+                raise BuildError(gateway_text.build_failed_at(step), step, tail)
         if not image_id:
             image_id = api.inspect_image(tag)["Id"]
         return str(image_id)
@@ -238,7 +238,7 @@ class Docker:
                 problem = _push_problem(exc)
                 not_pushed = tags[len(pushed) :] + then
                 raise BuildError(
-                    slack_ui.push_failed(tag, repository, problem, pushed, not_pushed),
+                    gateway_text.push_failed(tag, repository, problem, pushed, not_pushed),
                     f"push :{tag}",
                 ) from None
             pushed.append(tag)
@@ -250,7 +250,7 @@ def _push_problem(exc: Exception) -> str:
     text = str(exc)
     lowered = text.lower()
     if "denied" in lowered or "unauthorized" in lowered or "authentication required" in lowered:
-        return slack_ui.PUSH_DENIED
+        return gateway_text.PUSH_DENIED
     if "connection refused" in lowered or "no such host" in lowered or "dial tcp" in lowered:
-        return slack_ui.REGISTRY_UNREACHABLE
+        return gateway_text.REGISTRY_UNREACHABLE
     return text.strip().splitlines()[-1][:300] if text.strip() else type(exc).__name__

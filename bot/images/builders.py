@@ -18,12 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from bot import registry, slack_ui
-from bot.aws import Ecr
-from bot.codebuild import Build, CodeBuild
+from bot.aws.codebuild import Build, CodeBuild
+from bot.aws.gateways import Ecr
 from bot.config import Settings
 from bot.errors import UserError
-from bot.images import BuildError, Commit, Docker
+from bot.images import registry
+from bot.images.docker_build import BuildError, Commit, Docker
+from bot.slack import slack_ui
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ before the next line is read; what it set going in the background (a launch, a p
 result, the watcher's card updates) prints when it happens. `quit` or the end of the input
 lets background work finish (up to QUIT_GRACE_S) and exits 0.
 
-The console always starts the embedded world of `bot.local` (moto, stand-in containers, builds
-into the embedded ECR, state in a temporary directory) and points the bot at it, whatever AWS
+The console always starts the embedded world of `bot.devtools.local` (moto, stand-in containers,
+builds into the embedded ECR, state in a temporary directory) and points the bot at it, whatever AWS
 settings the shell has; there, the person at the console is a deployer. Only `--aws` acts on AWS
 as configured: it says which account (STS), region, cluster and ECR repository, and asks before
 anything there may change; a no makes the session read-only (every ECR, ECS and ELBv2 call that
@@ -41,17 +41,17 @@ from typing import Any, TextIO
 
 import boto3
 
-from bot import slack_ui
 from bot.app import Runtime, build_runtime
-from bot.aws import AwsError, boto3_session, caller_identity, refuse_changes
-from bot.chat import Blocks
+from bot.aws.gateways import AwsError, boto3_session, caller_identity, refuse_changes
 from bot.config import Settings
-from bot.context import CommandContext, Reply, Services
+from bot.devtools.local import CHANNEL, LocalWorld, user_state_dir
 from bot.environments import PR_REF
 from bot.errors import UserError
 from bot.github import PullRequestEvent
-from bot.images import Docker
-from bot.local import CHANNEL, LocalWorld, user_state_dir
+from bot.images.docker_build import Docker
+from bot.slack import slack_ui
+from bot.slack.chat import Blocks
+from bot.slack.context import CommandContext, Reply, Services
 from bot.slack.listeners.events import relay_reply
 
 logger = logging.getLogger(__name__)
@@ -507,7 +507,7 @@ class Console:
     async def terminal(self, args: list[str]) -> None:
         """`uat-bot staging|latest|promote|rollback|images …`: the terminal's code, on this
         console's AWS and builds (as the terminal would print it, actor `cli:<login>`)."""
-        from bot import terminal
+        from bot.devtools import terminal
 
         yes = any(a in ("--yes", "-y") for a in args)
         words = [a for a in args if a not in ("--yes", "-y")]

@@ -8,11 +8,11 @@ import asyncio
 import contextlib
 import logging
 
-from bot import slack_ui
-from bot.context import CommandContext
 from bot.errors import UserError
-from bot.images import BuildError
-from bot.pipeline import BuildProgress
+from bot.images.docker_build import BuildError
+from bot.images.operations import BuildProgress
+from bot.slack import slack_ui
+from bot.slack.context import CommandContext
 
 logger = logging.getLogger(__name__)
 

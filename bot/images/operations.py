@@ -3,8 +3,8 @@
 One code path for Slack and the terminal. Every operation takes the `images` lock in the store
 (one at a time, across replicas; it expires if the bot dies) and writes one audit entry,
 refusals and failures included. A build makes `:<sha>` (with either builder, see
-bot/builders.py; skipped when that image exists) and then moves `:staging` / `:latest` by copying
-its manifest, as promote and rollback do (BatchGetImage + PutImage): no pull, no rebuild.
+bot/images/builders.py; skipped when that image exists) and then moves `:staging` / `:latest` by
+copying its manifest, as promote and rollback do (BatchGetImage + PutImage): no pull, no rebuild.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NoReturn
 
-from bot import slack_ui
-from bot.aws import SHA_TAG, Ecr, ImageInfo, Manifest
-from bot.builders import Builder, BuildProgress, ImageTags
+from bot.aws.gateways import SHA_TAG, Ecr, ImageInfo, Manifest
 from bot.config import Settings
 from bot.errors import UserError
-from bot.images import BuildError, Commit, fetched
+from bot.images.builders import Builder, BuildProgress, ImageTags
+from bot.images.docker_build import BuildError, Commit, fetched
+from bot.slack import slack_ui
 from bot.store import AuditEntry, Lock, LockHeld, Store
 
 logger = logging.getLogger(__name__)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.gateway_text import escape as escape  # the one escaping function, used here too
 from bot.slack import action_ids, limits
 from bot.store.records import ENDED, LIVE, Environment, State
 
@@ -712,11 +713,6 @@ EMPTY_PROMPT = "Say what the agent should do: `/uat prompt PR-123 <what to do>`.
 SPLIT_AT = SECTION_ROOM
 
 
-def escape(text: str) -> str:
-    """User text as Slack shows it literally: no mentions, links or injected formatting."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def split(text: str, limit: int = SPLIT_AT) -> list[str]:
     """Cut long text into message-sized parts, at line ends where possible."""
     parts: list[str] = []
@@ -898,16 +894,6 @@ def prompts_not_resent(dropped: Sequence[tuple[Any, str]]) -> str:
 
 # ---------------------------------------------------------------- git, docker, AWS and Slack
 
-AWS_HINTS = {
-    "RepositoryNotFoundException": "check UAT_ECR_REPOSITORY names an ECR repository in AWS_REGION",
-    "ImageNotFoundException": "that image is not in the repository",
-    "AccessDeniedException": "the bot's IAM role lacks this permission (see docs/iam)",
-    "AccessDenied": "the bot's IAM role lacks this permission (see docs/iam)",
-    "UnrecognizedClientException": "the AWS credentials are invalid",
-    "ExpiredTokenException": "the AWS credentials have expired",
-    "ThrottlingException": "AWS is throttling requests; try again in a minute",
-    "ClusterNotFoundException": "check UAT_ECS_CLUSTER names a cluster in AWS_REGION",
-}
 SLACK_HINTS = {
     "not_in_channel": "invite the bot to the channel (/invite @UAT Bot)",
     "channel_not_found": "check UAT_CHANNEL is a channel ID the bot can see",
@@ -916,50 +902,6 @@ SLACK_HINTS = {
 }
 TASK_VANISHED = "The task started for this launch has vanished; `/uat restart` starts another."
 NAME_THE_SHA = "Name the sha to roll back to, one from the list above: `uat-bot rollback <sha>`."
-
-
-def bad_ref(ref: str) -> str:
-    return f"`{ref}` is not a git ref I can build: use a branch, tag or commit sha."
-
-
-def no_such_ref(ref: str) -> str:
-    return f"There is no `{ref}` in the source repository. Check the branch, tag or sha."
-
-
-UNREADABLE_SOURCE = "The source repository cannot be read: check UAT_SOURCE_REPO."
-
-
-def fetch_failed(ref: str, detail: str) -> str:
-    return f"git could not fetch `{ref}`: {detail}"
-
-
-def no_dockerfile(build_path: str) -> str:
-    return f"There is no Dockerfile in `{build_path}` of that commit: check UAT_BUILD_PATH."
-
-
-def docker_unreachable(where: str) -> str:
-    return (
-        f"No docker engine answers at {where}: install Debian's docker.io and start dockerd, "
-        "or set DOCKER_HOST."
-    )
-
-
-def build_failed_at(step: str) -> str:
-    return f"The build failed at {step or 'the start'}."
-
-
-def push_failed(
-    tag: str, repository: str, problem: str, moved: Sequence[str], not_pushed: Sequence[str]
-) -> str:
-    moved_text = ", ".join(f":{t}" for t in moved) or "none"
-    rest = ", ".join(f":{t}" for t in not_pushed) or "none"
-    return (
-        f"Pushing :{tag} to {repository} failed ({problem}). "
-        f"Tags that moved: {moved_text}; not pushed: {rest}."
-    )
-
-
-PUSH_DENIED = "access denied: check the bot's ECR permissions"
 
 
 def not_rebuilt(sha: str) -> str:
@@ -1011,58 +953,6 @@ def codebuild_timed_out(limit_s: float, phase: str, link: str) -> str:
     )
 
 
-def no_such_build(build_id: str) -> str:
-    return f"CodeBuild does not know the build `{escape(build_id)}`: check UAT_CODEBUILD_PROJECT."
-
-
-REGISTRY_UNREACHABLE = "the registry is unreachable"
-
-
-def aws_failed(what: str, code: str, hint: str) -> str:
-    return f"AWS {what} failed ({code}): {hint}."
-
-
-def aws_read_only(what: str) -> str:
-    return (
-        f"AWS {what} was not called: this console was told not to change ECR or ECS (the answer "
-        "at start was no). Quit and start `uat-bot console --aws` again to answer yes."
-    )
-
-
-def aws_no_credentials(what: str) -> str:
-    return (
-        f"AWS {what} failed: no AWS credentials. Give the bot a role, or set "
-        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
-    )
-
-
-def aws_no_region(what: str) -> str:
-    return f"AWS {what} failed: set AWS_REGION."
-
-
-def aws_unreachable(what: str, endpoint: str) -> str:
-    return f"AWS {what} failed: cannot reach {endpoint}; check the network and AWS_ENDPOINT_URL."
-
-
-def aws_other(what: str, problem: str) -> str:
-    return f"AWS {what} failed: {problem}."
-
-
-def no_image_in_repository(ref: str, repository: str) -> str:
-    return f"There is no image {ref} in {repository}."
-
-
-def no_container(base: str, container: str, names: Sequence[str]) -> str:
-    return (
-        f"The task definition {base} has no container `{container}` "
-        f"(it has {', '.join(names)}): check UAT_CONTAINER_NAME."
-    )
-
-
-def ecs_refused(reasons: Sequence[str]) -> str:
-    return "ECS did not start the task: " + "; ".join(reasons or ["no reason given"])
-
-
 def changing_too_often(repo: str, pr: int) -> str:
     return f"{repo}#{pr} is changing too often to update; try again."
 
@@ -1084,38 +974,6 @@ def missing_scope(method: str, scope: str) -> str:
 
 def slack_refused(method: str, error: str) -> str:
     return f"Slack refused {method} ({error}): {SLACK_HINTS.get(error, 'see the bot log')}."
-
-
-DYNAMODB_HINTS = {
-    "ResourceNotFoundException": (
-        "check UAT_DYNAMODB_TABLE names a table in AWS_REGION; the bot creates it on start "
-        "when its role may dynamodb:CreateTable"
-    ),
-    "AccessDeniedException": (
-        "the bot's IAM role lacks this DynamoDB permission on the table "
-        "(it needs GetItem, PutItem, UpdateItem, DeleteItem, Query and DescribeTable)"
-    ),
-    "ProvisionedThroughputExceededException": (
-        "the table is out of capacity; switch it to on-demand billing or raise its throughput"
-    ),
-    "RequestLimitExceeded": "the account's DynamoDB request limit was hit; try again shortly",
-    "ResourceInUseException": "the table is being created or changed; try again in a minute",
-}
-
-
-def dynamodb_failed(what: str, table: str, code: str, hint: str) -> str:
-    return f"AWS DynamoDB {what} on table {table} failed ({code}): {hint}."
-
-
-def not_the_bots_table(table: str) -> str:
-    return (
-        f"DynamoDB table {table} is not the bot's: its key must be pk (partition) and sk (sort), "
-        "both strings. Point UAT_DYNAMODB_TABLE at another name and the bot creates it."
-    )
-
-
-def lock_keeps_changing(name: str) -> str:
-    return f"Could not take the {name} lock: it keeps changing hands; try again."
 
 
 # ---------------------------------------------------------------------- the console's start

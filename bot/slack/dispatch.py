@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, NoReturn
 
-import commands as commands_package
-from bot import cards, pr_refs, slack_ui
-from bot.context import ActionHandler, CommandContext
+import bot.commands as commands_package
+from bot import pr_refs
 from bot.errors import ReplacingError, UsageError, UserError
+from bot.slack import cards, slack_ui
+from bot.slack.context import ActionHandler, CommandContext
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +125,8 @@ def load_commands() -> tuple[dict[str, Command], dict[str, ActionHandler]]:
 
 def terminal_help(name: str) -> str:
     """`uat-bot <name> --help`: the summary, then the module's TERMINAL_HELP where the Slack
-    description speaks of Slack (channels, cards, buttons, `/uat`). Here, not in bot/docs.py:
-    the CLI needs it to start, and `serve` loads no developer tools."""
+    description speaks of Slack (channels, cards, buttons, `/uat`). Here, not in
+    bot/devtools/docs.py: the CLI needs it to start, and `serve` loads no developer tools."""
     command = load_commands()[0][name]
     module = importlib.import_module(f"{commands_package.__name__}.{name}")
     description = getattr(module, "TERMINAL_HELP", command.description)

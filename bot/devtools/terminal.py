@@ -15,11 +15,11 @@ from typing import TypeVar
 
 from rich.console import Console
 
-from bot import slack_ui
 from bot.app import build_pipeline, build_store
 from bot.config import Settings
 from bot.errors import UsageError, UserError
-from bot.pipeline import BuildProgress, ImagePipeline, RetagResult
+from bot.images.operations import BuildProgress, ImagePipeline, RetagResult
+from bot.slack import slack_ui
 
 T = TypeVar("T")
 

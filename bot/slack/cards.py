@@ -11,10 +11,9 @@ import json
 import secrets
 from typing import Any, TypeVar
 
-from bot import slack_ui
-from bot.context import CommandContext
 from bot.errors import UserError
-from bot.slack import action_ids
+from bot.slack import action_ids, slack_ui
+from bot.slack.context import CommandContext
 
 T = TypeVar("T")
 

@@ -28,7 +28,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bot.chat import Blocks, Chat
+from bot.slack.chat import Blocks, Chat
 from bot.store import Post, Store
 
 logger = logging.getLogger(__name__)

@@ -9,14 +9,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot import slack_ui
-from bot.chat import Blocks, Chat
 from bot.config import Settings
 from bot.environments import Environments
 from bot.errors import UserError
+from bot.images.operations import ImagePipeline
 from bot.metrics import Metrics
-from bot.pipeline import ImagePipeline
 from bot.prompts import Prompts
+from bot.slack import slack_ui
+from bot.slack.chat import Blocks, Chat
 from bot.store import Store
 from bot.tasks import TaskSupervisor
 

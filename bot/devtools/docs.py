@@ -1,6 +1,6 @@
 """Documentation generated from the code, so the README cannot drift from it.
 
-`python -m bot.docs` rewrites the generated parts of README.md (the command reference);
+`python -m bot.devtools.docs` rewrites the generated parts of README.md (the command reference);
 tests/test_docs.py fails when they are out of date.
 """
 
@@ -10,7 +10,7 @@ import re
 import sys
 from pathlib import Path
 
-from bot.dispatch import Command, load_commands
+from bot.slack.dispatch import Command, load_commands
 
 START, END = "<!-- commands:start -->", "<!-- commands:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"

@@ -1,7 +1,8 @@
 """A thin typed gateway over AWS CodeBuild: start a build, read it, stop it.
 
-As in bot/aws.py, each boto3 call runs in a thread and `ClientError` never leaves this module:
-it becomes an `AwsError` saying what to check. What comes out is a small frozen `Build`.
+As in bot/aws/gateways.py, each boto3 call runs in a thread and `ClientError` never leaves
+this module: it becomes an `AwsError` saying what to check. What comes out is a small frozen
+`Build`.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from typing import Any
 
 import boto3
 
-from bot import slack_ui
-from bot.aws import RETRIES, AwsError, _Gateway, boto3_session
+from bot import gateway_text
+from bot.aws.gateways import RETRIES, AwsError, _Gateway, boto3_session
 from bot.config import Settings
 
 IN_PROGRESS = "IN_PROGRESS"
@@ -129,7 +130,7 @@ class CodeBuild(_Gateway):
             response = self._client.batch_get_builds(ids=[build_id])
             builds = response.get("builds", [])
             if not builds:
-                raise AwsError(slack_ui.no_such_build(build_id))
+                raise AwsError(gateway_text.no_such_build(build_id))
             return _build(builds[0])
 
         return await self._guarded("BatchGetBuilds", run)

@@ -25,7 +25,7 @@ from botocore.exceptions import (
     NoRegionError,
 )
 
-from bot import slack_ui
+from bot import gateway_text
 from bot.config import Settings
 from bot.errors import UserError
 
@@ -39,7 +39,7 @@ RETRIES = Config(
     retries={"max_attempts": 6, "mode": "adaptive"}, connect_timeout=5, read_timeout=30
 )
 
-HINTS = slack_ui.AWS_HINTS
+HINTS = gateway_text.AWS_HINTS
 
 
 class AwsError(UserError):
@@ -130,21 +130,21 @@ async def aws_call(what: str, fn: Callable[[], T]) -> T:
     try:
         return await asyncio.to_thread(fn)
     except ChangesRefused as exc:
-        raise AwsError(slack_ui.aws_read_only(what), "ReadOnly") from exc
+        raise AwsError(gateway_text.aws_read_only(what), "ReadOnly") from exc
     except ClientError as exc:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         hint = HINTS.get(code, str(error.get("Message", "")) or "see the bot's log")
-        raise AwsError(slack_ui.aws_failed(what, code, hint), code) from None
+        raise AwsError(gateway_text.aws_failed(what, code, hint), code) from None
     except NoCredentialsError:
-        raise AwsError(slack_ui.aws_no_credentials(what), "NoCredentials") from None
+        raise AwsError(gateway_text.aws_no_credentials(what), "NoCredentials") from None
     except NoRegionError:
-        raise AwsError(slack_ui.aws_no_region(what), "NoRegion") from None
+        raise AwsError(gateway_text.aws_no_region(what), "NoRegion") from None
     except EndpointConnectionError as exc:
         endpoint = str(exc.kwargs.get("endpoint_url", "AWS"))
-        raise AwsError(slack_ui.aws_unreachable(what, endpoint), "EndpointConnection") from None
+        raise AwsError(gateway_text.aws_unreachable(what, endpoint), "EndpointConnection") from None
     except BotoCoreError as exc:
-        raise AwsError(slack_ui.aws_other(what, str(exc)), type(exc).__name__) from None
+        raise AwsError(gateway_text.aws_other(what, str(exc)), type(exc).__name__) from None
 
 
 def _image(detail: Any) -> ImageInfo:
@@ -246,7 +246,7 @@ class Ecr(_Gateway):
             images = response.get("images", [])
             if not images:
                 ref = tag or digest or "?"
-                raise AwsError(slack_ui.no_image_in_repository(ref, self.repository))
+                raise AwsError(gateway_text.no_image_in_repository(ref, self.repository))
             image = images[0]
             return Manifest(
                 digest=image["imageId"]["imageDigest"],
@@ -397,7 +397,7 @@ class Ecs(_Gateway):
             spec = {k: v for k, v in base.items() if k not in _READ_ONLY}
             names = [c["name"] for c in spec["containerDefinitions"]]
             if container not in names:
-                raise AwsError(slack_ui.no_container(base_family, container, names))
+                raise AwsError(gateway_text.no_container(base_family, container, names))
             for definition in spec["containerDefinitions"]:
                 if definition["name"] == container:
                     definition["image"] = image
@@ -468,7 +468,7 @@ class Ecs(_Gateway):
                     f"{f.get('reason', '?')}" + (f" ({f['detail']})" if f.get("detail") else "")
                     for f in response.get("failures", [])
                 ]
-                raise LaunchRefused(slack_ui.ecs_refused(reasons))
+                raise LaunchRefused(gateway_text.ecs_refused(reasons))
             return _task(tasks[0])
 
         return await self._guarded("RunTask", run)

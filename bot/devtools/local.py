@@ -51,11 +51,12 @@ import boto3
 from aiohttp import web
 from pydantic import SecretStr
 
-from bot import registry, slack_ui
-from bot.aws import Ecr, Manifest, RegistryAuth
+from bot.aws.gateways import Ecr, Manifest, RegistryAuth
 from bot.config import Settings
 from bot.errors import UserError
-from bot.images import REF, Docker, LogSink
+from bot.images import registry
+from bot.images.docker_build import REF, Docker, LogSink
+from bot.slack import slack_ui
 
 logger = logging.getLogger(__name__)
 

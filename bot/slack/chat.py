@@ -18,16 +18,16 @@ from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot import slack_ui
 from bot.errors import UserError
 from bot.metrics import Metrics
+from bot.slack import slack_ui
 
 logger = logging.getLogger(__name__)
 
 Blocks = list[dict[str, Any]]
 
 # Messages posted with a key carry it as Slack message metadata of this type, so the bot can
-# find what it posted (see bot/outbox.py).
+# find what it posted (see bot/slack/outbox.py).
 METADATA_EVENT = "uat_bot_post"
 FIND_PAGES = 5  # pages of 200 messages searched for a keyed message
 CLOCK_SKEW_S = 60.0  # how far Slack's clock may be from ours, for `find`'s window
