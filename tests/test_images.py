@@ -45,6 +45,9 @@ LOCK = ROOT / "requirements.lock"
 BRANCH = "feature/blue-button"
 PR = 7
 VENV_PYTHON = "/opt/uat/venv/bin/python"  # the prompt server's, in container/Dockerfile
+CLAUDE_CODE_VERSION = re.findall(
+    r"^ARG CLAUDE_CODE_VERSION=(\S+)$", (ROOT / "container" / "Dockerfile").read_text(), re.M
+)[0]
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +148,8 @@ def test_the_uat_image_clones_the_pull_request_starts_the_app_and_runs_a_prompt(
         assert job["state"] == "succeeded", job
         assert job["summary"] == "add a footer"  # the stand-in agent says the prompt back
         assert container.exec("id", "-u") == "1001"
+        # The pinned agent CLI runs on the base's Node.js (Debian's 18 in uat-base:bookworm).
+        assert container.exec("claude", "--version").startswith(CLAUDE_CODE_VERSION)
 
 
 @pytest.mark.docker
