@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve test lint format bench services docs clean
+.PHONY: run serve test lint format bench services docs clean lock images
 
 # What is wrong with PYTHON, if anything: checked (by any Python, even 2) before a venv is made.
 USE_OTHER = point make at another one: make PYTHON=python3.12 $(or $(MAKECMDGOALS),run)
@@ -49,3 +49,15 @@ clean:
 
 docs: $(STAMP)
 	$(PY) -m bot.devtools.docs
+
+# requirements.lock: pyproject's runtime dependencies, pinned with their hashes for every platform
+# (the bot's Dockerfile installs exactly these). Run after changing [project] dependencies.
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+		--no-config --native-tls \
+		--custom-compile-command "make lock" --quiet -o requirements.lock
+
+# uat-bot:local and uat-container:local, built for real on uat-base:bookworm (debootstrap, cached
+# in the docker engine): see scripts/images.sh. Needs a docker engine (make services) and root.
+images:
+	bash scripts/images.sh
