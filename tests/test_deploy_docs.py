@@ -154,12 +154,11 @@ def test_the_readme_walk_through_names_every_file_in_docs() -> None:
 
 
 def test_the_documented_app_url_names_the_host_the_alb_routes() -> None:
-    from types import SimpleNamespace
-
     from bot.slack import slack_ui
+    from bot.store import Environment, Facts, State
 
     settings = load_settings(bot_environment())
-    env = SimpleNamespace(data={"session": "pr7-ab12"}, pr=7, task_arn="arn:task/abc")
+    env = Environment("o/r", 7, State.READY, "uat", "arn:task/abc", facts=Facts(session="pr7-ab12"))
     domain = {
         e["name"]: e["value"]
         for e in document("uat-task-definition.json")["containerDefinitions"][0]["environment"]
