@@ -8,8 +8,9 @@ caller says which container (its base URL) and with which token; a failure comes
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -111,18 +112,12 @@ class ContainerClient:
     ) -> Submitted:
         """Queue a prompt. Raises TokenRefused, ContainerRefused or ContainerUnreachable."""
         body = {"prompt": prompt, "user": user, "thread": thread}
-        try:
-            async with self._session().post(
-                f"{base}/prompt", json=body, headers=_bearer(token), timeout=REQUEST
-            ) as response:
-                answer = await _json(response)
-                if response.status == 401:
-                    raise TokenRefused
-                if response.status != 202:
-                    reason = answer.get("error") or f"HTTP {response.status}"
-                    raise ContainerRefused(response.status, str(reason))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ContainerUnreachable(base, _why(exc)) from None
+        async with self._request("POST", base, "/prompt", token, json=body) as response:
+            answer = await _json(response)
+            if response.status == 401:
+                raise TokenRefused
+            if response.status != 202:
+                raise _refused(response.status, answer)
         if "id" not in answer:
             raise ContainerRefused(response.status, "it answered without a job id")
         position = answer.get("position")  # null once the job has left the queue: it runs
@@ -131,51 +126,53 @@ class ContainerClient:
     async def job(self, base: str, job_id: str) -> Answer:
         """`GET /prompts/{id}`: the job as the container describes it. Raises NoSuchJob (404),
         ContainerRefused (another status) or ContainerUnreachable."""
-        try:
-            async with self._session().get(f"{base}/prompts/{job_id}", timeout=REQUEST) as response:
-                if response.status == 404:
-                    raise NoSuchJob(job_id)
-                answer = await _json(response)
-                if response.status != 200:
-                    reason = answer.get("error") or f"HTTP {response.status}"
-                    raise ContainerRefused(response.status, str(reason))
-                return answer
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ContainerUnreachable(base, _why(exc)) from None
+        async with self._request("GET", base, f"/prompts/{job_id}") as response:
+            if response.status == 404:
+                raise NoSuchJob(job_id)
+            answer = await _json(response)
+            if response.status != 200:
+                raise _refused(response.status, answer)
+            return answer
 
     async def output(self, base: str, token: str, job_id: str) -> str:
         """`GET /prompts/{id}/output`: the job's whole output. Raises ContainerRefused (its
         `reason` is the container's own) or ContainerUnreachable."""
-        url = f"{base}/prompts/{job_id}/output"
-        try:
-            async with self._session().get(
-                url, headers=_bearer(token), timeout=REQUEST
-            ) as response:
-                if response.status == 200:
-                    return await response.text(encoding="utf-8", errors="replace")
-                answer = await _json(response)
-                reason = answer.get("error") or f"HTTP {response.status}"
-                raise ContainerRefused(response.status, str(reason))
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ContainerUnreachable(base, _why(exc)) from None
+        async with self._request("GET", base, f"/prompts/{job_id}/output", token) as response:
+            if response.status == 200:
+                return await response.text(encoding="utf-8", errors="replace")
+            raise _refused(response.status, await _json(response))
 
     async def cancel(self, base: str, token: str, job_id: str) -> None:
         """`DELETE /prompts/{id}`. Raises NoSuchJob (404), JobEnded (409: it ended first),
         ContainerRefused or ContainerUnreachable."""
-        url = f"{base}/prompts/{job_id}"
+        async with self._request("DELETE", base, f"/prompts/{job_id}", token) as response:
+            if response.status == 404:
+                raise NoSuchJob(job_id)
+            if response.status == 409:
+                raise JobEnded(job_id)
+            if response.status >= 400:
+                answer = await _json(response)
+                raise ContainerRefused(response.status, str(answer.get("error")))
+
+    @contextlib.asynccontextmanager
+    async def _request(
+        self, method: str, base: str, path: str, token: str | None = None, **kwargs: Any
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """A request within REQUEST_TIMEOUT_S (with the bearer `token` when given); no answer
+        at all, even part way through reading it, is ContainerUnreachable."""
+        headers = _bearer(token) if token is not None else None
         try:
-            async with self._session().delete(
-                url, headers=_bearer(token), timeout=REQUEST
+            async with self._session().request(
+                method, f"{base}{path}", headers=headers, timeout=REQUEST, **kwargs
             ) as response:
-                if response.status == 404:
-                    raise NoSuchJob(job_id)
-                if response.status == 409:
-                    raise JobEnded(job_id)
-                if response.status >= 400:
-                    answer = await _json(response)
-                    raise ContainerRefused(response.status, str(answer.get("error")))
+                yield response
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ContainerUnreachable(base, _why(exc)) from None
+
+
+def _refused(status: int, answer: Answer) -> ContainerRefused:
+    reason = answer.get("error") or f"HTTP {status}"
+    return ContainerRefused(status, str(reason))
 
 
 def _bearer(token: str) -> dict[str, str]:

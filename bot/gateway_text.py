@@ -76,8 +76,10 @@ def no_such_build(build_id: str) -> str:
 REGISTRY_UNREACHABLE = "the registry is unreachable"
 
 
-def aws_failed(what: str, code: str, hint: str) -> str:
-    return f"AWS {what} failed ({code}): {hint}."
+def aws_failed(what: str, why: str, code: str | None = None) -> str:
+    """The one sentence every failed AWS call ends in: what failed, AWS's code, what to do."""
+    said = f" ({code})" if code else ""
+    return f"AWS {what} failed{said}: {why}."
 
 
 def aws_read_only(what: str) -> str:
@@ -87,23 +89,14 @@ def aws_read_only(what: str) -> str:
     )
 
 
-def aws_no_credentials(what: str) -> str:
-    return (
-        f"AWS {what} failed: no AWS credentials. Give the bot a role, or set "
-        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."
-    )
+AWS_NO_CREDENTIALS = (
+    "no AWS credentials. Give the bot a role, or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+)
+AWS_NO_REGION = "set AWS_REGION"
 
 
-def aws_no_region(what: str) -> str:
-    return f"AWS {what} failed: set AWS_REGION."
-
-
-def aws_unreachable(what: str, endpoint: str) -> str:
-    return f"AWS {what} failed: cannot reach {endpoint}; check the network and AWS_ENDPOINT_URL."
-
-
-def aws_other(what: str, problem: str) -> str:
-    return f"AWS {what} failed: {problem}."
+def aws_unreachable(endpoint: str) -> str:
+    return f"cannot reach {endpoint}; check the network and AWS_ENDPOINT_URL"
 
 
 def no_image_in_repository(ref: str, repository: str) -> str:
@@ -136,10 +129,6 @@ DYNAMODB_HINTS = {
     "RequestLimitExceeded": "the account's DynamoDB request limit was hit; try again shortly",
     "ResourceInUseException": "the table is being created or changed; try again in a minute",
 }
-
-
-def dynamodb_failed(what: str, table: str, code: str, hint: str) -> str:
-    return f"AWS DynamoDB {what} on table {table} failed ({code}): {hint}."
 
 
 def not_the_bots_table(table: str) -> str:

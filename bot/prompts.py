@@ -32,7 +32,7 @@ from bot.container import (
 from bot.environments import LIVE, Environments
 from bot.errors import UserError
 from bot.slack import limits, slack_ui
-from bot.slack.chat import Chat, ChatError
+from bot.slack.chat import Chat, ChatError, Upload
 from bot.slack.outbox import Outbox
 from bot.store import Carried, Environment, Facts, Relay, State, Store, renewing
 from bot.tasks import TaskSupervisor
@@ -363,9 +363,8 @@ class Prompts:
     async def _attach(self, relay: Relay, channel: str, content: str) -> None:
         name = slack_ui.prompt_file_name(relay.job_id)
         try:
-            await self.outbox.upload(
-                channel, relay.thread_ts, name, content, slack_ui.prompt_file_title(relay)
-            )
+            title = slack_ui.prompt_file_title(relay)
+            await self.outbox.upload(Upload(channel, relay.thread_ts, name, content, title))
         except ChatError as exc:  # say so in the thread: the result itself is there already
             logger.warning("could not attach the output of prompt %s: %s", relay.job_id, exc)
             text = slack_ui.prompt_file_failed(relay.job_id, str(exc))

@@ -49,18 +49,22 @@ async def confirm_card(ctx: CommandContext, sha: str, replace: bool = False) -> 
     await ctx.reply(text, blocks, replace_original=replace)
 
 
-async def pick(ctx: CommandContext, value: dict[str, Any]) -> None:
+async def _clicked_sha(ctx: CommandContext, value: dict[str, Any]) -> str:
+    """The commit a rollback card's button names, once the clicker may roll back to it now."""
     ctx.require_deployer(ACTION)
     sha = field(value, "sha", str)
     await ctx.pipeline.check_unlocked(ctx.user_id, f"rollback to {sha}")
+    return sha
+
+
+async def pick(ctx: CommandContext, value: dict[str, Any]) -> None:
+    sha = await _clicked_sha(ctx, value)
     if await claim_card(ctx, value, "rollback.pick"):
         await confirm_card(ctx, sha, replace=True)
 
 
 async def confirm(ctx: CommandContext, value: dict[str, Any]) -> None:
-    ctx.require_deployer(ACTION)
-    sha = field(value, "sha", str)
-    await ctx.pipeline.check_unlocked(ctx.user_id, f"rollback to {sha}")
+    sha = await _clicked_sha(ctx, value)
     if not await claim_card(ctx, value, "rollback"):
         return
     await retag_in_place(

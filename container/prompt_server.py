@@ -60,7 +60,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1055,30 +1055,32 @@ async def submit_prompt(request: web.Request) -> web.Response:
     return web.json_response({"id": job.id, "position": position, "state": job.state}, status=202)
 
 
-def find_job(request: web.Request) -> tuple[PromptQueue, Job] | web.Response:
-    """The queue and the job the path names, or the 404 to send."""
-    queue = request.app[QUEUE_KEY]
-    job = queue.get(request.match_info["id"])
-    if job is None:
-        return error(404, f"no job {request.match_info['id']}")
-    return queue, job
+JobHandler = Callable[[PromptQueue, Job], Awaitable[web.Response]]
 
 
-async def get_prompt(request: web.Request) -> web.Response:
-    found = find_job(request)
-    if isinstance(found, web.Response):
-        return found
-    queue, job = found
+def job_route(
+    handler: JobHandler, *, token: bool = True
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """`handler` for the job the path names, or the 404 to send when there is none; with
+    `token`, the bearer token is checked first (`check_token`)."""
+
+    async def route(request: web.Request) -> web.Response:
+        if token and (refused := check_token(request)) is not None:
+            return refused
+        queue = request.app[QUEUE_KEY]
+        job = queue.get(request.match_info["id"])
+        if job is None:
+            return error(404, f"no job {request.match_info['id']}")
+        return await handler(queue, job)
+
+    return route
+
+
+async def get_prompt(queue: PromptQueue, job: Job) -> web.Response:
     return web.json_response(queue.view(job))
 
 
-async def get_output(request: web.Request) -> web.Response:
-    if (refused := check_token(request)) is not None:
-        return refused
-    found = find_job(request)
-    if isinstance(found, web.Response):
-        return found
-    queue, job = found
+async def get_output(queue: PromptQueue, job: Job) -> web.Response:
     path = queue.output_path(job)
     try:
         if path is None:
@@ -1092,13 +1094,7 @@ async def get_output(request: web.Request) -> web.Response:
     return web.Response(body=data, content_type="text/plain", charset="utf-8")
 
 
-async def cancel_prompt(request: web.Request) -> web.Response:
-    if (refused := check_token(request)) is not None:
-        return refused
-    found = find_job(request)
-    if isinstance(found, web.Response):
-        return found
-    queue, job = found
+async def cancel_prompt(queue: PromptQueue, job: Job) -> web.Response:
     if job.state not in ACTIVE_STATES:
         return error(409, f"job {job.id} already ended: {job.state}")
     await queue.cancel(job)
@@ -1128,9 +1124,9 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/version", version)
     app.router.add_get("/status", status)
     app.router.add_post("/prompt", submit_prompt)
-    app.router.add_get("/prompts/{id}", get_prompt)
-    app.router.add_get("/prompts/{id}/output", get_output)
-    app.router.add_delete("/prompts/{id}", cancel_prompt)
+    app.router.add_get("/prompts/{id}", job_route(get_prompt, token=False))
+    app.router.add_get("/prompts/{id}/output", job_route(get_output))
+    app.router.add_delete("/prompts/{id}", job_route(cancel_prompt))
     app.cleanup_ctx.append(run_worker)
     return app
 

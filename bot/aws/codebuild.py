@@ -13,7 +13,7 @@ from typing import Any
 import boto3
 
 from bot import gateway_text
-from bot.aws.gateways import RETRIES, AwsError, _Gateway, boto3_session
+from bot.aws.gateways import AwsError, _Gateway
 from bot.config import Settings
 
 IN_PROGRESS = "IN_PROGRESS"
@@ -82,23 +82,8 @@ class CodeBuild(_Gateway):
     """The CodeBuild project that builds the UAT image (`UAT_CODEBUILD_PROJECT`)."""
 
     def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
-        self._settings = settings
-        self._session = session
-        self._codebuild: Any = None
+        super().__init__(settings, session)
         self.project = settings.uat_codebuild_project or ""
-        self.calls: dict[str, int] = {}
-
-    @property
-    def _client(self) -> Any:
-        if self._codebuild is None:
-            session = self._session or boto3_session(self._settings)
-            self._codebuild = session.client(
-                "codebuild", endpoint_url=self._settings.aws_endpoint_url, config=RETRIES
-            )
-        return self._codebuild
-
-    def _count(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
 
     async def start(
         self, source_version: str, environment: dict[str, str], timeout_s: float
@@ -110,7 +95,7 @@ class CodeBuild(_Gateway):
 
         def run() -> Build:
             self._count("StartBuild")
-            response = self._client.start_build(
+            response = self._client("codebuild").start_build(
                 projectName=self.project,
                 sourceVersion=source_version,
                 environmentVariablesOverride=[
@@ -127,7 +112,7 @@ class CodeBuild(_Gateway):
 
         def run() -> Build:
             self._count("BatchGetBuilds")
-            response = self._client.batch_get_builds(ids=[build_id])
+            response = self._client("codebuild").batch_get_builds(ids=[build_id])
             builds = response.get("builds", [])
             if not builds:
                 raise AwsError(gateway_text.no_such_build(build_id))
@@ -140,6 +125,6 @@ class CodeBuild(_Gateway):
 
         def run() -> None:
             self._count("StopBuild")
-            self._client.stop_build(id=build_id)
+            self._client("codebuild").stop_build(id=build_id)
 
         await self._guarded("StopBuild", run)

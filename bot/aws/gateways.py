@@ -135,16 +135,22 @@ async def aws_call(what: str, fn: Callable[[], T]) -> T:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", "Unknown"))
         hint = HINTS.get(code, str(error.get("Message", "")) or "see the bot's log")
-        raise AwsError(gateway_text.aws_failed(what, code, hint), code) from None
-    except NoCredentialsError:
-        raise AwsError(gateway_text.aws_no_credentials(what), "NoCredentials") from None
-    except NoRegionError:
-        raise AwsError(gateway_text.aws_no_region(what), "NoRegion") from None
-    except EndpointConnectionError as exc:
-        endpoint = str(exc.kwargs.get("endpoint_url", "AWS"))
-        raise AwsError(gateway_text.aws_unreachable(what, endpoint), "EndpointConnection") from None
+        raise AwsError(gateway_text.aws_failed(what, hint, code), code) from None
     except BotoCoreError as exc:
-        raise AwsError(gateway_text.aws_other(what, str(exc)), type(exc).__name__) from None
+        why, code = _before_aws_answered(exc)
+        raise AwsError(gateway_text.aws_failed(what, why), code) from None
+
+
+def _before_aws_answered(exc: BotoCoreError) -> tuple[str, str]:
+    """What to do about a call that failed before AWS answered it, and the failure's code."""
+    if isinstance(exc, NoCredentialsError):
+        return gateway_text.AWS_NO_CREDENTIALS, "NoCredentials"
+    if isinstance(exc, NoRegionError):
+        return gateway_text.AWS_NO_REGION, "NoRegion"
+    if isinstance(exc, EndpointConnectionError):
+        endpoint = str(exc.kwargs.get("endpoint_url", "AWS"))
+        return gateway_text.aws_unreachable(endpoint), "EndpointConnection"
+    return str(exc), type(exc).__name__
 
 
 def _image(detail: Any) -> ImageInfo:
@@ -160,9 +166,30 @@ ErrorHook = Callable[[str, str], None]
 
 
 class _Gateway:
-    """What the gateways share: errors counted (for /metrics) on their way out."""
+    """What the gateways share: boto3 clients made on first use, the calls made (by API name),
+    and errors counted (for /metrics) on their way out."""
 
     on_error: ErrorHook | None = None
+
+    def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
+        self._settings = settings
+        self._session = session
+        self._clients: dict[str, Any] = {}
+        self.calls: dict[str, int] = {}
+
+    def _client(self, service: str) -> Any:
+        """Made on first use (inside `aws_call`), so a missing region is a clear AwsError."""
+        if service not in self._clients:
+            session = self._session or boto3_session(self._settings)
+            self._clients[service] = session.client(
+                service,  # type: ignore[call-overload]
+                endpoint_url=self._settings.aws_endpoint_url,
+                config=RETRIES,
+            )
+        return self._clients[service]
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
 
     async def _guarded(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -177,24 +204,8 @@ class Ecr(_Gateway):
     """The image repository (`UAT_ECR_REPOSITORY`) through ECR's API."""
 
     def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
-        self._settings = settings
-        self._session = session
-        self._ecr: Any = None
+        super().__init__(settings, session)
         self.repository = settings.uat_ecr_repository
-        self.calls: dict[str, int] = {}
-
-    @property
-    def _client(self) -> Any:
-        """Made on first use (inside `aws_call`), so a missing region is a clear AwsError."""
-        if self._ecr is None:
-            session = self._session or boto3_session(self._settings)
-            self._ecr = session.client(
-                "ecr", endpoint_url=self._settings.aws_endpoint_url, config=RETRIES
-            )
-        return self._ecr
-
-    def _count(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
 
     async def describe(self, tag: str) -> ImageInfo | None:
         """The image a tag points at, or None when no image has that tag."""
@@ -202,7 +213,7 @@ class Ecr(_Gateway):
         def run() -> ImageInfo | None:
             self._count("DescribeImages")
             try:
-                response = self._client.describe_images(
+                response = self._client("ecr").describe_images(
                     repositoryName=self.repository, imageIds=[{"imageTag": tag}]
                 )
             except ClientError as exc:
@@ -219,7 +230,7 @@ class Ecr(_Gateway):
 
         def run() -> list[ImageInfo]:
             found: list[ImageInfo] = []
-            paginator = self._client.get_paginator("describe_images")
+            paginator = self._client("ecr").get_paginator("describe_images")
             for page in paginator.paginate(repositoryName=self.repository):
                 self._count("DescribeImages")
                 found += [_image(d) for d in page.get("imageDetails", [])]
@@ -233,7 +244,7 @@ class Ecr(_Gateway):
 
         def run() -> Manifest:
             self._count("BatchGetImage")
-            response = self._client.batch_get_image(
+            response = self._client("ecr").batch_get_image(
                 repositoryName=self.repository,
                 imageIds=[image_id],
                 acceptedMediaTypes=[
@@ -270,7 +281,7 @@ class Ecr(_Gateway):
             if manifest.media_type:
                 kwargs["imageManifestMediaType"] = manifest.media_type
             try:
-                self._client.put_image(**kwargs)
+                self._client("ecr").put_image(**kwargs)
             except ClientError as exc:
                 # The tag already points at exactly this manifest: nothing to change.
                 if exc.response.get("Error", {}).get("Code") != "ImageAlreadyExistsException":
@@ -283,7 +294,7 @@ class Ecr(_Gateway):
 
         def run() -> str:
             self._count("DescribeRepositories")
-            response = self._client.describe_repositories(repositoryNames=[self.repository])
+            response = self._client("ecr").describe_repositories(repositoryNames=[self.repository])
             return str(response["repositories"][0]["repositoryUri"])
 
         return await self._guarded("DescribeRepositories", run)
@@ -293,7 +304,7 @@ class Ecr(_Gateway):
 
         def run() -> RegistryAuth:
             self._count("GetAuthorizationToken")
-            data = self._client.get_authorization_token()["authorizationData"][0]
+            data = self._client("ecr").get_authorization_token()["authorizationData"][0]
             user, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
             registry = data["proxyEndpoint"].removeprefix("https://").removeprefix("http://")
             return RegistryAuth(registry=registry, username=user, password=password)
@@ -366,24 +377,8 @@ class Ecs(_Gateway):
     """ECS (tasks, task definitions) and ELBv2 routing cleanup for PR environments."""
 
     def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
-        self._settings = settings
-        self._session = session
-        self._clients: dict[str, Any] = {}
+        super().__init__(settings, session)
         self.cluster = settings.uat_ecs_cluster or "default"
-        self.calls: dict[str, int] = {}
-
-    def _client(self, service: str) -> Any:
-        if service not in self._clients:
-            session = self._session or boto3_session(self._settings)
-            self._clients[service] = session.client(
-                service,  # type: ignore[call-overload]
-                endpoint_url=self._settings.aws_endpoint_url,
-                config=RETRIES,
-            )
-        return self._clients[service]
-
-    def _count(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
 
     async def register_pinned(
         self, base_family: str, family: str, container: str, image: str, tags: dict[str, str]

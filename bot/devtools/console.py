@@ -50,7 +50,7 @@ from bot.errors import UserError
 from bot.github import PullRequestEvent
 from bot.images.docker_build import Docker
 from bot.slack import slack_ui
-from bot.slack.chat import Blocks
+from bot.slack.chat import Blocks, Upload
 from bot.slack.context import CommandContext, Reply, Services
 from bot.slack.listeners.events import relay_reply
 
@@ -243,26 +243,20 @@ class ConsoleChat:
     ) -> str | None:
         return self._keys.get(key)
 
-    async def upload(
-        self,
-        channel: str,
-        thread_ts: str | None,
-        filename: str,
-        content: str,
-        title: str,
-        comment: str | None = None,
-    ) -> str:
+    async def upload(self, upload: Upload) -> str:
         """Save the file where the person at the console can open it, and say where."""
         if self._files is None:
             self._files = Path(tempfile.mkdtemp(prefix="uat-console-files-"))
-        path = self._files / Path(filename).name
+        path = self._files / Path(upload.filename).name
+        content = upload.content
         path.write_text(content, encoding="utf-8")
-        parent = self.messages.get(thread_ts or "")
+        parent = self.messages.get(upload.thread_ts or "")
         label = f"  ↳ {parent.label}" if parent else "bot"
         lines = content.count("\n") + 1
-        note = f"{comment}\n" if comment else ""
-        self.say(f"{label}: {note}📎 {title}: {path} ({lines} lines, {len(content):,} characters)")
-        self._keys[filename] = str(path)
+        note = f"{upload.comment}\n" if upload.comment else ""
+        shared = f"📎 {upload.title}: {path} ({lines} lines, {len(content):,} characters)"
+        self.say(f"{label}: {note}{shared}")
+        self._keys[upload.filename] = str(path)
         return str(path)
 
     async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:

@@ -41,7 +41,7 @@ import secrets
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,7 +51,7 @@ import boto3
 from aiohttp import web
 from pydantic import SecretStr
 
-from bot.aws.gateways import Ecr, Manifest, RegistryAuth
+from bot.aws.gateways import Ecr, Manifest
 from bot.config import Settings
 from bot.errors import UserError
 from bot.images import registry
@@ -563,16 +563,9 @@ class MirroredDocker(Docker):
         if self.unavailable:
             raise UserError(slack_ui.console_no_builds(self.unavailable))
 
-    async def push(
-        self,
-        image: str,
-        repository: str,
-        tags: Sequence[str],
-        auth: RegistryAuth | None,
-        log: LogSink,
-        then: Sequence[str] = (),
+    async def _pushed(
+        self, repository: str, digest: str, pushed: list[str], log: LogSink
     ) -> tuple[str, list[str]]:
-        digest, pushed = await super().push(image, repository, tags, auth, log, then)
         name = repository.removeprefix(f"{self.registry}/")
         digest, media_type, body = await asyncio.to_thread(
             registry.fetch_manifest, str(self.registry), name, digest

@@ -43,12 +43,15 @@ async def edit_facts(
     return await change(store, repo, pr, mutate)
 
 
-def in_session(session: str, mutate: Mutation) -> Mutation:
-    """Apply `mutate` only while the environment is still this launch's and still live."""
+async def change_in_session(
+    store: Store, repo: str, pr: int, session: str, mutate: Mutation
+) -> Environment | None:
+    """`change`, applying `mutate` only while the environment is still this launch's (`session`)
+    and still live."""
 
     def guarded(env: Environment) -> Environment | None:
         if env.facts.session != session or env.state not in ACTIVE:
             return None
         return mutate(env)
 
-    return guarded
+    return await change(store, repo, pr, guarded)

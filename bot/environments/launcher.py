@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from bot.environments.changes import change, in_session
+from bot.environments.changes import change, change_in_session
 from bot.environments.context import ACTIVE, LIVE, MANAGED_BY, Context, PullRequest
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
@@ -153,8 +153,8 @@ class Launcher:
                 old.session,
                 f"replaced by {env.label} ({env.facts.requested_by})",
             )
-            env = await change(
-                ctx.store, repo, pr, in_session(session, lambda e: e.with_facts(replace=None))
+            env = await change_in_session(
+                ctx.store, repo, pr, session, lambda e: e.with_facts(replace=None)
             )
             if env is None:
                 return
@@ -178,18 +178,13 @@ class Launcher:
                     f"{uri}@{image.digest}",
                     self.tags(env, image.digest),
                 )
-                env = await change(
-                    ctx.store,
-                    repo,
-                    pr,
-                    in_session(
-                        session,
-                        lambda e: replace(
-                            e.with_facts(task_definition=definition, image_tags=image.tags),
-                            image_digest=image.digest,
-                        ),
-                    ),
-                )
+                digest, tags = image.digest, image.tags
+
+                def pinned(e: Environment) -> Environment:
+                    e = e.with_facts(task_definition=definition, image_tags=tags)
+                    return replace(e, image_digest=digest)
+
+                env = await change_in_session(ctx.store, repo, pr, session, pinned)
                 if env is None:  # stopped meanwhile: nothing was run
                     await ctx.ecs.deregister(definition)
                     return
@@ -201,19 +196,14 @@ class Launcher:
                 tags=self.tags(env, env.image_digest or ""),
             )
         state = State.RUNNING if task.last_status == "RUNNING" else State.PROVISIONING
-        saved = await change(
-            ctx.store,
-            repo,
-            pr,
-            in_session(
-                session,
-                lambda e: replace(
-                    e.with_facts(last_seen=task.last_status),
-                    state=state if e.state == State.STARTING else e.state,
-                    task_arn=task.arn,
-                ),
-            ),
-        )
+
+        def running(e: Environment) -> Environment:
+            e = e.with_facts(last_seen=task.last_status)
+            return replace(
+                e, state=state if e.state == State.STARTING else e.state, task_arn=task.arn
+            )
+
+        saved = await change_in_session(ctx.store, repo, pr, session, running)
         if saved is None or saved.state == State.STOPPING:
             # a stop arrived while launching: the stop may not know this task yet
             await ctx.ecs.stop_task(task.arn, "stopped while launching")

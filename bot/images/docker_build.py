@@ -205,9 +205,17 @@ class Docker:
         naming exactly which tags moved; `then` are the tags that were to be moved after the
         push (by manifest copy), named among those that did not.
         """
-        return await asyncio.to_thread(
+        digest, pushed = await asyncio.to_thread(
             self._push, image, repository, list(tags), auth, log, list(then)
         )
+        return await self._pushed(repository, digest, pushed, log)
+
+    async def _pushed(
+        self, repository: str, digest: str, pushed: list[str], log: LogSink
+    ) -> tuple[str, list[str]]:
+        """What a push returns, once its tags are in `repository` (where a subclass may copy
+        them on to)."""
+        return digest, pushed
 
     def _push(
         self,

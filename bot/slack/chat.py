@@ -33,6 +33,20 @@ FIND_PAGES = 5  # pages of 200 messages searched for a keyed message
 CLOCK_SKEW_S = 60.0  # how far Slack's clock may be from ours, for `find`'s window
 
 
+@dataclass(frozen=True)
+class Upload:
+    """A file to share in a channel (in the thread `thread_ts` when given), with an optional
+    comment posted beside it. Slack keeps `filename` with the message, so it doubles as the
+    file's key (see `Chat.find`)."""
+
+    channel: str
+    thread_ts: str | None
+    filename: str
+    content: str
+    title: str
+    comment: str | None = None
+
+
 class Chat(Protocol):
     """The few things the bot says, addressed by channel and message timestamp."""
 
@@ -56,17 +70,9 @@ class Chat(Protocol):
         (epoch seconds, give or take a minute of clock skew); else None."""
         ...
 
-    async def upload(
-        self,
-        channel: str,
-        thread_ts: str | None,
-        filename: str,
-        content: str,
-        title: str,
-        comment: str | None = None,
-    ) -> str:
-        """Share `content` as a file in the channel (in the thread when `thread_ts` is given);
-        returns the file's id."""
+    async def upload(self, upload: Upload) -> str:
+        """Share `upload.content` as a file in its channel (in the thread when `thread_ts` is
+        given); returns the file's id."""
         ...
 
     async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
@@ -225,25 +231,17 @@ class SlackChat:
                 return None
         return None
 
-    async def upload(
-        self,
-        channel: str,
-        thread_ts: str | None,
-        filename: str,
-        content: str,
-        title: str,
-        comment: str | None = None,
-    ) -> str:
+    async def upload(self, upload: Upload) -> str:
         response = await self._send(
             "files.upload",
-            channel,
+            upload.channel,
             lambda: self.client.files_upload_v2(
-                channel=channel,
-                thread_ts=thread_ts,
-                content=content,
-                filename=filename,
-                title=title,
-                initial_comment=comment,
+                channel=upload.channel,
+                thread_ts=upload.thread_ts,
+                content=upload.content,
+                filename=upload.filename,
+                title=upload.title,
+                initial_comment=upload.comment,
             ),
         )
         files = response.get("files") or [{}]

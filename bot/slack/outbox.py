@@ -24,11 +24,12 @@ waits out a young reservation before searching.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bot.slack.chat import Blocks, Chat
+from bot.slack.chat import Blocks, Chat, Upload
 from bot.store import Post, Store
 
 logger = logging.getLogger(__name__)
@@ -76,25 +77,16 @@ class Outbox:
             await self.store.posted(key, found)
         return found
 
-    async def upload(
-        self,
-        channel: str,
-        thread_ts: str | None,
-        filename: str,
-        content: str,
-        title: str,
-        comment: str | None = None,
-    ) -> str:
+    async def upload(self, upload: Upload) -> str:
         """Share a file once, keyed by its name (what Slack keeps of it that `Chat.find` can
         search): where it landed, a file id or the ts of the message sharing it."""
 
         async def send(where: Post) -> str:
-            file_id = await self.chat.upload(
-                where.channel, where.thread_ts, filename, content, title, comment
-            )
+            there = dataclasses.replace(upload, channel=where.channel, thread_ts=where.thread_ts)
+            file_id = await self.chat.upload(there)
             return file_id or "uploaded"
 
-        return await self._once(Post(filename, channel, thread_ts), send)
+        return await self._once(Post(upload.filename, upload.channel, upload.thread_ts), send)
 
     async def _once(
         self, post: Post, send: Callable[[Post], Awaitable[str]], exclusive: bool = True

@@ -218,27 +218,23 @@ class DynamoStore(Table):
 
         def run() -> bool:
             # the holder renews: keep when it first took the lease
-            try:
-                self.client.update_item(
-                    TableName=self.table,
-                    Key=lock_key(name),
-                    UpdateExpression="SET #expires = :expires, #ttl = :ttl",
-                    ConditionExpression="#holder = :holder",
-                    ExpressionAttributeNames={
-                        "#expires": "expires_at",
-                        "#ttl": TTL_ATTRIBUTE,
-                        "#holder": "holder",
-                    },
-                    ExpressionAttributeValues={
-                        ":expires": n_attr(expires),
-                        ":ttl": n_attr(_ttl(expires)),
-                        ":holder": s_attr(holder),
-                    },
-                )
+            if self._written(
+                self.client.update_item,
+                "#holder = :holder",
+                Key=lock_key(name),
+                UpdateExpression="SET #expires = :expires, #ttl = :ttl",
+                ExpressionAttributeNames={
+                    "#expires": "expires_at",
+                    "#ttl": TTL_ATTRIBUTE,
+                    "#holder": "holder",
+                },
+                ExpressionAttributeValues={
+                    ":expires": n_attr(expires),
+                    ":ttl": n_attr(_ttl(expires)),
+                    ":holder": s_attr(holder),
+                },
+            ):
                 return True
-            except ClientError as exc:
-                if error_code(exc) != CONDITION_FAILED:
-                    raise
             # nobody holds it, or the holder let it lapse: take it over
             return self._put(
                 _lock_item(Lock(name, holder, "lease", now, expires)),

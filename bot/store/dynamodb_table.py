@@ -109,9 +109,8 @@ class Table:
             hint = HINTS.get(exc.code)
             if hint is None:
                 raise
-            raise AwsError(
-                gateway_text.dynamodb_failed(what, self.table, exc.code, hint), exc.code
-            ) from None
+            on_table = f"DynamoDB {what} on table {self.table}"
+            raise AwsError(gateway_text.aws_failed(on_table, hint, exc.code), exc.code) from None
 
     # lifecycle
 
@@ -214,21 +213,15 @@ class Table:
     # conditional writes: True when written, False when the condition failed
 
     def _put(self, item: dict[str, Any], condition: str, **kwargs: Any) -> bool:
-        try:
-            self.client.put_item(
-                TableName=self.table, Item=item, ConditionExpression=condition, **kwargs
-            )
-        except ClientError as exc:
-            if error_code(exc) != CONDITION_FAILED:
-                raise
-            return False
-        return True
+        return self._written(self.client.put_item, condition, Item=item, **kwargs)
 
     def _delete(self, key: dict[str, Any], condition: str, **kwargs: Any) -> bool:
+        return self._written(self.client.delete_item, condition, Key=key, **kwargs)
+
+    def _written(self, write: Callable[..., object], condition: str, **kwargs: Any) -> bool:
+        """`write` (PutItem, DeleteItem, UpdateItem) on the table under `condition`."""
         try:
-            self.client.delete_item(
-                TableName=self.table, Key=key, ConditionExpression=condition, **kwargs
-            )
+            write(TableName=self.table, ConditionExpression=condition, **kwargs)
         except ClientError as exc:
             if error_code(exc) != CONDITION_FAILED:
                 raise

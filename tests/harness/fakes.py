@@ -10,7 +10,7 @@ from typing import Any
 from bot.aws.gateways import Ecr, Ecs, ImageInfo, TaskInfo
 from bot.config import Settings
 from bot.container import Answer, ContainerClient
-from bot.slack.chat import Blocks
+from bot.slack.chat import Blocks, Upload
 
 ACCOUNT = "arn:aws:ecs:eu-west-1:123456789012"
 
@@ -120,15 +120,7 @@ class RecordingChat:
     ) -> str | None:
         return None
 
-    async def upload(
-        self,
-        channel: str,
-        thread_ts: str | None,
-        filename: str,
-        content: str,
-        title: str,
-        comment: str | None = None,
-    ) -> str:
+    async def upload(self, upload: Upload) -> str:
         return "F0"
 
     async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
