@@ -193,10 +193,15 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
     from bot.aws.gateways import RETRIES
     from bot.config import load_settings
     from bot.environments import LIVE
-    from bot.store import Environment, Facts
     from tests.harness.bot import BOT_TOKEN, bot_env
     from tests.harness.slack_stub import SlackStub
-    from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, Containers, set_up_account
+    from tests.harness.uat_aws import (
+        BASE_FAMILY,
+        CONTAINER,
+        Containers,
+        running_environment,
+        set_up_account,
+    )
 
     reset_moto(endpoint)
     account = set_up_account(endpoint)
@@ -228,51 +233,9 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
                     now = envs.clock()
                     for pr in range(seeded + 1, upto + 1):
                         session = f"pr{pr}-bench"
-                        task = account.ecs.run_task(
-                            cluster=CLUSTER,
-                            taskDefinition=definition,
-                            launchType="FARGATE",
-                            count=1,
-                            startedBy=session,
-                            networkConfiguration={
-                                "awsvpcConfiguration": {
-                                    "subnets": [account.subnet],
-                                    "securityGroups": [account.security_group],
-                                    "assignPublicIp": "DISABLED",
-                                }
-                            },
-                            tags=[
-                                {"key": "managed-by", "value": "uat-bot"},
-                                {"key": "pr", "value": str(pr)},
-                                {"key": "session", "value": session},
-                            ],
-                        )["tasks"][0]
-                        if task["lastStatus"] != "RUNNING":
-                            raise RuntimeError(f"moto started a {task['lastStatus']} task")
+                        arn = account.run_pr_task(definition, pr, session)
                         await store.save_environment(
-                            Environment(
-                                repo=REPO,
-                                pr=pr,
-                                state="running",
-                                label="uat",
-                                task_arn=task["taskArn"],
-                                image_digest=digest,
-                                facts=Facts.from_json(
-                                    {
-                                        "title": f"PR {pr}",
-                                        "branch": f"branch-{pr}",
-                                        "session": session,
-                                        "launch_started": now,
-                                        "requested_by": "bench",
-                                        "idle_until": now + 8 * 3600,
-                                        "warned": False,
-                                        "health": None,
-                                        "last_seen": "RUNNING",
-                                        "reason": "",
-                                        "task_definition": definition,
-                                    }
-                                ),
-                            )
+                            running_environment(REPO, pr, session, arn, digest, definition, now)
                         )
                     seeded = upto
 

@@ -43,7 +43,14 @@ from tests.harness.iam_context import (
 )
 from tests.harness.iam_eval import Context, Decision, Request, evaluate
 from tests.harness.pull_requests import label, pr_event
-from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, Containers, set_up_account
+from tests.harness.uat_aws import (
+    BASE_FAMILY,
+    CLUSTER,
+    CONTAINER,
+    Containers,
+    alb_listener,
+    set_up_account,
+)
 
 IAM = ROOT / "docs" / "iam"
 REGION = "us-east-1"
@@ -149,25 +156,7 @@ def routing_left_behind(endpoint: str) -> str:
     (tagged as entrypoint.sh tags them); returns the listener's ARN."""
     ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=REGION)
     elb = boto3.client("elbv2", endpoint_url=endpoint, region_name=REGION)
-    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.8.{i}.0/24", AvailabilityZone=f"{REGION}{z}")[
-            "Subnet"
-        ]["SubnetId"]
-        for i, z in ((1, "a"), (2, "b"))
-    ]
-    lb = elb.create_load_balancer(Name="uat", Subnets=subnets)["LoadBalancers"][0]
-    listener = elb.create_listener(
-        LoadBalancerArn=lb["LoadBalancerArn"],
-        Protocol="HTTP",
-        Port=80,
-        DefaultActions=[
-            {
-                "Type": "fixed-response",
-                "FixedResponseConfig": {"StatusCode": "404", "ContentType": "text/plain"},
-            }
-        ],
-    )["Listeners"][0]["ListenerArn"]
+    vpc, listener = alb_listener(ec2, elb, 8)
     tags = [
         {"Key": "SESSION_ID", "Value": "pr9-gone"},
         {"Key": "managed-by", "Value": "uat-bot"},
