@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import Row, fmt_ms, percentile, ratio
+from bench import Row, boto3_pointed_at, fmt_ms, percentile, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,14 +55,6 @@ REDELIVERIES = 200
 WARMUP = 50
 REPO = "Codertocat/Hello-World"
 ROOT_PR = re.compile(r"#(\d+)")
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
 # ------------------------------------------------------------------------------ moto
 
 
@@ -102,23 +93,14 @@ def moto_server() -> Iterator[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    env: dict[str, str] = {}
-    saved: dict[str, str | None] = {}
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
         if not url.startswith("http://127.0.0.1:"):
             raise RuntimeError(f"moto's server did not start (exit {process.poll()})")
-        env = {**AWS_ENV, "AWS_ENDPOINT_URL": url}
-        saved = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
-        yield url
+        with boto3_pointed_at(url):
+            yield url
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         with contextlib.suppress(OSError):
             assert process.stdin is not None
             process.stdin.close()
