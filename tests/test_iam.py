@@ -49,6 +49,7 @@ from tests.harness.uat_aws import (
     CONTAINER,
     Containers,
     alb_listener,
+    register_base_definition,
     set_up_account,
 )
 
@@ -123,31 +124,21 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
 def base_definition_with_roles(endpoint: str) -> None:
     """The operators' base task definition as docs/iam expects it: both roles, awslogs, a secret."""
     ecs = boto3.client("ecs", endpoint_url=endpoint, region_name=REGION)
-    ecs.register_task_definition(
-        family=BASE_FAMILY,
-        networkMode="awsvpc",
-        requiresCompatibilities=["FARGATE"],
-        cpu="1024",
-        memory="2048",
+    register_base_definition(
+        ecs,
+        {
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": "/ecs/uat",
+                    "awslogs-region": REGION,
+                    "awslogs-stream-prefix": "uat",
+                },
+            },
+            "secrets": [{"name": "GIT_TOKEN", "valueFrom": SECRET}],
+        },
         taskRoleArn=f"{ROLE}/uat-task",
         executionRoleArn=f"{ROLE}/uat-task-execution",
-        containerDefinitions=[
-            {
-                "name": CONTAINER,
-                "image": "placeholder:latest",
-                "memory": 2048,
-                "essential": True,
-                "logConfiguration": {
-                    "logDriver": "awslogs",
-                    "options": {
-                        "awslogs-group": "/ecs/uat",
-                        "awslogs-region": REGION,
-                        "awslogs-stream-prefix": "uat",
-                    },
-                },
-                "secrets": [{"name": "GIT_TOKEN", "valueFrom": SECRET}],
-            }
-        ],
     )
 
 

@@ -152,6 +152,30 @@ def running_environment(
     )
 
 
+def register_base_definition(
+    ecs: Any, container: dict[str, Any] | None = None, **definition: Any
+) -> None:
+    """The operators' base task definition (Fargate, 1 vCPU, 2 GB, a placeholder image); more
+    `container` settings and `definition` fields where a test needs them."""
+    ecs.register_task_definition(
+        family=BASE_FAMILY,
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="1024",
+        memory="2048",
+        containerDefinitions=[
+            {
+                "name": CONTAINER,
+                "image": "placeholder:latest",
+                "memory": 2048,
+                "essential": True,
+                **(container or {}),
+            }
+        ],
+        **definition,
+    )
+
+
 def set_up_account(endpoint: str) -> UatAccount:
     kw: dict[str, Any] = {"endpoint_url": endpoint, "region_name": "us-east-1"}
     ec2, ecs, ecr = (boto3.client(s, **kw) for s in ("ec2", "ecs", "ecr"))
@@ -160,16 +184,7 @@ def set_up_account(endpoint: str) -> UatAccount:
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
     group = ec2.create_security_group(GroupName="uat", Description="uat", VpcId=vpc)["GroupId"]
     ecs.create_cluster(clusterName=CLUSTER)
-    ecs.register_task_definition(
-        family=BASE_FAMILY,
-        networkMode="awsvpc",
-        requiresCompatibilities=["FARGATE"],
-        cpu="1024",
-        memory="2048",
-        containerDefinitions=[
-            {"name": CONTAINER, "image": "placeholder:latest", "memory": 2048, "essential": True}
-        ],
-    )
+    register_base_definition(ecs)
     fresh_repository(ecr)
     digests = {
         "latest": tag_sha(ecr, "1111111", "latest"),
