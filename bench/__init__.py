@@ -7,11 +7,36 @@ traffic is used.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Row", "fmt_ms", "fmt_s", "percentile", "ratio"]
+__all__ = ["AWS_ENV", "Row", "boto3_pointed_at", "fmt_ms", "fmt_s", "percentile", "ratio"]
+
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@contextlib.contextmanager
+def boto3_pointed_at(url: str) -> Iterator[None]:
+    """boto3's variables pointing at moto's server `url` for the duration, restored after."""
+    env = {**AWS_ENV, "AWS_ENDPOINT_URL": url}
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import re
 import statistics
 import subprocess
@@ -44,7 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import Row, fmt_ms, percentile, ratio
+from bench import Row, boto3_pointed_at, fmt_ms, percentile, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,14 +55,6 @@ REDELIVERIES = 200
 WARMUP = 50
 REPO = "Codertocat/Hello-World"
 ROOT_PR = re.compile(r"#(\d+)")
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
 # ------------------------------------------------------------------------------ moto
 
 
@@ -102,23 +93,14 @@ def moto_server() -> Iterator[str]:
         stdout=subprocess.PIPE,
         text=True,
     )
-    env: dict[str, str] = {}
-    saved: dict[str, str | None] = {}
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
         if not url.startswith("http://127.0.0.1:"):
             raise RuntimeError(f"moto's server did not start (exit {process.poll()})")
-        env = {**AWS_ENV, "AWS_ENDPOINT_URL": url}
-        saved = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
-        yield url
+        with boto3_pointed_at(url):
+            yield url
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         with contextlib.suppress(OSError):
             assert process.stdin is not None
             process.stdin.close()
@@ -193,10 +175,15 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
     from bot.aws.gateways import RETRIES
     from bot.config import load_settings
     from bot.environments import LIVE
-    from bot.store import Environment, Facts
     from tests.harness.bot import BOT_TOKEN, bot_env
     from tests.harness.slack_stub import SlackStub
-    from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, Containers, set_up_account
+    from tests.harness.uat_aws import (
+        BASE_FAMILY,
+        CONTAINER,
+        Containers,
+        running_environment,
+        set_up_account,
+    )
 
     reset_moto(endpoint)
     account = set_up_account(endpoint)
@@ -228,51 +215,9 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
                     now = envs.clock()
                     for pr in range(seeded + 1, upto + 1):
                         session = f"pr{pr}-bench"
-                        task = account.ecs.run_task(
-                            cluster=CLUSTER,
-                            taskDefinition=definition,
-                            launchType="FARGATE",
-                            count=1,
-                            startedBy=session,
-                            networkConfiguration={
-                                "awsvpcConfiguration": {
-                                    "subnets": [account.subnet],
-                                    "securityGroups": [account.security_group],
-                                    "assignPublicIp": "DISABLED",
-                                }
-                            },
-                            tags=[
-                                {"key": "managed-by", "value": "uat-bot"},
-                                {"key": "pr", "value": str(pr)},
-                                {"key": "session", "value": session},
-                            ],
-                        )["tasks"][0]
-                        if task["lastStatus"] != "RUNNING":
-                            raise RuntimeError(f"moto started a {task['lastStatus']} task")
+                        arn = account.run_pr_task(definition, pr, session)
                         await store.save_environment(
-                            Environment(
-                                repo=REPO,
-                                pr=pr,
-                                state="running",
-                                label="uat",
-                                task_arn=task["taskArn"],
-                                image_digest=digest,
-                                facts=Facts.from_json(
-                                    {
-                                        "title": f"PR {pr}",
-                                        "branch": f"branch-{pr}",
-                                        "session": session,
-                                        "launch_started": now,
-                                        "requested_by": "bench",
-                                        "idle_until": now + 8 * 3600,
-                                        "warned": False,
-                                        "health": None,
-                                        "last_seen": "RUNNING",
-                                        "reason": "",
-                                        "task_definition": definition,
-                                    }
-                                ),
-                            )
+                            running_environment(REPO, pr, session, arn, digest, definition, now)
                         )
                     seeded = upto
 

@@ -209,7 +209,7 @@ async def _idle(stub: Any, workdir: Path) -> dict[str, Any]:
 
 def _seed_tasks(account: Any, count: int, workdir: Path) -> list[tuple[int, str, str, str]]:
     """`count` RUNNING tasks in the bot's own family: (pr, session, task ARN, image digest)."""
-    from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, OWN_FAMILY
+    from tests.harness.uat_aws import BASE_FAMILY, CONTAINER, OWN_FAMILY
 
     workdir.mkdir(parents=True)
 
@@ -230,33 +230,14 @@ def _seed_tasks(account: Any, count: int, workdir: Path) -> list[tuple[int, str,
     seeded = []
     for pr in range(1, count + 1):
         session = f"pr{pr}-bench"
-        task = account.ecs.run_task(
-            cluster=CLUSTER,
-            taskDefinition=definition,
-            launchType="FARGATE",
-            count=1,
-            startedBy=session,
-            networkConfiguration={
-                "awsvpcConfiguration": {
-                    "subnets": [account.subnet],
-                    "securityGroups": [account.security_group],
-                    "assignPublicIp": "DISABLED",
-                }
-            },
-            tags=[
-                {"key": "managed-by", "value": "uat-bot"},
-                {"key": "pr", "value": str(pr)},
-                {"key": "session", "value": session},
-            ],
-        )["tasks"][0]
-        if task["lastStatus"] != "RUNNING":
-            raise RuntimeError(f"moto started a {task['lastStatus']} task")
-        seeded.append((pr, session, task["taskArn"], digest))
+        arn = account.run_pr_task(definition, pr, session)
+        seeded.append((pr, session, arn, digest))
     return seeded
 
 
 async def _seed_store(db: Path, seeded: list[tuple[int, str, str, str]], definition: str) -> None:
-    from bot.store import Environment, Facts, SqliteStore
+    from bot.store import SqliteStore
+    from tests.harness.uat_aws import running_environment
 
     store = SqliteStore(db)
     await store.open()
@@ -264,29 +245,7 @@ async def _seed_store(db: Path, seeded: list[tuple[int, str, str, str]], definit
     try:
         for pr, session, arn, digest in seeded:
             await store.save_environment(
-                Environment(
-                    repo=REPO,
-                    pr=pr,
-                    state="running",
-                    label="uat",
-                    task_arn=arn,
-                    image_digest=digest,
-                    facts=Facts.from_json(
-                        {
-                            "title": f"PR {pr}",
-                            "branch": f"branch-{pr}",
-                            "session": session,
-                            "launch_started": now,
-                            "requested_by": "bench",
-                            "idle_until": now + 8 * 3600,
-                            "warned": False,
-                            "health": None,
-                            "last_seen": "RUNNING",
-                            "reason": "",
-                            "task_definition": definition,
-                        }
-                    ),
-                )
+                running_environment(REPO, pr, session, arn, digest, definition, now)
             )
     finally:
         await store.close()

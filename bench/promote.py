@@ -30,21 +30,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import Row, fmt_s, ratio
+from bench import AWS_ENV, Row, boto3_pointed_at, fmt_s, ratio
 
 RUNS = 5
 REPOSITORY = "bench-promote"
 LAYER_BYTES = 20 * 1024 * 1024
 DOCKER_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 ACTOR = "UBENCH"
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
 # ------------------------------------------------------------------------- manifest copy
 
 
@@ -94,17 +86,10 @@ def moto_ecr() -> Iterator[str]:
     # moto's backends are process-wide and outlive a server: start from an empty ECR.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     opener.open(urllib.request.Request(f"{url}/moto-api/reset", method="POST"), timeout=10)
-    env = {**AWS_ENV, "AWS_ENDPOINT_URL": url}
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
     try:
-        yield url
+        with boto3_pointed_at(url):
+            yield url
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
         server.stop()
         werkzeug.setLevel(level)
 

@@ -8,8 +8,10 @@ import logging
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
+import boto3
 import pytest
 from aiohttp import web
 
@@ -17,6 +19,7 @@ from bot.app import Runtime, build_runtime
 from bot.config import load_settings
 from bot.server import create_web_app
 from tests.harness.bot import BOT_TOKEN, Bot, BotFactory, bot_env
+from tests.harness.ecr_seed import REPOSITORY
 from tests.harness.entrypoint import alb, remote, run_entrypoint  # noqa: F401 (fixtures)
 from tests.harness.slack_stub import SlackStub
 from tests.harness.uat_aws import Containers, UatAccount, set_up_account
@@ -108,3 +111,22 @@ async def make_bot(slack: SlackStub, tmp_path: Path) -> AsyncIterator[BotFactory
 async def bot(make_bot: BotFactory) -> Bot:
     result: Bot = await make_bot()
     return result
+
+
+@pytest.fixture
+def ecr(aws_env: dict[str, str]) -> Any:
+    """A boto3 ECR client on moto: how the tests arrange and inspect the repository."""
+    return boto3.client(
+        "ecr", region_name=aws_env["AWS_REGION"], endpoint_url=aws_env["AWS_ENDPOINT_URL"]
+    )
+
+
+@pytest.fixture
+async def ecr_bot(make_bot: BotFactory, aws_env: dict[str, str]) -> Bot:
+    """The bot, its Ecr gateway pointed at the same moto server's seeded repository."""
+    started: Bot = await make_bot(
+        AWS_REGION=aws_env["AWS_REGION"],
+        AWS_ENDPOINT_URL=aws_env["AWS_ENDPOINT_URL"],
+        UAT_ECR_REPOSITORY=REPOSITORY,
+    )
+    return started

@@ -27,7 +27,7 @@ from bot.slack import slack_ui
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.gitrepo import SourceRepo, dockerfile, remove_built_images
 from tests.harness.services import ensure_dockerd, ensure_registry, fetch_manifest, require
-from tests.harness.signing import block_actions_body, slack_headers, slash_command_body
+from tests.harness.signing import slack_headers, slash_command_body
 
 SLACK_ACK_S = 3.0  # Slack shows an error when a slash command is not acknowledged within 3 s
 
@@ -503,17 +503,7 @@ async def test_a_frozen_latest_is_refused_before_its_card_and_after_it(
 
     await slash_acked(bot, "latest", user=DEPLOYER)
     await bot.settle()
-    response_url = bot.slack.new_response_url()
-    body = block_actions_body(
-        "uat.latest.confirm",
-        confirm["value"],
-        user_id=DEPLOYER,
-        channel_id=CHANNEL,
-        response_url=response_url,
-    )
-    status, _ = await bot.post_slack(body, slack_headers(SIGNING_SECRET, body))
-    assert status == 200
-    await bot.settle()
+    await bot.click("uat.latest.confirm", confirm["value"], user=DEPLOYER)
 
     answers = [r.body for r in bot.slack.responses[seen:]]
     assert [a["text"] for a in answers] == [slack_ui.lock_held(lock)] * 2
@@ -596,16 +586,7 @@ async def test_latest_confirmed_by_a_deployer_pushes_latest_and_sha(
     [confirm] = [b for b in buttons if b["action_id"] == "uat.latest.confirm"]
     assert channel_posts(bot) == [] and absent(registry, repository, "latest")
 
-    body = block_actions_body(
-        "uat.latest.confirm",
-        confirm["value"],
-        user_id=DEPLOYER,
-        channel_id=CHANNEL,
-        response_url=bot.slack.new_response_url(),
-    )
-    status, _ = await bot.post_slack(body, slack_headers(SIGNING_SECRET, body))
-    assert status == 200
-    await bot.settle()
+    await bot.click("uat.latest.confirm", confirm["value"], user=DEPLOYER)
 
     latest = digest_at(registry, repository, "latest")
     assert digest_at(registry, repository, source.short()) == latest

@@ -20,7 +20,6 @@ import uuid
 from typing import Any
 from urllib.parse import urlencode
 
-import boto3
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,7 +37,7 @@ from tests.harness.bot import (
     BotFactory,
     reference,
 )
-from tests.harness.ecr_seed import REPOSITORY, digest_at, seed
+from tests.harness.ecr_seed import digest_at, seed
 from tests.harness.signing import (
     block_actions_body,
     slack_headers,
@@ -254,41 +253,15 @@ FIRST = "1f3c5a7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a"
 SECOND = "2a4c6e8b0d1f3a5c7e9b2d4f6a8c0e1b3d5f7a9c"
 
 
-@pytest.fixture
-def ecr(aws_env: dict[str, str]) -> Any:
-    return boto3.client(
-        "ecr", region_name=aws_env["AWS_REGION"], endpoint_url=aws_env["AWS_ENDPOINT_URL"]
-    )
-
-
-@pytest.fixture
-async def aws_bot(make_bot: BotFactory, aws_env: dict[str, str]) -> Bot:
-    started: Bot = await make_bot(
-        AWS_REGION=aws_env["AWS_REGION"],
-        AWS_ENDPOINT_URL=aws_env["AWS_ENDPOINT_URL"],
-        UAT_ECR_REPOSITORY=REPOSITORY,
-    )
-    return started
-
-
 async def click(bot: Bot, button: dict[str, Any], user: str) -> list[str]:
-    response_url = bot.slack.new_response_url()
-    body = block_actions_body(
-        button["action_id"],
-        button["value"],
-        user_id=user,
-        channel_id=CHANNEL,
-        response_url=response_url,
-    )
-    assert (await post(bot, body, slack_headers(SIGNING_SECRET, body)))[0] == 200
-    await bot.settle()
-    return answers_at(bot, response_url)
+    answers = await bot.click(button["action_id"], button["value"], user=user)
+    return [a.body.get("text") or "" for a in answers]
 
 
 async def test_a_non_deployer_click_on_a_promote_card_changes_nothing_and_a_stale_card_is_used(
-    aws_bot: Bot, ecr: Any
+    ecr_bot: Bot, ecr: Any
 ) -> None:
-    bot = aws_bot
+    bot = ecr_bot
     digests = seed(ecr, [FIRST, SECOND], staging=SECOND, latest=FIRST)
     response_url = bot.slack.new_response_url()
     body = slash_command_body("promote", user_id=DEPLOYER, response_url=response_url)

@@ -43,7 +43,15 @@ from tests.harness.iam_context import (
 )
 from tests.harness.iam_eval import Context, Decision, Request, evaluate
 from tests.harness.pull_requests import label, pr_event
-from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, Containers, set_up_account
+from tests.harness.uat_aws import (
+    BASE_FAMILY,
+    CLUSTER,
+    CONTAINER,
+    Containers,
+    alb_listener,
+    register_base_definition,
+    set_up_account,
+)
 
 IAM = ROOT / "docs" / "iam"
 REGION = "us-east-1"
@@ -116,31 +124,21 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
 def base_definition_with_roles(endpoint: str) -> None:
     """The operators' base task definition as docs/iam expects it: both roles, awslogs, a secret."""
     ecs = boto3.client("ecs", endpoint_url=endpoint, region_name=REGION)
-    ecs.register_task_definition(
-        family=BASE_FAMILY,
-        networkMode="awsvpc",
-        requiresCompatibilities=["FARGATE"],
-        cpu="1024",
-        memory="2048",
+    register_base_definition(
+        ecs,
+        {
+            "logConfiguration": {
+                "logDriver": "awslogs",
+                "options": {
+                    "awslogs-group": "/ecs/uat",
+                    "awslogs-region": REGION,
+                    "awslogs-stream-prefix": "uat",
+                },
+            },
+            "secrets": [{"name": "GIT_TOKEN", "valueFrom": SECRET}],
+        },
         taskRoleArn=f"{ROLE}/uat-task",
         executionRoleArn=f"{ROLE}/uat-task-execution",
-        containerDefinitions=[
-            {
-                "name": CONTAINER,
-                "image": "placeholder:latest",
-                "memory": 2048,
-                "essential": True,
-                "logConfiguration": {
-                    "logDriver": "awslogs",
-                    "options": {
-                        "awslogs-group": "/ecs/uat",
-                        "awslogs-region": REGION,
-                        "awslogs-stream-prefix": "uat",
-                    },
-                },
-                "secrets": [{"name": "GIT_TOKEN", "valueFrom": SECRET}],
-            }
-        ],
     )
 
 
@@ -149,25 +147,7 @@ def routing_left_behind(endpoint: str) -> str:
     (tagged as entrypoint.sh tags them); returns the listener's ARN."""
     ec2 = boto3.client("ec2", endpoint_url=endpoint, region_name=REGION)
     elb = boto3.client("elbv2", endpoint_url=endpoint, region_name=REGION)
-    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.8.{i}.0/24", AvailabilityZone=f"{REGION}{z}")[
-            "Subnet"
-        ]["SubnetId"]
-        for i, z in ((1, "a"), (2, "b"))
-    ]
-    lb = elb.create_load_balancer(Name="uat", Subnets=subnets)["LoadBalancers"][0]
-    listener = elb.create_listener(
-        LoadBalancerArn=lb["LoadBalancerArn"],
-        Protocol="HTTP",
-        Port=80,
-        DefaultActions=[
-            {
-                "Type": "fixed-response",
-                "FixedResponseConfig": {"StatusCode": "404", "ContentType": "text/plain"},
-            }
-        ],
-    )["Listeners"][0]["ListenerArn"]
+    vpc, listener = alb_listener(ec2, elb, 8)
     tags = [
         {"Key": "SESSION_ID", "Value": "pr9-gone"},
         {"Key": "managed-by", "Value": "uat-bot"},

@@ -14,16 +14,14 @@ from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
 
 from bot.aws.gateways import ImageInfo
 from bot.images.operations import LOCK
 from bot.slack import slack_ui
 from bot.store import AuditEntry
-from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
-from tests.harness.ecr_seed import REPOSITORY, digest_at, seed, tag_sha
-from tests.harness.signing import block_actions_body, slack_headers
+from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, Bot, BotFactory
+from tests.harness.ecr_seed import digest_at, seed, tag_sha
 
 # Four commits of the UAT app, oldest first.
 FIRST = "1f3c5a7e9b2d4f6a8c0e1b3d5f7a9c2e4b6d8f0a"
@@ -40,22 +38,9 @@ Button = dict[str, Any]
 
 
 @pytest.fixture
-def ecr(aws_env: dict[str, str]) -> Any:
-    """A boto3 ECR client on moto: how the tests arrange and inspect the repository."""
-    return boto3.client(
-        "ecr", region_name=aws_env["AWS_REGION"], endpoint_url=aws_env["AWS_ENDPOINT_URL"]
-    )
-
-
-@pytest.fixture
-async def bot(make_bot: BotFactory, aws_env: dict[str, str]) -> Bot:
-    """The bot, its Ecr gateway pointed at the same moto server."""
-    started: Bot = await make_bot(
-        AWS_REGION=aws_env["AWS_REGION"],
-        AWS_ENDPOINT_URL=aws_env["AWS_ENDPOINT_URL"],
-        UAT_ECR_REPOSITORY=REPOSITORY,
-    )
-    return started
+def bot(ecr_bot: Bot) -> Bot:
+    """Every test here talks to the bot whose Ecr gateway is on moto."""
+    return ecr_bot
 
 
 async def ask(bot: Bot, text: str, *, user: str = DEPLOYER) -> Body:
@@ -70,19 +55,8 @@ async def ask(bot: Bot, text: str, *, user: str = DEPLOYER) -> Body:
 
 
 async def click(bot: Bot, button: Button, *, user: str = DEPLOYER) -> list[Body]:
-    """Click `button` (a signed block_actions request); every answer at its response_url."""
-    response_url = bot.slack.new_response_url()
-    body = block_actions_body(
-        button["action_id"],
-        button["value"],
-        user_id=user,
-        channel_id=CHANNEL,
-        response_url=response_url,
-    )
-    status, _ = await bot.post_slack(body, slack_headers(SIGNING_SECRET, body))
-    assert status == 200
-    await bot.settle()
-    answers = [a for a in bot.slack.responses if response_url.endswith(f"/{a.url_id}")]
+    """Click `button`; every answer at its response_url."""
+    answers = await bot.click(button["action_id"], button["value"], user=user)
     assert all(a.error is None for a in answers), bot.slack.dump()
     return [a.body for a in answers]
 

@@ -141,7 +141,7 @@ def digest_of(manifest: str) -> str:
     return "sha256:" + hashlib.sha256(manifest.encode()).hexdigest()
 
 
-def _put_image(ecr: Any, repository: str, commit: str, tag: str) -> str:
+def put_image(ecr: Any, repository: str, commit: str, tag: str) -> str:
     manifest = manifest_for(commit)
     digest = digest_of(manifest)
     ecr.put_image(
@@ -236,10 +236,10 @@ class EmbeddedAws:
         with contextlib.suppress(ecr.exceptions.RepositoryNotFoundException):
             ecr.delete_repository(repositoryName=repository, force=True)
         ecr.create_repository(repositoryName=repository)
-        digests = {c[:7]: _put_image(ecr, repository, c, c[:7]) for c in SEED_COMMITS}
+        digests = {c[:7]: put_image(ecr, repository, c, c[:7]) for c in SEED_COMMITS}
         self._space_out_pushes(repository, [digests[c[:7]] for c in SEED_COMMITS])
-        digests["staging"] = _put_image(ecr, repository, STAGING_COMMIT, "staging")
-        digests["latest"] = _put_image(ecr, repository, LATEST_COMMIT, "latest")
+        digests["staging"] = put_image(ecr, repository, STAGING_COMMIT, "staging")
+        digests["latest"] = put_image(ecr, repository, LATEST_COMMIT, "latest")
         return SeededAccount(self.endpoint, self.region, repository, subnet, group, digests)
 
     def _space_out_pushes(self, repository: str, digests: list[str]) -> None:

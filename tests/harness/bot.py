@@ -14,8 +14,14 @@ import aiohttp
 
 from bot.app import Runtime
 from bot.config import Settings
-from tests.harness.signing import github_headers, slack_headers, slash_command_body
+from tests.harness.signing import (
+    block_actions_body,
+    github_headers,
+    slack_headers,
+    slash_command_body,
+)
 from tests.harness.slack_stub import SlackStub
+from tests.harness.slack_stub.records import Response
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -63,6 +69,18 @@ class Bot:
             f"{self.url}/slack/events", data=body, headers=headers
         ) as response:
             return response.status, await response.text()
+
+    async def click(self, action_id: str, value: str, *, user: str) -> list[Response]:
+        """Click a button (a signed block_actions request), let the work settle; every answer
+        that reached the click's response_url."""
+        response_url = self.slack.new_response_url()
+        body = block_actions_body(
+            action_id, value, user_id=user, channel_id=CHANNEL, response_url=response_url
+        )
+        status, _ = await self.post_slack(body, slack_headers(SIGNING_SECRET, body))
+        assert status == 200
+        await self.settle()
+        return [a for a in self.slack.responses if response_url.endswith(f"/{a.url_id}")]
 
     async def github(
         self, event: str, payload: Any, *, delivery: str | None = None

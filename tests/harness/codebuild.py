@@ -23,9 +23,8 @@ from moto.codebuild.models import CodeBuildBackend, codebuild_backends
 from moto.codebuild.responses import CodeBuildResponse
 from moto.core.utils import iso_8601_datetime_with_milliseconds
 
-from bot.devtools.local import manifest_for
 from tests.harness.bot import ROOT
-from tests.harness.ecr_seed import put
+from tests.harness.ecr_seed import tag_sha
 from tests.harness.iam_context import ACCOUNT
 
 REGION = "us-east-1"
@@ -118,7 +117,7 @@ class PlayedCodeBuild:
     @staticmethod
     def push(ecr: Any, sha: str) -> str:
         """What the buildspec's `docker push $IMAGE_REPOSITORY_URI:$IMAGE_TAG` leaves in ECR."""
-        return put(ecr, manifest_for(sha), sha)
+        return tag_sha(ecr, sha, sha)
 
 
 async def eventually(check: Callable[[], Any], what: str, seconds: float = 10.0) -> Any:

@@ -27,6 +27,7 @@ ENTRYPOINT = ROOT / "container" / "entrypoint.sh"
 DOCKERFILE = ROOT / "container" / "Dockerfile"
 TOKEN = "test-prompt-token-0123456789"
 
+# A fixed identity and no user or system config, so commits never depend on the machine.
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "UAT Tester",
     "GIT_AUTHOR_EMAIL": "uat-tester@example.com",

@@ -1,8 +1,8 @@
 """Seed moto's ECR with realistic UAT images: one per git sha, plus :staging and :latest.
 
-Each image is a docker v2 manifest (a config and one layer, with distinct fake digests). Every
-`put_image` passes `imageDigest` = sha256 of the manifest bytes, as a registry computes it:
-without it moto derives the digest from the layer digests alone.
+Each image is a docker v2 manifest (a config and one layer, with distinct fake digests), pushed
+by the console's own `put_image` (bot.devtools.local), which passes `imageDigest` = sha256 of the
+manifest bytes, as a registry computes it: without it moto derives the digest from the layers.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bot.devtools.local import DOCKER_V2, digest_of, manifest_for
+from bot.devtools.local import put_image
 
 REPOSITORY = "test-tickets-uat"
 PUSH_INTERVAL_S = 3600
@@ -25,22 +25,9 @@ def fresh_repository(ecr: Any, repository: str = REPOSITORY) -> None:
     ecr.create_repository(repositoryName=repository)
 
 
-def put(ecr: Any, manifest: str, tag: str, repository: str = REPOSITORY) -> str:
-    """Point `tag` at `manifest` (pushing it if new); returns the manifest's digest."""
-    digest = digest_of(manifest)
-    ecr.put_image(
-        repositoryName=repository,
-        imageManifest=manifest,
-        imageManifestMediaType=DOCKER_V2,
-        imageTag=tag,
-        imageDigest=digest,
-    )
-    return digest
-
-
 def tag_sha(ecr: Any, sha: str, tag: str, repository: str = REPOSITORY) -> str:
     """Move `tag` (staging, latest) onto the image of `sha`, as `docker push` would."""
-    return put(ecr, manifest_for(sha), tag, repository)
+    return put_image(ecr, repository, sha, tag)
 
 
 def digest_at(ecr: Any, tag: str, repository: str = REPOSITORY) -> str | None:
@@ -66,7 +53,7 @@ def seed(
     Returns {sha: digest}. Images are tagged with the sha's first 7 characters.
     """
     fresh_repository(ecr, repository)
-    digests = {sha: put(ecr, manifest_for(sha), sha[:7], repository) for sha in shas}
+    digests = {sha: tag_sha(ecr, sha, sha[:7], repository) for sha in shas}
     _space_out_pushes(ecr, repository, [digests[sha] for sha in shas])
     if staging is not None:
         tag_sha(ecr, staging, "staging", repository)

@@ -29,6 +29,7 @@ from tests.harness.container_helpers import (
     make_repo,
     wait_until,
 )
+from tests.harness.uat_aws import alb_listener
 
 FEATURE = "feature/blue-button"
 
@@ -196,25 +197,7 @@ def alb(tmp_path: Path) -> Iterator[dict[str, str]]:
     }
     ec2 = boto3.client("ec2", **kw)
     elb = boto3.client("elbv2", **kw)
-    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24", AvailabilityZone=f"us-east-1{z}")[
-            "Subnet"
-        ]["SubnetId"]
-        for i, z in ((1, "a"), (2, "b"))
-    ]
-    lb = elb.create_load_balancer(Name="uat", Subnets=subnets)["LoadBalancers"][0]
-    listener = elb.create_listener(
-        LoadBalancerArn=lb["LoadBalancerArn"],
-        Protocol="HTTP",
-        Port=80,
-        DefaultActions=[
-            {
-                "Type": "fixed-response",
-                "FixedResponseConfig": {"StatusCode": "404", "ContentType": "text/plain"},
-            }
-        ],
-    )["Listeners"][0]["ListenerArn"]
+    _, listener = alb_listener(ec2, elb, 9)
     elb.create_rule(
         ListenerArn=listener,
         Priority=1,

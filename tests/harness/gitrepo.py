@@ -18,19 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.harness.container_helpers import GIT_ENV
+
 DEFAULT_BRANCH = "main"
 BUILD_PATH = "container"
-
-# A fixed identity and no user or system config, so commits never depend on the machine.
-_GIT_ENV = {
-    "GIT_AUTHOR_NAME": "UAT Tester",
-    "GIT_AUTHOR_EMAIL": "uat-tester@example.com",
-    "GIT_COMMITTER_NAME": "UAT Tester",
-    "GIT_COMMITTER_EMAIL": "uat-tester@example.com",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": os.devnull,
-    "GIT_TERMINAL_PROMPT": "0",
-}
 
 
 def dockerfile(*lines: str) -> str:
@@ -73,7 +64,7 @@ class SourceRepo:
         result = subprocess.run(
             ["git", *args],
             cwd=self.path,
-            env={**os.environ, **_GIT_ENV},
+            env={**os.environ, **GIT_ENV},
             capture_output=True,
             text=True,
             timeout=60,
@@ -114,7 +105,7 @@ class SourceRepo:
         exists = subprocess.run(
             ["git", "rev-parse", "--verify", "-q", f"refs/heads/{branch}"],
             cwd=self.path,
-            env={**os.environ, **_GIT_ENV},
+            env={**os.environ, **GIT_ENV},
             capture_output=True,
             check=False,
         )

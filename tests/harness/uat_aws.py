@@ -15,8 +15,8 @@ from typing import Any
 import boto3
 from aiohttp import web
 
-from bot.devtools.local import manifest_for
-from tests.harness.ecr_seed import fresh_repository, put
+from bot.store import Environment, Facts
+from tests.harness.ecr_seed import fresh_repository, tag_sha
 
 CLUSTER = "uat"
 BASE_FAMILY = "uat-base"
@@ -63,6 +63,31 @@ class UatAccount:
         arns = self.ecs.list_task_definitions(familyPrefix=family, status=status)
         return [a for a in arns["taskDefinitionArns"] if f"/{family}:" in a]
 
+    def run_pr_task(self, definition: str, pr: int, session: str) -> str:
+        """A task for `pr` started and tagged as the bot starts one; its ARN (it must run)."""
+        task = self.ecs.run_task(
+            cluster=CLUSTER,
+            taskDefinition=definition,
+            launchType="FARGATE",
+            count=1,
+            startedBy=session,
+            networkConfiguration={
+                "awsvpcConfiguration": {
+                    "subnets": [self.subnet],
+                    "securityGroups": [self.security_group],
+                    "assignPublicIp": "DISABLED",
+                }
+            },
+            tags=[
+                {"key": "managed-by", "value": "uat-bot"},
+                {"key": "pr", "value": str(pr)},
+                {"key": "session", "value": session},
+            ],
+        )["tasks"][0]
+        if task["lastStatus"] != "RUNNING":
+            raise RuntimeError(f"moto started a {task['lastStatus']} task")
+        return str(task["taskArn"])
+
     def image_of(self, task_definition_arn: str) -> str:
         definition = self.ecs.describe_task_definition(taskDefinition=task_definition_arn)
         [container] = [
@@ -73,6 +98,84 @@ class UatAccount:
         return str(container["image"])
 
 
+def alb_listener(ec2: Any, elb: Any, network: int) -> tuple[str, str]:
+    """A VPC 10.`network`.0.0/16 with a subnet in two zones, the ALB `uat` on them and its HTTP
+    listener on port 80 that answers 404 unless a rule matches: (VPC id, listener ARN)."""
+    vpc = ec2.create_vpc(CidrBlock=f"10.{network}.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(
+            VpcId=vpc, CidrBlock=f"10.{network}.{i}.0/24", AvailabilityZone=f"us-east-1{z}"
+        )["Subnet"]["SubnetId"]
+        for i, z in ((1, "a"), (2, "b"))
+    ]
+    lb = elb.create_load_balancer(Name="uat", Subnets=subnets)["LoadBalancers"][0]
+    listener = elb.create_listener(
+        LoadBalancerArn=lb["LoadBalancerArn"],
+        Protocol="HTTP",
+        Port=80,
+        DefaultActions=[
+            {
+                "Type": "fixed-response",
+                "FixedResponseConfig": {"StatusCode": "404", "ContentType": "text/plain"},
+            }
+        ],
+    )["Listeners"][0]["ListenerArn"]
+    return str(vpc), str(listener)
+
+
+def running_environment(
+    repo: str, pr: int, session: str, task_arn: str, digest: str, definition: str, now: float
+) -> Environment:
+    """The record of a running environment as the bot keeps it, started at `now`."""
+    return Environment(
+        repo=repo,
+        pr=pr,
+        state="running",
+        label="uat",
+        task_arn=task_arn,
+        image_digest=digest,
+        facts=Facts.from_json(
+            {
+                "title": f"PR {pr}",
+                "branch": f"branch-{pr}",
+                "session": session,
+                "launch_started": now,
+                "requested_by": "bench",
+                "idle_until": now + 8 * 3600,
+                "warned": False,
+                "health": None,
+                "last_seen": "RUNNING",
+                "reason": "",
+                "task_definition": definition,
+            }
+        ),
+    )
+
+
+def register_base_definition(
+    ecs: Any, container: dict[str, Any] | None = None, **definition: Any
+) -> None:
+    """The operators' base task definition (Fargate, 1 vCPU, 2 GB, a placeholder image); more
+    `container` settings and `definition` fields where a test needs them."""
+    ecs.register_task_definition(
+        family=BASE_FAMILY,
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="1024",
+        memory="2048",
+        containerDefinitions=[
+            {
+                "name": CONTAINER,
+                "image": "placeholder:latest",
+                "memory": 2048,
+                "essential": True,
+                **(container or {}),
+            }
+        ],
+        **definition,
+    )
+
+
 def set_up_account(endpoint: str) -> UatAccount:
     kw: dict[str, Any] = {"endpoint_url": endpoint, "region_name": "us-east-1"}
     ec2, ecs, ecr = (boto3.client(s, **kw) for s in ("ec2", "ecs", "ecr"))
@@ -81,23 +184,14 @@ def set_up_account(endpoint: str) -> UatAccount:
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
     group = ec2.create_security_group(GroupName="uat", Description="uat", VpcId=vpc)["GroupId"]
     ecs.create_cluster(clusterName=CLUSTER)
-    ecs.register_task_definition(
-        family=BASE_FAMILY,
-        networkMode="awsvpc",
-        requiresCompatibilities=["FARGATE"],
-        cpu="1024",
-        memory="2048",
-        containerDefinitions=[
-            {"name": CONTAINER, "image": "placeholder:latest", "memory": 2048, "essential": True}
-        ],
-    )
+    register_base_definition(ecs)
     fresh_repository(ecr)
     digests = {
-        "latest": put(ecr, manifest_for("1111111"), "latest"),
-        "staging": put(ecr, manifest_for("2222222"), "staging"),
+        "latest": tag_sha(ecr, "1111111", "latest"),
+        "staging": tag_sha(ecr, "2222222", "staging"),
     }
-    put(ecr, manifest_for("1111111"), "1111111")
-    put(ecr, manifest_for("2222222"), "2222222")
+    tag_sha(ecr, "1111111", "1111111")
+    tag_sha(ecr, "2222222", "2222222")
     hold_tasks(endpoint)
     return UatAccount(endpoint, subnet, group, digests, ecs, ecr, ec2)
 
