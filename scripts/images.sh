@@ -24,8 +24,8 @@ CONTAINER_TAG="${CONTAINER_TAG:-uat-container:local}"
 
 # The archives this machine's apt already uses (deb822 `URIs:` or one-line `deb URI suite`).
 apt_uris() {
-    cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
-        2>/dev/null | awk '$1 == "URIs:" { for (i = 2; i <= NF; i++) print $i }
+    { cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources \
+        2>/dev/null || true; } | awk '$1 == "URIs:" { for (i = 2; i <= NF; i++) print $i }
                            $1 == "deb" { print ($2 ~ /^\[/ ? $3 : $2) }'
 }
 MIRROR="${MIRROR:-$(apt_uris | grep -v -- '-security' | head -n 1)}"
