@@ -28,8 +28,8 @@ apt_uris() {
         2>/dev/null || true; } | awk '$1 == "URIs:" { for (i = 2; i <= NF; i++) print $i }
                            $1 == "deb" { print ($2 ~ /^\[/ ? $3 : $2) }'
 }
-MIRROR="${MIRROR:-$(apt_uris | grep -v -- '-security' | head -n 1)}"
-SECURITY_MIRROR="${SECURITY_MIRROR:-$(apt_uris | grep -- '-security' | head -n 1)}"
+MIRROR="${MIRROR:-$(apt_uris | grep -v -- '-security' | head -n 1 || true)}"
+SECURITY_MIRROR="${SECURITY_MIRROR:-$(apt_uris | grep -- '-security' | head -n 1 || true)}"
 if [[ -z "${MIRROR}" || -z "${SECURITY_MIRROR}" ]]; then
     echo "images.sh: no Debian archive in this machine's apt sources: set MIRROR and SECURITY_MIRROR" >&2
     exit 2
