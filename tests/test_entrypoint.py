@@ -24,7 +24,7 @@ from tests.harness.container_helpers import (
     pid_alive,
     wait_until,
 )
-from tests.harness.entrypoint import FEATURE, Remote, Run, tool
+from tests.harness.entrypoint import FEATURE, GIT_REF, Remote, Run, tool
 
 
 def test_shellcheck_passes() -> None:
@@ -85,16 +85,47 @@ def test_the_entrypoint_clones_installs_starts_and_serves_prompts(
     assert answers(f"http://127.0.0.1:{app_port}/") is None
 
 
-def test_a_missing_branch_fails_with_the_reason_and_never_checks_out_main(
+def test_a_missing_pull_ref_fails_with_the_reason_and_never_checks_out_main(
     run_entrypoint: Run, tmp_path: Path
 ) -> None:
-    container = run_entrypoint(BRANCH="no-such-branch")
+    container = run_entrypoint(GIT_REF="refs/pull/99/head")
     failed = container.wait_health(503, "failed")
     assert failed["ready"] is False
-    assert "no-such-branch" in failed["error"]
+    assert "refs/pull/99/head" in failed["error"]
     assert "does not exist" in failed["error"]
     assert not Path(container.env["WORK_DIR"]).exists()
     # The prompt server stays up to say so, and nothing else ran.
+    assert container.proc.poll() is None
+    assert http("GET", container.url + "/version")[0] == 503
+    assert not (tmp_path / "agent.log").exists()
+
+
+def test_a_fork_pr_whose_branch_is_main_runs_the_prs_commit_not_the_bases_main(
+    run_entrypoint: Run, remote: Remote
+) -> None:
+    # The fork's `main` is one commit past the base's; GitHub keeps it as refs/pull/7/head.
+    fork_head = remote.commit_on(GIT_REF, "fork.txt", remote.main)
+    container = run_entrypoint(BRANCH="main", HEAD_SHA=fork_head)
+    container.wait_health(200)
+    status, version = http("GET", container.url + "/version")
+    assert status == 200
+    assert (version["commit"], version["branch"]) == (fork_head, "main")
+    work = Path(container.env["WORK_DIR"])
+    assert (work / "fork.txt").exists()
+    assert git(remote.path, "rev-parse", "refs/heads/main") == remote.main != fork_head
+
+
+def test_a_push_that_raced_the_launch_fails_with_the_reason_instead_of_running_it(
+    run_entrypoint: Run, remote: Remote, tmp_path: Path
+) -> None:
+    newer = remote.commit_on(GIT_REF, "later.txt", remote.feature)
+    container = run_entrypoint()  # HEAD_SHA is still remote.feature
+    failed = container.wait_health(503, "failed")
+    assert GIT_REF in failed["error"]
+    assert newer in failed["error"] and remote.feature in failed["error"]
+    assert "changed after the launch" in failed["error"]
+    # Nothing falls back: no checkout, no install, no app, and the server says why.
+    assert not Path(container.env["WORK_DIR"]).exists()
     assert container.proc.poll() is None
     assert http("GET", container.url + "/version")[0] == 503
     assert not (tmp_path / "agent.log").exists()
