@@ -11,6 +11,7 @@ import signal
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tests.harness.container_helpers import (
     DOCKERFILE,
@@ -24,6 +25,7 @@ from tests.harness.container_helpers import (
     pid_alive,
     wait_until,
 )
+from tests.harness.deploy_docs import bot_environment, uat_task_environment
 from tests.harness.entrypoint import FEATURE, GIT_REF, Remote, Run, tool
 
 
@@ -194,6 +196,54 @@ def test_alb_routing_is_created_tagged_and_removed_on_exit(
     assert ours() == []
     names = [g["TargetGroupName"] for g in elb.describe_target_groups()["TargetGroups"]]
     assert "uat-pr7-test" not in names
+
+
+def test_the_documented_app_url_is_the_host_the_entrypoint_routes(
+    run_entrypoint: Run, alb: dict[str, str]
+) -> None:
+    import boto3
+
+    from bot.config import load_settings
+    from bot.slack import slack_ui
+    from bot.store import Environment, Facts, State
+
+    # One environment as the bot records it; its session is the task's SESSION_ID.
+    env = Environment(
+        "acme/web",
+        7,
+        State.READY,
+        task_arn="arn:aws:ecs:::task/c/0a1b",
+        facts=Facts(session="pr7-0a1b2c3d"),
+    )
+    domain = uat_task_environment()["UAT_DOMAIN"]
+    container = run_entrypoint(**{**alb, "UAT_DOMAIN": domain, "SESSION_ID": env.facts.session})
+    wait_until(lambda: "ALB: " in container.log.read_text(), 30, "routing")
+    elb = boto3.client(
+        "elbv2",
+        endpoint_url=alb["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    rules = elb.describe_rules(ListenerArn=alb["ALB_LISTENER_ARN"])["Rules"]
+    tags = elb.describe_tags(ResourceArns=[r["RuleArn"] for r in rules])["TagDescriptions"]
+    [task_rule] = [
+        t["ResourceArn"]
+        for t in tags
+        if {"Key": "SESSION_ID", "Value": env.facts.session} in t["Tags"]
+    ]
+    [host] = [
+        value
+        for rule in rules
+        if rule["RuleArn"] == task_rule
+        for condition in rule["Conditions"]
+        if condition["Field"] == "host-header"
+        for value in condition["Values"]
+    ]
+
+    link = slack_ui.app_url(env, load_settings(bot_environment()))
+    assert link is not None
+    assert urlsplit(link).hostname == host
 
 
 # ------------------------------------------------------------------------------ Dockerfile
