@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,7 @@ from pydantic_settings import (
 )
 
 from bot.errors import ConfigError
+from bot.urls import PLACEHOLDERS, template_problem
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
 
@@ -34,7 +36,13 @@ HINTS: dict[str, str] = {
     "UAT_PROMPT_TOKEN": "a long random string; containers require it on /prompt",
     "UAT_POLL_SECONDS": "seconds between ECS status polls, a number > 0, e.g. 10",
     "UAT_IDLE_HOURS": "hours without activity before an environment is stopped, e.g. 8",
-    "UAT_CONTAINER_URL": "a URL, with {ip}, {pr} or {task_id} if needed, e.g. http://{ip}:8080",
+    "UAT_CONTAINER_URL": (
+        f"a URL, with {', '.join('{' + p + '}' for p in PLACEHOLDERS)} if needed, "
+        "e.g. http://{ip}:8080"
+    ),
+    "UAT_APP_URL": "a URL with the same placeholders, e.g. https://{session}.uat.example.com",
+    "UAT_LABEL_LATEST": "the GitHub label that starts :latest environments, e.g. uat",
+    "UAT_LABEL_STAGING": "the GitHub label that starts :staging environments, e.g. uat-staging",
     "UAT_ASSIGN_PUBLIC_IP": "ENABLED or DISABLED",
     "UAT_STORE": "sqlite (one replica) or dynamodb (several, with UAT_DYNAMODB_TABLE)",
     "UAT_BUILDER": "docker (the local docker engine) or codebuild (with UAT_CODEBUILD_PROJECT)",
@@ -60,6 +68,35 @@ AWS_IDS = {
 FIND_CHANNEL_ID = (
     'in Slack, open the channel\'s details (click its name): "Channel ID" is at the bottom'
 )
+
+
+# ECS's Tag value: up to 256 characters, pattern ^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$ (letters,
+# separators such as spaces, numbers and _ . : / = + - @); the aws: prefix is AWS's own.
+# https://docs.aws.amazon.com/AmazonECS/latest/APIReference/API_Tag.html
+TAG_VALUE_MAX = 256
+TAG_VALUE_SYMBOLS = "_.:/=+-@"
+
+
+def tag_value_problem(value: str) -> str | None:
+    """Why ECS would refuse `value` as a tag value (a phrase), or None; empty is refused too,
+    since a label needs a name."""
+    if not value:
+        return "is empty"
+    if len(value) > TAG_VALUE_MAX:
+        return f"is {len(value)} characters long; ECS takes at most {TAG_VALUE_MAX}"
+    if value.lower().startswith("aws:"):
+        return "starts with aws:, which AWS keeps for itself"
+    bad = sorted(
+        {
+            ch
+            for ch in value
+            if ch not in TAG_VALUE_SYMBOLS and unicodedata.category(ch)[0] not in "LZN"
+        }
+    )
+    if bad:
+        shown = " ".join(repr(ch) for ch in bad)
+        return f"has {shown}; use letters, numbers, spaces and {' '.join(TAG_VALUE_SYMBOLS)}"
+    return None
 
 
 def channel_problem(value: str) -> str | None:
@@ -163,15 +200,20 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value if value.endswith("/") else value + "/"
 
-    @field_validator("uat_container_url")
+    @field_validator("uat_container_url", "uat_app_url")
     @classmethod
-    def _container_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must be an http:// or https:// URL")
-        try:
-            value.format(ip="10.0.0.1", pr=1, task_id="t")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"only {{ip}}, {{pr}} and {{task_id}} may be used ({exc})") from None
+    def _url_template(cls, value: str | None) -> str | None:
+        problem = template_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("uat_label_latest", "uat_label_staging")
+    @classmethod
+    def _label(cls, value: str) -> str:
+        problem = tag_value_problem(value)
+        if problem:
+            raise ValueError(f"ECS refuses it as a task tag: it {problem}")
         return value
 
     @property
@@ -280,7 +322,8 @@ def load_settings(
         problems = []
         for error in exc.errors():
             name = str(error["loc"][0]).upper() if error["loc"] else "settings"
-            problems.append(_problem(name, f"is invalid ({error['msg']})"))
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(_problem(name, f"is invalid ({message})"))
         raise ConfigError(problems) from None
     if settings.combination_problems():
         raise ConfigError(settings.combination_problems())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # UAT container entrypoint. Starts the prompt server first (so /health answers from the start),
-# shallow-clones REPO at BRANCH into WORK_DIR, runs APP_INSTALL_CMD, starts APP_START_CMD, and,
+# fetches GIT_REF from REPO (shallow) into WORK_DIR and checks out exactly HEAD_SHA, runs
+# APP_INSTALL_CMD, starts APP_START_CMD, and,
 # when ALB_LISTENER_ARN is set, routes ${SESSION_ID}.${UAT_DOMAIN} to this task. It keeps PHASE_FILE
 # current: cloning -> installing -> starting (the prompt server itself reports ready once the app
 # answers on APP_PORT), or failed with the reason, after which the prompt server keeps running so
@@ -10,8 +11,11 @@
 #   {"phase": "cloning|installing|starting|failed", "error": "why" | null, "updated_at": "..."}
 #
 # Environment [default]:
-#   REPO, BRANCH        what to clone (both required; a missing branch fails, never falls back)
-#   HEAD_SHA            the commit the bot expects; a different one is only logged
+#   REPO                the base repository's clone URL (required)
+#   GIT_REF             the ref to fetch from REPO, refs/pull/<n>/head: works for forks (required)
+#   HEAD_SHA            the commit to run (required); when GIT_REF is elsewhere (a push raced the
+#                       launch) the phase is failed with the reason: nothing falls back to another ref
+#   BRANCH              the PR's branch, for display only: the local branch's name
 #   GIT_TOKEN           HTTPS token for the clone and the agent's pushes; given to git by a
 #                       credential helper that reads it from the environment (never printed)
 #   WORK_DIR [$HOME/app]  PHASE_FILE [$HOME/phase.json]  PROMPT_STATE [$HOME/prompt-state.json]
@@ -35,6 +39,8 @@ PYTHON="${PYTHON:-python3}"
 PROMPT_SERVER="${PROMPT_SERVER:-/opt/uat/prompt_server.py}"
 REPO="${REPO:-}"
 BRANCH="${BRANCH:-}"
+GIT_REF="${GIT_REF:-}"
+HEAD_SHA="${HEAD_SHA:-}"
 
 # git runs this helper with `sh`; the single quotes keep $GIT_TOKEN unexpanded until then, so the
 # token is never on a command line, in a config file or in this script's output.
@@ -100,42 +106,60 @@ run_step() {
     return "$status"
 }
 
+# git with the token given by the credential helper (and no other helper).
+GIT_AUTH=(git -c credential.helper= -c "credential.helper=$CREDENTIAL_HELPER")
+
+# Fetch GIT_REF from REPO and check out HEAD_SHA, on a local branch named BRANCH when it is a
+# valid name. GIT_REF is fetched rather than BRANCH: a fork's branch is not in REPO, and a fork
+# branch named like one of REPO's would otherwise run REPO's commit.
 clone() {
-    local err status=0
+    local err status=0 fetched
     err=$(mktemp)
-    if [[ -z $REPO || -z $BRANCH ]]; then
-        fail "REPO and BRANCH must both be set (REPO='$REPO', BRANCH='$BRANCH')"
+    if [[ -z $REPO || -z $GIT_REF || -z $HEAD_SHA ]]; then
+        fail "REPO, GIT_REF and HEAD_SHA must all be set" \
+            "(REPO='$REPO', GIT_REF='$GIT_REF', HEAD_SHA='$HEAD_SHA')"
         return 1
     fi
-    run_step git -c credential.helper= -c "credential.helper=$CREDENTIAL_HELPER" \
-        ls-remote --exit-code --heads -- "$REPO" "refs/heads/$BRANCH" >/dev/null 2>"$err" ||
+    run_step "${GIT_AUTH[@]}" ls-remote --exit-code -- "$REPO" "$GIT_REF" >/dev/null 2>"$err" ||
         status=$?
     if [[ $status -eq 2 ]]; then
-        fail "branch '$BRANCH' does not exist in $REPO"
+        fail "$GIT_REF does not exist in $REPO"
         return 1
     elif [[ $status -ne 0 ]]; then
         fail "cannot read $REPO (git ls-remote exited with $status): $(tail -n 3 "$err")"
         return 1
     fi
-    run_step git -c credential.helper= -c "credential.helper=$CREDENTIAL_HELPER" \
-        clone --quiet --depth 1 --branch "$BRANCH" --single-branch -- "$REPO" "$WORK_DIR" \
-        2>"$err" || status=$?
+    if ! git init --quiet -- "$WORK_DIR" 2>"$err" ||
+        ! git -C "$WORK_DIR" remote add origin -- "$REPO" 2>"$err"; then
+        fail "cannot prepare $WORK_DIR for the checkout: $(tail -n 3 "$err")"
+        return 1
+    fi
+    run_step "${GIT_AUTH[@]}" -C "$WORK_DIR" fetch --quiet --depth 1 --no-tags origin \
+        "+$GIT_REF:refs/remotes/origin/uat-head" 2>"$err" || status=$?
     if [[ $status -ne 0 ]]; then
-        fail "git clone of branch '$BRANCH' failed (status $status): $(tail -n 3 "$err")"
+        fail "git fetch of $GIT_REF failed (status $status): $(tail -n 3 "$err")"
+        rm -rf -- "$WORK_DIR"
         return 1
     fi
     rm -f "$err"
+    fetched=$(git -C "$WORK_DIR" rev-parse refs/remotes/origin/uat-head)
+    if [[ $fetched != "$HEAD_SHA" ]]; then
+        fail "$GIT_REF is at $fetched, not at $HEAD_SHA: the pull request changed after the" \
+            "launch; start the environment again to run its new head"
+        rm -rf -- "$WORK_DIR"
+        return 1
+    fi
+    if [[ -n $BRANCH ]] && git check-ref-format --branch "$BRANCH" >/dev/null 2>&1; then
+        git -C "$WORK_DIR" checkout --quiet -B "$BRANCH" "$HEAD_SHA"
+    else
+        git -C "$WORK_DIR" checkout --quiet --detach "$HEAD_SHA"
+    fi
     # Pushes by the agent use the same helper; commits get an identity unless one is configured.
     git -C "$WORK_DIR" config credential.helper "$CREDENTIAL_HELPER"
     git -C "$WORK_DIR" config user.name >/dev/null || git -C "$WORK_DIR" config user.name "UAT agent"
     git -C "$WORK_DIR" config user.email >/dev/null ||
         git -C "$WORK_DIR" config user.email "uat-agent@users.noreply.github.com"
-    local head
-    head=$(git -C "$WORK_DIR" rev-parse HEAD)
-    log "cloned $BRANCH at $head"
-    if [[ -n ${HEAD_SHA:-} && $HEAD_SHA != "$head" ]]; then
-        log "note: HEAD_SHA was $HEAD_SHA; $BRANCH has moved on to $head"
-    fi
+    log "fetched $GIT_REF at $HEAD_SHA${BRANCH:+ ($BRANCH)}"
 }
 
 # The operators' commands run in WORK_DIR with neither the prompt token nor the git token.
@@ -156,7 +180,7 @@ start_app() {
 }
 
 fail() {
-    write_phase failed "$1"
+    write_phase failed "$*"
 }
 
 # ------------------------------------------------------------------------------ ALB routing

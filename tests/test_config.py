@@ -158,3 +158,61 @@ def test_an_unknown_builder_is_refused() -> None:
         "UAT_BUILDER",
         "UAT_BUILD_TIMEOUT_S",
     ]
+
+
+@pytest.mark.parametrize("name", ["UAT_APP_URL", "UAT_CONTAINER_URL"])
+def test_url_templates_take_session_pr_task_id_and_ip(name: str) -> None:
+    template = "https://{session}.uat.example.com/{pr}/{task_id}?ip={ip}"
+    settings = load_settings({name: template})
+    assert getattr(settings, name.lower()) == template
+
+
+@pytest.mark.parametrize(
+    ("template", "words"),
+    [
+        ("https://{host}.uat.example.com", "has {host}, which is not a placeholder"),
+        ("https://{0}.uat.example.com", "has {0}, which is not a placeholder"),
+        ("https://{session.id}.uat.example.com", "has {session.id}, which is not a placeholder"),
+        ("https://{session.uat.example.com", "is not a valid template"),
+        ("https://uat.example.com/}", "is not a valid template"),
+        ("{session}.uat.example.com", "must be an http:// or https:// URL"),
+    ],
+)
+@pytest.mark.parametrize("name", ["UAT_APP_URL", "UAT_CONTAINER_URL"])
+def test_an_unknown_placeholder_or_a_broken_template_is_one_line_naming_it(
+    name: str, template: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**CREDENTIALS, name: template})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{name} is invalid ({words}")
+    assert "\n" not in problem
+
+
+@pytest.mark.parametrize(
+    "label", ["uat", "UAT staging", "uat:pr/preview@v2_+=-.", "прогон", "x" * 256]
+)
+def test_labels_that_ecs_takes_as_tag_values_are_accepted(label: str) -> None:
+    assert load_settings({"UAT_LABEL_LATEST": label}).uat_label_latest == label
+
+
+@pytest.mark.parametrize(
+    ("label", "words"),
+    [
+        ("uat!", "has '!'"),
+        ("uat, staging", "has ','"),
+        ("🚀 uat", "has '🚀'"),
+        ("uat\tstaging", "has '\\t'"),
+        ("x" * 257, "is 257 characters long; ECS takes at most 256"),
+        ("aws:uat", "starts with aws:"),
+        ("", "is empty"),
+    ],
+)
+@pytest.mark.parametrize("name", ["UAT_LABEL_LATEST", "UAT_LABEL_STAGING"])
+def test_a_label_ecs_would_refuse_as_a_task_tag_stops_at_start(
+    name: str, label: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**CREDENTIALS, name: label})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{name} is invalid (ECS refuses it as a task tag: it {words}")

@@ -15,16 +15,11 @@ from botocore.validate import ParamValidator
 
 from bot.config import load_settings
 from tests.harness.bot import ROOT
+from tests.harness.deploy_docs import DOCS, bot_environment, document
 from tests.harness.iam_context import execution_role_requests
 from tests.harness.iam_eval import evaluate
 
-DOCS = ROOT / "docs"
 README = (ROOT / "README.md").read_text()
-
-
-def document(name: str) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((DOCS / name).read_text())
-    return {k: v for k, v in loaded.items() if k != "_comment"}
 
 
 def problems(service: str, operation: str, params: dict[str, Any]) -> str:
@@ -64,13 +59,6 @@ def test_the_validation_refuses_what_aws_refuses() -> None:
     assert "containerDefinitions" in problems("ecs", "RegisterTaskDefinition", definition)
     broken = {**document("codebuild-project.json"), "timeoutInMinutes": "sixty"}
     assert "timeoutInMinutes" in problems("codebuild", "CreateProject", broken)
-
-
-def bot_environment() -> dict[str, str]:
-    [container] = document("ecs-service.json")["taskDefinition"]["containerDefinitions"]
-    env = {e["name"]: e["value"] for e in container["environment"]}
-    env.update({s["name"]: "from-secrets-manager" for s in container["secrets"]})
-    return env
 
 
 def test_the_bots_service_builds_with_codebuild_and_starts_as_configured() -> None:
@@ -151,17 +139,3 @@ def test_the_readme_walk_through_names_every_file_in_docs() -> None:
     assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 6
     for words in ("manifest.yml", "webhook", "Secrets Manager", "Upgrading", "Backing up"):
         assert words in walk_through
-
-
-def test_the_documented_app_url_names_the_host_the_alb_routes() -> None:
-    from bot.slack import slack_ui
-    from bot.store import Environment, Facts, State
-
-    settings = load_settings(bot_environment())
-    env = Environment("o/r", 7, State.READY, "uat", "arn:task/abc", facts=Facts(session="pr7-ab12"))
-    domain = {
-        e["name"]: e["value"]
-        for e in document("uat-task-definition.json")["containerDefinitions"][0]["environment"]
-    }["UAT_DOMAIN"]
-    # entrypoint.sh routes ${SESSION_ID}.${UAT_DOMAIN} to the task
-    assert slack_ui.app_url(env, settings) == f"https://pr7-ab12.{domain}"

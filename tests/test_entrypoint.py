@@ -11,6 +11,7 @@ import signal
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tests.harness.container_helpers import (
     DOCKERFILE,
@@ -24,7 +25,8 @@ from tests.harness.container_helpers import (
     pid_alive,
     wait_until,
 )
-from tests.harness.entrypoint import FEATURE, Remote, Run, tool
+from tests.harness.deploy_docs import bot_environment, uat_task_environment
+from tests.harness.entrypoint import FEATURE, GIT_REF, Remote, Run, tool
 
 
 def test_shellcheck_passes() -> None:
@@ -85,16 +87,47 @@ def test_the_entrypoint_clones_installs_starts_and_serves_prompts(
     assert answers(f"http://127.0.0.1:{app_port}/") is None
 
 
-def test_a_missing_branch_fails_with_the_reason_and_never_checks_out_main(
+def test_a_missing_pull_ref_fails_with_the_reason_and_never_checks_out_main(
     run_entrypoint: Run, tmp_path: Path
 ) -> None:
-    container = run_entrypoint(BRANCH="no-such-branch")
+    container = run_entrypoint(GIT_REF="refs/pull/99/head")
     failed = container.wait_health(503, "failed")
     assert failed["ready"] is False
-    assert "no-such-branch" in failed["error"]
+    assert "refs/pull/99/head" in failed["error"]
     assert "does not exist" in failed["error"]
     assert not Path(container.env["WORK_DIR"]).exists()
     # The prompt server stays up to say so, and nothing else ran.
+    assert container.proc.poll() is None
+    assert http("GET", container.url + "/version")[0] == 503
+    assert not (tmp_path / "agent.log").exists()
+
+
+def test_a_fork_pr_whose_branch_is_main_runs_the_prs_commit_not_the_bases_main(
+    run_entrypoint: Run, remote: Remote
+) -> None:
+    # The fork's `main` is one commit past the base's; GitHub keeps it as refs/pull/7/head.
+    fork_head = remote.commit_on(GIT_REF, "fork.txt", remote.main)
+    container = run_entrypoint(BRANCH="main", HEAD_SHA=fork_head)
+    container.wait_health(200)
+    status, version = http("GET", container.url + "/version")
+    assert status == 200
+    assert (version["commit"], version["branch"]) == (fork_head, "main")
+    work = Path(container.env["WORK_DIR"])
+    assert (work / "fork.txt").exists()
+    assert git(remote.path, "rev-parse", "refs/heads/main") == remote.main != fork_head
+
+
+def test_a_push_that_raced_the_launch_fails_with_the_reason_instead_of_running_it(
+    run_entrypoint: Run, remote: Remote, tmp_path: Path
+) -> None:
+    newer = remote.commit_on(GIT_REF, "later.txt", remote.feature)
+    container = run_entrypoint()  # HEAD_SHA is still remote.feature
+    failed = container.wait_health(503, "failed")
+    assert GIT_REF in failed["error"]
+    assert newer in failed["error"] and remote.feature in failed["error"]
+    assert "changed after the launch" in failed["error"]
+    # Nothing falls back: no checkout, no install, no app, and the server says why.
+    assert not Path(container.env["WORK_DIR"]).exists()
     assert container.proc.poll() is None
     assert http("GET", container.url + "/version")[0] == 503
     assert not (tmp_path / "agent.log").exists()
@@ -163,6 +196,54 @@ def test_alb_routing_is_created_tagged_and_removed_on_exit(
     assert ours() == []
     names = [g["TargetGroupName"] for g in elb.describe_target_groups()["TargetGroups"]]
     assert "uat-pr7-test" not in names
+
+
+def test_the_documented_app_url_is_the_host_the_entrypoint_routes(
+    run_entrypoint: Run, alb: dict[str, str]
+) -> None:
+    import boto3
+
+    from bot.config import load_settings
+    from bot.slack import slack_ui
+    from bot.store import Environment, Facts, State
+
+    # One environment as the bot records it; its session is the task's SESSION_ID.
+    env = Environment(
+        "acme/web",
+        7,
+        State.READY,
+        task_arn="arn:aws:ecs:::task/c/0a1b",
+        facts=Facts(session="pr7-0a1b2c3d"),
+    )
+    domain = uat_task_environment()["UAT_DOMAIN"]
+    container = run_entrypoint(**{**alb, "UAT_DOMAIN": domain, "SESSION_ID": env.facts.session})
+    wait_until(lambda: "ALB: " in container.log.read_text(), 30, "routing")
+    elb = boto3.client(
+        "elbv2",
+        endpoint_url=alb["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    rules = elb.describe_rules(ListenerArn=alb["ALB_LISTENER_ARN"])["Rules"]
+    tags = elb.describe_tags(ResourceArns=[r["RuleArn"] for r in rules])["TagDescriptions"]
+    [task_rule] = [
+        t["ResourceArn"]
+        for t in tags
+        if {"Key": "SESSION_ID", "Value": env.facts.session} in t["Tags"]
+    ]
+    [host] = [
+        value
+        for rule in rules
+        if rule["RuleArn"] == task_rule
+        for condition in rule["Conditions"]
+        if condition["Field"] == "host-header"
+        for value in condition["Values"]
+    ]
+
+    link = slack_ui.app_url(env, load_settings(bot_environment()))
+    assert link is not None
+    assert urlsplit(link).hostname == host
 
 
 # ------------------------------------------------------------------------------ Dockerfile

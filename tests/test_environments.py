@@ -74,6 +74,27 @@ async def test_the_uat_label_starts_one_pinned_task_and_opens_the_thread(
     assert await state(uat) == "running"
 
 
+async def test_a_fork_prs_task_fetches_the_pull_ref_from_the_base_repository(
+    uat: Bot, account: UatAccount
+) -> None:
+    # A fork's PR whose branch is `main`: the base repository has a `main` too, elsewhere.
+    payload = pr_event("labeled", "uat")
+    head = payload["pull_request"]["head"]
+    fork = {**head["repo"], "full_name": "octocat-fork/Hello-World", "fork": True}
+    fork["clone_url"] = "https://github.com/octocat-fork/Hello-World.git"
+    head.update(ref="main", label="octocat-fork:main", repo=fork)
+    status, body = await uat.github("pull_request", payload)
+    assert status in (200, 202), body
+    await uat.settle()
+    [task] = account.tasks()
+    [override] = task["overrides"]["containerOverrides"]
+    environment = {e["name"]: e["value"] for e in override["environment"]}
+    assert environment["REPO"] == payload["repository"]["clone_url"] != fork["clone_url"]
+    assert environment["GIT_REF"] == f"refs/pull/{PR}/head"
+    assert environment["HEAD_SHA"] == head["sha"]
+    assert environment["BRANCH"] == "main"  # shown only; the container never fetches it
+
+
 async def test_uat_staging_runs_the_staging_image(uat: Bot, account: UatAccount) -> None:
     await label(uat, "uat-staging")
     [task] = account.tasks()

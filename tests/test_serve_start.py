@@ -60,6 +60,26 @@ async def test_serve_stops_on_a_channel_name_and_on_subnets_and_groups_that_are_
     assert slack.calls == []  # nothing was asked of Slack: the settings alone were enough
 
 
+async def test_serve_stops_on_an_unknown_url_placeholder_and_a_label_ecs_cannot_tag(
+    slack: SlackStub, tmp_path: Path
+) -> None:
+    env = bot_env(
+        slack,
+        tmp_path,
+        UAT_APP_URL="https://{branch}.uat.example.com",
+        UAT_LABEL_STAGING="uat, staging",
+    )
+    exited = await serve_until_exit(env, tmp_path)
+    assert exited.status == 1
+    [header, label, app_url] = exited.stderr_lines
+    assert header == HEADER
+    assert label.startswith("  - UAT_LABEL_STAGING is invalid (ECS refuses it as a task tag")
+    assert app_url.startswith(
+        "  - UAT_APP_URL is invalid (has {branch}, which is not a placeholder"
+    )
+    assert slack.calls == []
+
+
 async def test_serve_stops_when_slack_refuses_the_token(slack: SlackStub, tmp_path: Path) -> None:
     env = bot_env(slack, tmp_path, SLACK_BOT_TOKEN="xoxb-not-the-apps-token")
     exited = await serve_until_exit(env, tmp_path)

@@ -357,17 +357,14 @@ def _task(raw: Any) -> TaskInfo:
     )
 
 
-# Fields describe_task_definition returns that register_task_definition does not take.
-_READ_ONLY = {
-    "taskDefinitionArn",
-    "revision",
-    "status",
-    "requiresAttributes",
-    "compatibilities",
-    "registeredAt",
-    "registeredBy",
-    "deregisteredAt",
-}
+def registrable(ecs: Any, described: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a DescribeTaskDefinition answer that RegisterTaskDefinition takes back, by
+    the client's own service model (AWS adds read-only fields such as `deleteRequestedAt`;
+    botocore refuses any parameter its model does not know). Tags are passed separately."""
+    shape = ecs.meta.service_model.operation_model("RegisterTaskDefinition").input_shape
+    accepted = set(shape.members) - {"tags"}
+    return {k: v for k, v in described.items() if k in accepted}
+
 
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks per call
 STOP_REASON = 255  # StopTask's reason: ECS refuses a longer one, so it is cut to this
@@ -389,7 +386,7 @@ class Ecs(_Gateway):
             ecs = self._client("ecs")
             self._count("DescribeTaskDefinition")
             base = ecs.describe_task_definition(taskDefinition=base_family)["taskDefinition"]
-            spec = {k: v for k, v in base.items() if k not in _READ_ONLY}
+            spec = registrable(ecs, base)
             names = [c["name"] for c in spec["containerDefinitions"]]
             if container not in names:
                 raise AwsError(gateway_text.no_container(base_family, container, names))
@@ -541,9 +538,10 @@ class Ecs(_Gateway):
             candidates: list[str] = []
             listener = self._settings.uat_alb_listener_arn
             if listener:
-                self._count("DescribeRules")
-                rules = elb.describe_rules(ListenerArn=listener).get("Rules", [])
-                candidates += [r["RuleArn"] for r in rules if not r.get("IsDefault")]
+                for page in elb.get_paginator("describe_rules").paginate(ListenerArn=listener):
+                    self._count("DescribeRules")
+                    rules = page.get("Rules", [])
+                    candidates += [r["RuleArn"] for r in rules if not r.get("IsDefault")]
             for page in elb.get_paginator("describe_target_groups").paginate():
                 self._count("DescribeTargetGroups")
                 candidates += [g["TargetGroupArn"] for g in page.get("TargetGroups", [])]

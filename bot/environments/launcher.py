@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 LAUNCH_LEASE_S = 15.0
 
 
+def pull_ref(pr: int) -> str:
+    """The ref GitHub keeps in the base repository for a PR's head, forks' PRs included."""
+    return f"refs/pull/{pr}/head"
+
+
 class Launcher:
     """Starts environments: one launcher at a time per PR, across replicas."""
 
@@ -224,10 +229,13 @@ class Launcher:
 
     def task_environment(self, env: Environment, session: str) -> dict[str, str]:
         token = self.ctx.settings.uat_prompt_token
+        # The base repository and its refs/pull/<n>/head, which GitHub keeps for forks too; the
+        # branch may be a fork's (even one named like a base branch), so it is for display only.
         return {
             "PR_NUMBER": str(env.pr),
             "BRANCH": env.facts.branch,
             "REPO": env.facts.clone_url or env.repo,
+            "GIT_REF": pull_ref(env.pr),
             "HEAD_SHA": env.facts.head_sha,
             "SESSION_ID": session,
             "UAT_PROMPT_TOKEN": token.get_secret_value() if token else "",

@@ -25,6 +25,7 @@ from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.slack import slack_ui
 from bot.store import Environment, State
+from bot.urls import environment_url
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +205,4 @@ class Watcher:
         return await endpoints[path](self.container_url(env, task))
 
     def container_url(self, env: Environment, task: TaskInfo | None = None) -> str:
-        return self.ctx.settings.uat_container_url.format(
-            ip=(task.private_ip if task else env.facts.task_ip) or "",
-            pr=env.pr,
-            task_id=(task.task_id if task else (env.task_arn or "").rsplit("/", 1)[-1]),
-        ).rstrip("/")
+        return environment_url(self.ctx.settings.uat_container_url, env, task)

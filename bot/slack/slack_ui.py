@@ -14,6 +14,7 @@ from typing import Any
 from bot.gateway_text import escape as escape  # the one escaping function, used here too
 from bot.slack import action_ids, limits
 from bot.store.records import ENDED, LIVE, Environment, State
+from bot.urls import environment_url
 
 Block = dict[str, Any]
 
@@ -438,14 +439,10 @@ def duration(seconds: float) -> str:
 
 
 def app_url(env: Environment, settings: Any) -> str | None:
+    """The link people get for `env`'s app (UAT_APP_URL filled in), or None when unset."""
     if not settings.uat_app_url:
         return None
-    return str(settings.uat_app_url).format(
-        ip=env.facts.task_ip or "",
-        pr=env.pr,
-        task_id=(env.task_arn or "").rsplit("/", 1)[-1],
-        session=env.facts.session or "",
-    )
+    return environment_url(str(settings.uat_app_url), env)
 
 
 def environment_card(env: Environment, settings: Any, now: float) -> tuple[str, list[Block]]:

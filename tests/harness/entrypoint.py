@@ -32,6 +32,8 @@ from tests.harness.container_helpers import (
 from tests.harness.uat_aws import alb_listener
 
 FEATURE = "feature/blue-button"
+PR = 7
+GIT_REF = f"refs/pull/{PR}/head"
 
 
 @dataclass
@@ -39,11 +41,38 @@ class Remote:
     url: str
     main: str
     feature: str
+    path: Path  # the bare repo
+
+    def commit_on(self, ref: str, name: str, parent: str) -> str:
+        """A new commit adding `name` on top of `parent`, and `ref` moved to it (as GitHub
+        moves refs/pull/<n>/head when the PR's branch, maybe a fork's, gets a push)."""
+        tree = git(self.path, "rev-parse", f"{parent}^{{tree}}")
+        blob = subprocess.run(
+            ["git", "hash-object", "-w", "--stdin"],
+            cwd=self.path,
+            input=f"{name}\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        listing = git(self.path, "ls-tree", tree)
+        new_tree = subprocess.run(
+            ["git", "mktree"],
+            cwd=self.path,
+            input=f"{listing}\n100644 blob {blob}\t{name}\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        commit = git(self.path, "commit-tree", new_tree, "-p", parent, "-m", f"Add {name}")
+        git(self.path, "update-ref", ref, commit)
+        return commit
 
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Remote:
-    """A bare repo with `main` and FEATURE (one commit ahead), reachable as a file:// URL."""
+    """A bare repo with `main` and FEATURE (one commit ahead), reachable as a file:// URL, where
+    GIT_REF (refs/pull/7/head, as GitHub keeps it for every PR) is at FEATURE's commit."""
     source = make_repo(tmp_path / "source")
     main = git(source, "rev-parse", "HEAD")
     git(source, "checkout", "-q", "-b", FEATURE)
@@ -53,7 +82,8 @@ def remote(tmp_path: Path) -> Remote:
     feature = git(source, "rev-parse", "HEAD")
     bare = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(source), str(bare))
-    return Remote(f"file://{bare}", main, feature)
+    git(bare, "update-ref", GIT_REF, feature)
+    return Remote(f"file://{bare}", main, feature, bare)
 
 
 @dataclass
@@ -112,6 +142,7 @@ def run_entrypoint(tmp_path: Path, remote: Remote) -> Iterator[Run]:
             "GIT_CONFIG_GLOBAL": os.devnull,
             "REPO": remote.url,
             "BRANCH": FEATURE,
+            "GIT_REF": GIT_REF,
             "HEAD_SHA": remote.feature,
             "SESSION_ID": "pr7-test",
             "WORK_DIR": str(home / "app"),
