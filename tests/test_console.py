@@ -25,7 +25,7 @@ from bot import gateway_text
 from bot.devtools.console import ConsoleChat, render
 from bot.devtools.local import LATEST_COMMIT, SEED_COMMITS, STAGING_COMMIT, digest_of, manifest_for
 from bot.slack import slack_ui
-from bot.slack.chat import Upload
+from bot.slack.chat import Message, Upload
 from tests.harness.gitrepo import remove_built_images
 from tests.harness.services import ensure_dockerd, ensure_registry, require
 from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, UatAccount
@@ -394,7 +394,7 @@ def test_cards_render_compactly_with_numbered_buttons() -> None:
 async def test_a_file_the_bot_shares_is_saved_where_the_console_says() -> None:
     out = io.StringIO()
     chat = ConsoleChat(out)
-    root = await chat.post("C1", "the card")
+    root = await chat.post(Message("C1", "the card"))
     content = "".join(f"line {n}\n" for n in range(500))
     where = await chat.upload(
         Upload("C1", root, "prompt-j1-output.txt", content, "Output of prompt j1")
