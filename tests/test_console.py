@@ -145,6 +145,20 @@ def test_a_scripted_session_from_label_to_close(tmp_path: Path) -> None:
     assert not (tmp_path / "state").exists()
 
 
+def test_close_and_reopen_change_the_prs_state_once_and_say_when_it_is_there_already(
+    tmp_path: Path,
+) -> None:
+    result = run_console(tmp_path, "reopen 7\nclose 7\nclose 7\nreopen 7\nquit\n")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    steps = out.split("uat> ")
+    assert "example/app#7 is open." in steps[1]
+    assert "github: you closed example/app#7" in steps[2]
+    assert "example/app#7 is already closed." in steps[3]
+    assert "github" not in steps[3]
+    assert "github: you reopened example/app#7" in steps[4]
+
+
 def test_the_end_of_the_input_ends_the_console(tmp_path: Path) -> None:
     empty = run_console(tmp_path, "")
     assert empty.returncode == 0, empty.stdout + empty.stderr

@@ -321,6 +321,13 @@ GITHUB_WORDS = {
     "push": "push <pr>",
 }
 
+# close and reopen: the PR's state after it, what is said when it is in that state already, and
+# GitHub's action (which also reads as what you did)
+STATE_CHANGES = {
+    "close": ("closed", "is already closed", "closed"),
+    "reopen": ("open", "is open", "reopened"),
+}
+
 
 def console_help(repo: str, settings: Settings) -> str:
     latest, staging = settings.uat_label_latest, settings.uat_label_staging
@@ -548,18 +555,13 @@ class Console:
                 return
             pr.labels.remove(label)
             event, what = pr.event("unlabeled", label), f"you removed `{label}` from {name}"
-        elif word == "close":
-            if pr.state == "closed":
-                self.chat.say(f"{name} is already closed.")
+        elif word in STATE_CHANGES:
+            state, already, action = STATE_CHANGES[word]
+            if pr.state == state:
+                self.chat.say(f"{name} {already}.")
                 return
-            pr.state = "closed"
-            event, what = pr.event("closed"), f"you closed {name}"
-        elif word == "reopen":
-            if pr.state == "open":
-                self.chat.say(f"{name} is open.")
-                return
-            pr.state = "open"
-            event, what = pr.event("reopened"), f"you reopened {name}"
+            pr.state = state
+            event, what = pr.event(action), f"you {action} {name}"
         else:
             if pr.state == "closed":
                 self.chat.say(f"{name} is closed: reopen it first.")
