@@ -26,7 +26,7 @@ from bot.aws.codebuild import CodeBuild
 from bot.aws.gateways import Ecr, Ecs, ErrorHook
 from bot.config import Settings, token_refused
 from bot.container import ContainerClient
-from bot.environments import Environments
+from bot.environments import Context, Environments
 from bot.errors import ConfigError
 from bot.github import PullRequestHandler
 from bot.images.builders import builder_for, tags_for
@@ -241,7 +241,7 @@ def build_runtime(
     ecs = Ecs(settings, session)
     ecs.on_error = metrics.aws_error
     environments = Environments(
-        settings, store, chat, pipeline.ecr, ecs, container, tasks, metrics=metrics
+        Context(settings, store, chat, pipeline.ecr, ecs, container, tasks, metrics=metrics)
     )
     services = Services(
         settings=settings,

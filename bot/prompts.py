@@ -32,7 +32,7 @@ from bot.container import (
 from bot.environments import LIVE, Environments
 from bot.errors import UserError
 from bot.slack import limits, slack_ui
-from bot.slack.chat import Chat, ChatError, Upload
+from bot.slack.chat import Chat, ChatError, Message, Upload
 from bot.slack.outbox import Outbox
 from bot.store import Carried, Environment, Facts, Relay, State, Store, renewing
 from bot.tasks import TaskSupervisor
@@ -196,7 +196,7 @@ class Prompts:
         if env.thread_ts and self.settings.uat_channel:
             text = slack_ui.prompts_carried(carried, dropped)
             await self.chat.post(
-                self.settings.uat_channel, text, [slack_ui.text_block(text)], env.thread_ts
+                Message(self.settings.uat_channel, text, [slack_ui.text_block(text)], env.thread_ts)
             )
 
     async def resend_carried(self, env: Environment) -> None:
@@ -223,7 +223,9 @@ class Prompts:
         if failed and saved.thread_ts and self.settings.uat_channel:
             text = slack_ui.prompts_not_resent(failed)
             await self.chat.post(
-                self.settings.uat_channel, text, [slack_ui.text_block(text)], saved.thread_ts
+                Message(
+                    self.settings.uat_channel, text, [slack_ui.text_block(text)], saved.thread_ts
+                )
             )
 
     async def _delete(self, env: Environment, job_id: str) -> None:

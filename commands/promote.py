@@ -13,6 +13,7 @@ from bot.errors import ReplacingError, UserError
 from bot.images.operations import RetagResult, Started
 from bot.slack import action_ids, slack_ui
 from bot.slack.cards import card_value, claim_card
+from bot.slack.chat import Message
 from bot.slack.context import CommandContext
 
 NAME = "promote"
@@ -74,7 +75,7 @@ async def announce_retag(ctx: CommandContext, result: Any, in_place: bool = Fals
         undo = card_value(digest=result.previous.digest, latest=result.current.digest)
     text, blocks = slack_ui.retag_done(result, ctx.user_id, undo)
     if result.changed:
-        await ctx.services.chat.post(ctx.channel_id, text, blocks)
+        await ctx.services.chat.post(Message(ctx.channel_id, text, blocks))
         if in_place:
             await ctx.reply(slack_ui.RETAG_ANNOUNCED, replace_original=True)
     else:

@@ -25,7 +25,7 @@ from bot import gateway_text
 from bot.devtools.console import ConsoleChat, render
 from bot.devtools.local import LATEST_COMMIT, SEED_COMMITS, STAGING_COMMIT, digest_of, manifest_for
 from bot.slack import slack_ui
-from bot.slack.chat import Upload
+from bot.slack.chat import Message, Upload
 from tests.harness.gitrepo import remove_built_images
 from tests.harness.services import ensure_dockerd, ensure_registry, require
 from tests.harness.uat_aws import BASE_FAMILY, CLUSTER, CONTAINER, UatAccount
@@ -143,6 +143,20 @@ def test_a_scripted_session_from_label_to_close(tmp_path: Path) -> None:
     # the state was not left in the working directory, nor in the user's state directory
     assert list((tmp_path / "cwd").iterdir()) == []
     assert not (tmp_path / "state").exists()
+
+
+def test_close_and_reopen_change_the_prs_state_once_and_say_when_it_is_there_already(
+    tmp_path: Path,
+) -> None:
+    result = run_console(tmp_path, "reopen 7\nclose 7\nclose 7\nreopen 7\nquit\n")
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    steps = out.split("uat> ")
+    assert "example/app#7 is open." in steps[1]
+    assert "github: you closed example/app#7" in steps[2]
+    assert "example/app#7 is already closed." in steps[3]
+    assert "github" not in steps[3]
+    assert "github: you reopened example/app#7" in steps[4]
 
 
 def test_the_end_of_the_input_ends_the_console(tmp_path: Path) -> None:
@@ -394,7 +408,7 @@ def test_cards_render_compactly_with_numbered_buttons() -> None:
 async def test_a_file_the_bot_shares_is_saved_where_the_console_says() -> None:
     out = io.StringIO()
     chat = ConsoleChat(out)
-    root = await chat.post("C1", "the card")
+    root = await chat.post(Message("C1", "the card"))
     content = "".join(f"line {n}\n" for n in range(500))
     where = await chat.upload(
         Upload("C1", root, "prompt-j1-output.txt", content, "Output of prompt j1")

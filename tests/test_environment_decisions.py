@@ -12,7 +12,7 @@ import pytest
 
 from bot.aws.gateways import ImageInfo, TaskInfo
 from bot.config import Settings, load_settings
-from bot.environments import Environments, PullRequest
+from bot.environments import Context, Environments, PullRequest
 from bot.slack import slack_ui
 from bot.store import Environment, Facts, SqliteStore, State
 from bot.tasks import TaskSupervisor
@@ -79,7 +79,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     )
     ecr.images["latest"] = ImageInfo(DIGEST, ("latest", "abc1234"), None)
     containers = AnsweringContainers()
-    environments = Environments(settings, store, chat, ecr, ecs, containers, tasks)
+    environments = Environments(Context(settings, store, chat, ecr, ecs, containers, tasks))
     yield World(environments, store, ecs, ecr, chat, containers, tasks, settings)
     await tasks.close()
     await environments.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.chat import SlackChat
+from bot.slack.chat import Message, SlackChat
 from bot.slack.outbox import Outbox
 from bot.store import Post, SqliteStore
 from tests.harness.slack_stub import SlackStub
@@ -38,7 +38,9 @@ async def test_a_post_whose_ts_was_never_recorded_is_found_not_repeated(
     for n in range(30):  # a busy channel
         slack.add_message(CHANNEL, f"human {n}", user="U0HUMAN")
     await store.reserve_post(Post("card:s1", CHANNEL))
-    ts = await chat.post(CHANNEL, "the card", key="card:s1")  # posted, then the process died
+    ts = await chat.post(
+        Message(CHANNEL, "the card", key="card:s1")
+    )  # posted, then the process died
     for n in range(30):
         slack.add_message(CHANNEL, f"later {n}", user="U0HUMAN")
     assert await outbox.post("card:s1", CHANNEL, "the card") == ts
@@ -52,7 +54,7 @@ async def test_a_reply_in_flight_elsewhere_is_waited_for_not_posted_twice(
     store: SqliteStore, chat: SlackChat, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_POLL_S", 0.05)
-    root = await chat.post(CHANNEL, "the card")
+    root = await chat.post(Message(CHANNEL, "the card"))
     slow, catch_up = Outbox(store, chat), Outbox(store, chat)
     release = asyncio.Event()
     real_post = chat.post
@@ -80,7 +82,7 @@ async def test_an_abandoned_reservation_is_posted_after_in_flight_s(
 ) -> None:
     monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_S", 0.3)
     monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_POLL_S", 0.05)
-    root = await chat.post(CHANNEL, "the card")
+    root = await chat.post(Message(CHANNEL, "the card"))
     await store.reserve_post(Post("reply:s1:stopped", CHANNEL, root))  # its poster died first
     ts = await Outbox(store, chat).post(
         "reply:s1:stopped", CHANNEL, "stopped", None, root, exclusive=False

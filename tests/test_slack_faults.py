@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.slack.chat import ChatError
+from bot.slack.chat import ChatError, Message
 from tests.harness.bot import CHANNEL, Bot
 
 
@@ -15,10 +15,10 @@ async def test_messages_and_updates_arrive_in_order_after_429s_and_5xxs(bot: Bot
     slack.fail(None, status=503, times=5)
 
     async def card_life() -> None:
-        ts = await chat.post(CHANNEL, "starting")
+        ts = await chat.post(Message(CHANNEL, "starting"))
         for state in ("provisioning", "running", "ready"):
             await chat.update(CHANNEL, ts, state)
-        await chat.post(CHANNEL, "ready at https://pr-2.example.com", thread_ts=ts)
+        await chat.post(Message(CHANNEL, "ready at https://pr-2.example.com", thread_ts=ts))
 
     await asyncio.wait_for(card_life(), timeout=60)
     delivered = [c for c in slack.calls if c.ok and c.method.startswith("chat.")]
@@ -37,7 +37,7 @@ async def test_messages_and_updates_arrive_in_order_after_429s_and_5xxs(bot: Bot
 
 async def test_updates_to_one_channel_never_overtake_each_other(bot: Bot) -> None:
     chat = bot.runtime.services.chat
-    ts = await chat.post(CHANNEL, "v0")
+    ts = await chat.post(Message(CHANNEL, "v0"))
     bot.slack.fail("chat.update", status=503, times=2)
     await asyncio.gather(*(chat.update(CHANNEL, ts, f"v{i}") for i in range(1, 6)))
     assert bot.slack.message(CHANNEL, ts)["text"] == "v5"  # type: ignore[index]

@@ -50,7 +50,7 @@ from bot.errors import UserError
 from bot.github import PullRequestEvent
 from bot.images.docker_build import Docker
 from bot.slack import slack_ui
-from bot.slack.chat import Blocks, Upload
+from bot.slack.chat import Blocks, Message, Upload
 from bot.slack.context import CommandContext, Reply, Services
 from bot.slack.listeners.events import relay_reply
 
@@ -216,24 +216,17 @@ class ConsoleChat:
 
     # the Chat protocol
 
-    async def post(
-        self,
-        channel: str,
-        text: str,
-        blocks: Blocks | None = None,
-        thread_ts: str | None = None,
-        key: str | None = None,
-    ) -> str:
+    async def post(self, message: Message) -> str:
         ts = f"{self._epoch}.{next(self._ts):06d}"
-        if key:
-            self._keys[key] = ts
-        body, buttons = render(text, blocks)
-        if thread_ts:
-            parent = self.messages.get(thread_ts)
+        if message.key:
+            self._keys[message.key] = ts
+        body, buttons = render(message.text, message.blocks)
+        if message.thread_ts:
+            parent = self.messages.get(message.thread_ts)
             label = f"  ↳ {parent.label}" if parent else "  ↳ bot (in a thread)"
         else:
             label = f"bot [{next(self._top)}]"
-        shown = Shown(ts, channel, label, body, buttons)
+        shown = Shown(ts, message.channel, label, body, buttons)
         self._remember(shown)
         self._show(f"{label}: ", shown)
         return ts
@@ -326,6 +319,13 @@ GITHUB_WORDS = {
     "close": "close <pr>",
     "reopen": "reopen <pr>",
     "push": "push <pr>",
+}
+
+# close and reopen: the PR's state after it, what is said when it is in that state already, and
+# GitHub's action (which also reads as what you did)
+STATE_CHANGES = {
+    "close": ("closed", "is already closed", "closed"),
+    "reopen": ("open", "is open", "reopened"),
 }
 
 
@@ -425,7 +425,7 @@ class Console:
             if replace_original and clicked is not None:
                 await chat.replace(clicked.key, text, blocks)
             elif in_channel:
-                await chat.post(channel, text, blocks)
+                await chat.post(Message(channel, text, blocks))
             else:
                 await chat.ephemeral(channel, CONSOLE_USER, text, blocks)
 
@@ -555,18 +555,13 @@ class Console:
                 return
             pr.labels.remove(label)
             event, what = pr.event("unlabeled", label), f"you removed `{label}` from {name}"
-        elif word == "close":
-            if pr.state == "closed":
-                self.chat.say(f"{name} is already closed.")
+        elif word in STATE_CHANGES:
+            state, already, action = STATE_CHANGES[word]
+            if pr.state == state:
+                self.chat.say(f"{name} {already}.")
                 return
-            pr.state = "closed"
-            event, what = pr.event("closed"), f"you closed {name}"
-        elif word == "reopen":
-            if pr.state == "open":
-                self.chat.say(f"{name} is open.")
-                return
-            pr.state = "open"
-            event, what = pr.event("reopened"), f"you reopened {name}"
+            pr.state = state
+            event, what = pr.event(action), f"you {action} {name}"
         else:
             if pr.state == "closed":
                 self.chat.say(f"{name} is closed: reopen it first.")

@@ -9,16 +9,11 @@ compare-and-set in the store (bot/environments/changes.py), made before anything
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
-import time
 from collections.abc import Callable
 from typing import Any
 
 from bot.aws.gateways import Ecr, Ecs, TaskInfo
 from bot.config import Settings
-from bot.container import ContainerClient
 from bot.environments import changes
 from bot.environments.context import (
     ACTIVE,
@@ -48,6 +43,7 @@ __all__ = [
     "LIVE",
     "PR_REF",
     "STATES",
+    "Context",
     "Environments",
     "Leftovers",
     "PullRequest",
@@ -58,31 +54,8 @@ __all__ = [
 class Environments:
     """Starts, watches and stops PR environments, and keeps their Slack threads current."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        chat: Chat,
-        ecr: Ecr,
-        ecs: Ecs,
-        container: ContainerClient,
-        tasks: TaskSupervisor,
-        clock: Callable[[], float] = time.time,
-        metrics: Metrics | None = None,
-    ) -> None:
-        self.ctx = Context(
-            settings=settings,
-            store=store,
-            chat=chat,
-            ecr=ecr,
-            ecs=ecs,
-            container=container,
-            tasks=tasks,
-            clock=clock,
-            metrics=metrics or Metrics(),
-            outbox=Outbox(store, chat),
-            replica=f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}",
-        )
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
         self.thread = Thread(self.ctx)
         self.stopper = Stopper(self.ctx, self.thread)
         self.launcher = Launcher(self.ctx, self.thread, self.stopper)

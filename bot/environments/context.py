@@ -4,7 +4,11 @@ process launches) handed to each collaborator."""
 
 from __future__ import annotations
 
+import os
 import re
+import secrets
+import socket
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -100,15 +104,21 @@ class Context:
     ecs: Ecs
     container: ContainerClient
     tasks: TaskSupervisor
-    clock: Callable[[], float]
-    metrics: Metrics
-    outbox: Outbox
-    replica: str
+    clock: Callable[[], float] = time.time
+    metrics: Metrics = field(default_factory=Metrics)
+    # this process among the bot's replicas, as its leases name it
+    replica: str = field(
+        default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    )
+    outbox: Outbox = field(init=False)
     launching: set[str] = field(default_factory=set)
     running: set[str] = field(default_factory=set)
     # called (as tasks) when an environment becomes ready: the prompt relay sends what a
     # restart carried over
     when_ready: list[ReadyHook] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.outbox = Outbox(self.store, self.chat)
 
     @property
     def labels(self) -> dict[str, str]:

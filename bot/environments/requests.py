@@ -14,6 +14,7 @@ from bot.environments.thread import Thread
 from bot.errors import UserError
 from bot.github import PullRequestEvent
 from bot.slack import slack_ui
+from bot.slack.chat import Message
 from bot.store import Environment
 
 
@@ -67,7 +68,7 @@ class Requests:
         if not await ctx.store.claim(f"commits:{pr.repo}#{pr.number}@{pr.head_sha}", "note"):
             return  # said already (the same push delivered twice)
         text, blocks = slack_ui.new_commits(env, pr.head_sha, actor)
-        await ctx.chat.post(ctx.channel, text, blocks, env.thread_ts)
+        await ctx.chat.post(Message(ctx.channel, text, blocks, env.thread_ts))
 
     async def extend(self, repo: str, pr: int, hours: float) -> tuple[Environment, bool]:
         """Move the idle stop to `hours` from now, never earlier than it already is: the

@@ -6,7 +6,7 @@ from __future__ import annotations
 from bot.environments.changes import change
 from bot.environments.context import Context
 from bot.slack import slack_ui
-from bot.slack.chat import Blocks
+from bot.slack.chat import Blocks, Message
 from bot.store import Environment
 
 
@@ -49,4 +49,6 @@ class Thread:
 
     async def note(self, env: Environment, text: str) -> None:
         if env.thread_ts and self.ctx.settings.uat_channel:
-            await self.ctx.chat.post(self.ctx.settings.uat_channel, text, None, env.thread_ts)
+            await self.ctx.chat.post(
+                Message(self.ctx.settings.uat_channel, text, None, env.thread_ts)
+            )

@@ -24,6 +24,7 @@ from bot.environments.reconcile import Reconciler
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.slack import slack_ui
+from bot.slack.chat import Message
 from bot.store import Environment, State
 from bot.urls import environment_url
 
@@ -186,7 +187,7 @@ class Watcher:
             )
             if saved is not None and saved.thread_ts:
                 text, blocks = slack_ui.idle_warning(saved)
-                await ctx.chat.post(ctx.channel, text, blocks, saved.thread_ts)
+                await ctx.chat.post(Message(ctx.channel, text, blocks, saved.thread_ts))
 
     async def health(self, env: Environment, task: TaskInfo) -> dict[str, Any] | None:
         """The container's /health answer (any status), or None when it does not answer."""

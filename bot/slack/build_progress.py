@@ -12,6 +12,7 @@ from bot.errors import UserError
 from bot.images.docker_build import BuildError
 from bot.images.operations import BuildProgress
 from bot.slack import slack_ui
+from bot.slack.chat import Message
 from bot.slack.context import CommandContext
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class ProgressMessage:
         chat, channel = self.ctx.services.chat, self.ctx.channel_id
         if self.ts is None:
             # shielded: a post that went out must get its ts even if the follower is stopped
-            self._posting = asyncio.ensure_future(chat.post(channel, text, blocks))
+            self._posting = asyncio.ensure_future(chat.post(Message(channel, text, blocks)))
             self.ts = await asyncio.shield(self._posting)
         elif version != self._shown:
             await chat.update(channel, self.ts, text, blocks)
@@ -64,7 +65,7 @@ class ProgressMessage:
     async def finish(self, text: str, blocks: list[slack_ui.Block]) -> None:
         chat, channel = self.ctx.services.chat, self.ctx.channel_id
         if self.ts is None:
-            await chat.post(channel, text, blocks)
+            await chat.post(Message(channel, text, blocks))
         else:
             await chat.update(channel, self.ts, text, blocks)
 

@@ -34,6 +34,18 @@ CLOCK_SKEW_S = 60.0  # how far Slack's clock may be from ours, for `find`'s wind
 
 
 @dataclass(frozen=True)
+class Message:
+    """A message to post in a channel (a reply when `thread_ts` is given). A `key` is kept with
+    the message as its metadata, so `Chat.find` can find it again."""
+
+    channel: str
+    text: str
+    blocks: Blocks | None = None
+    thread_ts: str | None = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
 class Upload:
     """A file to share in a channel (in the thread `thread_ts` when given), with an optional
     comment posted beside it. Slack keeps `filename` with the message, so it doubles as the
@@ -50,16 +62,8 @@ class Upload:
 class Chat(Protocol):
     """The few things the bot says, addressed by channel and message timestamp."""
 
-    async def post(
-        self,
-        channel: str,
-        text: str,
-        blocks: Blocks | None = None,
-        thread_ts: str | None = None,
-        key: str | None = None,
-    ) -> str:
-        """Post a message (a reply when `thread_ts` is given); returns its ts. A `key` is kept
-        with the message, for `find`."""
+    async def post(self, message: Message) -> str:
+        """Post `message`; returns its ts."""
         ...
 
     async def find(
@@ -181,21 +185,19 @@ class SlackChat:
         self.patience_s = patience_s
         self._order: dict[str, asyncio.Lock] = {}
 
-    async def post(
-        self,
-        channel: str,
-        text: str,
-        blocks: Blocks | None = None,
-        thread_ts: str | None = None,
-        key: str | None = None,
-    ) -> str:
-        text, blocks = slack_ui.fit(text, blocks)
+    async def post(self, message: Message) -> str:
+        text, blocks = slack_ui.fit(message.text, message.blocks)
+        key = message.key
         metadata = {"event_type": METADATA_EVENT, "event_payload": {"key": key}} if key else None
         response = await self._send(
             "chat.postMessage",
-            channel,
+            message.channel,
             lambda: self.client.chat_postMessage(
-                channel=channel, text=text, blocks=blocks, thread_ts=thread_ts, metadata=metadata
+                channel=message.channel,
+                text=text,
+                blocks=blocks,
+                thread_ts=message.thread_ts,
+                metadata=metadata,
             ),
         )
         return str(response["ts"])

@@ -29,7 +29,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bot.slack.chat import Blocks, Chat, Upload
+from bot.slack.chat import Blocks, Chat, Message, Upload
 from bot.store import Post, Store
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Outbox:
         IN_FLIGHT_S is taken as a post in flight and waited for before Slack is searched."""
 
         async def send(where: Post) -> str:
-            return await self.chat.post(where.channel, text, blocks, where.thread_ts, key=key)
+            return await self.chat.post(Message(where.channel, text, blocks, where.thread_ts, key))
 
         return await self._once(Post(key, channel, thread_ts), send, exclusive)
 

@@ -10,7 +10,7 @@ from typing import Any
 from bot.aws.gateways import Ecr, Ecs, ImageInfo, TaskInfo
 from bot.config import Settings
 from bot.container import Answer, ContainerClient
-from bot.slack.chat import Blocks, Upload
+from bot.slack.chat import Blocks, Message, Upload
 
 ACCOUNT = "arn:aws:ecs:eu-west-1:123456789012"
 
@@ -104,15 +104,8 @@ class RecordingChat:
         self.posts: list[tuple[str | None, str]] = []  # (thread_ts, text)
         self.updates: list[tuple[str, str]] = []  # (ts, text)
 
-    async def post(
-        self,
-        channel: str,
-        text: str,
-        blocks: Blocks | None = None,
-        thread_ts: str | None = None,
-        key: str | None = None,
-    ) -> str:
-        self.posts.append((thread_ts, text))
+    async def post(self, message: Message) -> str:
+        self.posts.append((message.thread_ts, message.text))
         return f"{1000 + len(self.posts)}.000100"
 
     async def find(

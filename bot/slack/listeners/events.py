@@ -14,7 +14,7 @@ from bot.environments import ACTIVE
 from bot.errors import UserError
 from bot.images.operations import Overview
 from bot.slack import slack_ui
-from bot.slack.chat import SlackUnreachable, one_line
+from bot.slack.chat import Message, SlackUnreachable, one_line
 from bot.slack.context import Services
 
 if TYPE_CHECKING:
@@ -32,11 +32,11 @@ async def relay_reply(services: Services, event: dict[str, Any]) -> None:
     try:
         await services.prompts.submit(env, str(event.get("text", "")), str(event["user"]))
     except UserError as exc:
-        await services.chat.post(channel, str(exc), None, thread)
+        await services.chat.post(Message(channel, str(exc), None, thread))
     except Exception:
         ref = secrets.token_hex(4)
         logger.exception("relaying a thread reply failed (ref %s)", ref)
-        await services.chat.post(channel, slack_ui.something_went_wrong(ref), None, thread)
+        await services.chat.post(Message(channel, slack_ui.something_went_wrong(ref), None, thread))
 
 
 def register(app: AsyncApp, runtime: Runtime) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from bot.slack import slack_ui
-from bot.slack.chat import Blocks, ChatError, SlackUnreachable
+from bot.slack.chat import Blocks, ChatError, Message, SlackUnreachable
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -55,7 +55,7 @@ class SlackReply:
         chat = self._runtime.services.chat
         try:
             if in_channel:
-                await chat.post(self._channel, text, blocks)
+                await chat.post(Message(self._channel, text, blocks))
             else:
                 await chat.ephemeral(self._channel, self._user, text, blocks)
         except SlackUnreachable as exc:  # nowhere left to say it: one line in the log
