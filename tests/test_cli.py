@@ -264,7 +264,7 @@ def test_promote_needs_yes_without_a_terminal_then_copies_staging(
     assert f"undo: uat-bot rollback {LATEST_SHA}" in run.said
 
     again = uat_bot(tmp_path, cli_env, "promote", "--yes")
-    assert again.code == 0, again
+    assert_exited(again, 0)
     assert "nothing to promote" in again.said
 
 
@@ -339,7 +339,7 @@ def test_terminal_help_speaks_of_the_terminal(tmp_path: Path, name: str) -> None
 def test_images_has_no_yes_option(tmp_path: Path) -> None:
     run = uat_bot(tmp_path, base_env(tmp_path), "images", "--yes")
 
-    assert run.code == 2, run
+    assert_exited(run, 2)
     assert "No such option: --yes" in run.said
 
 
