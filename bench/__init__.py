@@ -10,10 +10,21 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-__all__ = ["AWS_ENV", "Row", "boto3_pointed_at", "fmt_ms", "fmt_s", "percentile", "ratio"]
+__all__ = [
+    "AWS_ENV",
+    "Row",
+    "alone",
+    "boto3_pointed_at",
+    "compared",
+    "fmt_ms",
+    "fmt_s",
+    "met",
+    "percentile",
+    "ratio",
+]
 
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -69,3 +80,20 @@ def fmt_ms(seconds: float) -> str:
 
 def fmt_s(seconds: float) -> str:
     return f"{seconds:.3f} s"
+
+
+def met(ok: bool) -> str:
+    """A note's `met:` word: "yes", or "NO" in capitals so a missed goal stands out."""
+    return "yes" if ok else "NO"
+
+
+def compared(
+    name: str, figure: float, baseline: float, note: str = "", fmt: Callable[[float], str] = fmt_ms
+) -> Row:
+    """The row of a `figure` measured against its `baseline`: both shown by `fmt`, and the ratio."""
+    return Row(name, fmt(figure), fmt(baseline), ratio(figure, baseline), note)
+
+
+def alone(name: str, figure: str, note: str) -> Row:
+    """The row of a figure that has no baseline to compare with (no ratio)."""
+    return Row(name, figure, "-", None, note)

@@ -51,7 +51,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bench import Row, fmt_ms, percentile, ratio
+from bench import Row, alone, compared, fmt_ms, met, percentile, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -70,10 +70,6 @@ P99_GOAL = 1.3  # bot p99 / bare p99 at concurrency 50
 ACK_DEADLINE_S = 3.0  # Slack's: every ack within 3 s
 ANSWER_DEADLINE_S = 3.0  # every status answer within a few seconds of its ack
 STATUS_COMMAND = f"/uat {TEXT}"
-
-
-def met(ok: bool) -> str:
-    return "yes" if ok else "NO"
 
 
 # ------------------------------------------------------------------------------ stub side
@@ -424,8 +420,9 @@ async def _measure(urls: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _row(name: str, bot: float, bare: float, note: str = "") -> Row:
-    return Row(name, fmt_ms(bot), fmt_ms(bare), ratio(bot, bare), note)
+def _bot_vs_bare(name: str, samples: dict[str, list[float]], pct: float, note: str) -> Row:
+    """The row comparing the bot's `pct` percentile of `samples` with the bare app's."""
+    return compared(name, percentile(samples["bot"], pct), percentile(samples["bare"], pct), note)
 
 
 def run() -> list[Row]:
@@ -468,35 +465,35 @@ def run() -> list[Row]:
     work_ok = ok == sent and failed == 0 and responses == sent and response_errors == 0
     work_ok = work_ok and unanswered == 0
     return [
-        _row(
+        _bot_vs_bare(
             f"{title} sequential median",
-            percentile(seq["bot"], 50),
-            percentile(seq["bare"], 50),
+            seq,
+            50,
             f"goal: none (context); met: n/a; bot vs bare Bolt ack-only app; "
             f"n={SEQUENTIAL} each, interleaved; {placement}; {SEEDED} environments listed",
         ),
-        _row(
+        _bot_vs_bare(
             f"{title} sequential p99",
-            percentile(seq["bot"], 99),
-            percentile(seq["bare"], 99),
+            seq,
+            99,
             "goal: none (context); met: n/a",
         ),
-        _row(
+        _bot_vs_bare(
             f"{title} concurrent({CONCURRENCY}) p50",
-            percentile(conc["bot"], 50),
-            percentile(conc["bare"], 50),
+            conc,
+            50,
             f"goal: none (the goal is on p99); met: n/a; n={CONCURRENT_TOTAL} each in "
             f"{CONCURRENT_ROUNDS} alternating rounds; throughput bot {rps['bot']:.0f} req/s, "
             f"bare {rps['bare']:.0f} req/s",
         ),
-        _row(
+        _bot_vs_bare(
             f"{title} concurrent({CONCURRENCY}) p99",
-            percentile(conc["bot"], 99),
-            percentile(conc["bare"], 99),
+            conc,
+            99,
             f"goal: ratio <= {P99_GOAL}; met: {met(p99_met)}; "
             "both ride Bolt's 10 ms ack() poll (slack_bolt listener/asyncio_runner.py)",
         ),
-        _row(
+        compared(
             f"{title} concurrent({HIGH_CONCURRENCY}) max",
             worst["bot"],
             worst["bare"],
@@ -507,21 +504,17 @@ def run() -> list[Row]:
             f"throughput bot {HIGH_TOTAL / high_elapsed['bot']:.0f} req/s, "
             f"bare {HIGH_TOTAL / high_elapsed['bare']:.0f} req/s",
         ),
-        Row(
+        alone(
             f"{title} answer after its ack p50 / p99 / max",
             " / ".join(fmt_ms(percentile(delays, q)) for q in (50, 99, 100)) if delays else "-",
-            "-",
-            None,
             f"goal: every answer within {ANSWER_DEADLINE_S:.0f} s of its ack; "
             f"met: {met(bool(delays) and late == 0 and unanswered == 0)}; n={len(acked)} bot "
             f"requests (all runs), each matched to its answer by its response_url; later than "
             f"{ANSWER_DEADLINE_S:.0f} s: {late}, never answered: {unanswered}",
         ),
-        Row(
+        alone(
             f"{title} after-ack work (all runs)",
             f"{ok} ok, {failed} failed of {sent}",
-            "-",
-            None,
             "goal: every status answered, 0 failures, pending work drained after each round; "
             f"met: {met(work_ok)}; "
             f"stub: {responses} response_url posts ({response_errors} refused), calls: "

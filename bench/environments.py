@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import Row, boto3_pointed_at, fmt_ms, percentile, ratio
+from bench import Row, alone, boto3_pointed_at, compared, fmt_ms, percentile, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -480,48 +480,42 @@ async def _burst(endpoint: str, workdir: Path) -> list[Row]:
 
     name = f"webhook burst: {BURST} labeled @ {CONCURRENCY}"
     return [
-        Row(
+        compared(
             f"{name} accepted/s",
-            f"{rate['bot']:.0f}/s",
-            f"{rate['noop']:.0f}/s",
-            ratio(rate["bot"], rate["noop"]),
+            rate["bot"],
+            rate["noop"],
             f"goal: every delivery accepted (202), none lost; met: "
             f"{'yes' if accepted['bot'] == BURST and not problems else 'NO'}; "
             f"{accepted['bot']} accepted in {bot_wall:.2f} s vs no-op {accepted['noop']} in "
             f"{base_wall:.2f} s",
+            fmt=lambda per_s: f"{per_s:.0f}/s",
         ),
-        Row(
+        alone(
             f"{name} + {REDELIVERIES} redeliveries: duplicates",
             str(duplicates),
-            "-",
-            None,
             f"goal: 0; met: {'yes' if duplicates == 0 else 'NO'}; {dup_tasks} extra ECS tasks "
             f"({tasks2} tasks for {prs2} PRs), {dup_threads} extra root threads "
             f"({roots2} roots for {root_prs2} PRs)",
         ),
-        Row(
+        compared(
             f"{name} p50",
-            fmt_ms(percentile(bot_lat, 50)),
-            fmt_ms(percentile(base_lat, 50)),
-            ratio(percentile(bot_lat, 50), percentile(base_lat, 50)),
+            percentile(bot_lat, 50),
+            percentile(base_lat, 50),
             f"goal: none (context); met: n/a; bot vs no-op on_pull_request; "
             f"moto: {tasks} tasks ({running} RUNNING, {prs} PRs), "
             f"Slack stub: {roots} root threads; {_statuses(bot_status)}; {verdict}",
         ),
-        Row(
+        compared(
             f"{name} p99",
-            fmt_ms(percentile(bot_lat, 99)),
-            fmt_ms(percentile(base_lat, 99)),
-            ratio(percentile(bot_lat, 99), percentile(base_lat, 99)),
+            percentile(bot_lat, 99),
+            percentile(base_lat, 99),
             f"goal: none (context); met: n/a; burst answered in {bot_wall:.2f} s vs "
             f"{base_wall:.2f} s; all {BURST} launches "
             f"done {drained:.2f} s after the first delivery",
         ),
-        Row(
+        alone(
             f"webhook redeliveries: {REDELIVERIES} same ids",
             f"+{tasks2 - tasks} tasks, +{roots2 - roots} threads",
-            "-",
-            None,
             f"goal: +0 tasks, +0 threads; met: {'yes' if not redo_problems else 'NO'}; "
             f"p50 {fmt_ms(percentile(redo_lat, 50))}, p99 {fmt_ms(percentile(redo_lat, 99))}; "
             f"{_statuses(redo_status)}; {redo_verdict}",

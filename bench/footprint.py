@@ -41,7 +41,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import Row, fmt_s, ratio
+from bench import Row, compared, fmt_s, met
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,10 +68,6 @@ app = web.Application()
 app.router.add_get("/healthz", healthz)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 """
-
-
-def met(ok: bool) -> str:
-    return "yes" if ok else "NO"
 
 
 def free_port() -> int:
@@ -391,29 +387,28 @@ async def _run(endpoint: str, workdir: Path) -> list[Row]:
         )
     )
     return [
-        Row(
+        compared(
             "serve: start to /healthz 200 (median)",
-            fmt_s(start_s["bot"]),
-            fmt_s(start_s["bare"]),
-            ratio(start_s["bot"], start_s["bare"]),
+            start_s["bot"],
+            start_s["bare"],
             f"goal: <= {START_GOAL_S:.0f} s; met: {met(start_s['bot'] <= START_GOAL_S)}; "
             f"`python -m bot.cli serve` vs bare aiohttp /healthz; {RUNS} starts each, "
             f"alternating: bot {runs['bot']} s, bare {runs['bare']} s",
+            fmt=fmt_s,
         ),
-        Row(
+        compared(
             "serve: idle RSS (median)",
-            mb(rss["bot"]),
-            mb(rss["bare"]),
-            ratio(rss["bot"], rss["bare"]),
+            rss["bot"],
+            rss["bare"],
             f"goal: <= {IDLE_GOAL_MB:.0f} MB; met: {met(rss['bot'] <= IDLE_GOAL_MB * 2**20)}; "
             f"VmRSS {IDLE_S:.0f} s after /healthz, Slack settings only; exit codes after "
             f"SIGTERM: bot {exits['bot']}, bare {exits['bare']}",
+            fmt=mb,
         ),
-        Row(
+        compared(
             f"serve: RSS with {ENVIRONMENTS} environments",
-            mb(loaded["rss"]),
-            mb(rss["bare"]),
-            ratio(loaded["rss"], rss["bare"]),
+            loaded["rss"],
+            rss["bare"],
             f"goal: <= {LOADED_GOAL_MB:.0f} MB; met: "
             f"{met(loaded['rss'] <= LOADED_GOAL_MB * 2**20)}; baseline: bare server idle; "
             f"{ENVIRONMENTS} running envs in SQLite + {ENVIRONMENTS} RUNNING tasks in moto "
@@ -423,6 +418,7 @@ async def _run(endpoint: str, workdir: Path) -> list[Row]:
             f"{mb(loaded['peak'])}, RSS at /healthz {mb(loaded['after_start'])}, start "
             f"{loaded['start_s']:.2f} s; ERROR log lines {loaded['errors']}; exit "
             f"{loaded['exit']}",
+            fmt=mb,
         ),
     ]
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench import AWS_ENV, Row, boto3_pointed_at, fmt_s, ratio
+from bench import AWS_ENV, Row, alone, boto3_pointed_at, compared, fmt_s
 
 RUNS = 5
 REPOSITORY = "bench-promote"
@@ -290,34 +290,30 @@ def run() -> list[Row]:
     if docker_problem is None and len(docker_times) == RUNS:
         docker_median = statistics.median(docker_times)
         rows.append(
-            Row(
+            compared(
                 "promote :staging -> :latest (median)",
-                fmt_s(copy_median),
-                fmt_s(docker_median),
-                ratio(copy_median, docker_median),
+                copy_median,
+                docker_median,
                 f"goal: faster than pull+tag+push (ratio < 1); "
                 f"met: {'yes' if copy_median < docker_median else 'NO'}; "
                 f"manifest copy vs docker pull+tag+push of a {LAYER_BYTES >> 20} MB image; "
                 f"{RUNS} runs each, alternating",
+                fmt=fmt_s,
             )
         )
     else:
         rows.append(
-            Row(
+            alone(
                 "promote :staging -> :latest (median)",
                 fmt_s(copy_median),
-                "-",
-                None,
                 f"goal: faster than pull+tag+push (ratio < 1); met: unknown (no baseline); "
                 f"manifest copy, {RUNS} runs",
             )
         )
         rows.append(
-            Row(
+            alone(
                 "promote baseline (pull+tag+push)",
                 "-",
-                "-",
-                None,
                 f"goal: n/a; met: n/a; baseline could not run: "
                 f"{docker_problem or 'incomplete runs'}",
             )
@@ -333,11 +329,9 @@ def run() -> list[Row]:
         else "UNEXPECTED: want BatchGetImage 1, PutImage 1, plus DescribeImages"
     )
     rows.append(
-        Row(
+        alone(
             "promote ECR API calls (one promote)",
             f"{_calls_text(first)} ({sum(first.values())} total)",
-            "-",
-            None,
             "goal: BatchGetImage 1 + PutImage 1 (no image bytes), DescribeImages allowed; "
             f"met: {'yes' if expected and not extra and same else 'NO'}; "
             + verdict

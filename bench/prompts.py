@@ -54,7 +54,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bench import Row, fmt_ms, percentile, ratio
+from bench import Row, compared, fmt_ms, met, percentile, ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,10 +74,6 @@ RELAY_P99_GOAL_S = 0.5  # from the slash command to the container, p99
 ACK_DEADLINE_S = 3.0
 START_TIMEOUT_S = 20.0
 WAIT_S = 15.0
-
-
-def met(ok: bool) -> str:
-    return "yes" if ok else "NO"
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, limit_s: float = WAIT_S) -> None:
@@ -257,20 +253,18 @@ async def _status(server: PromptServer, session: aiohttp.ClientSession) -> list[
     p99_ratio = ratio(p99[True], p99[False])
     name = f"prompt server GET /status, {POLLERS} pollers"
     return [
-        Row(
+        compared(
             f"{name} p50 (job running vs none)",
-            fmt_ms(p50[True]),
-            fmt_ms(p50[False]),
-            ratio(p50[True], p50[False]),
+            p50[True],
+            p50[False],
             f"goal: none (the goal is on p99); met: n/a; n={n} each in {POLL_ROUNDS} "
             f"alternating rounds of {POLLS_PER_ROUND}; job `fake:slow {JOB_S}` (the fake agent, "
             f"sleeping); throughput {rps[True]:.0f} vs {rps[False]:.0f} req/s; {verdict}",
         ),
-        Row(
+        compared(
             f"{name} p99 (job running vs none)",
-            fmt_ms(p99[True]),
-            fmt_ms(p99[False]),
-            p99_ratio,
+            p99[True],
+            p99[False],
             f"goal: ratio <= {STATUS_P99_GOAL}; "
             f"met: {met(p99_ratio is not None and p99_ratio <= STATUS_P99_GOAL)}; "
             f"max {fmt_ms(max(lat[True]))} vs {fmt_ms(max(lat[False]))}; server in a "
@@ -462,20 +456,18 @@ async def _relay(server: PromptServer, session: aiohttp.ClientSession, tmp: Path
     late_acks = sum(1 for a in acks if a >= ACK_DEADLINE_S)
     name = "prompt relay: /uat prompt -> container POST /prompt"
     return [
-        Row(
+        compared(
             f"{name} (median)",
-            fmt_ms(med["relay"]),
-            fmt_ms(med["direct"]),
-            ratio(med["relay"], med["direct"]),
+            med["relay"],
+            med["direct"],
             f"goal: none (context; the goal is on p99); met: n/a; baseline: the client's own "
             f"POST /prompt to the same proxy; n={RELAYS} each, alternating; the bot adds "
             f"{fmt_ms(med['relay'] - med['direct'])} (median); {verdict}",
         ),
-        Row(
+        compared(
             f"{name} (p99)",
-            fmt_ms(p99["relay"]),
-            fmt_ms(p99["direct"]),
-            ratio(p99["relay"], p99["direct"]),
+            p99["relay"],
+            p99["direct"],
             f"goal: relay p99 < {fmt_ms(RELAY_P99_GOAL_S)}; "
             f"met: {met(p99['relay'] < RELAY_P99_GOAL_S)}; the bot calls ack() before it sends "
             "the prompt, but Bolt's 10 ms ack() poll (slack_bolt listener/asyncio_runner.py) "

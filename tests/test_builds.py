@@ -76,6 +76,21 @@ async def start_bot(
     return bot
 
 
+@pytest.fixture
+async def bot(
+    make_bot: BotFactory, source: SourceRepo, registry: str, repository: str, local_images: None
+) -> Bot:
+    """Here (not conftest's plain bot): one building `source` and pushing to `repository` on the
+    test registry, the images it leaves removed after the test."""
+    return await start_bot(make_bot, source, registry, repository)
+
+
+@pytest.fixture
+async def offline_bot(make_bot: BotFactory, source: SourceRepo, repository: str) -> Bot:
+    """A bot whose registry is the discard port: for what is refused before anything is pushed."""
+    return await start_bot(make_bot, source, "127.0.0.1:9", repository)
+
+
 # ------------------------------------------------------------------------------ helpers
 
 
@@ -148,11 +163,9 @@ def closed_port() -> int:
 
 
 @pytest.mark.docker
-@pytest.mark.usefixtures("local_images")
 async def test_staging_builds_head_and_pushes_sha_and_staging(
-    make_bot: BotFactory, source: SourceRepo, registry: str, repository: str
+    bot: Bot, source: SourceRepo, registry: str, repository: str
 ) -> None:
-    bot = await start_bot(make_bot, source, registry, repository)
     short, subject = source.short(), source.subject()
 
     ack = await slash_acked(bot, "staging")
@@ -228,11 +241,9 @@ UNKNOWN_REF = "There is no `no-such-branch` in the source repository"
 
 
 @pytest.mark.docker
-@pytest.mark.usefixtures("local_images")
 async def test_unknown_ref_is_refused_clearly_and_releases_the_lock(
-    make_bot: BotFactory, source: SourceRepo, registry: str, repository: str
+    bot: Bot, source: SourceRepo, registry: str, repository: str
 ) -> None:
-    bot = await start_bot(make_bot, source, registry, repository)
 
     await slash_acked(bot, "staging no-such-branch")
     await bot.settle()
@@ -452,10 +463,8 @@ async def test_unreachable_registry_says_which_tags_moved(
     assert entry.result == "failed" and "Tags that moved: none" in entry.detail
 
 
-async def test_staging_is_refused_while_the_images_lock_is_held(
-    make_bot: BotFactory, source: SourceRepo, repository: str
-) -> None:
-    bot = await start_bot(make_bot, source, "127.0.0.1:9", repository)
+async def test_staging_is_refused_while_the_images_lock_is_held(offline_bot: Bot) -> None:
+    bot = offline_bot
     store = bot.runtime.services.store
     await store.acquire_lock(LOCK, "U0OTHER", "promote", 600)
 
@@ -481,10 +490,8 @@ async def test_staging_is_refused_while_the_images_lock_is_held(
     assert entry.detail == "<@U0OTHER> was running `promote`"
 
 
-async def test_a_frozen_latest_is_refused_before_its_card_and_after_it(
-    make_bot: BotFactory, source: SourceRepo, repository: str
-) -> None:
-    bot = await start_bot(make_bot, source, "127.0.0.1:9", repository)
+async def test_a_frozen_latest_is_refused_before_its_card_and_after_it(offline_bot: Bot) -> None:
+    bot = offline_bot
     await slash_acked(bot, "latest", user=DEPLOYER)
     await bot.settle()
     card = bot.slack.responses[-1].body
@@ -554,10 +561,8 @@ async def test_every_failed_build_is_in_the_history(
     assert await bot.runtime.services.store.get_lock(LOCK) is None
 
 
-async def test_latest_is_for_deployers_only(
-    make_bot: BotFactory, source: SourceRepo, repository: str
-) -> None:
-    bot = await start_bot(make_bot, source, "127.0.0.1:9", repository)
+async def test_latest_is_for_deployers_only(offline_bot: Bot) -> None:
+    bot = offline_bot
 
     await slash_acked(bot, "latest", user=DEVELOPER)
     await bot.settle()
@@ -568,11 +573,9 @@ async def test_latest_is_for_deployers_only(
 
 
 @pytest.mark.docker
-@pytest.mark.usefixtures("local_images")
 async def test_latest_confirmed_by_a_deployer_pushes_latest_and_sha(
-    make_bot: BotFactory, source: SourceRepo, registry: str, repository: str
+    bot: Bot, source: SourceRepo, registry: str, repository: str
 ) -> None:
-    bot = await start_bot(make_bot, source, registry, repository)
 
     await slash_acked(bot, "latest", user=DEPLOYER)
     await bot.settle()

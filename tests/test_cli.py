@@ -94,9 +94,14 @@ def uat_bot(tmp_path: Path, env: dict[str, str], *args: str) -> Run:
     return Run(result.returncode, result.stdout, result.stderr)
 
 
-def assert_one_line_error(run: Run, *phrases: str) -> None:
-    assert run.code == 1, run
+def assert_exited(run: Run, code: int) -> None:
+    """The command ended with `code` and no traceback anywhere in what it printed."""
+    assert run.code == code, run
     assert "Traceback" not in run.stderr + run.stdout, run
+
+
+def assert_one_line_error(run: Run, *phrases: str) -> None:
+    assert_exited(run, 1)
     for phrase in phrases:
         assert phrase in run.said, run
     assert len(run.error_lines) == 1, run
@@ -213,8 +218,7 @@ def test_staging_builds_and_pushes(tmp_path: Path, repository: str) -> None:
 
     run = uat_bot(tmp_path, env, "staging", "--yes")
 
-    assert run.code == 0, run
-    assert "Traceback" not in run.stderr
+    assert_exited(run, 0)
     short = source.short()
     assert f":staging is now {short} — Terminal build" in run.said
     staging = fetch_manifest(registry, repository, "staging")[0]
@@ -234,8 +238,7 @@ def test_staging_without_a_docker_daemon_says_so(tmp_path: Path) -> None:
 
     run = uat_bot(tmp_path, env, "staging", "--yes")
 
-    assert run.code == 1, run
-    assert "Traceback" not in run.stderr + run.stdout, run
+    assert_exited(run, 1)
     said = gateway_text.docker_unreachable("unix:///nonexistent.sock")
     assert run.stderr.startswith(f"error: {said}"), run
     assert "install Debian's docker.io and start dockerd, or set DOCKER_HOST" in run.said
@@ -255,14 +258,13 @@ def test_promote_needs_yes_without_a_terminal_then_copies_staging(
     assert ecr.digest_at("latest") == latest  # nothing moved
 
     run = uat_bot(tmp_path, cli_env, "promote", "--yes")
-    assert run.code == 0, run
-    assert "Traceback" not in run.stderr
+    assert_exited(run, 0)
     assert ecr.digest_at("latest") == staging
     assert f"{slack_ui.short(latest)} → {slack_ui.short(staging)}" in run.said
     assert f"undo: uat-bot rollback {LATEST_SHA}" in run.said
 
     again = uat_bot(tmp_path, cli_env, "promote", "--yes")
-    assert again.code == 0, again
+    assert_exited(again, 0)
     assert "nothing to promote" in again.said
 
 
@@ -272,14 +274,12 @@ def test_rollback_retags_and_images_shows_the_tags(
     staging, latest = ecr.digest_at("staging"), ecr.digest_at("latest")
 
     run = uat_bot(tmp_path, cli_env, "rollback", STAGING_SHA, "--yes")
-    assert run.code == 0, run
-    assert "Traceback" not in run.stderr
+    assert_exited(run, 0)
     assert ecr.digest_at("latest") == staging
     assert f"rollback to {STAGING_SHA}" in run.said
 
     bad = uat_bot(tmp_path, cli_env, "rollback", "zzz")
-    assert bad.code == 1, bad
-    assert "Traceback" not in bad.stderr + bad.stdout
+    assert_exited(bad, 1)
     assert bad.said.startswith("error: zzz is not a sha.")
     assert ecr.digest_at("latest") == staging
 
@@ -339,7 +339,7 @@ def test_terminal_help_speaks_of_the_terminal(tmp_path: Path, name: str) -> None
 def test_images_has_no_yes_option(tmp_path: Path) -> None:
     run = uat_bot(tmp_path, base_env(tmp_path), "images", "--yes")
 
-    assert run.code == 2, run
+    assert_exited(run, 2)
     assert "No such option: --yes" in run.said
 
 
@@ -350,8 +350,7 @@ def test_rollback_without_a_sha_lists_the_choices_and_says_how_to_pick(
 
     run = uat_bot(tmp_path, cli_env, "rollback")
 
-    assert run.code == 2, run
-    assert "Traceback" not in run.stderr + run.stdout, run
+    assert_exited(run, 2)
     pushed = r"pushed \d{4}-\d\d-\d\d \d\d:\d\d UTC"
     head, *rows = run.stdout.splitlines()
     assert head == "Recent sha images, newest first:", run

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.github import PullRequestEvent, signature
+from bot.github import PullRequestEvent
 from bot.slack import slack_ui
 from bot.slack.cards import card_value
 from tests.harness.bot import (
@@ -32,7 +32,6 @@ from tests.harness.bot import (
     DEPLOYER,
     DEVELOPER,
     SIGNING_SECRET,
-    WEBHOOK_SECRET,
     Bot,
     BotFactory,
     reference,
@@ -209,29 +208,24 @@ class Recorder:
         self.events.append(event)
 
 
-async def deliver(bot: Bot, body: bytes, guid: str) -> tuple[int, dict[str, Any]]:
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": "pull_request",
-        "X-GitHub-Delivery": guid,
-        "X-Hub-Signature-256": signature(WEBHOOK_SECRET, body),
-    }
-    return await bot.post_github(body, headers)
-
-
 async def test_a_replayed_github_delivery_is_acted_on_once(make_bot: BotFactory) -> None:
     recorder = Recorder()
     bot: Bot = await make_bot(lambda runtime: setattr(runtime, "on_pull_request", recorder))
     payload = reference("github_webhooks/pull_request/labeled.payload.json")
     body = json.dumps(payload).encode()
     guid = str(uuid.uuid4())
-    assert (await deliver(bot, body, guid))[0] == 202
-    replays = await asyncio.gather(*(deliver(bot, body, guid) for _ in range(5)))
+    assert (await bot.github("pull_request", body, delivery=guid))[0] == 202
+    replays = await asyncio.gather(
+        *(bot.github("pull_request", body, delivery=guid) for _ in range(5))
+    )
     assert replays == [(200, {"duplicate": True})] * 5
     # another validly signed body under the same id is a duplicate too: the id is the key
     other = copy.deepcopy(payload)
     other["action"] = "closed"
-    assert await deliver(bot, json.dumps(other).encode(), guid) == (200, {"duplicate": True})
+    assert await bot.github("pull_request", json.dumps(other).encode(), delivery=guid) == (
+        200,
+        {"duplicate": True},
+    )
     assert [e.delivery_id for e in recorder.events] == [guid]
 
 
@@ -242,8 +236,8 @@ async def test_a_captured_body_under_a_new_delivery_id_is_acted_on_again(
     recorder = Recorder()
     bot: Bot = await make_bot(lambda runtime: setattr(runtime, "on_pull_request", recorder))
     body = json.dumps(reference("github_webhooks/pull_request/labeled.payload.json")).encode()
-    assert (await deliver(bot, body, "first"))[0] == 202
-    assert (await deliver(bot, body, "captured-and-renamed"))[0] == 202
+    assert (await bot.github("pull_request", body, delivery="first"))[0] == 202
+    assert (await bot.github("pull_request", body, delivery="captured-and-renamed"))[0] == 202
     assert len(recorder.events) == 2
 
 

@@ -43,7 +43,13 @@ from tests.harness.bot import (
     BotFactory,
     reference,
 )
-from tests.harness.signing import block_actions_body, event_body, slack_headers, slash_command_body
+from tests.harness.signing import (
+    block_actions_body,
+    event_body,
+    github_headers,
+    slack_headers,
+    slash_command_body,
+)
 
 TABLE, ACTIONS = load_commands()
 DISPATCHER = Dispatcher(TABLE, ACTIONS)
@@ -538,12 +544,8 @@ async def test_webhook_with_the_real_handler_never_fails(
 ) -> None:
     """Through `Environments.on_pull_request` (PR environments are not configured here)."""
     body = json.dumps(payload).encode()
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": "pull_request",
-        "X-GitHub-Delivery": str(uuid.uuid4()) if fresh else "same-delivery",
-        "X-Hub-Signature-256": signature(WEBHOOK_SECRET, body),
-    }
+    delivery = None if fresh else "same-delivery"
+    headers = github_headers(WEBHOOK_SECRET, body, "pull_request", delivery)
     status, answer = await post(bot, "/github/webhook", body, headers)
     not_configured = slack_ui.environments_not_configured(["UAT_ECS_CLUSTER"]).split(":")[0]
     # 503 is the designed answer when a `uat` label asks for environments nobody configured:
@@ -730,12 +732,7 @@ def test_parse_value_returns_a_card_or_says_it_is_used(raw: str) -> None:
     ids=["nested-100000-deep", "int-of-5000-digits"],
 )
 async def test_bug_webhook_unparseable_json_is_a_400(hooked: Bot, body: bytes) -> None:
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": "pull_request",
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": signature(WEBHOOK_SECRET, body),
-    }
+    headers = github_headers(WEBHOOK_SECRET, body, "pull_request")
     status, answer = await post(hooked, "/github/webhook", body, headers)
     assert status == 400, (status, answer)
 
@@ -751,12 +748,7 @@ async def test_bug_webhook_values_the_store_cannot_hold_are_a_400(
     payload = copy.deepcopy(reference("github_webhooks/pull_request/closed.payload.json"))
     payload[path[0]][path[1]] = value
     body = json.dumps(payload).encode()  # ensure_ascii: the surrogate travels as \ud800
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": "pull_request",
-        "X-GitHub-Delivery": str(uuid.uuid4()),
-        "X-Hub-Signature-256": signature(WEBHOOK_SECRET, body),
-    }
+    headers = github_headers(WEBHOOK_SECRET, body, "pull_request")
     status, answer = await post(bot, "/github/webhook", body, headers)
     assert status == 400, (status, answer)
 

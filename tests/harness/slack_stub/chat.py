@@ -6,7 +6,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from tests.harness.slack_stub.server import BOT_USER_ID, Handler, StubServer
-from tests.harness.slack_stub.validation import SlackError, checked_metadata, missing
+from tests.harness.slack_stub.validation import SlackError, checked_metadata
 
 
 class ChatMethods(StubServer):
@@ -52,9 +52,7 @@ class ChatMethods(StubServer):
         channel = self._str_param(params, "channel")
         if channel is None:
             raise SlackError("channel_not_found")
-        user = self._str_param(params, "user")
-        if user is None:
-            raise missing("user")
+        user = self._required_param(params, "user")
         text, blocks, attachments = self._checked_content(params)
         message_ts = self._next_ts()
         self.ephemerals.append(

@@ -17,12 +17,8 @@ class FileMethods(StubServer):
     """files.getUploadURLExternal, the raw upload, files.completeUploadExternal."""
 
     def _files_get_upload_url_external(self, params: dict[str, Any]) -> dict[str, Any]:
-        filename = self._str_param(params, "filename")
-        if filename is None:
-            raise missing("filename")
-        raw_length = self._str_param(params, "length")
-        if raw_length is None:
-            raise missing("length")
+        filename = self._required_param(params, "filename")
+        raw_length = self._required_param(params, "length")
         try:
             length = int(raw_length)
         except ValueError:

@@ -22,6 +22,7 @@ from tests.harness.slack_stub.validation import (
     SlackError,
     decode_json_field,
     invalid_blocks,
+    missing,
     short,
     validate_blocks,
 )
@@ -400,6 +401,14 @@ class StubServer:
         if value is None or value == "":
             return None
         return str(value)
+
+    @classmethod
+    def _required_param(cls, params: dict[str, Any], name: str) -> str:
+        """The string parameter `name`, or Slack's invalid_arguments when it is absent or empty."""
+        value = cls._str_param(params, name)
+        if value is None:
+            raise missing(name)
+        return value
 
     def _checked_content(
         self, params: dict[str, Any], *, require: bool = True

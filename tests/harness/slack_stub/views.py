@@ -66,9 +66,7 @@ class ViewMethods(StubServer):
         }
 
     def _views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
-        user_id = self._str_param(params, "user_id")
-        if user_id is None:
-            raise missing("user_id")
+        user_id = self._required_param(params, "user_id")
         view = self._checked_view(params, "home")
         expected_hash = self._str_param(params, "hash")
         current = self.home_views.get(user_id)
@@ -79,9 +77,7 @@ class ViewMethods(StubServer):
         return {"ok": True, "view": stored}
 
     def _views_open(self, params: dict[str, Any]) -> dict[str, Any]:
-        trigger_id = self._str_param(params, "trigger_id")
-        if trigger_id is None:
-            raise missing("trigger_id")
+        self._required_param(params, "trigger_id")
         view = self._checked_view(params, "modal")
         stored = self._stored_view(view)
         self.opened_views.append(stored)
