@@ -167,6 +167,14 @@ def test_url_templates_take_session_pr_task_id_and_ip(name: str) -> None:
     assert getattr(settings, name.lower()) == template
 
 
+def the_one_problem(name: str, value: str) -> str:
+    """The one line load_settings refuses `name`=`value` with (the credentials being fine)."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**CREDENTIALS, name: value})
+    [problem] = caught.value.problems
+    return problem
+
+
 @pytest.mark.parametrize(
     ("template", "words"),
     [
@@ -182,9 +190,7 @@ def test_url_templates_take_session_pr_task_id_and_ip(name: str) -> None:
 def test_an_unknown_placeholder_or_a_broken_template_is_one_line_naming_it(
     name: str, template: str, words: str
 ) -> None:
-    with pytest.raises(ConfigError) as caught:
-        load_settings({**CREDENTIALS, name: template})
-    [problem] = caught.value.problems
+    problem = the_one_problem(name, template)
     assert problem.startswith(f"{name} is invalid ({words}")
     assert "\n" not in problem
 
@@ -212,7 +218,5 @@ def test_labels_that_ecs_takes_as_tag_values_are_accepted(label: str) -> None:
 def test_a_label_ecs_would_refuse_as_a_task_tag_stops_at_start(
     name: str, label: str, words: str
 ) -> None:
-    with pytest.raises(ConfigError) as caught:
-        load_settings({**CREDENTIALS, name: label})
-    [problem] = caught.value.problems
+    problem = the_one_problem(name, label)
     assert problem.startswith(f"{name} is invalid (ECS refuses it as a task tag: it {words}")

@@ -26,7 +26,7 @@ from tests.harness.container_helpers import (
     wait_until,
 )
 from tests.harness.deploy_docs import bot_environment, uat_task_environment
-from tests.harness.entrypoint import FEATURE, GIT_REF, Remote, Run, tool
+from tests.harness.entrypoint import FEATURE, GIT_REF, Remote, Run, moto_client, tool
 
 
 def test_shellcheck_passes() -> None:
@@ -157,17 +157,9 @@ def child_pids(pid: int) -> list[int]:
 def test_alb_routing_is_created_tagged_and_removed_on_exit(
     run_entrypoint: Run, alb: dict[str, str]
 ) -> None:
-    import boto3
-
     container = run_entrypoint(**alb)
     container.wait_health(200)
-    elb = boto3.client(
-        "elbv2",
-        endpoint_url=alb["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    elb = moto_client(alb, "elbv2")
 
     def ours() -> list[Any]:
         """The listener's rules for this session's host."""
@@ -201,8 +193,6 @@ def test_alb_routing_is_created_tagged_and_removed_on_exit(
 def test_the_documented_app_url_is_the_host_the_entrypoint_routes(
     run_entrypoint: Run, alb: dict[str, str]
 ) -> None:
-    import boto3
-
     from bot.config import load_settings
     from bot.slack import slack_ui
     from bot.store import Environment, Facts, State
@@ -218,13 +208,7 @@ def test_the_documented_app_url_is_the_host_the_entrypoint_routes(
     domain = uat_task_environment()["UAT_DOMAIN"]
     container = run_entrypoint(**{**alb, "UAT_DOMAIN": domain, "SESSION_ID": env.facts.session})
     wait_until(lambda: "ALB: " in container.log.read_text(), 30, "routing")
-    elb = boto3.client(
-        "elbv2",
-        endpoint_url=alb["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    elb = moto_client(alb, "elbv2")
     rules = elb.describe_rules(ListenerArn=alb["ALB_LISTENER_ARN"])["Rules"]
     tags = elb.describe_tags(ResourceArns=[r["RuleArn"] for r in rules])["TagDescriptions"]
     [task_rule] = [

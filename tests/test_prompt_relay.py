@@ -69,6 +69,12 @@ def thread(bot: Bot) -> list[dict[str, Any]]:
     return bot.slack.thread(CHANNEL, root["ts"])
 
 
+async def succeeded(bot: Bot) -> None:
+    """Wait for a prompt's *succeeded* result in the PR's thread, then for the work it began."""
+    await bot.slack.wait_for(lambda s: any("*succeeded*" in m["text"] for m in thread(bot)))
+    await bot.settle()
+
+
 async def test_a_slash_prompt_comes_back_into_the_thread(
     make_bot: BotFactory, account: UatAccount, container: str, tmp_path: Path
 ) -> None:
@@ -110,8 +116,7 @@ async def test_a_reply_in_the_thread_is_a_prompt(
     assert (await bot.post_slack(body, headers))[0] == 200
     assert (await bot.post_slack(body, headers))[0] == 200  # Slack retries the event
     # Bolt runs the event listener after its ack: wait for the relay to have started
-    await bot.slack.wait_for(lambda s: any("*succeeded*" in m["text"] for m in thread(bot)))
-    await bot.settle()
+    await succeeded(bot)
     results = [m["text"] for m in thread(bot) if "*succeeded*" in m["text"]]
     assert len(results) == 1 and "add a dark mode" in results[0]
     # the bot's own messages in the thread are not prompts
@@ -235,8 +240,7 @@ async def test_a_short_result_has_no_file(
 ) -> None:
     bot = await ready_bot(make_bot, account, container)
     await bot.slash("prompt PR-2 fake:long 3")
-    await bot.slack.wait_for(lambda s: any("*succeeded*" in m["text"] for m in thread(bot)))
-    await bot.settle()
+    await succeeded(bot)
     assert files_in(bot) == [] and bot.slack.calls_to("files.getUploadURLExternal") == []
 
 
@@ -273,8 +277,7 @@ async def test_a_result_cut_by_a_crash_mid_post_is_finished_without_repeats(
     chat.post = post_then_die  # type: ignore[method-assign]
     summary = "\n".join(f"paragraph {i}: " + "more words " * 25 for i in range(40))
     await bot.slash(f"prompt PR-2 fake:long 200 {summary}")
-    await bot.slack.wait_for(lambda s: any("*succeeded*" in m["text"] for m in thread(bot)))
-    await bot.settle()
+    await succeeded(bot)
     await bot.runtime.stop()
     again: Bot = await make_bot(**account.env(container))
     again.runtime.services.prompts.first_poll_s = 0.05
@@ -378,8 +381,7 @@ async def test_a_finished_prompt_loses_its_cancel_button_and_cannot_be_cancelled
 ) -> None:
     bot = await ready_bot(make_bot, account, container)
     await bot.slash("prompt PR-2 add a footer")
-    await bot.slack.wait_for(lambda s: any("*succeeded*" in m["text"] for m in thread(bot)))
-    await bot.settle()
+    await succeeded(bot)
     job = job_of(bot.slack.responses[-1].body["text"])
     asked = next(m for m in thread(bot) if "asked the agent" in m["text"])
     assert buttons(asked) == [] and "(succeeded, job" in asked["text"]

@@ -41,7 +41,7 @@ import secrets
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,43 +218,57 @@ class EmbeddedAws:
             GroupName="uat-console", Description="uat-bot console", VpcId=vpc
         )["GroupId"]
         ecs.create_cluster(clusterName=CLUSTER)
-        ecs.register_task_definition(
-            family=BASE_FAMILY,
-            networkMode="awsvpc",
-            requiresCompatibilities=["FARGATE"],
-            cpu="1024",
-            memory="2048",
-            containerDefinitions=[
-                {
-                    "name": CONTAINER,
-                    "image": "placeholder:latest",
-                    "memory": 2048,
-                    "essential": True,
-                }
-            ],
-        )
+        register_base_definition(ecs, BASE_FAMILY)
         with contextlib.suppress(ecr.exceptions.RepositoryNotFoundException):
             ecr.delete_repository(repositoryName=repository, force=True)
         ecr.create_repository(repositoryName=repository)
         digests = {c[:7]: put_image(ecr, repository, c, c[:7]) for c in SEED_COMMITS}
-        self._space_out_pushes(repository, [digests[c[:7]] for c in SEED_COMMITS])
+        space_out_pushes(ecr, repository, [digests[c[:7]] for c in SEED_COMMITS])
         digests["staging"] = put_image(ecr, repository, STAGING_COMMIT, "staging")
         digests["latest"] = put_image(ecr, repository, LATEST_COMMIT, "latest")
         return SeededAccount(self.endpoint, self.region, repository, subnet, group, digests)
 
-    def _space_out_pushes(self, repository: str, digests: list[str]) -> None:
-        """Pushed an hour apart, oldest first (moto stamps whole seconds: seeded images tie)."""
-        from moto.core.models import DEFAULT_ACCOUNT_ID
-        from moto.ecr.models import ecr_backends
 
-        repo = ecr_backends[DEFAULT_ACCOUNT_ID][self.region].repositories.get(repository)
-        if repo is None:  # pragma: no cover - moto changed
-            return
-        now = int(time.time())
-        by_digest = {image.get_image_digest(): image for image in repo.images}
-        for age, digest in enumerate(reversed(digests), start=1):
-            if digest in by_digest:
-                by_digest[digest].image_pushed_at = now - age * PUSH_INTERVAL_S
+def register_base_definition(
+    ecs: Any, family: str, container: dict[str, Any] | None = None, **definition: Any
+) -> None:
+    """An operators' base task definition as the embedded world and the tests use it: Fargate,
+    1 vCPU, 2 GB, container `app` on a placeholder image (more `container` settings and
+    `definition` fields where wanted)."""
+    ecs.register_task_definition(
+        family=family,
+        networkMode="awsvpc",
+        requiresCompatibilities=["FARGATE"],
+        cpu="1024",
+        memory="2048",
+        containerDefinitions=[
+            {
+                "name": CONTAINER,
+                "image": "placeholder:latest",
+                "memory": 2048,
+                "essential": True,
+                **(container or {}),
+            }
+        ],
+        **definition,
+    )
+
+
+def space_out_pushes(ecr: Any, repository: str, digests: Sequence[str]) -> None:
+    """Give images pushed together times an hour apart, oldest first: moto stamps pushes with
+    whole seconds, so they would tie. Only when moto runs in this process (its backend is
+    adjusted directly); otherwise the pushes keep moto's times."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.ecr.models import ecr_backends
+
+    repo = ecr_backends[DEFAULT_ACCOUNT_ID][ecr.meta.region_name].repositories.get(repository)
+    if repo is None:  # moto in another process
+        return
+    now = int(time.time())
+    by_digest = {image.get_image_digest(): image for image in repo.images}
+    for age, digest in enumerate(reversed(digests), start=1):
+        if digest in by_digest:
+            by_digest[digest].image_pushed_at = now - age * PUSH_INTERVAL_S
 
 
 def _hold_tasks() -> None:

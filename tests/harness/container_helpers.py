@@ -49,11 +49,13 @@ def free_port() -> int:
         return port
 
 
-def git(cwd: Path, *args: str) -> str:
+def git(cwd: Path, *args: str, stdin: str | None = None) -> str:
+    """git's output (stripped), with a fixed identity; `stdin` is fed to it when given."""
     done = subprocess.run(
         ["git", *args],
         cwd=cwd,
         env={**os.environ, **GIT_ENV},
+        input=stdin,
         check=True,
         capture_output=True,
         text=True,

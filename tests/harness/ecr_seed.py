@@ -8,14 +8,12 @@ manifest bytes, as a registry computes it: without it moto derives the digest fr
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from bot.devtools.local import put_image
+from bot.devtools.local import put_image, space_out_pushes
 
 REPOSITORY = "test-tickets-uat"
-PUSH_INTERVAL_S = 3600
 
 
 def fresh_repository(ecr: Any, repository: str = REPOSITORY) -> None:
@@ -54,32 +52,9 @@ def seed(
     """
     fresh_repository(ecr, repository)
     digests = {sha: tag_sha(ecr, sha, sha[:7], repository) for sha in shas}
-    _space_out_pushes(ecr, repository, [digests[sha] for sha in shas])
+    space_out_pushes(ecr, repository, [digests[sha] for sha in shas])
     if staging is not None:
         tag_sha(ecr, staging, "staging", repository)
     if latest is not None:
         tag_sha(ecr, latest, "latest", repository)
     return digests
-
-
-def _space_out_pushes(ecr: Any, repository: str, digests: Sequence[str]) -> None:
-    """Give the images pushed times an hour apart, oldest first.
-
-    moto stamps pushes with whole seconds, so images seeded together would tie. When moto runs
-    in this process (ThreadedMotoServer), its backend is adjusted directly; otherwise the
-    pushes keep moto's times.
-    """
-    try:
-        from moto.core import DEFAULT_ACCOUNT_ID
-        from moto.ecr.models import ecr_backends
-    except ImportError:  # pragma: no cover - moto elsewhere
-        return
-    backend = ecr_backends[DEFAULT_ACCOUNT_ID][ecr.meta.region_name]
-    repo = backend.repositories.get(repository)
-    if repo is None:  # pragma: no cover - moto in another process
-        return
-    now = int(time.time())
-    by_digest = {image.get_image_digest(): image for image in repo.images}
-    for age, digest in enumerate(reversed(digests), start=1):
-        if digest in by_digest:
-            by_digest[digest].image_pushed_at = now - age * PUSH_INTERVAL_S

@@ -47,23 +47,9 @@ class Remote:
         """A new commit adding `name` on top of `parent`, and `ref` moved to it (as GitHub
         moves refs/pull/<n>/head when the PR's branch, maybe a fork's, gets a push)."""
         tree = git(self.path, "rev-parse", f"{parent}^{{tree}}")
-        blob = subprocess.run(
-            ["git", "hash-object", "-w", "--stdin"],
-            cwd=self.path,
-            input=f"{name}\n",
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        blob = git(self.path, "hash-object", "-w", "--stdin", stdin=f"{name}\n")
         listing = git(self.path, "ls-tree", tree)
-        new_tree = subprocess.run(
-            ["git", "mktree"],
-            cwd=self.path,
-            input=f"{listing}\n100644 blob {blob}\t{name}\n",
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        new_tree = git(self.path, "mktree", stdin=f"{listing}\n100644 blob {blob}\t{name}\n")
         commit = git(self.path, "commit-tree", new_tree, "-p", parent, "-m", f"Add {name}")
         git(self.path, "update-ref", ref, commit)
         return commit
@@ -208,7 +194,6 @@ def alb(tmp_path: Path) -> Iterator[dict[str, str]]:
         real_aws = subprocess.run(
             ["pyenv", "which", "aws"], capture_output=True, text=True, check=True
         ).stdout.strip()
-    import boto3
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -220,14 +205,7 @@ def alb(tmp_path: Path) -> Iterator[dict[str, str]]:
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    kw: dict[str, Any] = {
-        "endpoint_url": aws_env["AWS_ENDPOINT_URL"],
-        "region_name": "us-east-1",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
-    }
-    ec2 = boto3.client("ec2", **kw)
-    elb = boto3.client("elbv2", **kw)
+    ec2, elb = moto_client(aws_env, "ec2"), moto_client(aws_env, "elbv2")
     _, listener = alb_listener(ec2, elb, 9)
     elb.create_rule(
         ListenerArn=listener,
@@ -273,3 +251,16 @@ exec {real_aws} "$@"
         "TASK_IP": "127.0.0.1",  # recorded by moto only; nothing connects to it
     }
     server.stop()
+
+
+def moto_client(alb: dict[str, str], service: str) -> Any:
+    """A boto3 client for the `alb` fixture's moto server (with the fixture's test keys)."""
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=alb["AWS_ENDPOINT_URL"],
+        region_name=alb["AWS_DEFAULT_REGION"],
+        aws_access_key_id=alb["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=alb["AWS_SECRET_ACCESS_KEY"],
+    )

@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 from aiohttp import web
 
+from bot.devtools import local
 from bot.store import Environment, Facts
 from tests.harness.ecr_seed import fresh_repository, tag_sha
 
@@ -155,25 +156,8 @@ def running_environment(
 def register_base_definition(
     ecs: Any, container: dict[str, Any] | None = None, **definition: Any
 ) -> None:
-    """The operators' base task definition (Fargate, 1 vCPU, 2 GB, a placeholder image); more
-    `container` settings and `definition` fields where a test needs them."""
-    ecs.register_task_definition(
-        family=BASE_FAMILY,
-        networkMode="awsvpc",
-        requiresCompatibilities=["FARGATE"],
-        cpu="1024",
-        memory="2048",
-        containerDefinitions=[
-            {
-                "name": CONTAINER,
-                "image": "placeholder:latest",
-                "memory": 2048,
-                "essential": True,
-                **(container or {}),
-            }
-        ],
-        **definition,
-    )
+    """The operators' base task definition (the embedded world's, in family BASE_FAMILY)."""
+    local.register_base_definition(ecs, BASE_FAMILY, container, **definition)
 
 
 def set_up_account(endpoint: str) -> UatAccount:
