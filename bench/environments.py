@@ -196,7 +196,7 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
             runtime = build_runtime(settings)
             await runtime.start(watch=False)
             envs = runtime.services.environments
-            real_ecs = envs.ecs
+            real_ecs = envs.ctx.ecs
             try:
                 uri = await envs.ecr.repository_uri()
                 digest = account.digests["latest"]
@@ -225,13 +225,13 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
                     timed = TimedDescribe(real_ecs, client, naive)
                     real_ecs.calls.clear()
                     hits = len(containers.hits)
-                    envs.ecs = timed
+                    envs.ctx.ecs = timed
                     started = time.perf_counter()
                     try:
                         await envs.poll()
                     finally:
                         elapsed = time.perf_counter() - started
-                        envs.ecs = real_ecs
+                        envs.ctx.ecs = real_ecs
                     calls = timed.naive_calls if naive else real_ecs.calls.get("DescribeTasks", 0)
                     return elapsed, timed.seconds, calls, len(containers.hits) - hits
 
@@ -285,7 +285,7 @@ async def _watch(endpoint: str, workdir: Path) -> list[Row]:
                         Row("watch: Slack calls", str(len(stub.calls)), "0", None, "UNEXPECTED")
                     )
             finally:
-                envs.ecs = real_ecs
+                envs.ctx.ecs = real_ecs
                 await runtime.stop()
     finally:
         await containers.stop()
