@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from bot.slack import slack_ui
+from bot.slack.chat import Message
 from container.prompt_server import Config, create_app
 from tests.harness.bot import CHANNEL, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.container_helpers import fake_claude_cmd, make_repo
@@ -268,9 +269,9 @@ async def test_a_result_cut_by_a_crash_mid_post_is_finished_without_repeats(
     chat = bot.runtime.services.prompts.chat
     real_post = chat.post
 
-    async def post_then_die(*args: Any, **kwargs: Any) -> str:
-        await real_post(*args, **kwargs)
-        if str(kwargs.get("key", "")).startswith("prompt:"):
+    async def post_then_die(message: Message) -> str:
+        await real_post(message)
+        if str(message.key or "").startswith("prompt:"):
             raise asyncio.CancelledError  # what the rest looks like when the process dies here
         return ""
 

@@ -32,6 +32,7 @@ from bot.environments import LAUNCH_LEASE_S, Environments
 from bot.environments import launcher as launcher_module
 from bot.github import PullRequestEvent
 from bot.slack import slack_ui
+from bot.slack.chat import Message
 from bot.store import Environment
 from tests.harness.bot import (
     CHANNEL,
@@ -527,9 +528,9 @@ async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_star
     chat = first.runtime.services.environments.chat
     real_post = chat.post
 
-    async def post_then_die(*args: Any, **kwargs: Any) -> str:
-        ts = await real_post(*args, **kwargs)
-        if str(kwargs.get("key")).startswith("reply:"):
+    async def post_then_die(message: Message) -> str:
+        ts = await real_post(message)
+        if str(message.key).startswith("reply:"):
             await killed()
         return ts
 
