@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from bot.metrics import Metrics
 
@@ -95,6 +96,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             body = await read_bounded(request, limit)
     except TimeoutError:
         return rejections.refuse(endpoint, "too_slow", 408, "the body came too slowly", close=True)
+    except (ConnectionError, HttpProcessingError):  # gone mid-body, or a broken chunked body
+        return rejections.refuse(endpoint, "broken_body", 400, "the body broke off", close=True)
     if body is None:
         return rejections.refuse(
             endpoint, "too_large", 413, f"the body is over {limit} bytes", close=True

@@ -114,6 +114,26 @@ async def test_a_client_that_stalls_mid_body_is_cut_off_within_the_deadline(
     assert await rejected(bot, "/slack/events", "too_slow") == 1
 
 
+async def test_a_client_gone_mid_body_is_counted_without_a_traceback(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    _, writer = await raw_request(
+        bot,
+        f"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {FORM}\r\n"
+        "Content-Length: 100\r\n",
+    )
+    writer.write(b"command=%2Fuat")
+    await writer.drain()
+    writer.close()
+    for _ in range(50):
+        if await rejected(bot, "/slack/events", "broken_body") == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await rejected(bot, "/slack/events", "broken_body") == 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
 async def test_signed_requests_still_work_behind_the_guard(bot: Bot) -> None:
     status, text = await bot.slash("help")
     assert status == 200 and "/uat help" in text
