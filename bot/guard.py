@@ -3,9 +3,11 @@
 The middleware in front of `POST /slack/events` and `POST /github/webhook` refuses a compressed
 body (415) and a body over the endpoint's limit (413, from `Content-Length` or while streaming,
 never buffering more than the limit), and cuts off a sender that does not deliver its body within
-BODY_DEADLINE (408). What it read is handed to the handler under BODY. Every refusal, here and in
-the handlers' signature checks, is counted in `uat_rejected_requests_total{endpoint,reason}` and
-logged as at most one summary line per SUMMARY_INTERVAL, never line by line.
+BODY_DEADLINE (408); a connection without a whole request's headers within HEADER_DEADLINE is
+closed (server.py sets it as aiohttp's keep-alive timeout). What it read is handed to the
+handler under BODY. Every refusal, here and in the handlers' signature checks, is counted in
+`uat_rejected_requests_total{endpoint,reason}` and logged as at most one summary line per
+SUMMARY_INTERVAL, never line by line.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ SLACK_MAX_BODY = 1024 * 1024  # Slack's payloads fit in 1 MiB
 GITHUB_MAX_BODY = 25 * 1000 * 1000  # GitHub caps webhook payloads at 25 MB
 LIMITS = {"/slack/events": SLACK_MAX_BODY, "/github/webhook": GITHUB_MAX_BODY}
 BODY_DEADLINE = 10.0  # seconds a sender has to deliver a whole body
+# Seconds a connection may go without a whole request's headers, at its start and between
+# requests (aiohttp's keep-alive timer closes it): above an ALB's 60 s idle timeout, so the
+# load balancer never reuses a connection the bot has just closed.
+HEADER_DEADLINE = 75.0
 SUMMARY_INTERVAL = 60.0  # seconds between two summary lines of refused requests
 
 BODY = web.RequestKey("body", bytes)

@@ -19,6 +19,7 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
+import bot.guard
 from bot.app import Runtime
 from bot.config import Settings
 from bot.github import WebhookEndpoint
@@ -137,7 +138,9 @@ def create_web_app(runtime: Runtime) -> web.Application:
     # The guard reads bodies within their limits; client_max_size is only a second fence. A body
     # left unread (a refused one) closes the connection instead of being read on for 10 s.
     app = web.Application(
-        client_max_size=GITHUB_MAX_BODY, middlewares=[guard], handler_args={"lingering_time": 0}
+        client_max_size=GITHUB_MAX_BODY,
+        middlewares=[guard],
+        handler_args={"lingering_time": 0, "keepalive_timeout": bot.guard.HEADER_DEADLINE},
     )
     app[RUNTIME] = runtime
     rejections = Rejections(runtime.services.metrics)

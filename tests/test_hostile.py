@@ -16,7 +16,7 @@ from multidict import CIMultiDict
 
 from bot import guard
 from bot.logs import outside
-from tests.harness.bot import SIGNING_SECRET, WEBHOOK_SECRET, Bot
+from tests.harness.bot import SIGNING_SECRET, WEBHOOK_SECRET, Bot, BotFactory
 from tests.harness.signing import github_headers, slack_headers, slack_signature, slash_command_body
 
 FORM = "application/x-www-form-urlencoded"
@@ -112,6 +112,20 @@ async def test_a_client_that_stalls_mid_body_is_cut_off_within_the_deadline(
         writer.close()
     assert time.monotonic() - started < 3
     assert await rejected(bot, "/slack/events", "too_slow") == 1
+
+
+async def test_a_client_that_never_finishes_its_headers_is_cut_off(
+    make_bot: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(guard, "HEADER_DEADLINE", 0.5)
+    bot = await make_bot()
+    started = time.monotonic()
+    reader, writer = await raw_request(bot, "POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1")
+    try:
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, nothing answered
+    finally:
+        writer.close()
+    assert time.monotonic() - started < 3
 
 
 async def test_a_client_gone_mid_body_is_counted_without_a_traceback(
