@@ -17,11 +17,11 @@ from typing import Any
 from aiohttp import web
 
 from bot.errors import UserError
+from bot.guard import BODY, Rejections
+from bot.logs import outside
 from bot.store import Store
 
 logger = logging.getLogger(__name__)
-
-MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,9 @@ class WebhookEndpoint:
         on_pull_request: PullRequestHandler,
         repositories: Collection[str] = (),
         count: Callable[[str, str], None] | None = None,
+        rejections: Rejections | None = None,
     ) -> None:
+        self.rejections = rejections
         self.count = count
         self.secret = secret
         self.store = store
@@ -148,12 +150,14 @@ class WebhookEndpoint:
     async def _handle(self, request: web.Request) -> tuple[web.Response, str]:
         if not self.secret:
             return _answer(503, error="GITHUB_WEBHOOK_SECRET is not set on the bot"), "unconfigured"
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return _answer(413, error="payload too large"), "too_large"
-        body = await request.read()
-        if not verify_signature(self.secret, body, request.headers.get("X-Hub-Signature-256")):
-            logger.warning("refused a webhook with a missing or wrong signature")
-            return _answer(401, error="bad or missing X-Hub-Signature-256"), "bad_signature"
+        body = request[BODY]  # read within its limit by bot.guard
+        signatures = request.headers.getall("X-Hub-Signature-256", [])
+        if len(signatures) != 1 or not verify_signature(self.secret, body, signatures[0]):
+            error = "bad or missing X-Hub-Signature-256"
+            if self.rejections is None:
+                return _answer(401, error=error), "bad_signature"
+            refused = self.rejections.refuse("/github/webhook", "bad_signature", 401, error)
+            return refused, "bad_signature"
         event = request.headers.get("X-GitHub-Event", "")
         delivery = request.headers.get("X-GitHub-Delivery", "")
         try:
@@ -178,15 +182,15 @@ class WebhookEndpoint:
         # (every state change is a compare-and-set), so a delivery cut short by a crash, or
         # the same one arriving twice at once, is simply handled again.
         if await self.store.claimed(f"done:{delivery}"):
-            logger.info("delivery %s was already handled", delivery)
+            logger.info("delivery %s was already handled", outside(delivery))
             return _answer(200, duplicate=True), "duplicate"
         try:
             await self.on_pull_request(parsed)
         except UserError as exc:
-            logger.warning("delivery %s not handled: %s", delivery, exc)
+            logger.warning("delivery %s not handled: %s", outside(delivery), outside(exc))
             return _answer(503, error=str(exc)), "refused"
         except Exception:
-            logger.exception("handling delivery %s failed", delivery)
+            logger.exception("handling delivery %s failed", outside(delivery))
             return _answer(500, error="handling failed; GitHub may redeliver"), "error"
         await self.store.claim(f"done:{delivery}", event)
         return _answer(202, accepted=delivery), "accepted"

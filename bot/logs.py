@@ -44,3 +44,17 @@ def configure_logging(
     # slack_sdk says at INFO each time its retry handlers retry a call; what then fails is
     # logged by the bot, once.
     logging.getLogger("slack_sdk.web.async_base_client").setLevel(max(level, logging.WARNING))
+
+
+OUTSIDE_LIMIT = 200  # characters of one outside value in a log line
+
+
+def outside(value: object, limit: int = OUTSIDE_LIMIT) -> str:
+    """Outside text (headers, payload fields, remote errors) made safe for one log line: control
+    characters escaped (a newline cannot forge a second line) and cut to `limit` characters."""
+    text = str(value)
+    cut = len(text) > limit
+    escaped = "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit]
+    )
+    return escaped + ("…" if cut else "")

@@ -51,6 +51,12 @@ class Metrics:
             "Watcher checks of one environment that failed (the next round looks again)",
             registry=r,
         )
+        self.rejected = Counter(
+            "uat_rejected_requests",
+            "Requests refused before they were trusted, by endpoint and reason",
+            ["endpoint", "reason"],
+            registry=r,
+        )
         self.prompt_jobs = Counter(
             "uat_prompt_jobs", "Relayed prompts by final state", ["state"], registry=r
         )

@@ -31,6 +31,7 @@ from bot.container import (
 )
 from bot.environments import LIVE, Environments
 from bot.errors import UserError
+from bot.logs import outside
 from bot.slack import limits, slack_ui
 from bot.slack.chat import Chat, ChatError, Message, Upload
 from bot.slack.outbox import Outbox
@@ -360,7 +361,9 @@ class Prompts:
                 text, blocks = slack_ui.prompt_card_closed(relay, outcome)
                 await self.chat.update(channel, ts, text, blocks)
         except ChatError as exc:
-            logger.warning("could not close the card of prompt %s: %s", relay.job_id, exc)
+            logger.warning(
+                "could not close the card of prompt %s: %s", outside(relay.job_id), outside(exc)
+            )
 
     async def _attach(self, relay: Relay, channel: str, content: str) -> None:
         name = slack_ui.prompt_file_name(relay.job_id)
@@ -368,7 +371,9 @@ class Prompts:
             title = slack_ui.prompt_file_title(relay)
             await self.outbox.upload(Upload(channel, relay.thread_ts, name, content, title))
         except ChatError as exc:  # say so in the thread: the result itself is there already
-            logger.warning("could not attach the output of prompt %s: %s", relay.job_id, exc)
+            logger.warning(
+                "could not attach the output of prompt %s: %s", outside(relay.job_id), outside(exc)
+            )
             text = slack_ui.prompt_file_failed(relay.job_id, str(exc))
             await self._say(relay, channel, "file-failed", text)
 

@@ -11,15 +11,19 @@ from __future__ import annotations
 import gc
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
 
+import bot.guard
 from bot.app import Runtime
 from bot.config import Settings
 from bot.github import WebhookEndpoint
+from bot.guard import BODY, GITHUB_MAX_BODY, REJECTIONS, Rejections, guard
 from bot.metrics import CONTENT_TYPE_LATEST
 
 logger = logging.getLogger(__name__)
@@ -36,18 +40,51 @@ async def slack_events(request: web.Request) -> web.Response:
 async def _slack_events(runtime: Runtime, request: web.Request) -> web.Response:
     if runtime.bolt is None:
         raise RuntimeError("/slack/events is routed only when the runtime has a Bolt app")
-    timestamp = request.headers.get("X-Slack-Request-Timestamp")
-    if timestamp is not None and not re.fullmatch(r"\s*-?[0-9]+\s*", timestamp):
-        return web.json_response({"error": "invalid request"}, status=401)
+    rejections = request.app[REJECTIONS]
+    body = request[BODY]
+    secret = runtime.services.settings.slack_signing_secret
+    # Checked here, before Bolt sees the request: Bolt logs the whole body of every request
+    # whose signature it refuses.
+    problem = slack_signature_problem(
+        secret.get_secret_value() if secret else None, request.headers, body
+    )
+    if problem is not None:
+        return rejections.refuse(SLACK_EVENTS, problem, 401, "invalid request")
     try:
-        bolt_request = await to_bolt_request(request)
-    except Exception:  # Bolt parses the body before it checks the signature
-        logger.warning("refused an unreadable request to /slack/events")
-        return web.json_response({"error": "invalid request"}, status=400)
-    if malformed_event(bolt_request.body):
-        return web.json_response({"error": "malformed event"}, status=400)
+        bolt_request = AsyncBoltRequest(
+            body=body.decode(),
+            query=request.query_string,
+            headers=request.headers,  # type: ignore[arg-type]
+        )
+    except Exception:  # not UTF-8, a form's payload that is not JSON
+        return rejections.refuse(SLACK_EVENTS, "unreadable", 400, "invalid request")
+    if malformed_event(bolt_request.body) or malformed_payload(bolt_request.body):
+        return rejections.refuse(SLACK_EVENTS, "malformed", 400, "malformed event")
     bolt_response = await runtime.bolt.async_dispatch(bolt_request)
     return await to_aiohttp_response(bolt_response)
+
+
+SLACK_EVENTS = "/slack/events"
+TIMESTAMP = re.compile(r"[0-9]{1,12}")  # seconds since 1970, as Slack sends them
+
+
+def slack_signature_problem(
+    secret: str | None, headers: Mapping[str, str], body: bytes
+) -> str | None:
+    """Why a request does not carry exactly one valid, fresh Slack signature (None: it does)."""
+    getall = getattr(headers, "getall", None)
+    timestamps = getall("X-Slack-Request-Timestamp", []) if getall else []
+    signatures = getall("X-Slack-Signature", []) if getall else []
+    if len(timestamps) != 1 or len(signatures) != 1:
+        return "bad_signature"
+    if not TIMESTAMP.fullmatch(timestamps[0].strip()):
+        return "bad_timestamp"
+    if secret is None:
+        return "unconfigured"
+    verifier = SignatureVerifier(secret)
+    if not verifier.is_valid(body, timestamps[0].strip(), signatures[0].strip()):
+        return "bad_signature"
+    return None
 
 
 EVENT_TEXT_FIELDS = ("type", "user", "channel", "ts", "thread_ts", "text", "subtype", "tab")
@@ -61,6 +98,24 @@ def malformed_event(body: dict[str, Any]) -> bool:
     if not isinstance(event, dict):
         return True
     return any(not isinstance(event[k], str | None) for k in EVENT_TEXT_FIELDS if k in event)
+
+
+PAYLOAD_OBJECTS = ("user", "team", "channel", "container", "message", "view", "enterprise")
+PAYLOAD_TEXTS = ("type", "trigger_id", "response_url", "api_app_id", "callback_id", "token")
+
+
+def malformed_payload(body: Any) -> bool:
+    """A body (an interactivity payload above all) whose shape Slack would never send."""
+    if not isinstance(body, dict):
+        return True
+    if any(not isinstance(body[k], dict | None) for k in PAYLOAD_OBJECTS if k in body):
+        return True
+    if any(not isinstance(body[k], str | None) for k in PAYLOAD_TEXTS if k in body):
+        return True
+    actions = body.get("actions")
+    return actions is not None and (
+        not isinstance(actions, list) or not all(isinstance(a, dict) for a in actions)
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -80,14 +135,23 @@ async def metrics(request: web.Request) -> web.Response:
 
 def create_web_app(runtime: Runtime) -> web.Application:
     settings = runtime.services.settings
-    app = web.Application(client_max_size=25 * 1024 * 1024)
+    # The guard reads bodies within their limits; client_max_size is only a second fence. A body
+    # left unread (a refused one) closes the connection instead of being read on for 10 s.
+    app = web.Application(
+        client_max_size=GITHUB_MAX_BODY,
+        middlewares=[guard],
+        handler_args={"lingering_time": 0, "keepalive_timeout": bot.guard.HEADER_DEADLINE},
+    )
     app[RUNTIME] = runtime
+    rejections = Rejections(runtime.services.metrics)
+    app[REJECTIONS] = rejections
     secret = settings.github_webhook_secret
     webhook = WebhookEndpoint(
         secret.get_secret_value() if secret else None,
         runtime.services.store,
         lambda event: runtime.on_pull_request(event),
         settings.uat_repositories,
+        rejections=rejections,
         count=lambda event, result: runtime.services.metrics.webhooks.labels(
             event=event, result=result
         ).inc(),
@@ -144,4 +208,7 @@ def serve(settings: Settings, runtime: Runtime) -> None:
         port=settings.uat_port,
         print=None,
         shutdown_timeout=10,
+        # One line per request, with the sender's User-Agent unescaped: a flood of hostile
+        # requests would be a flood of lines. Refusals are counted in /metrics instead.
+        access_log=None,
     )

@@ -19,6 +19,7 @@ from bot.environments.context import ACTIVE, LIVE, MANAGED_BY, Context, PullRequ
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.errors import UserError
+from bot.logs import outside
 from bot.slack import slack_ui
 from bot.store import Environment, LeaseLost, Replaced, State, VersionConflict, renewing
 
@@ -93,7 +94,12 @@ class Launcher:
                 )
         saved = await change(ctx.store, pr.repo, pr.number, start)
         if saved is None:
-            logger.info("%s#%d already runs %s; nothing to start", pr.repo, pr.number, label)
+            logger.info(
+                "%s#%d already runs %s; nothing to start",
+                outside(pr.repo),
+                pr.number,
+                outside(label),
+            )
             return None
         self.spawn(pr.repo, pr.number, session, f"launch {pr.repo}#{pr.number}")
         return saved
@@ -112,7 +118,7 @@ class Launcher:
                 return
             reason = str(exc) if isinstance(exc, UserError) else "the launch crashed (see the log)"
             if not isinstance(exc, UserError):
-                logger.error("launch of %s#%d failed", repo, pr, exc_info=exc)
+                logger.error("launch of %s#%d failed", outside(repo), pr, exc_info=exc)
             await self.stopper.fail(repo, pr, session, reason)
 
         return fail

@@ -10,6 +10,7 @@ from bot.environments.changes import change
 from bot.environments.context import LIVE, Context
 from bot.environments.thread import Thread
 from bot.errors import UserError
+from bot.logs import outside
 from bot.slack import slack_ui
 from bot.store import Environment, State
 
@@ -74,7 +75,7 @@ class Stopper:
             try:
                 await ecs.remove_routing(session)
             except UserError as exc:
-                logger.warning("routing for %s not cleaned: %s", session, exc)
+                logger.warning("routing for %s not cleaned: %s", session, outside(exc))
 
     async def fail(self, repo: str, pr: int, session: str | None, reason: str) -> None:
         def failed(env: Environment) -> Environment | None:

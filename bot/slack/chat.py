@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.errors import UserError
+from bot.logs import outside
 from bot.metrics import Metrics
 from bot.slack import slack_ui
 
@@ -162,7 +163,7 @@ async def who_am_i(client: AsyncWebClient) -> SlackIdentity:
 def one_line(exc: BaseException) -> str:
     """An exception as one short line (a timeout's text is empty: its name then)."""
     text = " ".join(str(exc).split())
-    return text[:300] if text else type(exc).__name__
+    return outside(text, 300) if text else type(exc).__name__
 
 
 class SlackChat:

@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 import bot.commands as commands_package
 from bot import pr_refs
 from bot.errors import ReplacingError, UsageError, UserError
+from bot.logs import outside
 from bot.slack import cards, slack_ui
 from bot.slack.context import ActionHandler, CommandContext
 
@@ -214,7 +215,7 @@ class Dispatcher:
         returns that task, or None when no handler answers the button."""
         handler = self.actions.get(action_id)
         if handler is None:
-            logger.warning("no handler for button %s", action_id)
+            logger.warning("no handler for button %s", outside(action_id))
             return None
 
         async def work() -> None:
@@ -238,10 +239,10 @@ async def run_reporting(ctx: CommandContext, work: Awaitable[Any], *, what: str)
         count.labels(command=what, outcome="ok").inc()
     except UserError as exc:
         count.labels(command=what, outcome="refused").inc()
-        logger.info("%s for %s refused: %s", what, ctx.user_id, exc)
+        logger.info("%s for %s refused: %s", what, outside(ctx.user_id), outside(exc))
         await ctx.reply(str(exc), replace_original=isinstance(exc, ReplacingError))
     except Exception:
         count.labels(command=what, outcome="error").inc()
         ref = secrets.token_hex(4)
-        logger.exception("%s for %s failed (ref %s)", what, ctx.user_id, ref)
+        logger.exception("%s for %s failed (ref %s)", what, outside(ctx.user_id), ref)
         await ctx.reply(slack_ui.something_went_wrong(ref))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from bot.logs import outside
 from bot.slack import slack_ui
 from bot.slack.chat import Blocks, ChatError, Message, SlackUnreachable
 
@@ -62,7 +63,7 @@ class SlackReply:
             logger.warning("%s; the answer to %s is lost", exc.line, self._user)
             return
         except ChatError as exc:
-            logger.warning("could not answer %s: %s", self._user, exc)
+            logger.warning("could not answer %s: %s", outside(self._user), outside(exc))
             return
         if self._url:
             logger.warning("response_url failed (%s); the answer was posted instead", failure)
