@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -41,40 +42,48 @@ def rss_mib() -> float:
     return 0.0
 
 
-async def flood(host: str, port: int) -> None:
-    """Stream a chunked body past the limit, again and again."""
+Sender = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def again_and_again(host: str, port: int, head: bytes, send: Sender) -> None:
+    """Connect, send `head`, let `send` do the rest; then the same on a new connection."""
     while True:
         with contextlib.suppress(OSError):
             reader, writer = await asyncio.open_connection(host, port)
-            writer.write(
-                b"POST /slack/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-            )
+            writer.write(head)
             try:
-                for _ in range(guard.SLACK_MAX_BODY // len(CHUNK) + 2):
-                    writer.write(b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))
-                    await writer.drain()
-                await reader.read()
+                await send(reader, writer)
             finally:
                 writer.close()
+
+
+async def flood(host: str, port: int) -> None:
+    """Stream a chunked body past the limit, again and again."""
+
+    async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(guard.SLACK_MAX_BODY // len(CHUNK) + 2):
+            writer.write(b"%x\r\n%s\r\n" % (len(CHUNK), CHUNK))
+            await writer.drain()
+        await reader.read()
+
+    head = b"POST /slack/events HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    await again_and_again(host, port, head, send)
 
 
 async def trickle(host: str, port: int) -> None:
     """Announce a body within the limit, then send it a byte at a time."""
-    while True:
-        with contextlib.suppress(OSError):
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(
-                b"POST /slack/events HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Length: %d\r\n\r\n" % guard.SLACK_MAX_BODY
-            )
-            try:
-                while not reader.at_eof():
-                    writer.write(b"a")
-                    await writer.drain()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(reader.read(), 0.1)
-            finally:
-                writer.close()
+
+    async def send(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while not reader.at_eof():
+            writer.write(b"a")
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(), 0.1)
+
+    head = b"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (
+        guard.SLACK_MAX_BODY
+    )
+    await again_and_again(host, port, head, send)
 
 
 async def acks(http: aiohttp.ClientSession, url: str, stub: SlackStub) -> list[float]:

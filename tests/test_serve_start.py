@@ -37,19 +37,26 @@ def logged(text: str, *levels: str) -> list[str]:
     return [line for line in found if line.split(" ", 1)[0] in levels]
 
 
+async def refused_at_start(slack: SlackStub, tmp_path: Path, **settings: str) -> list[str]:
+    """What `serve` prints to stderr when it stops at start (status 1) on `settings`, having
+    asked nothing of Slack: the settings alone were enough."""
+    exited = await serve_until_exit(bot_env(slack, tmp_path, **settings), tmp_path)
+    assert exited.status == 1
+    assert slack.calls == []
+    return exited.stderr_lines
+
+
 async def test_serve_stops_on_a_channel_name_and_on_subnets_and_groups_that_are_not_ids(
     slack: SlackStub, tmp_path: Path
 ) -> None:
-    env = bot_env(
+    lines = await refused_at_start(
         slack,
         tmp_path,
         UAT_CHANNEL="#uat",
         UAT_SUBNETS="subnet-0123456789abcdef0,private-a",
         UAT_SECURITY_GROUPS="default",
     )
-    exited = await serve_until_exit(env, tmp_path)
-    assert exited.status == 1
-    assert exited.stderr_lines == problems(
+    assert lines == problems(
         "UAT_CHANNEL is '#uat', a channel name, not its ID: set it to the channel's ID (like "
         f"C0123ABCD, uppercase letters and digits); {FIND_CHANNEL_ID}",
         "UAT_SUBNETS has 'private-a', not a subnet ID: list IDs like subnet-0123456789abcdef0 "
@@ -57,27 +64,22 @@ async def test_serve_stops_on_a_channel_name_and_on_subnets_and_groups_that_are_
         "UAT_SECURITY_GROUPS has 'default', not a security group ID: list IDs like "
         "sg-0123456789abcdef0 (VPC console), comma-separated",
     )
-    assert slack.calls == []  # nothing was asked of Slack: the settings alone were enough
 
 
 async def test_serve_stops_on_an_unknown_url_placeholder_and_a_label_ecs_cannot_tag(
     slack: SlackStub, tmp_path: Path
 ) -> None:
-    env = bot_env(
+    [header, label, app_url] = await refused_at_start(
         slack,
         tmp_path,
         UAT_APP_URL="https://{branch}.uat.example.com",
         UAT_LABEL_STAGING="uat, staging",
     )
-    exited = await serve_until_exit(env, tmp_path)
-    assert exited.status == 1
-    [header, label, app_url] = exited.stderr_lines
     assert header == HEADER
     assert label.startswith("  - UAT_LABEL_STAGING is invalid (ECS refuses it as a task tag")
     assert app_url.startswith(
         "  - UAT_APP_URL is invalid (has {branch}, which is not a placeholder"
     )
-    assert slack.calls == []
 
 
 async def test_serve_stops_when_slack_refuses_the_token(slack: SlackStub, tmp_path: Path) -> None:
