@@ -566,7 +566,8 @@ def idle_warning(env: Environment) -> tuple[str, list[Block]]:
 
 
 def new_commits(env: Environment, sha: str, actor: str) -> tuple[str, list[Block]]:
-    text = f"New commits ({code(sha[:7])} by {person(actor)}) — restart to pick them up."
+    """`actor` is the pusher's GitHub login: shown as typed, never as a Slack mention."""
+    text = f"New commits ({code(sha[:7])} by {mrkdwn(actor)}) — restart to pick them up."
     card = f"restart-{sha[:12]}-{env.facts.session or None}"
     value = json.dumps({"card": card, "repo": env.repo, "pr": env.pr})
     return text, [text_block(text), actions(button("Restart", action_ids.ENV_RESTART, value))]
