@@ -132,6 +132,18 @@ def deployers_only(action: str, deployers: Iterable[str]) -> str:
     return DEPLOYERS_ONLY.format(action=action, who=names)
 
 
+def changes_in_channel_only(channel: str) -> str:
+    return f"Environments are changed from <#{channel}> or a PR's thread in it, not from here."
+
+
+def operators_only(operators: Iterable[str], deployers: Iterable[str], author: bool) -> str:
+    who = [f"<@{user}>" for user in (*operators, *deployers)]
+    if author:
+        who.insert(0, "the person who asked for it")
+    names = ", ".join(dict.fromkeys(who))
+    return f"Only {names} can change this environment (UAT_OPERATORS and UAT_DEPLOYERS say who)."
+
+
 def help_overview(summaries: Iterable[tuple[str, str]]) -> str:
     lines = [HELP_HEADER]
     lines += [f"• `/uat {name}` — {summary}" for name, summary in summaries]
