@@ -149,6 +149,7 @@ class Settings(BaseSettings):
 
     uat_channel: str | None = None
     uat_deployers: CommaList = ()
+    uat_operators: CommaList = ()  # who may change environments (none set: anyone in the channel)
     github_webhook_secret: SecretStr | None = None
     uat_repositories: CommaList = ()
     uat_label_latest: str = "uat"
@@ -187,7 +188,12 @@ class Settings(BaseSettings):
     uat_idle_hours: float = Field(8.0, gt=0)
 
     @field_validator(
-        "uat_deployers", "uat_repositories", "uat_subnets", "uat_security_groups", mode="before"
+        "uat_deployers",
+        "uat_operators",
+        "uat_repositories",
+        "uat_subnets",
+        "uat_security_groups",
+        mode="before",
     )
     @classmethod
     def _comma_list(cls, value: Any) -> Any:

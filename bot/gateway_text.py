@@ -26,7 +26,8 @@ AWS_HINTS = {
 
 
 def bad_ref(ref: str) -> str:
-    return f"`{ref}` is not a git ref I can build: use a branch, tag or commit sha."
+    shown = escape(ref).replace("`", "'").replace("\n", " ")  # as slack_ui.code shows it
+    return f"`{shown}` is not a git ref I can build: use a branch, tag or commit sha."
 
 
 def no_such_ref(ref: str) -> str:

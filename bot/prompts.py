@@ -139,6 +139,13 @@ class Prompts:
             if env.facts.carry:
                 self.tasks.spawn(self.resend_carried(env), name=f"resend {env.repo}#{env.pr}")
 
+    async def author(self, env: Environment, job_id: str) -> str | None:
+        """Who asked for the prompt `job_id` of `env`, while its result is still to come."""
+        for relay in await self.store.open_relays():
+            if (relay.repo, relay.pr, relay.job_id) == (env.repo, env.pr, job_id):
+                return relay.user
+        return None
+
     async def cancel(self, env: Environment, job_id: str, user: str) -> None:
         """Cancel a queued or running prompt; its result then says who cancelled it."""
         await self.environments.edit_facts(

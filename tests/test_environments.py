@@ -496,6 +496,7 @@ async def test_the_restart_button_replaces_the_task_once(uat: Bot, account: UatA
             restart["action_id"],
             restart["value"],
             user_id="U0HUMAN",
+            channel_id=CHANNEL,  # changes are taken in the UAT channel only
             response_url=uat.slack.new_response_url(),
         )
         assert (await uat.post_slack(body, slack_headers(SIGNING_SECRET, body)))[0] == 200

@@ -16,7 +16,7 @@ from aiohttp import web
 from bot.slack import slack_ui
 from bot.slack.chat import Message
 from container.prompt_server import Config, create_app
-from tests.harness.bot import CHANNEL, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
+from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.container_helpers import fake_claude_cmd, make_repo
 from tests.harness.fake_claude import long_lines
 from tests.harness.pull_requests import label, root_messages
@@ -145,16 +145,22 @@ async def test_cancel_stops_a_running_prompt(
     await asyncio.sleep(0.2)
     asked = next(m for m in thread(bot) if "asked the agent" in m["text"])
     [cancel] = [e for b in asked["blocks"] if b["type"] == "actions" for e in b["elements"]]
-    body = block_actions_body(
-        cancel["action_id"],
-        cancel["value"],
-        user_id="U0HUMAN",
-        response_url=bot.slack.new_response_url(),
-    )
-    assert (await bot.post_slack(body, slack_headers(SIGNING_SECRET, body)))[0] == 200
+    # someone else's prompt: only its author, operators and deployers may cancel it
+    refusal = slack_ui.operators_only((), (DEPLOYER,), author=True)
+    for user in ("U0HUMAN", DEPLOYER):
+        body = block_actions_body(
+            cancel["action_id"],
+            cancel["value"],
+            user_id=user,
+            channel_id=CHANNEL,
+            response_url=bot.slack.new_response_url(),
+        )
+        assert (await bot.post_slack(body, slack_headers(SIGNING_SECRET, body)))[0] == 200
+        if user == "U0HUMAN":
+            await bot.slack.wait_for(lambda s: any(r.body["text"] == refusal for r in s.responses))
     await bot.settle()
     # reported as cancelled by the person who clicked, not as a failure
-    assert any("*cancelled by <@U0HUMAN>*" in m["text"] for m in thread(bot))
+    assert any(f"*cancelled by <@{DEPLOYER}>*" in m["text"] for m in thread(bot))
 
 
 async def test_prompts_that_cannot_go_get_a_clear_answer(

@@ -138,7 +138,8 @@ class Watcher:
                     env.repo,
                     env.pr,
                     session,
-                    f"the container failed: {health.get('error') or 'no reason'}",
+                    "the container failed: "
+                    + slack_ui.mrkdwn(str(health.get("error") or "no reason")),
                 )
                 return
         started = env.facts.launch_started

@@ -236,7 +236,7 @@ class CodeBuildBuilder:
         if not build.succeeded:
             phase = build.failed_phase
             name = phase.kind if phase else build.current_phase
-            tail = [slack_ui.escape(m) for m in phase.messages] if phase else []
+            tail = list(phase.messages) if phase else []  # escaped where shown
             raise BuildError(
                 slack_ui.codebuild_failed(build.status, name, build.log_link), name, tail
             )

@@ -139,6 +139,8 @@ class ImagePipeline:
         from_digest: str | None = None,
         to_digest: str | None = None,
     ) -> None:
+        """Record what was done; `detail` is mrkdwn (`/uat history` shows it as it is), so any
+        outside text in it is escaped by the caller."""
         await self.store.append_audit(
             AuditEntry(actor, action, result, detail[:500], from_digest, to_digest)
         )
@@ -148,7 +150,7 @@ class ImagePipeline:
             await self.store.acquire_lock(LOCK, FREEZE_PREFIX + actor, reason, FREEZE_TTL_S)
         except LockHeld as held:
             await self._refuse_locked(actor, "lock", held.lock)
-        await self._audit(actor, "lock", "ok", reason)
+        await self._audit(actor, "lock", "ok", slack_ui.mrkdwn(reason))
 
     async def unfreeze(self, actor: str) -> None:
         lock = await self.store.get_lock(LOCK)
@@ -156,7 +158,7 @@ class ImagePipeline:
             await self._audit(actor, "unlock", "refused", "not frozen")
             raise Recorded(slack_ui.NOT_FROZEN if lock is None else slack_ui.lock_held(lock))
         await self.store.release_lock(LOCK, lock.holder)
-        await self._audit(actor, "unlock", "ok", f"was: {lock.reason}")
+        await self._audit(actor, "unlock", "ok", f"was: {slack_ui.mrkdwn(lock.reason)}")
 
     # building
 
@@ -177,7 +179,9 @@ class ImagePipeline:
                     previous = await self.ecr.describe("latest")
                 result = await self._build(ref, target, progress)
         prev_digest = previous.digest if previous else None
-        detail = result.commit.subject + ("" if result.rebuilt else " (not rebuilt)")
+        detail = slack_ui.mrkdwn(result.commit.subject) + (
+            "" if result.rebuilt else " (not rebuilt)"
+        )
         await self._audit(
             actor,
             f"build :{target} {result.commit.short}",

@@ -80,6 +80,14 @@ class CommandContext:
     def is_deployer(self) -> bool:
         return self.user_id in self.services.settings.uat_deployers
 
+    def require_changer(self, author: str | None = None) -> None:
+        """Refuse a change to an environment unless it comes from the UAT channel (or a PR's
+        thread in it) and, when UAT_OPERATORS is set, from an operator or a deployer (or
+        `author`, the person whose prompt it is); the refusal says who may."""
+        refusal = change_refusal(self.settings, self.user_id, self.channel_id, author)
+        if refusal:
+            raise UserError(refusal)
+
     def require_deployer(self, action: str) -> None:
         """Refuse unless the person is in UAT_DEPLOYERS; the refusal says who can."""
         if not self.is_deployer:
@@ -87,3 +95,20 @@ class CommandContext:
 
 
 ActionHandler = Callable[[CommandContext, dict[str, Any]], Awaitable[None]]
+
+
+def change_refusal(
+    settings: Settings, user: str, channel: str, author: str | None = None
+) -> str | None:
+    """Why `user` may not change an environment from `channel`; None when they may. Operators
+    are Slack user IDs (user-group IDs `S…` are not resolved yet: list the people)."""
+    if settings.uat_channel and channel != settings.uat_channel:
+        return slack_ui.changes_in_channel_only(settings.uat_channel)
+    allowed = {*settings.uat_operators, *settings.uat_deployers}
+    if author:
+        allowed.add(author)
+    if (settings.uat_operators or author) and user not in allowed:
+        return slack_ui.operators_only(
+            settings.uat_operators, settings.uat_deployers, author is not None
+        )
+    return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,43 @@ HELP_FOOTER = "`/uat help <command>` shows one command's usage."
 
 SLACK_DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
 SLACK_MENTION = re.compile(r"<@([A-Z0-9]+)>")
+
+
+# ---------------------------------------------------------------- outside text, made inert
+# Every string from outside (PR titles, branches, authors, commit subjects, container errors
+# and phases, agent text, what people typed) reaches Slack through one of these four, by
+# where it goes. Each escapes `&`, `<` and `>` exactly once, so no `<!channel>`, `<@U…>`,
+# `<#C…>` or `<https://…|…>` survives; long text is split before (see `split_escaped`).
+
+
+def mrkdwn(text: str) -> str:
+    """Outside text inside mrkdwn: shown as typed, with no mention, ping or link."""
+    return escape(text)
+
+
+def code(text: str) -> str:
+    """Outside text as an inline code span: a backtick or line end inside cannot end it
+    (backticks become ', line ends spaces)."""
+    inner = escape(text).replace("`", "'").replace("\n", " ").replace("\r", " ")
+    return f"`{inner or ' '}`"
+
+
+def code_block(lines: Sequence[str], room: int = 2800) -> str:
+    """Outside lines (a build's log) as a ``` block: the last `room` characters, none able to
+    end the block early."""
+    tail = "\n".join(lines)[-room:].replace("`", "'")
+    return "```" + escape(tail) + "```"
+
+
+def link_label(text: str) -> str:
+    """Outside text as the label of a `<url|label>` link: `|`, `>` and backticks cannot end it
+    (`|` becomes ¦, backticks ')."""
+    return escape(text).replace("|", "\u00a6").replace("`", "'")
+
+
+def plain_text(text: str, limit: int = 75) -> Block:
+    """Outside text as a Block Kit plain_text object (Slack shows it literally)."""
+    return {"type": "plain_text", "text": text[:limit] or " ", "emoji": False}
 
 
 def plain(text: str) -> str:
@@ -78,14 +115,14 @@ def something_went_wrong(ref: str) -> str:
 
 
 def unknown_command(word: str, suggestions: Sequence[str]) -> str:
-    text = UNKNOWN_COMMAND.format(word=word)
+    text = UNKNOWN_COMMAND.format(word=code(word)[1:-1])
     if suggestions:
         text += DID_YOU_MEAN.format(suggestions="` or `/uat ".join(suggestions))
     return text + SEE_HELP
 
 
 def bad_quoting(problem: str) -> str:
-    return BAD_QUOTING.format(problem=problem)
+    return BAD_QUOTING.format(problem=mrkdwn(problem))
 
 
 def deployers_only(action: str, deployers: Iterable[str]) -> str:
@@ -93,6 +130,18 @@ def deployers_only(action: str, deployers: Iterable[str]) -> str:
     if not names:
         return NO_DEPLOYERS.format(action=action)
     return DEPLOYERS_ONLY.format(action=action, who=names)
+
+
+def changes_in_channel_only(channel: str) -> str:
+    return f"Environments are changed from <#{channel}> or a PR's thread in it, not from here."
+
+
+def operators_only(operators: Iterable[str], deployers: Iterable[str], author: bool) -> str:
+    who = [f"<@{user}>" for user in (*operators, *deployers)]
+    if author:
+        who.insert(0, "the person who asked for it")
+    names = ", ".join(dict.fromkeys(who))
+    return f"Only {names} can change this environment (UAT_OPERATORS and UAT_DEPLOYERS say who)."
 
 
 def help_overview(summaries: Iterable[tuple[str, str]]) -> str:
@@ -147,10 +196,10 @@ def lock_held(lock: Any) -> str:
         who = lock.holder.removeprefix("freeze:")
         return (
             f"Image operations are locked by {mention(who)} since {when(lock.acquired_at)}: "
-            f"{lock.reason}. A deployer can `/uat unlock`."
+            f"{mrkdwn(lock.reason)}. A deployer can `/uat unlock`."
         )
     return (
-        f"{mention(lock.holder)} is running `{lock.reason}` since {when(lock.acquired_at)}. "
+        f"{mention(lock.holder)} is running {code(lock.reason)} since {when(lock.acquired_at)}. "
         "Try again when it finishes."
     )
 
@@ -159,7 +208,7 @@ def lock_refusal(lock: Any) -> str:
     """Why an operation was refused, as `/uat history` shows it: the holder as a person."""
     if str(lock.holder).startswith("freeze:"):
         return f"locked by {mention(lock.holder.removeprefix('freeze:'))}: {lock.reason}"
-    return f"{mention(lock.holder)} was running `{lock.reason}`"
+    return f"{mention(lock.holder)} was running {code(lock.reason)}"
 
 
 PROMOTING = "Promoting :staging to :latest …"
@@ -171,7 +220,7 @@ def rolling_back(sha: str) -> str:
 
 
 def build_confirmed(ref: str, target: str) -> str:
-    return f"Confirmed: the build of `{ref}` for `:{target}` shows its progress in the channel."
+    return f"Confirmed: the build of {code(ref)} for `:{target}` shows its progress in the channel."
 
 
 def rollback_choices(images: Sequence[Any], live: str | None) -> list[str]:
@@ -186,15 +235,15 @@ def rollback_choices(images: Sequence[Any], live: str | None) -> list[str]:
 
 
 def mention(actor: str) -> str:
-    return f"<@{actor}>" if actor[:1] in "UW" and actor.isalnum() else f"`{actor}`"
+    return f"<@{actor}>" if actor[:1] in "UW" and actor.isalnum() else code(actor)
 
 
 def bad_sha(sha: str) -> str:
-    return f"`{sha}` is not a sha. {SHA_HELP}"
+    return f"{code(sha)} is not a sha. {SHA_HELP}"
 
 
 def no_such_sha(sha: str, nearest: Sequence[str]) -> str:
-    text = f"There is no image tagged `{sha}`."
+    text = f"There is no image tagged {code(sha)}."
     if nearest:
         text += " The nearest are " + ", ".join(f"`{n}`" for n in nearest) + "."
     return text + " `/uat rollback` lists the recent ones."
@@ -311,26 +360,27 @@ def log_link(url: str) -> str:
 def build_progress(
     title: str, step: str, lines: Sequence[str], seconds: float, link: str = ""
 ) -> tuple[str, list[Block]]:
+    title, step = mrkdwn(title), mrkdwn(step)
     text = f"Building {title} — {step} ({seconds:.0f}s)"
     blocks = [text_block(f"*Building {title}* — {step} ({seconds:.0f}s)")]
     if log_link(link):
         blocks.append(context_block(f"Follow it in {log_link(link)}."))
     if lines:
-        blocks.append(context_block("```" + "\n".join(lines)[-2800:] + "```"))
+        blocks.append(context_block(code_block(lines)))
     return text, blocks
 
 
 def build_done(result: Any, target: str, actor: str) -> tuple[str, list[Block]]:
     c = result.commit
     text = (
-        f"`:{target}` is now `{c.short}` — {c.subject} "
+        f"`:{target}` is now `{c.short}` — {mrkdwn(c.subject)} "
         f"(digest `{short(result.digest)}`, by {mention(actor)}, {result.seconds:.0f}s)"
     )
     if not getattr(result, "rebuilt", True):
         text += f" {not_rebuilt(c.short)}"
     return text, [
         text_block(
-            f"*`:{target}` is now `{c.short}`* — {c.subject}"
+            f"*`:{target}` is now `{c.short}`* — {mrkdwn(c.subject)}"
             + ("" if getattr(result, "rebuilt", True) else f"\n{not_rebuilt(c.short)}")
         ),
         context_block(
@@ -342,10 +392,11 @@ def build_done(result: Any, target: str, actor: str) -> tuple[str, list[Block]]:
 
 
 def build_failed(title: str, message: str, tail: Sequence[str]) -> tuple[str, list[Block]]:
+    title = mrkdwn(title)
     text = f"Building {title} failed: {message}"
     blocks = [text_block(f"*Building {title} failed.* {message}")]
     if tail:
-        blocks.append(context_block("```" + "\n".join(tail[-12:])[-2800:] + "```"))
+        blocks.append(context_block(code_block(tail[-12:])))
     return text, blocks
 
 
@@ -392,7 +443,7 @@ def _chunks(rows: Sequence[str], limit: int = SECTION_ROOM) -> list[str]:
 
 
 def frozen(actor: str, reason: str) -> str:
-    return f"{mention(actor)} locked image operations: {reason}. `/uat unlock` lifts it."
+    return f"{mention(actor)} locked image operations: {mrkdwn(reason)}. `/uat unlock` lifts it."
 
 
 def unfrozen(actor: str) -> str:
@@ -426,7 +477,7 @@ def person(actor: str) -> str:
     """A GitHub login, a Slack user or the bot itself, as a card shows it."""
     if actor[:1] in "UW" and actor.isalnum() and actor.isupper():
         return f"<@{actor}>"
-    return actor
+    return mrkdwn(actor)
 
 
 def duration(seconds: float) -> str:
@@ -448,24 +499,25 @@ def app_url(env: Environment, settings: Any) -> str | None:
 def environment_card(env: Environment, settings: Any, now: float) -> tuple[str, list[Block]]:
     f = env.facts
     state = STATE_LABELS[env.state]
-    title = f.title
-    link = f"<{f.url}|#{env.pr} {title}>" if f.url else f"#{env.pr} {title}"
-    text = f"{env.repo}#{env.pr} {title} — {env.state}"
+    pr_url = f.url if f.url.startswith("https://") and not any(c in f.url for c in "<>| \n") else ""
+    label = link_label(f"#{env.pr} {f.title}")
+    link = f"<{pr_url.replace('&', '&amp;')}|{label}>" if pr_url else label
+    text = f"{mrkdwn(env.repo)}#{env.pr} {mrkdwn(f.title)} — {env.state}"
     tags = [t for t in f.image_tags if t not in ("latest", "staging")]
-    image = f"`{tags[0]}` " if tags else ""
+    image = f"{code(tags[0])} " if tags else ""
     image += f"`{short(env.image_digest)}`" if env.image_digest else "resolving…"
     fields = [
         f"*State*\n{state}",
-        f"*Label*\n`{env.label or '-'}`",
+        f"*Label*\n{code(env.label or '-')}",
         f"*Image*\n{image}",
-        f"*Author*\n{f.author or '-'}",
+        f"*Author*\n{mrkdwn(f.author or '-')}",
     ]
     if env.state in LIVE:
         fields.append(f"*Age*\n{duration(now - _started(env, now))}")
         if f.idle_until:
             fields.append(f"*Idle stop*\n{when(f.idle_until)}")
     blocks: list[Block] = [
-        text_block(f"*{link}*\n`{env.repo}` · branch `{f.branch or '?'}`"),
+        text_block(f"*{link}*\n{code(env.repo)} · branch {code(f.branch or '?')}"),
         {
             "type": "section",
             "fields": [{"type": "mrkdwn", "text": x[: limits.FIELD_TEXT]} for x in fields],
@@ -502,9 +554,9 @@ def stopped_reply(env: Environment) -> tuple[str, list[Block]]:
 
 
 def stop_reason(task: Any) -> str:
-    parts = [task.stopped_reason or "the task stopped"]
+    parts = [mrkdwn(task.stopped_reason or "the task stopped")]
     if task.stop_code:
-        parts.append(f"stop code {task.stop_code}")
+        parts.append(f"stop code {mrkdwn(str(task.stop_code))}")
     if task.exit_code is not None:
         parts.append(f"exit code {task.exit_code}")
     return ", ".join(parts)
@@ -526,7 +578,8 @@ def idle_warning(env: Environment) -> tuple[str, list[Block]]:
 
 
 def new_commits(env: Environment, sha: str, actor: str) -> tuple[str, list[Block]]:
-    text = f"New commits (`{sha[:7]}` by {actor}) — restart to pick them up."
+    """`actor` is the pusher's GitHub login: shown as typed, never as a Slack mention."""
+    text = f"New commits ({code(sha[:7])} by {mrkdwn(actor)}) — restart to pick them up."
     card = f"restart-{sha[:12]}-{env.facts.session or None}"
     value = json.dumps({"card": card, "repo": env.repo, "pr": env.pr})
     return text, [text_block(text), actions(button("Restart", action_ids.ENV_RESTART, value))]
@@ -541,8 +594,7 @@ def no_environment(pr: int) -> str:
 
 
 def bad_pr_ref(ref: str) -> str:
-    shown = escape(ref if len(ref) <= 80 else ref[:80] + "…").replace("`", "'")
-    return f"`{shown}` is not a PR. {PR_REF_HELP}"
+    return f"{code(ref if len(ref) <= 80 else ref[:80] + '…')} is not a PR. {PR_REF_HELP}"
 
 
 def restartable(env: Environment) -> bool:
@@ -583,8 +635,8 @@ def environments_overview(
         tags = [t for t in f.image_tags if t not in ("latest", "staging")]
         url = app_url(env, settings) if env.state == State.READY else None
         rows.append(
-            f"*{env.repo}#{env.pr}* `{env.label}` "
-            + (f"`{tags[0]}` " if tags else "")
+            f"*{mrkdwn(env.repo)}#{env.pr}* {code(env.label)} "
+            + (f"{code(tags[0])} " if tags else "")
             + f"{STATE_LABELS[env.state]} · "
             + f"{duration(now - _started(env, now))}"
             + (f" · idle stop {when(f.idle_until)}" if f.idle_until else "")
@@ -619,9 +671,8 @@ def extend_kept(env: Environment, hours: float) -> str:
 
 
 def bad_hours(given: str, least: float, most: float) -> str:
-    shown = escape(given[:40]).replace("`", "'")
     return (
-        f"`{shown}` is not a number of hours I can extend by: give {least:g} to {most:g}, "
+        f"{code(given[:40])} is not a number of hours I can extend by: give {least:g} to {most:g}, "
         "e.g. `/uat extend PR-123 4`."
     )
 
@@ -634,20 +685,23 @@ def environment_detail(
     if task is None:
         lines.append("*ECS*: no task")
     else:
-        lines.append(f"*ECS*: {task.last_status} (desired {task.desired_status}) `{task.task_id}`")
+        lines.append(
+            f"*ECS*: {mrkdwn(str(task.last_status))} (desired {mrkdwn(str(task.desired_status))})"
+            f" {code(str(task.task_id))}"
+        )
     health = probes.get("health")
     if probes:
         if health is None:
             lines.append("*Container*: not answering on /health")
         else:
-            phase = health.get("phase", "?")
-            error = f" — {health['error']}" if health.get("error") else ""
+            phase = mrkdwn(str(health.get("phase", "?")))
+            error = f" — {mrkdwn(str(health['error']))}" if health.get("error") else ""
             lines.append(f"*Container*: {phase}{error}")
     version = probes.get("version")
     if version:
         lines.append(
-            f"*Version*: `{version.get('short', '?')}` on `{version.get('branch', '?')}` — "
-            f"{version.get('subject', '')}"
+            f"*Version*: {code(str(version.get('short', '?')))} on "
+            f"{code(str(version.get('branch', '?')))} — {mrkdwn(str(version.get('subject', '')))}"
         )
     status = probes.get("status")
     if status:
@@ -663,7 +717,7 @@ def home_view(envs: Sequence[Environment], images: Any, settings: Any, now: floa
     """The App Home tab: the environments overview and what :latest / :staging are."""
     _, env_blocks = environments_overview(envs, settings, now)
     if isinstance(images, str):
-        image_blocks = [context_block(f"Images unavailable: {images}")]
+        image_blocks = [context_block(f"Images unavailable: {mrkdwn(images)}")]
     else:
         image_blocks = [
             text_block(image_line(":latest", images.latest)),
@@ -693,7 +747,7 @@ def cleanup_report(leftovers: Any, dry_run: bool) -> tuple[str, list[Block]]:
         ("routing (rules, target groups)", leftovers.routing),
     ):
         if arns:
-            listed = "\n".join(f"• `{arn.rsplit('/', 1)[-1]}`" for arn in arns[:30])
+            listed = "\n".join(f"• {code(arn.rsplit('/', 1)[-1])}" for arn in arns[:30])
             more = f"\n…and {len(arns) - 30} more" if len(arns) > 30 else ""
             sections.append(f"*{verb} {len(arns)} {title}*\n{listed}{more}")
     text = "\n".join(sections)
@@ -711,13 +765,28 @@ SPLIT_AT = SECTION_ROOM
 
 
 def split(text: str, limit: int = SPLIT_AT) -> list[str]:
-    """Cut long text into message-sized parts, at line ends where possible."""
+    """Cut long text into message-sized parts, at line ends where possible; joined again
+    they are the text, every character kept (a line end cut at stays with its part)."""
+    return _split(text, limit, len)
+
+
+def split_escaped(text: str, limit: int = SPLIT_AT) -> list[str]:
+    """Outside text cut into parts of at most `limit` characters once escaped, then escaped:
+    split first, so no `&amp;` is cut in two and no character is lost."""
+    return [mrkdwn(part) for part in _split(text, limit, lambda t: len(mrkdwn(t)))]
+
+
+def _split(text: str, limit: int, size: Callable[[str], int]) -> list[str]:
     parts: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit)
-        cut = cut if cut > limit // 2 else limit
+    while size(text) > limit:
+        fits, used = 0, 0
+        while fits < len(text) and used + size(text[fits]) <= limit:
+            used += size(text[fits])
+            fits += 1
+        cut = text.rfind("\n", 0, fits)
+        cut = cut + 1 if cut > fits // 2 else max(fits, 1)
         parts.append(text[:cut])
-        text = text[cut:].lstrip("\n")
+        text = text[cut:]
     return [*parts, text] if text or not parts else parts
 
 
@@ -752,13 +821,13 @@ def container_unreachable(env: Environment) -> str:
 
 
 def no_such_job(job_id: str) -> str:
-    return f"There is no prompt `{escape(job_id)}` in that container."
+    return f"There is no prompt {code(job_id)} in that container."
 
 
 def prompt_queued(relay: Any, position: int) -> tuple[str, list[Block]]:
     where = "running now" if position == 0 else f"queued at position {position}"
     quoted = "\n".join("> " + line for line in escape(relay.prompt[:1500]).splitlines())
-    text = f"{person(relay.user)} asked the agent ({where}, job `{relay.job_id}`):\n{quoted}"
+    text = f"{person(relay.user)} asked the agent ({where}, job {code(relay.job_id)}):\n{quoted}"
     value = json.dumps(
         {"card": f"cancel-{relay.job_id}", "repo": relay.repo, "pr": relay.pr, "job": relay.job_id}
     )
@@ -767,7 +836,9 @@ def prompt_queued(relay: Any, position: int) -> tuple[str, list[Block]]:
 
 def prompt_answer(job_id: str, position: int) -> str:
     where = "running now" if position == 0 else f"queued at position {position}"
-    return f"Sent to the agent: {where} (job `{job_id}`). The result will be in the PR's thread."
+    return (
+        f"Sent to the agent: {where} (job {code(job_id)}). The result will be in the PR's thread."
+    )
 
 
 def prompt_lost(relay: Any, env: Environment | None) -> list[str]:
@@ -776,7 +847,7 @@ def prompt_lost(relay: Any, env: Environment | None) -> list[str]:
         if env is None or env.state not in LIVE
         else "the container stopped answering"
     )
-    return [f"The prompt `{relay.job_id}` from {person(relay.user)} has no result: {why}."]
+    return [f"The prompt {code(relay.job_id)} from {person(relay.user)} has no result: {why}."]
 
 
 def _job_figures(job: dict[str, Any]) -> list[str]:
@@ -794,12 +865,13 @@ def prompt_result(relay: Any, job: dict[str, Any], cancelled_by: str | None = No
     icon = {"succeeded": ":white_check_mark:", "cancelled": ":no_entry_sign:"}.get(state, ":x:")
     facts = [f"{icon} *{prompt_outcome(state, cancelled_by)}*", *_job_figures(job)]
     if job.get("commit"):
-        facts.append(f"commit `{str(job['commit'])[:7]}`")
-    head = f"{' · '.join(facts)} — prompt `{relay.job_id}` from {person(relay.user)}"
+        facts.append(f"commit {code(str(job['commit'])[:7])}")
+    head = f"{' · '.join(facts)} — prompt {code(relay.job_id)} from {person(relay.user)}"
     body = str(job.get("summary") or job.get("error") or job.get("output_tail") or "")
+    parts = split_escaped(body) if body else []
     if job.get("files_changed"):
-        body += "\n\nFiles changed: " + ", ".join(f"`{f}`" for f in job["files_changed"][:20])
-    parts = split(escape(body)) if body else []
+        files = ", ".join(code(str(f)[:200]) for f in job["files_changed"][:20])
+        parts = [*parts[:-1], (parts[-1] + "\n\n" if parts else "") + "Files changed: " + files]
     return [head + ("\n" + parts[0] if parts else ""), *parts[1:]]
 
 
@@ -840,21 +912,21 @@ def prompt_file(relay: Any, job: dict[str, Any], output: str, problem: str | Non
 
 
 def prompt_file_failed(job_id: str, reason: str) -> str:
-    return f"The full output of prompt `{escape(job_id)}` could not be attached: {reason}"
+    return f"The full output of prompt {code(job_id)} could not be attached: {mrkdwn(reason)}"
 
 
 def prompt_cancelled(job_id: str) -> str:
-    return f"Cancelled prompt `{escape(job_id)}`."
+    return f"Cancelled prompt {code(job_id)}."
 
 
 def prompt_already_ended(job_id: str, state: str) -> str:
-    return f"Prompt `{escape(job_id)}` already ended ({escape(state)}): there is nothing to cancel."
+    return f"Prompt {code(job_id)} already ended ({mrkdwn(state)}): there is nothing to cancel."
 
 
 def prompt_card_closed(relay: Any, outcome: str) -> tuple[str, list[Block]]:
     """The "asked the agent" message once its prompt has ended: the outcome, no Cancel button."""
     quoted = "\n".join("> " + line for line in escape(relay.prompt[:1500]).splitlines())
-    text = f"{person(relay.user)} asked the agent ({outcome}, job `{relay.job_id}`):\n{quoted}"
+    text = f"{person(relay.user)} asked the agent ({outcome}, job {code(relay.job_id)}):\n{quoted}"
     return text, [text_block(text)]
 
 
@@ -868,13 +940,13 @@ def prompts_carried(carried: Sequence[Any], dropped: Sequence[tuple[Any, str]]) 
     """Said in the thread when a restart takes the old container's queue along (or cannot)."""
     lines = []
     if carried:
-        jobs = ", ".join(f"`{r.job_id}` from {person(r.user)}" for r in carried)
+        jobs = ", ".join(f"{code(r.job_id)} from {person(r.user)}" for r in carried)
         lines.append(
             f"Queued prompts {jobs} go to the new environment, in order, once it is ready."
         )
     for relay, why in dropped:
         lines.append(
-            f"Prompt `{relay.job_id}` from {person(relay.user)} was dropped: {escape(why)}."
+            f"Prompt {code(relay.job_id)} from {person(relay.user)} was dropped: {mrkdwn(why)}."
             " Ask again once the new environment is ready."
         )
     return "\n".join(lines)

@@ -76,7 +76,7 @@ class Facts:
     health: Mapping[str, Any] | None = None  # the container's last /health answer
     last_seen: str = ""  # ECS's last status
     task_ip: str | None = None
-    reason: str = ""  # why it failed or stopped
+    reason: str = ""  # why it failed or stopped, as mrkdwn (outside text in it escaped)
     stopped_at: float | None = None
     shown: str = ""  # the state its thread shows (for the catch-up after a crash)
     # prompts

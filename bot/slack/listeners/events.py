@@ -15,7 +15,7 @@ from bot.errors import UserError
 from bot.images.operations import Overview
 from bot.slack import slack_ui
 from bot.slack.chat import Message, SlackUnreachable, one_line
-from bot.slack.context import Services
+from bot.slack.context import Services, change_refusal
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -30,6 +30,9 @@ async def relay_reply(services: Services, event: dict[str, Any]) -> None:
     if env is None:
         return  # a thread that is not a PR's
     try:
+        refusal = change_refusal(services.settings, str(event["user"]), channel)
+        if refusal:
+            raise UserError(refusal)
         await services.prompts.submit(env, str(event.get("text", "")), str(event["user"]))
     except UserError as exc:
         await services.chat.post(Message(channel, str(exc), None, thread))
