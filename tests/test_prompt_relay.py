@@ -65,6 +65,12 @@ async def ready_bot(make_bot: BotFactory, account: UatAccount, container_url: st
     return bot
 
 
+@pytest.fixture
+async def bot(make_bot: BotFactory, account: UatAccount, container: str) -> Bot:
+    """A bot whose PR #2 environment is ready, at the stand-in container."""
+    return await ready_bot(make_bot, account, container)
+
+
 def thread(bot: Bot) -> list[dict[str, Any]]:
     [root] = root_messages(bot)
     return bot.slack.thread(CHANNEL, root["ts"])
@@ -76,10 +82,7 @@ async def succeeded(bot: Bot) -> None:
     await bot.settle()
 
 
-async def test_a_slash_prompt_comes_back_into_the_thread(
-    make_bot: BotFactory, account: UatAccount, container: str, tmp_path: Path
-) -> None:
-    bot = await ready_bot(make_bot, account, container)
+async def test_a_slash_prompt_comes_back_into_the_thread(bot: Bot, tmp_path: Path) -> None:
     text = "make the button blue, don't break `it` $(touch pwned) <!channel>"
     status, _ = await bot.slash(f"prompt PR-2 {text}")
     assert status == 200
@@ -95,10 +98,7 @@ async def test_a_slash_prompt_comes_back_into_the_thread(
     assert not await asyncio.to_thread((tmp_path / "work" / "pwned").exists)
 
 
-async def test_a_reply_in_the_thread_is_a_prompt(
-    make_bot: BotFactory, account: UatAccount, container: str
-) -> None:
-    bot = await ready_bot(make_bot, account, container)
+async def test_a_reply_in_the_thread_is_a_prompt(bot: Bot) -> None:
     [root] = root_messages(bot)
     reply_ts = bot.slack.add_message(
         CHANNEL, "add a dark mode", user="U0HUMAN", thread_ts=root["ts"]
@@ -137,10 +137,7 @@ async def test_a_reply_in_the_thread_is_a_prompt(
     assert len([m for m in thread(bot) if "*succeeded*" in m["text"]]) == 1
 
 
-async def test_cancel_stops_a_running_prompt(
-    make_bot: BotFactory, account: UatAccount, container: str, tmp_path: Path
-) -> None:
-    bot = await ready_bot(make_bot, account, container)
+async def test_cancel_stops_a_running_prompt(bot: Bot, tmp_path: Path) -> None:
     await bot.slash(f"prompt #2 fake:hang {tmp_path / 'pids'}")
     await asyncio.sleep(0.2)
     asked = next(m for m in thread(bot) if "asked the agent" in m["text"])
@@ -163,10 +160,7 @@ async def test_cancel_stops_a_running_prompt(
     assert any(f"*cancelled by <@{DEPLOYER}>*" in m["text"] for m in thread(bot))
 
 
-async def test_prompts_that_cannot_go_get_a_clear_answer(
-    make_bot: BotFactory, account: UatAccount, container: str
-) -> None:
-    bot = await ready_bot(make_bot, account, container)
+async def test_prompts_that_cannot_go_get_a_clear_answer(bot: Bot) -> None:
     await bot.slash("prompt PR-77 do it")
     await bot.settle()
     assert bot.slack.responses[-1].body["text"] == slack_ui.no_environment(77)
@@ -178,10 +172,7 @@ async def test_prompts_that_cannot_go_get_a_clear_answer(
     assert "at most 20,000" in bot.slack.responses[-1].body["text"]
 
 
-async def test_an_unreachable_container_is_said_in_the_thread(
-    make_bot: BotFactory, account: UatAccount, container: str
-) -> None:
-    bot = await ready_bot(make_bot, account, container)
+async def test_an_unreachable_container_is_said_in_the_thread(bot: Bot) -> None:
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
@@ -217,10 +208,7 @@ def files_in(bot: Bot) -> list[Any]:
     return [f for f in bot.slack.files.values() if f.thread_ts == root["ts"]]
 
 
-async def test_a_long_result_comes_with_the_whole_output_as_a_file(
-    make_bot: BotFactory, account: UatAccount, container: str
-) -> None:
-    bot = await ready_bot(make_bot, account, container)
+async def test_a_long_result_comes_with_the_whole_output_as_a_file(bot: Bot) -> None:
     summary = "\n".join(f"paragraph {i}: " + "the agent explains itself " * 10 for i in range(60))
     await bot.slash(f"prompt PR-2 fake:long 300 {summary}")
     await bot.slack.wait_for(lambda s: files_in(bot), timeout=20)
@@ -242,19 +230,13 @@ async def test_a_long_result_comes_with_the_whole_output_as_a_file(
     assert await bot.runtime.services.store.open_relays() == []
 
 
-async def test_a_short_result_has_no_file(
-    make_bot: BotFactory, account: UatAccount, container: str
-) -> None:
-    bot = await ready_bot(make_bot, account, container)
+async def test_a_short_result_has_no_file(bot: Bot) -> None:
     await bot.slash("prompt PR-2 fake:long 3")
     await succeeded(bot)
     assert files_in(bot) == [] and bot.slack.calls_to("files.getUploadURLExternal") == []
 
 
-async def test_without_files_write_the_thread_says_how_to_fix_it(
-    make_bot: BotFactory, account: UatAccount, container: str
-) -> None:
-    bot = await ready_bot(make_bot, account, container)
+async def test_without_files_write_the_thread_says_how_to_fix_it(bot: Bot) -> None:
     bot.slack.missing_scopes.add("files:write")
     await bot.slash("prompt PR-2 fake:long 200")
     await bot.slack.wait_for(lambda s: "files:write" in thread(bot)[-1]["text"], timeout=20)
@@ -364,9 +346,8 @@ def buttons(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def test_cancel_before_the_pr_is_reported_as_cancelled_by_who_asked(
-    make_bot: BotFactory, account: UatAccount, container: str, tmp_path: Path
+    bot: Bot, tmp_path: Path
 ) -> None:
-    bot = await ready_bot(make_bot, account, container)
     job = await sent(bot, f"fake:hang {tmp_path / 'pids'}")
     await bot.slash(f"prompt --cancel {job} PR-2")
     await bot.slack.wait_for(lambda s: any("*cancelled" in m["text"] for m in thread(bot)))
@@ -383,10 +364,7 @@ async def test_cancel_before_the_pr_is_reported_as_cancelled_by_who_asked(
     assert env is not None and job not in env.facts.prompt_cancels  # forgotten
 
 
-async def test_a_finished_prompt_loses_its_cancel_button_and_cannot_be_cancelled(
-    make_bot: BotFactory, account: UatAccount, container: str
-) -> None:
-    bot = await ready_bot(make_bot, account, container)
+async def test_a_finished_prompt_loses_its_cancel_button_and_cannot_be_cancelled(bot: Bot) -> None:
     await bot.slash("prompt PR-2 add a footer")
     await succeeded(bot)
     job = job_of(bot.slack.responses[-1].body["text"])
@@ -399,9 +377,8 @@ async def test_a_finished_prompt_loses_its_cancel_button_and_cannot_be_cancelled
 
 
 async def test_restart_carries_queued_prompts_over_in_order_and_says_what_was_dropped(
-    make_bot: BotFactory, account: UatAccount, container: str
+    bot: Bot,
 ) -> None:
-    bot = await ready_bot(make_bot, account, container)
     running = await sent(bot, "fake:slow 2 the running one")
     queued = [await sent(bot, text) for text in ("first in the queue", "second in the queue")]
     await bot.slash("restart PR-2")
