@@ -41,11 +41,11 @@ from typing import Any, TextIO
 
 import boto3
 
+from bot import pr_refs
 from bot.app import Runtime, build_runtime
 from bot.aws.gateways import AwsError, boto3_session, caller_identity, refuse_changes
 from bot.config import Settings
 from bot.devtools.local import CHANNEL, LocalWorld, user_state_dir
-from bot.environments import PR_REF
 from bot.errors import UserError
 from bot.github import PullRequestEvent
 from bot.images.docker_build import Docker
@@ -526,12 +526,11 @@ class Console:
     # GitHub
 
     def _pr(self, ref: str) -> SimulatedPr | None:
-        match = PR_REF.match(ref)
-        if match is None or match["repo"]:
+        named = pr_refs.parse(ref)
+        if named is None or named.repo:
             self.chat.say(f"`{ref}` is not a PR here: say 42, #42 or PR-42.")
             return None
-        number = int(match["number"])
-        return self.prs.setdefault(number, SimulatedPr(self.repo, number))
+        return self.prs.setdefault(named.number, SimulatedPr(self.repo, named.number))
 
     async def github(self, word: str, args: list[str]) -> None:
         needs_label = word in ("label", "unlabel")

@@ -18,7 +18,6 @@ from bot.environments import changes
 from bot.environments.context import (
     ACTIVE,
     LIVE,
-    PR_REF,
     STATES,
     Context,
     Leftovers,
@@ -41,7 +40,6 @@ __all__ = [
     "ACTIVE",
     "LAUNCH_LEASE_S",
     "LIVE",
-    "PR_REF",
     "STATES",
     "Context",
     "Environments",

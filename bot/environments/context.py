@@ -5,7 +5,6 @@ process launches) handed to each collaborator."""
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import socket
 import time
@@ -30,7 +29,6 @@ ECS_STOPPING = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETE
 MANAGED_BY = "uat-bot"
 IDLE_WARNING_S = 15 * 60
 WATCHER_LEASE = "watcher"
-PR_REF = re.compile(r"^(?:(?P<repo>[\w.-]+/[\w.-]+)#|PR-|#)?(?P<number>\d{1,9})$", re.IGNORECASE)
 
 ReadyHook = Callable[[Environment], Coroutine[Any, Any, None]]
 
