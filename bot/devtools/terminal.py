@@ -18,7 +18,8 @@ from rich.console import Console
 from bot.app import build_pipeline, build_store
 from bot.config import Settings
 from bot.errors import UsageError, UserError
-from bot.images.operations import BuildProgress, ImagePipeline, RetagResult
+from bot.images.builders import BuildProgress
+from bot.images.operations import ImagePipeline, RetagResult
 from bot.slack import slack_ui
 
 T = TypeVar("T")

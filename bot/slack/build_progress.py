@@ -9,8 +9,8 @@ import contextlib
 import logging
 
 from bot.errors import UserError
+from bot.images.builders import BuildProgress
 from bot.images.docker_build import BuildError
-from bot.images.operations import BuildProgress
 from bot.slack import slack_ui
 from bot.slack.chat import Message
 from bot.slack.context import CommandContext
