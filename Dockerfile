@@ -29,6 +29,6 @@ WORKDIR /home/uat
 ENV UAT_DB=/home/uat/uat-bot.db
 EXPOSE 3000
 HEALTHCHECK --interval=30s --timeout=3s \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/healthz', timeout=2)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/livez', timeout=2)"]
 ENTRYPOINT ["uat-bot"]
 CMD ["serve"]

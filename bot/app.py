@@ -134,7 +134,11 @@ class Runtime:
         """Open the HTTP session and the store; with ECS configured, reconcile with it and start
         the watcher."""
         self.http.open()
-        await self.services.store.open()
+        try:
+            await self.services.store.open()
+        except BaseException:  # StoreUnavailable above all: serve says it in one line and stops
+            await self.http.close()
+            raise
         self.services.tasks.spawn(self._prune(), name="prune the store", service=True)
         if watch and self.services.settings.uat_ecs_cluster:
             watcher = self.services.environments.watch()

@@ -10,6 +10,7 @@ from bot.config import Settings, load_settings, withhold_secrets
 from bot.errors import ConfigError
 from bot.logs import configure_logging
 from bot.slack.dispatch import terminal_help
+from bot.store import StoreUnavailable
 
 cli = typer.Typer(
     help="uat-bot: per-pull-request UAT environments from Slack and the terminal.",
@@ -43,6 +44,9 @@ def serve() -> None:
         run_server(settings, build_runtime(settings))
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    except StoreUnavailable as exc:  # UAT_DB or the table: which, why, what to do
+        typer.echo(exc.line, err=True)
         raise typer.Exit(1) from None
 
 

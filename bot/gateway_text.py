@@ -139,5 +139,36 @@ def not_the_bots_table(table: str) -> str:
     )
 
 
+# Why a store cannot be used, and what to do about it (serve's one line at start, the log).
+STORE_CORRUPT = "is corrupt"
+STORE_READ_ONLY = "cannot be written"
+STORE_LOCKED = "is locked by another process"
+STORE_FULL = "cannot grow: its disk is full"
+STORE_BROKEN = "cannot be used"
+STORE_FIXES = {
+    STORE_CORRUPT: (
+        "restore it from a backup (README: Backing up) or move it away, and the bot starts "
+        "a new one"
+    ),
+    STORE_READ_ONLY: "give the bot's user write access to the file and its folder",
+    STORE_LOCKED: (
+        "stop the process that holds it (one uat-bot per SQLite file; several replicas need "
+        "UAT_STORE=dynamodb)"
+    ),
+    STORE_FULL: "free space on its disk (or raise the process's file-size limit)",
+    STORE_BROKEN: "check the file and its folder",
+}
+
+
+def sqlite_unusable(path: str, problem: str, cause: str) -> str:
+    """One line: which file, what is wrong with it, SQLite's words, what to do."""
+    return f"UAT_DB {path} {problem} ({cause}): {STORE_FIXES[problem]}."
+
+
+def dynamodb_unusable(table: str, why: str) -> str:
+    """One line: which table, and the failed call's own sentence (what to do included)."""
+    return f"UAT_DYNAMODB_TABLE {table} cannot be used: {why}"
+
+
 def lock_keeps_changing(name: str) -> str:
     return f"Could not take the {name} lock: it keeps changing hands; try again."

@@ -1,4 +1,5 @@
-"""The one aiohttp application of `uat-bot serve`: /slack/events, /github/webhook, /healthz.
+"""The one aiohttp application of `uat-bot serve`: /slack/events, /github/webhook, /healthz
+(ready), /livez (alive), /metrics.
 
 Its cleanup context first asks Slack who the bot token is (a refused token stops it with
 ConfigError, Slack not answering does not), then opens the store, starts Socket Mode when
@@ -24,11 +25,13 @@ from bot.app import Runtime
 from bot.config import Settings
 from bot.github import WebhookEndpoint
 from bot.guard import BODY, GITHUB_MAX_BODY, REJECTIONS, Rejections, guard
+from bot.health import Health
 from bot.metrics import CONTENT_TYPE_LATEST
 
 logger = logging.getLogger(__name__)
 
 RUNTIME = web.AppKey("runtime", Runtime)
+HEALTH = web.AppKey("health", Health)
 
 
 async def slack_events(request: web.Request) -> web.Response:
@@ -119,13 +122,18 @@ def malformed_payload(body: Any) -> bool:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Ready: 200 while the store reads and writes and Slack answers; else 503 and why."""
     runtime = request.app[RUNTIME]
-    try:
-        await runtime.services.store.ping()
-    except Exception as exc:
-        logger.warning("health check: store unreachable: %s", exc)
-        return web.json_response({"ok": False, "store": "unreachable"}, status=503)
-    return web.json_response({"ok": True, "store": "ok", "tasks": len(runtime.services.tasks)})
+    checks = await request.app[HEALTH].problems()
+    ok = all(answer == "ok" for answer in checks.values())
+    body = {"ok": ok, **checks, "tasks": len(runtime.services.tasks)}
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def livez(request: web.Request) -> web.Response:
+    """Alive: 200 whenever the process serves HTTP (a failing store or Slack is a reason to
+    wait, which /healthz says, not to restart)."""
+    return web.json_response({"ok": True})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -143,6 +151,7 @@ def create_web_app(runtime: Runtime) -> web.Application:
         handler_args={"lingering_time": 0, "keepalive_timeout": bot.guard.HEADER_DEADLINE},
     )
     app[RUNTIME] = runtime
+    app[HEALTH] = Health(runtime.services.store, runtime.web_client)
     rejections = Rejections(runtime.services.metrics)
     app[REJECTIONS] = rejections
     secret = settings.github_webhook_secret
@@ -160,6 +169,7 @@ def create_web_app(runtime: Runtime) -> web.Application:
         app.router.add_post("/slack/events", slack_events)
     app.router.add_post("/github/webhook", webhook.handle)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics)
     app.cleanup_ctx.append(_lifecycle)
     return app
@@ -168,6 +178,8 @@ def create_web_app(runtime: Runtime) -> web.Application:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
     await runtime.check_slack()
+    if runtime.slack_identity is not None:  # Slack has just answered auth.test: no need again
+        app[HEALTH].slack.record(None)
     await runtime.start()
     # What start-up built (botocore's models above all) lives as long as the process: kept out of
     # the collector, a full collection no longer walks it, which paused every request ~60 ms.

@@ -33,6 +33,7 @@ def problems(service: str, operation: str, params: dict[str, Any]) -> str:
 REQUESTS = [
     ("ecs-service.json", "taskDefinition", "ecs", "RegisterTaskDefinition"),
     ("ecs-service.json", "service", "ecs", "CreateService"),
+    ("ecs-service.json", "targetGroup", "elbv2", "CreateTargetGroup"),
     ("uat-task-definition.json", None, "ecs", "RegisterTaskDefinition"),
     ("codebuild-project.json", None, "codebuild", "CreateProject"),
 ]
@@ -139,3 +140,24 @@ def test_the_readme_walk_through_names_every_file_in_docs() -> None:
     assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 6
     for words in ("manifest.yml", "webhook", "Secrets Manager", "Upgrading", "Backing up"):
         assert words in walk_through
+
+
+def test_the_target_group_waits_on_healthz_and_the_container_check_restarts_on_livez() -> None:
+    """Ready and alive are told apart: a replica whose store or Slack fails gets no traffic (the
+    target group's check, /healthz) but is not restarted (the container's check, /livez)."""
+    bot_service = document("ecs-service.json")
+    group = bot_service["targetGroup"]
+    assert (group["HealthCheckPath"], group["Matcher"]["HttpCode"]) == ("/healthz", "200")
+    assert group["TargetType"] == "ip"  # awsvpc tasks register by address
+    [container] = bot_service["taskDefinition"]["containerDefinitions"]
+    [port] = container["portMappings"]
+    assert group["Port"] == port["containerPort"] == 3000
+    check = " ".join(container["healthCheck"]["command"])
+    assert "http://127.0.0.1:3000/livez" in check and "/healthz" not in check
+    [balanced] = bot_service["service"]["loadBalancers"]
+    assert balanced["targetGroupArn"].split(":targetgroup/")[1].split("/")[0] == group["Name"]
+    assert (balanced["containerName"], balanced["containerPort"]) == (container["name"], 3000)
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "127.0.0.1:3000/livez" in dockerfile and "/healthz" not in dockerfile
+    for words in ("`/healthz`", "`/livez`", "GET /healthz", "GET /livez"):
+        assert words in README

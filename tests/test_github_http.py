@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from bot import health
 from bot.app import Runtime
 from bot.github import PullRequestEvent, signature, verify_signature
 from tests.harness.bot import WEBHOOK_SECRET, Bot, BotFactory, reference
@@ -161,7 +162,8 @@ async def test_other_repositories_are_ignored(make_bot: BotFactory) -> None:
     assert recorder.events == []
 
 
-async def test_healthz_reports_the_store(bot: Bot) -> None:
+async def test_healthz_reports_the_store(bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(health, "STORE_TTL_S", 0.0)  # probe at each request, not every 5 s
     async with bot.http.get(f"{bot.url}/healthz") as response:
         assert response.status == 200
         assert (await response.json())["store"] == "ok"

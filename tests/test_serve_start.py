@@ -131,9 +131,17 @@ async def test_serve_starts_when_slack_is_unreachable_and_a_failed_answer_is_one
         env = bot_env(stub, tmp_path, SLACK_API_URL=dead_api)
     process = BotProcess(env, tmp_path)
     try:
-        await process.start()
-        async with aiohttp.ClientSession() as http, http.get(f"{process.url}/healthz") as answer:
-            assert answer.status == 200
+        await process.start(ready="/livez")
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{process.url}/livez") as answer:
+                assert answer.status == 200  # alive: no reason to restart it
+            async with http.get(f"{process.url}/healthz") as answer:
+                health = await answer.json()
+                assert answer.status == 503  # not ready: Slack does not answer
+                assert health["store"] == "ok"
+                assert re.fullmatch(
+                    rf"Slack unreachable \(POST auth\.test\): {refused}", health["slack"]
+                )
         started = time.monotonic()
         status, _ = await slash(process, "status", f"http://127.0.0.1:{closed}/response/1")
         acked_in = time.monotonic() - started
@@ -148,6 +156,9 @@ async def test_serve_starts_when_slack_is_unreachable_and_a_failed_answer_is_one
     log = process.logs()
     assert "Traceback" not in log, log
     warnings = logged(log, "WARNING", "ERROR", "CRITICAL")
+    said_by_health = [w for w in warnings if w.startswith("WARNING bot.health: ")]
+    assert said_by_health == [f"WARNING bot.health: health: Slack failing: {health['slack']}"]
+    warnings = [w for w in warnings if w not in said_by_health]
     assert len(warnings) == 2, log
     assert re.fullmatch(
         rf"WARNING bot\.app: Slack unreachable \(POST auth\.test\): {refused}; "

@@ -33,6 +33,7 @@ from bot.store import (
     SqliteStore,
     State,
     Store,
+    StoreUnavailable,
     VersionConflict,
 )
 from bot.store.dynamodb import DynamoStore
@@ -584,7 +585,7 @@ async def test_a_table_that_is_not_the_bots_is_refused(
         BillingMode="PAY_PER_REQUEST",
     )
     store = DynamoStore(load_settings(dynamo_settings))
-    with pytest.raises(AwsError, match="UAT_DYNAMODB_TABLE"):
+    with pytest.raises(StoreUnavailable, match="UAT_DYNAMODB_TABLE"):
         await store.open()
 
 
@@ -592,9 +593,9 @@ async def test_aws_failures_are_aws_errors_that_say_what_to_check(
     dynamo: DynamoStore, table_client: Any
 ) -> None:
     table_client.delete_table(TableName=dynamo.table)
-    with pytest.raises(AwsError, match="UAT_DYNAMODB_TABLE") as failed:
+    with pytest.raises(StoreUnavailable, match="UAT_DYNAMODB_TABLE") as failed:
         await dynamo.ping()
-    assert failed.value.code == "ResourceNotFoundException"
+    assert failed.value.cause == "DynamoDB ResourceNotFoundException"
     for call in (
         dynamo.claim("d-1", "pull_request"),
         dynamo.save_environment(Environment(repo="a/b", pr=1, state=State.NEW)),
@@ -615,5 +616,5 @@ async def test_without_a_region_open_says_what_to_set(
     store = DynamoStore(load_settings({"UAT_STORE": "dynamodb"}), clock=clock)
     with pytest.raises(RuntimeError, match="not open"):
         await store.ping()
-    with pytest.raises(AwsError, match="AWS_REGION"):
+    with pytest.raises(StoreUnavailable, match="AWS_REGION"):
         await store.open()

@@ -53,6 +53,7 @@ from bot.slack import slack_ui
 from bot.slack.chat import Blocks, Message, Upload
 from bot.slack.context import CommandContext, Reply, Services
 from bot.slack.listeners.events import relay_reply
+from bot.store import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -740,7 +741,11 @@ async def run_console(
             session=start.session,
             docker=start.docker,
         )
-        await runtime.start()
+        try:
+            await runtime.start()
+        except StoreUnavailable as exc:  # UAT_DB or the table: which, why, what to do
+            print(exc.line, file=sys.stderr, flush=True)
+            return 1
         try:
             console = Console(runtime, chat)
             chat.say("\n".join(start.about))

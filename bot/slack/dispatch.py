@@ -29,6 +29,7 @@ from bot.errors import ReplacingError, UsageError, UserError
 from bot.logs import outside
 from bot.slack import cards, slack_ui
 from bot.slack.context import ActionHandler, CommandContext
+from bot.store import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,10 @@ async def run_reporting(ctx: CommandContext, work: Awaitable[Any], *, what: str)
     try:
         await work
         count.labels(command=what, outcome="ok").inc()
+    except StoreUnavailable as exc:
+        count.labels(command=what, outcome="not_recorded").inc()
+        logger.warning("%s for %s was not recorded: %s", what, outside(ctx.user_id), exc.line)
+        await ctx.reply(slack_ui.NOT_RECORDED)
     except UserError as exc:
         count.labels(command=what, outcome="refused").inc()
         logger.info("%s for %s refused: %s", what, outside(ctx.user_id), outside(exc))

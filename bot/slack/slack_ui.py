@@ -22,6 +22,11 @@ Block = dict[str, Any]
 SOMETHING_WENT_WRONG = (
     "Something went wrong (ref `{ref}`). The details are in the bot's log under that reference."
 )
+# A store write failed past its retries: whatever the person asked for was not recorded.
+NOT_RECORDED = (
+    "I could not record that (the bot's store is failing right now), so it may not have "
+    "happened: try again in a minute."
+)
 UNKNOWN_COMMAND = "`/uat {word}` is not a command."
 DID_YOU_MEAN = " Did you mean `/uat {suggestions}`?"
 SEE_HELP = " Type `/uat help` to see what I can do."

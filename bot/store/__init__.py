@@ -25,6 +25,7 @@ from bot.store.records import (
     Relay,
     Replaced,
     State,
+    StoreUnavailable,
     VersionConflict,
 )
 from bot.store.sqlite import SqliteStore
@@ -48,6 +49,7 @@ __all__ = [
     "SqliteStore",
     "State",
     "Store",
+    "StoreUnavailable",
     "VersionConflict",
     "renewing",
 ]

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 from bot import gateway_text
 from bot.aws.gateways import RETRIES, AwsError, aws_call, boto3_session
 from bot.config import Settings
-from bot.store.records import RETENTION_S, Clock
+from bot.store.records import RETENTION_S, Clock, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,20 @@ CONFIG = RETRIES.merge(Config(max_pool_connections=50))
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
 HINTS = gateway_text.DYNAMODB_HINTS
+# Failures botocore has already retried (adaptive, RETRIES' attempts) that waiting may mend: a
+# write they stop was not recorded, and whoever asked for it is told so (StoreUnavailable).
+TRANSIENT = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "EndpointConnection",
+    }
+)
+PROBE_KEY = {"pk": {"S": "health"}, "sk": {"S": "probe"}}  # never written: see `ping`
+NEVER = "attribute_not_exists(pk) AND attribute_exists(pk)"
 
 
 def error_code(exc: ClientError) -> str:
@@ -102,15 +116,23 @@ class Table:
         return self._client
 
     async def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run `fn` in a thread; AWS failures become AwsError naming the table and a fix."""
+        """Run `fn` in a thread; AWS failures become AwsError naming the table and a fix, and
+        those botocore's retries could not wait out StoreUnavailable."""
         try:
             return await aws_call(f"DynamoDB {what}", fn)
         except AwsError as exc:
             hint = HINTS.get(exc.code)
-            if hint is None:
-                raise
-            on_table = f"DynamoDB {what} on table {self.table}"
-            raise AwsError(gateway_text.aws_failed(on_table, hint, exc.code), exc.code) from None
+            error = exc
+            if hint is not None:
+                on_table = f"DynamoDB {what} on table {self.table}"
+                error = AwsError(gateway_text.aws_failed(on_table, hint, exc.code), exc.code)
+            if exc.code in TRANSIENT:
+                raise self._unavailable(error) from None
+            raise error from None
+
+    def _unavailable(self, exc: AwsError) -> StoreUnavailable:
+        line = gateway_text.dynamodb_unusable(self.table, str(exc))
+        return StoreUnavailable(line, f"DynamoDB {exc.code or 'error'}")
 
     # lifecycle
 
@@ -123,7 +145,10 @@ class Table:
                 )
             self._ensure_table()
 
-        await self._call("open", run)
+        try:
+            await self._call("open", run)
+        except AwsError as exc:  # a wrong table, no permission, no credentials: serve says so
+            raise self._unavailable(exc) from None
 
     def _ensure_table(self) -> None:
         client = self._client
@@ -205,10 +230,17 @@ class Table:
             await self._call("close", client.close)
 
     async def ping(self) -> None:
-        def run() -> None:
-            self.client.describe_table(TableName=self.table)
+        """A read and a write: a GetItem, and a PutItem whose condition never holds (so nothing
+        is written, but the call is authorized, throttled and answered as a real write)."""
 
-        await self._call("DescribeTable", run)
+        def run() -> None:
+            self.client.get_item(TableName=self.table, Key=PROBE_KEY, ConsistentRead=True)
+            self._put(dict(PROBE_KEY), NEVER)
+
+        try:
+            await self._call("health probe", run)
+        except AwsError as exc:
+            raise self._unavailable(exc) from None
 
     # conditional writes: True when written, False when the condition failed
 

@@ -234,6 +234,18 @@ class LockHeld(Exception):
         self.lock = lock
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be opened or written (a corrupt, read-only, locked or full SQLite file;
+    a DynamoDB table that is wrong, unreachable or throttled past its retries). `line` names
+    UAT_DB or the table, the cause and what to do (for the operator: serve's one line, the log);
+    `cause` is the short reason /healthz gives. Users are told their action was not recorded."""
+
+    def __init__(self, line: str, cause: str) -> None:
+        super().__init__(line)
+        self.line = line
+        self.cause = cause
+
+
 class LeaseLost(Exception):
     """Somebody else took a lease while its holder still worked under it (the holder stalled
     past its expiry): the holder's work was stopped."""

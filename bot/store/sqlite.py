@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
+import sqlite3
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
+from aiosqlite.context import contextmanager
 
+from bot import gateway_text
 from bot.store.records import (
     AuditEntry,
     Clock,
@@ -21,11 +26,33 @@ from bot.store.records import (
     Post,
     Relay,
     State,
+    StoreUnavailable,
     VersionConflict,
     next_version,
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 5000  # how long SQLite itself waits for another writer, while running
+OPEN_BUSY_TIMEOUT_MS = 1000  # ... and at start, where a locked file must be said within seconds
+BUSY_RETRIES = (0.05, 0.2, 0.8)  # then a statement still busy is retried after these (jittered)
+
+# SQLite's primary result codes (https://sqlite.org/rescode.html) and what each says of the file.
+TRANSIENT = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED
+PROBLEMS = {
+    5: gateway_text.STORE_LOCKED,  # SQLITE_BUSY
+    6: gateway_text.STORE_LOCKED,  # SQLITE_LOCKED
+    8: gateway_text.STORE_READ_ONLY,  # SQLITE_READONLY
+    10: gateway_text.STORE_FULL,  # SQLITE_IOERR: a write the OS refused (EFBIG, EIO)
+    11: gateway_text.STORE_CORRUPT,  # SQLITE_CORRUPT
+    13: gateway_text.STORE_FULL,  # SQLITE_FULL
+    14: gateway_text.STORE_READ_ONLY,  # SQLITE_CANTOPEN
+    23: gateway_text.STORE_READ_ONLY,  # SQLITE_AUTH
+    26: gateway_text.STORE_CORRUPT,  # SQLITE_NOTADB
+    3: gateway_text.STORE_READ_ONLY,  # SQLITE_PERM
+}
 
 
 MIGRATIONS: tuple[str, ...] = (
@@ -115,15 +142,55 @@ class SqliteStore:
         self._db: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
+        """Open, migrate and probe the file (a read of every table, a write); a file that cannot
+        be used raises StoreUnavailable naming it, the cause and what to do, and leaves nothing
+        open (aiosqlite's thread would keep the process alive)."""
+        try:
+            await self._open()
+        except (sqlite3.Error, OSError) as exc:
+            await self.close()
+            raise self._unavailable(exc) from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self.path, isolation_level=None)
+        self._db = db = await aiosqlite.connect(self.path, isolation_level=None)
         db.row_factory = aiosqlite.Row
+        await db.execute(f"PRAGMA busy_timeout={OPEN_BUSY_TIMEOUT_MS}")
         await db.execute("PRAGMA journal_mode=WAL")
-        await db.execute("PRAGMA busy_timeout=5000")
         await db.execute("PRAGMA synchronous=NORMAL")
-        self._db = db
         await self._migrate()
+        async with db.execute("PRAGMA quick_check") as cur:  # a truncated file shows here
+            verdict = [str(row[0]) for row in await cur.fetchall()]
+        if verdict != ["ok"]:
+            raise sqlite3.DatabaseError("; ".join(verdict[:2]))
+        await self._probe_write()
+        await db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
+    async def _probe_write(self) -> None:
+        """A real write that changes nothing: the schema version, rewritten as it is (a page of
+        the file goes through the journal, so a read-only, locked or full file shows here). A
+        failure is raised as SQLite's own error: the caller says what it means."""
+        version = await self.schema_version()
+        if self._db is None:
+            raise RuntimeError("store is not open")
+        await self._db.execute(f"PRAGMA user_version = {version}")  # once: not retried if busy
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        code = getattr(exc, "sqlite_errorcode", None)
+        problem = gateway_text.STORE_BROKEN
+        if code is not None:
+            problem = PROBLEMS.get(code & 0xFF, problem)
+        elif isinstance(exc, sqlite3.DatabaseError):  # quick_check's own findings
+            problem = gateway_text.STORE_CORRUPT
+        elif isinstance(exc, PermissionError):
+            problem = gateway_text.STORE_READ_ONLY
+        cause = " ".join(str(exc).split()) or type(exc).__name__
+        line = gateway_text.sqlite_unusable(self.path, problem, cause)
+        return StoreUnavailable(line, f"SQLite {problem} ({cause})")
 
     async def close(self) -> None:
         if self._db is not None:
@@ -131,10 +198,10 @@ class SqliteStore:
             self._db = None
 
     @property
-    def db(self) -> aiosqlite.Connection:
+    def db(self) -> _Retrying:
         if self._db is None:
             raise RuntimeError("store is not open")
-        return self._db
+        return _Retrying(self._db, self._unavailable)
 
     async def schema_version(self) -> int:
         async with self.db.execute("PRAGMA user_version") as cur:
@@ -156,8 +223,13 @@ class SqliteStore:
                 raise
 
     async def ping(self) -> None:
-        async with self.db.execute("SELECT 1") as cur:
+        """A read and a write (that changes nothing); StoreUnavailable when either fails."""
+        async with self.db.execute("SELECT 1 FROM environments LIMIT 1") as cur:
             await cur.fetchone()
+        try:
+            await self._probe_write()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from None
 
     # one-time keys: webhook deliveries, card clicks
 
@@ -355,6 +427,44 @@ class SqliteStore:
         claims = await self.db.execute("DELETE FROM deliveries WHERE received_at < ?", (before,))
         posts = await self.db.execute("DELETE FROM posts WHERE created_at < ?", (before,))
         return claims.rowcount + posts.rowcount
+
+
+class _Retrying:
+    """The connection as the store uses it: a statement SQLite answers "busy" or "locked" is
+    retried a few times with backoff, and one that still fails, or fails for a reason waiting
+    cannot mend (a full disk, a read-only or corrupt file), raises StoreUnavailable."""
+
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        unavailable: Callable[[BaseException], StoreUnavailable],
+    ) -> None:
+        self._db = db
+        self._unavailable = unavailable
+
+    @contextmanager
+    async def execute(self, sql: str, parameters: Any = ()) -> aiosqlite.Cursor:
+        return await self._retried(lambda: self._db.execute(sql, parameters))
+
+    async def _retried(self, statement: Callable[[], Awaitable[T]]) -> T:
+        for attempt in range(len(BUSY_RETRIES) + 1):
+            try:
+                return await statement()
+            except sqlite3.OperationalError as exc:
+                code = exc.sqlite_errorcode & 0xFF
+                if code in TRANSIENT and attempt < len(BUSY_RETRIES):
+                    wait = BUSY_RETRIES[attempt] * random.uniform(0.5, 1.5)
+                    logger.info("SQLite busy (%s); retrying in %.2fs", exc, wait)
+                    await asyncio.sleep(wait)
+                    continue
+                if code in PROBLEMS:
+                    raise self._unavailable(exc) from exc
+                raise
+            except sqlite3.DatabaseError as exc:
+                if (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in PROBLEMS:
+                    raise self._unavailable(exc) from exc
+                raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _relay(row: Any) -> Relay:

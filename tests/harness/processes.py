@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class Exited:
     status: int
     stdout: str
     stderr: str
+    seconds: float = 0.0  # from start to exit
 
     @property
     def stderr_lines(self) -> list[str]:
@@ -59,20 +61,27 @@ async def serve_until_exit(
     env: dict[str, str],
     cwd: Path,
     timeout: float = 30.0,  # noqa: ASYNC109
+    *,
+    preexec_fn: Callable[[], None] | None = None,
+    command: tuple[str, ...] = ("serve",),
 ) -> Exited:
-    """Run `uat-bot serve`, expecting it to stop on its own (it refused to start).
+    """Run `uat-bot serve` (or `command`), expecting it to stop on its own (it refused to start);
+    `preexec_fn` runs in the child before it starts (limits, dropped privileges).
 
     Asynchronous, so that the test's event loop keeps serving the Slack stub meanwhile."""
+    started = time.monotonic()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot.cli",
-        "serve",
+        *command,
         env=serve_env(cwd, free_port(), env),
         cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=preexec_fn,
     )
     try:
         async with asyncio.timeout(timeout):
@@ -83,7 +92,10 @@ async def serve_until_exit(
         await proc.wait()
         raise AssertionError(f"uat-bot serve did not stop by itself in {timeout}s") from None
     assert proc.returncode is not None
-    return Exited(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+    seconds = time.monotonic() - started
+    return Exited(
+        proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"), seconds
+    )
 
 
 @dataclass
@@ -115,8 +127,13 @@ class BotProcess:
             if self.log(i).exists()
         )
 
-    async def start(self, timeout: float = 20.0) -> subprocess.Popen[bytes]:  # noqa: ASYNC109
-        """Start the bot and wait until /healthz answers 200."""
+    async def start(
+        self,
+        timeout: float = 20.0,  # noqa: ASYNC109
+        ready: str = "/healthz",
+    ) -> subprocess.Popen[bytes]:
+        """Start the bot and wait until `ready` answers 200 (/livez: it serves HTTP, whether or
+        not its store and Slack answer)."""
         proc = self._spawn()
         self.procs.append(proc)
         deadline = time.monotonic() + timeout
@@ -126,12 +143,12 @@ class BotProcess:
                     raise AssertionError(f"the bot exited with {proc.returncode}\n{self.logs()}")
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     async with http.get(
-                        f"{self.url}/healthz", timeout=aiohttp.ClientTimeout(total=1)
+                        f"{self.url}{ready}", timeout=aiohttp.ClientTimeout(total=1)
                     ) as response:
                         if response.status == 200:
                             return proc
                 await asyncio.sleep(0.02)
-        raise AssertionError(f"the bot did not answer /healthz in {timeout}s\n{self.logs()}")
+        raise AssertionError(f"the bot did not answer {ready} in {timeout}s\n{self.logs()}")
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         """`python -m bot.cli serve` in its own session, its output in bot<n>.log."""

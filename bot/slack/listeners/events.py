@@ -16,6 +16,7 @@ from bot.images.operations import Overview
 from bot.slack import slack_ui
 from bot.slack.chat import Message, SlackUnreachable, one_line
 from bot.slack.context import Services, change_refusal
+from bot.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -34,6 +35,9 @@ async def relay_reply(services: Services, event: dict[str, Any]) -> None:
         if refusal:
             raise UserError(refusal)
         await services.prompts.submit(env, str(event.get("text", "")), str(event["user"]))
+    except StoreUnavailable as exc:
+        logger.warning("a thread reply was not recorded: %s", exc.line)
+        await services.chat.post(Message(channel, slack_ui.NOT_RECORDED, None, thread))
     except UserError as exc:
         await services.chat.post(Message(channel, str(exc), None, thread))
     except Exception:

@@ -1,0 +1,329 @@
+"""A store that cannot be used says so.
+
+At start, `uat-bot serve` with a corrupt, truncated, read-only, locked or full `UAT_DB`, or a
+DynamoDB table that is not the bot's, prints one line naming it, the cause and what to do, and
+exits with status 1 within 5 s (each case is the real CLI in a subprocess). While running,
+`/healthz` answers 503 with the reason when the store or Slack fails and `/livez` stays 200; a
+write SQLite answers "busy" is retried with backoff, and an operation that could not be recorded
+is said to its user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import re
+import resource
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from bot import gateway_text, health
+from bot.store import Environment, SqliteStore, State, StoreUnavailable
+from bot.store import sqlite as sqlite_store
+from tests.harness.bot import DEPLOYER, Bot, bot_env
+from tests.harness.processes import Exited, serve_until_exit
+from tests.harness.slack_stub import SlackStub
+
+STARTS_WITHIN_S = 5.0
+
+
+async def made_store(path: Path) -> None:
+    """A real store file, as a bot that ran and stopped leaves it."""
+    store = SqliteStore(path)
+    await store.open()
+    await store.save_environment(Environment(repo="acme/web", pr=7, state=State.READY))
+    await store.close()
+
+
+# A log record: "2026-11-30 07:21:54,332 INFO bot.app: ..." (start-up's sign-in with Slack)
+LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO [\w.]+: ")
+
+
+def said_once(exited: Exited) -> str:
+    """The one line a refused start printed (besides INFO log records), having stopped with
+    status 1 within 5 s."""
+    assert exited.status == 1, exited.stderr
+    said = [line for line in exited.stderr_lines if not LOG_RECORD.match(line)]
+    assert len(said) == 1, exited.stderr
+    assert "Traceback" not in exited.stderr + exited.stdout
+    assert exited.seconds < STARTS_WITHIN_S, f"{exited.seconds:.1f}s"
+    return said[0]
+
+
+def fix(problem: str) -> str:
+    return f": {gateway_text.STORE_FIXES[problem]}."
+
+
+async def test_serve_with_a_corrupt_uat_db_says_so_in_one_line_and_exits_1(
+    slack: SlackStub, tmp_path: Path
+) -> None:
+    db = tmp_path / "uat-bot.db"
+    db.write_bytes(b"this is no database; " * 500)
+    line = said_once(await serve_until_exit(bot_env(slack, tmp_path), tmp_path))
+    assert line == gateway_text.sqlite_unusable(
+        str(db), gateway_text.STORE_CORRUPT, "file is not a database"
+    )
+
+
+async def test_serve_with_a_truncated_uat_db_says_it_is_corrupt(
+    slack: SlackStub, tmp_path: Path
+) -> None:
+    db = tmp_path / "uat-bot.db"
+    await made_store(db)
+    with db.open("r+b") as file:
+        file.truncate(db.stat().st_size // 2)
+    line = said_once(await serve_until_exit(bot_env(slack, tmp_path), tmp_path))
+    assert line.startswith(f"UAT_DB {db} {gateway_text.STORE_CORRUPT} (")
+    assert line.endswith(fix(gateway_text.STORE_CORRUPT))
+
+
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER = 1, 2, 3
+PR_CAPBSET_DROP = 24
+
+
+def without_root_overrides() -> None:
+    """In the child: as root, give up the capabilities that ignore file modes (dropped from the
+    bounding set, they are gone after exec), so a read-only file is read-only to it too."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@contextlib.contextmanager
+def read_only(*paths: Path) -> Iterator[None]:
+    modes = {path: path.stat().st_mode for path in paths}
+    try:
+        for path in paths:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        yield
+    finally:
+        for path, mode in modes.items():
+            path.chmod(mode)
+
+
+async def test_serve_with_a_read_only_uat_db_says_it_cannot_be_written(
+    slack: SlackStub, tmp_path: Path
+) -> None:
+    folder = tmp_path / "state"
+    db = folder / "uat-bot.db"
+    await made_store(db)
+    env = bot_env(slack, tmp_path, UAT_DB=str(db))
+    with read_only(db, folder):
+        exited = await serve_until_exit(env, tmp_path, preexec_fn=without_root_overrides)
+    line = said_once(exited)
+    assert line.startswith(f"UAT_DB {db} {gateway_text.STORE_READ_ONLY} (")
+    assert line.endswith(fix(gateway_text.STORE_READ_ONLY))
+
+
+HOLD_EXCLUSIVE = """
+import sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def held_exclusively(db: Path) -> Iterator[None]:
+    """Another process holding the file with BEGIN EXCLUSIVE until the block ends."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD_EXCLUSIVE, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == b"locked\n"
+        yield
+    finally:
+        child.kill()
+        child.wait(10)
+
+
+async def test_serve_with_a_uat_db_another_process_holds_says_it_is_locked(
+    slack: SlackStub, tmp_path: Path
+) -> None:
+    db = tmp_path / "uat-bot.db"
+    await made_store(db)
+    with held_exclusively(db):
+        exited = await serve_until_exit(bot_env(slack, tmp_path), tmp_path)
+    line = said_once(exited)
+    assert line == gateway_text.sqlite_unusable(
+        str(db), gateway_text.STORE_LOCKED, "database is locked"
+    )
+
+
+def small_file_limit() -> None:
+    """In the child: no file may grow past 1 KiB (a full disk, as the child sees it)."""
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+
+async def test_serve_with_uat_db_on_a_full_disk_says_it_cannot_grow(
+    slack: SlackStub, tmp_path: Path
+) -> None:
+    db = tmp_path / "uat-bot.db"
+    await made_store(db)
+    env = bot_env(slack, tmp_path)
+    line = said_once(await serve_until_exit(env, tmp_path, preexec_fn=small_file_limit))
+    assert line.startswith(f"UAT_DB {db} {gateway_text.STORE_FULL} (")
+    assert line.endswith(fix(gateway_text.STORE_FULL))
+
+
+async def test_serve_with_a_dynamodb_table_that_is_not_the_bots_names_it_in_one_line(
+    slack: SlackStub, tmp_path: Path, aws_env: dict[str, str]
+) -> None:
+    boto3.client("dynamodb", endpoint_url=aws_env["AWS_ENDPOINT_URL"]).create_table(
+        TableName="someone-elses",
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    env = bot_env(
+        slack, tmp_path, **aws_env, UAT_STORE="dynamodb", UAT_DYNAMODB_TABLE="someone-elses"
+    )
+    line = said_once(await serve_until_exit(env, tmp_path))
+    assert line == gateway_text.dynamodb_unusable(
+        "someone-elses", gateway_text.not_the_bots_table("someone-elses")
+    )
+
+
+# While running: /healthz and /livez
+
+
+async def get(bot: Bot, path: str) -> tuple[int, dict[str, Any]]:
+    async with bot.http.get(f"{bot.url}{path}") as response:
+        return response.status, await response.json()
+
+
+async def test_healthz_is_503_with_the_reason_while_slack_refuses_the_token_and_livez_stays_200(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert await get(bot, "/healthz") == (
+        200,
+        {"ok": True, "store": "ok", "slack": "ok", "tasks": 0},
+    )
+    monkeypatch.setattr(health, "SLACK_TTL_S", 0.0)
+    bot.slack.token = "xoxb-revoked-meanwhile"
+    status, body = await get(bot, "/healthz")
+    assert status == 503
+    assert body["slack"] == "Slack refuses the bot token (invalid_auth)"
+    assert body["store"] == "ok" and body["ok"] is False
+    assert await get(bot, "/livez") == (200, {"ok": True})
+
+
+async def test_healthz_is_503_while_another_process_holds_the_store_and_200_once_it_lets_go(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health, "STORE_TTL_S", 0.0)
+    monkeypatch.setattr(health, "PROBE_TIMEOUT_S", 1.0)
+    with held_exclusively(Path(bot.settings.uat_db)):
+        status, body = await get(bot, "/healthz")
+        assert await get(bot, "/livez") == (200, {"ok": True})
+    assert (status, body["store"], body["slack"]) == (503, "no answer in 1s", "ok")
+    for _ in range(100):  # the probe still waiting on the lock finishes first
+        status, body = await get(bot, "/healthz")
+        if status == 200:
+            break
+        await asyncio.sleep(0.1)
+    assert (status, body["store"]) == (200, "ok")
+
+
+async def test_the_store_probe_is_cached_for_a_few_seconds(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = bot.runtime.services.store
+    pings = 0
+    real_ping = store.ping
+
+    async def counted() -> None:
+        nonlocal pings
+        pings += 1
+        await real_ping()
+
+    monkeypatch.setattr(store, "ping", counted)
+    for _ in range(20):
+        assert (await get(bot, "/healthz"))[0] == 200
+    assert pings <= 1
+
+
+# Writes SQLite answers "busy": retried, and else said
+
+
+@contextlib.contextmanager
+def locked_for(db: Path, seconds: float) -> Iterator[None]:
+    """Another connection holds the file exclusively for `seconds` (from a thread)."""
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN EXCLUSIVE")
+    timer = threading.Timer(seconds, lambda: other.execute("COMMIT"))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.join()
+        other.close()
+
+
+async def impatient_store(path: Path) -> SqliteStore:
+    """A store whose SQLite gives up on a lock at once, so only our retries wait."""
+    store = SqliteStore(path)
+    await store.open()
+    await store.db.execute("PRAGMA busy_timeout=0")
+    return store
+
+
+async def test_a_write_sqlite_answers_busy_is_retried_until_the_lock_is_released(
+    tmp_path: Path,
+) -> None:
+    store = await impatient_store(tmp_path / "uat-bot.db")
+    try:
+        with locked_for(tmp_path / "uat-bot.db", 0.3):
+            assert await store.claim("delivery-1", "pull_request") is True
+        assert await store.claimed("delivery-1")
+    finally:
+        await store.close()
+
+
+async def test_a_write_still_busy_after_the_retries_is_store_unavailable_naming_uat_db(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "uat-bot.db"
+    store = await impatient_store(db)
+    try:
+        long_enough = sum(sqlite_store.BUSY_RETRIES) * 2 + 0.5
+        with locked_for(db, long_enough), pytest.raises(StoreUnavailable) as failed:
+            await store.claim("delivery-1", "pull_request")
+        assert failed.value.line == gateway_text.sqlite_unusable(
+            str(db), gateway_text.STORE_LOCKED, "database is locked"
+        )
+    finally:
+        await store.close()
+
+
+async def test_a_command_whose_write_is_not_recorded_tells_its_user_so(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.slack import slack_ui
+
+    store = bot.runtime.services.store
+    assert isinstance(store, SqliteStore)
+    await store.db.execute("PRAGMA busy_timeout=0")
+    monkeypatch.setattr(sqlite_store, "BUSY_RETRIES", (0.01, 0.01))
+    with locked_for(Path(bot.settings.uat_db), 1.0):
+        status, _ = await bot.slash("lock release freeze", user=DEPLOYER)
+        await bot.slack.wait_for(lambda s: s.responses, timeout=5)
+    assert status == 200
+    assert [r.body["text"] for r in bot.slack.responses] == [slack_ui.NOT_RECORDED]
+    assert await store.get_lock("images") is None
