@@ -326,6 +326,35 @@ async def test_server_error_injection(stub: SlackStub) -> None:
     assert stub.calls_to("chat.postMessage")[0].failed_status == 503
 
 
+async def test_an_ambiguous_fault_stores_the_message_then_answers_the_error(
+    stub: SlackStub,
+) -> None:
+    client = AsyncWebClient(token=stub.token, base_url=stub.api_url, retry_handlers=[])
+    stub.fail_after_storing("chat.postMessage", status=500)
+    with pytest.raises(SlackApiError) as info:
+        await client.chat_postMessage(channel="C1", text="kept anyway")
+    assert info.value.response.status_code == 500
+    assert [m["text"] for m in stub.messages["C1"]] == ["kept anyway"]
+    [call] = stub.calls_to("chat.postMessage")
+    assert call.failed_status == 500
+
+
+async def test_an_ambiguous_fault_can_answer_after_the_client_gave_up(stub: SlackStub) -> None:
+    client = AsyncWebClient(token=stub.token, base_url=stub.api_url, timeout=1, retry_handlers=[])
+    stub.fail_after_storing("chat.postMessage", status=200, delay_s=2.0)
+    with pytest.raises(TimeoutError):
+        await client.chat_postMessage(channel="C1", text="kept anyway")
+    assert [m["text"] for m in stub.messages["C1"]] == ["kept anyway"]
+
+
+async def test_a_plain_fault_on_a_post_leaves_its_channel_there_and_empty(stub: SlackStub) -> None:
+    client = AsyncWebClient(token=stub.token, base_url=stub.api_url, retry_handlers=[])
+    stub.fail("chat.postMessage", status=503, retry_after=None)
+    with pytest.raises(SlackApiError):
+        await client.chat_postMessage(channel="C1", text="x")
+    assert (await client.conversations_history(channel="C1"))["messages"] == []
+
+
 # ----------------------------------------------------------------------------- response_url
 
 

@@ -7,14 +7,18 @@ runs behind Slack, behind `uat-bot console` and in tests.
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -26,6 +30,8 @@ from bot.slack import slack_ui
 logger = logging.getLogger(__name__)
 
 Blocks = list[dict[str, Any]]
+# How a search sends its calls: (method, call) -> the answer (in the channel's turn, or within it)
+Send = Callable[[str, Callable[[], Awaitable[AsyncSlackResponse]]], Awaitable[AsyncSlackResponse]]
 
 # Messages posted with a key carry it as Slack message metadata of this type, so the bot can
 # find what it posted (see bot/slack/outbox.py).
@@ -187,25 +193,66 @@ class SlackChat:
         self._order: dict[str, asyncio.Lock] = {}
 
     async def post(self, message: Message) -> str:
+        """Post once, even when Slack fails ambiguously (a 5xx, a timeout, a dropped connection
+        after it may have stored the message): every message carries a key (its own, or a fresh
+        one: a transient note too), and before any retry the channel or thread is searched for
+        it. The client's blind retries of such failures are off for this call; 429s (Slack
+        stored nothing) are still retried as Slack asks."""
         text, blocks = slack_ui.fit(message.text, message.blocks)
-        key = message.key
-        metadata = {"event_type": METADATA_EVENT, "event_payload": {"key": key}} if key else None
-        response = await self._send(
-            "chat.postMessage",
-            message.channel,
-            lambda: self.client.chat_postMessage(
-                channel=message.channel,
-                text=text,
-                blocks=blocks,
-                thread_ts=message.thread_ts,
-                metadata=metadata,
-            ),
-        )
+        key = message.key or f"once:{uuid.uuid4().hex}"
+        metadata = {"event_type": METADATA_EVENT, "event_payload": {"key": key}}
+        client = _without_blind_retries(self.client)
+        since = time.time()
+        maybe_posted = False
+
+        async def attempt() -> AsyncSlackResponse:
+            nonlocal maybe_posted
+            if maybe_posted:  # the last attempt may have reached Slack: look before posting
+                found = await self._find(
+                    message.channel, key, message.thread_ts, since, self._attempts
+                )
+                if found:
+                    raise _Found(found)
+            try:
+                return await client.chat_postMessage(
+                    channel=message.channel,
+                    text=text,
+                    blocks=blocks,
+                    thread_ts=message.thread_ts,
+                    metadata=metadata,
+                )
+            except SlackApiError as exc:
+                maybe_posted = exc.response is None or exc.response.status_code >= 500
+                raise
+            except (aiohttp.ClientError, TimeoutError):
+                maybe_posted = True
+                raise
+
+        try:
+            response = await self._send("chat.postMessage", message.channel, attempt)
+        except _Found as found:
+            logger.info(
+                "chat.postMessage failed after Slack kept the message %s: not posted again",
+                found.ts,
+            )
+            return found.ts
         return str(response["ts"])
 
     async def find(
         self, channel: str, key: str, thread_ts: str | None = None, since: float | None = None
     ) -> str | None:
+        return await self._find(channel, key, thread_ts, since, self._in_order(channel))
+
+    async def _find(
+        self,
+        channel: str,
+        key: str,
+        thread_ts: str | None,
+        since: float | None,
+        send: Send,
+    ) -> str | None:
+        """`find`, its calls made through `send` (a post searching under its channel's turn
+        makes them without waiting for that turn again)."""
         # What was posted since (a minute before) `since`: the few messages that can match, and
         # the first pages of them, though a busy channel or thread has thousands before.
         oldest = f"{since - CLOCK_SKEW_S:.6f}" if since else None
@@ -221,9 +268,8 @@ class SlackChat:
             )
         cursor: str | None = None
         for _ in range(FIND_PAGES):
-            page = await self._send(
+            page = await send(
                 method,
-                channel,
                 functools.partial(read, include_all_metadata=True, limit=200, cursor=cursor),
             )
             for message in page.get("messages") or []:
@@ -281,49 +327,79 @@ class SlackChat:
     ) -> AsyncSlackResponse:
         lock = self._order.setdefault(channel, asyncio.Lock())
         async with lock:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + self.patience_s
-            delay = 1.0
-            said_unreachable = False
-            while True:
-                try:
-                    return await call()
-                except SlackApiError as exc:
-                    status = exc.response.status_code if exc.response is not None else 0
-                    if status != 429 and status < 500:
-                        raise self._error(method, exc) from None
-                    retry_after = exc.response.headers.get("Retry-After") if status == 429 else None
-                    wait = float(retry_after) if retry_after else delay
-                    failure = exc
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    unreachable = SlackUnreachable(method, one_line(exc))
-                    if self.metrics is not None:
-                        self.metrics.slack_errors.labels(method=method, code="unreachable").inc()
-                    if not wait_for_network or loop.time() + delay > deadline:
-                        raise unreachable from None
-                    if not said_unreachable:
-                        logger.warning(
-                            "%s; retrying for up to %.0fs", unreachable.line, self.patience_s
-                        )
-                        said_unreachable = True
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 30.0)
-                    continue
-                except SlackRequestError as exc:  # files_upload_v2's upload step was refused
-                    raise ChatError(slack_ui.slack_refused(method, str(exc)), "upload") from None
+            return await self._attempts(method, call, wait_for_network=wait_for_network)
+
+    def _in_order(self, channel: str) -> Send:
+        return lambda method, call: self._send(method, channel, call)
+
+    async def _attempts(
+        self,
+        method: str,
+        call: Callable[[], Awaitable[AsyncSlackResponse]],
+        *,
+        wait_for_network: bool = True,
+    ) -> AsyncSlackResponse:
+        """`call` until it succeeds, Slack refuses it, or patience runs out (see the class)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.patience_s
+        delay = 1.0
+        said_unreachable = False
+        while True:
+            try:
+                return await call()
+            except SlackApiError as exc:
+                status = exc.response.status_code if exc.response is not None else 0
+                if status != 429 and status < 500:
+                    raise self._error(method, exc) from None
+                retry_after = exc.response.headers.get("Retry-After") if status == 429 else None
+                wait = float(retry_after) if retry_after else delay
+                failure = exc
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                unreachable = SlackUnreachable(method, one_line(exc))
                 if self.metrics is not None:
-                    self.metrics.slack_errors.labels(method=method, code="retrying").inc()
-                if loop.time() + wait > deadline:
-                    raise self._error(method, failure) from None
-                logger.warning("Slack %s failed (%s); retrying in %.0fs", method, failure, wait)
-                await asyncio.sleep(wait)
+                    self.metrics.slack_errors.labels(method=method, code="unreachable").inc()
+                if not wait_for_network or loop.time() + delay > deadline:
+                    raise unreachable from None
+                if not said_unreachable:
+                    logger.warning(
+                        "%s; retrying for up to %.0fs", unreachable.line, self.patience_s
+                    )
+                    said_unreachable = True
+                await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+                continue
+            except SlackRequestError as exc:  # files_upload_v2's upload step was refused
+                raise ChatError(slack_ui.slack_refused(method, str(exc)), "upload") from None
+            if self.metrics is not None:
+                self.metrics.slack_errors.labels(method=method, code="retrying").inc()
+            if loop.time() + wait > deadline:
+                raise self._error(method, failure) from None
+            logger.warning("Slack %s failed (%s); retrying in %.0fs", method, failure, wait)
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, 30.0)
 
     def _error(self, method: str, exc: SlackApiError) -> ChatError:
         error = _chat_error(method, exc)
         if self.metrics is not None:
             self.metrics.slack_errors.labels(method=method, code=error.code).inc()
         return error
+
+
+class _Found(Exception):
+    """Not an error: a retried post found the message its last attempt left in Slack."""
+
+    def __init__(self, ts: str) -> None:
+        super().__init__(ts)
+        self.ts = ts
+
+
+def _without_blind_retries(client: AsyncWebClient) -> AsyncWebClient:
+    """`client` for a call that must not be repeated blindly: only its 429 retries are kept."""
+    once = copy.copy(client)
+    once.retry_handlers = [
+        h for h in client.retry_handlers if isinstance(h, AsyncRateLimitErrorRetryHandler)
+    ]
+    return once
 
 
 def _carries(message: dict[str, Any], key: str) -> bool:

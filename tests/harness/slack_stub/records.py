@@ -82,6 +82,10 @@ class Fault:
     status: int
     retry_after: int | None
     remaining: int
+    # An ambiguous failure: the call is carried out (a message is stored) before the fault is
+    # answered, after `delay_s` (past the client's timeout, it never sees the answer).
+    after_storing: bool = False
+    delay_s: float = 0.0
 
 
 @dataclass

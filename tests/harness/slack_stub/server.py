@@ -187,6 +187,17 @@ class StubServer:
             raise ValueError("times must be >= 1")
         self._faults.append(Fault(method, status, retry_after, times))
 
+    def fail_after_storing(
+        self, method: str, status: int = 500, times: int = 1, delay_s: float = 0.0
+    ) -> None:
+        """Make the next ``times`` calls to ``method`` ambiguous: the stub does what they ask
+        (``chat.postMessage`` stores the message, as Slack may before failing), then answers
+        ``status`` (a plain 5xx body) after ``delay_s`` seconds. A ``delay_s`` past the client's
+        timeout is a call that hangs: the client gives up without an answer."""
+        if times < 1:
+            raise ValueError("times must be >= 1")
+        self._faults.append(Fault(method, status, None, times, True, delay_s))
+
     def reset(self) -> None:
         """Forget calls, messages, ephemerals, responses, views, files, faults, missing scopes.
 
@@ -368,8 +379,12 @@ class StubServer:
         call = Call(method=method, params=params, headers=headers)
         self.calls.append(call)
         fault = self._take_fault(method)
-        if fault is not None:
+        if fault is not None and not fault.after_storing:
             call.failed_status = fault.status
+            channel = params.get("channel")
+            if method == "chat.postMessage" and isinstance(channel, str) and channel:
+                # the channel is there (this stub knows channels by what was posted in them)
+                self.messages.setdefault(channel, [])
             return self._fault_response(fault)
         try:
             handler = self._handlers().get(method)
@@ -380,6 +395,10 @@ class StubServer:
             body = handler(params)
         except SlackError as exc:
             body = {"ok": False, "error": exc.error, **exc.extra}
+        if fault is not None:  # done, and now the answer fails (or never comes in time)
+            call.response, call.failed_status = body, fault.status
+            await asyncio.sleep(fault.delay_s)
+            return self._fault_response(fault)
         return self._answer(call, body)
 
     @staticmethod
