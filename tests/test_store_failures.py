@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import re
 import resource
@@ -26,10 +27,14 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
 
 from bot import gateway_text, health
-from bot.store import Environment, SqliteStore, State, StoreUnavailable
+from bot.config import load_settings
+from bot.store import Environment, SqliteStore, State, StoreUnavailable, dynamodb_table
 from bot.store import sqlite as sqlite_store
+from bot.store.dynamodb import DynamoStore
 from tests.harness.bot import DEPLOYER, Bot, bot_env
 from tests.harness.processes import Exited, serve_until_exit
 from tests.harness.slack_stub import SlackStub
@@ -340,3 +345,75 @@ async def test_a_command_whose_write_is_not_recorded_tells_its_user_so(
     assert status == 200
     assert [r.body["text"] for r in bot.slack.responses] == [slack_ui.NOT_RECORDED]
     assert await store.get_lock("images") is None
+
+
+# DynamoDB throttling: botocore retries it with backoff; past its attempts, StoreUnavailable
+
+THROTTLED = json.dumps(
+    {
+        "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+        "message": "The level of configured provisioned throughput for the table was exceeded.",
+    }
+).encode()
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self.body
+
+
+def throttle(client: Any, times: int) -> list[str]:
+    """The next `times` PutItem requests get DynamoDB's throttling answer (sent as if by AWS,
+    before the request leaves); which answered what is recorded."""
+    answered: list[str] = []
+
+    def before_send(request: Any, **_: Any) -> AWSResponse | None:
+        if len([a for a in answered if a == "throttled"]) < times:
+            answered.append("throttled")
+            return AWSResponse(request.url, 400, {}, _Raw(THROTTLED))
+        answered.append("sent")
+        return None
+
+    client.meta.events.register("before-send.dynamodb.PutItem", before_send)
+    return answered
+
+
+async def opened_dynamo(aws_env: dict[str, str]) -> DynamoStore:
+    env = {**aws_env, "UAT_STORE": "dynamodb", "UAT_DYNAMODB_TABLE": "uat-bot-throttled"}
+    store = DynamoStore(load_settings(env))
+    await store.open()
+    return store
+
+
+async def test_a_throttled_dynamodb_write_is_retried_with_backoff_and_lands(
+    aws_env: dict[str, str],
+) -> None:
+    store = await opened_dynamo(aws_env)
+    try:
+        answered = throttle(store.client, times=2)
+        assert await store.claim("delivery-1", "pull_request") is True
+        assert answered == ["throttled", "throttled", "sent"]
+        assert await store.claimed("delivery-1")
+    finally:
+        await store.close()
+
+
+async def test_a_dynamodb_write_throttled_past_the_retries_is_store_unavailable(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the bot's own retry settings, with 3 retries instead of 6 (a test in seconds)
+    fewer = Config(retries={"max_attempts": 3, "mode": "standard"})
+    monkeypatch.setattr(dynamodb_table, "CONFIG", dynamodb_table.CONFIG.merge(fewer))
+    store = await opened_dynamo(aws_env)
+    try:
+        answered = throttle(store.client, times=100)
+        with pytest.raises(StoreUnavailable) as failed:
+            await store.claim("delivery-1", "pull_request")
+        assert answered == ["throttled"] * 4  # the first attempt and 3 retries: bounded
+        assert failed.value.line.startswith("UAT_DYNAMODB_TABLE uat-bot-throttled cannot be used")
+        assert failed.value.cause == "DynamoDB ProvisionedThroughputExceededException"
+    finally:
+        await store.close()
