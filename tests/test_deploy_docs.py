@@ -13,6 +13,7 @@ import pytest
 import yaml
 from botocore.validate import ParamValidator
 
+from bot import health
 from bot.config import load_settings
 from tests.harness.bot import ROOT
 from tests.harness.deploy_docs import DOCS, bot_environment, document
@@ -149,6 +150,9 @@ def test_the_target_group_waits_on_healthz_and_the_container_check_restarts_on_l
     group = bot_service["targetGroup"]
     assert (group["HealthCheckPath"], group["Matcher"]["HttpCode"]) == ("/healthz", "200")
     assert group["TargetType"] == "ip"  # awsvpc tasks register by address
+    # ECS replaces a target that stays unhealthy: only after minutes, not a short outage
+    assert group["UnhealthyThresholdCount"] * group["HealthCheckIntervalSeconds"] >= 300
+    assert group["HealthCheckTimeoutSeconds"] > health.PROBE_TIMEOUT_S  # a slow probe is an answer
     [container] = bot_service["taskDefinition"]["containerDefinitions"]
     [port] = container["portMappings"]
     assert group["Port"] == port["containerPort"] == 3000
