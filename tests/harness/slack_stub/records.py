@@ -82,6 +82,9 @@ class Fault:
     status: int
     retry_after: int | None
     remaining: int
+    # handle the call first (a post is stored), then answer the failure: Slack's ambiguous 5xx
+    after_storing: bool = False
+    until: float | None = None  # a window (time.monotonic()): every matching call until then
 
 
 @dataclass

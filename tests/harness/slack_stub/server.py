@@ -187,6 +187,23 @@ class StubServer:
             raise ValueError("times must be >= 1")
         self._faults.append(Fault(method, status, retry_after, times))
 
+    def fail_for(
+        self,
+        seconds: float,
+        status: int = 429,
+        *,
+        method: str | None = None,
+        retry_after: int | None = 1,
+        after_storing: bool = False,
+    ) -> None:
+        """A fault window: for the next ``seconds`` every call to ``method`` (any API method when
+        None) fails as :meth:`fail` describes. With ``after_storing`` each call is handled first
+        (a post is stored and recorded in :attr:`messages`) and then answered with ``status``,
+        as when Slack stored a message but the answer was lost; its :class:`Call` keeps both
+        the ``response`` it would have had and the ``failed_status``."""
+        until = time.monotonic() + seconds
+        self._faults.append(Fault(method, status, retry_after, 1, after_storing, until))
+
     def reset(self) -> None:
         """Forget calls, messages, ephemerals, responses, views, files, faults, missing scopes.
 
@@ -279,10 +296,14 @@ class StubServer:
         }
 
     def _take_fault(self, method: str) -> Fault | None:
+        now = time.monotonic()
+        self._faults = [f for f in self._faults if f.until is None or f.until > now]
         for fault in self._faults:
             matches = fault.method == method or (
                 fault.method is None and method not in (RESPONSE_URL_METHOD, UPLOAD_METHOD)
             )
+            if matches and fault.until is not None:
+                return fault
             if matches:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
@@ -368,7 +389,7 @@ class StubServer:
         call = Call(method=method, params=params, headers=headers)
         self.calls.append(call)
         fault = self._take_fault(method)
-        if fault is not None:
+        if fault is not None and not fault.after_storing:
             call.failed_status = fault.status
             return self._fault_response(fault)
         try:
@@ -380,6 +401,9 @@ class StubServer:
             body = handler(params)
         except SlackError as exc:
             body = {"ok": False, "error": exc.error, **exc.extra}
+        if fault is not None:  # handled, but the answer is lost
+            call.response, call.failed_status = body, fault.status
+            return self._fault_response(fault)
         return self._answer(call, body)
 
     @staticmethod
