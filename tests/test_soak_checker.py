@@ -10,6 +10,9 @@ import pytest
 
 from bench.soak import checker
 from bench.soak.checker import Command, EnvRow, History, Posted, Task, check
+from bench.soak.driver import follow_stops
+from bot.slack import slack_ui
+from bot.store import Environment, State
 
 REPO = "Codertocat/Hello-World"
 CHANNEL = "C0UAT"
@@ -162,3 +165,20 @@ def test_an_environment_still_in_between_is_not_converged(state: str) -> None:
     history.envs[3] = EnvRow(3, state, "uat", "arn:3", "s3", "100.3")
     history.messages[2] = card(3, "100.3", state)
     assert checker.CONVERGED in invariants(history)
+
+
+def stop_answered(*texts: str) -> History:
+    history = History(REPO, CHANNEL, wanted={2: "uat"})
+    history.commands.append(Command("R1", "/uat stop", 2, True, "R1", effect="stop"))
+    follow_stops(history, {"R1": list(texts)} if texts else {})
+    return history
+
+
+def test_a_stop_answered_stopping_or_never_answered_means_nothing_should_run() -> None:
+    stopping = slack_ui.stopping(Environment(REPO, 2, State.RUNNING))
+    assert stop_answered(stopping).wanted == {2: None}
+    assert stop_answered().wanted == {2: None}  # the ack was a promise
+
+
+def test_a_stop_answered_with_a_refusal_leaves_the_environment_wanted() -> None:
+    assert stop_answered("Something went wrong (ref abc123).").wanted == {2: "uat"}

@@ -33,6 +33,7 @@ from tests.harness.slack_stub import SlackStub
 from tests.harness.uat_aws import set_up_account
 
 SETTLE_S = 60.0  # a launch a kill cut waits out its lease (15 s); a watcher round is 1 s
+STABLE_S = 20.0  # violations unchanged this long after the faults are not going away
 PHASES = (
     Phase("2 replicas, DynamoDB", "dynamodb", 2, first_pr=100),
     Phase("1 replica, SQLite", "sqlite", 1, first_pr=200),
@@ -83,12 +84,15 @@ async def run_phase(
             aws.clear()
             await asyncio.sleep(3.5)  # the last Slack window lapses
             await replicas.ensure_up()
-            started = time.monotonic()
-            while True:
-                violations = check(await driver.record(store, account.ecs))
-                if not violations or time.monotonic() - started > SETTLE_S:
-                    break
+            started = changed = time.monotonic()
+            violations = check(await driver.record(store, account.ecs))
+            while violations and time.monotonic() - started < SETTLE_S:
                 await asyncio.sleep(2)
+                before, violations = violations, check(await driver.record(store, account.ecs))
+                if violations != before:
+                    changed = time.monotonic()
+                elif time.monotonic() - changed > STABLE_S:
+                    break  # what is left is not settling: a lost command, a duplicate, ...
             outcome.settle_s = time.monotonic() - started
             outcome.operations, outcome.faults = driver.operations, driver.faults
             outcome.violations = violations
@@ -132,6 +136,7 @@ async def main() -> int:
     seed = int(os.environ.get("SOAK_SEED", str(int(time.time()))))
     print(f"soak: {minutes:g} minute(s), SOAK_SEED={seed}", file=sys.stderr, flush=True)
     outcomes = []
+    began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="uat-soak-") as tmp, moto_server() as endpoint:
         async with SlackStub(token=BOT_TOKEN) as slack:
             for phase, share in zip(PHASES, SHARES, strict=True):
@@ -141,6 +146,7 @@ async def main() -> int:
                 )
                 outcomes.append(outcome)
     print(table(outcomes))
+    print(f"soak: {time.monotonic() - began:.0f} s in all, SOAK_SEED={seed}")
     violations = [(o.name, v) for o in outcomes for v in o.violations]
     for name, violation in violations:
         print(f"VIOLATION [{name}] {violation.invariant}: {violation.detail}")

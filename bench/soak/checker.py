@@ -210,6 +210,11 @@ def one_thread(history: History) -> list[Violation]:
     ]
 
 
+def _owns(env: EnvRow, task: Task) -> bool:
+    """Whether a live environment owns the task (its ARN, or its session as startedBy)."""
+    return env.state in LIVE and (env.task_arn == task.arn or env.session == task.session)
+
+
 def no_orphan(history: History) -> list[Violation]:
     """A running task of the bot is owned by its PR's live environment (the store's task and
     session) and wanted by the driver's model of the PR."""
@@ -218,23 +223,13 @@ def no_orphan(history: History) -> list[Violation]:
         if not (task.running and task.managed):
             continue
         env = history.envs.get(task.pr) if task.pr is not None else None
-        owned = (
-            env is not None
-            and env.state in LIVE
-            and (env.task_arn == task.arn or env.session == task.session)
-        )
-        if not owned:
+        if env is None or not _owns(env, task):
             state = env.state if env else "no environment"
-            found.append(
-                Violation(
-                    NO_ORPHAN,
-                    f"#{task.pr}: task {task.session} runs, owned by no live environment ({state})",
-                )
-            )
-        elif history.wanted.get(task.pr) is None and task.pr in history.wanted:
-            found.append(
-                Violation(NO_ORPHAN, f"#{task.pr}: task {task.session} runs, but nothing should")
-            )
+            detail = f"#{task.pr}: task {task.session} runs, owned by no live environment ({state})"
+            found.append(Violation(NO_ORPHAN, detail))
+        elif task.pr in history.wanted and history.wanted[task.pr] is None:
+            detail = f"#{task.pr}: task {task.session} runs ({env.state}), but nothing should"
+            found.append(Violation(NO_ORPHAN, detail))
     return found
 
 

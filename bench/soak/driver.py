@@ -183,6 +183,7 @@ class Driver:
         try:
             for _ in range(self.rng.choice((1, 2, 3))):  # a burst for one PR, in order
                 running = self.history.wanted.get(pr)
+                label: str | None
                 if running is None:
                     action, label = "labeled", self.rng.choice(LABELS)
                 else:
@@ -239,18 +240,6 @@ class Driver:
     async def stop(self, pr: int) -> None:
         command = await self.slash("/uat stop", pr, f"stop PR-{pr}")
         command.effect = "stop"
-
-    def _stops_followed(self, answers: dict[str, list[str]]) -> None:
-        """A stop PR wants nothing once a stop for it was acked and either answered "Stopping"
-        or never answered (an ack is a promise); a stop answered otherwise (refused, failed)
-        changed nothing the person was not told."""
-        for command in self.history.commands:
-            if command.kind != "/uat stop" or not command.acked:
-                continue
-            said = answers.get(command.response_url, [])
-            stopping = slack_ui.stopping(Environment(REPO, command.pr, State.RUNNING))
-            if not said or stopping in said:
-                self.history.wanted[command.pr] = None
 
     def _fault(self, what: str) -> None:
         self.faults[what] += 1
@@ -357,10 +346,23 @@ class Driver:
         texts: dict[str, list[str]] = {}
         for response in landed:
             texts.setdefault(response.url_id, []).append(str(response.body.get("text", "")))
-        self._stops_followed(texts)
+        follow_stops(history, texts)
         history.prompts_received = set(self.prompts.received)
         history.cancels_received = set(self.prompts.cancelled)
         return history
+
+
+def follow_stops(history: History, answers: dict[str, list[str]]) -> None:
+    """A stop PR wants nothing once a stop for it was acked and either answered "Stopping"
+    or never answered (an ack is a promise); a stop answered otherwise (refused, failed)
+    changed nothing its sender was not told."""
+    for command in history.commands:
+        if command.kind != "/uat stop" or not command.acked:
+            continue
+        said = answers.get(command.response_url, [])
+        stopping = slack_ui.stopping(Environment(REPO, command.pr, State.RUNNING))
+        if not said or stopping in said:
+            history.wanted[command.pr] = None
 
 
 def hold_write_lock(db: str, seconds: float) -> None:
