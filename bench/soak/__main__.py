@@ -6,7 +6,8 @@ driver (bench/soak/driver.py) sends its mix and injects its faults, every fault 
 the system is given up to SETTLE_S to settle before the invariants (bench/soak/checker.py) are
 checked. One table is printed; the exit status is 1 when any invariant was violated.
 
-`SOAK_SEED=<n>` replays a run's choices (the timing of a real system still varies).
+`SOAK_SEED=<n>` replays a run's choices (the timing of a real system still varies);
+`SOAK_KEEP=1` keeps the replicas' logs and names their folder.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -23,17 +25,19 @@ from pathlib import Path
 import aiohttp
 
 from bench.environments import moto_server, reset_moto
-from bench.soak.checker import INVARIANTS, Violation, check
+from bench.soak.checker import INVARIANTS, History, Violation, check
 from bench.soak.driver import Driver, Phase
 from bench.soak.world import AwsFaults, PromptServers, Replicas, replica_env
 from bot.app import build_store
 from bot.config import load_settings
+from bot.environments import LAUNCH_LEASE_S
 from tests.harness.bot import BOT_TOKEN
 from tests.harness.slack_stub import SlackStub
 from tests.harness.uat_aws import set_up_account
 
 SETTLE_S = 60.0  # a launch a kill cut waits out its lease (15 s); a watcher round is 1 s
-STABLE_S = 20.0  # violations unchanged this long after the faults are not going away
+MIN_SETTLE_S = 2 * LAUNCH_LEASE_S  # a launch a kill cut is resumed once its lease lapsed
+STABLE_S = 10.0  # violations unchanged this long after that are not going away
 PHASES = (
     Phase("2 replicas, DynamoDB", "dynamodb", 2, first_pr=100),
     Phase("1 replica, SQLite", "sqlite", 1, first_pr=200),
@@ -49,6 +53,7 @@ class Outcome:
         self.operations: Counter[str] = Counter()
         self.faults: Counter[str] = Counter()
         self.violations: list[Violation] = []
+        self.checked: Counter[str] = Counter()
         self.settle_s = 0.0
 
 
@@ -91,17 +96,37 @@ async def run_phase(
                 before, violations = violations, check(await driver.record(store, account.ecs))
                 if violations != before:
                     changed = time.monotonic()
-                elif time.monotonic() - changed > STABLE_S:
+                elif time.monotonic() - changed > STABLE_S and (
+                    time.monotonic() - started > MIN_SETTLE_S
+                ):
                     break  # what is left is not settling: a lost command, a duplicate, ...
             outcome.settle_s = time.monotonic() - started
             outcome.operations, outcome.faults = driver.operations, driver.faults
             outcome.violations = violations
+            outcome.checked = checked(driver.history)
     finally:
         await replicas.stop()
         await store.close()
         await aws.stop()
         await prompts.stop()
     return outcome
+
+
+def checked(history: History) -> Counter[str]:
+    """How much the invariants were checked against, so an empty world cannot pass unseen."""
+    return Counter(
+        {
+            "acked commands": sum(c.acked for c in history.commands),
+            "environments in the store": len(history.envs),
+            "environments wanted running": sum(v is not None for v in history.wanted.values()),
+            "tasks started": len(history.tasks),
+            "tasks running": sum(t.running for t in history.tasks),
+            "messages in the channel": len(history.messages),
+            "messages stored but answered as failed": sum(
+                m.answered_failure for m in history.messages
+            ),
+        }
+    )
 
 
 def table(outcomes: list[Outcome]) -> str:
@@ -118,6 +143,8 @@ def table(outcomes: list[Outcome]) -> str:
     section("operations", operations, sorted(set().union(*operations)))
     faults = [o.faults for o in outcomes]
     section("faults injected", faults, sorted(set().union(*faults)))
+    looked = [o.checked for o in outcomes]
+    section("checked against", looked, list(outcomes[0].checked))
     violated = [Counter(v.invariant for v in o.violations) for o in outcomes]
     section("violations (0 expected)", violated, list(INVARIANTS))
     rows.append(("settled after (s)", *[f"{o.settle_s:.0f}" for o in outcomes], ""))
@@ -137,14 +164,20 @@ async def main() -> int:
     print(f"soak: {minutes:g} minute(s), SOAK_SEED={seed}", file=sys.stderr, flush=True)
     outcomes = []
     began = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="uat-soak-") as tmp, moto_server() as endpoint:
+    keep = os.environ.get("SOAK_KEEP") == "1"
+    folder = tempfile.mkdtemp(prefix="uat-soak-")
+    with moto_server() as endpoint:
         async with SlackStub(token=BOT_TOKEN) as slack:
             for phase, share in zip(PHASES, SHARES, strict=True):
                 print(f"soak: {phase.name} ...", file=sys.stderr, flush=True)
                 outcome = await run_phase(
-                    phase, minutes * 60 * share, endpoint, slack, Path(tmp), seed
+                    phase, minutes * 60 * share, endpoint, slack, Path(folder), seed
                 )
                 outcomes.append(outcome)
+    if keep:
+        print(f"soak: the replicas' logs are kept in {folder}", file=sys.stderr)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
     print(table(outcomes))
     print(f"soak: {time.monotonic() - began:.0f} s in all, SOAK_SEED={seed}")
     violations = [(o.name, v) for o in outcomes for v in o.violations]

@@ -130,7 +130,9 @@ class Driver:
         elif action == "closed" or wanted.get(pr) == label:
             wanted[pr] = None
 
-    async def _slack(self, kind: str, pr: int, body: bytes, response_url: str) -> Command:
+    async def _slack(
+        self, kind: str, pr: int, body: bytes, response_url: str, url: str | None = None
+    ) -> Command:
         command = Command(
             id=response_url.rsplit("/", 1)[-1],
             kind=kind,
@@ -140,7 +142,7 @@ class Driver:
         )
         self.history.commands.append(command)
         command.at = time.time()
-        url = self._url()
+        url = url or self._url()
         if url is None:
             self.operations[f"{kind} (no replica up)"] += 1
             return command
@@ -158,12 +160,12 @@ class Driver:
             self.operations[f"{kind} not acked"] += 1
         return command
 
-    async def slash(self, kind: str, pr: int, text: str) -> Command:
+    async def slash(self, kind: str, pr: int, text: str, url: str | None = None) -> Command:
         response_url = self.slack.new_response_url(CHANNEL)
         body = slash_command_body(
             text, user_id=DEPLOYER, channel_id=CHANNEL, response_url=response_url
         )
-        return await self._slack(kind, pr, body, response_url)
+        return await self._slack(kind, pr, body, response_url, url)
 
     async def click(self, kind: str, pr: int, action_id: str, value: str) -> Command:
         response_url = self.slack.new_response_url(CHANNEL)
@@ -201,10 +203,10 @@ class Driver:
         finally:
             self._busy.discard(pr)
 
-    async def prompt(self) -> None:
+    async def prompt(self, url: str | None = None) -> None:
         pr = self.rng.choice(self.phase.steady_prs)
         marker = f"soak prompt {uuid.uuid4().hex[:12]}"
-        command = await self.slash("/uat prompt", pr, f"prompt PR-{pr} {marker}")
+        command = await self.slash("/uat prompt", pr, f"prompt PR-{pr} {marker}", url)
         command.effect, command.marker = "prompt", marker
 
     async def status(self) -> None:
@@ -289,13 +291,15 @@ class Driver:
     async def inject(self, seconds: float) -> None:
         """Every fault kind at least once, in a random order, spread over the phase; the last
         one ends before the phase does, so the system is left to settle."""
-        kinds = ["kill", "slack", "aws", "store"]
+        kinds = ["kill", "kill after acks", "slack", "aws", "store"]
         rounds = max(1, int(seconds // 40))
         plan = [kind for _ in range(rounds) for kind in self.rng.sample(kinds, len(kinds))]
         gap = seconds / (len(plan) + 1)
         for kind in plan:
             await asyncio.sleep(gap * self.rng.uniform(0.7, 1.0))
-            if kind == "kill":
+            if kind == "kill after acks":
+                await self.kill_after_acks(self.rng.randrange(len(self.replicas.bots)))
+            elif kind == "kill":
                 index = self.rng.randrange(len(self.replicas.bots))
                 self._fault(f"SIGKILL replica {index}")
                 await self.replicas.kill_and_restart(index, self.rng.uniform(0.5, 2.0))
@@ -311,6 +315,23 @@ class Driver:
                 self.aws.throttle(AWS_WINDOW_S, which)
             else:
                 await self.store_outage()
+
+    async def kill_after_acks(self, index: int, burst: int = 5) -> None:
+        """A burst of commands to replica `index`, and SIGKILL the moment their acks are back:
+        each ack was a promise the restarted replica (or the other one) has to keep."""
+        bot = self.replicas.bots[index]
+        if bot.proc is None or bot.proc.poll() is not None:
+            return
+        self._fault(f"SIGKILL replica {index} right after {burst} acks")
+        sends: list[Awaitable[object]] = []
+        for _ in range(burst):
+            pr = self.rng.choice(self.phase.steady_prs)
+            if self.rng.random() < 0.5:
+                sends.append(self.prompt(bot.url))
+            else:
+                sends.append(self.slash("/uat extend", pr, f"extend PR-{pr} 4", bot.url))
+        await asyncio.gather(*sends)
+        await self.replicas.kill_and_restart(index, self.rng.uniform(0.5, 2.0))
 
     async def store_outage(self) -> None:
         if self.sqlite_db is None:
