@@ -76,13 +76,7 @@ class AwsFaults:
         window = next((w for w in self.windows if w.matches(target)), None)
         if window is not None:
             self.failed += 1
-            error = THROTTLED if window.kind == "throttle" else UNAVAILABLE
-            return web.json_response(
-                error,
-                status=400 if window.kind == "throttle" else 503,
-                content_type="application/x-amz-json-1.1",
-                headers={"x-amzn-ErrorType": str(error["__type"])},
-            )
+            return failure(window.kind, json_protocol=bool(target))
         assert self.http is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         async with self.http.request(
@@ -108,6 +102,26 @@ class AwsFaults:
             await self.runner.cleanup()
         if self.http is not None:
             await self.http.close()
+
+
+def failure(kind: str, json_protocol: bool) -> web.Response:
+    """AWS's answer to a throttled or failed call, in the caller's protocol: JSON for the
+    X-Amz-Target services (ECS, ECR, DynamoDB), XML for the query ones (ELBv2, EC2)."""
+    error = THROTTLED if kind == "throttle" else UNAVAILABLE
+    status = 400 if kind == "throttle" else 503
+    if json_protocol:
+        return web.json_response(
+            error,
+            status=status,
+            content_type="application/x-amz-json-1.1",
+            headers={"x-amzn-ErrorType": str(error["__type"])},
+        )
+    code = "Throttling" if kind == "throttle" else "ServiceUnavailable"
+    body = (
+        f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code>"
+        f"<Message>{error['message']}</Message></Error><RequestId>soak</RequestId></ErrorResponse>"
+    )
+    return web.Response(text=body, status=status, content_type="text/xml")
 
 
 @dataclass
