@@ -5,6 +5,7 @@ cannot pass by checking nothing."""
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 
 import pytest
 
@@ -36,7 +37,7 @@ def kept_every_promise() -> History:
             Command("R5", "/uat status", 1, False, "R5"),  # never acked: nothing promised
         ],
         answers={"R2": 1, "R3": 1},
-        prompts_received={"do it"},
+        prompts_received=Counter({"do it": 1}),
         cancels_received={"job1"},
         wanted={1: "uat", 2: None, 3: None},
         tasks=[
@@ -78,6 +79,13 @@ def test_an_acked_prompt_that_never_reached_the_container_is_reported() -> None:
     history = kept_every_promise()
     history.prompts_received.clear()
     assert invariants(history) == {checker.ACKED_COMMANDS}
+
+
+def test_a_prompt_that_reached_the_container_twice_is_reported() -> None:
+    history = kept_every_promise()
+    history.prompts_received["do it"] += 1
+    [violation] = check(history)
+    assert violation.invariant == checker.ACKED_COMMANDS and "2 times" in violation.detail
 
 
 def test_a_lost_cancel_click_is_reported() -> None:

@@ -11,7 +11,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 # The invariants, in the order the table shows them.
-ACKED_COMMANDS = "every acked command took effect or was answered"
+ACKED_COMMANDS = "every acked command took effect (once) or was answered"
 ONE_TASK = "every PR has at most one task"
 ONE_THREAD = "every PR has at most one thread"
 NO_ORPHAN = "no orphan or unwanted task"
@@ -103,7 +103,7 @@ class History:
     channel: str
     commands: list[Command] = field(default_factory=list)
     answers: dict[str, int] = field(default_factory=dict)  # response_url id -> posts that landed
-    prompts_received: set[str] = field(default_factory=set)
+    prompts_received: Counter[str] = field(default_factory=Counter)  # prompt text -> times
     cancels_received: set[str] = field(default_factory=set)
     wanted: dict[int, str | None] = field(default_factory=dict)  # PR -> label that should run
     tasks: list[Task] = field(default_factory=list)
@@ -141,6 +141,12 @@ def check(history: History) -> list[Violation]:
 def acked_commands(history: History) -> list[Violation]:
     found = []
     for command in history.commands:
+        times = history.prompts_received[command.marker] if command.effect == "prompt" else 0
+        if times > 1:
+            detail = (
+                f"{command.kind} #{command.pr} ({command.id}): reached the container {times} times"
+            )
+            found.append(Violation(ACKED_COMMANDS, detail))
         if not command.acked or command.ack_body.strip():
             continue  # never promised, or answered in the ack itself
         if history.answers.get(command.response_url, 0) > 0 or took_effect(history, command):
@@ -157,7 +163,7 @@ def acked_commands(history: History) -> list[Violation]:
 
 def took_effect(history: History, command: Command) -> bool:
     if command.effect == "prompt":
-        return command.marker in history.prompts_received
+        return history.prompts_received[command.marker] > 0
     if command.effect == "cancel":
         return command.marker in history.cancels_received
     if command.effect == "stop":

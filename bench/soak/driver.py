@@ -368,7 +368,7 @@ class Driver:
         for response in landed:
             texts.setdefault(response.url_id, []).append(str(response.body.get("text", "")))
         follow_stops(history, texts)
-        history.prompts_received = set(self.prompts.received)
+        history.prompts_received = Counter(self.prompts.received)
         history.cancels_received = set(self.prompts.cancelled)
         return history
 

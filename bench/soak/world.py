@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,7 +141,7 @@ class PromptServers:
     `/uat prompt` and of a Cancel click."""
 
     jobs: dict[str, Job] = field(default_factory=dict)
-    received: set[str] = field(default_factory=set)
+    received: Counter[str] = field(default_factory=Counter)  # prompt text -> times it came
     cancelled: set[str] = field(default_factory=set)
     url: str = ""
     runner: web.AppRunner | None = None
@@ -184,7 +185,7 @@ class PromptServers:
             body = json.loads(await request.read())
             job_id = f"job{next(self._ids):06d}"
             self.jobs[job_id] = Job(int(request.match_info["pr"]), str(body["prompt"]), time.time())
-            self.received.add(str(body["prompt"]))
+            self.received[str(body["prompt"])] += 1
             return web.json_response({"id": job_id, "position": 0}, status=202)
 
         async def job(request: web.Request) -> web.Response:
