@@ -248,12 +248,9 @@ def not_wrongly_stopped(history: History) -> list[Violation]:
             continue
         env = history.envs.get(pr)
         if env is None or env.state not in SETTLED:
-            state = env.state if env else "no environment"
-            found.append(
-                Violation(
-                    NOT_WRONGLY_STOPPED, f"#{pr}: wants `{label}` running, the store says {state}"
-                )
-            )
+            state = f"{env.state} ({env.reason or 'no reason given'})" if env else "nothing"
+            detail = f"#{pr}: wants `{label}` running, the store says {state}"
+            found.append(Violation(NOT_WRONGLY_STOPPED, detail))
         elif not running.get(pr):
             found.append(
                 Violation(NOT_WRONGLY_STOPPED, f"#{pr}: wants `{label}` running, no task runs")
