@@ -135,6 +135,15 @@ def test_an_environment_stopped_that_should_run_is_reported() -> None:
     assert invariants(history) == {checker.NOT_WRONGLY_STOPPED}
 
 
+def test_a_launch_that_failed_before_any_task_is_reported_as_not_launched() -> None:
+    history = kept_every_promise()
+    history.tasks.pop(0)
+    history.envs[1] = EnvRow(1, "failed", "uat", None, "s1", "100.1", "AWS RunTask failed")
+    history.messages[0] = card(1, "100.1", "failed")
+    [violation] = check(history)
+    assert violation.invariant == checker.LAUNCHED and "RunTask" in violation.detail
+
+
 def test_an_environment_on_the_wrong_label_is_reported() -> None:
     history = kept_every_promise()
     history.wanted[1] = "uat-staging"

@@ -16,6 +16,7 @@ ONE_TASK = "every PR has at most one task"
 ONE_THREAD = "every PR has at most one thread"
 NO_ORPHAN = "no orphan or unwanted task"
 NOT_WRONGLY_STOPPED = "no wrongly stopped environment"
+LAUNCHED = "every wanted environment was launched"
 NO_DUPLICATE = "no message posted twice"
 CONVERGED = "every environment converged"
 INVARIANTS = (
@@ -24,6 +25,7 @@ INVARIANTS = (
     ONE_THREAD,
     NO_ORPHAN,
     NOT_WRONGLY_STOPPED,
+    LAUNCHED,
     NO_DUPLICATE,
     CONVERGED,
 )
@@ -133,6 +135,7 @@ def check(history: History) -> list[Violation]:
         *one_thread(history),
         *no_orphan(history),
         *not_wrongly_stopped(history),
+        *launched(history),
         *no_duplicate(history),
         *converged(history),
     ]
@@ -239,14 +242,32 @@ def no_orphan(history: History) -> list[Violation]:
     return found
 
 
+def _never_launched(env: EnvRow | None) -> bool:
+    """An environment whose launch failed before any task was started for it."""
+    return env is not None and env.state == "failed" and env.task_arn is None
+
+
+def launched(history: History) -> list[Violation]:
+    """A PR the model wants running did not end with a launch that failed before any task ran
+    (its card says why; but the PR keeps its label and has no environment)."""
+    found = []
+    for pr, label in sorted(history.wanted.items()):
+        env = history.envs.get(pr)
+        if label is not None and env is not None and _never_launched(env):
+            detail = f"#{pr}: wants `{label}` running, its launch failed: {env.reason or '?'}"
+            found.append(Violation(LAUNCHED, detail))
+    return found
+
+
 def not_wrongly_stopped(history: History) -> list[Violation]:
-    """Every PR the model wants running has its environment running with that label and task."""
+    """Every PR the model wants running has its environment running with that label and task
+    (a launch that failed before starting a task is `launched`'s)."""
     running = _running_by_pr(history)
     found = []
     for pr, label in sorted(history.wanted.items()):
-        if label is None:
-            continue
         env = history.envs.get(pr)
+        if label is None or _never_launched(env):
+            continue
         if env is None or env.state not in SETTLED:
             state = f"{env.state} ({env.reason or 'no reason given'})" if env else "nothing"
             detail = f"#{pr}: wants `{label}` running, the store says {state}"
