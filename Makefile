@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve test lint format bench services docs clean lock images
+.PHONY: run serve test lint format bench soak services docs clean lock images
 
 # What is wrong with PYTHON, if anything: checked (by any Python, even 2) before a venv is made.
 USE_OTHER = point make at another one: make PYTHON=python3.12 $(or $(MAKECMDGOALS),run)
@@ -40,6 +40,12 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# The real `uat-bot serve` (two replicas on DynamoDB, then one on SQLite) under storms, commands
+# and faults for SOAK_MINUTES, then its invariants: one table, exit status 1 on any violation.
+SOAK_MINUTES ?= 5
+soak: $(STAMP)
+	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m bench.soak
 
 services: $(STAMP)
 	bash .ci/services.sh $(PY)

@@ -355,6 +355,32 @@ async def test_a_plain_fault_on_a_post_leaves_its_channel_there_and_empty(stub: 
     assert (await client.conversations_history(channel="C1"))["messages"] == []
 
 
+async def test_a_fault_window_fails_every_call_until_it_lapses(stub: SlackStub) -> None:
+    client = AsyncWebClient(token=stub.token, base_url=stub.api_url, retry_handlers=[])
+    stub.fail_for(0.3, status=503)
+    for _ in range(3):
+        with pytest.raises(SlackApiError) as info:
+            await client.auth_test()
+        assert info.value.response.status_code == 503
+    await asyncio.sleep(0.35)
+    assert (await client.auth_test())["ok"] is True
+    assert [c.failed_status for c in stub.calls] == [503, 503, 503, None]
+
+
+async def test_a_window_after_storing_keeps_the_post_and_answers_the_failure(
+    stub: SlackStub,
+) -> None:
+    client = AsyncWebClient(token=stub.token, base_url=stub.api_url, retry_handlers=[])
+    stub.fail_for(5, status=500, method="chat.postMessage", after_storing=True)
+    with pytest.raises(SlackApiError) as info:
+        await client.chat_postMessage(channel="C1", text="stored anyway")
+    assert info.value.response.status_code == 500
+    [message] = stub.messages["C1"]
+    [call] = stub.calls_to("chat.postMessage")
+    assert message["text"] == "stored anyway"
+    assert (call.failed_status, (call.response or {}).get("ts")) == (500, message["ts"])
+
+
 # ----------------------------------------------------------------------------- response_url
 
 

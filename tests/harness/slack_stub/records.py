@@ -86,6 +86,7 @@ class Fault:
     # answered, after `delay_s` (past the client's timeout, it never sees the answer).
     after_storing: bool = False
     delay_s: float = 0.0
+    until: float | None = None  # a window (time.monotonic()): every matching call until then
 
 
 @dataclass

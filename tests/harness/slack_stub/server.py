@@ -196,7 +196,26 @@ class StubServer:
         timeout is a call that hangs: the client gives up without an answer."""
         if times < 1:
             raise ValueError("times must be >= 1")
-        self._faults.append(Fault(method, status, None, times, True, delay_s))
+        self._faults.append(Fault(method, status, None, times, after_storing=True, delay_s=delay_s))
+
+    def fail_for(
+        self,
+        seconds: float,
+        status: int = 429,
+        *,
+        method: str | None = None,
+        retry_after: int | None = 1,
+        after_storing: bool = False,
+    ) -> None:
+        """A fault window: for the next ``seconds`` every call to ``method`` (any API method when
+        None) fails as :meth:`fail` describes. With ``after_storing`` each call is handled first
+        (a post is stored and recorded in :attr:`messages`) and then answered with ``status``,
+        as when Slack stored a message but the answer was lost; its :class:`Call` keeps both
+        the ``response`` it would have had and the ``failed_status``."""
+        until = time.monotonic() + seconds
+        self._faults.append(
+            Fault(method, status, retry_after, 1, after_storing=after_storing, until=until)
+        )
 
     def reset(self) -> None:
         """Forget calls, messages, ephemerals, responses, views, files, faults, missing scopes.
@@ -290,10 +309,14 @@ class StubServer:
         }
 
     def _take_fault(self, method: str) -> Fault | None:
+        now = time.monotonic()
+        self._faults = [f for f in self._faults if f.until is None or f.until > now]
         for fault in self._faults:
             matches = fault.method == method or (
                 fault.method is None and method not in (RESPONSE_URL_METHOD, UPLOAD_METHOD)
             )
+            if matches and fault.until is not None:
+                return fault
             if matches:
                 fault.remaining -= 1
                 if fault.remaining <= 0:
