@@ -48,9 +48,12 @@ PR = 7
 VENV_PYTHON = "/opt/uat/venv/bin/python"  # the prompt server's, in container/Dockerfile
 AGENT_UID, APP_UID = "1001", "1002"  # uat and app in container/Dockerfile
 GIT_TOKEN = "ghs_image-test-git-token"
-# The pids of the processes whose command line has $1, one a line.
-PIDS_OF = r"""for d in /proc/[0-9]*; do
-    grep -q -- "$1" "$d/cmdline" 2>/dev/null && echo "${d#/proc/}"; done; true"""
+# "<pid> <uid> <command line>" of every process but this listing's own, one a line.
+PROCESSES = r"""for d in /proc/[0-9]*; do
+    [ "${d#/proc/}" = "$$" ] && continue
+    c=$(tr '\0' ' ' 2>/dev/null <"$d/cmdline") && u=$(stat -c %u "$d" 2>/dev/null) &&
+        echo "${d#/proc/} $u $c"
+done; true"""
 CLAUDE_CODE_VERSION = re.findall(
     r"^ARG CLAUDE_CODE_VERSION=(\S+)$", (ROOT / "container" / "Dockerfile").read_text(), re.M
 )[0]
@@ -159,8 +162,10 @@ def test_the_uat_image_clones_the_pull_request_starts_the_app_and_runs_a_prompt(
 
 
 def pids_of(container: Running, needle: str) -> list[str]:
-    found = container.exec_as("0", f"set -- {shlex.quote(needle)}; {PIDS_OF}").stdout.split()
-    return [pid for pid in found if container.exec("stat", "-c", "%u", f"/proc/{pid}") != "0"]
+    """Processes not root's whose command line has `needle`."""
+    listed = container.exec_as("0", PROCESSES).stdout.splitlines()
+    rows = [line.split(" ", 2) for line in listed if line.count(" ") >= 2]
+    return [pid for pid, uid, cmd in rows if needle in cmd and uid != "0" and "/proc" not in cmd]
 
 
 def assert_the_app_cannot_read_the_agents_secrets(container: Running) -> None:
