@@ -151,7 +151,7 @@ class PromptServer:
             return str(answer["id"])
 
     async def job(self, session: aiohttp.ClientSession, job_id: str) -> dict[str, Any]:
-        async with session.get(f"{self.url}/prompts/{job_id}") as response:
+        async with session.get(f"{self.url}/prompts/{job_id}", headers=self.headers()) as response:
             answer: dict[str, Any] = await response.json()
             return answer
 
@@ -189,9 +189,10 @@ class PromptServer:
 
 
 async def poll_round(
-    session: aiohttp.ClientSession, url: str, total: int
+    session: aiohttp.ClientSession, url: str, total: int, headers: dict[str, str]
 ) -> tuple[list[float], dict[int, int], float]:
-    """`total` GETs of `url` from POLLERS workers: latencies, statuses, wall time."""
+    """`total` GETs of `url` (with `headers`) from POLLERS workers: latencies, statuses, wall
+    time."""
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     left = total
@@ -201,7 +202,7 @@ async def poll_round(
         while left > 0:
             left -= 1
             started = time.perf_counter()
-            async with session.get(url) as response:
+            async with session.get(url, headers=headers) as response:
                 await response.read()
             latencies.append(time.perf_counter() - started)
             statuses[response.status] = statuses.get(response.status, 0) + 1
@@ -215,10 +216,10 @@ async def _status(server: PromptServer, session: aiohttp.ClientSession) -> list[
     url = f"{server.url}/status"
 
     async def running() -> Any:
-        async with session.get(url) as response:
+        async with session.get(url, headers=server.headers()) as response:
             return (await response.json())["running"]
 
-    await poll_round(session, url, WARMUP_POLLS)
+    await poll_round(session, url, WARMUP_POLLS, server.headers())
     lat: dict[bool, list[float]] = {False: [], True: []}
     statuses: dict[bool, dict[int, int]] = {False: {}, True: {}}
     wall: dict[bool, float] = {False: 0.0, True: 0.0}
@@ -228,7 +229,9 @@ async def _status(server: PromptServer, session: aiohttp.ClientSession) -> list[
         for with_job in (False, True):
             job_id = await server.start_job(session, JOB_S) if with_job else None
             before = await running()
-            times, codes, elapsed = await poll_round(session, url, POLLS_PER_ROUND)
+            times, codes, elapsed = await poll_round(
+                session, url, POLLS_PER_ROUND, server.headers()
+            )
             after = await running()
             lat[with_job] += times
             wall[with_job] += elapsed

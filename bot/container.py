@@ -91,17 +91,20 @@ class ContainerClient:
         answer within PROBE_TIMEOUT_S."""
         return await self._probe(base, "health")
 
-    async def version(self, base: str) -> Answer | None:
+    async def version(self, base: str, token: str | None = None) -> Answer | None:
         """`/version`'s answer (the checkout), or None when it does not answer."""
-        return await self._probe(base, "version")
+        return await self._probe(base, "version", token)
 
-    async def status(self, base: str) -> Answer | None:
+    async def status(self, base: str, token: str | None = None) -> Answer | None:
         """`/status`'s answer (running, queue, recent), or None when it does not answer."""
-        return await self._probe(base, "status")
+        return await self._probe(base, "status", token)
 
-    async def _probe(self, base: str, path: str) -> Answer | None:
+    async def _probe(self, base: str, path: str, token: str | None = None) -> Answer | None:
+        headers = _bearer(token) if token is not None else None
         try:
-            async with self._session().get(f"{base}/{path}", timeout=PROBE) as response:
+            async with self._session().get(
+                f"{base}/{path}", timeout=PROBE, headers=headers
+            ) as response:
                 body = await response.json(content_type=None)
                 return body if isinstance(body, dict) else None
         except (aiohttp.ClientError, TimeoutError, ValueError):
@@ -123,10 +126,10 @@ class ContainerClient:
         position = answer.get("position")  # null once the job has left the queue: it runs
         return Submitted(str(answer["id"]), int(position) if position else 0)
 
-    async def job(self, base: str, job_id: str) -> Answer:
+    async def job(self, base: str, job_id: str, token: str | None = None) -> Answer:
         """`GET /prompts/{id}`: the job as the container describes it. Raises NoSuchJob (404),
         ContainerRefused (another status) or ContainerUnreachable."""
-        async with self._request("GET", base, f"/prompts/{job_id}") as response:
+        async with self._request("GET", base, f"/prompts/{job_id}", token) as response:
             if response.status == 404:
                 raise NoSuchJob(job_id)
             answer = await _json(response)

@@ -292,7 +292,8 @@ class Prompts:
     async def _job(self, env: Environment, job_id: str) -> dict[str, Any] | None:
         """The job as its container describes it; None while the container does not answer."""
         try:
-            return await self.container.job(self.environments.container_url(env), job_id)
+            base = self.environments.container_url(env)
+            return await self.container.job(base, job_id, self._token())
         except NoSuchJob:
             return {"state": "failed", "error": "the container no longer knows this job"}
         except ContainerError:

@@ -10,6 +10,26 @@
 # PHASE_FILE protocol (read by prompt_server.py): one JSON object, replaced atomically,
 #   {"phase": "cloning|installing|starting|failed", "error": "why" | null, "updated_at": "..."}
 #
+# Who runs what. The pull request's code is not trusted, so it runs as a user of its own:
+#   root      this script: it sets up the users' folders and secret files, supervises, and holds
+#             the ALB routing; PR code cannot read a root process's /proc/<pid>/environ.
+#   AGENT_UID the prompt server, the agent it starts, and the clone (git fetch, checkout). HOME is
+#             AGENT_HOME (0700): PHASE_FILE, PROMPT_STATE, the job outputs and, in .uat-secrets/
+#             (0700, files 0400), the prompt token and GIT_TOKEN. Neither token is in the prompt
+#             server's or the agent's environment: the server reads UAT_PROMPT_TOKEN_FILE, git
+#             reads GIT_TOKEN_FILE through the credential helper (the agent may push).
+#   APP_UID   APP_INSTALL_CMD and APP_START_CMD (install, build, run), with HOME=APP_HOME, no
+#             supplementary groups, no new privileges, and none of the secrets in APP_HIDDEN_ENV.
+# The working tree WORK_DIR is the agent's, group APP_UID's group (setgid, so everything in it
+# is), so the app can read it and the agent can edit what the app writes: WORK_DIR itself is
+# group-writable and sticky (3775: the app makes node_modules, dist... at the top, but cannot
+# rename or replace what the agent owns there, .git included); the agent works with umask 022
+# (so .git, config and hooks included, stays the agent's alone: nothing the app writes is run by
+# git) and the app with umask 002 (the agent, a member of the group, can change the app's files).
+# Started as another user than root, the script cannot separate them: it refuses to run unless
+# APP_UID is set empty, which runs everything as that one user (for development only: the app can
+# then read both tokens).
+#
 # Environment [default]:
 #   REPO                the base repository's clone URL (required)
 #   GIT_REF             the ref to fetch from REPO, refs/pull/<n>/head: works for forks (required)
@@ -17,8 +37,12 @@
 #                       launch) the phase is failed with the reason: nothing falls back to another ref
 #   BRANCH              the PR's branch, for display only: the local branch's name
 #   GIT_TOKEN           HTTPS token for the clone and the agent's pushes; given to git by a
-#                       credential helper that reads it from the environment (never printed)
-#   WORK_DIR [$HOME/app]  PHASE_FILE [$HOME/phase.json]  PROMPT_STATE [$HOME/prompt-state.json]
+#                       credential helper that reads it from GIT_TOKEN_FILE (never printed)
+#   UAT_PROMPT_TOKEN    the prompt server's bearer token, handed over in UAT_PROMPT_TOKEN_FILE
+#   AGENT_UID [1001]  APP_UID [1002] (empty: no separation, see above)  APP_HOME [/home/app]
+#   AGENT_HOME [$HOME]
+#   WORK_DIR [$AGENT_HOME/app]  PHASE_FILE [$AGENT_HOME/phase.json]
+#   PROMPT_STATE [$AGENT_HOME/prompt-state.json]
 #   APP_PORT [3001]  PROMPT_PORT [8080]
 #   APP_INSTALL_CMD [npm ci]
 #   APP_START_CMD [npm run dev -- --host 0.0.0.0 --port $APP_PORT]   (both run with `bash -c`)
@@ -29,10 +53,23 @@ set -euo pipefail
 
 export APP_PORT="${APP_PORT:-3001}"
 export PROMPT_PORT="${PROMPT_PORT:-8080}"
-export WORK_DIR="${WORK_DIR:-$HOME/app}"
-export PHASE_FILE="${PHASE_FILE:-$HOME/phase.json}"
-export PROMPT_STATE="${PROMPT_STATE:-$HOME/prompt-state.json}"
+export AGENT_HOME="${AGENT_HOME:-$HOME}"
+export AGENT_UID="${AGENT_UID-1001}"
+export APP_UID="${APP_UID-1002}"
+export APP_HOME="${APP_HOME:-/home/app}"
+export WORK_DIR="${WORK_DIR:-$AGENT_HOME/app}"
+export PHASE_FILE="${PHASE_FILE:-$AGENT_HOME/phase.json}"
+export PROMPT_STATE="${PROMPT_STATE:-$AGENT_HOME/prompt-state.json}"
 export GIT_TERMINAL_PROMPT=0
+SECRETS_DIR="$AGENT_HOME/.uat-secrets"
+export GIT_TOKEN_FILE="$SECRETS_DIR/git-token"
+# What the app's environment never has: the tokens, the agent's model credentials and the task's
+# AWS credentials (the relative URI is what lets a process fetch the task role's keys).
+export APP_HIDDEN_ENV="UAT_PROMPT_TOKEN UAT_PROMPT_TOKEN_FILE GIT_TOKEN GIT_TOKEN_FILE
+    ANTHROPIC_API_KEY ANTHROPIC_AUTH_TOKEN CLAUDE_CODE_OAUTH_TOKEN AWS_ACCESS_KEY_ID
+    AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
+    AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_CONTAINER_AUTHORIZATION_TOKEN
+    AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
 APP_INSTALL_CMD="${APP_INSTALL_CMD:-npm ci}"
 APP_START_CMD="${APP_START_CMD:-npm run dev -- --host 0.0.0.0 --port \$APP_PORT}"
 PYTHON="${PYTHON:-python3}"
@@ -42,12 +79,13 @@ BRANCH="${BRANCH:-}"
 GIT_REF="${GIT_REF:-}"
 HEAD_SHA="${HEAD_SHA:-}"
 
-# git runs this helper with `sh`; the single quotes keep $GIT_TOKEN unexpanded until then, so the
-# token is never on a command line, in a config file or in this script's output.
+# git runs this helper with `sh`; the single quotes keep the variables unexpanded until then, so
+# the token is never on a command line, in a config file or in this script's output. It reads
+# GIT_TOKEN_FILE (the agent's), or GIT_TOKEN where a caller sets it.
 # shellcheck disable=SC2016
-CREDENTIAL_HELPER='!f() { if test "$1" = get; then echo username=x-access-token; echo "password=${GIT_TOKEN}"; fi; }; f'
+CREDENTIAL_HELPER='!f() { if test "$1" = get; then echo username=x-access-token; echo "password=${GIT_TOKEN:-$(cat "$GIT_TOKEN_FILE" 2>/dev/null)}"; fi; }; f'
 
-SERVER_PID=""  # the prompt server
+SERVER_PID=""  # the prompt server, leader of its own process group
 APP_PID=""     # APP_START_CMD, leader of its own process group
 STEP_PID=""    # the clone or install running now, leader of its own process group
 TG_ARN=""      # ALB routing created here, removed on exit
@@ -89,8 +127,71 @@ write_phase() {
     log "phase: $phase${error:+ - $error}"
 }
 
+# as_agent COMMAND...: run as AGENT_UID (also in APP_UID's group), umask 022, HOME=AGENT_HOME,
+# without the tokens in its environment.
+as_agent() {
+    local drop=()
+    if [[ -n $APP_UID ]]; then
+        drop=(setpriv --reuid "$AGENT_UID" --regid "$AGENT_UID" --groups "$APP_UID"
+            --inh-caps=-all --no-new-privs)
+    fi
+    env -u UAT_PROMPT_TOKEN -u GIT_TOKEN HOME="$AGENT_HOME" "${drop[@]}" \
+        bash -c 'umask 022 && exec "$@"' as-agent "$@"
+}
+
+# as_app COMMAND: run the shell command COMMAND in WORK_DIR as APP_UID, umask 002,
+# HOME=APP_HOME, without APP_HIDDEN_ENV.
+as_app() {
+    local drop=() unset=() name
+    if [[ -n $APP_UID ]]; then
+        drop=(setpriv --reuid "$APP_UID" --regid "$APP_UID" --clear-groups --inh-caps=-all
+            --no-new-privs)
+    fi
+    for name in $APP_HIDDEN_ENV; do unset+=(-u "$name"); done
+    # shellcheck disable=SC2016 # $1 is for the inner bash: the command, run by eval
+    env -C "$WORK_DIR" "${unset[@]}" HOME="$APP_HOME" "${drop[@]}" \
+        bash -c 'umask 002 && eval "$1"' as-app "$1"
+}
+export -f as_agent as_app  # for run_step's and start_app's setsid bash
+
+# Who is who (see the top): folders and secret files for the users, or the refusal to run the
+# app as this same user without being told to.
+set_up_users() {
+    local old_umask
+    if [[ -n $APP_UID && $(id -u) -ne 0 ]]; then
+        fail "entrypoint.sh runs as uid $(id -u), not root, so it cannot run the app as" \
+            "APP_UID=$APP_UID: start the container as root (the image's default) or set APP_UID=" \
+            "(empty) to run everything as one user"
+        return 1
+    fi
+    if [[ -n $APP_UID && $WORK_DIR/ == "$AGENT_HOME"/* ]]; then
+        fail "WORK_DIR=$WORK_DIR is inside AGENT_HOME=$AGENT_HOME, which the app's user cannot" \
+            "enter: set WORK_DIR to a folder outside it (the image uses /srv/app)"
+        return 1
+    fi
+    old_umask=$(umask)
+    umask 077
+    mkdir -p "$AGENT_HOME" "$SECRETS_DIR" "$(dirname "$PHASE_FILE")" "$(dirname "$PROMPT_STATE")"
+    rm -f -- "$SECRETS_DIR/prompt-token" "$GIT_TOKEN_FILE"
+    if [[ -n ${UAT_PROMPT_TOKEN:-} ]]; then
+        export UAT_PROMPT_TOKEN_FILE="$SECRETS_DIR/prompt-token"
+        printf '%s\n' "$UAT_PROMPT_TOKEN" >"$UAT_PROMPT_TOKEN_FILE"
+    fi
+    printf '%s\n' "${GIT_TOKEN:-}" >"$GIT_TOKEN_FILE"
+    chmod 0400 "$SECRETS_DIR"/*
+    if [[ -n $APP_UID ]]; then
+        mkdir -p "$APP_HOME"
+        chown "$APP_UID:$APP_UID" "$APP_HOME"
+        chown -R "$AGENT_UID:$AGENT_UID" "$AGENT_HOME"
+        chmod 0700 "$AGENT_HOME"
+    fi
+    umask "$old_umask"
+}
+
+# In a process group of its own, like the app, so that stopping it reaches past setpriv.
 start_prompt_server() {
-    "$PYTHON" "$PROMPT_SERVER" &
+    # shellcheck disable=SC2016 # "$@" is for the inner bash
+    setsid bash -c 'as_agent "$@"' prompt-server "$PYTHON" "$PROMPT_SERVER" &
     SERVER_PID=$!
     log "prompt server started (pid $SERVER_PID, port $PROMPT_PORT)"
 }
@@ -99,15 +200,16 @@ start_prompt_server() {
 # is handled at once (bash runs traps only between commands) and stops the whole step.
 run_step() {
     local status=0
-    setsid "$@" &
+    setsid bash -c '"$@"' run-step "$@" &
     STEP_PID=$!
     wait "$STEP_PID" || status=$?
     STEP_PID=""
     return "$status"
 }
 
-# git with the token given by the credential helper (and no other helper).
-GIT_AUTH=(git -c credential.helper= -c "credential.helper=$CREDENTIAL_HELPER")
+# git as the agent, with the token given by the credential helper (and no other helper).
+GIT_AUTH=(as_agent git -c credential.helper= -c "credential.helper=$CREDENTIAL_HELPER")
+GIT=(as_agent git)
 
 # Fetch GIT_REF from REPO and check out HEAD_SHA, on a local branch named BRANCH when it is a
 # valid name. GIT_REF is fetched rather than BRANCH: a fork's branch is not in REPO, and a fork
@@ -129,8 +231,15 @@ clone() {
         fail "cannot read $REPO (git ls-remote exited with $status): $(tail -n 3 "$err")"
         return 1
     fi
-    if ! git init --quiet -- "$WORK_DIR" 2>"$err" ||
-        ! git -C "$WORK_DIR" remote add origin -- "$REPO" 2>"$err"; then
+    # The working tree: the agent's, the app's group, setgid and sticky (see the top).
+    mkdir -p -- "$(dirname "$WORK_DIR")"
+    mkdir -p -- "$WORK_DIR"
+    if [[ -n $APP_UID ]]; then
+        chown -- "$AGENT_UID:$APP_UID" "$WORK_DIR"
+        chmod 3775 -- "$WORK_DIR"
+    fi
+    if ! "${GIT[@]}" init --quiet -- "$WORK_DIR" 2>"$err" ||
+        ! "${GIT[@]}" -C "$WORK_DIR" remote add origin -- "$REPO" 2>"$err"; then
         fail "cannot prepare $WORK_DIR for the checkout: $(tail -n 3 "$err")"
         return 1
     fi
@@ -142,7 +251,7 @@ clone() {
         return 1
     fi
     rm -f "$err"
-    fetched=$(git -C "$WORK_DIR" rev-parse refs/remotes/origin/uat-head)
+    fetched=$("${GIT[@]}" -C "$WORK_DIR" rev-parse refs/remotes/origin/uat-head)
     if [[ $fetched != "$HEAD_SHA" ]]; then
         fail "$GIT_REF is at $fetched, not at $HEAD_SHA: the pull request changed after the" \
             "launch; start the environment again to run its new head"
@@ -150,23 +259,23 @@ clone() {
         return 1
     fi
     if [[ -n $BRANCH ]] && git check-ref-format --branch "$BRANCH" >/dev/null 2>&1; then
-        git -C "$WORK_DIR" checkout --quiet -B "$BRANCH" "$HEAD_SHA"
+        "${GIT[@]}" -C "$WORK_DIR" checkout --quiet -B "$BRANCH" "$HEAD_SHA"
     else
-        git -C "$WORK_DIR" checkout --quiet --detach "$HEAD_SHA"
+        "${GIT[@]}" -C "$WORK_DIR" checkout --quiet --detach "$HEAD_SHA"
     fi
     # Pushes by the agent use the same helper; commits get an identity unless one is configured.
-    git -C "$WORK_DIR" config credential.helper "$CREDENTIAL_HELPER"
-    git -C "$WORK_DIR" config user.name >/dev/null || git -C "$WORK_DIR" config user.name "UAT agent"
-    git -C "$WORK_DIR" config user.email >/dev/null ||
-        git -C "$WORK_DIR" config user.email "uat-agent@users.noreply.github.com"
+    "${GIT[@]}" -C "$WORK_DIR" config credential.helper "$CREDENTIAL_HELPER"
+    "${GIT[@]}" -C "$WORK_DIR" config user.name >/dev/null ||
+        "${GIT[@]}" -C "$WORK_DIR" config user.name "UAT agent"
+    "${GIT[@]}" -C "$WORK_DIR" config user.email >/dev/null ||
+        "${GIT[@]}" -C "$WORK_DIR" config user.email "uat-agent@users.noreply.github.com"
     log "fetched $GIT_REF at $HEAD_SHA${BRANCH:+ ($BRANCH)}"
 }
 
-# The operators' commands run in WORK_DIR with neither the prompt token nor the git token.
+# The operators' commands run in WORK_DIR as the app's user (`as_app`).
 install_app() {
     local status=0
-    run_step env -C "$WORK_DIR" -u UAT_PROMPT_TOKEN -u GIT_TOKEN bash -c "$APP_INSTALL_CMD" ||
-        status=$?
+    run_step as_app "$APP_INSTALL_CMD" || status=$?
     if [[ $status -ne 0 ]]; then
         fail "APP_INSTALL_CMD exited with status $status (the container log has its output)"
         return 1
@@ -174,7 +283,8 @@ install_app() {
 }
 
 start_app() {
-    setsid env -C "$WORK_DIR" -u UAT_PROMPT_TOKEN -u GIT_TOKEN bash -c "$APP_START_CMD" &
+    # shellcheck disable=SC2016 # $1 is for the inner bash
+    setsid bash -c 'as_app "$1"' start-app "$APP_START_CMD" &
     APP_PID=$!
     log "app started (pid $APP_PID), waiting for it on port $APP_PORT"
 }
@@ -308,20 +418,18 @@ alive() {
 
 stop_children() {
     local pid
-    for pid in "$STEP_PID" "$APP_PID"; do
+    for pid in "$STEP_PID" "$APP_PID" "$SERVER_PID"; do
         if [[ -n $pid ]]; then kill -TERM -- "-$pid" 2>/dev/null || true; fi
     done
-    if [[ -n $SERVER_PID ]]; then kill -TERM "$SERVER_PID" 2>/dev/null || true; fi
     for _ in $(seq 100); do
         if ! alive "$STEP_PID" && ! alive "$APP_PID" && ! alive "$SERVER_PID"; then
             break
         fi
         sleep 0.1
     done
-    for pid in "$STEP_PID" "$APP_PID"; do
+    for pid in "$STEP_PID" "$APP_PID" "$SERVER_PID"; do
         if [[ -n $pid ]]; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
     done
-    if [[ -n $SERVER_PID ]]; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
 }
 
 on_exit() {
@@ -358,8 +466,12 @@ main() {
     trap on_exit EXIT
     trap 'exit 143' TERM
     trap 'exit 130' INT
-    mkdir -p "$(dirname "$PHASE_FILE")" "$(dirname "$WORK_DIR")"
+    mkdir -p "$(dirname "$PHASE_FILE")"
     write_phase cloning
+    if ! set_up_users; then
+        APP_UID=""  # the prompt server, as this user and with no token, says why on /health
+        watch
+    fi
     start_prompt_server
     if clone; then
         write_phase installing

@@ -7,14 +7,18 @@
                           "error"}
     GET    /version       the checkout in WORK_DIR: {"commit", "short", "branch", "date", "subject"}
     GET    /status        {"running": job | null, "queue": [job, ...], "recent": [job, ...]}
-    POST   /prompt        bearer UAT_PROMPT_TOKEN; {"prompt", "user", "thread"}
-                          -> 202 {"id", "position", "state"}
+    POST   /prompt        {"prompt", "user", "thread"} -> 202 {"id", "position", "state"}
     GET    /prompts/{id}  one job (see `Job`, plus "position"), 404 when unknown
     GET    /prompts/{id}/output
-                          bearer UAT_PROMPT_TOKEN; the job's full output so far as
-                          text/plain; charset=utf-8, 404 when the job is unknown or has no output
-                          file (still queued, never started the agent, or the file is gone)
-    DELETE /prompts/{id}  bearer UAT_PROMPT_TOKEN; cancels a queued job or kills a running one
+                          the job's full output so far as text/plain; charset=utf-8, 404 when the
+                          job is unknown or has no output file (still queued, never started the
+                          agent, or the file is gone)
+    DELETE /prompts/{id}  cancels a queued job or kills a running one
+
+Every endpoint but /health needs `Authorization: Bearer <token>` (UAT_PROMPT_TOKEN, or the first
+line of the file UAT_PROMPT_TOKEN_FILE names), compared in constant time: 401 without it, 503 when
+no token is configured. What /status, the job views and the output files show has secrets removed
+(`scrub`): this container's own tokens and anything shaped like a credential become `[redacted]`.
 
 `position` is the number of jobs ahead of the new one, the running job included: 0 means it starts
 at once, 1 that it runs after the current job, and so on. "recent" lists finished jobs newest first
@@ -24,7 +28,9 @@ Jobs run one at a time, in order, as `CLAUDE_CMD -p <prompt> --output-format str
 (an argument list, never a shell) in WORK_DIR, each in its own process group, which is killed on
 cancel, on timeout (PROMPT_TIMEOUT_S) and when the job ends (stray children of the agent). The queue
 and recent jobs are saved to PROMPT_STATE atomically on every change; on start, queued jobs are kept
-and a job that was running is marked failed with the error "interrupted".
+and a job that was running is marked failed with the error "interrupted". A state file that is not
+JSON, or whose JSON does not have the saved shape and types, is moved aside to
+`<PROMPT_STATE>.corrupt-<unix time>` (logged) and the server starts empty.
 
 Full output: what the job's `output_tail` shows (agent text, `[tool: NAME]` lines, the result
 text, one piece per line) is also appended to `<PROMPT_OUTPUT_DIR>/<job id>.txt` (utf-8) while the
@@ -88,7 +94,77 @@ CHECKOUT_POLL_S: Final = 0.5
 JOB_ID: Final = re.compile(r"[0-9a-f]{12}")  # what `new_job_id` makes; names output files
 PHASES: Final = ("cloning", "installing", "starting", "ready", "failed")
 ACTIVE_STATES: Final = ("queued", "running")
+JOB_STATES: Final = (*ACTIVE_STATES, "succeeded", "failed", "cancelled", "timed_out")
 INTERRUPTED: Final = "interrupted"
+
+# ---------------------------------------------------------------------------- secrets
+
+REDACTED: Final = "[redacted]"
+# This container's own secrets, by the environment variable that holds them (or names their file):
+# their values are removed wherever they appear, whatever their shape.
+SECRET_ENV: Final = (
+    "UAT_PROMPT_TOKEN",
+    "GIT_TOKEN",
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "CLAUDE_CODE_OAUTH_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+)
+SECRET_FILE_ENV: Final = ("UAT_PROMPT_TOKEN_FILE", "GIT_TOKEN_FILE")
+MIN_SECRET_CHARS: Final = 8  # shorter values would blank ordinary words
+# Anything shaped like a credential. The same list, and marker, as the bot's scrubber (container/
+# ships alone, so it keeps its own copy):
+# - GitHub tokens: ghp_ (personal), gho_ (OAuth), ghu_ (user-to-server), ghs_ (server-to-server,
+#   installation and Actions), ghr_ (refresh) and github_pat_ (fine-grained), base62 after the
+#   prefix: https://github.blog/2021-04-05-behind-githubs-new-authentication-token-formats/ and
+#   https://docs.github.com/en/authentication/keeping-your-account-and-data-secure/about-authentication-to-github#githubs-token-formats
+# - Slack tokens: xoxb- (bot), xoxp- (user), xoxa- and xoxr- (workspace/refresh), xapp- (app-level):
+#   https://api.slack.com/authentication/token-types
+# - AWS access key ids, AKIA (long-term) and ASIA (temporary), 20 upper-case letters and digits:
+#   https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_identifiers.html#identifiers-unique-ids
+#   and a secret access key written as `aws_secret_access_key = ...` (the CLI's credentials file:
+#   https://docs.aws.amazon.com/cli/latest/userguide/cli-configure-files.html): the value only.
+# - Anthropic API keys, sk-ant-...: https://docs.anthropic.com/en/api/getting-started
+# - The value of an `Authorization:` header (bearer tokens, basic credentials), up to the line end.
+CREDENTIAL: Final = re.compile(
+    r"\b(?:gh[pousr]_[A-Za-z0-9_]{20,}|github_pat_[A-Za-z0-9_]{20,})"
+    r"|\b(?:xox[abpr]|xapp)-[A-Za-z0-9-]{10,}"
+    r"|\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"
+    r"|(?<=aws_secret_access_key)(\s*[=:]\s*)[\"']?[A-Za-z0-9/+=]{20,}[\"']?"
+    r"|\bsk-ant-[A-Za-z0-9_-]{10,}"
+    r"|(?<=authorization)(\s*:\s*)[^\r\n]+",
+    re.IGNORECASE,
+)
+
+
+def scrub(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` with each of `secrets` and anything `CREDENTIAL` matches replaced by REDACTED (a
+    name before the secret, as in `Authorization: ...`, is kept)."""
+    for secret in secrets:
+        if len(secret) >= MIN_SECRET_CHARS:
+            text = text.replace(secret, REDACTED)
+    return CREDENTIAL.sub(lambda m: f"{m.group(1) or m.group(2) or ''}{REDACTED}", text)
+
+
+def scrub_all(value: Any, secrets: tuple[str, ...]) -> Any:
+    """`scrub` applied to every string in a JSON-like value."""
+    if isinstance(value, str):
+        return scrub(value, secrets)
+    if isinstance(value, list):
+        return [scrub_all(item, secrets) for item in value]
+    if isinstance(value, dict):
+        return {key: scrub_all(item, secrets) for key, item in value.items()}
+    return value
+
+
+def read_secret_file(path: str) -> str | None:
+    """The first line of a secret's file ("" when it is empty), or None when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.readline().strip()
+    except (OSError, ValueError):
+        return None
 
 
 class ConfigError(ValueError):
@@ -110,6 +186,12 @@ class Config:
     phase_file: Path | None = None
     output_dir: Path | None = None  # None: see `outputs_folder`
     output_max_bytes: int = MAX_OUTPUT_BYTES
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # values `scrub` removes
+
+    @property
+    def hidden(self) -> tuple[str, ...]:
+        """What `scrub` removes besides credential shapes: the token and the other secrets."""
+        return (self.token, *self.secrets) if self.token else self.secrets
 
     @property
     def outputs_folder(self) -> Path | None:
@@ -123,9 +205,10 @@ class Config:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
-        """Read PROMPT_HOST, PROMPT_PORT, APP_PORT, WORK_DIR, UAT_PROMPT_TOKEN, CLAUDE_CMD,
-        PROMPT_TIMEOUT_S, PROMPT_STATE, PHASE_FILE, PROMPT_OUTPUT_DIR and PROMPT_OUTPUT_MAX_BYTES;
-        raise ConfigError naming each bad value."""
+        """Read PROMPT_HOST, PROMPT_PORT, APP_PORT, WORK_DIR, UAT_PROMPT_TOKEN (or
+        UAT_PROMPT_TOKEN_FILE), CLAUDE_CMD, PROMPT_TIMEOUT_S, PROMPT_STATE, PHASE_FILE,
+        PROMPT_OUTPUT_DIR, PROMPT_OUTPUT_MAX_BYTES and the secrets to scrub (SECRET_ENV,
+        SECRET_FILE_ENV); raise ConfigError naming each bad value."""
         problems: list[str] = []
 
         def port(name: str, default: int) -> int:
@@ -162,20 +245,29 @@ class Config:
         except ValueError as exc:
             problems.append(f"CLAUDE_CMD cannot be split into arguments: {exc}")
             claude_cmd = ("claude",)
+        token = env.get("UAT_PROMPT_TOKEN") or None
+        token_file = env.get("UAT_PROMPT_TOKEN_FILE", "").strip()
+        if token is None and token_file:
+            token = read_secret_file(token_file) or None
+            if token is None and not os.access(token_file, os.R_OK):
+                problems.append(f"UAT_PROMPT_TOKEN_FILE={token_file!r} cannot be read")
         if problems:
             raise ConfigError("; ".join(problems))
+        secrets = [env.get(name, "") for name in SECRET_ENV]
+        secrets += [read_secret_file(env[name]) or "" for name in SECRET_FILE_ENV if env.get(name)]
         return cls(
             work_dir=Path(env.get("WORK_DIR", "").strip() or os.getcwd()),
             host=env.get("PROMPT_HOST", "").strip() or "0.0.0.0",
             port=prompt_port,
             app_port=app_port,
-            token=env.get("UAT_PROMPT_TOKEN") or None,
+            token=token,
             claude_cmd=claude_cmd,
             timeout_s=timeout_s,
             state_file=optional_path("PROMPT_STATE"),
             phase_file=optional_path("PHASE_FILE"),
             output_dir=optional_path("PROMPT_OUTPUT_DIR"),
             output_max_bytes=output_max_bytes,
+            secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
         )
 
 
@@ -220,6 +312,55 @@ class Job:
     def from_dict(cls, data: Mapping[str, Any]) -> Job:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_saved(cls, data: object) -> Job:
+        """A job as `to_dict` wrote it to PROMPT_STATE; ValueError saying what is wrong when a
+        field is missing or of another type, or the id or state is not one this server makes."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a job is a {type(data).__name__}, not an object")
+        try:
+            job = cls.from_dict(data)
+        except TypeError as exc:
+            raise ValueError(f"a job lacks a field: {exc}") from None
+        for name, kinds in SAVED_TYPES.items():
+            value = getattr(job, name)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise ValueError(f"job field {name} is a {type(value).__name__}")
+        if not JOB_ID.fullmatch(job.id):
+            raise ValueError(f"job id {job.id!r} is not 12 hex digits")
+        if job.state not in JOB_STATES:
+            raise ValueError(f"job {job.id} has the unknown state {job.state!r}")
+        if not all(isinstance(path, str) for path in job.files_changed):
+            raise ValueError(f"job {job.id} lists a changed file that is not a string")
+        return job
+
+
+OPTIONAL_TEXT: Final = (str, type(None))
+NUMBER: Final = (int, float, type(None))
+# The type each saved field must have (bool only where listed: JSON true is not a count).
+SAVED_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "id": (str,),
+    "prompt": (str,),
+    "user": OPTIONAL_TEXT,
+    "thread": OPTIONAL_TEXT,
+    "created_at": (str,),
+    "state": (str,),
+    "started_at": OPTIONAL_TEXT,
+    "finished_at": OPTIONAL_TEXT,
+    "summary": OPTIONAL_TEXT,
+    "output_tail": (str,),
+    "output_chars": (int,),
+    "output_truncated": (bool,),
+    "cost_usd": NUMBER,
+    "duration_s": NUMBER,
+    "usage": (dict, type(None)),
+    "commit": OPTIONAL_TEXT,
+    "pushed": (bool, type(None)),
+    "files_changed": (list,),
+    "exit_code": (int, type(None)),
+    "error": OPTIONAL_TEXT,
+}
 
 
 @dataclass(frozen=True)
@@ -354,9 +495,12 @@ class StreamJson:
     """Reads the agent's stream-json lines into a job: output tail (and full output), summary,
     cost, usage."""
 
-    def __init__(self, job: Job, output: OutputFile | None = None) -> None:
+    def __init__(
+        self, job: Job, output: OutputFile | None = None, secrets: tuple[str, ...] = ()
+    ) -> None:
         self.job = job
         self.output = output
+        self.secrets = secrets
         self.tail = TextTail(OUTPUT_TAIL_CHARS)
         self.last_text: str | None = None
         self.result: dict[str, Any] | None = None
@@ -393,6 +537,7 @@ class StreamJson:
             logger.info("job %s: agent session %s started", self.job.id, event.get("session_id"))
 
     def _show(self, text: str) -> None:
+        text = scrub(text, self.secrets)
         self.tail.add(text)
         self.job.output_tail = self.tail.text
         if self.output is not None:
@@ -661,7 +806,9 @@ class PromptQueue:
         return ahead + (1 if self._running else 0)
 
     def view(self, job: Job) -> dict[str, Any]:
-        return {**job.to_dict(), "position": self.position(job)}
+        """The job as the API shows it: secrets scrubbed, with its queue position."""
+        shown: dict[str, Any] = scrub_all(job.to_dict(), self.config.hidden)
+        return {**shown, "position": self.position(job)}
 
     def status(self) -> dict[str, Any]:
         return {
@@ -752,10 +899,16 @@ class PromptQueue:
             return
         try:
             data = json.loads(await asyncio.to_thread(path.read_bytes))
-            queue = [Job.from_dict(d) for d in data.get("queue") or []]
-            running = Job.from_dict(data["running"]) if data.get("running") else None
-            recent = [Job.from_dict(d) for d in data.get("recent") or []]
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            if not isinstance(data, dict):
+                raise ValueError(f"the file holds a {type(data).__name__}, not an object")
+            lists = {name: data.get(name) or [] for name in ("queue", "recent")}
+            for name, value in lists.items():
+                if not isinstance(value, list):
+                    raise ValueError(f"{name} is a {type(value).__name__}, not a list")
+            queue = [Job.from_saved(d) for d in lists["queue"]]
+            running = Job.from_saved(data["running"]) if data.get("running") else None
+            recent = [Job.from_saved(d) for d in lists["recent"]]
+        except (OSError, ValueError) as exc:
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             logger.error("cannot read %s (%s): moved it to %s, starting empty", path, exc, aside)
             with contextlib.suppress(OSError):
@@ -845,7 +998,8 @@ class PromptQueue:
             return
         before = await self.git.head()
         argv = [*cfg.claude_cmd, "-p", job.prompt, "--output-format", "stream-json", "--verbose"]
-        env = {k: v for k, v in os.environ.items() if k != "UAT_PROMPT_TOKEN"}
+        hidden = ("UAT_PROMPT_TOKEN", "UAT_PROMPT_TOKEN_FILE")
+        env = {k: v for k, v in os.environ.items() if k not in hidden}
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -862,7 +1016,7 @@ class PromptQueue:
             return
         logger.info("job %s: agent running as process group %d", job.id, proc.pid)
         self._output = self._open_output(job)
-        stream = StreamJson(job, self._output)
+        stream = StreamJson(job, self._output, cfg.hidden)
         stderr = TextTail(STDERR_TAIL_CHARS)
         readers = asyncio.gather(
             pump_lines(proc.stdout, stream.feed),
@@ -971,7 +1125,7 @@ def check_token(request: web.Request) -> web.Response | None:
     """None when the request carries the right bearer token; else the response to send."""
     token = request.app[CONFIG_KEY].token
     if not token:
-        return error(503, "UAT_PROMPT_TOKEN is not set in this container, so it refuses prompts")
+        return error(503, "UAT_PROMPT_TOKEN is not set in this container, so it refuses requests")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
         given.strip().encode("utf-8", errors="replace"), token.encode()
@@ -1016,6 +1170,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def version(request: web.Request) -> web.Response:
+    if (refused := check_token(request)) is not None:
+        return refused
     found = await request.app[QUEUE_KEY].git.version()
     if found is None:
         work_dir = request.app[CONFIG_KEY].work_dir
@@ -1024,6 +1180,8 @@ async def version(request: web.Request) -> web.Response:
 
 
 async def status(request: web.Request) -> web.Response:
+    if (refused := check_token(request)) is not None:
+        return refused
     return web.json_response(request.app[QUEUE_KEY].status())
 
 
@@ -1058,14 +1216,12 @@ async def submit_prompt(request: web.Request) -> web.Response:
 JobHandler = Callable[[PromptQueue, Job], Awaitable[web.Response]]
 
 
-def job_route(
-    handler: JobHandler, *, token: bool = True
-) -> Callable[[web.Request], Awaitable[web.Response]]:
-    """`handler` for the job the path names, or the 404 to send when there is none; with
-    `token`, the bearer token is checked first (`check_token`)."""
+def job_route(handler: JobHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """`handler` for the job the path names, after the bearer token is checked (`check_token`);
+    the 404 to send when there is no such job."""
 
     async def route(request: web.Request) -> web.Response:
-        if token and (refused := check_token(request)) is not None:
+        if (refused := check_token(request)) is not None:
             return refused
         queue = request.app[QUEUE_KEY]
         job = queue.get(request.match_info["id"])
@@ -1091,7 +1247,8 @@ async def get_output(queue: PromptQueue, job: Job) -> web.Response:
     except OSError as exc:
         logger.error("job %s: cannot read its output: %s", job.id, exc)
         return error(500, f"cannot read the output of job {job.id}: {exc.strerror or exc}")
-    return web.Response(body=data, content_type="text/plain", charset="utf-8")
+    text = scrub(data.decode("utf-8", errors="replace"), queue.config.hidden)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def cancel_prompt(queue: PromptQueue, job: Job) -> web.Response:
@@ -1124,7 +1281,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/version", version)
     app.router.add_get("/status", status)
     app.router.add_post("/prompt", submit_prompt)
-    app.router.add_get("/prompts/{id}", job_route(get_prompt, token=False))
+    app.router.add_get("/prompts/{id}", job_route(get_prompt))
     app.router.add_get("/prompts/{id}/output", job_route(get_output))
     app.router.add_delete("/prompts/{id}", job_route(cancel_prompt))
     app.cleanup_ctx.append(run_worker)
@@ -1141,7 +1298,7 @@ def main() -> int:
         logger.error("cannot start: %s", exc)
         return 2
     if not config.token:
-        logger.warning("UAT_PROMPT_TOKEN is not set: POST /prompt will answer 503")
+        logger.warning("UAT_PROMPT_TOKEN is not set: every endpoint but /health answers 503")
     logger.info(
         "serving on %s:%d for %s (app port %d, timeout %g s)",
         config.host,

@@ -20,7 +20,12 @@ from bot.config import load_settings
 from bot.server import create_web_app
 from tests.harness.bot import BOT_TOKEN, Bot, BotFactory, bot_env
 from tests.harness.ecr_seed import REPOSITORY
-from tests.harness.entrypoint import alb, remote, run_entrypoint  # noqa: F401 (fixtures)
+from tests.harness.entrypoint import (  # noqa: F401 (fixtures)
+    alb,
+    remote,
+    run_entrypoint,
+    shared_dir,
+)
 from tests.harness.slack_stub import SlackStub
 from tests.harness.uat_aws import Containers, UatAccount, set_up_account
 

@@ -60,7 +60,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 async def ended(served: Served, job_id: str) -> dict[str, object]:
     async with asyncio.timeout(15):
         while True:
-            job = await served.client.job(served.base, job_id)
+            job = await served.client.job(served.base, job_id, TOKEN)
             if job["state"] in FINAL_STATES:
                 return job
             await asyncio.sleep(0.05)
@@ -101,7 +101,7 @@ async def test_a_prompt_over_the_limit_is_refused_with_the_containers_reason(
 
 async def test_an_unknown_job_is_no_such_job_to_read_or_to_cancel(served: Served) -> None:
     with pytest.raises(NoSuchJob):
-        await served.client.job(served.base, "nosuchjob")
+        await served.client.job(served.base, "nosuchjob", TOKEN)
     with pytest.raises(NoSuchJob):
         await served.client.cancel(served.base, TOKEN, "nosuchjob")
 
@@ -118,9 +118,9 @@ async def test_health_version_and_status_are_answered_whatever_their_status(
 ) -> None:
     health = await served.client.health(served.base)  # 503: the app is not on its port
     assert health is not None and health["ready"] is False
-    version = await served.client.version(served.base)
+    version = await served.client.version(served.base, TOKEN)
     assert version is not None and version["subject"] == "Start the app"
-    status = await served.client.status(served.base)
+    status = await served.client.status(served.base, TOKEN)
     assert status is not None and status["queue"] == []
 
 

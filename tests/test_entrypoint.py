@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
+
 from tests.harness.container_helpers import (
     DOCKERFILE,
     ENTRYPOINT,
@@ -26,7 +28,19 @@ from tests.harness.container_helpers import (
     wait_until,
 )
 from tests.harness.deploy_docs import bot_environment, uat_task_environment
-from tests.harness.entrypoint import FEATURE, GIT_REF, Remote, Run, moto_client, tool
+from tests.harness.entrypoint import (
+    AGENT_UID,
+    APP_UID,
+    FEATURE,
+    GIT_REF,
+    SEPARATED,
+    Remote,
+    Run,
+    moto_client,
+    tool,
+)
+
+GIT_TOKEN = "ghs_secret-git-token"  # the run_entrypoint fixture's
 
 
 def test_shellcheck_passes() -> None:
@@ -44,7 +58,7 @@ def test_the_entrypoint_clones_installs_starts_and_serves_prompts(
     phase = json.loads(Path(container.env["PHASE_FILE"]).read_text())
     assert phase["phase"] == "starting"  # the entrypoint's last word; /health says ready
 
-    status, version = http("GET", container.url + "/version")
+    status, version = http("GET", container.url + "/version", token=TOKEN)
     assert status == 200
     assert (version["commit"], version["branch"]) == (remote.feature, FEATURE)
     assert version["subject"] == "Make the button blue"
@@ -58,7 +72,7 @@ def test_the_entrypoint_clones_installs_starts_and_serves_prompts(
     assert status == 202
 
     def finished() -> dict[str, Any] | None:
-        job = http("GET", f"{container.url}/prompts/{accepted['id']}")[1]
+        job = http("GET", f"{container.url}/prompts/{accepted['id']}", token=TOKEN)[1]
         return job if job["state"] not in ("queued", "running") else None
 
     job = wait_until(finished, 10, "the prompt")
@@ -98,8 +112,8 @@ def test_a_missing_pull_ref_fails_with_the_reason_and_never_checks_out_main(
     assert not Path(container.env["WORK_DIR"]).exists()
     # The prompt server stays up to say so, and nothing else ran.
     assert container.proc.poll() is None
-    assert http("GET", container.url + "/version")[0] == 503
-    assert not (tmp_path / "agent.log").exists()
+    assert http("GET", container.url + "/version", token=TOKEN)[0] == 503
+    assert not container.agent_log.exists()
 
 
 def test_a_fork_pr_whose_branch_is_main_runs_the_prs_commit_not_the_bases_main(
@@ -109,7 +123,7 @@ def test_a_fork_pr_whose_branch_is_main_runs_the_prs_commit_not_the_bases_main(
     fork_head = remote.commit_on(GIT_REF, "fork.txt", remote.main)
     container = run_entrypoint(BRANCH="main", HEAD_SHA=fork_head)
     container.wait_health(200)
-    status, version = http("GET", container.url + "/version")
+    status, version = http("GET", container.url + "/version", token=TOKEN)
     assert status == 200
     assert (version["commit"], version["branch"]) == (fork_head, "main")
     work = Path(container.env["WORK_DIR"])
@@ -129,8 +143,8 @@ def test_a_push_that_raced_the_launch_fails_with_the_reason_instead_of_running_i
     # Nothing falls back: no checkout, no install, no app, and the server says why.
     assert not Path(container.env["WORK_DIR"]).exists()
     assert container.proc.poll() is None
-    assert http("GET", container.url + "/version")[0] == 503
-    assert not (tmp_path / "agent.log").exists()
+    assert http("GET", container.url + "/version", token=TOKEN)[0] == 503
+    assert not container.agent_log.exists()
 
 
 def test_the_prompt_server_is_restarted_if_it_dies(run_entrypoint: Run) -> None:
@@ -149,6 +163,137 @@ def test_the_prompt_server_is_restarted_if_it_dies(run_entrypoint: Run) -> None:
 def child_pids(pid: int) -> list[int]:
     children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     return [int(c) for c in children]
+
+
+# ------------------------------------------------------------------------------ who runs what
+
+# What the app tries, as PR code would: every process's environment, the secret files, the
+# prompt server's state. One line per attempt: "<what> ok <content>" or "<what> denied".
+PROBE = r"""
+probe() { if out=$(tr '\0' ' ' 2>/dev/null <"$2"); then
+    echo "$1 ok $out"; else echo "$1 denied"; fi; }
+for dir in /proc/[0-9]*; do  # the prompt server's processes (not the prober's own), by owner
+    if grep -q prompt_server.py "$dir/cmdline" 2>/dev/null && ! grep -q probe "$dir/cmdline"; then
+        probe "server-$(stat -c %u "$dir")" "$dir/environ"
+    fi
+done
+probe entrypoint "/proc/$PPID/environ"
+probe git-token "${AGENT_HOME:-$HOME}/.uat-secrets/git-token"
+probe prompt-token "${AGENT_HOME:-$HOME}/.uat-secrets/prompt-token"
+probe phase "$PHASE_FILE"
+id -u
+"""
+
+
+SETPRIV = ("setpriv", "--clear-groups", "--no-new-privs")
+
+
+def as_user(uid: int, script: str, env: dict[str, str]) -> str:
+    """`bash -c script` as `uid` (no groups, no new privileges): its stdout."""
+    return subprocess.run(
+        [*SETPRIV, f"--reuid={uid}", f"--regid={uid}", "bash", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def uid_of(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.findall(r"^Uid:\s+(\d+)", status, re.M)[0])
+
+
+def pids_running(needle: str) -> list[int]:
+    """Processes whose command line has `needle`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_text(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.skipif(not SEPARATED, reason="only root can run processes as other users")
+def test_the_app_runs_as_its_own_user_and_cannot_read_the_agents_environment_or_tokens(
+    run_entrypoint: Run,
+) -> None:
+    install = f"({PROBE}) > probe.txt; touch installed"
+    container = run_entrypoint(APP_INSTALL_CMD=install)
+    container.wait_health(200)
+    work = Path(container.env["WORK_DIR"])
+    probe = (work / "probe.txt").read_text()
+    lines = dict(line.split(" ", 1) for line in probe.splitlines() if " " in line)
+    assert lines[f"server-{AGENT_UID}"] == "denied", probe
+    assert lines["entrypoint"] == "denied", probe  # root's: the tokens are in its environment
+    assert (lines["git-token"], lines["prompt-token"], lines["phase"]) == ("denied",) * 3
+    assert probe.splitlines()[-1] == str(APP_UID)
+    assert TOKEN not in probe and GIT_TOKEN not in probe
+    assert (work / "installed").stat().st_uid == APP_UID
+
+    # The running app and the prompt server run as their users; neither holds a token.
+    [server] = [p for p in pids_running(str(PROMPT_SERVER)) if uid_of(p) != 0]
+    [app] = [p for p in pids_running("http.server") if uid_of(p) != 0]
+    assert (uid_of(server), uid_of(app)) == (AGENT_UID, APP_UID)
+    for pid in (server, app):
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        assert TOKEN.encode() not in environ and GIT_TOKEN.encode() not in environ
+    # The same probe, by the agent's user, reads what the app's could not: the probe works.
+    env = {**container.env, "PATH": os.environ["PATH"]}
+    by_agent = as_user(AGENT_UID, PROBE.replace("$PPID", str(container.proc.pid)), env)
+    assert f"git-token ok {GIT_TOKEN}" in by_agent
+    assert f"prompt-token ok {TOKEN}" in by_agent
+    assert f"server-{AGENT_UID} ok " in by_agent and "UAT_PROMPT_TOKEN_FILE=" in by_agent
+    assert "entrypoint denied" in by_agent  # root's
+    assert '"phase": ' in by_agent
+
+
+@pytest.mark.skipif(not SEPARATED, reason="only root can run processes as other users")
+def test_the_agent_pushes_with_the_git_token_that_the_app_cannot_get(
+    run_entrypoint: Run,
+) -> None:
+    container = run_entrypoint()
+    container.wait_health(200)
+    work = Path(container.env["WORK_DIR"])
+    status, accepted = http(
+        "POST", container.url + "/prompt", {"prompt": "fake:env GIT_TOKEN"}, TOKEN
+    )
+    assert status == 202
+
+    def finished() -> dict[str, Any] | None:
+        job = http("GET", f"{container.url}/prompts/{accepted['id']}", token=TOKEN)[1]
+        return job if job["state"] not in ("queued", "running") else None
+
+    job = wait_until(finished, 10, "the prompt")
+    assert (job["state"], job["summary"]) == ("succeeded", "<unset>")  # not in its environment
+    fill = f"cd {work} && printf 'protocol=https\\nhost=github.com\\n\\n' | git credential fill"
+    env = {**container.env, **GIT_ENV, "HOME": container.env["HOME"]}
+    del env["GIT_TOKEN"], env["UAT_PROMPT_TOKEN"]
+    env["GIT_TOKEN_FILE"] = f"{container.env['HOME']}/.uat-secrets/git-token"
+    assert f"password={GIT_TOKEN}" in as_user(AGENT_UID, fill, env)
+    assert GIT_TOKEN not in as_user(APP_UID, fill + " || true", env)
+    # The app can neither replace .git nor write into it; the agent owns it alone.
+    tried = as_user(APP_UID, f"cd {work} && (mv .git gone || echo refused) 2>&1", env)
+    assert "refused" in tried and (work / ".git" / "config").exists()
+    assert (work / ".git").stat().st_uid == AGENT_UID
+    assert not (work / ".git").stat().st_mode & 0o022
+
+
+@pytest.mark.skipif(not SEPARATED, reason="only root can run processes as other users")
+def test_started_as_another_user_than_root_it_refuses_to_run_the_app_as_its_own(
+    run_entrypoint: Run, shared_dir: Path
+) -> None:
+    home = shared_dir / "home"
+    home.mkdir()
+    os.chown(home, AGENT_UID, AGENT_UID)
+    container = run_entrypoint(AS_UID=str(AGENT_UID))
+    failed = container.wait_health(503, "failed")
+    assert "not root" in failed["error"] and "APP_UID=" in failed["error"]
+    assert not Path(container.env["WORK_DIR"]).exists()
+    assert not container.agent_log.exists()
 
 
 # ------------------------------------------------------------------------------ ALB routing
@@ -257,10 +402,14 @@ def test_the_dockerfile_has_what_the_image_needs() -> None:
     assert base == "${BASE}", "the base is a build argument (make images passes its own)"
     assert re.fullmatch(r"node:20[-.\w]*", args["BASE"]), args["BASE"]
 
-    user = by_name["USER"][-1].split(":")[0]
-    assert user not in ("root", "0")
-    user_at = max(i for i, (n, _) in enumerate(instructions) if n == "USER")
-    assert not [r for n, r in instructions[user_at:] if n == "RUN"], "RUN after USER runs as it"
+    # It starts as root, for entrypoint.sh to run the agent and the app as two users of their own.
+    assert "USER" not in by_name
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(by_name["ENV"])))
+    useradd = " ".join(by_name["RUN"])
+    for name, uid in (("uat", env["AGENT_UID"]), ("app", env["APP_UID"])):
+        assert re.search(rf"useradd [^&]*--uid {uid} --gid {uid} [^&]*{name}\b", useradd), name
+    assert env["AGENT_UID"] != env["APP_UID"]
+    assert not env["WORK_DIR"].startswith(env["AGENT_HOME"] + "/")
 
     exposed = {p for rest in by_name["EXPOSE"] for p in rest.split()}
     assert {"3001", "8080"} <= exposed

@@ -34,6 +34,7 @@ from tests.harness.container_helpers import (
 from tests.harness.entrypoint import tool
 from tests.harness.images import (
     Images,
+    Running,
     built_images,
     pull_request_remote,
     run_container,
@@ -45,6 +46,14 @@ LOCK = ROOT / "requirements.lock"
 BRANCH = "feature/blue-button"
 PR = 7
 VENV_PYTHON = "/opt/uat/venv/bin/python"  # the prompt server's, in container/Dockerfile
+AGENT_UID, APP_UID = "1001", "1002"  # uat and app in container/Dockerfile
+GIT_TOKEN = "ghs_image-test-git-token"
+# "<pid> <uid> <command line>" of every process but this listing's own, one a line.
+PROCESSES = r"""for d in /proc/[0-9]*; do
+    [ "${d#/proc/}" = "$$" ] && continue
+    c=$(tr '\0' ' ' 2>/dev/null <"$d/cmdline") && u=$(stat -c %u "$d" 2>/dev/null) &&
+        echo "${d#/proc/} $u $c"
+done; true"""
 CLAUDE_CODE_VERSION = re.findall(
     r"^ARG CLAUDE_CODE_VERSION=(\S+)$", (ROOT / "container" / "Dockerfile").read_text(), re.M
 )[0]
@@ -104,6 +113,7 @@ def test_the_uat_image_clones_the_pull_request_starts_the_app_and_runs_a_prompt(
         "HEAD_SHA": remote.head_sha,
         "SESSION_ID": f"pr{PR}-images",
         "UAT_PROMPT_TOKEN": TOKEN,
+        "GIT_TOKEN": GIT_TOKEN,
         "PROMPT_HOST": "127.0.0.1",
         "PROMPT_PORT": str(prompt_port),
         "APP_PORT": str(app_port),
@@ -122,14 +132,13 @@ def test_the_uat_image_clones_the_pull_request_starts_the_app_and_runs_a_prompt(
         try:
             health = wait_until(ready, 60, "/health to say ready")
             assert (health["ready"], health["phase"]) == (True, "ready")
-            assert container.exec("git", "-C", "/home/uat/app", "rev-parse", "HEAD") == (
-                remote.head_sha
-            )
-            assert container.exec("test", "-f", "/home/uat/app/installed") == ""
+            head = container.exec_as(AGENT_UID, "git -C /srv/app rev-parse HEAD").stdout
+            assert head.strip() == remote.head_sha
+            assert container.exec("stat", "-c", "%u", "/srv/app/installed") == APP_UID
             app = f"http://127.0.0.1:{app_port}/button.txt"
             with urllib.request.urlopen(app, timeout=5) as served:  # the app serves the clone
                 assert served.read() == b"blue\n"
-            status, version = http("GET", url + "/version")
+            status, version = http("GET", url + "/version", token=TOKEN)
             assert status == 200
             assert version["commit"] == remote.head_sha
 
@@ -138,7 +147,7 @@ def test_the_uat_image_clones_the_pull_request_starts_the_app_and_runs_a_prompt(
             assert status == 202
 
             def finished() -> dict[str, Any] | None:
-                job = http("GET", f"{url}/prompts/{accepted['id']}")[1]
+                job = http("GET", f"{url}/prompts/{accepted['id']}", token=TOKEN)[1]
                 return job if job["state"] not in ("queued", "running") else None
 
             job = wait_until(finished, 30, "the prompt")
@@ -147,9 +156,43 @@ def test_the_uat_image_clones_the_pull_request_starts_the_app_and_runs_a_prompt(
             raise
         assert job["state"] == "succeeded", job
         assert job["summary"] == "add a footer"  # the stand-in agent says the prompt back
-        assert container.exec("id", "-u") == "1001"
+        assert_the_app_cannot_read_the_agents_secrets(container)
         # The pinned agent CLI runs on the base's Node.js (Debian's 18 in uat-base:bookworm).
         assert container.exec("claude", "--version").startswith(CLAUDE_CODE_VERSION)
+
+
+def pids_of(container: Running, needle: str) -> list[str]:
+    """Processes not root's whose command line has `needle`."""
+    listed = container.exec_as("0", PROCESSES).stdout.splitlines()
+    rows = [line.split(" ", 2) for line in listed if line.count(" ") >= 2]
+    return [pid for pid, uid, cmd in rows if needle in cmd and uid != "0" and "/proc" not in cmd]
+
+
+def assert_the_app_cannot_read_the_agents_secrets(container: Running) -> None:
+    """The prompt server runs as uat, the app as app; app cannot read uat's environment, files
+    or tokens, nor anything of root's (the entrypoint's environment has both tokens)."""
+    [server] = pids_of(container, "prompt_server.py")
+    [app] = pids_of(container, "http.server")
+    assert container.exec("stat", "-c", "%u", f"/proc/{server}") == AGENT_UID
+    assert container.exec("stat", "-c", "%u", f"/proc/{app}") == APP_UID
+    secrets = "/home/uat/.uat-secrets"
+    for path in (
+        f"/proc/{server}/environ",
+        "/proc/1/environ",
+        f"{secrets}/git-token",
+        f"{secrets}/prompt-token",
+        "/home/uat/prompt-state.json",
+    ):
+        tried = container.exec_as(APP_UID, f"cat {path}")
+        assert tried.returncode != 0 and "Permission denied" in tried.stderr, (path, tried)
+    # Everything the app's user can read, searched for the two tokens.
+    search = 'grep -rlsF -e "$1" -e "$2" /proc/[0-9]*/environ /home /srv /tmp /run; true'
+    found = container.exec_as(APP_UID, f"set -- {TOKEN} {GIT_TOKEN}; {search}")
+    assert found.stdout == "", found.stdout
+    # The same reads work for the agent's user: the test would see a leak.
+    assert container.exec_as(AGENT_UID, f"cat {secrets}/git-token").stdout.strip() == GIT_TOKEN
+    environ = container.exec_as(AGENT_UID, f"tr '\\0' '\\n' < /proc/{server}/environ").stdout
+    assert "UAT_PROMPT_TOKEN_FILE=" in environ and TOKEN not in environ
 
 
 @pytest.mark.docker

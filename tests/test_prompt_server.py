@@ -29,10 +29,12 @@ from container.prompt_server import (
     MAX_PROMPT_CHARS,
     OUTPUT_TAIL_CHARS,
     QUEUE_KEY,
+    REDACTED,
     Config,
     ConfigError,
     Job,
     create_app,
+    scrub,
     size_text,
 )
 from tests.harness.container_helpers import (
@@ -191,11 +193,37 @@ async def test_prompts_need_the_bearer_token(start: Start, agent_log: Path) -> N
     assert ran(agent_log) == []
 
 
+async def test_every_endpoint_but_health_needs_the_bearer_token(start: Start) -> None:
+    server = await start()
+    job_id = (await server.wait((await server.submit("say hello"))["id"]))["id"]
+    requests = [
+        ("GET", "/status"),
+        ("GET", "/version"),
+        ("GET", f"/prompts/{job_id}"),
+        ("GET", f"/prompts/{job_id}/output"),
+        ("GET", "/prompts/0123456789ab"),
+        ("DELETE", f"/prompts/{job_id}"),
+        ("POST", "/prompt"),
+    ]
+    for method, path in requests:
+        for token in (None, "wrong-token", TOKEN[:-1]):
+            status, body = await server.call(method, path, {"prompt": "x"}, token=token)
+            assert (method, path, status) == (method, path, 401), body
+            assert "prompt-token" not in json.dumps(body)
+    status, body = await server.call("GET", "/health", token=None)
+    assert status in (200, 503)
+    assert "phase" in body
+    assert (await server.call("GET", "/status"))[0] == 200
+    assert (await server.call("GET", f"/prompts/{job_id}"))[0] == 200
+
+
 async def test_without_a_configured_token_every_prompt_is_refused(start: Start) -> None:
     server = await start(token=None)
     status, body = await server.call("POST", "/prompt", {"prompt": "hello"}, token="anything")
     assert status == 503
     assert "UAT_PROMPT_TOKEN is not set" in body["error"]
+    for path in ("/status", "/version", "/prompts/0123456789ab"):
+        assert (await server.call("GET", path, token="anything"))[0] == 503
 
 
 @pytest.mark.parametrize(
@@ -359,6 +387,20 @@ async def test_a_job_past_its_timeout_is_killed_with_its_process_group(
         kill_pids(pids)
 
 
+async def test_what_an_agent_that_succeeded_left_running_is_killed_with_its_group(
+    start: Start, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "orphan.pids"
+    server = await start()
+    job = await server.wait((await server.submit(f"fake:orphan {pidfile}"))["id"])
+    assert job["state"] == "succeeded", job
+    [grandchild] = read_pids(pidfile)
+    try:
+        wait_until(lambda: not pid_alive(grandchild), 5, "the agent's grandchild to be killed")
+    finally:
+        kill_pids([grandchild])
+
+
 async def test_cancel_a_queued_job_and_a_running_one(
     start: Start, tmp_path: Path, agent_log: Path
 ) -> None:
@@ -474,6 +516,104 @@ def test_config_is_read_from_the_environment(tmp_path: Path) -> None:
         Config.from_env({"PROMPT_PORT": "x", "APP_PORT": "70000", "PROMPT_TIMEOUT_S": "-1"})
 
 
+# ------------------------------------------------------------------------------ secrets
+
+GIT_TOKEN_VALUE = "plain-git-token-value-42"  # this container's, in no credential shape
+API_KEY_VALUE = "an-api-key-of-no-known-shape"
+# One of each credential shape `scrub` knows (made up, in each issuer's format).
+CREDENTIALS = {
+    "github classic": "ghp_" + "A1b2C3d4E5" * 3 + "f6G7h8",
+    "github app": "ghs_" + "Z9y8X7w6V5" * 3 + "u4T3s2",
+    "github oauth": "gho_" + "0a" * 18,
+    "github user": "ghu_" + "Q" * 36,
+    "github refresh": "ghr_" + "r1" * 20,
+    "github fine-grained": "github_pat_11ABCDEFG0" + "x" * 60,
+    "slack bot": "xoxb-1234567890-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx",
+    "slack user": "xoxp-1234567890-1234567890-1234567890123-0123456789abcdef",
+    "slack app": "xapp-1-A0123456789-1234567890123-abcdef0123456789",
+    "aws key id": "AKIAIOSFODNN7EXAMPLE",
+    "aws temporary key id": "ASIAY34FZKBOKMUTVV7A",
+    "anthropic": "sk-ant-api03-" + "k3Y_" * 20 + "AA",
+}
+NAMED = {  # the name stays, the value goes
+    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY": "wJalrXUtnFEMI",
+    "Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig": "eyJhbGci",
+    "authorization:Basic dXNlcjpwYXNz": "dXNlcjpwYXNz",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CREDENTIALS))
+def test_scrub_removes_each_credential_shape(kind: str) -> None:
+    secret = CREDENTIALS[kind]
+    text = f"it printed ({secret}) and went on"
+    assert scrub(text) == f"it printed ({REDACTED}) and went on"
+
+
+@pytest.mark.parametrize("line", sorted(NAMED))
+def test_scrub_keeps_the_name_of_a_named_secret_and_removes_its_value(line: str) -> None:
+    scrubbed = scrub(f"> {line}\nnext line")
+    assert NAMED[line] not in scrubbed
+    assert scrubbed.endswith(f"{REDACTED}\nnext line")
+    assert scrubbed.split(":")[0].split("=")[0].strip("> ").lower() in line.lower()
+
+
+def test_scrub_leaves_ordinary_text_and_removes_the_containers_own_secrets() -> None:
+    ordinary = (
+        "ghp_ tokens start with ghp_; AKIA is how key ids begin; sk-ant- keys; xoxb- tokens; "
+        "the Authorization header; aws_secret_access_key is a setting; ASIAN food"
+    )
+    assert scrub(ordinary) == ordinary
+    own = f"token {TOKEN} and {GIT_TOKEN_VALUE}."
+    assert scrub(own, (TOKEN, GIT_TOKEN_VALUE)) == f"token {REDACTED} and {REDACTED}."
+    assert scrub("short abc", ("abc",)) == "short abc"  # too short to be anyone's secret
+
+
+def test_the_secrets_to_scrub_are_read_from_the_environment_and_token_files(
+    tmp_path: Path,
+) -> None:
+    token_file, git_file = tmp_path / "prompt-token", tmp_path / "git-token"
+    token_file.write_text(f"{TOKEN}\n")
+    git_file.write_text(f"{GIT_TOKEN_VALUE}\n")
+    config = Config.from_env(
+        {
+            "UAT_PROMPT_TOKEN_FILE": str(token_file),
+            "GIT_TOKEN_FILE": str(git_file),
+            "ANTHROPIC_API_KEY": API_KEY_VALUE,
+        }
+    )
+    assert config.token == TOKEN
+    assert set(config.hidden) == {TOKEN, GIT_TOKEN_VALUE, API_KEY_VALUE}
+    assert TOKEN not in repr(config) and GIT_TOKEN_VALUE not in repr(config)
+    with pytest.raises(ConfigError, match=r"UAT_PROMPT_TOKEN_FILE.*cannot be read"):
+        Config.from_env({"UAT_PROMPT_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+async def test_status_jobs_and_outputs_show_no_secrets(start: Start, tmp_path: Path) -> None:
+    secrets = [TOKEN, GIT_TOKEN_VALUE, API_KEY_VALUE, *CREDENTIALS.values()]
+    prompt = "Echo these: " + " ".join(secrets) + " " + " | ".join(NAMED)
+    server = await start(secrets=(GIT_TOKEN_VALUE, API_KEY_VALUE), output_dir=tmp_path / "outputs")
+    job_id = (await server.submit(prompt))["id"]
+    job = await server.wait(job_id)
+    assert job["state"] == "succeeded"
+    _, status = await server.call("GET", "/status")
+    status_code, output_type, output = await server.output(job_id)
+    assert (status_code, output_type) == (200, "text/plain; charset=utf-8")
+    on_disk = (tmp_path / "outputs" / f"{job_id}.txt").read_text()
+    shown = {
+        "job": json.dumps(job),
+        "status": json.dumps(status),
+        "output": output,
+        "output file": on_disk,
+    }
+    for where, text in shown.items():
+        for secret in [*secrets, *NAMED.values()]:
+            assert secret not in text, (where, secret)
+        assert REDACTED in text, where
+    assert "Echo these: " + REDACTED in job["summary"]
+    assert job["output_tail"].count(REDACTED) == len(secrets) + len(NAMED) - 1  # one line
+    # `Authorization: ...` takes the rest of its line, the `|`-joined names after it included
+
+
 # ------------------------------------------------------------------------------ persistence
 
 
@@ -529,19 +669,19 @@ def test_a_restart_keeps_queued_jobs_and_fails_the_interrupted_one(
     status, second = http("POST", url + "/prompt", {"prompt": "after the restart"}, TOKEN)
     assert (status, second["position"]) == (202, 1)
     wait_until(pidfile.exists, 10, "the hanging agent")
-    assert http("GET", url + "/status")[1]["running"]["id"] == first["id"]
+    assert http("GET", url + "/status", token=TOKEN)[1]["running"]["id"] == first["id"]
 
     proc.kill()  # SIGKILL: no chance to save anything more
     proc.wait(5)
     kill_pids(read_pids(pidfile))  # the orphaned agent, which a container restart would take along
 
     server_process.start()
-    _, interrupted = http("GET", f"{url}/prompts/{first['id']}")
+    _, interrupted = http("GET", f"{url}/prompts/{first['id']}", token=TOKEN)
     assert (interrupted["state"], interrupted["error"]) == ("failed", "interrupted")
     assert interrupted["finished_at"]
 
     def finished() -> dict[str, Any] | None:
-        job = http("GET", f"{url}/prompts/{second['id']}")[1]
+        job = http("GET", f"{url}/prompts/{second['id']}", token=TOKEN)[1]
         return job if job["state"] in FINAL_STATES else None
 
     done = wait_until(finished, 10, "the queued job")
@@ -696,9 +836,11 @@ def test_outputs_survive_a_restart_and_forgotten_ones_are_deleted(
 
     expected = full_output(prompt, long_lines(300))
     assert get_text(f"{url}/prompts/{done['id']}/output") == (200, expected)
-    assert http("GET", f"{url}/prompts/{done['id']}")[1]["output_chars"] == len(expected)
+    assert http("GET", f"{url}/prompts/{done['id']}", token=TOKEN)[1]["output_chars"] == len(
+        expected
+    )
     assert get_text(f"{url}/prompts/{hung['id']}/output") == (200, so_far)
-    interrupted = http("GET", f"{url}/prompts/{hung['id']}")[1]
+    interrupted = http("GET", f"{url}/prompts/{hung['id']}", token=TOKEN)[1]
     assert (interrupted["state"], interrupted["error"]) == ("failed", "interrupted")
     assert interrupted["output_chars"] == len(so_far)  # counted from the file after the crash
     assert not (outputs / "0123456789ab.txt").exists()
@@ -725,6 +867,60 @@ def test_output_settings_are_read_from_the_environment(tmp_path: Path) -> None:
             Config.from_env({"PROMPT_OUTPUT_MAX_BYTES": bad})
     sizes = [size_text(n) for n in (MAX_OUTPUT_BYTES, 8192, 1000)]
     assert sizes == ["5 MiB", "8 KiB", "1000 bytes"]
+
+
+SAVED_JOB = {
+    "id": "0123456789ab",
+    "prompt": "p",
+    "user": None,
+    "thread": None,
+    "created_at": "2026-01-01T00:00:00.000+00:00",
+    "state": "queued",
+}
+
+
+@pytest.mark.parametrize(
+    ("saved", "why"),
+    [
+        ([SAVED_JOB], "holds a list"),
+        ({"queue": {"0123456789ab": SAVED_JOB}}, "queue is a dict"),
+        ({"recent": "none"}, "recent is a str"),
+        ({"queue": [{**SAVED_JOB, "id": 12}]}, "field id is a int"),
+        ({"queue": [{**SAVED_JOB, "id": "../../etc/x"}]}, "is not 12 hex digits"),
+        ({"recent": [{**SAVED_JOB, "state": "exploded"}]}, "unknown state 'exploded'"),
+        ({"running": {**SAVED_JOB, "output_chars": True}}, "output_chars is a bool"),
+        ({"queue": [{**SAVED_JOB, "files_changed": [1]}]}, "changed file"),
+        ({"queue": [{"id": "0123456789ab"}]}, "lacks a field"),
+        ({"queue": ["0123456789ab"]}, "a job is a str"),
+    ],
+)
+async def test_a_state_file_of_the_wrong_shape_is_moved_aside_and_the_server_starts_empty(
+    start: Start,
+    tmp_path: Path,
+    agent_log: Path,
+    caplog: pytest.LogCaptureFixture,
+    saved: Any,
+    why: str,
+) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(saved))
+    server = await start(state_file=state)
+    _, snapshot = await server.call("GET", "/status")
+    assert snapshot == {"running": None, "queue": [], "recent": []}
+    [aside] = await asyncio.to_thread(lambda: list(tmp_path.glob("state.json.corrupt-*")))
+    assert json.loads(aside.read_text()) == saved
+    [line] = [r.getMessage() for r in caplog.records if "moved it to" in r.getMessage()]
+    assert why in line
+    assert str(aside) in line
+    job = await server.wait((await server.submit("works again"))["id"])
+    assert job["state"] == "succeeded"
+    assert ran(agent_log) == ["works again"]
+
+
+def test_a_saved_job_of_the_right_shape_loads() -> None:
+    full = Job.from_dict(SAVED_JOB).to_dict()
+    assert Job.from_saved(full) == Job.from_dict(SAVED_JOB)
+    assert Job.from_saved({**full, "cost_usd": 1, "usage": {"x": 1}, "pushed": True}).pushed
 
 
 def test_jobs_saved_before_full_outputs_existed_still_load() -> None:

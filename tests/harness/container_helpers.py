@@ -36,6 +36,10 @@ GIT_ENV = {
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_CONFIG_GLOBAL": os.devnull,
     "GIT_TERMINAL_PROMPT": "0",
+    # Tests read checkouts that the entrypoint's agent user owns (git would call them dubious).
+    "GIT_CONFIG_COUNT": "1",
+    "GIT_CONFIG_KEY_0": "safe.directory",
+    "GIT_CONFIG_VALUE_0": "*",
 }
 
 T = TypeVar("T")
@@ -73,10 +77,10 @@ def make_repo(path: Path, branch: str = "main") -> Path:
     return path
 
 
-def fake_claude_cmd(log: Path | None = None) -> str:
+def fake_claude_cmd(log: Path | None = None, python: str = sys.executable) -> str:
     """A CLAUDE_CMD value (with arguments, as operators may write it) that runs the fake agent."""
     extra = ["--log", str(log)] if log else []
-    return shlex.join([sys.executable, str(FAKE_CLAUDE), *extra])
+    return shlex.join([python, str(FAKE_CLAUDE), *extra])
 
 
 def read_pids(pidfile: Path) -> list[int]:

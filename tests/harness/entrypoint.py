@@ -1,6 +1,11 @@
 """container/entrypoint.sh as a real process for the tests that run it: a local bare repo to clone
 (`remote`), the entrypoint started with free ports and its env (`run_entrypoint`), and moto's ALB
-that its routing talks to (`alb`). conftest.py makes these fixtures available to every test."""
+that its routing talks to (`alb`). conftest.py makes these fixtures available to every test.
+
+Run as root (as CI and the image do), the entrypoint separates its users as in the image: the
+agent and the app get uids of their own (AGENT_UID, APP_UID, numeric ids no account has), so what
+they use lives in `shared_dir`, a folder they can enter (pytest's own temp folders are root's
+alone). Run as another user, the fixture sets APP_UID empty: everything runs as that user."""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +41,41 @@ from tests.harness.uat_aws import alb_listener
 FEATURE = "feature/blue-button"
 PR = 7
 GIT_REF = f"refs/pull/{PR}/head"
+SEPARATED = os.geteuid() == 0  # whether the entrypoint runs the agent and the app as their users
+AGENT_UID = 64101  # no account has these; setpriv needs none
+APP_UID = 64102
+
+
+@pytest.fixture
+def shared_dir() -> Iterator[Path]:
+    """A temporary folder every user may enter (0755), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="uat-entrypoint-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def runs_as(uid: int, argv: list[str]) -> bool:
+    drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    return subprocess.run([*drop, *argv], capture_output=True).returncode == 0
+
+
+def python_for_users(folder: Path) -> str:
+    """A python that AGENT_UID can run, with this venv's packages: a wrapper in `folder` that puts
+    them on PYTHONPATH for this interpreter when others may run it, else for the system's of the
+    same version (a pyenv build under /root is not open to others)."""
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    wrapper = folder / "python"
+    packages = shlex.quote(sysconfig.get_paths()["purelib"])
+    for candidate in (os.path.realpath(sys.executable), f"/usr/bin/{version}"):
+        wrapper.write_text(
+            f"#!/bin/sh\nexport PYTHONPATH={packages}${{PYTHONPATH:+:$PYTHONPATH}}\n"
+            f'exec {shlex.quote(candidate)} "$@"\n'
+        )
+        wrapper.chmod(0o755)
+        if runs_as(AGENT_UID, [str(wrapper), "-c", "import aiohttp"]):
+            return str(wrapper)
+    pytest.fail(f"no {version} with this venv's packages that another user can run")
 
 
 @dataclass
@@ -56,7 +98,7 @@ class Remote:
 
 
 @pytest.fixture
-def remote(tmp_path: Path) -> Remote:
+def remote(tmp_path: Path, shared_dir: Path) -> Remote:
     """A bare repo with `main` and FEATURE (one commit ahead), reachable as a file:// URL, where
     GIT_REF (refs/pull/7/head, as GitHub keeps it for every PR) is at FEATURE's commit."""
     source = make_repo(tmp_path / "source")
@@ -66,7 +108,7 @@ def remote(tmp_path: Path) -> Remote:
     git(source, "add", "button.txt")
     git(source, "commit", "-q", "-m", "Make the button blue")
     feature = git(source, "rev-parse", "HEAD")
-    bare = tmp_path / "remote.git"
+    bare = shared_dir / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(source), str(bare))
     git(bare, "update-ref", GIT_REF, feature)
     return Remote(f"file://{bare}", main, feature, bare)
@@ -79,6 +121,7 @@ class Container:
     proc: subprocess.Popen[bytes]
     env: dict[str, str]
     log: Path
+    agent_log: Path  # the prompts the fake agent ran, one JSON string a line
 
     @property
     def url(self) -> str:
@@ -113,13 +156,18 @@ Run = Callable[..., Container]
 
 
 @pytest.fixture
-def run_entrypoint(tmp_path: Path, remote: Remote) -> Iterator[Run]:
+def run_entrypoint(tmp_path: Path, shared_dir: Path, remote: Remote) -> Iterator[Run]:
     """Start entrypoint.sh in its own session with free ports; `run(VAR=value)` overrides env."""
     started: list[Container] = []
 
     def _run(**overrides: str) -> Container:
-        home = tmp_path / "home"
-        home.mkdir(exist_ok=True)
+        home = shared_dir / "home"
+        agent_log = shared_dir / "agent" / "agent.log"
+        agent_log.parent.mkdir(exist_ok=True)
+        python = python_for_users(shared_dir) if SEPARATED else sys.executable
+        if SEPARATED:  # the agent clones it (git refuses a repo another user owns) and logs here
+            for path in [remote.path, *remote.path.rglob("*"), agent_log.parent]:
+                os.chown(path, AGENT_UID, AGENT_UID)
         env = {
             "PATH": os.environ["PATH"],
             "HOME": str(home),
@@ -131,7 +179,10 @@ def run_entrypoint(tmp_path: Path, remote: Remote) -> Iterator[Run]:
             "GIT_REF": GIT_REF,
             "HEAD_SHA": remote.feature,
             "SESSION_ID": "pr7-test",
-            "WORK_DIR": str(home / "app"),
+            "AGENT_UID": str(AGENT_UID),
+            "APP_UID": str(APP_UID) if SEPARATED else "",
+            "APP_HOME": str(shared_dir / "app-home"),
+            "WORK_DIR": str(shared_dir / "srv" / "app"),
             "PHASE_FILE": str(home / "phase.json"),
             "PROMPT_STATE": str(home / "prompts.json"),
             "PROMPT_HOST": "127.0.0.1",
@@ -139,26 +190,28 @@ def run_entrypoint(tmp_path: Path, remote: Remote) -> Iterator[Run]:
             "APP_PORT": str(free_port()),
             "UAT_PROMPT_TOKEN": TOKEN,
             "GIT_TOKEN": "ghs_secret-git-token",
-            "CLAUDE_CMD": fake_claude_cmd(tmp_path / "agent.log"),
-            "PYTHON": sys.executable,
+            "CLAUDE_CMD": fake_claude_cmd(agent_log, python),
+            "PYTHON": python,
             "PROMPT_SERVER": str(PROMPT_SERVER),
             # Proves the operators' commands run in WORK_DIR without the two tokens.
             "APP_INSTALL_CMD": 'test -z "${UAT_PROMPT_TOKEN:-}${GIT_TOKEN:-}" && touch installed',
             "APP_START_CMD": (
-                f"exec {shlex.quote(sys.executable)} -m http.server $APP_PORT --bind 127.0.0.1"
+                f"exec {shlex.quote(python)} -m http.server $APP_PORT --bind 127.0.0.1"
             ),
             **overrides,
         }
         log = tmp_path / f"entrypoint{len(started)}.log"
         with log.open("wb") as out:
+            as_uid = env.pop("AS_UID", "")  # start it as this user instead of the test's
+            drop = ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups"]
             proc = subprocess.Popen(
-                ["bash", str(ENTRYPOINT)],
+                [*(drop if as_uid else []), "bash", str(ENTRYPOINT)],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        container = Container(proc, env, log)
+        container = Container(proc, env, log, agent_log)
         started.append(container)
         return container
 

@@ -11,6 +11,8 @@ calls the agent exactly that way. The prompt's first word picks what it does:
     fake:slow SECONDS    sleep, then succeed
     fake:hang PIDFILE    start a child (same process group), write "<pid> <child pid>" to PIDFILE,
                          then sleep for ten minutes
+    fake:orphan PIDFILE  start a grandchild (same process group, its parent gone, its output not
+                         the agent's) that sleeps for ten minutes, write its pid to PIDFILE, succeed
     fake:commit NAME     commit the file NAME in the working directory, leave dirty.txt uncommitted
     fake:env NAME        the result is the value of the environment variable NAME, or "<unset>"
     fake:long LINES      say `long_lines(LINES)`, one assistant message each, then succeed
@@ -115,6 +117,17 @@ def main() -> int:
         pidfile.with_suffix(".tmp").replace(pidfile)
         say("Hanging now.")
         time.sleep(600)
+    elif mode == "fake:orphan":
+        sleeper = "import time; time.sleep(600)"
+        spawn = (
+            "import subprocess, sys; "
+            f"p = subprocess.Popen([sys.executable, '-c', {sleeper!r}], "
+            "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid)"
+        )
+        grandchild = subprocess.run(
+            [sys.executable, "-c", spawn], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        Path(arg).write_text(f"{grandchild}\n")
     elif mode == "fake:commit":
         Path(arg).write_text("committed by the fake agent\n")
         subprocess.run(["git", *GIT_IDENTITY, "add", arg], check=True)
