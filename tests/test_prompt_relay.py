@@ -5,6 +5,8 @@ server (container/prompt_server.py, with the fake agent CLI) -> the result in th
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from bot.slack import slack_ui
+from bot.slack import action_ids, slack_ui
 from bot.slack.chat import Message
 from container.prompt_server import Config, create_app
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
@@ -400,3 +402,46 @@ async def test_restart_carries_queued_prompts_over_in_order_and_says_what_was_dr
     assert await bot.runtime.services.store.open_relays() == []
     env = await bot.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
     assert env is not None and not env.facts.carry
+
+
+async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
+    bot: Bot, container: str
+) -> None:
+    """100 `/uat prompt`s and 100 `/uat extend`s on one PR at once: every prompt the container
+    took is reported as taken, with its Cancel card in the thread (the bookkeeping after it
+    may conflict with the extends), and nobody is told the PR is changing too often."""
+    before = {r.url_id for r in bot.slack.responses}
+    prompts = [bot.slash(f"prompt PR-2 task number {i}") for i in range(100)]
+    extends = [bot.slash(f"extend PR-2 {1 + i * 0.7:.1f}") for i in range(100)]
+    sent = [prompts[i // 2] if i % 2 == 0 else extends[i // 2] for i in range(200)]
+    assert {status for status, _ in await asyncio.gather(*sent)} == {200}
+    await bot.slack.wait_for(
+        lambda s: len({r.url_id for r in s.responses} - before) == 200, timeout=60
+    )
+    answers = [r.body["text"] for r in bot.slack.responses if r.url_id not in before]
+    too_often = slack_ui.changing_too_often("Codertocat/Hello-World", 2)
+    assert not [a for a in answers if a == too_often]
+    accepted = [a for a in answers if a.startswith("Sent to the agent:")]
+    full = [a for a in answers if "already waiting" in a]  # the container's own limit
+    extended = [a for a in answers if "Codertocat/Hello-World#2" in a and a not in full]
+    assert len(accepted) + len(full) == 100, answers
+    assert len(extended) == 100, [a for a in answers if a not in accepted + full]
+    jobs = {re.search(r"job `([0-9a-f]+)`", a).group(1) for a in accepted}  # type: ignore[union-attr]
+    for job in jobs:  # each one the container really has
+        async with bot.http.get(
+            f"{container}/prompts/{job}", headers={"Authorization": f"Bearer {TOKEN}"}
+        ) as response:
+            assert response.status == 200
+    cards = {  # posted with it (a finished prompt's card loses its button later)
+        json.loads(e["value"])["job"]
+        for c in bot.slack.calls
+        if c.method == "chat.postMessage"
+        for b in c.params.get("blocks") or []
+        for e in b.get("elements", [])
+        if e.get("action_id") == action_ids.PROMPT_CANCEL
+    }
+    assert cards == jobs
+    print(
+        f"\n100 prompts racing 100 extends on one PR: {len(jobs)} accepted, {len(full)} refused "
+        f"by the container (its queue was full), 0 false refusals, {len(cards)} Cancel cards"
+    )
