@@ -28,6 +28,7 @@ LOCK_TTL_GRACE_S = 3600  # DynamoDB's clock may run ahead of ours: never let TTL
 ENVIRONMENTS = "envs"
 AUDIT = "audit"
 RELAYS = "relays"
+INBOX = "inbox"
 
 # Many concurrent calls (a burst of webhooks, asyncio.gather) share one client's pool.
 CONFIG = RETRIES.merge(Config(max_pool_connections=50))
