@@ -232,8 +232,9 @@ class Dispatcher:
         return self._held(ctx, await self.inbox.receive(invocation))
 
     @staticmethod
-    def _held(ctx: CommandContext, key: str) -> CommandContext:
-        return replace(ctx, item=key, reply=AnsweredOnce(ctx.services.store, key, ctx.reply))
+    def _held(ctx: CommandContext, key: str, *, rerun: bool = False) -> CommandContext:
+        reply = AnsweredOnce(ctx.services.store, key, ctx.reply, rerun=rerun)
+        return replace(ctx, item=key, reply=reply)
 
     def _start(
         self, ctx: CommandContext, work: Coroutine[Any, Any, None], what: str
@@ -279,7 +280,7 @@ class Dispatcher:
             inbox.clock() - item.received_at,
             "running it again" if redo is Redo.RUN else "telling its user",
         )
-        held = self._held(ctx, item.key)
+        held = self._held(ctx, item.key, rerun=True)
         if redo is Redo.RUN and plan is not None and plan.command and plan.args is not None:
             self._start(held, self.run(held, plan.command, plan.args), f"/uat {command} again")
         elif redo is Redo.RUN and plan is None:

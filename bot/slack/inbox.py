@@ -221,10 +221,11 @@ class AnsweredOnce:
     """A stored item's Reply: each answer (by its position) is given once, across runs of the
     item: recorded after it is given, skipped when a run before gave it already."""
 
-    def __init__(self, store: Store, key: str, reply: Reply) -> None:
+    def __init__(self, store: Store, key: str, reply: Reply, *, rerun: bool = False) -> None:
         self._store = store
         self._key = key
         self._reply = reply
+        self._rerun = rerun  # the first run has nothing given before it: no need to look
         self._count = 0
 
     async def __call__(
@@ -237,7 +238,7 @@ class AnsweredOnce:
     ) -> None:
         answer = f"inbox:{self._key}:answer:{self._count}"
         self._count += 1
-        if await self._store.claimed(answer):
+        if self._rerun and await self._store.claimed(answer):
             return  # given by the run the crash cut short
         await self._reply(text, blocks, in_channel=in_channel, replace_original=replace_original)
         await self._store.claim(answer, "answer")
