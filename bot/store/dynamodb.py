@@ -359,7 +359,11 @@ class DynamoStore(Table):
             "held_until": n_attr(item.held_until),
             TTL_ATTRIBUTE: n_attr(int(item.received_at) + CLAIM_TTL_S),
         }
-        await self._call("PutItem (inbox)", lambda: self._put(record, "attribute_not_exists(pk)"))
+
+        def run() -> bool:
+            return self._put(record, "attribute_not_exists(pk)")
+
+        await self._call("PutItem (inbox)", run, urgent=True)  # a Slack ack waits for it
 
     async def inbox_claim(self, key: str, holder: str, until: float) -> bool:
         now = self._clock()
