@@ -36,7 +36,7 @@ CONFIG = RETRIES.merge(Config(max_pool_connections=50))
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
 
-URGENT_THREADS = 4  # for the writes a Slack ack waits for (the inbox)
+URGENT_THREADS = 16  # for the writes a Slack ack waits for (the inbox): a burst of them
 
 HINTS = gateway_text.DYNAMODB_HINTS
 
