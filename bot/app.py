@@ -38,6 +38,8 @@ from bot.slack import listeners
 from bot.slack.chat import Chat, SlackChat, SlackIdentity, SlackUnreachable, TokenRefused, who_am_i
 from bot.slack.context import Services
 from bot.slack.dispatch import Dispatcher, load_commands
+from bot.slack.inbox import Inbox
+from bot.slack.listeners.inbox import keep_taking_over
 from bot.store import RETENTION_S, SqliteStore, Store
 from bot.tasks import TaskSupervisor
 
@@ -140,6 +142,11 @@ class Runtime:
             await self.http.close()
             raise
         self.services.tasks.spawn(self._prune(), name="prune the store", service=True)
+        inbox = self.dispatcher.inbox
+        if self.bolt is not None and inbox is not None:  # Slack's commands and clicks
+            self.services.tasks.spawn(inbox.keep(), name="hold inbox items", service=True)
+            resume = keep_taking_over(self)
+            self.services.tasks.spawn(resume, name="take over inbox items", service=True)
         if watch and self.services.settings.uat_ecs_cluster:
             watcher = self.services.environments.watch()
             self.services.tasks.spawn(watcher, name="environment watcher", service=True)
@@ -259,7 +266,7 @@ def build_runtime(
     )
     runtime = Runtime(
         services=services,
-        dispatcher=Dispatcher(*load_commands()),
+        dispatcher=Dispatcher(*load_commands(), inbox=Inbox(store)),
         on_pull_request=environments.on_pull_request,
         web_client=web_client,
         http=http,

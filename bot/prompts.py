@@ -114,7 +114,10 @@ class Prompts:
         queued = Queued(submitted.job_id, submitted.position, env)
         relay = Relay(queued.job_id, env.repo, env.pr, user, env.thread_ts or "", text)
         await self.store.open_relay(relay)
-        await self.environments.touch(env.repo, env.pr)
+        try:  # bookkeeping: the container has the prompt, so it is reported as accepted
+            await self.environments.touch(env.repo, env.pr)
+        except UserError as exc:  # the PR keeps changing: the idle stop moves with the next one
+            logger.warning("prompt %s accepted; its idle stop not moved: %s", relay.job_id, exc)
         if env.thread_ts and self.settings.uat_channel:
             note, blocks = slack_ui.prompt_queued(relay, queued.position)
             # keyed: the result's follower finds it, to take its Cancel button away

@@ -46,6 +46,7 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
         await ctx.reply(slack_ui.prompt_cancelled(args.cancel))
         return
     ctx.require_changer()
+    await ctx.point_of_no_return()  # a second send would run the prompt twice
     queued = await ctx.services.prompts.submit(env, args.text, ctx.user_id)
     await ctx.reply(slack_ui.prompt_answer(queued.job_id, queued.position))
 

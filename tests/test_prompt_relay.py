@@ -5,19 +5,28 @@ server (container/prompt_server.py, with the fake agent CLI) -> the result in th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
+import re
 import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.slack import slack_ui
+from bot.environments.changes import change
+from bot.errors import UserError
+from bot.slack import action_ids, slack_ui
 from bot.slack.chat import Message
+from bot.store import Environment, Facts, SqliteStore, State
 from container.prompt_server import Config, create_app
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
-from tests.harness.container_helpers import fake_claude_cmd, make_repo
+from tests.harness.container_helpers import PROMPT_SERVER, fake_claude_cmd, free_port, make_repo
 from tests.harness.fake_claude import long_lines
 from tests.harness.pull_requests import label, root_messages
 from tests.harness.signing import block_actions_body, event_body, slack_headers
@@ -400,3 +409,150 @@ async def test_restart_carries_queued_prompts_over_in_order_and_says_what_was_dr
     assert await bot.runtime.services.store.open_relays() == []
     env = await bot.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
     assert env is not None and not env.facts.carry
+
+
+ROUNDS = 3
+
+
+@pytest.fixture
+async def container_process(tmp_path: Path) -> AsyncIterator[str]:
+    """`python container/prompt_server.py` as the container runs it, on 127.0.0.1, with the
+    fake agent: its own process, so the bot's relays and its bookkeeping overlap as in life."""
+    app_socket = socket.socket()
+    app_socket.bind(("127.0.0.1", 0))
+    app_socket.listen()
+    port = free_port()
+    env = {
+        **os.environ,
+        "PROMPT_HOST": "127.0.0.1",
+        "PROMPT_PORT": str(port),
+        "APP_PORT": str(app_socket.getsockname()[1]),
+        "WORK_DIR": str(make_repo(tmp_path / "work")),
+        "UAT_PROMPT_TOKEN": TOKEN,
+        "CLAUDE_CMD": fake_claude_cmd(),
+        "PROMPT_STATE": str(tmp_path / "queue.json"),
+        "PROMPT_TIMEOUT_S": "30",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(PROMPT_SERVER), env=env, cwd=tmp_path, stdin=asyncio.subprocess.DEVNULL
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(500):
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{url}/health") as response:
+                        if response.status == 200:
+                            break
+                await asyncio.sleep(0.02)
+        yield url
+    finally:
+        proc.terminate()
+        await proc.wait()
+        app_socket.close()
+
+
+async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
+    make_bot: BotFactory, container_process: str
+) -> None:
+    """100 `/uat prompt`s and 100 `/uat extend`s on one PR at once, against the prompt server's
+    own process: every prompt the container took is reported as taken, with its Cancel card in
+    the thread (the bookkeeping after it may conflict with the extends), and nobody is told the
+    PR is changing too often."""
+    container = container_process
+    bot: Bot = await make_bot(UAT_CONTAINER_URL=container)
+    thread_ts = bot.slack.add_message(CHANNEL, "Codertocat/Hello-World#2 — ready", user="UBOT")
+    now = bot.runtime.services.environments.clock()
+    await bot.runtime.services.store.save_environment(
+        Environment(
+            repo="Codertocat/Hello-World",
+            pr=2,
+            state=State.READY,
+            label="uat",
+            task_arn="arn:aws:ecs:us-east-1:123456789012:task/uat/abc",
+            thread_ts=thread_ts,
+            facts=Facts(title="Racing", launch_started=now - 60, idle_until=now + 60),
+        )
+    )
+    too_often = slack_ui.changing_too_often("Codertocat/Hello-World", 2)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    false_refusals, taken, uncarded, refused = 0, 0, 0, 0
+    for race in range(ROUNDS):  # the race is timing's: a few of them, the queue emptied between
+        before = {r.url_id for r in bot.slack.responses}
+        calls = len(bot.slack.calls)
+        prompts = [bot.slash(f"prompt PR-2 task {race}.{i}") for i in range(100)]
+        extends = [bot.slash("extend PR-2") for _ in range(100)]  # each moves the idle stop
+        prompted = await asyncio.gather(*prompts)  # their relays are under way when...
+        acked = await asyncio.gather(*extends)  # ...the extends come in
+        assert {status for status, _ in prompted + acked} == {200}
+        await bot.slack.wait_for(
+            lambda s, before=before: len({r.url_id for r in s.responses} - before) == 200,  # type: ignore[misc]
+            timeout=60,
+        )
+        answers = [r.body["text"] for r in bot.slack.responses if r.url_id not in before]
+        accepted = [a for a in answers if a.startswith("Sent to the agent:")]
+        full = [a for a in answers if "already waiting" in a]  # the container's own limit
+        extended = [a for a in answers if a.startswith("Codertocat/Hello-World#2 ")]
+        extended = [a for a in extended if a != too_often]
+        false_refusals += 200 - len(accepted) - len(full) - len(extended)
+        jobs = {m.group(1) for a in accepted if (m := re.search(r"job `([0-9a-f]+)`", a))}
+        cards = {  # as posted (a finished prompt's card loses its button later)
+            json.loads(e["value"])["job"]
+            for c in bot.slack.calls[calls:]
+            if c.method == "chat.postMessage"
+            for b in c.params.get("blocks") or []
+            for e in b.get("elements", [])
+            if e.get("action_id") == action_ids.PROMPT_CANCEL
+        }
+        # every prompt the container did not refuse, it took: each needs its Cancel card
+        uncarded += max(len(jobs - cards), 100 - len(full) - len(cards))
+        taken, refused = taken + len(jobs), refused + len(full)
+        for job in jobs:  # each one the container really has; cancelled to make room
+            async with bot.http.delete(f"{container}/prompts/{job}", headers=auth) as response:
+                assert response.status in (200, 409), await response.text()
+    print(
+        f"\n{ROUNDS} x 100 prompts racing 100 extends on one PR: {taken} taken, {refused} refused "
+        f"by the container (its queue was full), {false_refusals} false refusals, {uncarded} "
+        "taken without a Cancel card"
+    )
+    assert (false_refusals, uncarded) == (0, 0)
+
+
+async def test_a_prompt_the_container_took_is_reported_taken_when_its_bookkeeping_conflicts(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idle stop's move after the relay keeps losing to other writers: the prompt was
+    still taken, so it is said so, with its Cancel card."""
+
+    async def always_conflicting(repo: str, pr: int) -> None:
+        raise UserError(slack_ui.changing_too_often(repo, pr))
+
+    monkeypatch.setattr(bot.runtime.services.environments, "touch", always_conflicting)
+    status, _ = await bot.slash("prompt PR-2 add a footer")
+    assert status == 200
+    await bot.slack.wait_for(lambda s: bool(s.responses))
+    answer = bot.slack.responses[-1].body["text"]
+    assert answer.startswith("Sent to the agent:"), answer
+    job = re.search(r"job `([0-9a-f]+)`", answer)
+    assert job is not None
+    [card] = [m for m in thread(bot) if f"job `{job.group(1)}`" in m["text"]]
+    assert "asked the agent" in card["text"]
+    await succeeded(bot)
+
+
+async def test_sixty_writers_racing_on_one_environment_all_land(tmp_path: Path) -> None:
+    """Compare-and-set losers wait a jittered moment and try again: 60 at once on one row all
+    land (without the wait, the last ones in a lockstep ran out of attempts)."""
+    store = SqliteStore(tmp_path / "uat.db")
+    await store.open()
+    try:
+        await store.save_environment(Environment("acme/web", 2, State.READY))
+
+        def bump(env: Environment) -> Environment:
+            return env.with_facts(idle_until=(env.facts.idle_until or 0) + 1)
+
+        await asyncio.gather(*(change(store, "acme/web", 2, bump) for _ in range(60)))
+        env = await store.get_environment("acme/web", 2)
+        assert env is not None and env.facts.idle_until == 60
+    finally:
+        await store.close()

@@ -25,6 +25,7 @@ from bot.store import (
     Carried,
     Environment,
     Facts,
+    InboxItem,
     Lock,
     LockHeld,
     Post,
@@ -618,3 +619,54 @@ async def test_without_a_region_open_says_what_to_set(
         await store.ping()
     with pytest.raises(StoreUnavailable, match="AWS_REGION"):
         await store.open()
+
+
+# the inbox: commands and clicks acknowledged but not done yet
+
+
+def _inbox_item(key: str, at: float, holder: str = "replica-a") -> InboxItem:
+    payload = {"text": "stop PR-7", "user_id": "U1", "response_url": "http://127.0.0.1:1/r/1"}
+    return InboxItem(key, "command", payload, at, holder, at + 10)
+
+
+async def test_an_inbox_item_reads_back_until_it_is_done(store: Store, clock: Clock) -> None:
+    await store.inbox_put(_inbox_item("b", clock.now + 1))
+    await store.inbox_put(_inbox_item("a", clock.now))
+    await store.inbox_put(_inbox_item("a", clock.now, holder="someone-else"))  # idempotent
+    assert await store.inbox_items() == [
+        _inbox_item("a", clock.now),
+        _inbox_item("b", clock.now + 1),
+    ]
+    await store.inbox_done("a")
+    await store.inbox_done("a")  # done twice is still done
+    assert [item.key for item in await store.inbox_items()] == ["b"]
+
+
+async def test_an_inbox_item_is_claimed_by_its_holder_or_once_its_time_has_passed(
+    store: Store, clock: Clock
+) -> None:
+    await store.inbox_put(_inbox_item("a", clock.now))  # replica-a holds it for 10 s
+    assert await store.inbox_claim("a", "replica-a", clock.now + 20)  # renewed
+    clock.now += 15
+    assert not await store.inbox_claim("a", "replica-b", clock.now + 10)
+    clock.now += 5  # replica-a died and stopped renewing
+    assert await store.inbox_claim("a", "replica-b", clock.now + 10)
+    assert not await store.inbox_claim("a", "replica-a", clock.now + 10)
+    [item] = await store.inbox_items()
+    assert (item.holder, item.held_until) == ("replica-b", clock.now + 10)
+    await store.inbox_done("a")
+    assert not await store.inbox_claim("a", "replica-b", clock.now + 10)  # gone
+
+
+async def test_only_one_of_many_replicas_claims_an_abandoned_inbox_item(
+    replica: StoreFactory, clock: Clock
+) -> None:
+    stores = [await replica() for _ in range(5)]
+    await stores[0].inbox_put(_inbox_item("a", clock.now, holder="dead"))
+    clock.now += 11
+    outcomes = await asyncio.gather(
+        *(s.inbox_claim("a", f"replica-{i}", clock.now + 10) for i, s in enumerate(stores))
+    )
+    assert outcomes.count(True) == 1
+    [item] = await stores[0].inbox_items()
+    assert item.holder == f"replica-{outcomes.index(True)}"

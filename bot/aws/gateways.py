@@ -11,6 +11,7 @@ import base64
 import logging
 import re
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -125,9 +126,12 @@ async def caller_identity(settings: Settings, session: boto3.session.Session) ->
     return await aws_call("GetCallerIdentity", run)
 
 
-async def aws_call(what: str, fn: Callable[[], T]) -> T:
-    """Run a blocking boto3 call in a thread; its failures become an AwsError saying what to do."""
+async def aws_call(what: str, fn: Callable[[], T], executor: Executor | None = None) -> T:
+    """Run a blocking boto3 call in a thread (of `executor`, else asyncio's default); its
+    failures become an AwsError saying what to do."""
     try:
+        if executor is not None:
+            return await asyncio.get_running_loop().run_in_executor(executor, fn)
         return await asyncio.to_thread(fn)
     except ChangesRefused as exc:
         raise AwsError(gateway_text.aws_read_only(what), "ReadOnly") from exc

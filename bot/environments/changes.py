@@ -1,9 +1,14 @@
 """Every state change of an environment is a compare-and-set in the store, made before
-anything acts on it: re-read and re-decide until the write lands."""
+anything acts on it: re-read and re-decide until the write lands.
+
+Writers that lose a race wait a random moment (full jitter, growing up to CONFLICT_MAX_WAIT_S)
+before they try again, so a crowd on one PR (100 prompts and 100 extends) spreads out instead of
+colliding again at once; only after CONFLICT_ATTEMPTS losses is anyone told to try again."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -14,10 +19,15 @@ from bot.store import Environment, Facts, Store, VersionConflict
 
 Mutation = Callable[[Environment], Environment | None]
 
+CONFLICT_ATTEMPTS = 40
+CONFLICT_FIRST_WAIT_S = 0.005
+CONFLICT_MAX_WAIT_S = 0.25  # at most ~8 s of waiting in all, before "try again"
+
 
 async def change(store: Store, repo: str, pr: int, mutate: Mutation) -> Environment | None:
-    """Compare-and-set: re-read and re-decide until the write lands (None: nothing to do)."""
-    for _ in range(20):
+    """Compare-and-set: re-read and re-decide until the write lands (None: nothing to do),
+    waiting a jittered, growing moment after each conflict; UserError after CONFLICT_ATTEMPTS."""
+    for attempt in range(CONFLICT_ATTEMPTS):
         current = await store.get_environment(repo, pr)
         if current is None:
             return None
@@ -27,7 +37,8 @@ async def change(store: Store, repo: str, pr: int, mutate: Mutation) -> Environm
         try:
             return await store.save_environment(wanted)
         except VersionConflict:
-            await asyncio.sleep(0)
+            ceiling = min(CONFLICT_MAX_WAIT_S, CONFLICT_FIRST_WAIT_S * 2**attempt)
+            await asyncio.sleep(random.uniform(0, ceiling))  # jitter, not a secret
     raise UserError(slack_ui.changing_too_often(repo, pr))
 
 

@@ -17,6 +17,7 @@ from bot.metrics import Metrics
 from bot.prompts import Prompts
 from bot.slack import slack_ui
 from bot.slack.chat import Blocks, Chat
+from bot.slack.inbox import acting_key
 from bot.store import Store
 from bot.tasks import TaskSupervisor
 
@@ -63,6 +64,7 @@ class CommandContext:
     user_name: str = ""
     trigger_id: str | None = None
     message_ts: str | None = None  # the message whose button was clicked
+    item: str | None = None  # its key in the durable inbox (bot/slack/inbox.py), once stored
 
     @property
     def settings(self) -> Settings:
@@ -87,6 +89,12 @@ class CommandContext:
         refusal = change_refusal(self.settings, self.user_id, self.channel_id, author)
         if refusal:
             raise UserError(refusal)
+
+    async def point_of_no_return(self) -> None:
+        """Say that the command starts acting now: run again after a crash, it would act twice,
+        so from here on a crash tells its user instead (bot/slack/inbox.py)."""
+        if self.item is not None:
+            await self.services.store.claim(acting_key(self.item), "acting")
 
     def require_deployer(self, action: str) -> None:
         """Refuse unless the person is in UAT_DEPLOYERS; the refusal says who can."""

@@ -5,6 +5,10 @@ acknowledgement, and hands the command's work to a task the application owns, st
 acknowledgements being given are out (a burst of commands does not slow its own acks). A failure
 after the acknowledgement reaches the user: a `UserError` as written, anything else as a
 reference id whose traceback is in the log.
+
+A command with work to do, and every click, is stored in the durable inbox before its ack and
+forgotten once its work is done; after a crash it is run again or its user told
+(bot/slack/inbox.py says which, per command).
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import logging
 import pkgutil
 import secrets
 import shlex
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -29,7 +33,9 @@ from bot.errors import ReplacingError, UsageError, UserError
 from bot.logs import outside
 from bot.slack import cards, slack_ui
 from bot.slack.context import ActionHandler, CommandContext
-from bot.store import StoreUnavailable
+from bot.slack.inbox import AnsweredOnce, Inbox, Invocation, Redo
+from bot.slack.outbox import Outbox
+from bot.store import InboxItem, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +154,14 @@ class Dispatcher:
     """Turns `/uat` text into an answer now and, for real commands, a task afterwards."""
 
     def __init__(
-        self, table: dict[str, Command], actions: dict[str, ActionHandler] | None = None
+        self,
+        table: dict[str, Command],
+        actions: dict[str, ActionHandler] | None = None,
+        inbox: Inbox | None = None,
     ) -> None:
         self.table = table
         self.actions = actions or {}
+        self.inbox = inbox
 
     def help_text(self, word: str | None = None) -> str:
         if word is None:
@@ -193,21 +203,46 @@ class Dispatcher:
             return Plan(slack_ui.usage_error(str(exc), command.usage))
         return Plan(command.ack(args) if command.ack else None, command, args)
 
-    async def dispatch(self, ctx: CommandContext, text: str, ack: Ack) -> asyncio.Task[Any] | None:
+    async def dispatch(
+        self, ctx: CommandContext, text: str, ack: Ack, invocation: Invocation | None = None
+    ) -> asyncio.Task[Any] | None:
         """Acknowledge at once, then run the command as a task the app owns, started once the
         acks being given now are out (`TaskSupervisor.defer`). Returns that task (None when the
-        acknowledgement was the whole answer), for a caller that waits for the work."""
+        acknowledgement was the whole answer), for a caller that waits for the work.
+
+        With `invocation` (what Slack sent), a command with work to do is stored in the inbox
+        before the ack, and forgotten once its work is done."""
         plan = self.plan(text)
-        await ack(plan.answer)
         if plan.command is None or plan.args is None:
+            await ack(plan.answer)
             word = text.strip().split(" ", 1)[0].lower() or "help"
             name = word if word in self.table or word == "help" else "(unknown)"
             ctx.services.metrics.commands.labels(command=name, outcome="answered").inc()
             return None
-        return ctx.services.tasks.defer(
-            self.run(ctx, plan.command, plan.args),
-            name=f"/uat {plan.command.name} for {ctx.user_id}",
-        )
+        if invocation is not None:
+            ctx = await self.receive(ctx, invocation)
+        await ack(plan.answer)
+        return self._start(ctx, self.run(ctx, plan.command, plan.args), f"/uat {plan.command.name}")
+
+    async def receive(self, ctx: CommandContext, invocation: Invocation) -> CommandContext:
+        """Store `invocation` in the inbox (before its ack); the context to run it with, whose
+        answers are given once across runs of it."""
+        if self.inbox is None:
+            return ctx
+        return self._held(ctx, await self.inbox.receive(invocation))
+
+    @staticmethod
+    def _held(ctx: CommandContext, key: str, *, rerun: bool = False) -> CommandContext:
+        reply = AnsweredOnce(ctx.services.store, key, ctx.reply, rerun=rerun)
+        return replace(ctx, item=key, reply=reply)
+
+    def _start(
+        self, ctx: CommandContext, work: Coroutine[Any, Any, None], what: str
+    ) -> asyncio.Task[Any]:
+        """Defer `work`; a stored item is forgotten once it is done."""
+        if ctx.item is not None and self.inbox is not None:
+            work = self.inbox.finish(ctx.item, work)
+        return ctx.services.tasks.defer(work, name=f"{what} for {ctx.user_id}")
 
     def click(
         self, ctx: CommandContext, action_id: str, raw_value: str
@@ -217,19 +252,66 @@ class Dispatcher:
         handler = self.actions.get(action_id)
         if handler is None:
             logger.warning("no handler for button %s", outside(action_id))
+            if ctx.item is not None and self.inbox is not None:
+                ctx.services.tasks.spawn(self.inbox.finish(ctx.item, _nothing()), name="forget")
             return None
 
         async def work() -> None:
             await handler(ctx, cards.parse_value(raw_value))
 
-        return ctx.services.tasks.defer(
-            run_reporting(ctx, work(), what=f"button {action_id}"),
-            name=f"button {action_id} for {ctx.user_id}",
+        return self._start(
+            ctx, run_reporting(ctx, work(), what=f"button {action_id}"), f"button {action_id}"
         )
+
+    async def resume(self, ctx: CommandContext, item: InboxItem, invocation: Invocation) -> None:
+        """Take over an item whose holder died (this replica has claimed it): run it again, or
+        tell its user what was interrupted (the table in bot/slack/inbox.py)."""
+        inbox = self.inbox
+        if inbox is None:
+            raise RuntimeError("resuming needs the inbox")
+        plan = self.plan(invocation.text) if invocation.kind == "command" else None
+        command = plan.command.name if plan is not None and plan.command is not None else None
+        redo = await inbox.redo(item, invocation, command)
+        logger.info(
+            "inbox item %s (%s by %s, %.0fs old): %s",
+            item.key,
+            command or invocation.kind,
+            outside(invocation.user_id),
+            inbox.clock() - item.received_at,
+            "running it again" if redo is Redo.RUN else "telling its user",
+        )
+        held = self._held(ctx, item.key, rerun=True)
+        if redo is Redo.RUN and plan is not None and plan.command and plan.args is not None:
+            self._start(held, self.run(held, plan.command, plan.args), f"/uat {command} again")
+        elif redo is Redo.RUN and plan is None:
+            self.click(held, invocation.action_id, invocation.value)
+        else:
+            await self._tell(ctx, item, invocation, inbox.advice(item, invocation, command))
+            await inbox.finish(item.key, _nothing())
+
+    async def _tell(
+        self, ctx: CommandContext, item: InboxItem, invocation: Invocation, advice: str
+    ) -> None:
+        """Tell the user what was interrupted, once: by the response_url while Slack takes it,
+        else in the UAT channel, mentioning them."""
+        store, told = ctx.services.store, f"inbox:{item.key}:told"
+        if self.inbox is None or await store.claimed(told):
+            return
+        if invocation.response_url and self.inbox.response_url_valid(item):
+            await ctx.reply(slack_ui.interrupted(invocation.what, advice))
+        else:
+            channel = ctx.settings.uat_channel or invocation.channel_id
+            text = slack_ui.interrupted_in_channel(invocation.user_id, invocation.what, advice)
+            await Outbox(store, ctx.services.chat).post(told, channel, text)
+        await store.claim(told, "told")
 
     async def run(self, ctx: CommandContext, command: Command, args: argparse.Namespace) -> None:
         """Run a command; whatever goes wrong is told to the person who asked."""
         await run_reporting(ctx, command.run(ctx, args), what=f"/uat {command.name}")
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def run_reporting(ctx: CommandContext, work: Awaitable[Any], *, what: str) -> None:

@@ -1086,3 +1086,32 @@ def console_builds(source: str, ref: str, docker: str, registry: str) -> str:
 
 def console_no_builds(reason: str) -> str:
     return f"Builds are unavailable: {reason}"
+
+
+# ------------------------------------------------------------------ the durable inbox
+
+
+def interrupted(what: str, advice: str) -> str:
+    """A command or click the bot restarted in the middle of, and could not safely finish."""
+    return (
+        f"I restarted while doing {escape(what)} for you and cannot tell how far it got, so I "
+        f"did not do it again. {advice}"
+    )
+
+
+def interrupted_in_channel(user: str, what: str, advice: str) -> str:
+    """The same, said in the channel (the command's response_url had expired)."""
+    return f"<@{escape(user)}> {interrupted(what, advice)}"
+
+
+INTERRUPTED_IMAGES = (
+    "Check `/uat history` and `/uat images`, then run it again if it did not happen."
+)
+INTERRUPTED_PROMPT = (
+    "Check the PR's thread: if your prompt is not there, send it again with `/uat prompt`."
+)
+INTERRUPTED_ENVIRONMENT = (
+    "Check the PR's thread or `/uat status`, then run it again if it did not happen."
+)
+INTERRUPTED_STALE = "It was too long ago to redo blindly: run it again if you still want it."
+INTERRUPTED_CLICK = "Check the card and the channel, then click again if it did not happen."

@@ -1,5 +1,6 @@
 """Persistence: everything that must survive a restart (PR environments, handled webhook
-deliveries, image-operation locks, the audit log, prompts being followed, messages posted once).
+deliveries, image-operation locks, the audit log, prompts being followed, messages posted once,
+commands and clicks acknowledged but not done yet).
 
 Every write that guards a side effect is conditional (unique keys, compare-and-set on a version),
 so a retry or a second replica cannot double it. `Store` is the interface; `SqliteStore` the
@@ -18,6 +19,7 @@ from bot.store.records import (
     Clock,
     Environment,
     Facts,
+    InboxItem,
     LeaseLost,
     Lock,
     LockHeld,
@@ -40,6 +42,7 @@ __all__ = [
     "Clock",
     "Environment",
     "Facts",
+    "InboxItem",
     "LeaseLost",
     "Lock",
     "LockHeld",

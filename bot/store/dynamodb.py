@@ -9,6 +9,7 @@ Single-table layout (every item has a string `pk` and `sk`; names below are the 
     audit entry      audit             <written at, zero-padded>#<ns>#<random>   -
     relay            relays            <repo>#<pr>#<job id>   -
     post             post#<key>        post                   30 days after it was reserved
+    inbox item       inbox             <key>                  30 days after it was received
 
 Every write that guards a side effect is a conditional write, so two replicas cannot both win;
 a failed condition is an answer (False, VersionConflict, LockHeld), never an error. Expiry is
@@ -38,6 +39,7 @@ from bot.store.dynamodb_table import (
     CLAIM_TTL_S,
     CONDITION_FAILED,
     ENVIRONMENTS,
+    INBOX,
     LOCK_TTL_GRACE_S,
     RELAYS,
     TTL_ATTRIBUTE,
@@ -57,6 +59,7 @@ from bot.store.records import (
     AuditEntry,
     Environment,
     Facts,
+    InboxItem,
     Lock,
     LockHeld,
     Post,
@@ -343,6 +346,53 @@ class DynamoStore(Table):
 
         await self._call("UpdateItem (post)", run)
 
+    # the inbox: commands and clicks acknowledged but not done yet
+
+    async def inbox_put(self, item: InboxItem) -> None:
+        record = {
+            **item_key(INBOX, item.key),
+            "kind": s_attr("inbox"),
+            "item_kind": s_attr(item.kind),
+            "payload": s_attr(json.dumps(dict(item.payload), sort_keys=True)),
+            "received_at": n_attr(item.received_at),
+            "holder": s_attr(item.holder),
+            "held_until": n_attr(item.held_until),
+            TTL_ATTRIBUTE: n_attr(int(item.received_at) + CLAIM_TTL_S),
+        }
+
+        def run() -> bool:
+            return self._put(record, "attribute_not_exists(pk)")
+
+        await self._call("PutItem (inbox)", run, urgent=True)  # a Slack ack waits for it
+
+    async def inbox_claim(self, key: str, holder: str, until: float) -> bool:
+        now = self._clock()
+
+        def run() -> bool:
+            return self._written(
+                self.client.update_item,
+                "attribute_exists(pk) AND (#holder = :holder OR #until <= :now)",
+                Key=item_key(INBOX, key),
+                UpdateExpression="SET #holder = :holder, #until = :until",
+                ExpressionAttributeNames={"#holder": "holder", "#until": "held_until"},
+                ExpressionAttributeValues={
+                    ":holder": s_attr(holder),
+                    ":until": n_attr(until),
+                    ":now": n_attr(now),
+                },
+            )
+
+        return await self._call("UpdateItem (inbox)", run)
+
+    async def inbox_done(self, key: str) -> None:
+        await self._call(
+            "DeleteItem (inbox)", lambda: self._delete(item_key(INBOX, key), "attribute_exists(pk)")
+        )
+
+    async def inbox_items(self) -> list[InboxItem]:
+        items = await self._call("Query (inbox)", lambda: list(self._query(INBOX)))
+        return sorted((_inbox(item) for item in items), key=lambda i: (i.received_at, i.key))
+
     async def prune(self, before: float) -> int:
         return 0  # claims and posts carry a TTL attribute: DynamoDB removes them
 
@@ -411,6 +461,17 @@ def _relay(item: dict[str, Any]) -> Relay:
         thread_ts=str(item["thread_ts"]["S"]),
         prompt=str(item["prompt"]["S"]),
         created_at=float_of(item, "created_at"),
+    )
+
+
+def _inbox(item: dict[str, Any]) -> InboxItem:
+    return InboxItem(
+        key=str(item["sk"]["S"]),
+        kind=str(item["item_kind"]["S"]),
+        payload=json.loads(item["payload"]["S"]),
+        received_at=float_of(item, "received_at"),
+        holder=str(item["holder"]["S"]),
+        held_until=float_of(item, "held_until"),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import boto3
@@ -28,11 +29,14 @@ LOCK_TTL_GRACE_S = 3600  # DynamoDB's clock may run ahead of ours: never let TTL
 ENVIRONMENTS = "envs"
 AUDIT = "audit"
 RELAYS = "relays"
+INBOX = "inbox"
 
 # Many concurrent calls (a burst of webhooks, asyncio.gather) share one client's pool.
 CONFIG = RETRIES.merge(Config(max_pool_connections=50))
 
 CONDITION_FAILED = "ConditionalCheckFailedException"
+
+URGENT_THREADS = 16  # for the writes a Slack ack waits for (the inbox): a burst of them
 
 HINTS = gateway_text.DYNAMODB_HINTS
 # Failures botocore has already retried (adaptive, RETRIES' attempts) that waiting may mend: a
@@ -108,6 +112,7 @@ class Table:
         self._session = session
         self._client: Any = None
         self.table = settings.uat_dynamodb_table
+        self._urgent = ThreadPoolExecutor(URGENT_THREADS, thread_name_prefix="dynamodb-ack")
 
     @property
     def client(self) -> Any:
@@ -115,11 +120,14 @@ class Table:
             raise RuntimeError("store is not open")
         return self._client
 
-    async def _call(self, what: str, fn: Callable[[], T]) -> T:
+    async def _call(self, what: str, fn: Callable[[], T], *, urgent: bool = False) -> T:
         """Run `fn` in a thread; AWS failures become AwsError naming the table and a fix, and
-        those botocore's retries could not wait out StoreUnavailable."""
+        those botocore's retries could not wait out StoreUnavailable. `urgent` (a write a Slack
+        ack waits for) runs on the table's own few threads, never queued behind the bot's other
+        blocking calls in asyncio's default pool."""
         try:
-            return await aws_call(f"DynamoDB {what}", fn)
+            pool = self._urgent if urgent else None
+            return await aws_call(f"DynamoDB {what}", fn, pool)
         except AwsError as exc:
             hint = HINTS.get(exc.code)
             error = exc
@@ -228,6 +236,8 @@ class Table:
         client, self._client = self._client, None
         if client is not None:
             await self._call("close", client.close)
+        self._urgent.shutdown(wait=False)
+        self._urgent = ThreadPoolExecutor(URGENT_THREADS, thread_name_prefix="dynamodb-ack")
 
     async def ping(self) -> None:
         """A read and a write: a GetItem, and a PutItem whose condition never holds (so nothing

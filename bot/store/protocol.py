@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Protocol
 
-from bot.store.records import AuditEntry, Environment, Lock, Post, Relay
+from bot.store.records import AuditEntry, Environment, InboxItem, Lock, Post, Relay
 
 
 class Store(Protocol):
@@ -72,6 +72,23 @@ class Store(Protocol):
 
     async def posted(self, key: str, ts: str) -> None:
         """Record the ts Slack gave a reserved message."""
+        ...
+
+    async def inbox_put(self, item: InboxItem) -> None:
+        """Record a command or click before its ack (idempotent on its key)."""
+        ...
+
+    async def inbox_claim(self, key: str, holder: str, until: float) -> bool:
+        """Compare-and-set: `holder` holds the item until `until` if it already held it or the
+        last holder's time has passed; False otherwise (or when the item is gone)."""
+        ...
+
+    async def inbox_done(self, key: str) -> None:
+        """Forget an item whose work is complete (or whose user was told)."""
+        ...
+
+    async def inbox_items(self) -> list[InboxItem]:
+        """Every item not done yet, oldest first."""
         ...
 
     async def prune(self, before: float) -> int:

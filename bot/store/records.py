@@ -222,6 +222,20 @@ class Post:
     created_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class InboxItem:
+    """A slash command or a click, stored before its ack and removed once its work is done
+    (see bot/slack/inbox.py). `holder` works on it until `held_until` (epoch seconds), renewing;
+    once that has passed, another replica (or the next process) may claim it."""
+
+    key: str
+    kind: str  # "command" or "click"
+    payload: Mapping[str, Any]  # what the invocation was (JSON): who, where, the text or button
+    received_at: float
+    holder: str
+    held_until: float
+
+
 class VersionConflict(Exception):
     """Somebody else changed the environment first; re-read and decide again."""
 

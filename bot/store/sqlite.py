@@ -21,6 +21,7 @@ from bot.store.records import (
     Clock,
     Environment,
     Facts,
+    InboxItem,
     Lock,
     LockHeld,
     Post,
@@ -117,6 +118,17 @@ MIGRATIONS: tuple[str, ...] = (
         thread_ts TEXT,
         ts TEXT,
         created_at REAL NOT NULL
+    );
+    """,
+    # 4: commands and clicks acknowledged but not done yet (see bot/slack/inbox.py)
+    """
+    CREATE TABLE inbox (
+        key TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        holder TEXT NOT NULL,
+        held_until REAL NOT NULL
     );
     """,
 )
@@ -422,6 +434,51 @@ class SqliteStore:
 
     async def posted(self, key: str, ts: str) -> None:
         await self.db.execute("UPDATE posts SET ts = ? WHERE key = ?", (ts, key))
+
+    # the inbox: commands and clicks acknowledged but not done yet
+
+    async def inbox_put(self, item: InboxItem) -> None:
+        await self.db.execute(
+            "INSERT OR IGNORE INTO inbox (key, kind, payload, received_at, holder, held_until) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                item.key,
+                item.kind,
+                json.dumps(dict(item.payload), sort_keys=True),
+                item.received_at,
+                item.holder,
+                item.held_until,
+            ),
+        )
+
+    async def inbox_claim(self, key: str, holder: str, until: float) -> bool:
+        cur = await self.db.execute(
+            "UPDATE inbox SET holder = ?, held_until = ? "
+            "WHERE key = ? AND (holder = ? OR held_until <= ?)",
+            (holder, until, key, holder, self._clock()),
+        )
+        return cur.rowcount == 1
+
+    async def inbox_done(self, key: str) -> None:
+        await self.db.execute("DELETE FROM inbox WHERE key = ?", (key,))
+
+    async def inbox_items(self) -> list[InboxItem]:
+        async with self.db.execute(
+            "SELECT key, kind, payload, received_at, holder, held_until FROM inbox "
+            "ORDER BY received_at, key"
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            InboxItem(
+                key=row["key"],
+                kind=row["kind"],
+                payload=json.loads(row["payload"]),
+                received_at=row["received_at"],
+                holder=row["holder"],
+                held_until=row["held_until"],
+            )
+            for row in rows
+        ]
 
     async def prune(self, before: float) -> int:
         claims = await self.db.execute("DELETE FROM deliveries WHERE received_at < ?", (before,))

@@ -1,4 +1,5 @@
-"""How a listener answers: through the response_url Slack gave, or by an ephemeral post."""
+"""How a listener answers: through the response_url Slack gave, or by an ephemeral post; and the
+context a command or click runs with, built from what Slack sent (or what the inbox kept)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import aiohttp
 from bot.logs import outside
 from bot.slack import slack_ui
 from bot.slack.chat import Blocks, ChatError, Message, SlackUnreachable
+from bot.slack.context import CommandContext
+from bot.slack.inbox import Invocation
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -67,3 +70,18 @@ class SlackReply:
             return
         if self._url:
             logger.warning("response_url failed (%s); the answer was posted instead", failure)
+
+
+def context_for(runtime: Runtime, invocation: Invocation) -> CommandContext:
+    """The context a command or click runs with, answering through its response_url."""
+    return CommandContext(
+        services=runtime.services,
+        user_id=invocation.user_id,
+        channel_id=invocation.channel_id,
+        user_name=invocation.user_name,
+        trigger_id=invocation.trigger_id,
+        message_ts=invocation.message_ts,
+        reply=SlackReply(
+            invocation.response_url, runtime, invocation.channel_id, invocation.user_id
+        ),
+    )

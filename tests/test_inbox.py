@@ -1,0 +1,149 @@
+"""The durable inbox: what Slack was told was received (acked) is done or answered, even when the
+bot is SIGKILLed right after the ack; none twice. The real `uat-bot serve` runs as a subprocess
+against moto, the Slack stub and stand-in containers, all on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.slack import slack_ui
+from bot.slack.inbox import Invocation
+from bot.slack.listeners.inbox import take_over
+from bot.store import InboxItem
+from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory, bot_env
+from tests.harness.processes import BotProcess
+from tests.harness.pull_requests import pr_event
+from tests.harness.signing import slack_headers, slash_command_body
+from tests.harness.slack_stub import SlackStub
+from tests.harness.uat_aws import Containers, UatAccount
+from tests.test_resilience import deliver, eventually, read_store
+
+LIVE = ("starting", "provisioning", "running", "ready")
+REPO = "Codertocat/Hello-World"
+
+
+@pytest.fixture
+def bot_process(
+    slack: SlackStub,
+    account: UatAccount,
+    containers: Containers,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+) -> Iterator[BotProcess]:
+    overrides = {**aws_env, **account.env(containers.url), "UAT_POLL_SECONDS": "0.5"}
+    process = BotProcess(bot_env(slack, tmp_path, **overrides), tmp_path)
+    try:
+        yield process
+    finally:
+        process.cleanup()
+
+
+async def slash(
+    http: aiohttp.ClientSession, url: str, slack: SlackStub, text: str, user: str
+) -> tuple[str, int]:
+    """A signed `/uat <text>`: its response_url's id, and the HTTP status of its ack."""
+    response_url = slack.new_response_url()
+    body = slash_command_body(text, user_id=user, channel_id=CHANNEL, response_url=response_url)
+    headers = slack_headers(SIGNING_SECRET, body)
+    async with http.post(f"{url}/slack/events", data=body, headers=headers) as response:
+        await response.read()
+        return response_url.rsplit("/", 1)[-1], response.status
+
+
+async def test_commands_acked_before_a_sigkill_are_done_or_answered_after_restart_none_twice(
+    bot_process: BotProcess, slack: SlackStub
+) -> None:
+    db = bot_process.env["UAT_DB"]
+    await bot_process.start()
+    async with aiohttp.ClientSession() as http:
+        for pr in (2, 3, 4, 5):
+            payload = pr_event("labeled", "uat", number=pr)
+            assert await deliver(http, bot_process.url, payload, f"inbox-{pr}") == 202
+        await eventually(
+            lambda: all(
+                read_store(db).get(pr, {}).get("state") == "running" for pr in (2, 3, 4, 5)
+            ),
+            30,
+        )
+        commands: list[tuple[str, str]] = [
+            ("stop PR-2", DEVELOPER),
+            ("stop PR-3", DEVELOPER),
+            ("extend PR-4 24", DEVELOPER),
+            ("extend PR-5 24", DEVELOPER),
+            *((f"stop PR-{100 + i}", DEVELOPER) for i in range(40)),
+            *(("images", DEVELOPER) for _ in range(4)),
+            *(("staging", DEPLOYER) for _ in range(2)),
+        ]
+        sent = await asyncio.gather(
+            *(slash(http, bot_process.url, slack, text, user) for text, user in commands)
+        )
+        await bot_process.kill()  # right after the last ack
+        killed_at = time.time()
+        assert {status for _, status in sent} == {200}
+        answered_before = len({r.url_id for r in slack.responses})
+        urls = {url: text for (url, _), (text, _) in zip(sent, commands, strict=True)}
+
+        await bot_process.start()
+
+        def every_one_answered() -> bool:
+            return urls.keys() <= {r.url_id for r in slack.responses}
+
+        await eventually(every_one_answered, 40)
+        await asyncio.sleep(2)  # anything said twice would come now
+    answers = Counter(r.url_id for r in slack.responses if r.url_id in urls)
+    interrupted = [r for r in slack.responses if r.body.get("text", "").startswith("I restarted")]
+    print(
+        f"\n{len(commands)} commands acked, SIGKILL right after the last ack: "
+        f"{answered_before} answered before the kill, all {len(urls)} answered after restart, "
+        f"{len(interrupted)} told they were interrupted"
+    )
+    twice = {urls[u]: n for u, n in answers.items() if n > 1 and urls[u] != "staging"}
+    assert not twice, twice
+    staging_told = Counter(r.url_id for r in interrupted if urls.get(r.url_id) == "staging")
+    assert all(n == 1 for n in staging_told.values())
+    # what the answers said took effect
+    envs = read_store(db)
+    assert envs[2]["state"] in ("stopping", "stopped") and envs[3]["state"] in (
+        "stopping",
+        "stopped",
+    )
+    for pr in (4, 5):
+        assert envs[pr]["data"]["idle_until"] >= killed_at + 23 * 3600
+    # nothing the bot posted was posted twice
+    posts = Counter(
+        (c.params.get("channel"), c.params.get("thread_ts"), c.params.get("text"))
+        for c in slack.calls
+        if c.method in ("chat.postMessage", "chat.postEphemeral")
+    )
+    assert not [p for p, n in posts.items() if n > 1]
+    assert await bot_process.terminate() == 0
+
+
+async def test_an_abandoned_command_too_old_for_its_response_url_is_told_in_the_channel_once(
+    make_bot: BotFactory,
+) -> None:
+    bot: Bot = await make_bot()
+    store = bot.runtime.services.store
+    response_url = bot.slack.new_response_url()
+    invocation = Invocation(
+        "command", DEVELOPER, CHANNEL, response_url=response_url, text="staging main"
+    )
+    received = time.time() - 45 * 60  # a replica died 45 minutes ago, mid-build
+    item = InboxItem("old1", "command", invocation.to_json(), received, "dead", received + 10)
+    await store.inbox_put(item)
+    took = await asyncio.gather(take_over(bot.runtime), take_over(bot.runtime))
+    assert sum(took) <= 1  # each item is claimed by one taker (the bot's own loop may win)
+    text = slack_ui.interrupted_in_channel(DEVELOPER, invocation.what, slack_ui.INTERRUPTED_STALE)
+    await bot.slack.wait_for(lambda s: any(m["text"] == text for m in s.messages.get(CHANNEL, [])))
+    await asyncio.sleep(0.2)
+    await take_over(bot.runtime)
+    assert [m["text"] for m in bot.slack.messages[CHANNEL]].count(text) == 1
+    assert await store.inbox_items() == []
+    assert not [r for r in bot.slack.responses if response_url.endswith(f"/{r.url_id}")]
