@@ -330,13 +330,46 @@ async def test_a_write_still_busy_after_the_retries_is_store_unavailable_naming_
         await store.close()
 
 
-async def test_a_command_whose_write_is_not_recorded_tells_its_user_so(
+async def test_a_command_the_inbox_cannot_store_is_acked_as_not_recorded_and_not_run(
     bot: Bot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bot.slack import slack_ui
 
     store = bot.runtime.services.store
     assert isinstance(store, SqliteStore)
+    await store.db.execute("PRAGMA busy_timeout=0")
+    monkeypatch.setattr(sqlite_store, "BUSY_RETRIES", (0.01, 0.01))
+    with locked_for(Path(bot.settings.uat_db), 1.0):
+        status, body = await bot.slash("lock release freeze", user=DEPLOYER)
+    assert status == 200
+    assert slack_ui.NOT_RECORDED in body, body
+    await asyncio.sleep(0.5)  # nothing was started that could still take the lock
+    assert await store.get_lock("images") is None
+    assert await store.inbox_items() == []
+
+
+async def test_a_click_the_inbox_cannot_store_is_answered_as_not_recorded(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.slack import action_ids, slack_ui
+
+    store = bot.runtime.services.store
+    assert isinstance(store, SqliteStore)
+    await store.db.execute("PRAGMA busy_timeout=0")
+    monkeypatch.setattr(sqlite_store, "BUSY_RETRIES", (0.01, 0.01))
+    with locked_for(Path(bot.settings.uat_db), 1.0):
+        answers = await bot.click(action_ids.ENV_EXTEND, "{}", user=DEPLOYER)
+    assert [a.body["text"] for a in answers] == [slack_ui.NOT_RECORDED]
+
+
+async def test_a_command_whose_own_write_is_not_recorded_tells_its_user_so(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.slack import slack_ui
+
+    store = bot.runtime.services.store
+    assert isinstance(store, SqliteStore)
+    monkeypatch.setattr(bot.runtime.dispatcher, "inbox", None)  # only the command's own write
     await store.db.execute("PRAGMA busy_timeout=0")
     monkeypatch.setattr(sqlite_store, "BUSY_RETRIES", (0.01, 0.01))
     with locked_for(Path(bot.settings.uat_db), 1.0):

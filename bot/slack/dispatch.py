@@ -220,7 +220,12 @@ class Dispatcher:
             ctx.services.metrics.commands.labels(command=name, outcome="answered").inc()
             return None
         if invocation is not None:
-            ctx = await self.receive(ctx, invocation)
+            try:
+                ctx = await self.receive(ctx, invocation)
+            except StoreUnavailable as exc:  # not kept, so not promised: the ack says so
+                self.not_recorded(ctx, f"/uat {plan.command.name}", exc)
+                await ack(slack_ui.NOT_RECORDED)
+                return None
         await ack(plan.answer)
         return self._start(ctx, self.run(ctx, plan.command, plan.args), f"/uat {plan.command.name}")
 
@@ -230,6 +235,12 @@ class Dispatcher:
         if self.inbox is None:
             return ctx
         return self._held(ctx, await self.inbox.receive(invocation))
+
+    @staticmethod
+    def not_recorded(ctx: CommandContext, what: str, exc: StoreUnavailable) -> None:
+        """Count and log a command or click the inbox could not store (its user is told)."""
+        ctx.services.metrics.commands.labels(command=what, outcome="not_recorded").inc()
+        logger.warning("%s for %s was not recorded: %s", what, outside(ctx.user_id), exc.line)
 
     @staticmethod
     def _held(ctx: CommandContext, key: str, *, rerun: bool = False) -> CommandContext:
@@ -321,8 +332,7 @@ async def run_reporting(ctx: CommandContext, work: Awaitable[Any], *, what: str)
         await work
         count.labels(command=what, outcome="ok").inc()
     except StoreUnavailable as exc:
-        count.labels(command=what, outcome="not_recorded").inc()
-        logger.warning("%s for %s was not recorded: %s", what, outside(ctx.user_id), exc.line)
+        Dispatcher.not_recorded(ctx, what, exc)
         await ctx.reply(slack_ui.NOT_RECORDED)
     except UserError as exc:
         count.labels(command=what, outcome="refused").inc()

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.slack import action_ids
+from bot.slack import action_ids, slack_ui
 from bot.slack.inbox import Invocation
 from bot.slack.listeners.reply import context_for
+from bot.store import StoreUnavailable
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -34,6 +35,13 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
             value=action.get("value", ""),
             message_ts=body["container"].get("message_ts"),
         )
-        ctx = await runtime.dispatcher.receive(context_for(runtime, invocation), invocation)
+        ctx = context_for(runtime, invocation)
+        try:
+            ctx = await runtime.dispatcher.receive(ctx, invocation)
+        except StoreUnavailable as exc:  # not kept, so not acted on: its user is told
+            await ack()
+            runtime.dispatcher.not_recorded(ctx, f"button {invocation.action_id}", exc)
+            await ctx.reply(slack_ui.NOT_RECORDED)
+            return
         await ack()
         runtime.dispatcher.click(ctx, invocation.action_id, invocation.value)
