@@ -119,6 +119,15 @@ def images() -> None:
     raise typer.Exit(terminal.run(_settings(), terminal.images))
 
 
+@cli.command(help=terminal_help("cleanup"))
+def cleanup(yes: Yes = False) -> None:
+    """List what no environment owns and, once confirmed, remove it."""
+    from bot.devtools import terminal
+
+    settings = _settings()
+    raise typer.Exit(terminal.run_main(lambda: terminal.cleanup(settings, yes)))
+
+
 def main() -> None:
     cli(prog_name="uat-bot")
 
