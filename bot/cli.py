@@ -120,12 +120,15 @@ def images() -> None:
 
 
 @cli.command(help=terminal_help("cleanup"))
-def cleanup(yes: Yes = False) -> None:
+def cleanup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
+    yes: Yes = False,
+) -> None:
     """List what no environment owns and, once confirmed, remove it."""
     from bot.devtools import terminal
 
     settings = _settings()
-    raise typer.Exit(terminal.run_main(lambda: terminal.cleanup(settings, yes)))
+    raise typer.Exit(terminal.run_main(lambda: terminal.cleanup(settings, yes, dry_run)))
 
 
 def main() -> None:

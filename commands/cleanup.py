@@ -5,8 +5,6 @@ Shows what it would remove and asks to confirm. Tasks are those tagged with this
 instead, so these are the ones it could not adopt. Task-definition revisions of the bot's own
 family that no live task uses are deregistered, and target groups / listener rules of sessions
 no live task runs are deleted. `--dry-run` only lists them.
-
-From a terminal: `uat-bot cleanup [--yes]`.
 """
 
 from __future__ import annotations
@@ -21,8 +19,8 @@ from bot.slack.context import CommandContext
 
 NAME = "cleanup"
 ACTION = "clean up"
-TERMINAL_HELP = """Lists what it would remove and asks for confirmation first (--yes answers it).
-Tasks of another installation (UAT_INSTANCE) are never listed."""
+TERMINAL_HELP = """Lists what it would remove and asks for confirmation first (--yes answers it;
+--dry-run only lists). Tasks of another installation (UAT_INSTANCE) are never listed."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,11 @@ Real moto ECS, the Slack stub and stand-in containers on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,8 +20,8 @@ import pytest
 
 from bot.environments.context import ADOPTION_TAGS
 from bot.slack import action_ids, slack_ui
-from bot.store import Environment
-from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, Bot, BotFactory
+from bot.store import Environment, State
+from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, ROOT, Bot, BotFactory
 from tests.harness.pull_requests import REPO, label, root_messages
 from tests.harness.uat_aws import CLUSTER, OWN_FAMILY, Containers, UatAccount
 
@@ -293,3 +297,67 @@ def test_the_installation_defaults_to_the_cluster_and_the_repository() -> None:
     settings = load_settings({"UAT_ECS_CLUSTER": "uat", "UAT_ECR_REPOSITORY": "images"})
     assert settings.installation == "uat/images"
     assert load_settings({"UAT_INSTANCE": "team-a"}).installation == "team-a"
+
+
+async def test_a_task_outliving_its_recorded_stop_is_stopped_on_reconcile(
+    make_bot: BotFactory, account: UatAccount, containers: Containers
+) -> None:
+    """A launch cut short after RunTask while a stop ran: the environment is stopped on record
+    but knows no task; the task of that very session is stopped, not adopted."""
+    bot = await start(make_bot, account, containers)
+    await label(bot)
+    [task] = account.tasks()
+    store = bot.runtime.services.store
+    env = await store.get_environment(REPO, 2)
+    assert env is not None
+    await store.save_environment(replace(env, state=State.STOPPED, task_arn=None))
+
+    await bot.runtime.services.environments.reconcile()
+    await bot.settle()
+
+    assert running_arns(account) == set()
+    assert (await environments(bot))[2].state == "stopped"
+    assert task["taskArn"] not in {e.task_arn for e in (await environments(bot)).values()}
+
+
+# ---------------------------------------------------------------- the terminal
+
+
+def uat_bot(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "cleanup", *args],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_uat_bot_cleanup_lists_and_stops_only_with_yes(
+    make_bot: BotFactory, account: UatAccount, containers: Containers
+) -> None:
+    bot = await start(make_bot, account, containers)
+    await label(bot)
+    [task] = account.tasks()
+    stray = unadoptable_task(account, task["taskDefinitionArn"], bot.settings.installation)
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("UAT_", "SLACK_", "GITHUB_"))
+    }
+    env |= {**account.env(containers.url), "UAT_DB": bot.settings.uat_db, "PYTHONPATH": str(ROOT)}
+
+    asked = await asyncio.to_thread(uat_bot, env)
+    assert asked.returncode == 1 and "--yes" in asked.stderr, asked
+    listed = await asyncio.to_thread(uat_bot, env, "--dry-run")
+    assert listed.returncode == 0 and stray.rsplit("/", 1)[-1] in listed.stdout, listed
+    assert task["taskArn"].rsplit("/", 1)[-1] not in listed.stdout
+    assert running_arns(account) == {task["taskArn"], stray}
+
+    done = await asyncio.to_thread(uat_bot, env, "--yes")
+
+    assert done.returncode == 0 and "Removed 1 tasks" in done.stdout, done
+    assert running_arns(account) == {task["taskArn"]}

@@ -27,6 +27,7 @@ from bot.aws.gateways import Ecs
 from bot.config import load_settings
 from bot.images.builders import BuildProgress, CodeBuildBuilder
 from bot.images.docker_build import BuildError
+from bot.slack import action_ids
 from bot.store import AuditEntry, Environment, Relay
 from bot.store.dynamodb import DynamoStore
 from tests.harness.bot import DEPLOYER, ROOT, Bot, BotFactory
@@ -197,6 +198,15 @@ async def bot_calls(
         await bot.settle()
         await bot.slash("cleanup", user=DEPLOYER)
         await bot.settle()
+        card = bot.slack.responses[-1].body
+        [confirm] = [
+            element
+            for block in card.get("blocks") or []
+            if block["type"] == "actions"
+            for element in block["elements"]
+            if element["action_id"] == action_ids.CLEANUP_CONFIRM
+        ]
+        await bot.click(confirm["action_id"], confirm["value"], user=DEPLOYER)
     finally:
         await containers.stop()
     settings = load_settings(

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from rich.console import Console
 
@@ -54,10 +54,10 @@ def run(settings: Settings, work: Callable[[ImagePipeline], Awaitable[None]]) ->
     return run_main(lambda: _with_pipeline(settings, work))
 
 
-def run_main(main: Callable[[], Awaitable[None]]) -> int:
+def run_main(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
     """`run` for any operation: its exit status, and one line for what went wrong."""
     try:
-        asyncio.run(main())  # type: ignore[arg-type]
+        asyncio.run(main())
     except UsageError as exc:
         err.print(f"error: {_plain(exc.problem)}", markup=False)
         return 2
@@ -83,7 +83,7 @@ def confirm(question: str, yes: bool) -> None:
         raise UserError(slack_ui.CANCELLED)
 
 
-async def cleanup(settings: Settings, yes: bool) -> None:
+async def cleanup(settings: Settings, yes: bool, dry_run: bool = False) -> None:
     """What no environment owns, listed; removed once confirmed, if it is still the same."""
     store = build_store(settings)
     await store.open()
@@ -91,7 +91,7 @@ async def cleanup(settings: Settings, yes: bool) -> None:
         ecs = Ecs(settings)
         found = await find_leftovers(ecs, store, settings)
         out.print(_plain(slack_ui.cleanup_report(found, dry_run=True)[0]), markup=False)
-        if not found:
+        if not found or dry_run:
             return
         confirm("Clean these up?", yes)
         if fingerprint(await find_leftovers(ecs, store, settings)) != fingerprint(found):

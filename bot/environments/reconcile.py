@@ -30,9 +30,10 @@ from bot.environments.context import (
 from bot.environments.launcher import Launcher, card_key
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
+from bot.errors import UserError
 from bot.logs import outside
 from bot.slack import slack_ui
-from bot.store import Environment, Facts, State, Store, VersionConflict
+from bot.store import ENDED, Environment, Facts, State, Store, VersionConflict
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,19 @@ class Reconciler:
             if e.facts.replace is not None and e.facts.replace.task_arn
         }
         known |= {e.task_arn for e in envs if e.task_arn is not None}
+        # a stop or failure recorded for this very session whose task outlived it (a launch cut
+        # short after RunTask while the stop ran): the recorded stop is finished
+        ended = {e.facts.session: e for e in envs if e.state in ENDED and e.facts.session}
         adopted = []
         for task in await ctx.ecs.live_tasks():
-            if not ctx.ours(task) or task.started_by in known or task.arn in known:
+            if not ctx.ours(task) or task.started_by in ctx.launching:
                 continue
-            if task.started_by in ctx.launching:
+            if task.started_by in ended:
+                gone = ended[task.started_by]
+                logger.info("finishing the recorded stop of %s#%d", outside(gone.repo), gone.pr)
+                await ctx.ecs.stop_task(task.arn, f"uat-bot: {gone.state} ({gone.repo}#{gone.pr})")
+                continue
+            if task.started_by in known or task.arn in known:
                 continue
             env = await self.adopt(task)
             if env is not None:
@@ -131,7 +140,7 @@ class Reconciler:
         state = State.RUNNING if task.last_status == "RUNNING" else State.PROVISIONING
         thread_ts = current.thread_ts if current is not None else None
         found = thread_ts is not None
-        if thread_ts is None:
+        if thread_ts is None and ctx.channel:
             thread_ts = await ctx.outbox.recover(card_key(repo, pr), ctx.channel)
             found = thread_ts is not None
         env = replace(
@@ -155,26 +164,36 @@ class Reconciler:
             pr,
             session,
         )
-        if found and saved.thread_ts:  # a ready reply posted before the store was lost stays one
+        if not ctx.channel:
+            return saved
+        try:
+            return await self.show_adopted(saved, found, now)
+        except UserError as exc:  # Slack refused: the environment is adopted all the same
+            logger.warning("the thread of adopted %s#%d: %s", outside(repo), pr, outside(exc))
+            return saved
+
+    async def show_adopted(self, env: Environment, found: bool, now: float) -> Environment:
+        """The adopted environment's card, found again or new, brought up to date, and a note
+        in its thread saying it was adopted."""
+        ctx = self.ctx
+        repo, pr, session = env.repo, env.pr, env.facts.session
+        if found and env.thread_ts:  # a ready reply posted before the store was lost stays one
             await ctx.outbox.recover(
-                f"reply:{repo}#{pr}:{session}:{State.READY}", ctx.channel, saved.thread_ts
+                f"reply:{repo}#{pr}:{session}:{State.READY}", ctx.channel, env.thread_ts
             )
         else:
-            text, blocks = slack_ui.environment_card(saved, ctx.settings, now)
+            text, blocks = slack_ui.environment_card(env, ctx.settings, now)
             ts = await ctx.outbox.post(card_key(repo, pr), ctx.channel, text, blocks)
-            saved = (
+            env = (
                 await change(ctx.store, repo, pr, lambda e: replace(e, thread_ts=e.thread_ts or ts))
-                or saved
+                or env
             )
-        await self.thread.show(saved)
-        if saved.thread_ts:
+        await self.thread.show(env)
+        if env.thread_ts:
             await ctx.outbox.post(
-                f"adopted:{session}",
-                ctx.channel,
-                *slack_ui.adopted_note(saved, found),
-                saved.thread_ts,
+                f"adopted:{session}", ctx.channel, *slack_ui.adopted_note(env, found), env.thread_ts
             )
-        return saved
+        return env
 
     async def report(self, task: TaskInfo, text: str) -> None:
         """Say once (in the log, and in the UAT channel) that a task of this installation was
