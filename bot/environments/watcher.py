@@ -43,6 +43,7 @@ class Watcher:
         self.stopper = stopper
         self.reconciler = reconciler
         self.first_round = asyncio.Event()  # set once this watcher has finished a round
+        self.foreign_seen: set[str] = set()  # other installations' tasks, logged once each
 
     async def close(self) -> None:
         """On a graceful shutdown, hand the watcher lease over at once rather than at expiry."""
@@ -123,6 +124,9 @@ class Watcher:
         ctx = self.ctx
         session = env.facts.session or None
         if task is not None and ctx.foreign(task):  # a store that is not this installation's
+            if task.arn in self.foreign_seen:
+                return
+            self.foreign_seen.add(task.arn)
             logger.warning(
                 "%s#%d's task %s is installation %r's, not this one's: left alone",
                 outside(env.repo),
