@@ -123,6 +123,18 @@ def images() -> None:
     raise typer.Exit(terminal.run(_settings(), terminal.images))
 
 
+@cli.command(help=terminal_help("cleanup"))
+def cleanup(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
+    yes: Yes = False,
+) -> None:
+    """List what no environment owns and, once confirmed, remove it."""
+    from bot.devtools import terminal
+
+    settings = _settings()
+    raise typer.Exit(terminal.run_main(lambda: terminal.cleanup(settings, yes, dry_run)))
+
+
 def main() -> None:
     cli(prog_name="uat-bot")
 

@@ -51,6 +51,10 @@ HINTS: dict[str, str] = {
         "or UAT_BUILDER=docker"
     ),
     "UAT_BUILD_TIMEOUT_S": "seconds a CodeBuild build may take before it is stopped, e.g. 1800",
+    "UAT_INSTANCE": (
+        "this installation's name, tagged on every task it starts (it acts on no other), "
+        "e.g. uat/test-tickets-uat; letters, numbers, spaces and _ . : / = + - @"
+    ),
 }
 
 
@@ -176,6 +180,9 @@ class Settings(BaseSettings):
     uat_assign_public_ip: Literal["ENABLED", "DISABLED"] = "DISABLED"
     uat_alb_listener_arn: str | None = None
     uat_launch_timeout_s: float = Field(900.0, gt=0)
+    # this installation's name (see `installation`); never read from the store, so a lost or
+    # wrong store cannot change which tasks are this bot's
+    uat_instance: str | None = None
 
     uat_container_url: str = "http://{ip}:8080"
     uat_app_url: str | None = None
@@ -214,13 +221,20 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return value
 
-    @field_validator("uat_label_latest", "uat_label_staging")
+    @field_validator("uat_label_latest", "uat_label_staging", "uat_instance")
     @classmethod
-    def _label(cls, value: str) -> str:
-        problem = tag_value_problem(value)
+    def _label(cls, value: str | None) -> str | None:
+        problem = tag_value_problem(value) if value is not None else None
         if problem:
             raise ValueError(f"ECS refuses it as a task tag: it {problem}")
         return value
+
+    @property
+    def installation(self) -> str:
+        """The installation tag on every task this bot starts (`UAT_INSTANCE`, by default
+        `<cluster>/<ECR repository>`): it adopts, stops and reports only tasks carrying it."""
+        cluster = self.uat_ecs_cluster or "default"
+        return self.uat_instance or f"{cluster}/{self.uat_ecr_repository}"
 
     @property
     def socket_mode(self) -> bool:

@@ -318,21 +318,6 @@ async def test_a_launch_interrupted_after_run_task_adopts_its_task(
     assert env is not None and env.task_arn == account.tasks()[0]["taskArn"]
 
 
-async def test_orphan_tasks_are_stopped_on_start(
-    make_bot: BotFactory, account: UatAccount, containers: Containers
-) -> None:
-    first: Bot = await make_bot(**account.env(containers.url))
-    await first.settle_startup()
-    await label(first)
-    await first.runtime.stop()
-    # the store is lost (a new database): the task belongs to nobody now
-    second: Bot = await make_bot(
-        **account.env(containers.url), UAT_DB=str(first.settings.uat_db) + ".new"
-    )
-    await second.settle_startup()
-    assert account.tasks(desired="RUNNING") == []
-
-
 # ---------------------------------------------------------------- commands
 
 
@@ -444,7 +429,10 @@ async def test_cleanup_finds_and_removes_what_nobody_owns(uat: Bot, account: Uat
                 "securityGroups": [account.security_group],
             }
         },
-        tags=[{"key": "managed-by", "value": "uat-bot"}],
+        tags=[
+            {"key": "managed-by", "value": "uat-bot"},
+            {"key": "uat-instance", "value": uat.settings.installation},
+        ],
     )["tasks"][0]["taskArn"]
     unused = account.ecs.register_task_definition(
         family=OWN_FAMILY,
@@ -461,7 +449,12 @@ async def test_cleanup_finds_and_removes_what_nobody_owns(uat: Bot, account: Uat
     assert len(account.tasks(desired="RUNNING")) == 2  # a dry run touches nothing
     await uat.slash("cleanup", user=DEPLOYER)
     await uat.settle()
-    assert "Removed 1 tasks" in uat.slack.responses[-1].body["text"]
+    card = uat.slack.responses[-1].body
+    assert "Would remove 1 tasks" in card["text"]
+    assert len(account.tasks(desired="RUNNING")) == 2  # not before it is confirmed
+    [button] = [e for b in card["blocks"] if b["type"] == "actions" for e in b["elements"]][:1]
+    [answer] = await uat.click(button["action_id"], button["value"], user=DEPLOYER)
+    assert "Removed 1 tasks" in answer.body["text"]
     assert [t["taskArn"] for t in account.tasks(desired="RUNNING")] == [task["taskArn"]]
     assert unused in account.revisions(OWN_FAMILY, status="INACTIVE")
     assert leftover_group not in _target_groups(account)

@@ -560,6 +560,7 @@ async def test_webhook_with_the_real_handler_never_fails(
 # The fields each button's handler reads from its value (beyond "card").
 CARD_FIELDS: dict[str, dict[str, type]] = {
     "uat.cancel": {},
+    "uat.cleanup.confirm": {"shown": str},
     "uat.env.extend": {"repo": str, "pr": int},
     "uat.env.restart": {"repo": str, "pr": int},
     "uat.latest.confirm": {"ref": str},
@@ -570,6 +571,7 @@ CARD_FIELDS: dict[str, dict[str, type]] = {
     "uat.undo": {"digest": str, "latest": str},
 }
 DEPLOYERS_ONLY = {
+    "uat.cleanup.confirm",
     "uat.latest.confirm",
     "uat.promote.confirm",
     "uat.rollback.pick",
@@ -634,6 +636,8 @@ def click(draw: st.DrawFn) -> tuple[str, str, str]:
 @example(("uat.env.restart", card_value(repo="a/b", pr=1), DEVELOPER))
 @example(("uat.prompt.cancel", card_value(repo="a/b", pr=1, job="j1"), DEVELOPER))
 @example(("uat.cancel", "not json", DEVELOPER))
+@example(("uat.cleanup.confirm", card_value(shown="0123456789abcdef"), DEVELOPER))
+@example(("uat.cleanup.confirm", card_value(shown="0123456789abcdef"), DEPLOYER))
 async def test_button_clicks_are_answered_clearly(bot: Bot, click_: tuple[str, str, str]) -> None:
     action_id, value, user = click_
     card = secrets.token_hex(8)

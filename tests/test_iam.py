@@ -27,6 +27,7 @@ from bot.aws.gateways import Ecs
 from bot.config import load_settings
 from bot.images.builders import BuildProgress, CodeBuildBuilder
 from bot.images.docker_build import BuildError
+from bot.slack import action_ids
 from bot.store import AuditEntry, Environment, Relay
 from bot.store.dynamodb import DynamoStore
 from tests.harness.bot import DEPLOYER, ROOT, Bot, BotFactory
@@ -79,6 +80,7 @@ def policy(name: str, listener: str = "", drop: tuple[str, ...] = ()) -> dict[st
         "BASE_FAMILY": BASE_FAMILY,
         "LOAD_BALANCER_ID": ids[0],
         "LISTENER_ID": ids[1],
+        "INSTANCE": "uat/test-tickets-uat",  # UAT_INSTANCE's default: <cluster>/<repository>
     }.items():
         text = text.replace(placeholder, value)
     document: dict[str, Any] = json.loads(text)
@@ -197,6 +199,15 @@ async def bot_calls(
         await bot.settle()
         await bot.slash("cleanup", user=DEPLOYER)
         await bot.settle()
+        card = bot.slack.responses[-1].body
+        [confirm] = [
+            element
+            for block in card.get("blocks") or []
+            if block["type"] == "actions"
+            for element in block["elements"]
+            if element["action_id"] == action_ids.CLEANUP_CONFIRM
+        ]
+        await bot.click(confirm["action_id"], confirm["value"], user=DEPLOYER)
     finally:
         await containers.stop()
     settings = load_settings(
@@ -265,7 +276,7 @@ async def test_without_the_tag_on_create_statement_launching_with_tags_is_refuse
     account = set_up_account(endpoint)
     settings = load_settings(account.env("http://127.0.0.1:9/pr/{pr}"))
     ecs = Ecs(settings)
-    tags = {"managed-by": "uat-bot", "pr": "2"}
+    tags = {"managed-by": "uat-bot", "uat-instance": settings.installation, "pr": "2"}
     family = f"{BASE_FAMILY}-uat-bot"
     recorded.clear()
     definition = await ecs.register_pinned(BASE_FAMILY, family, CONTAINER, "img:1", tags)
@@ -313,6 +324,24 @@ async def test_the_bot_policy_refuses_what_it_has_no_business_doing(
             "ecs:TagResource",
             f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/abc",
             {"aws:RequestTag/managed-by": "uat-bot"},  # tagging an existing task
+        ),
+        Request(
+            "ecs:StopTask",
+            f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/abc",
+            {
+                "ecs:cluster": f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{CLUSTER}",
+                "aws:ResourceTag/managed-by": "uat-bot",
+                "aws:ResourceTag/uat-instance": "team-b",  # another installation's task
+            },
+        ),
+        Request(
+            "ecs:TagResource",
+            f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{CLUSTER}/abc",
+            {
+                "ecs:CreateAction": "RunTask",
+                "aws:RequestTag/managed-by": "uat-bot",
+                "aws:RequestTag/uat-instance": "team-b",  # starting another installation's task
+            },
         ),
         Request(
             "iam:PassRole", f"{ROLE}/uat-task", {"iam:PassedToService": "lambda.amazonaws.com"}

@@ -316,6 +316,14 @@ class Ecr(_Gateway):
         return await self._guarded("GetAuthorizationToken", run)
 
 
+# The tag naming the installation that started a task (Settings.installation): a bot acts on
+# no task whose tag names another installation.
+INSTANCE_TAG = "uat-instance"
+# What a task's container overrides may tell about its PR, read back when a bot adopts a task
+# (its environment's other variables, the prompt token among them, are never read).
+TASK_FACTS = ("PR_NUMBER", "BRANCH", "REPO", "HEAD_SHA", "SESSION_ID")
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     """What ECS says about one task."""
@@ -330,10 +338,15 @@ class TaskInfo:
     stop_code: str = ""
     exit_code: int | None = None
     tags: dict[str, str] | None = None
+    facts: dict[str, str] | None = None  # TASK_FACTS from its container overrides
 
     @property
     def task_id(self) -> str:
         return self.arn.rsplit("/", 1)[-1]
+
+    def installation(self) -> str | None:
+        """The installation its tag names, or None for a task without the tag."""
+        return (self.tags or {}).get(INSTANCE_TAG)
 
 
 class LaunchRefused(AwsError):
@@ -347,6 +360,12 @@ def _task(raw: Any) -> TaskInfo:
             if detail.get("name") == "privateIPv4Address":
                 ip = detail.get("value")
     exit_codes = [c["exitCode"] for c in raw.get("containers", []) if "exitCode" in c]
+    facts = {
+        variable["name"]: str(variable.get("value", ""))
+        for override in (raw.get("overrides") or {}).get("containerOverrides", [])
+        for variable in override.get("environment", [])
+        if variable.get("name") in TASK_FACTS
+    }
     return TaskInfo(
         arn=raw["taskArn"],
         last_status=raw.get("lastStatus", ""),
@@ -358,6 +377,7 @@ def _task(raw: Any) -> TaskInfo:
         stop_code=raw.get("stopCode", ""),
         exit_code=exit_codes[0] if exit_codes else None,
         tags={t["key"]: t["value"] for t in raw.get("tags", [])},
+        facts=facts,
     )
 
 
@@ -370,6 +390,7 @@ def registrable(ecs: Any, described: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in described.items() if k in accepted}
 
 
+ECS_STOPPING = frozenset({"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"})
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks per call
 STOP_REASON = 255  # StopTask's reason: ECS refuses a longer one, so it is cut to this
 
@@ -380,6 +401,7 @@ class Ecs(_Gateway):
     def __init__(self, settings: Settings, session: boto3.session.Session | None = None) -> None:
         super().__init__(settings, session)
         self.cluster = settings.uat_ecs_cluster or "default"
+        self.installation = settings.installation
 
     async def register_pinned(
         self, base_family: str, family: str, container: str, image: str, tags: dict[str, str]
@@ -490,7 +512,24 @@ class Ecs(_Gateway):
         return await self._guarded("DescribeTasks", run)
 
     async def stop_task(self, arn: str, reason: str) -> None:
+        """Stop a task, unless its tag names another installation (then it is left alone and
+        the log says so): a store that is not this installation's cannot make it stop theirs."""
+
         def run() -> None:
+            self._count("DescribeTasks")
+            described = self._client("ecs").describe_tasks(
+                cluster=self.cluster, tasks=[arn], include=["TAGS"]
+            )
+            for raw in described.get("tasks", []):
+                owner = _task(raw).installation()
+                if owner is not None and owner != self.installation:
+                    logger.warning(
+                        "not stopping %s: it is installation %r's, not %r's",
+                        arn,
+                        owner,
+                        self.installation,
+                    )
+                    return
             self._count("StopTask")
             try:
                 self._client("ecs").stop_task(
@@ -520,6 +559,12 @@ class Ecs(_Gateway):
             return arns
 
         return await self._guarded("ListTasks", run)
+
+    async def live_tasks(self) -> list[TaskInfo]:
+        """Every task of the cluster that is not stopping or stopped, with its tags, whoever
+        started it (callers keep to their installation's: `TaskInfo.installation`)."""
+        found = await self.describe(await self.tasks_started_by())
+        return [t for t in found.values() if t.last_status not in ECS_STOPPING]
 
     async def task_definitions(self, family: str) -> list[str]:
         """Active revisions of `family` (the bot's own)."""

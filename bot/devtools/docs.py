@@ -13,8 +13,8 @@ from pathlib import Path
 from bot.slack.dispatch import Command, load_commands
 
 START, END = "<!-- commands:start -->", "<!-- commands:end -->"
-README = Path(__file__).resolve().parents[1] / "README.md"
-CLI_TWINS = ("staging", "promote", "latest", "rollback", "images")
+README = Path(__file__).resolve().parents[2] / "README.md"
+CLI_TWINS = ("staging", "promote", "latest", "rollback", "images", "cleanup")
 ASKS_NOTHING = ("images", "staging")  # no confirmation, so no --yes to answer it
 
 

@@ -1,4 +1,5 @@
-"""`uat-bot staging|promote|latest|rollback|images`: the image operations from a terminal.
+"""`uat-bot staging|promote|latest|rollback|images|cleanup`: the image operations, and the
+cleanup of what no environment owns, from a terminal.
 
 The same ImagePipeline as Slack; a spinner shows build and push progress; `--yes` answers the
 confirmation (asked on stderr, read from stdin); errors are one line on stderr and exit status 1,
@@ -10,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from rich.console import Console
 
 from bot.app import build_pipeline, build_store
+from bot.aws.gateways import Ecs
 from bot.config import Settings
+from bot.environments.reconcile import find_leftovers, fingerprint, remove_leftovers
 from bot.errors import UsageError, UserError
 from bot.images.builders import BuildProgress
 from bot.images.operations import ImagePipeline, RetagResult
@@ -48,8 +51,13 @@ async def _with_pipeline(settings: Settings, work: Callable[[ImagePipeline], Awa
 
 def run(settings: Settings, work: Callable[[ImagePipeline], Awaitable[None]]) -> int:
     """Run one operation; 0 on success, 2 for a usage error, 1 otherwise, each with one line."""
+    return run_main(lambda: _with_pipeline(settings, work))
+
+
+def run_main(main: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """`run` for any operation: its exit status, and one line for what went wrong."""
     try:
-        asyncio.run(_with_pipeline(settings, work))
+        asyncio.run(main())
     except UsageError as exc:
         err.print(f"error: {_plain(exc.problem)}", markup=False)
         return 2
@@ -73,6 +81,25 @@ def confirm(question: str, yes: bool) -> None:
     answer = sys.stdin.readline().strip().lower()
     if answer not in ("y", "yes"):
         raise UserError(slack_ui.CANCELLED)
+
+
+async def cleanup(settings: Settings, yes: bool, dry_run: bool = False) -> None:
+    """What no environment owns, listed; removed once confirmed, if it is still the same."""
+    store = build_store(settings)
+    await store.open()
+    try:
+        ecs = Ecs(settings)
+        found = await find_leftovers(ecs, store, settings)
+        out.print(_plain(slack_ui.cleanup_report(found, dry_run=True)[0]), markup=False)
+        if not found or dry_run:
+            return
+        confirm("Clean these up?", yes)
+        if fingerprint(await find_leftovers(ecs, store, settings)) != fingerprint(found):
+            raise UserError(slack_ui.CLEANUP_CHANGED_TERMINAL)
+        await remove_leftovers(ecs, found)
+        out.print(_plain(slack_ui.cleanup_report(found, dry_run=False)[0]), markup=False)
+    finally:
+        await store.close()
 
 
 async def staging(pipeline: ImagePipeline, ref: str | None) -> None:

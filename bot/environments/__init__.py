@@ -72,7 +72,9 @@ class Environments:
         self.request_stop = self.stopper.request_stop
         self.finish_stop = self.stopper.finish_stop
         self.reconcile = self.reconciler.reconcile
+        self.leftovers = self.reconciler.leftovers
         self.cleanup = self.reconciler.cleanup
+        self.adopt_unknown = self.reconciler.adopt_unknown
         self.watch = self.watcher.watch
         self.poll = self.watcher.poll
         self.close = self.watcher.close

@@ -12,7 +12,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from bot.aws.gateways import Ecr, Ecs
+from bot.aws.gateways import INSTANCE_TAG, Ecr, Ecs, TaskInfo
 from bot.config import Settings
 from bot.container import ContainerClient
 from bot.github import PullRequestEvent
@@ -27,8 +27,23 @@ __all__ = ["ACTIVE", "LIVE", "STATES", "Context", "Leftovers", "PullRequest", "S
 ECS_PROVISIONING = {"PROVISIONING", "PENDING", "ACTIVATING"}
 ECS_STOPPING = {"DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED", "DELETED"}
 MANAGED_BY = "uat-bot"
+# The tags a task must carry to be adopted: its environment is rebuilt from them (and from its
+# container overrides, see bot/aws/gateways.py TASK_FACTS).
+ADOPTION_TAGS = ("repo", "pr", "label", "session", "image-digest")
 IDLE_WARNING_S = 15 * 60
 WATCHER_LEASE = "watcher"
+
+
+def ours(task: TaskInfo, installation: str) -> bool:
+    """Whether `task` was started by the bot's installation `installation` (both tags say so)."""
+    tags = task.tags or {}
+    return tags.get("managed-by") == MANAGED_BY and tags.get(INSTANCE_TAG) == installation
+
+
+def own_family(settings: Settings) -> str:
+    """The bot's own task-definition family; the operators' base family is never written."""
+    return f"{settings.uat_task_definition or 'uat'}-uat-bot"
+
 
 ReadyHook = Callable[[Environment], Coroutine[Any, Any, None]]
 
@@ -127,9 +142,23 @@ class Context:
         }
 
     @property
+    def installation(self) -> str:
+        """This installation's tag value (UAT_INSTANCE): the tasks this bot may act on."""
+        return self.settings.installation
+
+    def ours(self, task: TaskInfo) -> bool:
+        """Whether `task` was started by this installation of the bot (both tags say so)."""
+        return ours(task, self.installation)
+
+    def foreign(self, task: TaskInfo) -> bool:
+        """Whether `task`'s tag names another installation (a task without it is not)."""
+        owner = task.installation()
+        return owner is not None and owner != self.installation
+
+    @property
     def family(self) -> str:
         """The bot's own task-definition family; the operators' base family is never written."""
-        return f"{self.settings.uat_task_definition or 'uat'}-uat-bot"
+        return own_family(self.settings)
 
     @property
     def container_name(self) -> str:

@@ -14,8 +14,16 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
+from bot.aws.gateways import INSTANCE_TAG
+from bot.config import TAG_VALUE_MAX
 from bot.environments.changes import change, change_in_session
-from bot.environments.context import ACTIVE, LIVE, MANAGED_BY, Context, PullRequest
+from bot.environments.context import (
+    ACTIVE,
+    LIVE,
+    MANAGED_BY,
+    Context,
+    PullRequest,
+)
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.errors import UserError
@@ -26,6 +34,17 @@ from bot.store import Environment, LeaseLost, Replaced, State, VersionConflict, 
 logger = logging.getLogger(__name__)
 
 LAUNCH_LEASE_S = 15.0
+
+
+def card_key(repo: str, pr: int) -> str:
+    """The key a PR's card carries in its Slack message metadata (bot/slack/outbox.py)."""
+    return f"card:{repo}#{pr}"
+
+
+def tag_safe(value: str) -> str:
+    """`value` with what ECS refuses in a tag value left out (a GitHub login never has any)."""
+    kept = "".join(ch for ch in value if ch.isalnum() or ch in " _.:/=+-@")
+    return kept[:TAG_VALUE_MAX]
 
 
 def pull_ref(pr: int) -> str:
@@ -224,13 +243,17 @@ class Launcher:
         await self.thread.show(saved)
 
     def tags(self, env: Environment, digest: str) -> dict[str, str]:
+        """The task's tags: whose it is, and what a bot that lost its store needs to adopt it
+        (bot/environments/reconcile.py)."""
         return {
             "managed-by": MANAGED_BY,
+            INSTANCE_TAG: self.ctx.installation,
             "repo": env.repo,
             "pr": str(env.pr),
             "label": env.label,
             "image-digest": digest,
             "session": env.facts.session,
+            "author": tag_safe(env.facts.author),
         }
 
     def task_environment(self, env: Environment, session: str) -> dict[str, str]:
@@ -256,6 +279,7 @@ class Launcher:
             await self.thread.show(env)
             return env
         text, blocks = slack_ui.environment_card(env, ctx.settings, ctx.clock())
-        # Keyed by session: a launch resumed after a crash finds the card it already posted.
-        ts = await ctx.outbox.post(f"card:{session}", ctx.channel, text, blocks)
+        # Keyed by PR: a launch resumed after a crash, or a bot adopting the task after losing
+        # its store, finds the card already posted.
+        ts = await ctx.outbox.post(card_key(repo, pr), ctx.channel, text, blocks)
         return await change(ctx.store, repo, pr, lambda e: replace(e, thread_ts=e.thread_ts or ts))

@@ -1,24 +1,39 @@
 """After a restart, or when this replica takes the watcher lease: resume interrupted launches
-and stops, bring threads a crash left behind up to date, and stop tasks no environment owns;
-and `/uat cleanup`, which finds (and removes) what no active environment owns."""
+and stops, bring threads a crash left behind up to date, and adopt the running tasks of this
+installation that the store does not know; and `/uat cleanup`, which finds (and, once
+confirmed, removes) what no active environment owns.
+
+A task is never stopped for being unknown: a bot whose store was lost, or a replica pointed at
+the wrong table, would otherwise stop every environment it cannot see. It rebuilds such a
+task's environment from the task's tags and overrides and finds the PR's thread again by the
+card's Slack message metadata. Tasks of another installation (`UAT_INSTANCE`) are not looked at
+at all. Tasks stop only by an explicit stop, an idle stop, a PR event or a confirmed cleanup.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from dataclasses import replace
 
+from bot.aws.gateways import Ecs, TaskInfo
+from bot.config import Settings
+from bot.environments.changes import change
 from bot.environments.context import (
     ACTIVE,
-    ECS_STOPPING,
-    LIVE,
-    MANAGED_BY,
+    ADOPTION_TAGS,
     Context,
     Leftovers,
+    ours,
+    own_family,
 )
-from bot.environments.launcher import Launcher
+from bot.environments.launcher import Launcher, card_key
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
+from bot.errors import UserError
+from bot.logs import outside
 from bot.slack import slack_ui
-from bot.store import Environment, State
+from bot.store import ENDED, Environment, Facts, State, Store, VersionConflict
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +46,14 @@ class Reconciler:
         self.thread = thread
         self.launcher = launcher
         self.stopper = stopper
+        self.reported: set[str] = set()  # tasks this process already said it cannot adopt
 
     async def reconcile(self) -> None:
-        """Resume interrupted launches and stops, bring threads up to date, and stop tasks no
-        environment owns."""
+        """Resume interrupted launches and stops, bring threads up to date, and adopt the
+        running tasks of this installation that no environment knows."""
         ctx = self.ctx
         await self.catch_up()
-        envs = await ctx.store.list_environments(ACTIVE)
-        sessions = {e.facts.session for e in envs if e.state in LIVE and e.facts.session}
-        for env in envs:
+        for env in await ctx.store.list_environments(ACTIVE):
             if env.state == State.STARTING and env.facts.session not in ctx.launching:
                 await self.thread.note(env, slack_ui.RESUMED_LAUNCH)
                 self.resume(env)
@@ -47,14 +61,149 @@ class Reconciler:
                 ctx.tasks.spawn(
                     self.stopper.finish_stop(env.repo, env.pr), name=f"resume stop {env.pr}"
                 )
-        arns = await ctx.ecs.tasks_started_by()
-        for task in (await ctx.ecs.describe(arns)).values():
-            tags = task.tags or {}
-            if tags.get("managed-by") != MANAGED_BY or task.last_status in ECS_STOPPING:
+        await self.adopt_unknown()
+
+    async def adopt_unknown(self) -> list[Environment]:
+        """Adopt every running task of this installation that the store does not know; report
+        (never stop) the ones that cannot be adopted. The environments adopted."""
+        ctx = self.ctx
+        envs = await ctx.store.list_environments()
+        known = {e.facts.session for e in envs if e.facts.session}
+        known |= {
+            e.facts.replace.task_arn
+            for e in envs
+            if e.facts.replace is not None and e.facts.replace.task_arn
+        }
+        known |= {e.task_arn for e in envs if e.task_arn is not None}
+        # a stop or failure recorded for this very session whose task outlived it (a launch cut
+        # short after RunTask while the stop ran): the recorded stop is finished
+        ended = {e.facts.session: e for e in envs if e.state in ENDED and e.facts.session}
+        adopted = []
+        for task in await ctx.ecs.live_tasks():
+            if not ctx.ours(task) or task.started_by in ctx.launching:
                 continue
-            if task.started_by not in sessions:
-                logger.warning("stopping orphan task %s (%s)", task.arn, task.started_by)
-                await ctx.ecs.stop_task(task.arn, "uat-bot: no environment owns this task")
+            if task.started_by in ended:
+                gone = ended[task.started_by]
+                logger.info("finishing the recorded stop of %s#%d", outside(gone.repo), gone.pr)
+                await ctx.ecs.stop_task(task.arn, f"uat-bot: {gone.state} ({gone.repo}#{gone.pr})")
+                continue
+            if task.started_by in known or task.arn in known:
+                continue
+            env = await self.adopt(task)
+            if env is not None:
+                adopted.append(env)
+        return adopted
+
+    async def adopt(self, task: TaskInfo) -> Environment | None:
+        """Rebuild the environment of `task` from its tags and overrides, find its thread again
+        (or open one that says it was adopted); None (and a report) when it cannot be."""
+        ctx = self.ctx
+        tags = task.tags or {}
+        missing = [name for name in ADOPTION_TAGS if not tags.get(name)]
+        if not missing and (tags["session"] != task.started_by or not tags["pr"].isdigit()):
+            missing = ["session" if tags["session"] != task.started_by else "pr"]
+        if missing:
+            await self.report(task, slack_ui.cannot_adopt_tags(task.task_id, missing))
+            return None
+        repo, pr, session = tags["repo"], int(tags["pr"]), tags["session"]
+        current = await ctx.store.get_environment(repo, pr)
+        if current is not None and current.state in ACTIVE:
+            await self.report(
+                task, slack_ui.cannot_adopt_taken(task.task_id, repo, pr, current.state)
+            )
+            return None
+        now = ctx.clock()
+        overrides = task.facts or {}
+        old = current.facts if current is not None else Facts()
+        facts = replace(
+            old,
+            url=old.url or f"https://github.com/{repo}/pull/{pr}",
+            author=old.author or tags.get("author", ""),
+            branch=overrides.get("BRANCH", old.branch),
+            head_sha=overrides.get("HEAD_SHA", old.head_sha),
+            clone_url=overrides.get("REPO", old.clone_url),
+            session=session,
+            launch_started=now,
+            requested_by="uat-bot",
+            task_definition=task.task_definition_arn or None,
+            replace=None,
+            idle_until=now + ctx.settings.uat_idle_hours * 3600,
+            warned=False,
+            health=None,
+            last_seen=task.last_status,
+            task_ip=task.private_ip,
+            reason="",
+            label_gone=False,
+            stopped_at=None,
+            shown="",
+        )
+        state = State.RUNNING if task.last_status == "RUNNING" else State.PROVISIONING
+        thread_ts = current.thread_ts if current is not None else None
+        found = thread_ts is not None
+        if thread_ts is None and ctx.channel:
+            thread_ts = await ctx.outbox.recover(card_key(repo, pr), ctx.channel)
+            found = thread_ts is not None
+        env = replace(
+            current or Environment(repo=repo, pr=pr, state=state),
+            state=state,
+            label=tags["label"],
+            task_arn=task.arn,
+            image_digest=tags["image-digest"],
+            thread_ts=thread_ts,
+            facts=facts,
+        )
+        try:
+            saved = await ctx.store.save_environment(env)
+        except VersionConflict:  # someone else changed this PR meanwhile: the next round looks
+            logger.info("%s#%d changed while adopting %s", outside(repo), pr, task.arn)
+            return None
+        logger.warning(
+            "adopted task %s of %s#%d (%s): the store did not know it",
+            task.arn,
+            outside(repo),
+            pr,
+            session,
+        )
+        if not ctx.channel:
+            return saved
+        try:
+            return await self.show_adopted(saved, found, now)
+        except UserError as exc:  # Slack refused: the environment is adopted all the same
+            logger.warning("the thread of adopted %s#%d: %s", outside(repo), pr, outside(exc))
+            return saved
+
+    async def show_adopted(self, env: Environment, found: bool, now: float) -> Environment:
+        """The adopted environment's card, found again or new, brought up to date, and a note
+        in its thread saying it was adopted."""
+        ctx = self.ctx
+        repo, pr, session = env.repo, env.pr, env.facts.session
+        if found and env.thread_ts:  # a ready reply posted before the store was lost stays one
+            await ctx.outbox.recover(
+                f"reply:{repo}#{pr}:{session}:{State.READY}", ctx.channel, env.thread_ts
+            )
+        else:
+            text, blocks = slack_ui.environment_card(env, ctx.settings, now)
+            ts = await ctx.outbox.post(card_key(repo, pr), ctx.channel, text, blocks)
+            env = (
+                await change(ctx.store, repo, pr, lambda e: replace(e, thread_ts=e.thread_ts or ts))
+                or env
+            )
+        await self.thread.show(env)
+        if env.thread_ts:
+            await ctx.outbox.post(
+                f"adopted:{session}", ctx.channel, *slack_ui.adopted_note(env, found), env.thread_ts
+            )
+        return env
+
+    async def report(self, task: TaskInfo, text: str) -> None:
+        """Say once (in the log, and in the UAT channel) that a task of this installation was
+        left running because it cannot be adopted."""
+        if task.arn in self.reported:
+            return
+        self.reported.add(task.arn)
+        logger.warning("not adopting task %s: %s", task.arn, slack_ui.plain(text))
+        if self.ctx.channel:
+            await self.ctx.outbox.post(f"unadoptable:{task.arn}", self.ctx.channel, text)
 
     def resume(self, env: Environment) -> None:
         session = env.facts.session
@@ -74,28 +223,48 @@ class Reconciler:
                 shown = self.thread.show(env, reply=reply(env) if reply else None, exclusive=False)
                 ctx.tasks.spawn(shown, name=f"catch up {env.repo}#{env.pr}")
 
-    async def cleanup(self, dry_run: bool) -> Leftovers:
-        """What no active environment owns: tasks, the bot's revisions, routing; removed unless
-        `dry_run`."""
-        ecs = self.ctx.ecs
-        envs = await self.ctx.store.list_environments(ACTIVE)
-        sessions = {e.facts.session for e in envs if e.facts.session}
-        tasks = await ecs.describe(await ecs.tasks_started_by())
-        live = [t for t in tasks.values() if t.last_status not in ECS_STOPPING]
-        orphans = [
-            t.arn
-            for t in live
-            if (t.tags or {}).get("managed-by") == MANAGED_BY and t.started_by not in sessions
-        ]
-        in_use = {t.task_definition_arn for t in live if t.arn not in orphans}
-        in_use |= {e.facts.task_definition for e in envs if e.facts.task_definition}
-        revisions = [a for a in await ecs.task_definitions(self.ctx.family) if a not in in_use]
-        routing = [arn for arn, session in await ecs.routing() if session not in sessions]
-        if not dry_run:
-            for arn in orphans:
-                await ecs.stop_task(arn, "uat-bot cleanup: no environment owns this task")
-            for arn in revisions:
-                await ecs.deregister(arn)
-            if routing:
-                await ecs.delete_routing(routing)
-        return Leftovers(orphans, revisions, routing)
+    async def leftovers(self) -> Leftovers:
+        """What no active environment owns (see `find_leftovers`)."""
+        return await find_leftovers(self.ctx.ecs, self.ctx.store, self.ctx.settings)
+
+    async def cleanup(self, expected: str | None = None) -> Leftovers | None:
+        """Remove what `leftovers` finds, if it is still what was shown (its `fingerprint` is
+        `expected`); None, with nothing removed, when it changed meanwhile."""
+        found = await self.leftovers()
+        if expected is not None and fingerprint(found) != expected:
+            return None
+        await remove_leftovers(self.ctx.ecs, found)
+        return found
+
+
+async def find_leftovers(ecs: Ecs, store: Store, settings: Settings) -> Leftovers:
+    """What no active environment owns: this installation's tasks (adopted ones are owned), the
+    bot's revisions no live task uses, and routing of sessions no live task runs. Another
+    installation's tasks, and the revisions and routing they use, are never among them."""
+    envs = await store.list_environments(ACTIVE)
+    sessions = {e.facts.session for e in envs if e.facts.session}
+    live = await ecs.live_tasks()
+    installation = settings.installation
+    orphans = [t.arn for t in live if ours(t, installation) and t.started_by not in sessions]
+    in_use = {t.task_definition_arn for t in live if t.arn not in orphans}
+    in_use |= {e.facts.task_definition for e in envs if e.facts.task_definition}
+    running = sessions | {t.started_by for t in live if t.arn not in orphans}
+    revisions = [a for a in await ecs.task_definitions(own_family(settings)) if a not in in_use]
+    routing = [arn for arn, session in await ecs.routing() if session not in running]
+    return Leftovers(orphans, revisions, routing)
+
+
+async def remove_leftovers(ecs: Ecs, found: Leftovers) -> None:
+    """Stop the tasks, deregister the revisions and delete the routing `found` lists."""
+    for arn in found.tasks:
+        await ecs.stop_task(arn, "uat-bot cleanup: no environment owns this task")
+    for arn in found.revisions:
+        await ecs.deregister(arn)
+    if found.routing:
+        await ecs.delete_routing(found.routing)
+
+
+def fingerprint(leftovers: Leftovers) -> str:
+    """A short digest of what a cleanup would remove, carried by its confirmation button."""
+    items = sorted(leftovers.tasks) + sorted(leftovers.revisions) + sorted(leftovers.routing)
+    return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]

@@ -67,6 +67,8 @@ class Stopper:
         self, task_arn: str | None, definition: str | None, session: str | None, reason: str
     ) -> None:
         ecs = self.ctx.ecs
+        if task_arn and await self.foreign(task_arn):
+            return
         if task_arn:
             await ecs.stop_task(task_arn, reason)
         if definition:
@@ -77,6 +79,20 @@ class Stopper:
             except UserError as exc:
                 logger.warning("routing for %s not cleaned: %s", session, outside(exc))
 
+    async def foreign(self, task_arn: str) -> bool:
+        """Whether the task is another installation's (UAT_INSTANCE): then neither it, nor its
+        revision, nor its routing is touched, whatever this bot's store says."""
+        task = (await self.ctx.ecs.describe([task_arn])).get(task_arn)
+        if task is None or not self.ctx.foreign(task):
+            return False
+        logger.warning(
+            "not stopping %s: it is installation %r's, not %r's",
+            task_arn,
+            task.installation(),
+            self.ctx.installation,
+        )
+        return True
+
     async def fail(self, repo: str, pr: int, session: str | None, reason: str) -> None:
         def failed(env: Environment) -> Environment | None:
             if env.state not in LIVE or (session and env.facts.session != session):
@@ -85,6 +101,9 @@ class Stopper:
 
         saved = await change(self.ctx.store, repo, pr, failed)
         if saved is None:
+            return
+        if saved.task_arn and await self.foreign(saved.task_arn):
+            await self.thread.show(saved, reply=slack_ui.failed_reply(saved))
             return
         if saved.task_arn:
             await self.ctx.ecs.stop_task(saved.task_arn, f"uat-bot: {reason}")  # Ecs cuts it to fit

@@ -23,6 +23,7 @@ from bot.environments.context import (
 from bot.environments.reconcile import Reconciler
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
+from bot.logs import outside
 from bot.slack import slack_ui
 from bot.slack.chat import Message
 from bot.store import Environment, State
@@ -42,6 +43,7 @@ class Watcher:
         self.stopper = stopper
         self.reconciler = reconciler
         self.first_round = asyncio.Event()  # set once this watcher has finished a round
+        self.foreign_seen: set[str] = set()  # other installations' tasks, logged once each
 
     async def close(self) -> None:
         """On a graceful shutdown, hand the watcher lease over at once rather than at expiry."""
@@ -121,6 +123,18 @@ class Watcher:
         """Decide what one environment's task and /health answer mean, and record it."""
         ctx = self.ctx
         session = env.facts.session or None
+        if task is not None and ctx.foreign(task):  # a store that is not this installation's
+            if task.arn in self.foreign_seen:
+                return
+            self.foreign_seen.add(task.arn)
+            logger.warning(
+                "%s#%d's task %s is installation %r's, not this one's: left alone",
+                outside(env.repo),
+                env.pr,
+                task.arn,
+                task.installation(),
+            )
+            return
         if task is None:
             await self.stopper.fail(env.repo, env.pr, session, "ECS no longer knows the task")
             return

@@ -77,6 +77,16 @@ class Outbox:
             await self.store.posted(key, found)
         return found
 
+    async def recover(self, key: str, channel: str, thread_ts: str | None = None) -> str | None:
+        """The ts of a message posted for `key` that the store may not know of (a bot that lost
+        its store), looked up in Slack by its metadata and recorded when found; else None, and
+        nothing is reserved, so a later `post` of `key` posts at once."""
+        found = await self.chat.find(channel, key, thread_ts)
+        if found:
+            await self.store.reserve_post(Post(key, channel, thread_ts))
+            await self.store.posted(key, found)
+        return found
+
     async def upload(self, upload: Upload) -> str:
         """Share a file once, keyed by its name (what Slack keeps of it that `Chat.find` can
         search): where it landed, a file id or the ts of the message sharing it."""

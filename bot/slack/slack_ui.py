@@ -740,6 +740,59 @@ def home_view(envs: Sequence[Environment], images: Any, settings: Any, now: floa
     }
 
 
+def adopted_note(env: Environment, found: bool) -> tuple[str, list[Block]]:
+    """The note in a PR's thread when the bot adopted its running task without a record of it
+    (its store was lost or new): the card was found again, or is new."""
+    where = "this thread" if found else "this new card"
+    text = (
+        f"Adopted: I found #{env.pr}'s task running without a record of it (my store was lost "
+        f"or is new), rebuilt its environment from the task's tags and follow it in {where}. "
+        "Nothing was restarted."
+    )
+    return text, [context_block(text)]
+
+
+def cannot_adopt_tags(task_id: str, missing: Sequence[str]) -> str:
+    names = ", ".join(code(name) for name in missing)
+    return (
+        f"Task {code(task_id)} of this installation runs without an environment, and I cannot "
+        f"adopt it: its tags lack {names}. I left it running; `/uat cleanup` stops it once "
+        "confirmed."
+    )
+
+
+def cannot_adopt_taken(task_id: str, repo: str, pr: int, state: str) -> str:
+    return (
+        f"Task {code(task_id)} of this installation runs for {mrkdwn(repo)}#{pr}, whose "
+        f"environment (now {state}) runs another task, so I did not adopt it. I left it "
+        "running; `/uat cleanup` stops it once confirmed."
+    )
+
+
+CLEANUP_CHANGED = (
+    "What there is to clean up changed since that card was shown; here is what it is now."
+)
+CLEANUP_CHANGED_TERMINAL = (
+    "What there is to clean up changed while you answered; nothing was removed: run it again."
+)
+
+
+def cleanup_confirm(leftovers: Any, value: str) -> tuple[str, list[Block]]:
+    """What `/uat cleanup` would remove, and its confirmation button (deployers only)."""
+    text, blocks = cleanup_report(leftovers, dry_run=True)
+    if not leftovers:
+        return text, blocks
+    question = "Clean these up? Tasks are stopped, revisions deregistered, routing deleted."
+    return f"{question}\n{text}", [
+        text_block(f"*{question}*"),
+        *blocks,
+        actions(
+            button("Clean up", action_ids.CLEANUP_CONFIRM, value, "danger"),
+            button("Cancel", action_ids.CANCEL, value),
+        ),
+    ]
+
+
 def cleanup_report(leftovers: Any, dry_run: bool) -> tuple[str, list[Block]]:
     if not leftovers:
         text = "Nothing to clean up: every task, revision and route belongs to an environment."
