@@ -6,7 +6,7 @@ The composition root (`bot.app`) builds one `Services`; every invocation gets a 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.config import Settings
@@ -15,6 +15,7 @@ from bot.errors import UserError
 from bot.images.operations import ImagePipeline
 from bot.metrics import Metrics
 from bot.prompts import Prompts
+from bot.scrub import Scrubber
 from bot.slack import slack_ui
 from bot.slack.chat import Blocks, Chat
 from bot.store import Store
@@ -50,6 +51,9 @@ class Services:
     environments: Environments
     prompts: Prompts
     metrics: Metrics
+    # what leaves for Slack by another door than `chat` (response_url answers, acks, views)
+    # goes through it too
+    scrubber: Scrubber = field(default_factory=Scrubber)
 
 
 @dataclass

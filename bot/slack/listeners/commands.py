@@ -30,6 +30,6 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
         )
 
         async def acknowledge(text: str | None) -> None:
-            await (ack(text=text) if text else ack())
+            await (ack(text=runtime.services.scrubber.text(text)) if text else ack())
 
         await runtime.dispatcher.dispatch(ctx, command.get("text", ""), acknowledge)

@@ -54,6 +54,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
         except UserError as exc:
             images = str(exc)
         view = slack_ui.home_view(envs, images, services.settings, services.environments.clock())
+        view = services.scrubber.value(view)
         try:
             await client.views_publish(user_id=event["user"], view=view)
         except (aiohttp.ClientError, TimeoutError) as exc:
