@@ -47,6 +47,7 @@ from bot.slack.chat import (
 )
 from bot.slack.context import Services
 from bot.slack.dispatch import Dispatcher, load_commands
+from bot.slack.usergroups import UserGroups
 from bot.store import RETENTION_S, SqliteStore, Store
 from bot.tasks import TaskSupervisor
 
@@ -265,6 +266,7 @@ def build_runtime(
         prompts=Prompts(settings, store, chat, environments, container, tasks),
         metrics=metrics,
         scrubber=scrubber,
+        usergroups=UserGroups(web_client),
     )
     runtime = Runtime(
         services=services,

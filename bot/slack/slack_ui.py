@@ -140,11 +140,23 @@ def changes_in_channel_only(channel: str) -> str:
 
 
 def operators_only(operators: Iterable[str], deployers: Iterable[str], author: bool) -> str:
-    who = [f"<@{user}>" for user in (*operators, *deployers)]
+    # a group as its ID, not as `<!subteam^S…>`: a refusal in a thread must not ping a group
+    who = [
+        f"the members of user group `{user}`" if user[:1] == "S" else f"<@{user}>"
+        for user in (*operators, *deployers)
+    ]
     if author:
         who.insert(0, "the person who asked for it")
     names = ", ".join(dict.fromkeys(who))
     return f"Only {names} can change this environment (UAT_OPERATORS and UAT_DEPLOYERS say who)."
+
+
+def usergroup_unreadable(group: str) -> str:
+    return (
+        f"I could not read who is in the user group `{group}` that UAT_OPERATORS names: the "
+        "Slack app needs the `usergroups:read` scope (manifest.yml; reinstall the app), and the "
+        "group must exist."
+    )
 
 
 def help_overview(summaries: Iterable[tuple[str, str]]) -> str:

@@ -30,7 +30,9 @@ async def relay_reply(services: Services, event: dict[str, Any]) -> None:
     if env is None:
         return  # a thread that is not a PR's
     try:
-        refusal = change_refusal(services.settings, str(event["user"]), channel)
+        refusal = await change_refusal(
+            services.settings, str(event["user"]), channel, groups=services.usergroups
+        )
         if refusal:
             raise UserError(refusal)
         await services.prompts.submit(env, str(event.get("text", "")), str(event["user"]))
