@@ -60,7 +60,12 @@ PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     ),
     # A URL's userinfo with a password: scheme://user:password@host.
     # https://www.rfc-editor.org/rfc/rfc3986#section-3.2.1
-    (re.compile(r"(?i)([a-z][a-z0-9+.-]*://)[^\s/?#@<>|]+:[^\s/?#@<>|]+@"), r"\1" + MARKER + "@"),
+    # (The look-behind starts a scheme only where a run of scheme characters starts, and the user
+    # part holds no colon: without both, a long run of letters takes quadratic time.)
+    (
+        re.compile(r"(?i)(?<![a-z0-9+.-])([a-z][a-z0-9+.-]*://)[^\s/?#@<>|:]+:[^\s/?#@<>|]+@"),
+        r"\1" + MARKER + "@",
+    ),
 )
 
 

@@ -351,9 +351,11 @@ class ScrubbedChat:
 
     async def upload(self, upload: Upload) -> str:
         comment = self.scrubber.text(upload.comment) if upload.comment is not None else None
+        # a file may be megabytes of agent output: scrubbed off the event loop
+        content = await asyncio.to_thread(self.scrubber.text, upload.content)
         scrubbed = dataclasses.replace(
             upload,
-            content=self.scrubber.text(upload.content),
+            content=content,
             title=self.scrubber.text(upload.title),
             comment=comment,
         )
