@@ -461,6 +461,8 @@ async def test_credentials_in_the_agents_output_reach_slack_only_redacted(bot: B
     await bot.settle()
     sent = str([c.params for c in bot.slack.calls]) + str([r.body for r in bot.slack.responses])
     sent += "".join(f.content.decode() for f in bot.slack.files.values())
+    async with bot.http.get(f"{bot.url}/metrics") as response:
+        sent += await response.text()
     for secret in (own, github, TOKEN):
         assert secret not in sent
     result = next(m["text"] for m in thread(bot) if "*succeeded*" in m["text"])
