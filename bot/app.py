@@ -34,12 +34,22 @@ from bot.images.docker_build import Docker
 from bot.images.operations import ImagePipeline
 from bot.metrics import Metrics
 from bot.prompts import Prompts
+from bot.scrub import Scrubber
 from bot.slack import listeners
-from bot.slack.chat import Chat, SlackChat, SlackIdentity, SlackUnreachable, TokenRefused, who_am_i
+from bot.slack.chat import (
+    Chat,
+    ScrubbedChat,
+    SlackChat,
+    SlackIdentity,
+    SlackUnreachable,
+    TokenRefused,
+    who_am_i,
+)
 from bot.slack.context import Services
 from bot.slack.dispatch import Dispatcher, load_commands
 from bot.slack.inbox import Inbox
 from bot.slack.listeners.inbox import keep_taking_over
+from bot.slack.usergroups import UserGroups
 from bot.store import RETENTION_S, SqliteStore, Store
 from bot.tasks import TaskSupervisor
 
@@ -246,6 +256,9 @@ def build_runtime(
     metrics = Metrics()
     if isinstance(chat, SlackChat):
         chat.metrics = metrics
+    # the one door out: whatever the bot says, posts or uploads leaves without credentials
+    scrubber = Scrubber(settings.secrets())
+    chat = ScrubbedChat(chat, scrubber)
     pipeline = build_pipeline(
         settings, store, session=session, docker=docker, on_error=metrics.aws_error
     )
@@ -263,6 +276,8 @@ def build_runtime(
         environments=environments,
         prompts=Prompts(settings, store, chat, environments, container, tasks),
         metrics=metrics,
+        scrubber=scrubber,
+        usergroups=UserGroups(web_client),
     )
     runtime = Runtime(
         services=services,

@@ -33,7 +33,11 @@ HINTS: dict[str, str] = {
     "UAT_PORT": "a TCP port number between 1 and 65535, e.g. 3000",
     "UAT_CHANNEL": "the ID (C0123ABCD, not the name) of the channel where PR threads live",
     "GITHUB_WEBHOOK_SECRET": "the secret set on the GitHub webhook",
-    "UAT_PROMPT_TOKEN": "a long random string; containers require it on /prompt",
+    "UAT_PROMPT_TOKEN": (
+        "a long random string, the bot's master secret for prompt tokens: each environment's "
+        "container gets its own token derived from it (HMAC-SHA256 of repo, PR and session), "
+        "never this value"
+    ),
     "UAT_POLL_SECONDS": "seconds between ECS status polls, a number > 0, e.g. 10",
     "UAT_IDLE_HOURS": "hours without activity before an environment is stopped, e.g. 8",
     "UAT_CONTAINER_URL": (

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -21,6 +22,9 @@ logger = logging.getLogger(__name__)
 # The container refuses a longer prompt (container/prompt_server.py's MAX_PROMPT_CHARS; the two
 # share no code, tests/test_container_client.py checks that they agree).
 MAX_PROMPT: Final = 20_000
+# A job id as the container makes them (prompt_server.py's JOB_ID, `new_job_id`): nothing else is
+# ever put into one of its URLs (tests/test_container_client.py checks that they agree).
+JOB_ID: Final = re.compile(r"[0-9a-f]{12}")
 REQUEST_TIMEOUT_S: Final = 10.0  # a prompt, a job, an output, a cancel
 PROBE_TIMEOUT_S: Final = 3.0  # /health, /version, /status: a hanging container costs a poll 3 s
 REQUEST = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
@@ -53,8 +57,9 @@ class ContainerRefused(ContainerError):
 class TokenRefused(ContainerError):
     def __init__(self) -> None:
         super().__init__(
-            "The container refused the prompt token: its task needs the token the bot gave it "
-            "(UAT_PROMPT_TOKEN); restart the environment."
+            "The container refused this environment's prompt token: it was started with another "
+            "environment's token (or by a bot with another UAT_PROMPT_TOKEN); restart the "
+            "environment."
         )
 
 
@@ -62,6 +67,20 @@ class NoSuchJob(ContainerError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"The container knows no job {job_id}: see its /status for the jobs.")
         self.job_id = job_id
+
+
+class BadJobId(ContainerError):
+    def __init__(self, job_id: str) -> None:
+        super().__init__("A job id is 12 hex digits, as the container gave it: check the id.")
+        self.job_id = job_id
+
+
+def job_path(job_id: str, tail: str = "") -> str:
+    """`/prompts/{id}` (+ `tail`) for a well-formed job id; BadJobId for anything else, so no
+    other text ever reaches the container's URL."""
+    if not JOB_ID.fullmatch(job_id):
+        raise BadJobId(job_id)
+    return f"/prompts/{job_id}{tail}"
 
 
 class JobEnded(ContainerError):
@@ -91,11 +110,11 @@ class ContainerClient:
         answer within PROBE_TIMEOUT_S."""
         return await self._probe(base, "health")
 
-    async def version(self, base: str, token: str | None = None) -> Answer | None:
+    async def version(self, base: str, token: str | None) -> Answer | None:
         """`/version`'s answer (the checkout), or None when it does not answer."""
         return await self._probe(base, "version", token)
 
-    async def status(self, base: str, token: str | None = None) -> Answer | None:
+    async def status(self, base: str, token: str | None) -> Answer | None:
         """`/status`'s answer (running, queue, recent), or None when it does not answer."""
         return await self._probe(base, "status", token)
 
@@ -103,7 +122,7 @@ class ContainerClient:
         headers = _bearer(token) if token is not None else None
         try:
             async with self._session().get(
-                f"{base}/{path}", timeout=PROBE, headers=headers
+                f"{base}/{path}", headers=headers, timeout=PROBE
             ) as response:
                 body = await response.json(content_type=None)
                 return body if isinstance(body, dict) else None
@@ -126,10 +145,12 @@ class ContainerClient:
         position = answer.get("position")  # null once the job has left the queue: it runs
         return Submitted(str(answer["id"]), int(position) if position else 0)
 
-    async def job(self, base: str, job_id: str, token: str | None = None) -> Answer:
+    async def job(self, base: str, token: str, job_id: str) -> Answer:
         """`GET /prompts/{id}`: the job as the container describes it. Raises NoSuchJob (404),
-        ContainerRefused (another status) or ContainerUnreachable."""
-        async with self._request("GET", base, f"/prompts/{job_id}", token) as response:
+        TokenRefused (401), ContainerRefused (another status) or ContainerUnreachable."""
+        async with self._request("GET", base, job_path(job_id), token) as response:
+            if response.status == 401:
+                raise TokenRefused
             if response.status == 404:
                 raise NoSuchJob(job_id)
             answer = await _json(response)
@@ -138,17 +159,21 @@ class ContainerClient:
             return answer
 
     async def output(self, base: str, token: str, job_id: str) -> str:
-        """`GET /prompts/{id}/output`: the job's whole output. Raises ContainerRefused (its
-        `reason` is the container's own) or ContainerUnreachable."""
-        async with self._request("GET", base, f"/prompts/{job_id}/output", token) as response:
+        """`GET /prompts/{id}/output`: the job's whole output. Raises TokenRefused,
+        ContainerRefused (its `reason` is the container's own) or ContainerUnreachable."""
+        async with self._request("GET", base, job_path(job_id, "/output"), token) as response:
+            if response.status == 401:
+                raise TokenRefused
             if response.status == 200:
                 return await response.text(encoding="utf-8", errors="replace")
             raise _refused(response.status, await _json(response))
 
     async def cancel(self, base: str, token: str, job_id: str) -> None:
         """`DELETE /prompts/{id}`. Raises NoSuchJob (404), JobEnded (409: it ended first),
-        ContainerRefused or ContainerUnreachable."""
-        async with self._request("DELETE", base, f"/prompts/{job_id}", token) as response:
+        TokenRefused, ContainerRefused or ContainerUnreachable."""
+        async with self._request("DELETE", base, job_path(job_id), token) as response:
+            if response.status == 401:
+                raise TokenRefused
             if response.status == 404:
                 raise NoSuchJob(job_id)
             if response.status == 409:

@@ -7,9 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.scrub import scrub
+
 
 def escape(text: str) -> str:
-    """User text as Slack shows it literally: no mentions, links or injected formatting."""
+    """User text as Slack shows it literally: no mentions, links or injected formatting, and no
+    credential (bot/scrub.py: each becomes `[redacted]`)."""
+    return entities(scrub(text))
+
+
+def entities(text: str) -> str:
+    """`&`, `<` and `>` as Slack's entities: for text already scrubbed (see `escape`)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 

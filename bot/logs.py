@@ -6,28 +6,31 @@ import logging
 from collections.abc import Iterable
 from typing import TextIO
 
+from bot.scrub import scrub
+
 
 class RedactSecrets(logging.Filter):
-    """Replace each configured secret in a record's final message with `***`."""
+    """Replace each configured secret in a record's final message with `***`, and anything
+    shaped like a credential (an environment's prompt token among them) with `[redacted]`."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
         self.secrets = sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         redacted = message
         for secret in self.secrets:
             redacted = redacted.replace(secret, "***")
+        redacted = scrub(redacted)
         if redacted != message:
             record.msg, record.args = redacted, None
         if record.exc_text:
             for secret in self.secrets:
                 record.exc_text = record.exc_text.replace(secret, "***")
+            record.exc_text = scrub(record.exc_text)
         return True
 
 
@@ -50,9 +53,10 @@ OUTSIDE_LIMIT = 200  # characters of one outside value in a log line
 
 
 def outside(value: object, limit: int = OUTSIDE_LIMIT) -> str:
-    """Outside text (headers, payload fields, remote errors) made safe for one log line: control
-    characters escaped (a newline cannot forge a second line) and cut to `limit` characters."""
-    text = str(value)
+    """Outside text (headers, payload fields, remote errors) made safe for one log line:
+    credentials replaced (bot/scrub.py), control characters escaped (a newline cannot forge a
+    second line) and cut to `limit` characters."""
+    text = scrub(str(value))
     cut = len(text) > limit
     escaped = "".join(
         c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text[:limit]

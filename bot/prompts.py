@@ -20,6 +20,7 @@ from typing import Any
 
 from bot.config import Settings
 from bot.container import (
+    JOB_ID,
     MAX_PROMPT,
     ContainerClient,
     ContainerError,
@@ -81,11 +82,12 @@ class Prompts:
         self._following: set[str] = set()  # job ids this process follows
         environments.when_ready.append(self.resend_carried)
 
-    def _token(self) -> str:
-        token = self.settings.uat_prompt_token
+    def _token(self, env: Environment) -> str:
+        """`env`'s own prompt token (derived from UAT_PROMPT_TOKEN, which never leaves the bot)."""
+        token = self.environments.prompt_token(env)
         if token is None:
             raise UserError(slack_ui.NO_PROMPT_TOKEN)
-        return token.get_secret_value()
+        return token
 
     async def submit(self, env: Environment, text: str, user: str) -> Queued:
         """Queue `text` in the PR's container; says in the thread who asked what."""
@@ -99,7 +101,7 @@ class Prompts:
         if env.state != State.READY or not env.task_arn:
             timeout = self.settings.uat_launch_timeout_s
             raise UserError(slack_ui.not_ready(env, self.environments.clock(), timeout))
-        token = self._token()
+        token = self._token(env)
         base = self.environments.container_url(env)
         try:
             submitted = await self.container.submit(
@@ -150,7 +152,10 @@ class Prompts:
         return None
 
     async def cancel(self, env: Environment, job_id: str, user: str) -> None:
-        """Cancel a queued or running prompt; its result then says who cancelled it."""
+        """Cancel a queued or running prompt; its result then says who cancelled it. A job id
+        not in the container's format is refused here, before anything is recorded or sent."""
+        if not JOB_ID.fullmatch(job_id):
+            raise UserError(slack_ui.bad_job_id(job_id))
         await self.environments.edit_facts(
             env.repo,
             env.pr,
@@ -158,7 +163,9 @@ class Prompts:
         )
         base = self.environments.container_url(env)
         try:
-            await self.container.cancel(base, self._token(), job_id)
+            await self.container.cancel(base, self._token(env), job_id)
+        except TokenRefused:
+            raise UserError(slack_ui.PROMPT_TOKEN_REFUSED) from None
         except NoSuchJob:
             raise UserError(slack_ui.no_such_job(job_id)) from None
         except JobEnded:  # it ended before the cancel reached it
@@ -243,7 +250,7 @@ class Prompts:
         """Cancel a job in the container; one that ended meanwhile is as good."""
         base = self.environments.container_url(env)
         with contextlib.suppress(JobEnded):
-            await self.container.cancel(base, self._token(), job_id)
+            await self.container.cancel(base, self._token(env), job_id)
 
     async def _follow(self, relay: Relay) -> None:
         """Follow the job while holding its lease; wait while another replica holds it, and stop
@@ -295,11 +302,11 @@ class Prompts:
     async def _job(self, env: Environment, job_id: str) -> dict[str, Any] | None:
         """The job as its container describes it; None while the container does not answer."""
         try:
-            base = self.environments.container_url(env)
-            return await self.container.job(base, job_id, self._token())
+            token = self._token(env)
+            return await self.container.job(self.environments.container_url(env), token, job_id)
         except NoSuchJob:
             return {"state": "failed", "error": "the container no longer knows this job"}
-        except ContainerError:
+        except (ContainerError, UserError):  # no answer, no token, or the token refused
             return None
 
     async def _result(
@@ -321,7 +328,9 @@ class Prompts:
         """The job's whole output from the container, or None and why it could not be read."""
         base = self.environments.container_url(env)
         try:
-            return await self.container.output(base, self._token(), job_id), None
+            return await self.container.output(base, self._token(env), job_id), None
+        except TokenRefused:
+            return None, slack_ui.PROMPT_TOKEN_REFUSED
         except ContainerRefused as exc:
             return None, exc.reason
         except ContainerUnreachable:

@@ -38,7 +38,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
-    ctx.require_changer()
+    await ctx.require_changer()
     wanted = args.hours or ctx.settings.uat_idle_hours
     env = await ctx.environments.find(args.pr)
     await _extend(ctx, env.repo, env.pr, wanted)
@@ -51,7 +51,7 @@ async def _extend(ctx: CommandContext, repo: str, pr: int, wanted: float) -> Non
 
 async def on_click(ctx: CommandContext, value: dict[str, Any]) -> None:
     repo, pr = field(value, "repo", str), field(value, "pr", int)
-    ctx.require_changer()
+    await ctx.require_changer()
     if await claim_card(ctx, value, "extend"):
         await _extend(ctx, repo, pr, ctx.settings.uat_idle_hours)
 

@@ -41,11 +41,11 @@ def split(text: str) -> list[str]:
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     env = await ctx.environments.find(args.pr)
     if args.cancel:
-        ctx.require_changer(await ctx.services.prompts.author(env, args.cancel))
+        await ctx.require_changer(await ctx.services.prompts.author(env, args.cancel))
         await ctx.services.prompts.cancel(env, args.cancel, ctx.user_id)
         await ctx.reply(slack_ui.prompt_cancelled(args.cancel))
         return
-    ctx.require_changer()
+    await ctx.require_changer()
     await ctx.point_of_no_return()  # a second send would run the prompt twice
     queued = await ctx.services.prompts.submit(env, args.text, ctx.user_id)
     await ctx.reply(slack_ui.prompt_answer(queued.job_id, queued.position))
@@ -54,7 +54,7 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
 async def cancel_click(ctx: CommandContext, value: dict[str, Any]) -> None:
     repo, pr, job = field(value, "repo", str), field(value, "pr", int), field(value, "job", str)
     env = await ctx.environments.find(f"{repo}#{pr}")
-    ctx.require_changer(await ctx.services.prompts.author(env, job))
+    await ctx.require_changer(await ctx.services.prompts.author(env, job))
     if not await claim_card(ctx, value, "cancel prompt"):
         return
     await ctx.services.prompts.cancel(env, job, ctx.user_id)

@@ -23,7 +23,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
-    ctx.require_changer()
+    await ctx.require_changer()
     env = await ctx.environments.find(args.pr)
     await _restart(ctx, env)
 
@@ -40,7 +40,7 @@ async def _restart(ctx: CommandContext, env: Environment) -> None:
 
 async def on_click(ctx: CommandContext, value: dict[str, Any]) -> None:
     repo, pr = field(value, "repo", str), field(value, "pr", int)
-    ctx.require_changer()
+    await ctx.require_changer()
     if await claim_card(ctx, value, "restart"):
         await _restart(ctx, await ctx.environments.find(f"{repo}#{pr}"))
 

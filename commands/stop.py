@@ -15,7 +15,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
-    ctx.require_changer()
+    await ctx.require_changer()
     env = await ctx.environments.find(args.pr)
     if not await ctx.environments.request_stop(env.repo, env.pr, "stopped", ctx.user_id):
         await ctx.reply(slack_ui.not_running_env(env))

@@ -76,13 +76,14 @@ def after(out: str, line: str) -> str:
     return out[out.index(echo) :]
 
 
+GITHUB_TOKEN = "ghp_0123456789abcdefghijABCDEFGHIJ012345"
 SESSION = """\
 /uat help
 /uat images
 label 42 uat
 wait 60 for is ready at
 /uat status
-/uat prompt PR-42 add a footer
+/uat prompt PR-42 add a footer, ghp_0123456789abcdefghijABCDEFGHIJ012345 is mine
 wait 60 for succeeded
 /uat promote
 1
@@ -116,11 +117,13 @@ def test_a_scripted_session_from_label_to_close(tmp_path: Path) -> None:
     status = after(out, "/uat status")
     assert re.search(r"example/app#42 `uat` `\w{7}` 🟢 Ready", status)
 
-    prompt = after(out, "/uat prompt PR-42 add a footer")
+    prompt = after(out, f"/uat prompt PR-42 add a footer, {GITHUB_TOKEN} is mine")
+    prompt = prompt.split("\n", 1)[1]  # what the console said, after the echo of what was typed
     assert "@you asked the agent" in prompt
     assert "> add a footer" in prompt
     assert "✅ succeeded" in prompt
-    assert "Done: add a footer" in prompt
+    assert "Done: add a footer, [redacted] is mine" in prompt  # the agent's echo, scrubbed
+    assert GITHUB_TOKEN not in prompt
 
     promote = after(out, "/uat promote")
     assert "[1] Promote  [2] Cancel" in promote

@@ -27,6 +27,7 @@ from container import prompt_server
 from tests.harness.container_helpers import TOKEN, fake_claude_cmd, free_port, make_repo
 
 FINAL_STATES = ("succeeded", "failed", "cancelled", "timed_out")
+UNKNOWN_JOB = "0123456789ab"  # well formed, but no job has it
 
 
 @dataclass
@@ -60,7 +61,7 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 async def ended(served: Served, job_id: str) -> dict[str, object]:
     async with asyncio.timeout(15):
         while True:
-            job = await served.client.job(served.base, job_id, TOKEN)
+            job = await served.client.job(served.base, TOKEN, job_id)
             if job["state"] in FINAL_STATES:
                 return job
             await asyncio.sleep(0.05)
@@ -101,9 +102,9 @@ async def test_a_prompt_over_the_limit_is_refused_with_the_containers_reason(
 
 async def test_an_unknown_job_is_no_such_job_to_read_or_to_cancel(served: Served) -> None:
     with pytest.raises(NoSuchJob):
-        await served.client.job(served.base, "nosuchjob", TOKEN)
+        await served.client.job(served.base, TOKEN, UNKNOWN_JOB)
     with pytest.raises(NoSuchJob):
-        await served.client.cancel(served.base, TOKEN, "nosuchjob")
+        await served.client.cancel(served.base, TOKEN, UNKNOWN_JOB)
 
 
 async def test_cancelling_a_job_that_ended_says_it_ended(served: Served) -> None:
@@ -132,4 +133,4 @@ async def test_a_container_that_does_not_answer_is_unreachable_with_what_to_chec
         with pytest.raises(ContainerUnreachable, match="UAT_CONTAINER_URL"):
             await client.submit(base, TOKEN, prompt="hi", user="U1", thread="")
         with pytest.raises(ContainerUnreachable):
-            await client.job(base, "j1")
+            await client.job(base, TOKEN, UNKNOWN_JOB)

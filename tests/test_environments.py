@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from bot.environments import Environments
+from bot.prompt_tokens import environment_token
 from bot.slack import slack_ui
 from bot.store import Environment, Facts
 from tests.harness.bot import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory
@@ -61,8 +62,11 @@ async def test_the_uat_label_starts_one_pinned_task_and_opens_the_thread(
     assert environment["PR_NUMBER"] == str(PR)
     assert environment["BRANCH"] == "changes"
     assert environment["HEAD_SHA"] == pr_event("labeled")["pull_request"]["head"]["sha"]
-    assert environment["UAT_PROMPT_TOKEN"] == "test-prompt-token-0123456789"
     assert environment["SESSION_ID"] == task["startedBy"]
+    # its own prompt token, derived from the bot's UAT_PROMPT_TOKEN, never that itself
+    master = "test-prompt-token-0123456789"
+    own = environment_token(master, REPO, PR, environment["SESSION_ID"])
+    assert environment["UAT_PROMPT_TOKEN"] == own and master not in str(task)
     tags = {t["key"]: t["value"] for t in task["tags"]}
     assert tags["managed-by"] == "uat-bot" and tags["pr"] == str(PR) and tags["label"] == "uat"
     assert tags["image-digest"] == account.digests["latest"]

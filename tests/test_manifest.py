@@ -37,6 +37,7 @@ EXPECTED_BOT_SCOPES = {
     "channels:history",  # message.channels: PR-thread replies in public channels
     "groups:history",  # message.groups: PR-thread replies in private channels
     "files:write",  # files.getUploadURLExternal / files.completeUploadExternal: long outputs
+    "usergroups:read",  # usergroups.users.list: UAT_OPERATORS' user groups (S…)
 }
 EXPECTED_BOT_EVENTS = {"app_home_opened", "message.channels", "message.groups"}
 # Scope Slack requires before it will deliver each subscribed bot event.

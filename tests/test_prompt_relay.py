@@ -17,57 +17,53 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
+from bot.container import TokenRefused
 from bot.environments.changes import change
 from bot.errors import UserError
+from bot.prompt_tokens import environment_token
+from bot.scrub import MARKER
 from bot.slack import action_ids, slack_ui
 from bot.slack.chat import Message
 from bot.store import Environment, Facts, SqliteStore, State
-from container.prompt_server import Config, create_app
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.container_helpers import PROMPT_SERVER, fake_claude_cmd, free_port, make_repo
 from tests.harness.fake_claude import long_lines
+from tests.harness.prompt_servers import PromptServer
 from tests.harness.pull_requests import label, root_messages
 from tests.harness.signing import block_actions_body, event_body, slack_headers
-from tests.harness.uat_aws import UatAccount
+from tests.harness.uat_aws import Containers, UatAccount
 
-TOKEN = "test-prompt-token-0123456789"  # the bot's UAT_PROMPT_TOKEN in tests/conftest.py
+TOKEN = "test-prompt-token-0123456789"  # the bot's UAT_PROMPT_TOKEN in tests/harness/bot.py
 
 
 @pytest.fixture
-async def container(tmp_path: Path) -> AsyncIterator[str]:
-    """The real prompt server on 127.0.0.1 with the fake agent, and an 'app' listening."""
-    app_socket = socket.socket()
-    app_socket.bind(("127.0.0.1", 0))
-    app_socket.listen()
-    config = Config.from_env(
-        {
-            "WORK_DIR": str(make_repo(tmp_path / "work")),
-            "UAT_PROMPT_TOKEN": TOKEN,
-            "CLAUDE_CMD": fake_claude_cmd(),
-            "APP_PORT": str(app_socket.getsockname()[1]),
-            "PROMPT_STATE": str(tmp_path / "queue.json"),
-            "PROMPT_TIMEOUT_S": "30",
-        }
-    )
-    runner = web.AppRunner(create_app(config))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
+async def container(tmp_path: Path) -> AsyncIterator[PromptServer]:
+    """The real prompt server on 127.0.0.1 with the fake agent, and an 'app' listening; it is
+    served once the environment's token is known (`ready_bot`)."""
+    server = PromptServer(tmp_path)
     try:
-        yield f"http://{host}:{port}"
+        yield server
     finally:
-        await runner.cleanup()
-        app_socket.close()
+        await server.close()
 
 
-async def ready_bot(make_bot: BotFactory, account: UatAccount, container_url: str) -> Bot:
-    bot: Bot = await make_bot(**account.env(container_url))
+async def serve_environment(bot: Bot, container: PromptServer, pr: int = 2) -> None:
+    """Start (or restart) the container with the token the bot gave PR `pr`'s current task."""
+    env = await bot.runtime.services.store.get_environment("Codertocat/Hello-World", pr)
+    assert env is not None
+    token = bot.runtime.services.environments.prompt_token(env)
+    assert token is not None and token != TOKEN  # its own, never UAT_PROMPT_TOKEN
+    await container.serve(token)
+
+
+async def ready_bot(make_bot: BotFactory, account: UatAccount, container: PromptServer) -> Bot:
+    bot: Bot = await make_bot(**account.env(container.url))
     bot.runtime.services.prompts.first_poll_s = 0.05
     await bot.settle_startup()
     await label(bot)
+    if container.token is None:
+        await serve_environment(bot, container)
     await bot.runtime.services.environments.poll()
     env = await bot.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
     assert env is not None and env.state == "ready"
@@ -75,7 +71,7 @@ async def ready_bot(make_bot: BotFactory, account: UatAccount, container_url: st
 
 
 @pytest.fixture
-async def bot(make_bot: BotFactory, account: UatAccount, container: str) -> Bot:
+async def bot(make_bot: BotFactory, account: UatAccount, container: PromptServer) -> Bot:
     """A bot whose PR #2 environment is ready, at the stand-in container."""
     return await ready_bot(make_bot, account, container)
 
@@ -196,13 +192,13 @@ async def test_an_unreachable_container_is_said_in_the_thread(bot: Bot) -> None:
 
 
 async def test_a_prompt_followed_across_a_restart_is_posted_once(
-    make_bot: BotFactory, account: UatAccount, container: str
+    make_bot: BotFactory, account: UatAccount, container: PromptServer
 ) -> None:
     bot = await ready_bot(make_bot, account, container)
     await bot.slash("prompt PR-2 fake:slow 1")
     await asyncio.sleep(0.1)
     await bot.runtime.stop()  # the bot goes away while the agent works
-    again: Bot = await make_bot(**account.env(container))
+    again: Bot = await make_bot(**account.env(container.url))
     again.runtime.services.prompts.first_poll_s = 0.05
     await again.settle_startup()
     await asyncio.sleep(1.2)
@@ -258,7 +254,7 @@ async def test_without_files_write_the_thread_says_how_to_fix_it(bot: Bot) -> No
 
 
 async def test_a_result_cut_by_a_crash_mid_post_is_finished_without_repeats(
-    make_bot: BotFactory, account: UatAccount, container: str
+    make_bot: BotFactory, account: UatAccount, container: PromptServer
 ) -> None:
     """Killed after posting the first part of a result, before recording it: the restarted bot
     finds that part by its metadata and posts only the rest and the file."""
@@ -277,7 +273,7 @@ async def test_a_result_cut_by_a_crash_mid_post_is_finished_without_repeats(
     await bot.slash(f"prompt PR-2 fake:long 200 {summary}")
     await succeeded(bot)
     await bot.runtime.stop()
-    again: Bot = await make_bot(**account.env(container))
+    again: Bot = await make_bot(**account.env(container.url))
     again.runtime.services.prompts.first_poll_s = 0.05
     await again.settle_startup()
     await again.slack.wait_for(lambda s: files_in(again), timeout=20)
@@ -291,7 +287,10 @@ async def test_a_result_cut_by_a_crash_mid_post_is_finished_without_repeats(
 
 
 async def test_two_replicas_following_one_prompt_post_its_result_once(
-    make_bot: BotFactory, account: UatAccount, container: str, monkeypatch: pytest.MonkeyPatch
+    make_bot: BotFactory,
+    account: UatAccount,
+    container: PromptServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The second replica starts while the first follows a prompt: it resumes the open relay
     too, waits on the relay's lease, and stands down once the first has posted."""
@@ -299,7 +298,7 @@ async def test_two_replicas_following_one_prompt_post_its_result_once(
     first = await ready_bot(make_bot, account, container)
     await first.slash("prompt PR-2 fake:slow 1 two replicas")
     await first.slack.wait_for(lambda s: any("asked the agent" in m["text"] for m in thread(first)))
-    second: Bot = await make_bot(**account.env(container))
+    second: Bot = await make_bot(**account.env(container.url))
     second.runtime.services.prompts.first_poll_s = 0.05
     [relay] = await second.runtime.services.store.open_relays()
     assert relay.job_id in second.runtime.services.prompts._following  # resumed on start
@@ -310,7 +309,10 @@ async def test_two_replicas_following_one_prompt_post_its_result_once(
 
 
 async def test_a_result_slack_refused_is_posted_once_slack_takes_it_again(
-    make_bot: BotFactory, account: UatAccount, container: str, monkeypatch: pytest.MonkeyPatch
+    make_bot: BotFactory,
+    account: UatAccount,
+    container: PromptServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The follower gives up when Slack refuses the result; the relay stays open and a later
     round of the prompt followers posts it."""
@@ -386,13 +388,14 @@ async def test_a_finished_prompt_loses_its_cancel_button_and_cannot_be_cancelled
 
 
 async def test_restart_carries_queued_prompts_over_in_order_and_says_what_was_dropped(
-    bot: Bot,
+    bot: Bot, container: PromptServer
 ) -> None:
     running = await sent(bot, "fake:slow 2 the running one")
     queued = [await sent(bot, text) for text in ("first in the queue", "second in the queue")]
     await bot.slash("restart PR-2")
     await bot.slack.wait_for(lambda s: "Restarting" in s.responses[-1].body["text"])
     await bot.settle()  # the new task runs
+    await serve_environment(bot, container)  # its container, with the new task's token
     note = next(m["text"] for m in thread(bot) if "go to the new environment" in m["text"])
     assert note.index(queued[0]) < note.index(queued[1])
     assert f"Prompt `{running}` from <@{DEVELOPER}> was dropped: it was running" in note
@@ -412,6 +415,8 @@ async def test_restart_carries_queued_prompts_over_in_order_and_says_what_was_dr
 
 
 ROUNDS = 3
+# the racing environment's own token (session "": the Facts default the test saves)
+RACING_TOKEN = environment_token(TOKEN, "Codertocat/Hello-World", 2, "")
 
 
 @pytest.fixture
@@ -428,7 +433,7 @@ async def container_process(tmp_path: Path) -> AsyncIterator[str]:
         "PROMPT_PORT": str(port),
         "APP_PORT": str(app_socket.getsockname()[1]),
         "WORK_DIR": str(make_repo(tmp_path / "work")),
-        "UAT_PROMPT_TOKEN": TOKEN,
+        "UAT_PROMPT_TOKEN": RACING_TOKEN,
         "CLAUDE_CMD": fake_claude_cmd(),
         "PROMPT_STATE": str(tmp_path / "queue.json"),
         "PROMPT_TIMEOUT_S": "30",
@@ -475,7 +480,7 @@ async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
         )
     )
     too_often = slack_ui.changing_too_often("Codertocat/Hello-World", 2)
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    auth = {"Authorization": f"Bearer {RACING_TOKEN}"}
     false_refusals, taken, uncarded, refused = 0, 0, 0, 0
     for race in range(ROUNDS):  # the race is timing's: a few of them, the queue emptied between
         before = {r.url_id for r in bot.slack.responses}
@@ -556,3 +561,93 @@ async def test_sixty_writers_racing_on_one_environment_all_land(tmp_path: Path) 
         assert env is not None and env.facts.idle_until == 60
     finally:
         await store.close()
+
+
+# ---------------------------------------------------------------- per-environment secrets (#14)
+
+
+async def test_a_token_for_one_environment_is_refused_by_another(
+    bot: Bot, container: PromptServer, tmp_path: Path
+) -> None:
+    """Two prompt servers, each with its own environment's token: the bot's token for PR 2 opens
+    PR 2's container only; PR 3's container (another environment) refuses it, and the person is
+    told so clearly."""
+    other = PromptServer(tmp_path / "pr3")
+    try:
+        other_token = environment_token(TOKEN, "Codertocat/Hello-World", 3, "pr3-0a1b2c3d")
+        await other.serve(other_token)
+        env = await bot.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
+        assert env is not None
+        mine = bot.runtime.services.environments.prompt_token(env)
+        assert mine is not None and mine != other_token and TOKEN not in (mine, other_token)
+        client = bot.runtime.services.prompts.container
+        with pytest.raises(TokenRefused):
+            await client.submit(other.url, mine, prompt="hi", user="U1", thread="")
+        with pytest.raises(TokenRefused):  # nor does the master open any container
+            await client.submit(container.url, TOKEN, prompt="hi", user="U1", thread="")
+        taken = await client.submit(other.url, other_token, prompt="hi", user="U1", thread="")
+        assert taken.job_id
+        # the bot, sending PR 2's prompt to the other environment's container: refused, said so
+        bot.runtime.services.environments.settings = bot.settings.model_copy(
+            update={"uat_container_url": other.url}
+        )
+        await bot.slash("prompt PR-2 hello")
+        await bot.settle()
+        assert bot.slack.responses[-1].body["text"] == slack_ui.PROMPT_TOKEN_REFUSED
+    finally:
+        await other.close()
+
+
+async def test_the_task_gets_its_own_token_never_the_master(bot: Bot, account: UatAccount) -> None:
+    [task] = account.tasks()
+    [override] = task["overrides"]["containerOverrides"]
+    environment = {e["name"]: e["value"] for e in override["environment"]}
+    expected = environment_token(TOKEN, "Codertocat/Hello-World", 2, environment["SESSION_ID"])
+    assert environment["UAT_PROMPT_TOKEN"] == expected
+    assert TOKEN not in str(task)
+
+
+async def test_credentials_in_the_agents_output_reach_slack_only_redacted(bot: Bot) -> None:
+    """The agent repeats its own environment's token and a GitHub token: the result in the
+    thread, the "asked the agent" card and the output file show `[redacted]` in their place."""
+    env = await bot.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
+    assert env is not None
+    own = bot.runtime.services.environments.prompt_token(env)
+    assert own is not None
+    github = "ghp_" + "A1b2C3d4E5" * 4
+    await bot.slash(f"prompt PR-2 fake:long 200 leaked {own} and {github} here")
+    await bot.slack.wait_for(lambda s: files_in(bot), timeout=20)
+    await bot.settle()
+    sent = str([c.params for c in bot.slack.calls]) + str([r.body for r in bot.slack.responses])
+    sent += "".join(f.content.decode() for f in bot.slack.files.values())
+    async with bot.http.get(f"{bot.url}/metrics") as response:
+        sent += await response.text()
+    for secret in (own, github, TOKEN):
+        assert secret not in sent
+    result = next(m["text"] for m in thread(bot) if "*succeeded*" in m["text"])
+    assert f"leaked {MARKER} and {MARKER} here" in result
+    [file] = files_in(bot)
+    assert f"leaked {MARKER} and {MARKER} here" in file.content.decode()
+
+
+@pytest.mark.parametrize(
+    "job", ["../status", "0123456789ab/../../status", "x" * 300, "ABCDEF012345"]
+)
+async def test_a_cancel_whose_job_id_is_not_the_containers_never_reaches_it(
+    make_bot: BotFactory, account: UatAccount, containers: Containers, job: str
+) -> None:
+    bot: Bot = await make_bot(**account.env(containers.url))
+    await bot.settle_startup()
+    await label(bot)
+    containers.ready(2)
+    await bot.runtime.services.environments.poll()
+    asked_before = [hit for hit in containers.hits if hit[1] != "health"]
+    await bot.slash(f"prompt PR-2 --cancel {job}")
+    await bot.settle()
+    assert bot.slack.responses[-1].body["text"] == slack_ui.bad_job_id(job)
+    assert [hit for hit in containers.hits if hit[1] != "health"] == asked_before == []
+    # a job id in the container's format does reach it (so the check above could see one)
+    await bot.slash("prompt PR-2 --cancel 0123456789ab")
+    await bot.settle()
+    assert bot.slack.responses[-1].body["text"] == slack_ui.no_such_job("0123456789ab")
+    assert (2, "DELETE prompts/0123456789ab") in containers.hits

@@ -414,7 +414,7 @@ class Console:
     # Slack
 
     def _reply(self, channel: str, clicked: Shown | None) -> Reply:
-        chat = self.chat
+        chat, scrubber = self.chat, self.services.scrubber  # as the Slack side's doors scrub
 
         async def reply(
             text: str,
@@ -423,6 +423,7 @@ class Console:
             in_channel: bool = False,
             replace_original: bool = False,
         ) -> None:
+            text, blocks = scrubber.text(text), scrubber.value(blocks)
             if replace_original and clicked is not None:
                 await chat.replace(clicked.key, text, blocks)
             elif in_channel:
@@ -453,6 +454,7 @@ class Console:
 
         async def ack(answer: str | None) -> None:
             if answer:
+                answer = self.services.scrubber.text(answer)
                 await self.chat.ephemeral(CONSOLE_CHANNEL, CONSOLE_USER, answer)
 
         await self._finishing(await self.runtime.dispatcher.dispatch(ctx, text, ack))

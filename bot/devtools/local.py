@@ -207,6 +207,17 @@ class EmbeddedAws:
         )
         return session.client(service, endpoint_url=self.endpoint)  # type: ignore[call-overload]
 
+    def task_token(self, task_id: str) -> str | None:
+        """The prompt token the bot gave the task `task_id` (its UAT_PROMPT_TOKEN override), as
+        the real container reads it from its environment; None for an unknown task."""
+        described = self._client("ecs").describe_tasks(cluster=CLUSTER, tasks=[task_id])
+        for task in described.get("tasks") or []:
+            for override in (task.get("overrides") or {}).get("containerOverrides") or []:
+                for variable in override.get("environment") or []:
+                    if variable.get("name") == "UAT_PROMPT_TOKEN":
+                        return str(variable.get("value") or "") or None
+        return None
+
     def seed(self, repository: str) -> SeededAccount:
         """A UAT account: VPC, subnet, security group, cluster, base task definition, images."""
         _hold_tasks()
@@ -426,6 +437,9 @@ class StandInContainers:
         self.containers: dict[tuple[int, str], FakeContainer] = {}
         self.base = ""
         self._runner: web.AppRunner | None = None
+        # a task's id -> the prompt token the bot gave it (see EmbeddedAws.task_token)
+        self.token_of: Callable[[str], str | None] | None = None
+        self._tokens: dict[str, str] = {}
 
     @property
     def container_url(self) -> str:
@@ -445,9 +459,16 @@ class StandInContainers:
             self.containers[key] = FakeContainer(pr, self.clock)
         return self.containers[key]
 
-    def _refuse(self, request: web.Request) -> web.Response | None:
+    async def _refuse(self, request: web.Request) -> web.Response | None:
+        """Each container takes only its own task's token (what the bot gave that task)."""
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and secrets.compare_digest(given.strip(), self.token):
+        task = request.match_info["task"]
+        token = self._tokens.get(task)
+        if token is None and self.token_of is not None:
+            token = await asyncio.to_thread(self.token_of, task)
+            if token:
+                self._tokens[task] = token
+        if token and scheme.lower() == "bearer" and secrets.compare_digest(given.strip(), token):
             return None
         return web.json_response({"error": "missing or wrong bearer token"}, status=401)
 
@@ -462,7 +483,7 @@ class StandInContainers:
         return web.json_response(self._container(request).status())
 
     async def _submit(self, request: web.Request) -> web.Response:
-        if (refused := self._refuse(request)) is not None:
+        if (refused := await self._refuse(request)) is not None:
             return refused
         container = self._container(request)
         try:
@@ -493,7 +514,7 @@ class StandInContainers:
         return web.json_response(job.view(container.position(job)))
 
     async def _cancel_job(self, request: web.Request) -> web.Response:
-        if (refused := self._refuse(request)) is not None:
+        if (refused := await self._refuse(request)) is not None:
             return refused
         container, job = self._job(request)
         if job.state not in ("queued", "running"):
@@ -630,6 +651,7 @@ class LocalWorld:
         try:
             await asyncio.to_thread(self.aws.start)
             self.account = await asyncio.to_thread(self.aws.seed, self.repository)
+            self.containers.token_of = self.aws.task_token
             await self.containers.start()
             await self._prepare_builds()
         except BaseException:

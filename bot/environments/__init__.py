@@ -158,3 +158,7 @@ class Environments:
 
     def container_url(self, env: Environment, task: TaskInfo | None = None) -> str:
         return self.watcher.container_url(env, task)
+
+    def prompt_token(self, env: Environment) -> str | None:
+        """`env`'s own prompt token (see bot/prompt_tokens.py); None without UAT_PROMPT_TOKEN."""
+        return self.ctx.prompt_token(env)

@@ -17,6 +17,7 @@ from bot.config import Settings
 from bot.container import ContainerClient
 from bot.github import PullRequestEvent
 from bot.metrics import Metrics
+from bot.prompt_tokens import environment_token
 from bot.slack.chat import Chat
 from bot.slack.outbox import Outbox
 from bot.store import ACTIVE, LIVE, Environment, Facts, State, Store
@@ -140,6 +141,15 @@ class Context:
             self.settings.uat_label_latest: "latest",
             self.settings.uat_label_staging: "staging",
         }
+
+    def prompt_token(self, env: Environment, session: str | None = None) -> str | None:
+        """The prompt token of `env` (of its launch `session` when given, else its current one),
+        derived from UAT_PROMPT_TOKEN; None when that is not set."""
+        master = self.settings.uat_prompt_token
+        if master is None or not master.get_secret_value():
+            return None
+        session = env.facts.session if session is None else session
+        return environment_token(master.get_secret_value(), env.repo, env.pr, session)
 
     @property
     def installation(self) -> str:

@@ -257,7 +257,8 @@ class Launcher:
         }
 
     def task_environment(self, env: Environment, session: str) -> dict[str, str]:
-        token = self.ctx.settings.uat_prompt_token
+        # The task gets its environment's own prompt token, never UAT_PROMPT_TOKEN itself.
+        token = self.ctx.prompt_token(env, session)
         # The base repository and its refs/pull/<n>/head, which GitHub keeps for forks too; the
         # branch may be a fork's (even one named like a base branch), so it is for display only.
         return {
@@ -267,7 +268,7 @@ class Launcher:
             "GIT_REF": pull_ref(env.pr),
             "HEAD_SHA": env.facts.head_sha,
             "SESSION_ID": session,
-            "UAT_PROMPT_TOKEN": token.get_secret_value() if token else "",
+            "UAT_PROMPT_TOKEN": token or "",
         }
 
     async def _ensure_thread(self, repo: str, pr: int, session: str) -> Environment | None:

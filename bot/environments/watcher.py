@@ -211,14 +211,12 @@ class Watcher:
     async def probe(self, env: Environment, task: TaskInfo, path: str) -> dict[str, Any] | None:
         """GET the container's /health, /version or /status (any status); None when it does
         not answer."""
-        endpoints = {
-            "health": self.ctx.container.health,
-            "version": self.ctx.container.version,
-            "status": self.ctx.container.status,
-        }
+        if path == "health":
+            return await self.health(env, task)
+        endpoints = {"version": self.ctx.container.version, "status": self.ctx.container.status}
         if path not in endpoints:
             raise ValueError(f"no /{path} to probe: ask for health, version or status")
-        return await endpoints[path](self.container_url(env, task))
+        return await endpoints[path](self.container_url(env, task), self.ctx.prompt_token(env))
 
     def container_url(self, env: Environment, task: TaskInfo | None = None) -> str:
         return environment_url(self.ctx.settings.uat_container_url, env, task)

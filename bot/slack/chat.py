@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import functools
 import logging
 import time
@@ -25,6 +26,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot.errors import UserError
 from bot.logs import outside
 from bot.metrics import Metrics
+from bot.scrub import Scrubber
 from bot.slack import slack_ui
 
 logger = logging.getLogger(__name__)
@@ -400,6 +402,48 @@ def _without_blind_retries(client: AsyncWebClient) -> AsyncWebClient:
         h for h in client.retry_handlers if isinstance(h, AsyncRateLimitErrorRetryHandler)
     ]
     return once
+
+
+class ScrubbedChat:
+    """A `Chat` whose every message, update, ephemeral and file leaves without credentials: the
+    one door the bot's words go out by (bot/scrub.py says what is replaced). The composition root
+    puts it in front of whichever chat it builds, so no caller can go around it."""
+
+    def __init__(self, inner: Chat, scrubber: Scrubber) -> None:
+        self.inner = inner
+        self.scrubber = scrubber
+
+    def _blocks(self, blocks: Blocks | None) -> Blocks | None:
+        return None if blocks is None else list(self.scrubber.value(blocks))
+
+    async def post(self, message: Message) -> str:
+        text, blocks = self.scrubber.text(message.text), self._blocks(message.blocks)
+        return await self.inner.post(dataclasses.replace(message, text=text, blocks=blocks))
+
+    async def find(
+        self, channel: str, key: str, thread_ts: str | None = None, since: float | None = None
+    ) -> str | None:
+        return await self.inner.find(channel, key, thread_ts, since)
+
+    async def upload(self, upload: Upload) -> str:
+        comment = self.scrubber.text(upload.comment) if upload.comment is not None else None
+        # a file may be megabytes of agent output: scrubbed off the event loop
+        content = await asyncio.to_thread(self.scrubber.text, upload.content)
+        scrubbed = dataclasses.replace(
+            upload,
+            content=content,
+            title=self.scrubber.text(upload.title),
+            comment=comment,
+        )
+        return await self.inner.upload(scrubbed)
+
+    async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
+        await self.inner.update(channel, ts, self.scrubber.text(text), self._blocks(blocks))
+
+    async def ephemeral(
+        self, channel: str, user: str, text: str, blocks: Blocks | None = None
+    ) -> None:
+        await self.inner.ephemeral(channel, user, self.scrubber.text(text), self._blocks(blocks))
 
 
 def _carries(message: dict[str, Any], key: str) -> bool:

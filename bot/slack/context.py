@@ -6,7 +6,7 @@ The composition root (`bot.app`) builds one `Services`; every invocation gets a 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.config import Settings
@@ -15,9 +15,11 @@ from bot.errors import UserError
 from bot.images.operations import ImagePipeline
 from bot.metrics import Metrics
 from bot.prompts import Prompts
+from bot.scrub import Scrubber
 from bot.slack import slack_ui
 from bot.slack.chat import Blocks, Chat
 from bot.slack.inbox import acting_key
+from bot.slack.usergroups import UserGroups, is_group
 from bot.store import Store
 from bot.tasks import TaskSupervisor
 
@@ -51,6 +53,11 @@ class Services:
     environments: Environments
     prompts: Prompts
     metrics: Metrics
+    # the members of the user groups UAT_OPERATORS names
+    usergroups: UserGroups = field(default_factory=UserGroups)
+    # what leaves for Slack by another door than `chat` (response_url answers, acks, views)
+    # goes through it too
+    scrubber: Scrubber = field(default_factory=Scrubber)
 
 
 @dataclass
@@ -82,11 +89,14 @@ class CommandContext:
     def is_deployer(self) -> bool:
         return self.user_id in self.services.settings.uat_deployers
 
-    def require_changer(self, author: str | None = None) -> None:
+    async def require_changer(self, author: str | None = None) -> None:
         """Refuse a change to an environment unless it comes from the UAT channel (or a PR's
-        thread in it) and, when UAT_OPERATORS is set, from an operator or a deployer (or
-        `author`, the person whose prompt it is); the refusal says who may."""
-        refusal = change_refusal(self.settings, self.user_id, self.channel_id, author)
+        thread in it) and, when UAT_OPERATORS is set, from an operator (or a member of an
+        operators' user group) or a deployer (or `author`, the person whose prompt it is); the
+        refusal says who may."""
+        refusal = await change_refusal(
+            self.settings, self.user_id, self.channel_id, author, groups=self.services.usergroups
+        )
         if refusal:
             raise UserError(refusal)
 
@@ -105,18 +115,29 @@ class CommandContext:
 ActionHandler = Callable[[CommandContext, dict[str, Any]], Awaitable[None]]
 
 
-def change_refusal(
-    settings: Settings, user: str, channel: str, author: str | None = None
+async def change_refusal(
+    settings: Settings,
+    user: str,
+    channel: str,
+    author: str | None = None,
+    *,
+    groups: UserGroups | None = None,
 ) -> str | None:
     """Why `user` may not change an environment from `channel`; None when they may. Operators
-    are Slack user IDs (user-group IDs `S…` are not resolved yet: list the people)."""
+    are Slack user IDs and user-group IDs (`S…`), whose members `groups` reads from Slack only
+    when the person is not allowed by name; a group that cannot be read refuses, saying so."""
     if settings.uat_channel and channel != settings.uat_channel:
         return slack_ui.changes_in_channel_only(settings.uat_channel)
-    allowed = {*settings.uat_operators, *settings.uat_deployers}
+    operators = settings.uat_operators
+    allowed = {*(o for o in operators if not is_group(o)), *settings.uat_deployers}
     if author:
         allowed.add(author)
-    if (settings.uat_operators or author) and user not in allowed:
-        return slack_ui.operators_only(
-            settings.uat_operators, settings.uat_deployers, author is not None
-        )
-    return None
+    if not (operators or author) or user in allowed:
+        return None
+    for group in (o for o in operators if is_group(o)):
+        try:
+            if user in await (groups or UserGroups()).members(group):
+                return None
+        except UserError as exc:
+            return str(exc)
+    return slack_ui.operators_only(operators, settings.uat_deployers, author is not None)

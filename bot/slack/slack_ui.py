@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.gateway_text import entities
 from bot.gateway_text import escape as escape  # the one escaping function, used here too
+from bot.scrub import scrub
 from bot.slack import action_ids, limits
 from bot.store.records import ENDED, LIVE, Environment, State
 from bot.urls import environment_url
@@ -49,7 +51,8 @@ SLACK_MENTION = re.compile(r"<@([A-Z0-9]+)>")
 # Every string from outside (PR titles, branches, authors, commit subjects, container errors
 # and phases, agent text, what people typed) reaches Slack through one of these four, by
 # where it goes. Each escapes `&`, `<` and `>` exactly once, so no `<!channel>`, `<@U…>`,
-# `<#C…>` or `<https://…|…>` survives; long text is split before (see `split_escaped`).
+# `<#C…>` or `<https://…|…>` survives; long text is split before (see `split_escaped`). Each
+# also replaces credentials (bot/scrub.py), on the whole text before it is cut or split.
 
 
 def mrkdwn(text: str) -> str:
@@ -67,8 +70,8 @@ def code(text: str) -> str:
 def code_block(lines: Sequence[str], room: int = 2800) -> str:
     """Outside lines (a build's log) as a ``` block: the last `room` characters, none able to
     end the block early."""
-    tail = "\n".join(lines)[-room:].replace("`", "'")
-    return "```" + escape(tail) + "```"
+    tail = scrub("\n".join(lines))[-room:].replace("`", "'")
+    return "```" + entities(tail) + "```"
 
 
 def link_label(text: str) -> str:
@@ -79,7 +82,7 @@ def link_label(text: str) -> str:
 
 def plain_text(text: str, limit: int = 75) -> Block:
     """Outside text as a Block Kit plain_text object (Slack shows it literally)."""
-    return {"type": "plain_text", "text": text[:limit] or " ", "emoji": False}
+    return {"type": "plain_text", "text": scrub(text)[:limit] or " ", "emoji": False}
 
 
 def plain(text: str) -> str:
@@ -142,11 +145,23 @@ def changes_in_channel_only(channel: str) -> str:
 
 
 def operators_only(operators: Iterable[str], deployers: Iterable[str], author: bool) -> str:
-    who = [f"<@{user}>" for user in (*operators, *deployers)]
+    # a group as its ID, not as `<!subteam^S…>`: a refusal in a thread must not ping a group
+    who = [
+        f"the members of user group `{user}`" if user[:1] == "S" else f"<@{user}>"
+        for user in (*operators, *deployers)
+    ]
     if author:
         who.insert(0, "the person who asked for it")
     names = ", ".join(dict.fromkeys(who))
     return f"Only {names} can change this environment (UAT_OPERATORS and UAT_DEPLOYERS say who)."
+
+
+def usergroup_unreadable(group: str) -> str:
+    return (
+        f"I could not read who is in the user group `{group}` that UAT_OPERATORS names: the "
+        "Slack app needs the `usergroups:read` scope (manifest.yml; reinstall the app), and the "
+        "group must exist."
+    )
 
 
 def help_overview(summaries: Iterable[tuple[str, str]]) -> str:
@@ -814,9 +829,14 @@ def cleanup_report(leftovers: Any, dry_run: bool) -> tuple[str, list[Block]]:
 
 # ---------------------------------------------------------------- prompts
 
-NO_PROMPT_TOKEN = "Prompts are off: an operator sets UAT_PROMPT_TOKEN (the containers need it too)."
+NO_PROMPT_TOKEN = (
+    "Prompts are off: an operator sets UAT_PROMPT_TOKEN in the bot (each environment then gets "
+    "its own token, derived from it)."
+)
 PROMPT_TOKEN_REFUSED = (
-    "The container refused the bot's token: UAT_PROMPT_TOKEN differs between the bot and the task."
+    "The container refused this environment's prompt token: it was started with another "
+    "environment's token, or by a bot with another UAT_PROMPT_TOKEN. `/uat restart` the "
+    "environment to give it its own."
 )
 EMPTY_PROMPT = "Say what the agent should do: `/uat prompt PR-123 <what to do>`."
 SPLIT_AT = SECTION_ROOM
@@ -830,8 +850,9 @@ def split(text: str, limit: int = SPLIT_AT) -> list[str]:
 
 def split_escaped(text: str, limit: int = SPLIT_AT) -> list[str]:
     """Outside text cut into parts of at most `limit` characters once escaped, then escaped:
-    split first, so no `&amp;` is cut in two and no character is lost."""
-    return [mrkdwn(part) for part in _split(text, limit, lambda t: len(mrkdwn(t)))]
+    split first, so no `&amp;` is cut in two and no character is lost; credentials are replaced
+    in the whole text first, so none cut in two at a split point survives."""
+    return [entities(part) for part in _split(scrub(text), limit, lambda t: len(entities(t)))]
 
 
 def _split(text: str, limit: int, size: Callable[[str], int]) -> list[str]:
@@ -875,6 +896,14 @@ def container_unreachable(env: Environment) -> str:
     return (
         f"The container of {env.repo}#{env.pr} does not answer. "
         f"`/uat status PR-{env.pr}` shows its state; `/uat restart PR-{env.pr}` replaces it."
+    )
+
+
+def bad_job_id(job_id: str) -> str:
+    shown = job_id if len(job_id) <= 40 else job_id[:40] + "…"
+    return (
+        f"{code(shown)} is not a prompt's job id: it is 12 hex digits, as the bot gave it when "
+        "the prompt was sent (e.g. `/uat prompt PR-123 --cancel 0123456789ab`)."
     )
 
 

@@ -230,10 +230,16 @@ class Containers:
         async def status(request: web.Request) -> web.Response:
             return web.json_response({"running": None, "queue": [{"id": "j1"}], "recent": []})
 
+        async def anything_else(request: web.Request) -> web.Response:
+            pr = int(request.match_info["pr"])
+            self.hits.append((pr, f"{request.method} {request.match_info['rest']}"))
+            return web.json_response({"error": "no such job"}, status=404)
+
         app = web.Application()
         app.router.add_get("/pr/{pr}/health", health)
         app.router.add_get("/pr/{pr}/version", version)
         app.router.add_get("/pr/{pr}/status", status)
+        app.router.add_route("*", "/pr/{pr}/{rest:.*}", anything_else)  # recorded, then 404
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -30,7 +30,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
         )
 
         async def acknowledge(text: str | None) -> None:
-            await (ack(text=text) if text else ack())
+            await (ack(text=runtime.services.scrubber.text(text)) if text else ack())
 
         ctx = context_for(runtime, invocation)
         await runtime.dispatcher.dispatch(ctx, invocation.text, acknowledge, invocation)

@@ -31,7 +31,9 @@ async def relay_reply(services: Services, event: dict[str, Any]) -> None:
     if env is None:
         return  # a thread that is not a PR's
     try:
-        refusal = change_refusal(services.settings, str(event["user"]), channel)
+        refusal = await change_refusal(
+            services.settings, str(event["user"]), channel, groups=services.usergroups
+        )
         if refusal:
             raise UserError(refusal)
         await services.prompts.submit(env, str(event.get("text", "")), str(event["user"]))
@@ -58,6 +60,7 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
         except UserError as exc:
             images = str(exc)
         view = slack_ui.home_view(envs, images, services.settings, services.environments.clock())
+        view = services.scrubber.value(view)
         try:
             await client.views_publish(user_id=event["user"], view=view)
         except (aiohttp.ClientError, TimeoutError) as exc:

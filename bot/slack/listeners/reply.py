@@ -38,7 +38,8 @@ class SlackReply:
         in_channel: bool = False,
         replace_original: bool = False,
     ) -> None:
-        text, blocks = slack_ui.fit(text, blocks)
+        scrubber = self._runtime.services.scrubber
+        text, blocks = slack_ui.fit(scrubber.text(text), scrubber.value(blocks))
         status, failure = 0, ""
         if self._url:
             body: dict[str, Any] = {

@@ -9,9 +9,10 @@ call. It also serves ``response_url`` endpoints and can inject rate limits and s
 One module a surface, as Slack's API is divided: ``server`` (lifecycle, recording, faults, auth,
 scopes, the message store), ``chat``, ``conversations`` (history and replies, pagination,
 metadata), ``files`` (the v2 upload flow that ``files_upload_v2`` uses; files land in
-:attr:`SlackStub.files`), ``views``, ``response_urls``; ``validation`` holds the checks they
-share (Block Kit through slack_sdk's models, message metadata, argument errors) and ``records``
-what the stub keeps. Put a scope in :attr:`SlackStub.missing_scopes` to get ``missing_scope``.
+:attr:`SlackStub.files`), ``views``, ``usergroups`` (a user group's members),
+``response_urls``; ``validation`` holds the checks they share (Block Kit through slack_sdk's
+models, message metadata, argument errors) and ``records`` what the stub keeps. Put a scope in
+:attr:`SlackStub.missing_scopes` to get ``missing_scope``.
 
 Point a real client at it::
 
@@ -26,12 +27,15 @@ from tests.harness.slack_stub.conversations import ConversationMethods
 from tests.harness.slack_stub.files import FileMethods
 from tests.harness.slack_stub.records import Call, Response, StubFile
 from tests.harness.slack_stub.response_urls import ResponseUrls
+from tests.harness.slack_stub.usergroups import UserGroupMethods
 from tests.harness.slack_stub.validation import validate_blocks
 from tests.harness.slack_stub.views import ViewMethods
 
 __all__ = ["Call", "Response", "SlackStub", "StubFile", "validate_blocks"]
 
 
-class SlackStub(ChatMethods, ConversationMethods, FileMethods, ViewMethods, ResponseUrls):
+class SlackStub(
+    ChatMethods, ConversationMethods, FileMethods, ViewMethods, UserGroupMethods, ResponseUrls
+):
     """A loopback Slack Web API server with recording, validation and fault injection: every
     surface above over one server (see `server.StubServer`)."""

@@ -93,3 +93,11 @@ class Fault:
 class ResponseTarget:
     channel: str | None
     message_ts: str | None
+
+
+@dataclass
+class UserGroup:
+    """A user group usergroups.users.list answers for (see `SlackStub.add_usergroup`)."""
+
+    users: list[str] = field(default_factory=list)
+    disabled: bool = False

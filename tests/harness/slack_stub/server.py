@@ -13,7 +13,14 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
-from tests.harness.slack_stub.records import Call, Fault, Response, ResponseTarget, StubFile
+from tests.harness.slack_stub.records import (
+    Call,
+    Fault,
+    Response,
+    ResponseTarget,
+    StubFile,
+    UserGroup,
+)
 from tests.harness.slack_stub.validation import (
     JSON_FIELDS,
     MAX_ATTACHMENTS,
@@ -41,7 +48,14 @@ RESPONSE_URL_METHOD = "response_url"
 UPLOAD_METHOD = "upload"
 MAX_UPLOAD_BYTES = 100 * 1024 * 1024
 # The bot token's scopes (manifest.yml plus files:write); ``missing_scopes`` removes some.
-BOT_SCOPES = ("channels:history", "chat:write", "commands", "files:write", "groups:history")
+BOT_SCOPES = (
+    "channels:history",
+    "chat:write",
+    "commands",
+    "files:write",
+    "groups:history",
+    "usergroups:read",
+)
 # The scope each method needs (methods not listed need none, e.g. views.*, chat.getPermalink).
 REQUIRED_SCOPES = {
     "chat.postMessage": "chat:write",
@@ -52,6 +66,7 @@ REQUIRED_SCOPES = {
     "conversations.replies": "channels:history",
     "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",
+    "usergroups.users.list": "usergroups:read",
 }
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -70,6 +85,7 @@ class StubServer:
         self.opened_views: list[dict[str, Any]] = []
         self.files: dict[str, StubFile] = {}
         self.missing_scopes: set[str] = set()
+        self.usergroups: dict[str, UserGroup] = {}
         self._faults: list[Fault] = []
         self._response_targets: dict[str, ResponseTarget] = {}
         self._last_ts_micros = 0
@@ -231,6 +247,7 @@ class StubServer:
         self.responses.clear()
         self.home_views.clear()
         self.opened_views.clear()
+        self.usergroups.clear()
         self._faults.clear()
 
     async def wait_for(
