@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve test lint format bench services docs clean lock images
+.PHONY: run serve test lint format bench services docs clean lock images mutate
 
 # What is wrong with PYTHON, if anything: checked (by any Python, even 2) before a venv is made.
 USE_OTHER = point make at another one: make PYTHON=python3.12 $(or $(MAKECMDGOALS),run)
@@ -40,6 +40,12 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Mutation testing of the code that guards the doors (bot/devtools/mutate.py): one mutant at a
+# time, each against its target's fast tests; slow (tens of minutes), so not part of .ci/run.
+# `make mutate TARGETS=store` runs one target.
+mutate: $(STAMP)
+	$(PY) -m bot.devtools.mutate $(TARGETS)
 
 services: $(STAMP)
 	bash .ci/services.sh $(PY)
