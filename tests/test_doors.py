@@ -9,30 +9,35 @@ from __future__ import annotations
 
 import copy
 import json
+import types
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from multidict import CIMultiDict
 
-from bot.app import build_runtime
+from bot.app import Runtime, build_runtime
 from bot.config import load_settings
-from bot.github import PullRequestEvent
+from bot.errors import UserError
+from bot.github import PullRequestEvent, signature, verify_signature
 from bot.server import create_web_app
 from bot.slack import action_ids, slack_ui
 from bot.slack.cards import card_value
+from bot.slack.dispatch import Dispatcher, Plan, command_from_module, load_commands
 from tests.harness.bot import (
     CHANNEL,
     DEPLOYER,
     DEVELOPER,
     SIGNING_SECRET,
+    WEBHOOK_SECRET,
     Bot,
     BotFactory,
     bot_env,
     reference,
 )
-from tests.harness.signing import slack_headers, slash_command_body
+from tests.harness.signing import github_headers, slack_headers, slash_command_body
 from tests.harness.slack_stub import SlackStub
 from tests.test_github_http import Recorder
 
@@ -151,3 +156,222 @@ async def test_the_parsed_event_is_the_payload_field_by_field(
         )
     ]
     assert recorder.events[0].label is None
+
+
+def deliveries(bot: Bot, event: str, result: str) -> float:
+    value = bot.runtime.services.metrics.registry.get_sample_value(
+        "uat_webhook_deliveries_total", {"event": event, "result": result}
+    )
+    return value or 0.0
+
+
+def refused(bot: Bot, endpoint: str, reason: str) -> float:
+    value = bot.runtime.services.metrics.registry.get_sample_value(
+        "uat_rejected_requests_total", {"endpoint": endpoint, "reason": reason}
+    )
+    return value or 0.0
+
+
+def test_a_signature_is_checked_whole_and_surrounding_blanks_do_not_matter() -> None:
+    body = b'{"zen": "x"}'
+    good = signature(WEBHOOK_SECRET, body)
+    assert verify_signature(WEBHOOK_SECRET, body, f"  {good} ")
+    assert not verify_signature(WEBHOOK_SECRET, body, good[:-1])
+    assert not verify_signature(WEBHOOK_SECRET, body, "")
+
+
+async def test_deliveries_are_counted_by_event_and_result(bot: Bot) -> None:
+    await bot.github("ping", reference("github_webhooks/ping.payload.json"))
+    await bot.github("issues", {"action": "opened"})
+    await bot.github("pull_request", reference(OPENED))
+    assert deliveries(bot, "ping", "ok") == 1
+    assert deliveries(bot, "other", "ignored") == 1
+    assert deliveries(bot, "pull_request", "accepted") == 1
+
+
+async def test_a_ping_is_answered_ok_with_its_zen(bot: Bot) -> None:
+    status, body = await bot.github("ping", {"zen": "Keep it logically awesome."})
+    assert (status, body) == (200, {"ok": True, "zen": "Keep it logically awesome."})
+
+
+async def test_a_delivery_with_two_signatures_is_401_and_counted(bot: Bot) -> None:
+    body = json.dumps(reference(OPENED)).encode()
+    headers = github_headers(WEBHOOK_SECRET, body, "pull_request")
+    twice = CIMultiDict(headers)
+    twice.add("X-Hub-Signature-256", headers["X-Hub-Signature-256"])
+    async with bot.http.post(f"{bot.url}/github/webhook", data=body, headers=twice) as response:
+        assert response.status == 401
+    assert (await bot.post_github(body, headers))[0] == 202
+    assert refused(bot, "/github/webhook", "bad_signature") == 1
+    assert deliveries(bot, "pull_request", "bad_signature") == 1
+
+
+async def test_a_signed_body_that_is_not_an_object_is_400(bot: Bot) -> None:
+    status, body = await bot.github("pull_request", b"[1, 2]")
+    assert (status, body) == (400, {"error": "body must be a JSON object"})
+
+
+async def test_a_pull_request_without_a_delivery_id_is_400(bot: Bot) -> None:
+    body = json.dumps(reference(OPENED)).encode()
+    headers = github_headers(WEBHOOK_SECRET, body, "pull_request")
+    del headers["X-GitHub-Delivery"]
+    assert await bot.post_github(body, headers) == (400, {"error": "missing X-GitHub-Delivery"})
+
+
+async def test_without_a_webhook_secret_every_delivery_is_503(make_bot: BotFactory) -> None:
+    recorder = Recorder()
+    bot: Bot = await make_bot(recorder.install, GITHUB_WEBHOOK_SECRET="")
+    status, body = await bot.github("pull_request", reference(OPENED))
+    assert (status, body) == (503, {"error": "GITHUB_WEBHOOK_SECRET is not set on the bot"})
+    assert recorder.events == []
+
+
+async def test_a_delivery_the_handler_refuses_is_503_with_its_reason(make_bot: BotFactory) -> None:
+    async def refuse(event: PullRequestEvent) -> None:
+        raise UserError("Slack is not answering; GitHub may redeliver.")
+
+    def install(runtime: Runtime) -> None:
+        runtime.on_pull_request = refuse
+
+    bot: Bot = await make_bot(install)
+    status, body = await bot.github("pull_request", reference(OPENED), delivery="refused-1")
+    assert (status, body) == (503, {"error": "Slack is not answering; GitHub may redeliver."})
+    assert not await bot.runtime.services.store.claimed("done:refused-1")
+
+
+async def test_an_accepted_delivery_is_answered_with_its_id(bot: Bot) -> None:
+    status, body = await bot.github("pull_request", reference(OPENED), delivery="guid-a")
+    assert (status, body) == (202, {"accepted": "guid-a"})
+    assert await bot.runtime.services.store.claimed("done:guid-a")
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda p: p["pull_request"].update(title=7), "pull_request.title must be a string"),
+        (
+            lambda p: p["pull_request"].update(title="\ud800"),
+            "pull_request.title is not valid UTF-8",
+        ),
+        (lambda p: p.update(pull_request=["number", "labels"]), "missing pull_request.number"),
+        (lambda p: p["pull_request"].update(labels={}), "pull_request.labels must be a list"),
+        (
+            lambda p: p["pull_request"]["head"].update(ref=None),
+            "pull_request.head.ref must be a string",
+        ),
+    ],
+)
+async def test_a_malformed_pull_request_is_400_saying_what_is_wrong(
+    make_bot: BotFactory, change: Any, problem: str
+) -> None:
+    recorder = Recorder()
+    bot: Bot = await make_bot(recorder.install)
+    payload = copy.deepcopy(reference(OPENED))
+    change(payload)
+    status, body = await bot.github("pull_request", payload)
+    assert (status, body) == (400, {"error": f"pull_request payload: {problem}"})
+    assert recorder.events == []
+
+
+async def test_labels_without_a_name_are_skipped(make_bot: BotFactory) -> None:
+    recorder = Recorder()
+    bot: Bot = await make_bot(recorder.install)
+    payload = copy.deepcopy(reference(OPENED))
+    payload["pull_request"]["labels"] = [{"name": "uat"}, "name", {"color": "fff"}, {"name": 5}]
+    assert (await bot.github("pull_request", payload))[0] == 202
+    assert recorder.events[0].labels == ("uat", "5")
+
+
+# ------------------------------------------------------------------ /uat dispatch, decided at once
+
+
+def echo_module() -> types.ModuleType:
+    module = types.ModuleType("commands.echo")
+    module.NAME = "echo"  # type: ignore[attr-defined]
+    module.__doc__ = "Say it back.\n\nSays the words back."
+    module.configure = lambda parser: parser.add_argument("words", nargs="*")  # type: ignore[attr-defined]
+    module.ack = lambda args: f"echo: {' '.join(args.words)}"  # type: ignore[attr-defined]
+    module.run = lambda ctx, args: None  # type: ignore[attr-defined]
+    return module
+
+
+@pytest.fixture(scope="module")
+def dispatcher() -> Dispatcher:
+    table, actions = load_commands()
+    echo = command_from_module(echo_module())
+    return Dispatcher({**table, echo.name: echo}, actions)
+
+
+@pytest.mark.parametrize("text", ["", "  ", "help", "-h", "--help"])
+def test_help_in_any_spelling_is_the_overview(dispatcher: Dispatcher, text: str) -> None:
+    plan = dispatcher.plan(text)
+    overview = dispatcher.help_text()
+    assert "/uat stop" in overview and "/uat help" in overview
+    assert plan.answer == overview
+    assert plan.command is None
+
+
+def test_help_for_a_command_is_its_help_whatever_the_case(dispatcher: Dispatcher) -> None:
+    stop = dispatcher.table["stop"].help
+    assert stop.startswith("`/uat stop PR`\n")
+    for text in ("help stop", "help STOP", "  help   stop  ", "stop -h", "STOP --help"):
+        assert dispatcher.plan(text) == Plan(stop), text
+    assert dispatcher.plan("help help").answer == slack_ui.command_help(
+        "/uat help [command]", slack_ui.HELP_SUMMARY
+    )
+    assert dispatcher.plan("help stp").answer == slack_ui.unknown_command("stp", ["stop"])
+
+
+def test_an_unknown_word_is_answered_with_the_nearest_commands(dispatcher: Dispatcher) -> None:
+    assert dispatcher.plan("stp 12") == Plan(slack_ui.unknown_command("stp", ["stop"]))
+    assert dispatcher.plan("zzzz").answer == slack_ui.unknown_command("zzzz", [])
+
+
+def test_a_command_word_in_capitals_runs_the_command(dispatcher: Dispatcher) -> None:
+    plan = dispatcher.plan("  STOP 12 ")
+    assert plan.answer is None and plan.command is dispatcher.table["stop"]
+    assert plan.args is not None and plan.args.pr == "12"
+
+
+def test_usage_errors_are_one_capitalised_sentence_and_the_usage(dispatcher: Dispatcher) -> None:
+    assert dispatcher.plan("stop") == Plan(
+        slack_ui.usage_error("The following arguments are required: PR.", "/uat stop PR")
+    )
+    assert dispatcher.plan("stop 12 x") == Plan(
+        slack_ui.usage_error("Unexpected: x.", "/uat stop PR")
+    )
+    assert dispatcher.plan('stop "12') == Plan(slack_ui.bad_quoting("no closing quotation"))
+
+
+def test_after_a_double_dash_a_help_flag_is_prose(dispatcher: Dispatcher) -> None:
+    plan = dispatcher.plan("prompt 12 explain what -h does")
+    assert plan.command is dispatcher.table["prompt"] and plan.args is not None
+    assert plan.args.text == "explain what -h does"
+
+
+def test_a_commands_own_acknowledgement_is_the_answer(dispatcher: Dispatcher) -> None:
+    plan = dispatcher.plan("echo hello there")
+    assert plan.answer == "echo: hello there" and plan.command is dispatcher.table["echo"]
+
+
+def commands_counted(bot: Bot, command: str, outcome: str) -> float:
+    value = bot.runtime.services.metrics.registry.get_sample_value(
+        "uat_commands_total", {"command": command, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+async def test_answers_given_in_the_ack_are_counted_by_command(bot: Bot) -> None:
+    for text in ("", "HELP stop", "stop", "Stop 1 2", "nosuch"):
+        assert (await bot.slash(text))[0] == 200
+    assert commands_counted(bot, "help", "answered") == 2
+    assert commands_counted(bot, "stop", "answered") == 2
+    assert commands_counted(bot, "(unknown)", "answered") == 1
+
+
+async def test_work_after_the_ack_is_counted_by_outcome(bot: Bot) -> None:
+    await bot.slash("stop 12", channel="C0ELSEWHERE")  # refused: not from the UAT channel
+    await bot.settle()
+    assert bot.slack.responses[-1].body["text"] == slack_ui.changes_in_channel_only(CHANNEL)
+    assert commands_counted(bot, "/uat stop", "refused") == 1
+    assert commands_counted(bot, "/uat stop", "ok") == 0

@@ -30,14 +30,19 @@ import gc
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import ModuleType
+from types import FrameType, ModuleType
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EQUIVALENT = ROOT / "tests" / "mutation_equivalent.txt"
@@ -211,6 +216,7 @@ class Mutant:
     line: int
     before: str
     after: str
+    statement: int = 0  # the first line of the statement it is in: what a trace sees run
 
     @property
     def key(self) -> str:
@@ -247,6 +253,16 @@ class Mutator(ast.NodeTransformer):
         self.inside: str | None = None  # the chosen function being walked
         self.keyed: set[int] = set()  # ids of string constants compared or used as keys
         self.sql: set[int] = set()
+        self.statements: list[int] = [0]
+
+    def visit(self, node: ast.AST) -> ast.AST:
+        if not isinstance(node, ast.stmt):
+            return super().visit(node)  # type: ignore[no-any-return]
+        self.statements.append(node.lineno)
+        try:
+            return super().visit(node)  # type: ignore[no-any-return]
+        finally:
+            self.statements.pop()
 
     # scopes
 
@@ -265,8 +281,8 @@ class Mutator(ast.NodeTransformer):
             and isinstance(body[0].value.value, str)
         ):
             # the docstring: walk the rest only
-            node.body = [body[0], *(self.visit(s) for s in body[1:])]
-            node.body = [s for s in node.body if isinstance(s, ast.stmt)]
+            rest = [self.visit(s) for s in body[1:]]
+            node.body = [body[0], *(s for s in rest if isinstance(s, ast.stmt))]
         else:
             self.generic_visit(node)
         if entered:
@@ -296,6 +312,7 @@ class Mutator(ast.NodeTransformer):
                 getattr(node, "lineno", 0),
                 ast.unparse(before),
                 ast.unparse(after),
+                self.statements[-1],
             )
         )
         return index == self.apply
@@ -526,16 +543,58 @@ class MutantLoader(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         exec(compile(self.tree, self.file, "exec"), module.__dict__)
 
 
-def pytest_args(target: Target) -> list[str]:
+def pytest_args(target: Target, tests: Sequence[str] | None = None) -> list[str]:
     args = ["-x", "-q", "-p", "no:cacheprovider", "--no-header"]
+    if tests is not None:  # test ids (the tests that run the mutated line)
+        return [*args, *tests]
     if target.select:
         args += ["-k", target.select]
     return [*args, *(str(ROOT / t) for t in target.tests)]
 
 
-def run_child(target: Target, source: Source | None, index: int, timeout: float, log: Path) -> str:
-    """Run the target's tests in a forked child (the mutant `index` of `source` in place of its
-    module, or nothing changed); "killed", "survived" or "timeout"."""
+class LineRecorder:
+    """A pytest plugin that records, per test, which lines of the given files ran (setup,
+    call and teardown; in every thread)."""
+
+    def __init__(self, files: Collection[str]) -> None:
+        self.files = set(files)
+        self.current: set[tuple[str, int]] | None = None
+        self.ran: dict[str, list[tuple[str, int]]] = {}
+
+    def _trace(self, frame: FrameType, event: str, arg: object) -> Any:
+        if frame.f_code.co_filename not in self.files:
+            return None
+        if event == "line" and self.current is not None:
+            self.current.add((frame.f_code.co_filename, frame.f_lineno))
+        return self._trace
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
+        self.current = set()
+        sys.settrace(self._trace)
+        threading.settrace(self._trace)
+        try:
+            yield
+        finally:
+            sys.settrace(None)
+            threading.settrace(None)
+            _, _, name = item.nodeid.partition("::")  # the id, from any directory
+            self.ran[f"{item.path}::{name}"] = sorted(self.current)
+            self.current = None
+
+
+def run_child(
+    target: Target,
+    source: Source | None,
+    index: int,
+    timeout: float,
+    log: Path,
+    tests: Sequence[str] | None = None,
+    coverage: Path | None = None,
+) -> str:
+    """Run the target's tests (or those `tests`) in a forked child, the mutant `index` of
+    `source` in place of its module (or nothing changed; then `coverage` gets which test ran
+    which lines, as JSON); "killed", "survived" or "timeout"."""
     pid = os.fork()
     if pid == 0:  # the child: never returns
         code = 3
@@ -548,10 +607,15 @@ def run_child(target: Target, source: Source | None, index: int, timeout: float,
                 name = source.module or module_name(source.path)
                 loader = MutantLoader(name, source.path, mutated_tree(source, index))
                 sys.meta_path.insert(0, loader)
-            import pytest
-
+            plugins: list[object] = []
+            recorder = None
+            if coverage is not None:
+                recorder = LineRecorder([str(ROOT / s.path) for s in target.sources])
+                plugins.append(recorder)
             gc.freeze()  # what the parent holds is never garbage: pytest's collections skip it
-            code = int(pytest.main(pytest_args(target)))
+            code = int(pytest.main(pytest_args(target, tests), plugins=plugins))
+            if recorder is not None and coverage is not None:
+                coverage.write_text(json.dumps(recorder.ran))
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -633,19 +697,39 @@ class Report:
 
 
 def run_target(target: Target, logs: Path, equivalent: dict[str, str]) -> Report:
+    """The unmutated run first (it must pass; it records which test runs which line), then each
+    mutant against the tests that run its line, in the order they ran; a mutant no test runs
+    survives without a run."""
     report = Report(target.name, equivalent=equivalent)
     logs.mkdir(parents=True, exist_ok=True)
+    coverage = logs / f"{target.name}-coverage.json"
     start = time.monotonic()
-    baseline = run_child(target, None, -1, 600, logs / f"{target.name}-baseline.log")
+    baseline = run_child(
+        target, None, -1, 1200, logs / f"{target.name}-baseline.log", coverage=coverage
+    )
     if baseline != "survived":
         raise SystemExit(f"{target.name}: the tests fail unmutated (see {logs})")
     timeout = max(20.0, 3 * (time.monotonic() - start))
+    ran: dict[str, list[list[object]]] = json.loads(coverage.read_text())
+    running: dict[tuple[str, int], list[str]] = {}
+    for test, lines in ran.items():
+        for file, line in lines:
+            running.setdefault((str(file), int(str(line))), []).append(test)
     every = [(source, i, m) for source in target.sources for i, m in enumerate(mutants(source))]
     for n, (source, index, mutant) in enumerate(every, 1):
         log = logs / f"{target.name}-{n}.log"
-        outcome = run_child(target, source, index, timeout, log)
+        tests = running.get((str(ROOT / source.path), mutant.statement), [])
+        if tests:
+            outcome = run_child(target, source, index, timeout, log, tests)
+        else:
+            outcome = "survived"
+            log.write_text("no test runs this line\n")
         report.results.append((mutant, outcome))
-        print(f"  [{n}/{len(every)}] {outcome}: {mutant.key}", file=sys.stderr, flush=True)
+        print(
+            f"  [{n}/{len(every)}] {outcome} ({len(tests)} tests): {mutant.key}",
+            file=sys.stderr,
+            flush=True,
+        )
         if outcome != "survived":
             log.unlink(missing_ok=True)
     return report
