@@ -9,23 +9,28 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import types
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
+from bot import guard
 from bot.app import Runtime, build_runtime
 from bot.config import load_settings
 from bot.errors import UserError
-from bot.github import PullRequestEvent, signature, verify_signature
-from bot.server import create_web_app
+from bot.github import PullRequestEvent, WebhookEndpoint, signature, verify_signature
+from bot.server import create_web_app, malformed_event, malformed_payload, slack_signature_problem
 from bot.slack import action_ids, slack_ui
 from bot.slack.cards import card_value
 from bot.slack.dispatch import Dispatcher, Plan, command_from_module, load_commands
+from bot.store import SqliteStore
 from tests.harness.bot import (
     CHANNEL,
     DEPLOYER,
@@ -177,7 +182,8 @@ def test_a_signature_is_checked_whole_and_surrounding_blanks_do_not_matter() -> 
     good = signature(WEBHOOK_SECRET, body)
     assert verify_signature(WEBHOOK_SECRET, body, f"  {good} ")
     assert not verify_signature(WEBHOOK_SECRET, body, good[:-1])
-    assert not verify_signature(WEBHOOK_SECRET, body, "")
+    assert verify_signature(WEBHOOK_SECRET, body, "") is False
+    assert verify_signature(WEBHOOK_SECRET, body, None) is False
 
 
 async def test_deliveries_are_counted_by_event_and_result(bot: Bot) -> None:
@@ -204,6 +210,23 @@ async def test_a_delivery_with_two_signatures_is_401_and_counted(bot: Bot) -> No
     assert (await bot.post_github(body, headers))[0] == 202
     assert refused(bot, "/github/webhook", "bad_signature") == 1
     assert deliveries(bot, "pull_request", "bad_signature") == 1
+
+
+async def test_without_a_refusal_counter_a_bad_signature_is_still_401(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "uat.db")
+    await store.open()
+    recorder = Recorder()
+    endpoint = WebhookEndpoint(WEBHOOK_SECRET, store, recorder)
+    body = json.dumps(reference(OPENED)).encode()
+    headers = github_headers("another-secret", body, "pull_request")
+    request = make_mocked_request("POST", "/github/webhook", headers=headers)
+    request[guard.BODY] = body
+    try:
+        response = await endpoint.handle(request)
+    finally:
+        await store.close()
+    assert isinstance(response, web.Response) and response.status == 401
+    assert recorder.events == []
 
 
 async def test_a_signed_body_that_is_not_an_object_is_400(bot: Bot) -> None:
@@ -375,3 +398,170 @@ async def test_work_after_the_ack_is_counted_by_outcome(bot: Bot) -> None:
     assert bot.slack.responses[-1].body["text"] == slack_ui.changes_in_channel_only(CHANNEL)
     assert commands_counted(bot, "/uat stop", "refused") == 1
     assert commands_counted(bot, "/uat stop", "ok") == 0
+
+
+# ------------------------------------------------------------------ Slack's door and the guard
+
+
+def slack_events(bot: Bot) -> str:
+    return f"{bot.url}/slack/events"
+
+
+def fresh_headers(body: bytes, **more: str) -> CIMultiDict[str]:
+    headers = CIMultiDict(slack_headers(SIGNING_SECRET, body))
+    for name, value in more.items():
+        headers[name] = value
+    return headers
+
+
+def test_a_signature_needs_exactly_one_fresh_timestamp_and_signature_and_a_secret() -> None:
+    body = slash_command_body("help")
+    good = fresh_headers(body)
+    assert slack_signature_problem(SIGNING_SECRET, good, body) is None
+    spaced = fresh_headers(
+        body,
+        **{
+            "X-Slack-Request-Timestamp": f" {good['X-Slack-Request-Timestamp']} ",
+            "X-Slack-Signature": f" {good['X-Slack-Signature']} ",
+        },
+    )
+    assert slack_signature_problem(SIGNING_SECRET, spaced, body) is None
+    assert slack_signature_problem(None, good, body) == "unconfigured"
+    assert slack_signature_problem("another-secret", good, body) == "bad_signature"
+    assert slack_signature_problem(SIGNING_SECRET, dict(good), body) == "bad_signature"
+    no_timestamp = fresh_headers(body)
+    del no_timestamp["X-Slack-Request-Timestamp"]
+    assert slack_signature_problem(SIGNING_SECRET, no_timestamp, body) == "bad_signature"
+    no_signature = fresh_headers(body)
+    del no_signature["X-Slack-Signature"]
+    assert slack_signature_problem(SIGNING_SECRET, no_signature, body) == "bad_signature"
+    worded = fresh_headers(body, **{"X-Slack-Request-Timestamp": "now"})
+    assert slack_signature_problem(SIGNING_SECRET, worded, body) == "bad_timestamp"
+
+
+@pytest.mark.parametrize(
+    ("body", "malformed"),
+    [
+        (
+            {"type": "event_callback", "event": {"type": "message", "text": "hi", "user": "U1"}},
+            False,
+        ),
+        ({"type": "event_callback", "event": {"type": "message", "thread_ts": None}}, False),
+        ({"type": "event_callback", "event": {"type": "message", "text": 5}}, True),
+        ({"type": "event_callback", "event": {"type": "message", "user": ["U1"]}}, True),
+        ({"type": "event_callback", "event": "message"}, True),
+        ({"type": "event_callback"}, True),
+        ({"type": "url_verification", "event": "not an event"}, False),
+        ({"event": 5}, False),
+    ],
+)
+def test_an_event_slack_would_never_send_is_malformed(
+    body: dict[str, Any], malformed: bool
+) -> None:
+    assert malformed_event(body) is malformed
+
+
+@pytest.mark.parametrize(
+    ("body", "malformed"),
+    [
+        ({}, False),
+        ({"user": {"id": "U1"}, "channel": None, "trigger_id": "t", "actions": [{}]}, False),
+        ({"actions": None, "token": None}, False),
+        ([], True),
+        ("payload", True),
+        ({"user": "U1"}, True),
+        ({"view": []}, True),
+        ({"trigger_id": 5}, True),
+        ({"type": {"block_actions": 1}}, True),
+        ({"actions": "click"}, True),
+        ({"actions": [{"action_id": "a"}, "b"]}, True),
+    ],
+)
+def test_a_payload_slack_would_never_send_is_malformed(body: Any, malformed: bool) -> None:
+    assert malformed_payload(body) is malformed
+
+
+async def test_a_body_that_is_not_utf8_is_401_and_counted_without_a_traceback(
+    bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = b"text=\xff\xfe&command=/uat"
+    async with bot.http.post(slack_events(bot), data=body, headers=fresh_headers(body)) as r:
+        assert r.status == 401
+    assert refused(bot, "/slack/events", "unreadable") == 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_a_signed_event_slack_would_never_send_is_400_and_counted(bot: Bot) -> None:
+    body = json.dumps(
+        {"type": "event_callback", "event": {"type": "message", "text": {"x": 1}}}
+    ).encode()
+    headers = fresh_headers(body, **{"Content-Type": "application/json"})
+    async with bot.http.post(slack_events(bot), data=body, headers=headers) as r:
+        assert r.status == 400
+    assert refused(bot, "/slack/events", "malformed") == 1
+
+
+async def test_an_unsigned_request_is_401_and_counted(bot: Bot) -> None:
+    body = slash_command_body("help")
+    async with bot.http.post(slack_events(bot), data=body, headers={"Content-Type": FORM}) as r:
+        assert r.status == 401
+    assert refused(bot, "/slack/events", "bad_signature") == 1
+
+
+@pytest.mark.parametrize("encoding", ["identity", "Identity", "IDENTITY", ""])
+async def test_an_identity_encoding_in_any_case_is_read(bot: Bot, encoding: str) -> None:
+    body = slash_command_body("help")
+    headers = fresh_headers(body, **{"Content-Encoding": encoding})
+    async with bot.http.post(slack_events(bot), data=body, headers=headers) as r:
+        assert r.status == 200 and "/uat help" in await r.text()
+
+
+@pytest.mark.parametrize("encoding", ["GZIP", "deflate", "x-unknown"])
+async def test_a_compressed_body_in_any_spelling_is_415_and_the_connection_closed(
+    bot: Bot, encoding: str
+) -> None:
+    body = slash_command_body("help")
+    headers = fresh_headers(body, **{"Content-Encoding": encoding})
+    async with bot.http.post(slack_events(bot), data=body, headers=headers) as r:
+        assert r.status == 415
+        assert r.headers.get("Connection", "").lower() == "close"
+
+
+async def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_413(bot: Bot) -> None:
+    at_limit = b"a" * guard.SLACK_MAX_BODY
+    over = at_limit + b"a"
+    async with bot.http.post(slack_events(bot), data=at_limit, headers={"Content-Type": FORM}) as r:
+        assert r.status == 401  # read in full, then refused as unsigned
+    async with bot.http.post(slack_events(bot), data=over, headers={"Content-Type": FORM}) as r:
+        assert r.status == 413
+        assert r.headers.get("Connection", "").lower() == "close"
+
+    async def chunks(body: bytes) -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 65536):
+            yield body[start : start + 65536]
+
+    for body, status in ((at_limit, 401), (over, 413)):
+        async with bot.http.post(
+            slack_events(bot), data=chunks(body), headers={"Content-Type": FORM}
+        ) as r:
+            assert r.status == status
+
+
+async def test_a_signed_command_sent_in_chunks_is_read_whole(bot: Bot) -> None:
+    body = slash_command_body("help")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 7):
+            yield body[start : start + 7]
+
+    async with bot.http.post(slack_events(bot), data=chunks(), headers=fresh_headers(body)) as r:
+        assert r.status == 200 and "/uat help" in await r.text()
+
+
+async def test_other_paths_and_methods_pass_the_guard_untouched(bot: Bot) -> None:
+    async with bot.http.get(f"{bot.url}/healthz") as r:
+        assert r.status == 200
+    async with bot.http.get(f"{bot.url}/metrics") as r:
+        assert r.status == 200 and "uat_rejected_requests" in await r.text()
+    async with bot.http.get(slack_events(bot)) as r:
+        assert r.status == 405

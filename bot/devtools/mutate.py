@@ -303,7 +303,8 @@ class Mutator(ast.NodeTransformer):
 
     def _offer(self, node: ast.AST, before: ast.AST, after: ast.AST) -> bool:
         """Number this change; True when it is the one to make."""
-        assert self.inside is not None
+        if self.inside is None:
+            raise RuntimeError("a change offered outside the chosen functions")
         index = len(self.found)
         self.found.append(
             Mutant(
@@ -508,7 +509,8 @@ def mutants(source: Source) -> list[Mutant]:
 def mutated_tree(source: Source, index: int) -> ast.Module:
     mutator = Mutator(source.path, source.functions, apply=index)
     tree = ast.fix_missing_locations(mutator.visit(parse(source.path)))
-    assert isinstance(tree, ast.Module)
+    if not isinstance(tree, ast.Module):
+        raise RuntimeError(f"{source.path}: mutant {index} is not a module")
     return tree
 
 
