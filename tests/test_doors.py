@@ -7,6 +7,7 @@ integer, and a delivery's fields reach the handler as GitHub sent them.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
@@ -14,6 +15,7 @@ import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -366,10 +368,25 @@ def test_usage_errors_are_one_capitalised_sentence_and_the_usage(dispatcher: Dis
     assert dispatcher.plan('stop "12') == Plan(slack_ui.bad_quoting("no closing quotation"))
 
 
+def test_an_option_missing_its_value_is_a_usage_error(dispatcher: Dispatcher) -> None:
+    usage = dispatcher.table["prompt"].usage
+    assert dispatcher.plan("prompt 12 --cancel") == Plan(
+        slack_ui.usage_error("argument --cancel: expected one argument.", usage)
+    )
+
+
 def test_after_a_double_dash_a_help_flag_is_prose(dispatcher: Dispatcher) -> None:
-    plan = dispatcher.plan("prompt 12 explain what -h does")
-    assert plan.command is dispatcher.table["prompt"] and plan.args is not None
-    assert plan.args.text == "explain what -h does"
+    for prose in ("explain what -h does", "-h", "--help"):
+        plan = dispatcher.plan(f"prompt 12 {prose}")
+        assert plan.command is dispatcher.table["prompt"] and plan.args is not None
+        assert plan.args.text == prose
+
+
+def test_an_arguments_own_check_is_a_usage_error(dispatcher: Dispatcher) -> None:
+    plan = dispatcher.plan("extend 12 abc")
+    assert plan.command is None and plan.answer is not None
+    assert plan.answer.startswith("`abc` is not a number of hours I can extend by")
+    assert plan.answer.endswith(f"\nUsage: `{dispatcher.table['extend'].usage}`")
 
 
 def test_a_commands_own_acknowledgement_is_the_answer(dispatcher: Dispatcher) -> None:
@@ -385,7 +402,7 @@ def commands_counted(bot: Bot, command: str, outcome: str) -> float:
 
 
 async def test_answers_given_in_the_ack_are_counted_by_command(bot: Bot) -> None:
-    for text in ("", "HELP stop", "stop", "Stop 1 2", "nosuch"):
+    for text in ("", "  HELP stop", "stop", "Stop 1 2", "nosuch"):
         assert (await bot.slash(text))[0] == 200
     assert commands_counted(bot, "help", "answered") == 2
     assert commands_counted(bot, "stop", "answered") == 2
@@ -398,6 +415,10 @@ async def test_work_after_the_ack_is_counted_by_outcome(bot: Bot) -> None:
     assert bot.slack.responses[-1].body["text"] == slack_ui.changes_in_channel_only(CHANNEL)
     assert commands_counted(bot, "/uat stop", "refused") == 1
     assert commands_counted(bot, "/uat stop", "ok") == 0
+    await bot.slash("history")
+    await bot.settle()
+    assert commands_counted(bot, "/uat history", "ok") == 1
+    assert commands_counted(bot, "/uat history", "refused") == 0
 
 
 # ------------------------------------------------------------------ Slack's door and the guard
@@ -545,6 +566,36 @@ async def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_413(bot:
             slack_events(bot), data=chunks(body), headers={"Content-Type": FORM}
         ) as r:
             assert r.status == status
+            if status == 413:
+                assert r.headers.get("Connection", "").lower() == "close"
+
+
+async def raw_head(bot: Bot, head: bytes, then: bytes = b"") -> str:
+    """Send `head`, then `then`, over a raw connection; the answer's status line and headers."""
+    address = urlsplit(bot.url)
+    reader, writer = await asyncio.open_connection(address.hostname, address.port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the handler is reading when the rest arrives
+        writer.write(then)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)  # read until the bot closes
+    finally:
+        writer.close()
+    return answer.decode(errors="replace").split("\r\n\r\n", 1)[0].lower()
+
+
+async def test_a_slow_body_is_408_and_the_connection_closed(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(guard, "BODY_DEADLINE", 0.3)
+    head = (
+        b"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n"
+    )
+    answer = await raw_head(bot, head, b"text=")
+    assert answer.startswith("http/1.1 408") and "connection: close" in answer
 
 
 async def test_a_signed_command_sent_in_chunks_is_read_whole(bot: Bot) -> None:
