@@ -11,6 +11,7 @@ import asyncio
 import copy
 import json
 import logging
+import re
 import types
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +32,7 @@ from bot.github import PullRequestEvent, WebhookEndpoint, signature, verify_sign
 from bot.server import create_web_app, malformed_event, malformed_payload, slack_signature_problem
 from bot.slack import action_ids, slack_ui
 from bot.slack.cards import card_value
+from bot.slack.context import CommandContext
 from bot.slack.dispatch import Dispatcher, Plan, command_from_module, load_commands
 from bot.store import SqliteStore
 from tests.harness.bot import (
@@ -616,3 +618,41 @@ async def test_other_paths_and_methods_pass_the_guard_untouched(bot: Bot) -> Non
         assert r.status == 200 and "uat_rejected_requests" in await r.text()
     async with bot.http.get(slack_events(bot)) as r:
         assert r.status == 405
+
+
+async def test_a_crash_after_the_ack_is_counted_and_told_with_an_eight_digit_reference(
+    make_bot: BotFactory,
+) -> None:
+    async def explode(ctx: CommandContext, args: object) -> None:
+        raise RuntimeError("boom")
+
+    def install(runtime: Runtime) -> None:
+        module = types.ModuleType("commands.explode")
+        module.NAME = "explode"  # type: ignore[attr-defined]
+        module.__doc__ = "Fail on purpose."
+        module.run = explode  # type: ignore[attr-defined]
+        command = command_from_module(module)
+        runtime.dispatcher.table[command.name] = command
+
+    bot: Bot = await make_bot(install)
+    await bot.slash("explode")
+    await bot.settle()
+    [answer] = bot.slack.responses
+    assert re.fullmatch(
+        re.escape(slack_ui.something_went_wrong("R")).replace("R", "[0-9a-f]{8}"),
+        answer.body["text"],
+    )
+    assert commands_counted(bot, "/uat explode", "error") == 1
+
+
+async def test_deployers_and_only_deployers_pass_the_deployer_check(bot: Bot) -> None:
+    async def reply(text: str, blocks: Any = None, **kwargs: Any) -> None:
+        return None
+
+    deployer = CommandContext(bot.runtime.services, DEPLOYER, CHANNEL, reply)
+    developer = CommandContext(bot.runtime.services, DEVELOPER, CHANNEL, reply)
+    assert deployer.is_deployer is True and developer.is_deployer is False
+    deployer.require_deployer("promote")
+    with pytest.raises(UserError) as refused_:
+        developer.require_deployer("promote")
+    assert str(refused_.value) == slack_ui.deployers_only("promote", [DEPLOYER])

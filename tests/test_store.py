@@ -158,6 +158,23 @@ async def test_a_lease_is_renewed_every_third_of_its_time_to_live(
     assert asked and set(asked) == {10.0}
 
 
+async def test_work_cancelled_from_outside_is_cancelled_not_lease_lost(store: SqliteStore) -> None:
+    assert await store.hold_lease("launch:c", "one", 30)
+    started = asyncio.Event()
+
+    async def work() -> None:
+        async with renewing(store, "launch:c", "one", 30):
+            started.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(work())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.get_lock("launch:c") is None  # released: the lease was not lost
+
+
 async def test_a_renewal_that_fails_once_is_tried_again(store: SqliteStore) -> None:
     failures = [RuntimeError("database is locked")]
     hold = store.hold_lease
