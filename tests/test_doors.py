@@ -404,7 +404,7 @@ def commands_counted(bot: Bot, command: str, outcome: str) -> float:
 
 
 async def test_answers_given_in_the_ack_are_counted_by_command(bot: Bot) -> None:
-    for text in ("", "  HELP stop", "stop", "Stop 1 2", "nosuch"):
+    for text in ("", "  HELP stop", "  stop", "Stop 1 2", "nosuch"):
         assert (await bot.slash(text))[0] == 200
     assert commands_counted(bot, "help", "answered") == 2
     assert commands_counted(bot, "stop", "answered") == 2
