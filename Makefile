@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run serve test lint format bench soak services docs clean lock images
+.PHONY: run serve test lint format bench soak mutate services docs clean lock images
 
 # What is wrong with PYTHON, if anything: checked (by any Python, even 2) before a venv is made.
 USE_OTHER = point make at another one: make PYTHON=python3.12 $(or $(MAKECMDGOALS),run)
@@ -46,6 +46,12 @@ bench: $(STAMP)
 SOAK_MINUTES ?= 5
 soak: $(STAMP)
 	SOAK_MINUTES=$(SOAK_MINUTES) $(PY) -m bench.soak
+
+# Mutation testing of the code that guards the doors (bot/devtools/mutate.py): one mutant at a
+# time, each against its target's fast tests; slow (tens of minutes), so not part of .ci/run.
+# `make mutate TARGETS=store` runs one target.
+mutate: $(STAMP)
+	$(PY) -m bot.devtools.mutate $(TARGETS)
 
 services: $(STAMP)
 	bash .ci/services.sh $(PY)

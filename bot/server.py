@@ -84,6 +84,10 @@ def slack_signature_problem(
         return "bad_timestamp"
     if secret is None:
         return "unconfigured"
+    try:
+        body.decode()  # Slack signs UTF-8; the verifier would fail on anything else with a 500
+    except UnicodeDecodeError:
+        return "unreadable"
     verifier = SignatureVerifier(secret)
     if not verifier.is_valid(body, timestamps[0].strip(), signatures[0].strip()):
         return "bad_signature"

@@ -38,6 +38,7 @@ DEVELOPER_ONLY = (
     "bot.devtools.local",
     "bot.devtools.terminal",
     "bot.devtools.docs",
+    "bot.devtools.mutate",
 )
 
 

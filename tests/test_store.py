@@ -115,6 +115,83 @@ async def test_a_lease_is_renewed_while_the_work_runs_and_released_after(
     assert await store.get_lock("launch:x") is None
 
 
+async def test_prune_keeps_what_came_at_the_cut_and_counts_what_it_forgot(
+    store: SqliteStore, clock: Clock
+) -> None:
+    await store.claim("at-the-cut", "pull_request")
+    await store.reserve_post(Post("post-at-the-cut", "C1"))
+    assert await store.prune(clock.now) == 0  # older than the cut only
+    await store.claim("another", "card")
+    assert await store.prune(clock.now + 0.5) == 3
+    assert not await store.claimed("at-the-cut") and not await store.claimed("another")
+
+
+async def test_a_lock_that_lapses_between_a_failed_take_and_the_read_back_is_taken_again(
+    store: SqliteStore, clock: Clock
+) -> None:
+    await store.acquire_lock("images", "one", "build", 1.0)
+    ticks = iter([clock.now + 0.5, clock.now + 2.0, clock.now + 3.0])
+    store._clock = lambda: next(ticks)  # held when tried, lapsed when read back
+    lock = await store.acquire_lock("images", "two", "promote", 10.0)
+    assert (lock.holder, lock.reason, lock.acquired_at, lock.expires_at) == (
+        "two",
+        "promote",
+        clock.now + 3.0,
+        clock.now + 13.0,
+    )
+
+
+async def test_a_lease_is_renewed_every_third_of_its_time_to_live(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_sleep = asyncio.sleep
+    asked: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        asked.append(delay)
+        await real_sleep(0.01)
+
+    assert await store.hold_lease("launch:y", "one", 0.3)
+    monkeypatch.setattr(asyncio, "sleep", sleep)
+    async with renewing(store, "launch:y", "one", 30):
+        await real_sleep(0.2)
+    assert asked and set(asked) == {10.0}
+
+
+async def test_work_cancelled_from_outside_is_cancelled_not_lease_lost(store: SqliteStore) -> None:
+    assert await store.hold_lease("launch:c", "one", 30)
+    started = asyncio.Event()
+
+    async def work() -> None:
+        async with renewing(store, "launch:c", "one", 30):
+            started.set()
+            await asyncio.sleep(30)
+
+    task = asyncio.create_task(work())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await store.get_lock("launch:c") is None  # released: the lease was not lost
+
+
+async def test_a_renewal_that_fails_once_is_tried_again(store: SqliteStore) -> None:
+    failures = [RuntimeError("database is locked")]
+    hold = store.hold_lease
+
+    async def flaky(name: str, holder: str, ttl_s: float) -> bool:
+        if failures:
+            raise failures.pop()
+        return await hold(name, holder, ttl_s)
+
+    assert await store.hold_lease("launch:z", "one", 0.3)
+    store.hold_lease = flaky  # type: ignore[method-assign]
+    async with renewing(store, "launch:z", "one", 0.3):
+        await asyncio.sleep(0.6)
+        assert not await hold("launch:z", "two", 60)
+    assert failures == [] and await store.get_lock("launch:z") is None
+
+
 # ---------------------------------------------------------------- rows written before Facts
 
 # An environment's data column as the code before the typed record wrote it (a ready

@@ -139,6 +139,16 @@ async def test_claims_are_per_key(store: Store) -> None:
     assert not await store.claim("d-2", "pull_request")
 
 
+async def test_claimed_answers_for_its_own_key_only(store: Store) -> None:
+    assert not await store.claimed("d-1")
+    assert await store.claim("d-1", "pull_request")
+    assert await store.claimed("d-1")
+    assert not await store.claimed("d-2")
+    assert not await store.claimed("d-")
+    assert await store.claim("d-2", "card")
+    assert await store.claimed("d-1") and await store.claimed("d-2")
+
+
 # environments
 
 
@@ -415,6 +425,16 @@ async def test_a_post_is_reserved_once_and_keeps_the_ts_it_was_given(
     assert not fresh and done.ts == "1700.0002" and done.channel == "C1"
     reply, fresh = await store.reserve_post(Post("prompt:j:0", "C1", "1700.0002"))
     assert fresh and reply.thread_ts == "1700.0002" and reply.created_at == clock.now
+
+
+async def test_posted_records_the_ts_of_its_own_key_only(store: Store, clock: Clock) -> None:
+    for key in ("card:a", "card:b", "card:c"):
+        await store.reserve_post(Post(key, "C1"))
+    await store.posted("card:b", "1700.0002")
+    posts = {key: (await store.reserve_post(Post(key, "C1")))[0] for key in ("card:a", "card:b")}
+    assert posts["card:b"] == Post("card:b", "C1", None, "1700.0002", clock.now)
+    assert posts["card:a"] == Post("card:a", "C1", None, None, clock.now)
+    assert (await store.reserve_post(Post("card:c", "C1")))[0].ts is None
 
 
 async def test_a_post_reserved_by_one_replica_is_seen_by_another(replica: StoreFactory) -> None:
