@@ -42,6 +42,7 @@ from tests.harness.bot import (
     BotFactory,
     bot_env,
 )
+from tests.harness.ecr_seed import fresh_repository
 from tests.harness.processes import BotProcess
 from tests.harness.pull_requests import REPO, pr_event
 from tests.harness.signing import github_headers
@@ -736,6 +737,7 @@ async def test_throttling_past_the_retry_budget_fails_the_card_with_awss_reason(
 ) -> None:
     # botocore's own attempts (RETRIES: 6), with its sleeps scaled down from 1 s * 2^n
     monkeypatch.setitem(ExponentialBackoff._DEFAULT_BACKOFF_CONFIG, "throttling_base_scale", 0.05)
+    monkeypatch.setattr(launcher_module, "LAUNCH_RETRIES_S", ())  # no launch-level tries after
     aws_proxy.seen.clear()
     aws_proxy.fail("throttle", 50)
     status, _ = await proxied.github("pull_request", pr_event("labeled", "uat"))
@@ -761,6 +763,47 @@ async def test_throttling_past_the_retry_budget_fails_the_card_with_awss_reason(
     async with proxied.http.get(f"{proxied.url}/metrics") as response:
         metrics = await response.text()
     assert 'uat_aws_api_errors_total{code="ThrottlingException",method="ListTasks"} 1.0' in metrics
+
+
+async def test_a_launch_throttled_past_botocores_retries_is_tried_again_and_starts(
+    proxied: Bot,
+    aws_proxy: AwsProxy,
+    account: UatAccount,
+    slack: SlackStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A throttling window longer than botocore's own attempts: the launch waits and resumes
+    (the card never says failed), and one task starts."""
+    monkeypatch.setitem(ExponentialBackoff._DEFAULT_BACKOFF_CONFIG, "throttling_base_scale", 0.01)
+    monkeypatch.setattr(launcher_module, "LAUNCH_RETRIES_S", (0.2, 0.2))
+    aws_proxy.seen.clear()
+    aws_proxy.fail("throttle", 10)  # botocore's 7 attempts, then 3 more for the second try
+    status, _ = await proxied.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await proxied.settle()
+    assert aws_proxy.outcomes("ListTasks")[:10] == ["throttle"] * 10
+    assert not aws_proxy.faults
+    [task] = account.tasks(desired="RUNNING")
+    env = await env_of(proxied)
+    assert (env.state, env.task_arn) == ("running", task["taskArn"])
+    [root] = root_messages(slack)
+    assert root["text"].endswith("— running")
+    assert [r["text"] for r in slack.thread(CHANNEL, root["ts"]) if " failed" in r["text"]] == []
+
+
+async def test_a_launch_refused_for_good_is_not_tried_again(
+    proxied: Bot, aws_proxy: AwsProxy, account: UatAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An AWS refusal that waiting cannot mend (no image to run) fails the card at once."""
+    monkeypatch.setattr(launcher_module, "LAUNCH_RETRIES_S", (30.0,))
+    fresh_repository(account.ecr)  # no :latest to run
+    started = time.monotonic()
+    status, _ = await proxied.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await proxied.settle()
+    env = await env_of(proxied)
+    assert env.state == "failed" and time.monotonic() - started < 20
+    assert account.tasks() == []
 
 
 async def test_a_run_task_retried_after_its_answer_was_lost_starts_one_task(

@@ -43,12 +43,38 @@ RETRIES = Config(
 HINTS = gateway_text.AWS_HINTS
 
 
+# Failures botocore's own retries may not have waited out, but a later try can mend: AWS
+# throttling, its 5xx answers, a connection that failed or timed out.
+TRANSIENT_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalServerError",
+        "InternalFailure",
+        "ServerException",  # ECS's 5xx
+        "EndpointConnection",
+        "ReadTimeoutError",
+        "ConnectTimeoutError",
+    }
+)
+
+
 class AwsError(UserError):
     """An AWS call failed; the message names the call and what to check."""
 
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+    @property
+    def transient(self) -> bool:
+        """Whether trying again later may succeed (throttling, AWS's 5xx, the network)."""
+        return self.code in TRANSIENT_CODES
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from bot.aws.gateways import INSTANCE_TAG
+from bot.aws.gateways import INSTANCE_TAG, AwsError
 from bot.config import TAG_VALUE_MAX
 from bot.environments.changes import change, change_in_session
 from bot.environments.context import (
@@ -29,11 +30,23 @@ from bot.environments.thread import Thread
 from bot.errors import UserError
 from bot.logs import outside
 from bot.slack import slack_ui
-from bot.store import Environment, LeaseLost, Replaced, State, VersionConflict, renewing
+from bot.store import (
+    Environment,
+    LeaseLost,
+    Replaced,
+    State,
+    StoreUnavailable,
+    VersionConflict,
+    renewing,
+)
 
 logger = logging.getLogger(__name__)
 
 LAUNCH_LEASE_S = 15.0
+# A launch that AWS or the store fails in a way waiting may mend (throttling, 5xx, the network,
+# a busy store) past botocore's own retries is tried again after these pauses (about two minutes
+# in all), resuming where it stopped, before its card says it failed.
+LAUNCH_RETRIES_S: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0)
 
 
 def card_key(repo: str, pr: int) -> str:
@@ -161,10 +174,32 @@ class Launcher:
                     return
                 await asyncio.sleep(LAUNCH_LEASE_S / 4)
             async with renewing(ctx.store, lease, holder, LAUNCH_LEASE_S):
-                await self._launch(repo, pr, session)
+                await self._launch_patiently(repo, pr, session)
         finally:
             ctx.running.discard(session)
             ctx.launching.discard(session)
+
+    async def _launch_patiently(self, repo: str, pr: int, session: str) -> None:
+        """`_launch`, tried again after LAUNCH_RETRIES_S while it fails in a way waiting may
+        mend; safe because a launch resumes where it stopped (its task is found by session)."""
+        for pause in (*LAUNCH_RETRIES_S, None):
+            try:
+                await self._launch(repo, pr, session)
+                return
+            except (AwsError, StoreUnavailable) as exc:
+                transient = isinstance(exc, StoreUnavailable) or exc.transient
+                if pause is None or not transient:
+                    raise
+                logger.warning(
+                    "launch of %s#%d: %s; trying again in %.0f s",
+                    outside(repo),
+                    pr,
+                    outside(exc),
+                    pause,
+                )
+                await asyncio.sleep(pause * random.uniform(0.8, 1.2))
+                if not await self._still_launching(repo, pr, session):
+                    return  # stopped or superseded while waiting
 
     async def _still_launching(self, repo: str, pr: int, session: str) -> bool:
         env = await self.ctx.store.get_environment(repo, pr)
