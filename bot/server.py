@@ -9,10 +9,12 @@ closing the store.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import re
 from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 RUNTIME = web.AppKey("runtime", Runtime)
 HEALTH = web.AppKey("health", Health)
+BLOCKING_THREADS = 32  # for blocking calls (boto3 above all): see _lifecycle
 
 
 async def slack_events(request: web.Request) -> web.Response:
@@ -181,6 +184,12 @@ def create_web_app(runtime: Runtime) -> web.Application:
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     runtime = app[RUNTIME]
+    # Every boto3 call blocks a thread, botocore's retries sleeping in it. asyncio's default pool
+    # (cores + 4: 6 threads on 2 cores) let a few throttled calls queue every other one behind
+    # them, the store's health probe included (/healthz 503 for a minute in the soak).
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="blocking")
+    )
     await runtime.check_slack()
     if runtime.slack_identity is not None:  # Slack has just answered auth.test: no need again
         app[HEALTH].slack.record(None)

@@ -398,15 +398,20 @@ class _Raw:
         yield self.body
 
 
-def throttle(client: Any, times: int) -> list[str]:
-    """The next `times` PutItem requests get DynamoDB's throttling answer (sent as if by AWS,
-    before the request leaves); which answered what is recorded."""
+UNAVAILABLE = json.dumps(
+    {"__type": "com.amazonaws.dynamodb.v20120810#ServiceUnavailableException", "message": ""}
+).encode()
+
+
+def throttle(client: Any, times: int, answer: bytes = THROTTLED, status: int = 400) -> list[str]:
+    """The next `times` PutItem requests get DynamoDB's throttling answer (or `answer`, sent as
+    if by AWS, before the request leaves); which answered what is recorded."""
     answered: list[str] = []
 
     def before_send(request: Any, **_: Any) -> AWSResponse | None:
         if len([a for a in answered if a == "throttled"]) < times:
             answered.append("throttled")
-            return AWSResponse(request.url, 400, {}, _Raw(THROTTLED))
+            return AWSResponse(request.url, status, {}, _Raw(answer))
         answered.append("sent")
         return None
 
@@ -448,5 +453,21 @@ async def test_a_dynamodb_write_throttled_past_the_retries_is_store_unavailable(
         assert answered == ["throttled"] * 4  # the first attempt and 3 retries: bounded
         assert failed.value.line.startswith("UAT_DYNAMODB_TABLE uat-bot-throttled cannot be used")
         assert failed.value.cause == "DynamoDB ProvisionedThroughputExceededException"
+    finally:
+        await store.close()
+
+
+async def test_a_dynamodb_write_answered_503_past_the_retries_is_store_unavailable(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB's 5xx (ServiceUnavailableException) is a store outage too, not a crash."""
+    fewer = Config(retries={"max_attempts": 2, "mode": "standard"})
+    monkeypatch.setattr(dynamodb_table, "CONFIG", dynamodb_table.CONFIG.merge(fewer))
+    store = await opened_dynamo(aws_env)
+    try:
+        throttle(store.client, times=100, answer=UNAVAILABLE, status=503)
+        with pytest.raises(StoreUnavailable) as failed:
+            await store.claim("delivery-1", "pull_request")
+        assert failed.value.cause == "DynamoDB ServiceUnavailableException"
     finally:
         await store.close()

@@ -39,18 +39,6 @@ CONDITION_FAILED = "ConditionalCheckFailedException"
 URGENT_THREADS = 16  # for the writes a Slack ack waits for (the inbox): a burst of them
 
 HINTS = gateway_text.DYNAMODB_HINTS
-# Failures botocore has already retried (adaptive, RETRIES' attempts) that waiting may mend: a
-# write they stop was not recorded, and whoever asked for it is told so (StoreUnavailable).
-TRANSIENT = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "EndpointConnection",
-    }
-)
 PROBE_KEY = {"pk": {"S": "health"}, "sk": {"S": "probe"}}  # never written: see `ping`
 NEVER = "attribute_not_exists(pk) AND attribute_exists(pk)"
 
@@ -134,7 +122,9 @@ class Table:
             if hint is not None:
                 on_table = f"DynamoDB {what} on table {self.table}"
                 error = AwsError(gateway_text.aws_failed(on_table, hint, exc.code), exc.code)
-            if exc.code in TRANSIENT:
+            # botocore has retried it already (RETRIES): a write it stops was not recorded, and
+            # whoever asked for it is told so (StoreUnavailable)
+            if exc.transient:
                 raise self._unavailable(error) from None
             raise error from None
 
@@ -248,7 +238,7 @@ class Table:
             self._put(dict(PROBE_KEY), NEVER)
 
         try:
-            await self._call("health probe", run)
+            await self._call("health probe", run, urgent=True)  # never queued behind other calls
         except AwsError as exc:
             raise self._unavailable(exc) from None
 
