@@ -282,6 +282,8 @@ class Prompts:
                     await self._finish(relay, slack_ui.prompt_lost(relay, env), kind="lost")
                 return
             job = await self._job(env, relay.job_id)
+            if job is None and not await self._open(relay):
+                return  # a restart carried it over or dropped it: its old container is gone
             if job is None:
                 unreachable_since = unreachable_since or loop.time()
                 if loop.time() - unreachable_since > UNREACHABLE_GIVE_UP_S:

@@ -19,7 +19,6 @@ from tests.harness.container_helpers import (
     DOCKERFILE,
     ENTRYPOINT,
     GIT_ENV,
-    PROMPT_SERVER,
     TOKEN,
     answers,
     git,
@@ -153,7 +152,7 @@ def test_the_prompt_server_is_restarted_if_it_dies(run_entrypoint: Run) -> None:
     server_pid = next(
         pid
         for pid in child_pids(container.proc.pid)
-        if str(PROMPT_SERVER) in Path(f"/proc/{pid}/cmdline").read_text()
+        if container.env["PROMPT_SERVER"] in Path(f"/proc/{pid}/cmdline").read_text()
     )
     os.kill(server_pid, signal.SIGKILL)
     wait_until(lambda: not pid_alive(server_pid), 5, "the prompt server to die")
@@ -235,7 +234,7 @@ def test_the_app_runs_as_its_own_user_and_cannot_read_the_agents_environment_or_
     assert (work / "installed").stat().st_uid == APP_UID
 
     # The running app and the prompt server run as their users; neither holds a token.
-    [server] = [p for p in pids_running(str(PROMPT_SERVER)) if uid_of(p) != 0]
+    [server] = [p for p in pids_running(container.env["PROMPT_SERVER"]) if uid_of(p) != 0]
     [app] = [p for p in pids_running("http.server") if uid_of(p) != 0]
     assert (uid_of(server), uid_of(app)) == (AGENT_UID, APP_UID)
     for pid in (server, app):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.slack import slack_ui
-from bot.slack.chat import Message, SlackChat
+from bot.slack.chat import Message, ScrubbedChat, SlackChat
 from bot.store import Environment, State
 from tests.harness.bot import CHANNEL, Bot
 
@@ -19,7 +19,10 @@ def said(bot: Bot, text: str) -> list[dict[str, Any]]:
 
 
 def slack_chat(bot: Bot) -> SlackChat:
+    """The Web API chat behind the scrubbing door the composition root puts in front of it."""
     chat = bot.runtime.services.chat
+    if isinstance(chat, ScrubbedChat):
+        chat = chat.inner
     assert isinstance(chat, SlackChat)
     return chat
 

@@ -5,18 +5,21 @@ that its routing talks to (`alb`). conftest.py makes these fixtures available to
 Run as root (as CI and the image do), the entrypoint separates its users as in the image: the
 agent and the app get uids of their own (AGENT_UID, APP_UID, numeric ids no account has), so what
 they use lives in `shared_dir`, a folder they can enter (pytest's own temp folders are root's
-alone). Run as another user, the fixture sets APP_UID empty: everything runs as that user."""
+alone). The checkout itself may sit where they cannot enter (a clone in a `mktemp -d` folder or
+under /root): what they run — the prompt server, the fake agent and the packages the server
+imports — is copied into `shared_dir` first. Run as another user, the fixture sets APP_UID
+empty: everything runs as that user."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shlex
 import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,10 +30,10 @@ import pytest
 
 from tests.harness.container_helpers import (
     ENTRYPOINT,
+    FAKE_CLAUDE,
     PROMPT_SERVER,
     TOKEN,
     answers,
-    fake_claude_cmd,
     free_port,
     git,
     make_repo,
@@ -60,13 +63,52 @@ def runs_as(uid: int, argv: list[str]) -> bool:
     return subprocess.run([*drop, *argv], capture_output=True).returncode == 0
 
 
+# What container/prompt_server.py imports beyond the standard library: aiohttp and its own
+# requirements (importlib.metadata.requires("aiohttp"), without the optional speedups).
+SERVER_PACKAGES = (
+    "aiohttp",
+    "aiohappyeyeballs",
+    "aiosignal",
+    "attr",
+    "attrs",
+    "frozenlist",
+    "multidict",
+    "propcache",
+    "yarl",
+    "idna",
+    "typing_extensions",
+)
+
+
+def copy_for_users(folder: Path) -> Path:
+    """The packages SERVER_PACKAGES name, copied into `folder`/site (readable by everyone): the
+    venv that holds them may be in a folder other users cannot enter."""
+    site = folder / "site"
+    if site.exists():
+        return site
+    site.mkdir()
+    for name in SERVER_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            continue
+        source = Path(spec.origin)
+        if spec.submodule_search_locations:  # a package: its whole folder
+            shutil.copytree(source.parent, site / source.parent.name)
+        else:
+            shutil.copy2(source, site / source.name)
+    for path in [site, *site.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return site
+
+
 def python_for_users(folder: Path) -> str:
-    """A python that AGENT_UID can run, with this venv's packages: a wrapper in `folder` that puts
-    them on PYTHONPATH for this interpreter when others may run it, else for the system's of the
-    same version (a pyenv build under /root is not open to others)."""
+    """A python that AGENT_UID can run, with the prompt server's packages: a wrapper in `folder`
+    that puts their copy (copy_for_users) on PYTHONPATH for this interpreter when others may run
+    it, else for the system's of the same version (a pyenv build under /root is not open to
+    others)."""
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     wrapper = folder / "python"
-    packages = shlex.quote(sysconfig.get_paths()["purelib"])
+    packages = shlex.quote(str(copy_for_users(folder)))
     for candidate in (os.path.realpath(sys.executable), f"/usr/bin/{version}"):
         wrapper.write_text(
             f"#!/bin/sh\nexport PYTHONPATH={packages}${{PYTHONPATH:+:$PYTHONPATH}}\n"
@@ -75,7 +117,15 @@ def python_for_users(folder: Path) -> str:
         wrapper.chmod(0o755)
         if runs_as(AGENT_UID, [str(wrapper), "-c", "import aiohttp"]):
             return str(wrapper)
-    pytest.fail(f"no {version} with this venv's packages that another user can run")
+    pytest.fail(f"no {version} that another user can run (the entrypoint tests need one)")
+
+
+def readable_copy(source: Path, folder: Path) -> Path:
+    """`source` copied into `folder`, readable by everyone."""
+    copy = folder / source.name
+    shutil.copy2(source, copy)
+    copy.chmod(0o644)
+    return copy
 
 
 @dataclass
@@ -165,6 +215,9 @@ def run_entrypoint(tmp_path: Path, shared_dir: Path, remote: Remote) -> Iterator
         agent_log = shared_dir / "agent" / "agent.log"
         agent_log.parent.mkdir(exist_ok=True)
         python = python_for_users(shared_dir) if SEPARATED else sys.executable
+        server = readable_copy(PROMPT_SERVER, shared_dir) if SEPARATED else PROMPT_SERVER
+        agent = readable_copy(FAKE_CLAUDE, shared_dir) if SEPARATED else FAKE_CLAUDE
+        entrypoint = readable_copy(ENTRYPOINT, shared_dir) if SEPARATED else ENTRYPOINT
         if SEPARATED:  # the agent clones it (git refuses a repo another user owns) and logs here
             for path in [remote.path, *remote.path.rglob("*"), agent_log.parent]:
                 os.chown(path, AGENT_UID, AGENT_UID)
@@ -190,9 +243,9 @@ def run_entrypoint(tmp_path: Path, shared_dir: Path, remote: Remote) -> Iterator
             "APP_PORT": str(free_port()),
             "UAT_PROMPT_TOKEN": TOKEN,
             "GIT_TOKEN": "ghs_secret-git-token",
-            "CLAUDE_CMD": fake_claude_cmd(agent_log, python),
+            "CLAUDE_CMD": shlex.join([python, str(agent), "--log", str(agent_log)]),
             "PYTHON": python,
-            "PROMPT_SERVER": str(PROMPT_SERVER),
+            "PROMPT_SERVER": str(server),
             # Proves the operators' commands run in WORK_DIR without the two tokens.
             "APP_INSTALL_CMD": 'test -z "${UAT_PROMPT_TOKEN:-}${GIT_TOKEN:-}" && touch installed',
             "APP_START_CMD": (
@@ -205,8 +258,9 @@ def run_entrypoint(tmp_path: Path, shared_dir: Path, remote: Remote) -> Iterator
             as_uid = env.pop("AS_UID", "")  # start it as this user instead of the test's
             drop = ["setpriv", f"--reuid={as_uid}", f"--regid={as_uid}", "--clear-groups"]
             proc = subprocess.Popen(
-                [*(drop if as_uid else []), "bash", str(ENTRYPOINT)],
+                [*(drop if as_uid else []), "bash", str(entrypoint)],
                 env=env,
+                cwd=shared_dir,  # not the checkout: its users may not be able to enter it
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
