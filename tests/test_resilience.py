@@ -34,6 +34,7 @@ from bot.github import PullRequestEvent
 from bot.slack import slack_ui
 from bot.slack.chat import Message
 from bot.store import Environment
+from tests.harness.aws_proxy import ReverseProxy
 from tests.harness.bot import (
     CHANNEL,
     DEPLOYER,
@@ -597,7 +598,6 @@ async def test_a_reconcile_during_a_launch_does_not_run_it_twice(
 
 THROTTLED = {"__type": "ThrottlingException", "message": "Rate exceeded"}
 UNAVAILABLE = {"__type": "ServiceUnavailableException", "message": "Service Unavailable"}
-HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
 
 
 @dataclass
@@ -608,16 +608,12 @@ class Fault:
 
 
 @dataclass
-class AwsProxy:
+class AwsProxy(ReverseProxy):
     """A reverse proxy on 127.0.0.1 in front of moto that fails requests as AWS may."""
 
-    upstream: str
     faults: list[Fault] = field(default_factory=list)
     seen: list[tuple[str, str]] = field(default_factory=list)  # (operation, what happened)
     ran: dict[str, bytes] = field(default_factory=dict)  # RunTask's answers by clientToken
-    url: str = ""
-    runner: web.AppRunner | None = None
-    http: aiohttp.ClientSession | None = None
 
     def fail(self, kind: str, times: int, operation: str | None = None) -> None:
         self.faults.append(Fault(kind, times, operation))
@@ -634,7 +630,7 @@ class AwsProxy:
                 return fault
         return None
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         operation = request.headers.get("X-Amz-Target", "?").rsplit(".", 1)[-1]
         token = json.loads(body).get("clientToken") if operation == "RunTask" else None
@@ -652,39 +648,16 @@ class AwsProxy:
                 content_type="application/x-amz-json-1.1",
                 headers={"x-amzn-ErrorType": str(error["__type"])},
             )
-        assert self.http is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        async with self.http.request(
-            request.method, self.upstream + request.path_qs, data=body, headers=headers
-        ) as upstream:
-            answer = await upstream.read()
-            if token and upstream.status == 200:
-                self.ran[token] = answer
-            if fault is not None:  # done upstream, but the answer never reaches the caller
-                self.seen.append((operation, "lost"))
-                return web.json_response(
-                    UNAVAILABLE, status=503, content_type="application/x-amz-json-1.1"
-                )
-            self.seen.append((operation, str(upstream.status)))
-            kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-            return web.Response(body=answer, status=upstream.status, headers=kept)
-
-    async def start(self) -> None:
-        self.http = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application(client_max_size=50 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self.runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-        if self.http is not None:
-            await self.http.close()
+        answer = await self.forward(request, body)
+        if token and answer.status == 200:
+            self.ran[token] = answer.body
+        if fault is not None:  # done upstream, but the answer never reaches the caller
+            self.seen.append((operation, "lost"))
+            return web.json_response(
+                UNAVAILABLE, status=503, content_type="application/x-amz-json-1.1"
+            )
+        self.seen.append((operation, str(answer.status)))
+        return answer.response()
 
 
 @pytest.fixture

@@ -16,10 +16,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 
 from bench import AWS_ENV
+from tests.harness.aws_proxy import ReverseProxy
 from tests.harness.bot import bot_env
 from tests.harness.processes import BotProcess
 from tests.harness.slack_stub import SlackStub
@@ -27,7 +27,6 @@ from tests.harness.uat_aws import UatAccount
 
 THROTTLED = {"__type": "ThrottlingException", "message": "Rate exceeded"}
 UNAVAILABLE = {"__type": "ServiceUnavailableException", "message": "Service Unavailable"}
-HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "content-encoding"}
 DYNAMODB = "DynamoDB_"  # the X-Amz-Target prefix of DynamoDB's operations
 
 
@@ -49,16 +48,12 @@ class Window:
 
 
 @dataclass
-class AwsFaults:
+class AwsFaults(ReverseProxy):
     """A reverse proxy in front of moto whose faults come in windows: AWS throttling (ECS and
     ECR, not the store) or a store outage (DynamoDB only)."""
 
-    upstream: str
     windows: list[Window] = field(default_factory=list)
     failed: int = 0
-    url: str = ""
-    runner: web.AppRunner | None = None
-    http: aiohttp.ClientSession | None = None
 
     def throttle(self, seconds: float, kind: str = "throttle") -> None:
         self.windows.append(Window(kind, time.monotonic() + seconds, excluded=(DYNAMODB,)))
@@ -69,7 +64,7 @@ class AwsFaults:
     def clear(self) -> None:
         self.windows.clear()
 
-    async def _handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         target = request.headers.get("X-Amz-Target", "")
         now = time.monotonic()
@@ -78,31 +73,7 @@ class AwsFaults:
         if window is not None:
             self.failed += 1
             return failure(window.kind, json_protocol=bool(target))
-        assert self.http is not None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-        async with self.http.request(
-            request.method, self.upstream + request.path_qs, data=body, headers=headers
-        ) as upstream:
-            answer = await upstream.read()
-            kept = {k: v for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP}
-            return web.Response(body=answer, status=upstream.status, headers=kept)
-
-    async def start(self) -> None:
-        self.http = aiohttp.ClientSession(auto_decompress=False)
-        app = web.Application(client_max_size=50 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self.runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-        if self.http is not None:
-            await self.http.close()
+        return (await self.forward(request, body)).response()
 
 
 def failure(kind: str, json_protocol: bool) -> web.Response:
