@@ -26,6 +26,7 @@ from tests.harness.entrypoint import (  # noqa: F401 (fixtures)
     run_entrypoint,
     shared_dir,
 )
+from tests.harness.processes import BotProcess
 from tests.harness.slack_stub import SlackStub
 from tests.harness.uat_aws import Containers, UatAccount, set_up_account
 
@@ -116,6 +117,24 @@ async def make_bot(slack: SlackStub, tmp_path: Path) -> AsyncIterator[BotFactory
 async def bot(make_bot: BotFactory) -> Bot:
     result: Bot = await make_bot()
     return result
+
+
+@pytest.fixture
+def bot_process(
+    slack: SlackStub,
+    account: UatAccount,
+    containers: Containers,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+) -> Iterator[BotProcess]:
+    """The real `uat-bot serve` as a process, on the Slack stub, moto's UAT account and the
+    stand-in containers, polling every half second; started by the test (`start()`)."""
+    overrides = {**aws_env, **account.env(containers.url), "UAT_POLL_SECONDS": "0.5"}
+    process = BotProcess(bot_env(slack, tmp_path, **overrides), tmp_path)
+    try:
+        yield process
+    finally:
+        process.cleanup()
 
 
 @pytest.fixture

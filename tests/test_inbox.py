@@ -7,42 +7,22 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
-import pytest
 
 from bot.slack import slack_ui
 from bot.slack.inbox import Invocation
 from bot.slack.listeners.inbox import take_over
 from bot.store import InboxItem
-from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory, bot_env
+from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.processes import BotProcess
 from tests.harness.pull_requests import pr_event
 from tests.harness.signing import slack_headers, slash_command_body
 from tests.harness.slack_stub import SlackStub
-from tests.harness.uat_aws import Containers, UatAccount
 from tests.test_resilience import deliver, eventually, read_store
 
 LIVE = ("starting", "provisioning", "running", "ready")
 REPO = "Codertocat/Hello-World"
-
-
-@pytest.fixture
-def bot_process(
-    slack: SlackStub,
-    account: UatAccount,
-    containers: Containers,
-    aws_env: dict[str, str],
-    tmp_path: Path,
-) -> Iterator[BotProcess]:
-    overrides = {**aws_env, **account.env(containers.url), "UAT_POLL_SECONDS": "0.5"}
-    process = BotProcess(bot_env(slack, tmp_path, **overrides), tmp_path)
-    try:
-        yield process
-    finally:
-        process.cleanup()
 
 
 async def slash(

@@ -17,9 +17,8 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -41,7 +40,6 @@ from tests.harness.bot import (
     WEBHOOK_SECRET,
     Bot,
     BotFactory,
-    bot_env,
 )
 from tests.harness.ecr_seed import fresh_repository
 from tests.harness.processes import BotProcess
@@ -51,23 +49,6 @@ from tests.harness.slack_stub import SlackStub
 from tests.harness.uat_aws import Containers, UatAccount
 
 T = TypeVar("T")
-
-
-@pytest.fixture
-def bot_process(
-    slack: SlackStub,
-    account: UatAccount,
-    containers: Containers,
-    aws_env: dict[str, str],
-    tmp_path: Path,
-) -> Iterator[BotProcess]:
-    overrides = {**aws_env, **account.env(containers.url), "UAT_POLL_SECONDS": "0.5"}
-    env = bot_env(slack, tmp_path, **overrides)
-    process = BotProcess(env, tmp_path)
-    try:
-        yield process
-    finally:
-        process.cleanup()
 
 
 async def eventually(
