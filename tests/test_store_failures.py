@@ -439,35 +439,31 @@ async def test_a_throttled_dynamodb_write_is_retried_with_backoff_and_lands(
         await store.close()
 
 
-async def test_a_dynamodb_write_throttled_past_the_retries_is_store_unavailable(
-    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("answer", "status", "code"),
+    [
+        (THROTTLED, 400, "ProvisionedThroughputExceededException"),
+        # DynamoDB's 5xx is a store outage too, not a crash in the caller
+        (UNAVAILABLE, 503, "ServiceUnavailableException"),
+    ],
+)
+async def test_a_dynamodb_write_failing_past_the_retries_is_store_unavailable(
+    aws_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: bytes,
+    status: int,
+    code: str,
 ) -> None:
     # the bot's own retry settings, with 3 retries instead of 6 (a test in seconds)
     fewer = Config(retries={"max_attempts": 3, "mode": "standard"})
     monkeypatch.setattr(dynamodb_table, "CONFIG", dynamodb_table.CONFIG.merge(fewer))
     store = await opened_dynamo(aws_env)
     try:
-        answered = throttle(store.client, times=100)
+        answered = throttle(store.client, times=100, answer=answer, status=status)
         with pytest.raises(StoreUnavailable) as failed:
             await store.claim("delivery-1", "pull_request")
         assert answered == ["throttled"] * 4  # the first attempt and 3 retries: bounded
         assert failed.value.line.startswith("UAT_DYNAMODB_TABLE uat-bot-throttled cannot be used")
-        assert failed.value.cause == "DynamoDB ProvisionedThroughputExceededException"
-    finally:
-        await store.close()
-
-
-async def test_a_dynamodb_write_answered_503_past_the_retries_is_store_unavailable(
-    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """DynamoDB's 5xx (ServiceUnavailableException) is a store outage too, not a crash."""
-    fewer = Config(retries={"max_attempts": 2, "mode": "standard"})
-    monkeypatch.setattr(dynamodb_table, "CONFIG", dynamodb_table.CONFIG.merge(fewer))
-    store = await opened_dynamo(aws_env)
-    try:
-        throttle(store.client, times=100, answer=UNAVAILABLE, status=503)
-        with pytest.raises(StoreUnavailable) as failed:
-            await store.claim("delivery-1", "pull_request")
-        assert failed.value.cause == "DynamoDB ServiceUnavailableException"
+        assert failed.value.cause == f"DynamoDB {code}"
     finally:
         await store.close()
