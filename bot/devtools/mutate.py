@@ -398,16 +398,18 @@ class Mutator(ast.NodeTransformer):
             _is_text(node.left) or _is_text(node.right)
         ):  # "a" + "b" made "a" - "b" is a type error, not a test
             return self.generic_visit(node)
-        after = copy.deepcopy(node)
-        after.op = swapped()
-        if self._offer(node, node, after):
-            return ast.copy_location(after, node)
-        return self.generic_visit(node)
+        return self._swap_operator(node, swapped)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
         swapped = ARITHMETIC_SWAP.get(type(node.op))
         if self.inside is None or swapped is None:
             return self.generic_visit(node)
+        return self._swap_operator(node, swapped)
+
+    def _swap_operator(
+        self, node: ast.BinOp | ast.AugAssign, swapped: type[ast.operator]
+    ) -> ast.AST:
+        """Offer `node` with its arithmetic operator swapped for `swapped`'s."""
         after = copy.deepcopy(node)
         after.op = swapped()
         if self._offer(node, node, after):
