@@ -7,19 +7,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 
+from bot.slack import inbox as inbox_module
 from bot.slack import slack_ui
-from bot.slack.inbox import Invocation
+from bot.slack.inbox import AnsweredOnce, Inbox, Invocation
 from bot.slack.listeners.inbox import take_over
-from bot.store import InboxItem
+from bot.store import InboxItem, SqliteStore, StoreUnavailable
+from bot.store import sqlite as sqlite_store
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.processes import BotProcess
 from tests.harness.pull_requests import pr_event
 from tests.harness.signing import slack_headers, slash_command_body
 from tests.harness.slack_stub import SlackStub
 from tests.test_resilience import deliver, eventually, read_store
+from tests.test_store_failures import locked_for
 
 LIVE = ("starting", "provisioning", "running", "ready")
 REPO = "Codertocat/Hello-World"
@@ -127,3 +133,75 @@ async def test_an_abandoned_command_too_old_for_its_response_url_is_told_in_the_
     assert [m["text"] for m in bot.slack.messages[CHANNEL]].count(text) == 1
     assert await store.inbox_items() == []
     assert not [r for r in bot.slack.responses if response_url.endswith(f"/{r.url_id}")]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _failing() -> None:
+    raise StoreUnavailable("UAT_DB is locked", "locked")
+
+
+async def test_an_item_whose_run_failed_is_let_go_and_taken_again_once_it_lapses(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "uat.db")
+    await store.open()
+    try:
+        clock = Clock()
+        inbox = Inbox(store, clock)
+        key = await inbox.receive(Invocation("command", DEVELOPER, CHANNEL, text="extend PR-4"))
+        with pytest.raises(StoreUnavailable):
+            await inbox.finish(key, _failing())  # not even its answer could be recorded
+        assert len(inbox) == 0  # no longer renewed by this replica
+        clock.now += inbox_module.LEASE_S + 1
+        assert [item.key for item in await inbox.abandoned()] == [key]  # even by itself
+    finally:
+        await store.close()
+
+
+async def test_an_item_whose_takeover_claim_failed_is_taken_once_the_store_is_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "uat.db"
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        await store.db.execute("PRAGMA busy_timeout=0")
+        monkeypatch.setattr(sqlite_store, "BUSY_RETRIES", (0.01, 0.01))
+        invocation = Invocation("command", DEVELOPER, CHANNEL, text="extend PR-4")
+        await store.inbox_put(InboxItem("k1", "command", invocation.to_json(), 1.0, "dead", 2.0))
+        inbox = Inbox(store)
+        with locked_for(db, 1.0), pytest.raises(StoreUnavailable):
+            await inbox.abandoned()  # read it, could not claim it
+        assert len(inbox) == 0
+        assert [item.key for item in await inbox.abandoned()] == ["k1"]
+    finally:
+        await store.close()
+
+
+async def test_an_answer_given_whose_record_failed_is_not_a_failure_of_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "uat.db"
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        await store.db.execute("PRAGMA busy_timeout=0")
+        monkeypatch.setattr(sqlite_store, "BUSY_RETRIES", (0.01, 0.01))
+        given: list[str] = []
+
+        async def reply(text: str, blocks: Any = None, **_: Any) -> None:
+            given.append(text)
+
+        answer = AnsweredOnce(store, "k1", reply)
+        with locked_for(db, 1.0):
+            await answer(slack_ui.NOT_RECORDED)
+        assert given == [slack_ui.NOT_RECORDED]
+    finally:
+        await store.close()
