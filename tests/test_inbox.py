@@ -17,7 +17,7 @@ from bot.slack import inbox as inbox_module
 from bot.slack import slack_ui
 from bot.slack.inbox import AnsweredOnce, Inbox, Invocation
 from bot.slack.listeners.inbox import take_over
-from bot.store import InboxItem, SqliteStore, StoreUnavailable
+from bot.store import Environment, Facts, InboxItem, SqliteStore, State, StoreUnavailable
 from bot.store import sqlite as sqlite_store
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.processes import BotProcess
@@ -155,7 +155,8 @@ async def test_an_item_whose_run_failed_is_let_go_and_taken_again_once_it_lapses
     try:
         clock = Clock()
         inbox = Inbox(store, clock)
-        key = await inbox.receive(Invocation("command", DEVELOPER, CHANNEL, text="extend PR-4"))
+        invocation = Invocation("command", DEVELOPER, CHANNEL, text="extend PR-4")
+        key = (await inbox.receive(invocation)).key
         with pytest.raises(StoreUnavailable):
             await inbox.finish(key, _failing())  # not even its answer could be recorded
         assert len(inbox) == 0  # no longer renewed by this replica
@@ -205,3 +206,25 @@ async def test_an_answer_given_whose_record_failed_is_not_a_failure_of_the_comma
         assert given == [slack_ui.NOT_RECORDED]
     finally:
         await store.close()
+
+
+async def test_a_stop_resumed_after_its_pr_was_labelled_again_says_so_and_stops_nothing(
+    make_bot: BotFactory,
+) -> None:
+    bot: Bot = await make_bot()
+    store = bot.runtime.services.store
+    received = time.time() - 15  # acked, then its replica died before running it
+    relabelled = Facts(session="pr6-0001", wanted_at=received + 5)  # labelled 5 s after
+    env = Environment(REPO, 6, State.RUNNING, "uat", "arn:aws:ecs:task/uat/6", facts=relabelled)
+    await store.save_environment(env)
+    response_url = bot.slack.new_response_url()
+    url_id = response_url.rsplit("/", 1)[-1]
+    invocation = Invocation("command", DEVELOPER, CHANNEL, response_url=response_url, text="stop 6")
+    item = InboxItem("stop1", "command", invocation.to_json(), received, "dead", received + 10)
+    await store.inbox_put(item)
+    await take_over(bot.runtime)
+    await bot.slack.wait_for(lambda s: any(r.url_id == url_id for r in s.responses))
+    [answer] = [r.body["text"] for r in bot.slack.responses if r.url_id == url_id]
+    assert answer == slack_ui.not_stopped_relaunched(env)
+    stored = await store.get_environment(REPO, 6)
+    assert stored is not None and stored.state == State.RUNNING

@@ -125,8 +125,8 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._held)
 
-    async def receive(self, invocation: Invocation) -> str:
-        """Store an invocation before its ack; its key."""
+    async def receive(self, invocation: Invocation) -> InboxItem:
+        """Store an invocation before its ack; the item stored."""
         key = secrets.token_hex(8)
         now = self.clock()
         item = InboxItem(
@@ -134,7 +134,7 @@ class Inbox:
         )
         await self.store.inbox_put(item)
         self._held.add(key)
-        return key
+        return item
 
     async def finish(self, key: str, work: Awaitable[Any]) -> None:
         """Await the item's work, then forget the item. Cancelled (a shutdown): the item stays,
