@@ -166,22 +166,35 @@ async def test_an_item_whose_run_failed_is_let_go_and_taken_again_once_it_lapses
         await store.close()
 
 
-async def test_an_item_whose_takeover_claim_failed_is_taken_once_the_store_is_back(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+class FailingClaims(SqliteStore):
+    """A real SQLite store whose inbox claims fail (the store down) from the `fail_from`th on."""
+
+    def __init__(self, path: Path, fail_from: int) -> None:
+        super().__init__(path)
+        self.claims = 0
+        self.fail_from = fail_from
+
+    async def inbox_claim(self, key: str, holder: str, until: float) -> bool:
+        self.claims += 1
+        if self.claims >= self.fail_from:
+            raise StoreUnavailable("UAT_DB is locked", "locked")
+        return await super().inbox_claim(key, holder, until)
+
+
+async def test_a_takeover_cut_short_by_the_store_resumes_what_it_claimed_and_retries_the_rest(
+    tmp_path: Path,
 ) -> None:
-    db = tmp_path / "uat.db"
-    store = SqliteStore(db)
+    store = FailingClaims(tmp_path / "uat.db", fail_from=2)
     await store.open()
     try:
-        await store.db.execute("PRAGMA busy_timeout=0")
-        monkeypatch.setattr(sqlite_store, "BUSY_RETRIES", (0.01, 0.01))
         invocation = Invocation("command", DEVELOPER, CHANNEL, text="extend PR-4")
-        await store.inbox_put(InboxItem("k1", "command", invocation.to_json(), 1.0, "dead", 2.0))
+        for key in ("k1", "k2"):
+            await store.inbox_put(InboxItem(key, "command", invocation.to_json(), 1.0, "dead", 2.0))
         inbox = Inbox(store)
-        with locked_for(db, 1.0), pytest.raises(StoreUnavailable):
-            await inbox.abandoned()  # read it, could not claim it
-        assert len(inbox) == 0
-        assert [item.key for item in await inbox.abandoned()] == ["k1"]
+        assert [item.key for item in await inbox.abandoned()] == ["k1"]  # k2's claim failed
+        assert len(inbox) == 1  # only k1 is held (and will be renewed) by this replica
+        store.fail_from = 99  # the store is back
+        assert [item.key for item in await inbox.abandoned()] == ["k2"]
     finally:
         await store.close()
 

@@ -169,7 +169,8 @@ class Inbox:
 
     async def abandoned(self) -> list[InboxItem]:
         """Items whose holder's time has passed, each now claimed by this replica (one replica
-        wins each claim)."""
+        wins each claim). A claim the store fails ends the round with the items claimed so far:
+        they must be resumed, or this replica would renew them for ever, never running them."""
         now = self.clock()
         taken = []
         # An item this replica let go (its run failed) is taken again like any other: with a
@@ -180,9 +181,10 @@ class Inbox:
             self._held.add(item.key)  # before the await: one taker in this replica too
             try:
                 claimed = await self.store.inbox_claim(item.key, self.holder, now + LEASE_S)
-            except Exception:
-                self._held.discard(item.key)  # not ours: renewing it would hide it for ever
-                raise
+            except StoreUnavailable as exc:
+                self._held.discard(item.key)  # not ours: the next round tries it again
+                logger.warning("could not take over inbox item %s: %s", item.key, exc.line)
+                break
             if claimed:
                 taken.append(item)
             else:
