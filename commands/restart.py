@@ -34,7 +34,7 @@ async def _restart(ctx: CommandContext, env: Environment) -> None:
         raise UserError(slack_ui.not_running(env.repo, env.pr))
     await ctx.point_of_no_return()  # a second restart would replace the new task too
     await ctx.services.prompts.carry_over(env)
-    await ctx.environments.restart(env.repo, env.pr, ctx.user_id)
+    await ctx.environments.restart(env.repo, env.pr, ctx.user_id, asked_at=ctx.received_at)
     await ctx.reply(slack_ui.restarting(env))
 
 

@@ -17,7 +17,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     await ctx.require_changer()
     env = await ctx.environments.find(args.pr)
-    if not await ctx.environments.request_stop(env.repo, env.pr, "stopped", ctx.user_id):
+    stopped = await ctx.environments.request_stop(
+        env.repo, env.pr, "stopped", ctx.user_id, asked_at=ctx.received_at
+    )
+    if not stopped:
         await ctx.reply(slack_ui.not_running_env(env))
         return
     await ctx.reply(slack_ui.stopping(env))

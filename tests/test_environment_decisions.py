@@ -3,6 +3,7 @@ a real SQLite store in a temp dir: fast, beside the end-to-end tests in test_env
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 from bot.aws.gateways import ImageInfo, TaskInfo
 from bot.config import Settings, load_settings
 from bot.environments import Context, Environments, PullRequest
+from bot.errors import UserError
 from bot.slack import slack_ui
-from bot.store import Environment, Facts, SqliteStore, State
+from bot.store import Environment, Facts, SqliteStore, State, Store
+from bot.store.dynamodb import DynamoStore
 from bot.tasks import TaskSupervisor
 from tests.harness.fakes import (
     ACCOUNT,
@@ -23,6 +26,7 @@ from tests.harness.fakes import (
     RecordingEcr,
     RecordingEcs,
 )
+from tests.harness.uat_aws import atomic_dynamodb
 
 REPO = "acme/web"
 THREAD = "1000.000001"
@@ -32,7 +36,7 @@ DIGEST = "sha256:" + "ab" * 32
 @dataclass
 class World:
     environments: Environments
-    store: SqliteStore
+    store: Store
     ecs: RecordingEcs
     ecr: RecordingEcr
     chat: RecordingChat
@@ -59,17 +63,40 @@ class World:
         return env
 
 
+SETTINGS = {
+    "UAT_CHANNEL": "C0UAT",
+    "UAT_ECS_CLUSTER": "uat",
+    "UAT_TASK_DEFINITION": "app",
+    "UAT_CONTAINER_URL": "http://127.0.0.1:9/{pr}",
+}
+
+
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    settings = load_settings(
-        {
-            "UAT_CHANNEL": "C0UAT",
-            "UAT_ECS_CLUSTER": "uat",
-            "UAT_TASK_DEFINITION": "app",
-            "UAT_CONTAINER_URL": "http://127.0.0.1:9/{pr}",
-        }
-    )
     store = SqliteStore(tmp_path / "uat.db")
+    async for made in world_on(store, load_settings(SETTINGS)):
+        yield made
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+async def either_world(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[World]:
+    """The world on either store: SQLite, or DynamoDB on moto (its writes atomic, as AWS's)."""
+    if request.param == "sqlite":
+        store: Store = SqliteStore(tmp_path / "uat.db")
+        settings = load_settings(SETTINGS)
+    else:
+        aws_env: dict[str, str] = request.getfixturevalue("aws_env")
+        atomic_dynamodb(monkeypatch.setattr)
+        table = {"UAT_STORE": "dynamodb", "UAT_DYNAMODB_TABLE": f"uat-{uuid.uuid4().hex[:8]}"}
+        settings = load_settings({**SETTINGS, **aws_env, **table})
+        store = DynamoStore(settings)
+    async for made in world_on(store, settings):
+        yield made
+
+
+async def world_on(store: Store, settings: Settings) -> AsyncIterator[World]:
     await store.open()
     ecs, ecr, chat, tasks = (
         RecordingEcs(settings),
@@ -84,6 +111,93 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     await tasks.close()
     await environments.close()
     await store.close()
+
+
+# ------------------------------------------------- requests in the order they were received
+# A command is received (stored by the inbox) before it runs; after a crash it runs seconds
+# later. A stop or restart received before the PR was asked for something else does not undo it.
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_stop_received_before_a_relabel_leaves_the_relaunched_environment_running(
+    either_world: World,
+) -> None:
+    world, clock = either_world, Clock()
+    world.environments.clock = clock
+    await world.running(7)
+    stop_received = clock.now
+    clock.now += 5  # meanwhile the PR was closed and labelled again
+    assert await world.environments.request_stop(REPO, 7, "PR closed", "U2")
+    await world.tasks.join()
+    await world.environments.request_start(PullRequest(REPO, 7), "uat", "U3")
+    await world.tasks.join()
+    relaunched = await world.env(7)
+    assert relaunched.state == "running"
+    clock.now += 5
+    with pytest.raises(UserError) as refused:  # the stop resumed after a crash
+        await world.environments.request_stop(REPO, 7, "stopped", "U1", asked_at=stop_received)
+    assert str(refused.value) == slack_ui.not_stopped_relaunched(relaunched)
+    await world.tasks.join()
+    assert (await world.env(7)).state == "running"
+    assert await world.environments.request_stop(REPO, 7, "stopped", "U1", asked_at=clock.now)
+
+
+async def test_a_label_on_a_running_environment_outdates_a_stop_received_before_it(
+    either_world: World,
+) -> None:
+    world, clock = either_world, Clock()
+    world.environments.clock = clock
+    await world.running(8)
+    stop_received = clock.now
+    clock.now += 5
+    assert await world.environments.request_start(PullRequest(REPO, 8), "uat", "U3") is None
+    with pytest.raises(UserError):
+        await world.environments.request_stop(REPO, 8, "stopped", "U1", asked_at=stop_received)
+    await world.tasks.join()
+    assert (await world.env(8)).state == "running" and world.ecs.said("StopTask") == []
+
+
+async def test_a_restart_received_before_a_stop_does_not_start_the_environment_again(
+    either_world: World,
+) -> None:
+    world, clock = either_world, Clock()
+    world.environments.clock = clock
+    await world.running(9)
+    restart_received = clock.now
+    clock.now += 5
+    assert await world.environments.request_stop(REPO, 9, "stopped", "U2")
+    await world.tasks.join()
+    stopped = await world.env(9)
+    assert stopped.state == "stopped"
+    clock.now += 5
+    with pytest.raises(UserError) as refused:  # the restart resumed after a crash
+        await world.environments.restart(REPO, 9, "U1", asked_at=restart_received)
+    assert str(refused.value) == slack_ui.not_started_overtaken(stopped)
+    await world.tasks.join()
+    assert (await world.env(9)).state == "stopped" and world.ecs.said("RunTask") == []
+
+
+async def test_a_stop_run_again_after_a_crash_that_had_recorded_it_is_still_its_stop(
+    either_world: World,
+) -> None:
+    world, clock = either_world, Clock()
+    world.environments.clock = clock
+    await world.running(10)
+    received = clock.now
+    assert await world.environments.request_stop(REPO, 10, "stopped", "U1", asked_at=received)
+    await world.tasks.join()
+    clock.now += 12  # the first run was cut short after recording it; its answer never left
+    assert await world.environments.request_stop(REPO, 10, "stopped", "U1", asked_at=received)
+    await world.tasks.join()
+    assert (await world.env(10)).state == "stopped"
+    assert not await world.environments.request_stop(REPO, 10, "stopped", "U4")
 
 
 # ---------------------------------------------------------------- the launcher

@@ -7,19 +7,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 
+from bot.slack import inbox as inbox_module
 from bot.slack import slack_ui
-from bot.slack.inbox import Invocation
+from bot.slack.inbox import AnsweredOnce, Inbox, Invocation
 from bot.slack.listeners.inbox import take_over
-from bot.store import InboxItem
+from bot.store import Environment, Facts, InboxItem, SqliteStore, State, StoreUnavailable
+from bot.store import sqlite as sqlite_store
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.processes import BotProcess
 from tests.harness.pull_requests import pr_event
 from tests.harness.signing import slack_headers, slash_command_body
 from tests.harness.slack_stub import SlackStub
 from tests.test_resilience import deliver, eventually, read_store
+from tests.test_store_failures import locked_for
 
 LIVE = ("starting", "provisioning", "running", "ready")
 REPO = "Codertocat/Hello-World"
@@ -127,3 +133,111 @@ async def test_an_abandoned_command_too_old_for_its_response_url_is_told_in_the_
     assert [m["text"] for m in bot.slack.messages[CHANNEL]].count(text) == 1
     assert await store.inbox_items() == []
     assert not [r for r in bot.slack.responses if response_url.endswith(f"/{r.url_id}")]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _failing() -> None:
+    raise StoreUnavailable("UAT_DB is locked", "locked")
+
+
+async def test_an_item_whose_run_failed_is_let_go_and_taken_again_once_it_lapses(
+    tmp_path: Path,
+) -> None:
+    store = SqliteStore(tmp_path / "uat.db")
+    await store.open()
+    try:
+        clock = Clock()
+        inbox = Inbox(store, clock)
+        invocation = Invocation("command", DEVELOPER, CHANNEL, text="extend PR-4")
+        key = (await inbox.receive(invocation)).key
+        with pytest.raises(StoreUnavailable):
+            await inbox.finish(key, _failing())  # not even its answer could be recorded
+        assert len(inbox) == 0  # no longer renewed by this replica
+        clock.now += inbox_module.LEASE_S + 1
+        assert [item.key for item in await inbox.abandoned()] == [key]  # even by itself
+    finally:
+        await store.close()
+
+
+class FailingClaims(SqliteStore):
+    """A real SQLite store whose inbox claims fail (the store down) from the `fail_from`th on."""
+
+    def __init__(self, path: Path, fail_from: int) -> None:
+        super().__init__(path)
+        self.claims = 0
+        self.fail_from = fail_from
+
+    async def inbox_claim(self, key: str, holder: str, until: float) -> bool:
+        self.claims += 1
+        if self.claims >= self.fail_from:
+            raise StoreUnavailable("UAT_DB is locked", "locked")
+        return await super().inbox_claim(key, holder, until)
+
+
+async def test_a_takeover_cut_short_by_the_store_resumes_what_it_claimed_and_retries_the_rest(
+    tmp_path: Path,
+) -> None:
+    store = FailingClaims(tmp_path / "uat.db", fail_from=2)
+    await store.open()
+    try:
+        invocation = Invocation("command", DEVELOPER, CHANNEL, text="extend PR-4")
+        for key in ("k1", "k2"):
+            await store.inbox_put(InboxItem(key, "command", invocation.to_json(), 1.0, "dead", 2.0))
+        inbox = Inbox(store)
+        assert [item.key for item in await inbox.abandoned()] == ["k1"]  # k2's claim failed
+        assert len(inbox) == 1  # only k1 is held (and will be renewed) by this replica
+        store.fail_from = 99  # the store is back
+        assert [item.key for item in await inbox.abandoned()] == ["k2"]
+    finally:
+        await store.close()
+
+
+async def test_an_answer_given_whose_record_failed_is_not_a_failure_of_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "uat.db"
+    store = SqliteStore(db)
+    await store.open()
+    try:
+        await store.db.execute("PRAGMA busy_timeout=0")
+        monkeypatch.setattr(sqlite_store, "BUSY_RETRIES", (0.01, 0.01))
+        given: list[str] = []
+
+        async def reply(text: str, blocks: Any = None, **_: Any) -> None:
+            given.append(text)
+
+        answer = AnsweredOnce(store, "k1", reply)
+        with locked_for(db, 1.0):
+            await answer(slack_ui.NOT_RECORDED)
+        assert given == [slack_ui.NOT_RECORDED]
+    finally:
+        await store.close()
+
+
+async def test_a_stop_resumed_after_its_pr_was_labelled_again_says_so_and_stops_nothing(
+    make_bot: BotFactory,
+) -> None:
+    bot: Bot = await make_bot()
+    store = bot.runtime.services.store
+    received = time.time() - 15  # acked, then its replica died before running it
+    relabelled = Facts(session="pr6-0001", wanted_at=received + 5)  # labelled 5 s after
+    env = Environment(REPO, 6, State.RUNNING, "uat", "arn:aws:ecs:task/uat/6", facts=relabelled)
+    await store.save_environment(env)
+    response_url = bot.slack.new_response_url()
+    url_id = response_url.rsplit("/", 1)[-1]
+    invocation = Invocation("command", DEVELOPER, CHANNEL, response_url=response_url, text="stop 6")
+    item = InboxItem("stop1", "command", invocation.to_json(), received, "dead", received + 10)
+    await store.inbox_put(item)
+    await take_over(bot.runtime)
+    await bot.slack.wait_for(lambda s: any(r.url_id == url_id for r in s.responses))
+    [answer] = [r.body["text"] for r in bot.slack.responses if r.url_id == url_id]
+    assert answer == slack_ui.not_stopped_relaunched(env)
+    stored = await store.get_environment(REPO, 6)
+    assert stored is not None and stored.state == State.RUNNING

@@ -5,6 +5,8 @@ and the window lifts."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +15,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from bench.environments import moto_server
 from bench.soak.world import AwsFaults
+
+RACERS = 16
+ROUNDS = 20
 
 
 @pytest.fixture
@@ -64,3 +70,44 @@ async def test_a_store_outage_fails_dynamodb_only(proxy: AwsFaults) -> None:
     assert await error_code(ecs.list_clusters) is None
     proxy.clear()
     assert await error_code(dynamodb.list_tables) is None
+
+
+def test_the_soaks_moto_lets_one_of_many_racing_conditional_writes_to_an_item_pass() -> None:
+    """Two replicas' compare-and-sets on one environment: DynamoDB lets exactly one pass, and so
+    must the soak's moto (bench/environments.py), or the soak sees lost updates DynamoDB never
+    makes (a stop overwriting the launch a newer label recorded)."""
+    with moto_server() as endpoint:
+        dynamodb = boto3.client("dynamodb", endpoint_url=endpoint, region_name="us-east-1")
+        dynamodb.create_table(
+            TableName="race",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        key = {"pk": {"S": "env"}}
+        dynamodb.put_item(TableName="race", Item={**key, "version": {"N": "0"}})
+        start = threading.Barrier(RACERS)
+
+        def write(racer: int) -> bool:
+            start.wait()
+            try:
+                dynamodb.update_item(
+                    TableName="race",
+                    Key=key,
+                    UpdateExpression="SET version = :next, winner = :me",
+                    ConditionExpression="version = :seen",
+                    ExpressionAttributeValues={
+                        ":seen": {"N": "0"},
+                        ":next": {"N": "1"},
+                        ":me": {"N": str(racer)},
+                    },
+                )
+            except ClientError:
+                return False
+            return True
+
+        for _ in range(ROUNDS):
+            dynamodb.put_item(TableName="race", Item={**key, "version": {"N": "0"}})
+            with concurrent.futures.ThreadPoolExecutor(RACERS) as pool:
+                passed = list(pool.map(write, range(RACERS)))
+            assert sum(passed) == 1

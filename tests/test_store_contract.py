@@ -7,11 +7,9 @@ Every test takes `store` (run once per implementation) and, for the multi-replic
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
-from functools import wraps
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from bot.store import (
 )
 from bot.store.dynamodb import DynamoStore
 from bot.store.dynamodb_table import CLAIM_TTL_S, TTL_ATTRIBUTE
+from tests.harness.uat_aws import atomic_dynamodb
 
 
 class Clock:
@@ -59,22 +58,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def atomic_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make moto's conditional writes atomic, as DynamoDB's are.
-
-    moto's server answers requests on several threads and checks a condition, then writes,
-    without a lock: racing writers could both pass. DynamoDB serializes writes to one item.
-    """
-    from moto.dynamodb.models import DynamoDBBackend
-
-    lock = threading.RLock()
-    for name in ("put_item", "update_item", "delete_item", "get_item", "query"):
-        original = getattr(DynamoDBBackend, name)
-
-        def locked(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            with lock:
-                return _original(*args, **kwargs)
-
-        monkeypatch.setattr(DynamoDBBackend, name, wraps(original)(locked))
+    """Make moto's conditional writes atomic, as DynamoDB's are (tests/harness/uat_aws.py)."""
+    atomic_dynamodb(monkeypatch.setattr)
 
 
 @pytest.fixture

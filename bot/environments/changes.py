@@ -24,6 +24,20 @@ CONFLICT_FIRST_WAIT_S = 0.005
 CONFLICT_MAX_WAIT_S = 0.25  # at most ~8 s of waiting in all, before "try again"
 
 
+def overtaken(env: Environment, asked_at: float | None) -> bool:
+    """Whether a request received at `asked_at` was overtaken: the environment was asked for
+    something else (relabelled, stopped) after it was received, e.g. a command resumed after a
+    crash. None is a request handled as it arrives (a webhook, the idle stop): never overtaken."""
+    wanted_at = env.facts.wanted_at
+    return asked_at is not None and wanted_at is not None and asked_at < wanted_at
+
+
+def asked(env: Environment, asked_at: float | None, now: float) -> float:
+    """The environment's `wanted_at` once a request received at `asked_at` (None: now) is
+    recorded: never earlier than it was."""
+    return max(env.facts.wanted_at or 0.0, now if asked_at is None else asked_at)
+
+
 async def change(store: Store, repo: str, pr: int, mutate: Mutation) -> Environment | None:
     """Compare-and-set: re-read and re-decide until the write lands (None: nothing to do),
     waiting a jittered, growing moment after each conflict; UserError after CONFLICT_ATTEMPTS."""

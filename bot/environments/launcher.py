@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from bot.aws.gateways import INSTANCE_TAG, AwsError
 from bot.config import TAG_VALUE_MAX
-from bot.environments.changes import change, change_in_session
+from bot.environments.changes import asked, change, change_in_session, overtaken
 from bot.environments.context import (
     ACTIVE,
     LIVE,
@@ -74,9 +74,19 @@ class Launcher:
         self.stopper = stopper
 
     async def request_start(
-        self, pr: PullRequest, label: str, actor: str, *, force: bool = False
+        self,
+        pr: PullRequest,
+        label: str,
+        actor: str,
+        *,
+        force: bool = False,
+        asked_at: float | None = None,
     ) -> Environment | None:
-        """Record a launch of `label`'s image for `pr`; a live one with that label is kept."""
+        """Record a launch of `label`'s image for `pr`; a live one with that label is kept (and
+        counts as asked for again: a stop received before this request no longer stops it).
+        `asked_at` is when the request was received (a command's, by the inbox; None: now): one
+        received before the environment was last asked for something else (stopped since) is
+        refused with a UserError saying so."""
         ctx = self.ctx
         missing = [
             name
@@ -93,12 +103,25 @@ class Launcher:
         session = f"pr{pr.number}-{secrets.token_hex(4)}"
         idle_until = now + ctx.settings.uat_idle_hours * 3600
 
+        launching: list[bool] = []
+        overtook: list[Environment] = []
+
         def start(env: Environment) -> Environment | None:
-            if env.state in LIVE and env.label == label and not force:
+            launching.clear()
+            overtook.clear()
+            if overtaken(env, asked_at):
+                overtook.append(env)
                 return None
+            wanted_at = asked(env, asked_at, now)
+            if env.state in LIVE and env.label == label and not force:
+                if wanted_at == env.facts.wanted_at:
+                    return None
+                return env.with_facts(wanted_at=wanted_at)
+            launching.append(True)
             old = env.facts
             facts = replace(
                 pr.facts(old),
+                wanted_at=wanted_at,
                 session=session,
                 launch_started=now,
                 requested_by=actor,
@@ -125,7 +148,9 @@ class Launcher:
                     Environment(repo=pr.repo, pr=pr.number, state=State.NEW, facts=pr.facts())
                 )
         saved = await change(ctx.store, pr.repo, pr.number, start)
-        if saved is None:
+        if overtook:
+            raise UserError(slack_ui.not_started_overtaken(overtook[0]))
+        if saved is None or not launching:
             logger.info(
                 "%s#%d already runs %s; nothing to start",
                 outside(pr.repo),

@@ -110,11 +110,16 @@ class Requests:
                 return env
         return None
 
-    async def restart(self, repo: str, pr: int, actor: str) -> None:
+    async def restart(
+        self, repo: str, pr: int, actor: str, *, asked_at: float | None = None
+    ) -> None:
+        """Replace the environment's task; `asked_at` as `Launcher.request_start` takes it."""
         env = await self.ctx.store.get_environment(repo, pr)
         if env is None or not slack_ui.restartable(env):  # closed, or its label was removed
             raise UserError(slack_ui.not_running(repo, pr))
-        await self.launcher.request_start(PullRequest.of(env), env.label, actor, force=True)
+        await self.launcher.request_start(
+            PullRequest.of(env), env.label, actor, force=True, asked_at=asked_at
+        )
 
     async def find(self, ref: str) -> Environment:
         """The environment a person means by `PR-123`, `#123`, `123`, `owner/repo#123` or the

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from bot.environments.changes import change
+from bot.environments.changes import asked, change, overtaken
 from bot.environments.context import LIVE, Context
 from bot.environments.thread import Thread
 from bot.errors import UserError
@@ -16,6 +16,8 @@ from bot.store import Environment, State
 
 logger = logging.getLogger(__name__)
 
+ENDING = frozenset({State.STOPPING, State.STOPPED})
+
 
 class Stopper:
     """Stops environments (asked to, or because they failed)."""
@@ -24,17 +26,39 @@ class Stopper:
         self.ctx = ctx
         self.thread = thread
 
-    async def request_stop(self, repo: str, pr: int, reason: str, actor: str) -> bool:
-        """Record that the environment must stop; the stop itself runs in the background."""
+    async def request_stop(
+        self, repo: str, pr: int, reason: str, actor: str, *, asked_at: float | None = None
+    ) -> bool:
+        """Record that the environment must stop; the stop itself runs in the background. False
+        when it is not live. `asked_at` is when the stop was received (a command's, by the
+        inbox): one received before the environment was last asked to run (relabelled since) is
+        refused with a UserError saying so, instead of stopping what was asked for after it; one
+        an earlier run of the same command recorded (a crash cut it short) is True again."""
+        now = self.ctx.clock()
+        overtook: list[Environment] = []
+        again: list[Environment] = []  # this very stop, recorded by a run a crash cut short
 
         def stop(env: Environment) -> Environment | None:
+            overtook.clear()
+            again.clear()
             if env.state not in LIVE:
+                if asked_at is not None and env.facts.wanted_at == asked_at and env.state in ENDING:
+                    again.append(env)
                 return None
-            facts = replace(env.facts, reason=f"{reason} by {slack_ui.person(actor)}")
+            if overtaken(env, asked_at):
+                overtook.append(env)
+                return None
+            facts = replace(
+                env.facts,
+                reason=f"{reason} by {slack_ui.person(actor)}",
+                wanted_at=asked(env, asked_at, now),
+            )
             return replace(env, state=State.STOPPING, facts=facts)
 
         saved = await change(self.ctx.store, repo, pr, stop)
-        if saved is None:
+        if overtook:
+            raise UserError(slack_ui.not_stopped_relaunched(overtook[0]))
+        if saved is None and not again:
             return False
         self.ctx.tasks.spawn(self.finish_stop(repo, pr), name=f"stop {repo}#{pr}")
         return True

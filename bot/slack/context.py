@@ -72,6 +72,9 @@ class CommandContext:
     trigger_id: str | None = None
     message_ts: str | None = None  # the message whose button was clicked
     item: str | None = None  # its key in the durable inbox (bot/slack/inbox.py), once stored
+    # when the inbox received it (a resumed one keeps its first receipt): a stop or restart
+    # received before the environment was asked for something else does not undo that
+    received_at: float | None = None
 
     @property
     def settings(self) -> Settings:

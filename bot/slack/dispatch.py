@@ -234,7 +234,8 @@ class Dispatcher:
         answers are given once across runs of it."""
         if self.inbox is None:
             return ctx
-        return self._held(ctx, await self.inbox.receive(invocation))
+        item = await self.inbox.receive(invocation)
+        return self._held(ctx, item)
 
     @staticmethod
     def not_recorded(ctx: CommandContext, what: str, exc: StoreUnavailable) -> None:
@@ -243,9 +244,9 @@ class Dispatcher:
         logger.warning("%s for %s was not recorded: %s", what, outside(ctx.user_id), exc.line)
 
     @staticmethod
-    def _held(ctx: CommandContext, key: str, *, rerun: bool = False) -> CommandContext:
-        reply = AnsweredOnce(ctx.services.store, key, ctx.reply, rerun=rerun)
-        return replace(ctx, item=key, reply=reply)
+    def _held(ctx: CommandContext, item: InboxItem, *, rerun: bool = False) -> CommandContext:
+        reply = AnsweredOnce(ctx.services.store, item.key, ctx.reply, rerun=rerun)
+        return replace(ctx, item=item.key, reply=reply, received_at=item.received_at)
 
     def _start(
         self, ctx: CommandContext, work: Coroutine[Any, Any, None], what: str
@@ -291,7 +292,7 @@ class Dispatcher:
             inbox.clock() - item.received_at,
             "running it again" if redo is Redo.RUN else "telling its user",
         )
-        held = self._held(ctx, item.key, rerun=True)
+        held = self._held(ctx, item, rerun=True)
         if redo is Redo.RUN and plan is not None and plan.command and plan.args is not None:
             self._start(held, self.run(held, plan.command, plan.args), f"/uat {command} again")
         elif redo is Redo.RUN and plan is None:

@@ -2,7 +2,8 @@
 and leaves it once its work is done. Slack retries neither, so an ack is a promise.
 
 The replica that acked an item holds it (`held_until`, renewed every RENEW_S while the work
-runs). After a crash the holder stops renewing; at start and every RESCAN_S, a replica takes each
+runs). After a crash the holder stops renewing; a run that failed outright (the store down even
+for its answer) is let go the same way; at start and every RESCAN_S, a replica takes each
 item whose time has passed (compare-and-set on the holder, so exactly one replica does) and
 either runs it again or tells its user, by this table:
 
@@ -50,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.slack import slack_ui
 from bot.slack.chat import Blocks
-from bot.store import Clock, InboxItem, Store
+from bot.store import Clock, InboxItem, Store, StoreUnavailable
 
 if TYPE_CHECKING:
     from bot.slack.context import Reply
@@ -124,8 +125,8 @@ class Inbox:
     def __len__(self) -> int:
         return len(self._held)
 
-    async def receive(self, invocation: Invocation) -> str:
-        """Store an invocation before its ack; its key."""
+    async def receive(self, invocation: Invocation) -> InboxItem:
+        """Store an invocation before its ack; the item stored."""
         key = secrets.token_hex(8)
         now = self.clock()
         item = InboxItem(
@@ -133,12 +134,18 @@ class Inbox:
         )
         await self.store.inbox_put(item)
         self._held.add(key)
-        return key
+        return item
 
     async def finish(self, key: str, work: Awaitable[Any]) -> None:
         """Await the item's work, then forget the item. Cancelled (a shutdown): the item stays,
-        for whoever starts next to take over."""
-        await work
+        for whoever starts next to take over. Failed (its answer could not even be recorded, the
+        store being down): it is let go, so it lapses and is taken over once the store is back,
+        instead of being renewed by this replica for ever, neither done nor answered."""
+        try:
+            await work
+        except Exception:
+            self.let_go(key)
+            raise
         self._held.discard(key)
         try:
             await self.store.inbox_done(key)
@@ -162,14 +169,23 @@ class Inbox:
 
     async def abandoned(self) -> list[InboxItem]:
         """Items whose holder's time has passed, each now claimed by this replica (one replica
-        wins each claim)."""
+        wins each claim). A claim the store fails ends the round with the items claimed so far:
+        they must be resumed, or this replica would renew them for ever, never running them."""
         now = self.clock()
         taken = []
+        # An item this replica let go (its run failed) is taken again like any other: with a
+        # single replica, nobody else would.
         for item in await self.store.inbox_items():
-            if item.key in self._held or item.holder == self.holder or item.held_until > now:
+            if item.key in self._held or item.held_until > now:
                 continue
             self._held.add(item.key)  # before the await: one taker in this replica too
-            if await self.store.inbox_claim(item.key, self.holder, now + LEASE_S):
+            try:
+                claimed = await self.store.inbox_claim(item.key, self.holder, now + LEASE_S)
+            except StoreUnavailable as exc:
+                self._held.discard(item.key)  # not ours: the next round tries it again
+                logger.warning("could not take over inbox item %s: %s", item.key, exc.line)
+                break
+            if claimed:
                 taken.append(item)
             else:
                 self._held.discard(item.key)
@@ -241,4 +257,7 @@ class AnsweredOnce:
         if self._rerun and await self._store.claimed(answer):
             return  # given by the run the crash cut short
         await self._reply(text, blocks, in_channel=in_channel, replace_original=replace_original)
-        await self._store.claim(answer, "answer")
+        try:
+            await self._store.claim(answer, "answer")
+        except StoreUnavailable as exc:  # it was given: only a run after a crash repeats it
+            logger.warning("could not record answer %s: %s", answer, exc.line)

@@ -675,6 +675,22 @@ def stopping(env: Environment) -> str:
     return f"Stopping {env.repo}#{env.pr}; its thread will say when it has stopped."
 
 
+def not_stopped_relaunched(env: Environment) -> str:
+    """A stop received before the environment was asked to run again (relabelled since)."""
+    return (
+        f"Not stopped: {env.repo}#{env.pr} was asked to run `{env.label}` after you asked to "
+        f"stop it (relabelled since). `/uat stop PR-{env.pr}` stops it now."
+    )
+
+
+def not_started_overtaken(env: Environment) -> str:
+    """A restart received before the environment was last asked to stop or run something else."""
+    return (
+        f"Not restarted: {env.repo}#{env.pr} was stopped or relabelled after you asked "
+        f"({env.state} now). `/uat restart PR-{env.pr}` restarts it now."
+    )
+
+
 def restarting(env: Environment) -> str:
     return f"Restarting {env.repo}#{env.pr} with a fresh task; its thread follows it."
 

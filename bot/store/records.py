@@ -70,6 +70,9 @@ class Facts:
     task_definition: str | None = None
     image_tags: tuple[str, ...] = ()
     replace: Replaced | None = None
+    # when what it should be (run a label, or stop) was last asked for, by the request's receipt
+    # time: a request received before it (a command resumed after a crash) is out of date
+    wanted_at: float | None = None
     # the watcher
     idle_until: float | None = None
     warned: bool = False
@@ -96,7 +99,7 @@ class Facts:
         for name in ("requested_by", "last_seen", "reason", "shown"):
             if name in values:
                 values[name] = str(values[name] or "")
-        for name in ("launch_started", "idle_until", "stopped_at"):
+        for name in ("launch_started", "idle_until", "stopped_at", "wanted_at"):
             if values.get(name) is not None:
                 values[name] = float(values[name])
         for name in ("warned", "label_gone"):
@@ -146,7 +149,7 @@ class Facts:
 
 
 # keys earlier versions wrote only once known (they test for the key, or read it as a number)
-_ONLY_WHEN_SET = frozenset({"launch_started", "idle_until", "stopped_at", "replace"})
+_ONLY_WHEN_SET = frozenset({"launch_started", "idle_until", "stopped_at", "replace", "wanted_at"})
 
 
 @dataclass(frozen=True)

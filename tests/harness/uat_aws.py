@@ -8,8 +8,11 @@ the bot reaches it through UAT_CONTAINER_URL, never through the 10.x addresses m
 from __future__ import annotations
 
 import json
+import threading
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import wraps
 from typing import Any
 
 import boto3
@@ -20,6 +23,10 @@ from bot.store import Environment, Facts
 from tests.harness.ecr_seed import fresh_repository, tag_sha
 
 CLUSTER = "uat"
+# the DynamoDB operations the bot's store uses, made one at a time by `atomic_dynamodb`
+DYNAMODB_OPERATIONS = ("put_item", "update_item", "delete_item", "get_item", "query")
+# the conditional writes alone: what a soak of several replicas needs (bench/environments.py)
+DYNAMODB_WRITES = ("put_item", "update_item", "delete_item")
 BASE_FAMILY = "uat-base"
 CONTAINER = "app"
 OWN_FAMILY = f"{BASE_FAMILY}-uat-bot"
@@ -250,3 +257,27 @@ class Containers:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+
+
+def atomic_dynamodb(
+    patch: Callable[[Any, str, Any], None] = setattr,
+    operations: tuple[str, ...] = DYNAMODB_OPERATIONS,
+) -> None:
+    """Make moto's DynamoDB item operations atomic, as DynamoDB's are (in this process).
+
+    moto's server answers requests on several threads and checks a condition, then writes,
+    without a lock: two replicas' compare-and-sets on one item could both pass (a lost update
+    real DynamoDB never makes), and a query can see its table change under it. `patch` is
+    `setattr`, or a test's `monkeypatch.setattr` so that it is undone after the test;
+    `operations` the ones made atomic."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+    for name in operations:
+        original = getattr(DynamoDBBackend, name)
+
+        def locked(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(*args, **kwargs)
+
+        patch(DynamoDBBackend, name, wraps(original)(locked))
