@@ -365,6 +365,8 @@ class TaskInfo:
     exit_code: int | None = None
     tags: dict[str, str] | None = None
     facts: dict[str, str] | None = None  # TASK_FACTS from its container overrides
+    cpu: int = 0  # CPU units (1024 a vCPU) and memory (MiB) of the task, 0 when not said
+    memory: int = 0
 
     @property
     def task_id(self) -> str:
@@ -404,7 +406,20 @@ def _task(raw: Any) -> TaskInfo:
         exit_code=exit_codes[0] if exit_codes else None,
         tags={t["key"]: t["value"] for t in raw.get("tags", [])},
         facts=facts,
+        cpu=_units(raw.get("cpu")),
+        memory=_units(raw.get("memory")),
     )
+
+
+def _units(value: Any) -> int:
+    """A task's `cpu` or `memory` as ECS gives it ("1024", or "1 vCPU" / "2 GB" as registered)."""
+    text = str(value or "").strip().lower()
+    number = text.split()[0] if text else ""
+    try:
+        amount = float(number)
+    except ValueError:
+        return 0
+    return int(amount * 1024) if text.endswith(("vcpu", "gb")) else int(amount)
 
 
 def registrable(ecs: Any, described: dict[str, Any]) -> dict[str, Any]:
@@ -453,6 +468,24 @@ class Ecs(_Gateway):
             return str(registered["taskDefinition"]["taskDefinitionArn"])
 
         return await self._guarded("RegisterTaskDefinition", run)
+
+    async def task_size(self, task_definition_arn: str) -> tuple[int, int]:
+        """A task definition's CPU units and memory (MiB), for what its tasks cost: the task's
+        own, else its containers' together; (0, 0) when it says neither."""
+
+        def run() -> tuple[int, int]:
+            self._count("DescribeTaskDefinition")
+            definition = self._client("ecs").describe_task_definition(
+                taskDefinition=task_definition_arn
+            )["taskDefinition"]
+            containers = definition.get("containerDefinitions", [])
+            cpu = _units(definition.get("cpu")) or sum(_units(c.get("cpu")) for c in containers)
+            memory = _units(definition.get("memory")) or sum(
+                _units(c.get("memory")) for c in containers
+            )
+            return cpu, memory
+
+        return await self._guarded("DescribeTaskDefinition", run)
 
     async def deregister(self, task_definition_arn: str) -> None:
         def run() -> None:
