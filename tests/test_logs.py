@@ -25,8 +25,8 @@ from tests.harness.container_logs import (
     task_exits,
     write_log,
 )
-from tests.harness.pull_requests import PR, REPO, label, root_messages
-from tests.harness.uat_aws import BASE_FAMILY, CONTAINER, Containers, UatAccount
+from tests.harness.pull_requests import PR, REPO, label, pr_event, root_messages
+from tests.harness.uat_aws import BASE_FAMILY, CONTAINER, OWN_FAMILY, Containers, UatAccount
 
 
 @pytest.fixture
@@ -185,6 +185,23 @@ async def test_long_output_comes_as_a_file(uat: Bot, account: UatAccount) -> Non
     content = file.content.decode()
     assert "0399 " in content and "0100 " in content and "0099 " not in content
     assert file.thread_ts == env.thread_ts
+
+
+async def test_a_stopped_tasks_log_is_read_while_its_stream_exists(
+    uat: Bot, account: UatAccount
+) -> None:
+    await label(uat)
+    env = await env_of(uat)
+    assert env.task_arn
+    write_log(account.endpoint, env.task_arn, ["app: shutting down on SIGTERM"])
+    await uat.github("pull_request", pr_event("unlabeled", "uat"))
+    await uat.settle()
+    stopped = await env_of(uat)
+    assert stopped.state == "stopped"
+    assert stopped.facts.task_definition in account.revisions(OWN_FAMILY, status="INACTIVE")
+    await uat.slash(f"logs PR-{PR}")
+    await uat.settle()
+    assert "app: shutting down on SIGTERM" in json.dumps(thread(uat)[-1]["blocks"])
 
 
 @pytest.mark.parametrize("lines", ["0", "99999", "-3", "ten"])
