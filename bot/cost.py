@@ -63,6 +63,12 @@ def dollars(amount: float) -> str:
     return "<$0.01" if 0 < amount < 0.005 else f"${amount:,.2f}"
 
 
+def about(amount: float) -> str:
+    """An estimate: `~$0.42`, or `<$0.01`."""
+    shown = dollars(amount)
+    return shown if shown.startswith("<") else f"~{shown}"
+
+
 def running_seconds(env: Environment, now: float) -> float:
     """How long its task has run: from its launch to its stop (or to `now`)."""
     started = env.facts.launch_started

@@ -71,14 +71,14 @@ def test_status_totals_the_active_environments() -> None:
     _, blocks = slack_ui.environments_overview(envs, US_EAST_1, NOW)
     shown = json.dumps(blocks)
     total = 6 * 0.04937
-    assert f"*Total*: ~{cost.dollars(total)} so far, {cost.dollars(2 * 0.04937)}/h" in shown
+    assert f"*Total*: {cost.about(total)} so far, {cost.dollars(2 * 0.04937)}/h" in shown
     assert shown.count("vCPU") == 2  # the one of unknown size shows no estimate
 
 
 def test_the_idle_warning_says_what_extending_costs() -> None:
     settings = load_settings({"AWS_REGION": "us-east-1", "UAT_IDLE_HOURS": "8"})
     text, _ = slack_ui.idle_warning(env(idle_until=NOW + 600), settings)
-    assert f"Extending keeps it 8h longer, about {cost.dollars(8 * 0.04937)}" in text
+    assert f"Extending keeps it 8h longer, for {cost.about(8 * 0.04937)}" in text
 
 
 @pytest.fixture

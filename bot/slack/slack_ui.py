@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.cost import dollars, estimated_cost, hourly_cost, running_seconds
+from bot.cost import about, dollars, estimated_cost, hourly_cost, running_seconds
 from bot.gateway_text import entities
 from bot.gateway_text import escape as escape  # the one escaping function, used here too
 from bot.scrub import scrub
@@ -570,7 +570,7 @@ def cost_line(env: Environment, settings: Any, now: float) -> str | None:
     if cost is None or hourly is None:
         return None
     ran = duration(running_seconds(env, now))
-    return f"~{dollars(cost)} for {ran} ({size(env)} at {dollars(hourly)}/h)"
+    return f"{about(cost)} for {ran} ({size(env)} at {dollars(hourly)}/h)"
 
 
 FAILURE_LOG_LINES = 15  # the log lines a failure card shows
@@ -629,7 +629,7 @@ def idle_warning(env: Environment, settings: Any = None) -> tuple[str, list[Bloc
     if hourly is not None:
         hours = float(settings.uat_idle_hours)
         text += (
-            f" Extending keeps it {hours:g}h longer, about {dollars(hourly * hours)} "
+            f" Extending keeps it {hours:g}h longer, for {about(hourly * hours)} "
             f"({size(env)} at {dollars(hourly)}/h)."
         )
     value = json.dumps(
@@ -716,7 +716,7 @@ def environments_overview(
     hourly = [h for e in envs if e.state in LIVE and (h := hourly_cost(e, settings)) is not None]
     if costs:
         rows.append(
-            f"*Total*: ~{dollars(sum(costs))} so far, {dollars(sum(hourly))}/h while they run "
+            f"*Total*: {about(sum(costs))} so far, {dollars(sum(hourly))}/h while they run "
             "(Fargate estimate)"
         )
     text = f"{len(envs)} active environment(s)"
