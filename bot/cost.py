@@ -2,8 +2,10 @@
 
 Fargate bills a task's configured vCPU and memory per second (one minute at least). The prices
 below are on-demand Linux/x86 rates in USD from the AWS Fargate pricing page,
-https://aws.amazon.com/fargate/pricing/ , as published on 2026-11-30 (us-east-1: $0.04048 per
-vCPU-hour, $0.004445 per GB-hour). A region not in the table is priced as us-east-1;
+https://aws.amazon.com/fargate/pricing/ , recorded on 2026-11-30 (us-east-1: $0.04048 per
+vCPU-hour, $0.004445 per GB-hour, the rate published since 2019 and still quoted in 2026; the
+other regions' as the page listed them, not re-read that day: check them against the page). A
+region not in the table is priced as us-east-1;
 UAT_PRICE_VCPU_HOUR and UAT_PRICE_GB_HOUR replace the table (Savings Plans, Spot, ARM, another
 region). It is an estimate: storage beyond 20 GB, data transfer, the load balancer and logs are
 not in it.

@@ -12,6 +12,7 @@ import boto3
 import pytest
 
 from bot import gateway_text
+from bot.aws.gateways import _task
 from bot.aws.logs import CloudWatchLogs, LogPlace, LogsAccessDenied, LogStreamGone, NoAwslogs
 from bot.config import load_settings
 from bot.devtools import terminal
@@ -381,3 +382,19 @@ async def test_a_failure_whose_log_cannot_be_read_says_why(
     assert failed.state == "failed" and failed.facts.log_tail == ()
     assert "is not in the log group" in failed.facts.log_problem
     assert "No log lines" in json.dumps(root_messages(uat)[0]["blocks"])
+
+
+def test_the_exit_code_is_the_essential_containers_not_a_sidecars() -> None:
+    raw = {
+        "taskArn": "arn:aws:ecs:us-east-1:1:task/uat/abc",
+        "lastStatus": "STOPPED",
+        "stoppedReason": "OutOfMemoryError: Container killed due to memory usage",
+        "containers": [
+            {"name": "log-router", "exitCode": 0},
+            {"name": CONTAINER, "exitCode": 137},
+        ],
+    }
+    task = _task(raw, CONTAINER)
+    assert task.exit_code == 137
+    assert "exit code 137" in slack_ui.stop_reason(task)
+    assert _task(raw).exit_code == 0  # without a name, the first container that has one

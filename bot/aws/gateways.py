@@ -381,13 +381,17 @@ class LaunchRefused(AwsError):
     """RunTask did not start a task; the message is AWS's reason."""
 
 
-def _task(raw: Any) -> TaskInfo:
+def _task(raw: Any, essential: str | None = None) -> TaskInfo:
+    """A DescribeTasks / RunTask task; its exit code is the `essential` container's (the one
+    that runs the PR) when it has one, else the first container's that has one."""
     ip = None
     for attachment in raw.get("attachments", []):
         for detail in attachment.get("details", []):
             if detail.get("name") == "privateIPv4Address":
                 ip = detail.get("value")
-    exit_codes = [c["exitCode"] for c in raw.get("containers", []) if "exitCode" in c]
+    containers = raw.get("containers", [])
+    exits = [c for c in containers if c.get("name") == essential and "exitCode" in c]
+    exit_codes = [c["exitCode"] for c in exits or containers if "exitCode" in c]
     facts = {
         variable["name"]: str(variable.get("value", ""))
         for override in (raw.get("overrides") or {}).get("containerOverrides", [])
@@ -563,7 +567,7 @@ class Ecs(_Gateway):
                 )
                 for raw in response.get("tasks", []):
                     if raw["taskArn"] in batch:
-                        found[raw["taskArn"]] = _task(raw)
+                        found[raw["taskArn"]] = _task(raw, self._settings.uat_container_name)
             return found
 
         if not arns:

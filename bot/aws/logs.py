@@ -10,7 +10,6 @@ text to look for is FilterLogEvents on that one stream.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -87,11 +86,11 @@ def log_place(definition: dict[str, Any], container: str, task_arn: str, region:
 
 def filter_pattern(text: str) -> str | None:
     """`text` as a CloudWatch Logs filter pattern matching it as written (a quoted term);
-    None when it has a double quote, which a quoted term cannot hold (then the lines are
-    matched here instead)."""
-    if '"' in text:
+    None when it has a double quote or a backslash, which a quoted term cannot hold as typed
+    (then every line of the window is read and matched here instead)."""
+    if '"' in text or "\\" in text:
         return None
-    return json.dumps(text)
+    return f'"{text}"'
 
 
 class CloudWatchLogs(_Gateway):
