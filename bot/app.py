@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.aws.codebuild import CodeBuild
 from bot.aws.gateways import Ecr, Ecs, ErrorHook
+from bot.aws.logs import CloudWatchLogs
 from bot.config import Settings, token_refused
 from bot.container import ContainerClient
 from bot.environments import Context, Environments
@@ -264,8 +265,12 @@ def build_runtime(
     )
     ecs = Ecs(settings, session)
     ecs.on_error = metrics.aws_error
+    logs = CloudWatchLogs(settings, session)
+    logs.on_error = metrics.aws_error
     environments = Environments(
-        Context(settings, store, chat, pipeline.ecr, ecs, container, tasks, metrics=metrics)
+        Context(
+            settings, store, chat, pipeline.ecr, ecs, container, tasks, metrics=metrics, logs=logs
+        )
     )
     services = Services(
         settings=settings,

@@ -135,6 +135,23 @@ def cleanup(
     raise typer.Exit(terminal.run_main(lambda: terminal.cleanup(settings, yes, dry_run)))
 
 
+@cli.command(help=terminal_help("logs"))
+def logs(
+    pr: Annotated[str, typer.Argument(help="PR-123, #123, 123 or owner/repo#123")],
+    lines: Annotated[int, typer.Option("--lines", help="how many (1 to 500)")] = 50,
+    since: Annotated[str | None, typer.Option("--since", help="only the last 10m, 2h …")] = None,
+    grep: Annotated[str | None, typer.Option("--grep", help="only lines containing TEXT")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+) -> None:
+    """Print a PR container's last log lines; --follow keeps printing new ones."""
+    from bot.devtools import terminal
+
+    settings = _settings()
+    raise typer.Exit(
+        terminal.run_main(lambda: terminal.logs(settings, pr, lines, since, grep, follow))
+    )
+
+
 def main() -> None:
     cli(prog_name="uat-bot")
 

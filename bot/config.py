@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     uat_dynamodb_table: str = "uat-bot"
     uat_poll_seconds: float = Field(10.0, gt=0)
     uat_idle_hours: float = Field(8.0, gt=0)
+    # Fargate's prices, in USD, instead of bot/cost.py's table for the region
+    uat_price_vcpu_hour: float | None = Field(None, ge=0)
+    uat_price_gb_hour: float | None = Field(None, ge=0)
 
     @field_validator(
         "uat_deployers",

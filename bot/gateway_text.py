@@ -180,3 +180,30 @@ def dynamodb_unusable(table: str, why: str) -> str:
 
 def lock_keeps_changing(name: str) -> str:
     return f"Could not take the {name} lock: it keeps changing hands; try again."
+
+
+# CloudWatch Logs (bot/aws/logs.py): where a container's log is and why it cannot be read.
+
+
+def no_awslogs(definition: str, container: str) -> str:
+    return (
+        f"The task definition `{definition}` sends no log of container `{container}` to "
+        "CloudWatch Logs: give that container a `logConfiguration` with `logDriver` `awslogs` "
+        "and the options `awslogs-group`, `awslogs-region` and `awslogs-stream-prefix` "
+        "(as docs/uat-task-definition.json has it)."
+    )
+
+
+def logs_access_denied(group_arn: str) -> str:
+    return (
+        "The bot may not read the container's log: allow it `logs:GetLogEvents` and "
+        f"`logs:FilterLogEvents` on `{group_arn}` (the `ReadTheContainersLogs` statement of "
+        "docs/iam/bot-policy.json)."
+    )
+
+
+def log_stream_gone(group: str, stream: str) -> str:
+    return (
+        f"The log stream `{stream}` is not in the log group `{group}` (any more): the task "
+        "may not have started its container, or the stream was deleted by the group's retention."
+    )

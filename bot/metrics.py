@@ -57,6 +57,16 @@ class Metrics:
             ["endpoint", "reason"],
             registry=r,
         )
+        self.cost_so_far = Gauge(
+            "uat_environments_estimated_cost_usd",
+            "Estimated Fargate cost so far of the active environments (as of the last poll)",
+            registry=r,
+        )
+        self.cost_per_hour = Gauge(
+            "uat_environments_estimated_cost_usd_per_hour",
+            "Estimated Fargate cost an hour of the environments running now",
+            registry=r,
+        )
         self.prompt_jobs = Counter(
             "uat_prompt_jobs", "Relayed prompts by final state", ["state"], registry=r
         )

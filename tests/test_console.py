@@ -423,3 +423,36 @@ async def test_a_file_the_bot_shares_is_saved_where_the_console_says() -> None:
     assert said in out.getvalue()
     assert await chat.find("C1", "prompt-j1-output.txt", root) == where  # keyed by its name
     await asyncio.to_thread(saved.unlink)
+
+
+LOGS_SESSION = """\
+label 42 uat
+wait 60 for is ready at
+/uat logs PR-42
+crash 42
+wait 60 for #42 failed:
+/uat logs PR-42 --grep TypeError
+quit
+"""
+
+
+def test_logs_and_a_failure_card_read_the_stand_ins_output_from_cloudwatch_logs(
+    tmp_path: Path,
+) -> None:
+    result = run_console(tmp_path, LOGS_SESSION)
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    logs = after(out, "/uat logs PR-42").split("uat> crash 42")[0]
+    assert "The last" in logs and "line(s) of #42's log" in logs
+    assert "uat-entrypoint: fetching refs/pull/42/head" in logs
+    assert "app: listening on http://0.0.0.0:3001" in logs
+    assert re.search(r"Posted \d+ line\(s\) of #42's log in its thread\.", logs)
+    crashed = after(out, "crash 42").split("uat> /uat logs PR-42 --grep")[0]
+    assert "stand-in: the app of #42 crashed" in crashed
+    assert "State: 🔴 Failed" in crashed
+    assert "the container failed: the app exited with code 1" in crashed
+    assert "Last" in crashed and "TypeError: Cannot read properties of undefined" in crashed
+    grep = after(out, "/uat logs PR-42 --grep TypeError")
+    assert "containing `TypeError`" in grep
+    assert "TypeError: Cannot read properties" in grep
+    assert "listening on" not in grep

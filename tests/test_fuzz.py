@@ -562,6 +562,7 @@ CARD_FIELDS: dict[str, dict[str, type]] = {
     "uat.cancel": {},
     "uat.cleanup.confirm": {"shown": str},
     "uat.env.extend": {"repo": str, "pr": int},
+    "uat.env.logs": {"repo": str, "pr": int},
     "uat.env.restart": {"repo": str, "pr": int},
     "uat.latest.confirm": {"ref": str},
     "uat.prompt.cancel": {"repo": str, "pr": int, "job": str},

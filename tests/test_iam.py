@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,23 @@ def routing_left_behind(endpoint: str) -> str:
     return listener
 
 
+def the_container_logs(endpoint: str, recorded: list[Call]) -> None:
+    """The running task's container has written to its awslogs stream (as ECS would: these
+    calls are the execution role's, so they are left out of what the bot was recorded doing)."""
+    mark = len(recorded)
+    ecs = boto3.client("ecs", endpoint_url=endpoint, region_name=REGION)
+    logs = boto3.client("logs", endpoint_url=endpoint, region_name=REGION)
+    [task] = ecs.describe_tasks(cluster=CLUSTER, tasks=ecs.list_tasks(cluster=CLUSTER)["taskArns"])[
+        "tasks"
+    ]
+    stream = f"uat/{CONTAINER}/{task['taskArn'].rsplit('/', 1)[-1]}"
+    logs.create_log_group(logGroupName="/ecs/uat")
+    logs.create_log_stream(logGroupName="/ecs/uat", logStreamName=stream)
+    event = {"timestamp": int(time.time() * 1000), "message": "app: started on :3001"}
+    logs.put_log_events(logGroupName="/ecs/uat", logStreamName=stream, logEvents=[event])
+    del recorded[mark:]
+
+
 @pytest.fixture
 async def bot_calls(
     make_bot: BotFactory, aws_env: dict[str, str], recorded: list[Call]
@@ -188,7 +206,16 @@ async def bot_calls(
         await label(bot)
         containers.ready(2)
         await bot.runtime.services.environments.poll()
-        for text in ("images", "promote", "rollback", "status PR-2", "cleanup --dry-run"):
+        the_container_logs(endpoint, recorded)
+        for text in (
+            "images",
+            "promote",
+            "rollback",
+            "status PR-2",
+            "logs PR-2",
+            "logs PR-2 --since 1h --grep started",
+            "cleanup --dry-run",
+        ):
             await bot.slash(text, user=DEPLOYER)
         await bot.settle()
         pipeline = bot.runtime.services.pipeline

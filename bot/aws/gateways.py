@@ -365,6 +365,8 @@ class TaskInfo:
     exit_code: int | None = None
     tags: dict[str, str] | None = None
     facts: dict[str, str] | None = None  # TASK_FACTS from its container overrides
+    cpu: int = 0  # CPU units (1024 a vCPU) and memory (MiB) of the task, 0 when not said
+    memory: int = 0
 
     @property
     def task_id(self) -> str:
@@ -379,13 +381,17 @@ class LaunchRefused(AwsError):
     """RunTask did not start a task; the message is AWS's reason."""
 
 
-def _task(raw: Any) -> TaskInfo:
+def _task(raw: Any, essential: str | None = None) -> TaskInfo:
+    """A DescribeTasks / RunTask task; its exit code is the `essential` container's (the one
+    that runs the PR) when it has one, else the first container's that has one."""
     ip = None
     for attachment in raw.get("attachments", []):
         for detail in attachment.get("details", []):
             if detail.get("name") == "privateIPv4Address":
                 ip = detail.get("value")
-    exit_codes = [c["exitCode"] for c in raw.get("containers", []) if "exitCode" in c]
+    containers = raw.get("containers", [])
+    exits = [c for c in containers if c.get("name") == essential and "exitCode" in c]
+    exit_codes = [c["exitCode"] for c in exits or containers if "exitCode" in c]
     facts = {
         variable["name"]: str(variable.get("value", ""))
         for override in (raw.get("overrides") or {}).get("containerOverrides", [])
@@ -404,7 +410,20 @@ def _task(raw: Any) -> TaskInfo:
         exit_code=exit_codes[0] if exit_codes else None,
         tags={t["key"]: t["value"] for t in raw.get("tags", [])},
         facts=facts,
+        cpu=_units(raw.get("cpu")),
+        memory=_units(raw.get("memory")),
     )
+
+
+def _units(value: Any) -> int:
+    """A task's `cpu` or `memory` as ECS gives it ("1024", or "1 vCPU" / "2 GB" as registered)."""
+    text = str(value or "").strip().lower()
+    number = text.split()[0] if text else ""
+    try:
+        amount = float(number)
+    except ValueError:
+        return 0
+    return int(amount * 1024) if text.endswith(("vcpu", "gb")) else int(amount)
 
 
 def registrable(ecs: Any, described: dict[str, Any]) -> dict[str, Any]:
@@ -453,6 +472,24 @@ class Ecs(_Gateway):
             return str(registered["taskDefinition"]["taskDefinitionArn"])
 
         return await self._guarded("RegisterTaskDefinition", run)
+
+    async def task_size(self, task_definition_arn: str) -> tuple[int, int]:
+        """A task definition's CPU units and memory (MiB), for what its tasks cost: the task's
+        own, else its containers' together; (0, 0) when it says neither."""
+
+        def run() -> tuple[int, int]:
+            self._count("DescribeTaskDefinition")
+            definition = self._client("ecs").describe_task_definition(
+                taskDefinition=task_definition_arn
+            )["taskDefinition"]
+            containers = definition.get("containerDefinitions", [])
+            cpu = _units(definition.get("cpu")) or sum(_units(c.get("cpu")) for c in containers)
+            memory = _units(definition.get("memory")) or sum(
+                _units(c.get("memory")) for c in containers
+            )
+            return cpu, memory
+
+        return await self._guarded("DescribeTaskDefinition", run)
 
     async def deregister(self, task_definition_arn: str) -> None:
         def run() -> None:
@@ -530,7 +567,7 @@ class Ecs(_Gateway):
                 )
                 for raw in response.get("tasks", []):
                     if raw["taskArn"] in batch:
-                        found[raw["taskArn"]] = _task(raw)
+                        found[raw["taskArn"]] = _task(raw, self._settings.uat_container_name)
             return found
 
         if not arns:

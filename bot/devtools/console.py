@@ -345,6 +345,7 @@ def console_help(repo: str, settings: Settings) -> str:
             "  push <pr>               GitHub: push a new commit to it",
             "  reply <pr> <text>       reply in the PR's thread (its agent gets it, as in Slack)",
             "  prs                     the PRs of this session",
+            "  crash <pr>              the PR's stand-in app dies (its card shows its log)",
             "  uat-bot staging [ref]   the terminal's image operations, here (also latest, "
             "promote, rollback, images)",
             "  wait <seconds>          let the bot work that long (scripts); `sleep` too",
@@ -363,9 +364,12 @@ def console_help(repo: str, settings: Settings) -> str:
 class Console:
     """Turns console lines into what Slack and GitHub would send the bot."""
 
-    def __init__(self, runtime: Runtime, chat: ConsoleChat) -> None:
+    def __init__(
+        self, runtime: Runtime, chat: ConsoleChat, world: LocalWorld | None = None
+    ) -> None:
         self.runtime = runtime
         self.chat = chat
+        self.world = world  # the embedded world (None with --aws): `crash` needs it
         settings = runtime.services.settings
         self.repo = settings.uat_repositories[0] if settings.uat_repositories else DEFAULT_REPO
         self.prs: dict[int, SimulatedPr] = {}
@@ -400,6 +404,8 @@ class Console:
             await self.reply(rest)
         elif word == "prs":
             self.list_prs()
+        elif word == "crash":
+            self.crash(rest.strip())
         elif word == "uat-bot":
             await self.terminal(rest.split())
         elif word.startswith("/"):
@@ -583,6 +589,18 @@ class Console:
             logger.exception("handling the console's %s event failed", event.action)
             self.chat.say("github: the bot answered 500 (the traceback is in its log)")
 
+    def crash(self, ref: str) -> None:
+        """`crash <pr>`: the PR's stand-in app dies; the watcher sees /health say failed."""
+        named = pr_refs.parse(ref) if ref else None
+        if named is None:
+            self.chat.say("Usage: crash <pr>")
+        elif self.world is None:
+            self.chat.say("`crash` needs the embedded world: there are no stand-ins with --aws.")
+        elif self.world.containers.crash(named.number):
+            self.chat.say(f"stand-in: the app of #{named.number} crashed")
+        else:
+            self.chat.say(f"#{named.number} has no stand-in container yet: label it `uat` first.")
+
     def list_prs(self) -> None:
         if not self.prs:
             self.chat.say("No PRs yet: `label 42 uat` makes one.")
@@ -749,7 +767,7 @@ async def run_console(
             print(exc.line, file=sys.stderr, flush=True)
             return 1
         try:
-            console = Console(runtime, chat)
+            console = Console(runtime, chat, start.world)
             chat.say("\n".join(start.about))
             chat.say("Type help for the console's own words (label, close, wait, …).")
             while True:

@@ -14,8 +14,9 @@ from bot.slack.dispatch import Command, load_commands
 
 START, END = "<!-- commands:start -->", "<!-- commands:end -->"
 README = Path(__file__).resolve().parents[2] / "README.md"
-CLI_TWINS = ("staging", "promote", "latest", "rollback", "images", "cleanup")
-ASKS_NOTHING = ("images", "staging")  # no confirmation, so no --yes to answer it
+CLI_TWINS = ("staging", "promote", "latest", "rollback", "images", "cleanup", "logs")
+ASKS_NOTHING = ("images", "staging", "logs")  # no confirmation, so no --yes to answer it
+TERMINAL_ONLY = {"logs": " [--follow]"}  # what only the terminal's twin takes
 
 
 def command_help(name: str) -> str:
@@ -25,7 +26,7 @@ def command_help(name: str) -> str:
 
 
 def terminal_usage(command: Command) -> str:
-    usage = command.usage.replace("/uat ", "uat-bot ", 1)
+    usage = command.usage.replace("/uat ", "uat-bot ", 1) + TERMINAL_ONLY.get(command.name, "")
     return usage if command.name in ASKS_NOTHING else f"{usage} [--yes]"
 
 

@@ -81,6 +81,22 @@ CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 PHASES = ((1.0, "cloning"), (2.0, "installing"))  # (until seconds after first probe, phase)
+# where the stand-ins' output goes, as the base task definition's awslogs options say
+LOG_GROUP = "/ecs/uat"
+LOG_PREFIX = "uat"
+# what a stand-in container prints as it reaches each phase (its entrypoint's words)
+PHASE_LINES = {
+    "cloning": ("uat-entrypoint: fetching refs/pull/{pr}/head",),
+    "installing": (
+        "uat-entrypoint: checked out pr-{pr}",
+        "uat-entrypoint: installing dependencies",
+    ),
+    "ready": (
+        "uat-entrypoint: starting the app on port 3001",
+        "app: listening on http://0.0.0.0:3001",
+        "uat-entrypoint: the app answers: ready",
+    ),
+}
 AGENT_SECONDS = 1.0
 
 
@@ -218,6 +234,17 @@ class EmbeddedAws:
                         return str(variable.get("value") or "") or None
         return None
 
+    def write_log(self, task_id: str, lines: Sequence[str]) -> None:
+        """Put a stand-in container's output into its awslogs stream, as ECS's log driver
+        would (`prefix/container/task-id`, created on the first line)."""
+        logs = self._client("logs")
+        stream = f"{LOG_PREFIX}/{CONTAINER}/{task_id}"
+        with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+            logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=stream)
+        now = int(time.time() * 1000)
+        events = [{"timestamp": now, "message": line} for line in lines]
+        logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=stream, logEvents=events)
+
     def seed(self, repository: str) -> SeededAccount:
         """A UAT account: VPC, subnet, security group, cluster, base task definition, images."""
         _hold_tasks()
@@ -230,6 +257,7 @@ class EmbeddedAws:
         )["GroupId"]
         ecs.create_cluster(clusterName=CLUSTER)
         register_base_definition(ecs, BASE_FAMILY)
+        self._client("logs").create_log_group(logGroupName=LOG_GROUP)
         with contextlib.suppress(ecr.exceptions.RepositoryNotFoundException):
             ecr.delete_repository(repositoryName=repository, force=True)
         ecr.create_repository(repositoryName=repository)
@@ -244,8 +272,17 @@ def register_base_definition(
     ecs: Any, family: str, container: dict[str, Any] | None = None, **definition: Any
 ) -> None:
     """An operators' base task definition as the embedded world and the tests use it: Fargate,
-    1 vCPU, 2 GB, container `app` on a placeholder image (more `container` settings and
-    `definition` fields where wanted)."""
+    1 vCPU, 2 GB, container `app` on a placeholder image logging to CloudWatch Logs as
+    docs/uat-task-definition.json does (more `container` settings and `definition` fields where
+    wanted)."""
+    logging_to = {
+        "logDriver": "awslogs",
+        "options": {
+            "awslogs-group": LOG_GROUP,
+            "awslogs-region": ecs.meta.region_name,
+            "awslogs-stream-prefix": LOG_PREFIX,
+        },
+    }
     ecs.register_task_definition(
         family=family,
         networkMode="awsvpc",
@@ -258,6 +295,7 @@ def register_base_definition(
                 "image": "placeholder:latest",
                 "memory": 2048,
                 "essential": True,
+                "logConfiguration": logging_to,
                 **(container or {}),
             }
         ],
@@ -356,12 +394,32 @@ class FakeContainer:
         self.born = clock()
         self.jobs: dict[str, FakeJob] = {}
         self.order: list[FakeJob] = []
+        self.output: list[str] = []  # printed, not yet in its log stream
+        self.printed: set[str] = set()  # the phases and job states it has printed
+        self.crashed: str | None = None  # why its app died (the console's `crash`)
+
+    def emit(self, key: str, lines: Sequence[str]) -> None:
+        """Print `lines` once per `key`, as the real container's output would go."""
+        if key not in self.printed:
+            self.printed.add(key)
+            self.output += [line.format(pr=self.pr) for line in lines]
+
+    def crash(self, error: str, lines: Sequence[str]) -> None:
+        """Its app dies: /health says failed with `error`, its output ends with `lines`."""
+        self.crashed = error
+        self.emit("crash", lines)
 
     def health(self) -> tuple[int, dict[str, Any]]:
+        if self.crashed is not None:
+            return 503, {"ready": False, "phase": "failed", "error": self.crashed}
         age = self.clock() - self.born
         for until, phase in PHASES:
             if age < until:
+                self.emit(phase, PHASE_LINES.get(phase, ()))
                 return 503, {"ready": False, "phase": phase, "error": None}
+        for _, passed in PHASES:
+            self.emit(passed, PHASE_LINES.get(passed, ()))
+        self.emit("ready", PHASE_LINES["ready"])
         return 200, {"ready": True, "phase": "ready", "error": None}
 
     def version(self) -> dict[str, Any]:
@@ -387,11 +445,13 @@ class FakeContainer:
                 return  # it and everything after it wait
             if job.started is None:
                 job.started, job.started_at, job.state = start, _now_iso(), "running"
+                self.emit(f"{job.id}:running", [f"prompt-server: job {job.id} running"])
             end = job.started + AGENT_SECONDS
             if now < end:
                 return
             job.finished, job.finished_at, job.state = end, _now_iso(), "succeeded"
             job.summary = f"Done: {job.prompt} (a stand-in agent: nothing was changed)"
+            self.emit(f"{job.id}:done", [f"prompt-server: job {job.id} succeeded"])
             free_at = end
 
     def position(self, job: FakeJob) -> int | None:
@@ -428,6 +488,15 @@ class FakeContainer:
         }
 
 
+# what a crashed stand-in prints (the console's `crash <pr>`)
+CRASH_LINES = (
+    "app: GET /checkout 500",
+    "app: TypeError: Cannot read properties of undefined (reading 'total')",
+    "app:     at Cart.summary (/app/src/cart.js:42:17)",
+    "uat-entrypoint: the app exited with code 1",
+)
+
+
 class StandInContainers:
     """Every PR task's container, on 127.0.0.1: what UAT_CONTAINER_URL and UAT_APP_URL reach."""
 
@@ -440,6 +509,8 @@ class StandInContainers:
         # a task's id -> the prompt token the bot gave it (see EmbeddedAws.task_token)
         self.token_of: Callable[[str], str | None] | None = None
         self._tokens: dict[str, str] = {}
+        # where a task's output goes (EmbeddedAws.write_log): its id, its new lines
+        self.log_to: Callable[[str, Sequence[str]], None] | None = None
 
     @property
     def container_url(self) -> str:
@@ -471,6 +542,29 @@ class StandInContainers:
         if token and scheme.lower() == "bearer" and secrets.compare_digest(given.strip(), token):
             return None
         return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+
+    async def flush(self) -> None:
+        """Send what the containers printed to their log streams."""
+        for (_, task), container in list(self.containers.items()):
+            lines, container.output = container.output, []
+            if lines and self.log_to is not None:
+                await asyncio.to_thread(self.log_to, task, lines)
+
+    def crash(self, pr: int) -> bool:
+        """The console's `crash <pr>`: the PR's app dies with a stack trace (False: it has no
+        container yet)."""
+        found = [c for (number, _), c in self.containers.items() if number == pr]
+        for container in found:
+            container.crash("the app exited with code 1", CRASH_LINES)
+        return bool(found)
+
+    @web.middleware
+    async def _flushing(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        response: web.StreamResponse = await handler(request)
+        await self.flush()
+        return response
 
     async def _health(self, request: web.Request) -> web.Response:
         status, body = self._container(request).health()
@@ -528,7 +622,7 @@ class StandInContainers:
         return web.Response(text=page, content_type="text/html")
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(middlewares=[self._flushing])
         prefix = "/pr/{pr}/{task}"
         app.router.add_get(prefix + "/health", self._health)
         app.router.add_get(prefix + "/version", self._version)
@@ -652,6 +746,7 @@ class LocalWorld:
             await asyncio.to_thread(self.aws.start)
             self.account = await asyncio.to_thread(self.aws.seed, self.repository)
             self.containers.token_of = self.aws.task_token
+            self.containers.log_to = self.aws.write_log
             await self.containers.start()
             await self._prepare_builds()
         except BaseException:

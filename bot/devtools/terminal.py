@@ -1,5 +1,5 @@
-"""`uat-bot staging|promote|latest|rollback|images|cleanup`: the image operations, and the
-cleanup of what no environment owns, from a terminal.
+"""`uat-bot staging|promote|latest|rollback|images|cleanup|logs`: the image operations, the
+cleanup of what no environment owns, and a PR container's log, from a terminal.
 
 The same ImagePipeline as Slack; a spinner shows build and push progress; `--yes` answers the
 confirmation (asked on stderr, read from stdin); errors are one line on stderr and exit status 1,
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -18,8 +19,11 @@ from rich.console import Console
 
 from bot.app import build_pipeline, build_store
 from bot.aws.gateways import Ecs
+from bot.aws.logs import CloudWatchLogs
 from bot.config import Settings
+from bot.environments.logs import LogReader
 from bot.environments.reconcile import find_leftovers, fingerprint, remove_leftovers
+from bot.environments.requests import find_environment
 from bot.errors import UsageError, UserError
 from bot.images.builders import BuildProgress
 from bot.images.operations import ImagePipeline, RetagResult
@@ -174,3 +178,51 @@ async def images(pipeline: ImagePipeline) -> None:
     _, blocks = slack_ui.images_overview(await pipeline.overview(recent=10))
     for block in blocks:
         out.print(_plain(block["text"]["text"]), markup=False)
+
+
+FOLLOW_EVERY_S = 2.0
+
+
+async def logs(
+    settings: Settings,
+    pr: str,
+    lines: int,
+    since: str | None,
+    grep: str | None,
+    follow: bool,
+    *,
+    polls: int | None = None,
+) -> None:
+    """Print a PR container's last log lines; with `follow`, then the new ones as they come
+    (until Ctrl-C, or `polls` rounds: tests)."""
+    from commands.logs import line_count, since_seconds
+
+    line_count(str(lines))
+    start = time.time() - since_seconds(since) if since else None
+    store = build_store(settings)
+    await store.open()
+    try:
+        env = await find_environment(store, pr)
+        reader = LogReader(
+            CloudWatchLogs(settings), Ecs(settings), settings.uat_container_name or "app"
+        )
+        tail = await reader.read(env, lines, since=start, grep=grep)
+        if not tail.lines and not follow:
+            out.print(_plain(slack_ui.no_log_lines(env, since, grep)), markup=False)
+        for line in tail.lines:
+            out.print(line, markup=False)
+        seen, last = set(tail.lines), tail.last_at
+        rounds = 0
+        while follow and (polls is None or rounds < polls):
+            rounds += 1
+            await asyncio.sleep(FOLLOW_EVERY_S)
+            newer = await reader.read(
+                env, slack_ui.LOGS_MAX_LINES, since=last if last is not None else start, grep=grep
+            )
+            for line in newer.lines:
+                if line not in seen:
+                    out.print(line, markup=False)
+            seen = set(newer.lines) | (seen if newer.last_at == last else set())
+            last = newer.last_at if newer.last_at is not None else last
+    finally:
+        await store.close()

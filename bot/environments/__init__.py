@@ -25,6 +25,7 @@ from bot.environments.context import (
     ReadyHook,
 )
 from bot.environments.launcher import LAUNCH_LEASE_S, Launcher
+from bot.environments.logs import Logs, LogTail
 from bot.environments.reconcile import Reconciler
 from bot.environments.requests import Requests
 from bot.environments.stopper import Stopper
@@ -44,6 +45,7 @@ __all__ = [
     "Context",
     "Environments",
     "Leftovers",
+    "LogTail",
     "PullRequest",
     "State",
 ]
@@ -55,7 +57,8 @@ class Environments:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.thread = Thread(self.ctx)
-        self.stopper = Stopper(self.ctx, self.thread)
+        self.logs = Logs(self.ctx)
+        self.stopper = Stopper(self.ctx, self.thread, self.logs)
         self.launcher = Launcher(self.ctx, self.thread, self.stopper)
         self.reconciler = Reconciler(self.ctx, self.thread, self.launcher, self.stopper)
         self.watcher = Watcher(self.ctx, self.thread, self.stopper, self.reconciler)
@@ -71,6 +74,7 @@ class Environments:
         self.request_start = self.launcher.request_start
         self.request_stop = self.stopper.request_stop
         self.finish_stop = self.stopper.finish_stop
+        self.read_logs = self.logs.read
         self.reconcile = self.reconciler.reconcile
         self.leftovers = self.reconciler.leftovers
         self.cleanup = self.reconciler.cleanup

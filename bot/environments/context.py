@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.aws.gateways import INSTANCE_TAG, Ecr, Ecs, TaskInfo
+from bot.aws.logs import CloudWatchLogs
 from bot.config import Settings
 from bot.container import ContainerClient
 from bot.github import PullRequestEvent
@@ -130,6 +131,8 @@ class Context:
     # called (as tasks) when an environment becomes ready: the prompt relay sends what a
     # restart carried over
     when_ready: list[ReadyHook] = field(default_factory=list)
+    # the containers' logs (None: not read, e.g. decision tests on recording fakes)
+    logs: CloudWatchLogs | None = None
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.store, self.chat)

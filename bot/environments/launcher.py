@@ -286,9 +286,12 @@ class Launcher:
                 tags=self.tags(env, env.image_digest or ""),
             )
         state = State.RUNNING if task.last_status == "RUNNING" else State.PROVISIONING
+        cpu, memory = task.cpu, task.memory
+        if not (cpu and memory) and task.task_definition_arn:  # for its cost
+            cpu, memory = await ctx.ecs.task_size(task.task_definition_arn)
 
         def running(e: Environment) -> Environment:
-            e = e.with_facts(last_seen=task.last_status)
+            e = e.with_facts(last_seen=task.last_status, cpu=cpu, memory=memory)
             return replace(
                 e, state=state if e.state == State.STARTING else e.state, task_arn=task.arn
             )

@@ -15,7 +15,7 @@ from bot.errors import UserError
 from bot.github import PullRequestEvent
 from bot.slack import slack_ui
 from bot.slack.chat import Message
-from bot.store import Environment
+from bot.store import Environment, Store
 
 
 class Requests:
@@ -124,20 +124,25 @@ class Requests:
     async def find(self, ref: str) -> Environment:
         """The environment a person means by `PR-123`, `#123`, `123`, `owner/repo#123` or the
         PR's link (see bot/pr_refs.py)."""
-        named = pr_refs.parse(ref)
-        if named is None:
-            raise UserError(slack_ui.bad_pr_ref(ref))
-        number = named.number
-        found = [e for e in await self.ctx.store.list_environments() if e.pr == number]
-        if named.repo:  # GitHub's owner and repository names are not case-sensitive
-            found = [e for e in found if e.repo.lower() == named.repo.lower()]
-            if not found:
-                raise UserError(slack_ui.not_running(named.repo, number))
+        return await find_environment(self.ctx.store, ref)
+
+
+async def find_environment(store: Store, ref: str) -> Environment:
+    """The environment in `store` a person means by `ref` (see `Requests.find`)."""
+    named = pr_refs.parse(ref)
+    if named is None:
+        raise UserError(slack_ui.bad_pr_ref(ref))
+    number = named.number
+    found = [e for e in await store.list_environments() if e.pr == number]
+    if named.repo:  # GitHub's owner and repository names are not case-sensitive
+        found = [e for e in found if e.repo.lower() == named.repo.lower()]
         if not found:
-            raise UserError(slack_ui.no_environment(number))
-        if len(found) > 1:
-            live = [e for e in found if e.state in ACTIVE]
-            if len(live) == 1:
-                return live[0]
-            raise UserError(slack_ui.ambiguous_pr(number, [e.repo for e in found]))
-        return found[0]
+            raise UserError(slack_ui.not_running(named.repo, number))
+    if not found:
+        raise UserError(slack_ui.no_environment(number))
+    if len(found) > 1:
+        live = [e for e in found if e.state in ACTIVE]
+        if len(live) == 1:
+            return live[0]
+        raise UserError(slack_ui.ambiguous_pr(number, [e.repo for e in found]))
+    return found[0]

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from bot.environments.changes import asked, change, overtaken
 from bot.environments.context import LIVE, Context
+from bot.environments.logs import Logs
 from bot.environments.thread import Thread
 from bot.errors import UserError
 from bot.logs import outside
@@ -22,9 +23,10 @@ ENDING = frozenset({State.STOPPING, State.STOPPED})
 class Stopper:
     """Stops environments (asked to, or because they failed)."""
 
-    def __init__(self, ctx: Context, thread: Thread) -> None:
+    def __init__(self, ctx: Context, thread: Thread, logs: Logs | None = None) -> None:
         self.ctx = ctx
         self.thread = thread
+        self.logs = logs or Logs(ctx)
 
     async def request_stop(
         self, repo: str, pr: int, reason: str, actor: str, *, asked_at: float | None = None
@@ -118,10 +120,19 @@ class Stopper:
         return True
 
     async def fail(self, repo: str, pr: int, session: str | None, reason: str) -> None:
+        """Record the failure (with its log's last lines, when they can be read), stop its task
+        and say why in the thread."""
+        tail: tuple[str, ...] = ()
+        problem = ""
+        current = await self.ctx.store.get_environment(repo, pr)
+        if current is not None and self._fails(current, session):
+            tail, problem = await self.logs.failure_tail(current)
+
         def failed(env: Environment) -> Environment | None:
-            if env.state not in LIVE or (session and env.facts.session != session):
+            if not self._fails(env, session):
                 return None
-            return replace(env.with_facts(reason=reason), state=State.FAILED)
+            facts = env.with_facts(reason=reason, log_tail=tail, log_problem=problem)
+            return replace(facts, state=State.FAILED)
 
         saved = await change(self.ctx.store, repo, pr, failed)
         if saved is None:
@@ -134,3 +145,8 @@ class Stopper:
         if saved.facts.task_definition:
             await self.ctx.ecs.deregister(saved.facts.task_definition)
         await self.thread.show(saved, reply=slack_ui.failed_reply(saved))
+
+    @staticmethod
+    def _fails(env: Environment, session: str | None) -> bool:
+        """Whether a failure of `session` applies to `env` (live, and that launch's)."""
+        return env.state in LIVE and not (session and env.facts.session != session)

@@ -9,9 +9,11 @@ import logging
 from dataclasses import replace
 from typing import Any
 
+from bot import cost
 from bot.aws.gateways import TaskInfo
 from bot.environments.changes import change
 from bot.environments.context import (
+    ACTIVE,
     ECS_PROVISIONING,
     ECS_STOPPING,
     IDLE_WARNING_S,
@@ -84,10 +86,18 @@ class Watcher:
             await self._poll()
         self.first_round.set()
         counts: dict[str, int] = dict.fromkeys(STATES, 0)
+        so_far = per_hour = 0.0
+        now = self.ctx.clock()
         for env in await self.ctx.store.list_environments():
             counts[env.state] = counts.get(env.state, 0) + 1
+            if env.state in ACTIVE:
+                so_far += cost.estimated_cost(env, self.ctx.settings, now) or 0.0
+            if env.state in LIVE:
+                per_hour += cost.hourly_cost(env, self.ctx.settings) or 0.0
         for state, count in counts.items():
             metrics.environments.labels(state=state).set(count)
+        metrics.cost_so_far.set(so_far)
+        metrics.cost_per_hour.set(per_hour)
 
     async def _poll(self) -> None:
         ctx = self.ctx
@@ -176,7 +186,13 @@ class Watcher:
         def move(e: Environment) -> Environment | None:
             if e.facts.session != session or e.state not in LIVE or e.state == state:
                 return None
-            moved = e.with_facts(last_seen=task.last_status, health=health, task_ip=task.private_ip)
+            moved = e.with_facts(
+                last_seen=task.last_status,
+                health=health,
+                task_ip=task.private_ip,
+                cpu=task.cpu or e.facts.cpu,
+                memory=task.memory or e.facts.memory,
+            )
             return replace(moved, state=state)
 
         saved = await change(ctx.store, env.repo, env.pr, move)
@@ -201,7 +217,7 @@ class Watcher:
                 lambda e: e.with_facts(warned=True) if not e.facts.warned else None,
             )
             if saved is not None and saved.thread_ts:
-                text, blocks = slack_ui.idle_warning(saved)
+                text, blocks = slack_ui.idle_warning(saved, ctx.settings)
                 await ctx.chat.post(Message(ctx.channel, text, blocks, saved.thread_ts))
 
     async def health(self, env: Environment, task: TaskInfo) -> dict[str, Any] | None:

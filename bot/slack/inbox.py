@@ -10,7 +10,7 @@ either runs it again or tells its user, by this table:
 | invocation                   | after a crash              | why                          |
 |------------------------------|----------------------------|------------------------------|
 | help, unknown words, usage   | never stored               | the ack was the whole answer |
-| images, history, status      | run again                  | reads                        |
+| images, history, status, logs| run again                  | reads                        |
 | stop                         | run again                  | a second stop changes nothing|
 | extend                       | run again                  | N hours from now, never less |
 | promote, latest, rollback    | run again                  | they only show a card        |
@@ -65,7 +65,7 @@ RESUME_MAX_AGE_S = 10 * 60.0  # older items are not run again blindly: their use
 RESPONSE_URL_S = 30 * 60.0  # Slack takes a response_url's answers this long
 
 RESUMED = frozenset({"images", "history", "status", "stop", "extend", "promote", "latest"})
-RESUMED |= {"rollback"}
+RESUMED |= {"rollback", "logs"}
 ONCE = frozenset({"prompt", "restart"})  # run again unless they passed their point of no return
 # everything else (staging, cleanup, lock, unlock, commands added later) is told
 

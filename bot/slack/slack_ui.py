@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.cost import about, dollars, estimated_cost, hourly_cost, running_seconds
 from bot.gateway_text import entities
 from bot.gateway_text import escape as escape  # the one escaping function, used here too
 from bot.scrub import scrub
@@ -536,6 +537,9 @@ def environment_card(env: Environment, settings: Any, now: float) -> tuple[str, 
         fields.append(f"*Age*\n{duration(now - _started(env, now))}")
         if f.idle_until:
             fields.append(f"*Idle stop*\n{when(f.idle_until)}")
+    cost = cost_line(env, settings, now)
+    if cost:
+        fields.append(f"*Cost*\n{cost}")
     blocks: list[Block] = [
         text_block(f"*{link}*\n{code(env.repo)} · branch {code(f.branch or '?')}"),
         {
@@ -548,7 +552,40 @@ def environment_card(env: Environment, settings: Any, now: float) -> tuple[str, 
         blocks.append(text_block(f":link: <{url}|Open the app>"))
     if env.state in ENDED and f.reason:
         blocks.append(context_block(f.reason))
+    if env.state == State.FAILED:
+        blocks += failure_log_blocks(env)
+    if env.task_arn:
+        blocks.append(actions(logs_button(env)))
     return text, blocks
+
+
+def size(env: Environment) -> str:
+    """`1 vCPU, 2 GB`."""
+    return f"{env.facts.cpu / 1024:g} vCPU, {env.facts.memory / 1024:g} GB"
+
+
+def cost_line(env: Environment, settings: Any, now: float) -> str | None:
+    """`~$0.12 for 1h02m (1 vCPU, 2 GB at $0.06/h)`, or None when the task's size is unknown."""
+    cost, hourly = estimated_cost(env, settings, now), hourly_cost(env, settings)
+    if cost is None or hourly is None:
+        return None
+    ran = duration(running_seconds(env, now))
+    return f"{about(cost)} for {ran} ({size(env)} at {dollars(hourly)}/h)"
+
+
+FAILURE_LOG_LINES = 15  # the log lines a failure card shows
+
+
+def failure_log_blocks(env: Environment) -> list[Block]:
+    """The last lines of a failed environment's log (or why there are none) for its card."""
+    f = env.facts
+    if f.log_tail:
+        tail = f.log_tail[-FAILURE_LOG_LINES:]
+        head = f"Last {len(tail)} line(s) of its log (`/uat logs PR-{env.pr}` for more):"
+        return [context_block(head), text_block(code_block(tail, room=2700))]
+    if f.log_problem:
+        return [context_block(f"No log lines: {f.log_problem}")]
+    return []
 
 
 def _started(env: Environment, now: float) -> float:
@@ -565,7 +602,7 @@ def ready_reply(env: Environment, settings: Any) -> tuple[str, list[Block]]:
 
 def failed_reply(env: Environment) -> tuple[str, list[Block]]:
     text = f"#{env.pr} failed: {env.facts.reason or 'no reason given'}"
-    return text, [text_block(f":red_circle: {text}")]
+    return text, [text_block(f":red_circle: {text}"), *failure_log_blocks(env)]
 
 
 def stopped_reply(env: Environment) -> tuple[str, list[Block]]:
@@ -586,8 +623,15 @@ def no_image(tag: str) -> str:
     return f"There is no `:{tag}` image to run. Build one with `/uat staging` first."
 
 
-def idle_warning(env: Environment) -> tuple[str, list[Block]]:
+def idle_warning(env: Environment, settings: Any = None) -> tuple[str, list[Block]]:
     text = f"#{env.pr} has been idle and stops {when(env.facts.idle_until)}. Extend it to keep it."
+    hourly = hourly_cost(env, settings) if settings is not None else None
+    if hourly is not None:
+        hours = float(settings.uat_idle_hours)
+        text += (
+            f" Extending keeps it {hours:g}h longer, for {about(hourly * hours)} "
+            f"({size(env)} at {dollars(hourly)}/h)."
+        )
     value = json.dumps(
         {"card": f"extend-{env.facts.session or None}", "repo": env.repo, "pr": env.pr}
     )
@@ -659,6 +703,7 @@ def environments_overview(
             + (f"{code(tags[0])} " if tags else "")
             + f"{STATE_LABELS[env.state]} · "
             + f"{duration(now - _started(env, now))}"
+            + (f" · {cost}" if (cost := cost_line(env, settings, now)) else "")
             + (f" · idle stop {when(f.idle_until)}" if f.idle_until else "")
             + (f" · <{url}|app>" if url else "")
         )
@@ -666,6 +711,13 @@ def environments_overview(
         rows.append(
             f"…and {len(envs) - OVERVIEW_ROWS} more ({len(envs)} active). "
             "`/uat status PR-123` shows one."
+        )
+    costs = [c for e in envs if (c := estimated_cost(e, settings, now)) is not None]
+    hourly = [h for e in envs if e.state in LIVE and (h := hourly_cost(e, settings)) is not None]
+    if costs:
+        rows.append(
+            f"*Total*: {about(sum(costs))} so far, {dollars(sum(hourly))}/h while they run "
+            "(Fargate estimate)"
         )
     text = f"{len(envs)} active environment(s)"
     return text, [text_block(chunk) for chunk in _chunks(rows)]
@@ -841,6 +893,105 @@ def cleanup_report(leftovers: Any, dry_run: bool) -> tuple[str, list[Block]]:
             sections.append(f"*{verb} {len(arns)} {title}*\n{listed}{more}")
     text = "\n".join(sections)
     return text, [text_block(section) for section in sections]
+
+
+# ---------------------------------------------------------------- logs
+
+LOGS_DEFAULT_LINES = 50
+LOGS_MAX_LINES = 500
+LOGS_IN_MESSAGE = 2800  # characters of log a message holds; longer goes as a file
+LOGS_BUTTON = "Logs"
+
+
+def bad_lines(given: str, most: int) -> str:
+    return (
+        f"{code(given[:40])} is not a number of lines I can show: give 1 to {most}, "
+        "e.g. `/uat logs PR-123 --lines 100`."
+    )
+
+
+def bad_since(given: str) -> str:
+    return (
+        f"{code(given[:40])} is not a time I can go back by: give a number and s, m, h or d, "
+        "e.g. `/uat logs PR-123 --since 10m`."
+    )
+
+
+def no_task_for_logs(env: Environment) -> str:
+    return (
+        f"{env.repo}#{env.pr} has no task yet, so there is no log to show "
+        f"({env.state}). Try again once it runs, or `/uat status PR-{env.pr}`."
+    )
+
+
+def log_line(at: float, text: str) -> str:
+    """One log line as shown: its time (UTC) and its text, on one line."""
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S")
+    return f"{stamp} {text.rstrip()}"
+
+
+def logs_title(env: Environment, count: int, since: str | None, grep: str | None) -> str:
+    what = f"The last {count} line(s) of #{env.pr}'s log"
+    if since:
+        what += f" from the last {code(since)}"
+    if grep:
+        what += f" containing {code(grep)}"
+    return what
+
+
+def logs_fit(lines: Sequence[str]) -> bool:
+    """Whether the lines fit in one message (else they go as a file)."""
+    return len("\n".join(lines)) <= LOGS_IN_MESSAGE
+
+
+def logs_message(
+    env: Environment, lines: Sequence[str], since: str | None, grep: str | None, user: str
+) -> tuple[str, list[Block]]:
+    """The lines as a code block in one message (the last LOGS_IN_MESSAGE characters)."""
+    head = f"{logs_title(env, len(lines), since, grep)}, for {mention(user)}:"
+    return head, [text_block(head), text_block(code_block(lines, room=LOGS_IN_MESSAGE))]
+
+
+def last_fitting(lines: Sequence[str], room: int) -> list[str]:
+    """The last of `lines` that fit in `room` characters together (one cut line at least)."""
+    kept: list[str] = []
+    used = 0
+    for line in reversed(lines):
+        if used + len(line) + 1 > room:
+            break
+        kept.append(line)
+        used += len(line) + 1
+    return list(reversed(kept)) or [lines[-1][-room:]] if lines else []
+
+
+def logs_file_name(env: Environment, at: float) -> str:
+    stamp = datetime.fromtimestamp(at, UTC).strftime("%Y%m%d-%H%M%S")
+    return f"logs-pr{env.pr}-{stamp}.txt"
+
+
+def logs_file(env: Environment, stream: str, lines: Sequence[str]) -> str:
+    """The lines as a text file (credentials replaced; a file shows the rest literally)."""
+    head = f"{env.repo}#{env.pr} — log stream {stream} — {len(lines)} line(s), times in UTC"
+    return scrub(head + "\n\n" + "\n".join(lines) + "\n")
+
+
+def logs_file_comment(env: Environment, count: int, since: str | None, grep: str | None) -> str:
+    return f"{logs_title(env, count, since, grep)} (too long for a message: in the file)."
+
+
+def no_log_lines(env: Environment, since: str | None, grep: str | None) -> str:
+    if since or grep:
+        return f"{logs_title(env, 0, since, grep)}: none matched."
+    return f"#{env.pr}'s log has no lines yet."
+
+
+def logs_posted(env: Environment, count: int) -> str:
+    return f"Posted {count} line(s) of #{env.pr}'s log in its thread."
+
+
+def logs_button(env: Environment) -> Block:
+    value = json.dumps({"card": "logs", "repo": env.repo, "pr": env.pr}, separators=(",", ":"))
+    return button(LOGS_BUTTON, action_ids.ENV_LOGS, value)
 
 
 # ---------------------------------------------------------------- prompts

@@ -82,6 +82,10 @@ class Facts:
     reason: str = ""  # why it failed or stopped, as mrkdwn (outside text in it escaped)
     stopped_at: float | None = None
     shown: str = ""  # the state its thread shows (for the catch-up after a crash)
+    cpu: int = 0  # the task's CPU units (1024 a vCPU) and memory (MiB), for its cost
+    memory: int = 0
+    log_tail: tuple[str, ...] = ()  # its log's last lines when it failed (scrubbed)
+    log_problem: str = ""  # why they could not be read, as mrkdwn
     # prompts
     prompt_cancels: Mapping[str, str] = field(default_factory=dict)  # job id -> who cancelled
     carry: tuple[Carried, ...] = ()
@@ -96,7 +100,7 @@ class Facts:
         for name in ("title", "url", "author", "branch", "head_sha", "clone_url", "session"):
             if name in values:
                 values[name] = str(values[name] or "")
-        for name in ("requested_by", "last_seen", "reason", "shown"):
+        for name in ("requested_by", "last_seen", "reason", "shown", "log_problem"):
             if name in values:
                 values[name] = str(values[name] or "")
         for name in ("launch_started", "idle_until", "stopped_at", "wanted_at"):
@@ -107,6 +111,11 @@ class Facts:
                 values[name] = bool(values[name])
         if "image_tags" in values:
             values["image_tags"] = tuple(str(t) for t in values["image_tags"] or ())
+        if "log_tail" in values:
+            values["log_tail"] = tuple(str(t) for t in values["log_tail"] or ())
+        for name in ("cpu", "memory"):
+            if name in values:
+                values[name] = int(values[name] or 0)
         if isinstance(values.get("replace"), Mapping):
             old = values["replace"]
             values["replace"] = Replaced(
@@ -134,7 +143,7 @@ class Facts:
             value = getattr(self, f.name)
             if f.name == "extra" or (value is None and f.name in _ONLY_WHEN_SET):
                 continue
-            if f.name in ("prompt_cancels", "carry") and not value:
+            if f.name in ("prompt_cancels", "carry", *_NEWER) and not value:
                 continue
             if isinstance(value, Replaced | Carried):
                 value = asdict(value)
@@ -150,6 +159,8 @@ class Facts:
 
 # keys earlier versions wrote only once known (they test for the key, or read it as a number)
 _ONLY_WHEN_SET = frozenset({"launch_started", "idle_until", "stopped_at", "replace", "wanted_at"})
+# keys added later, written only when they say something (a row stays as it was otherwise)
+_NEWER = ("cpu", "memory", "log_tail", "log_problem")
 
 
 @dataclass(frozen=True)

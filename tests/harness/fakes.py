@@ -37,6 +37,9 @@ class RecordingEcs(Ecs):
     async def deregister(self, task_definition_arn: str) -> None:
         self.asked.append(("DeregisterTaskDefinition", task_definition_arn))
 
+    async def task_size(self, task_definition_arn: str) -> tuple[int, int]:
+        return 1024, 2048  # 1 vCPU, 2 GB, as the base definitions of the tests
+
     async def run_task(
         self,
         task_definition_arn: str,

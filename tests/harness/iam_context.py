@@ -134,6 +134,20 @@ def _repositories(call: Call) -> list[str] | None:
     return [_arn(call, "ecr", f"repository/{n}") for n in names] or None
 
 
+def _log_group(call: Call) -> list[str] | None:
+    """FilterLogEvents is authorized on the log group it reads."""
+    group = call.params.get("logGroupName")
+    return [_arn(call, "logs", f"log-group:{group}")] if group else None
+
+
+def _log_stream(call: Call) -> list[str] | None:
+    """GetLogEvents is authorized on the stream it reads, inside its group."""
+    group, stream = call.params.get("logGroupName"), call.params.get("logStreamName")
+    if not (group and stream):
+        return None
+    return [_arn(call, "logs", f"log-group:{group}:log-stream:{stream}")]
+
+
 def _codebuild_project(call: Call) -> list[str] | None:
     """StartBuild names the project; BatchGetBuilds and StopBuild name builds, `<project>:<id>`."""
     named = call.params.get("projectName")
@@ -150,6 +164,8 @@ RESOURCES: dict[tuple[str, str], Any] = {
     ("ecs", "cluster"): lambda call: [_ecs_cluster(call)] if "cluster" in call.params else None,
     ("ecr", "repository"): _repositories,
     ("codebuild", "project"): _codebuild_project,
+    ("logs", "log-group"): _log_group,
+    ("logs", "log-stream"): _log_stream,
     ("dynamodb", "table"): _by_name("dynamodb", "table/{}", "TableName"),
     ("elasticloadbalancing", "listener/app"): _elb("listener/app", "ListenerArn"),
     ("elasticloadbalancing", "listener/net"): _elb("listener/net", "ListenerArn"),
