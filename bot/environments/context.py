@@ -8,7 +8,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,6 +16,7 @@ from bot.aws.gateways import INSTANCE_TAG, Ecr, Ecs, TaskInfo
 from bot.config import Settings
 from bot.container import ContainerClient
 from bot.github import PullRequestEvent
+from bot.github_api import GitHubApi
 from bot.metrics import Metrics
 from bot.prompt_tokens import environment_token
 from bot.slack.chat import Chat
@@ -130,6 +131,12 @@ class Context:
     # called (as tasks) when an environment becomes ready: the prompt relay sends what a
     # restart carried over
     when_ready: list[ReadyHook] = field(default_factory=list)
+    # GitHub (deployments, commit statuses), when configured, and the Slack thread's permalink
+    github: GitHubApi | None = None
+    permalink: Callable[[str, str], Awaitable[str | None]] | None = None
+    # called whenever an environment's state is shown (its thread updated), and for every
+    # environment once per watcher round: start the GitHub sync in the background
+    on_show: list[Callable[[Environment], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.store, self.chat)

@@ -86,6 +86,8 @@ class Watcher:
         counts: dict[str, int] = dict.fromkeys(STATES, 0)
         for env in await self.ctx.store.list_environments():
             counts[env.state] = counts.get(env.state, 0) + 1
+            for hook in self.ctx.on_show:  # what GitHub missed (down, or the bot killed)
+                hook(env)
         for state, count in counts.items():
             metrics.environments.labels(state=state).set(count)
 
