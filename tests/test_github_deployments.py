@@ -22,8 +22,11 @@ from bot.slack import slack_ui
 from bot.store import Post
 from tests.harness.bot import CHANNEL, Bot, BotFactory
 from tests.harness.github_stub import REFUSED, Fault, GitHubStub
+from tests.harness.processes import BotProcess
 from tests.harness.pull_requests import PR, REPO, label, pr_event, root_messages
+from tests.harness.slack_stub import SlackStub
 from tests.harness.uat_aws import Containers, UatAccount
+from tests.test_resilience import deliver, eventually, read_store
 
 SHA = pr_event("labeled")["pull_request"]["head"]["sha"]
 APP_LINK = f"https://pr-{PR}.uat.example.com"
@@ -384,3 +387,46 @@ async def test_a_refused_app_is_unavailable_not_a_crash(github: GitHubStub) -> N
             await api.commit_status(REPO, SHA, "pending", "starting", None)
     assert waits.waits == [1.0, 2.0, 4.0, 8.0]
     assert len(github.requests) == 5
+
+
+# ---------------------------------------------------------------- the real serve, killed
+
+
+async def test_one_deployment_across_a_redelivery_and_a_sigkill_of_the_real_bot(
+    bot_process: BotProcess, github: GitHubStub, containers: Containers, slack: SlackStub
+) -> None:
+    """GitHub creates the deployment but the bot is SIGKILLed before it hears the answer (so
+    before it records the id); the restarted bot finds it by its session, a redelivered
+    webhook changes nothing, and the one deployment goes in_progress -> success -> inactive."""
+    bot_process.env.update(UAT_GITHUB_TOKEN=github.token, UAT_GITHUB_API_URL=github.url)
+    db = bot_process.env["UAT_DB"]
+    github.held.add("repos/create-deployment")
+    labeled = pr_event("labeled", "uat")
+    await bot_process.start()
+    async with aiohttp.ClientSession() as http:
+        assert await deliver(http, bot_process.url, labeled, "label-1") == 202
+        # the task starts while GitHub holds its answer: GitHub never holds up the launch
+        await eventually(lambda: (read_store(db).get(PR) or {}).get("state") == "running", 20)
+        await eventually(lambda: github.deployments.get(REPO.lower()), 10)
+        await bot_process.kill()
+        github.held.clear()
+        github.release.set()
+        await bot_process.start()
+        assert await deliver(http, bot_process.url, labeled, "label-1") == 200  # redelivered
+        [deployment] = github.deployments[REPO.lower()]
+        await eventually(lambda: github.deployment_states(deployment["id"]), 15)
+        containers.ready(PR)
+        await eventually(lambda: "success" in github.deployment_states(deployment["id"]), 15)
+        unlabeled = pr_event("unlabeled", "uat")
+        assert await deliver(http, bot_process.url, unlabeled, "unlabel-1") == 202
+        await eventually(lambda: "inactive" in github.deployment_states(deployment["id"]), 15)
+    assert github.deployments[REPO.lower()] == [deployment]
+    assert github.deployment_states(deployment["id"]) == ["in_progress", "success", "inactive"]
+    success = github.statuses[deployment["id"]][1]
+    [root] = [m for m in slack.messages[CHANNEL] if m.get("thread_ts") in (None, m["ts"])]
+    assert success["environment_url"] == APP_LINK
+    assert (
+        success["log_url"] == f"{slack.base_url}archives/{CHANNEL}/p{root['ts'].replace('.', '')}"
+    )
+    assert [s["state"] for s in github.commit_statuses[SHA]] == ["pending", "success", "success"]
+    assert await bot_process.terminate() == 0

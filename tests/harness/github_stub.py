@@ -11,6 +11,8 @@ object, `X-RateLimit-*` headers on every answer, and the faults a test queues (5
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import copy
 import itertools
 import re
@@ -98,6 +100,10 @@ class GitHubStub:
         self.statuses: dict[int, list[dict[str, Any]]] = {}  # deployment -> oldest first
         self.commit_statuses: dict[str, list[dict[str, Any]]] = {}  # sha -> oldest first
         self.remaining = 5000
+        # operations whose effect happens but whose answer waits for `release` (a client
+        # killed while waiting for GitHub's answer)
+        self.held: set[str] = set()
+        self.release = asyncio.Event()
         self._ids = itertools.count(1001)
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -232,6 +238,9 @@ class GitHubStub:
         repo = f"{params.get('owner', '')}/{params.get('repo', '')}"
         handler = getattr(self, "_" + name.split("/")[1].replace("-", "_"))
         response: web.Response = handler(request, repo, params)
+        if name in self.held:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), 30)
         return response
 
     # ------------------------------------------------------------------ operations
