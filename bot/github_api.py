@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from gidgethub import BadRequest, GitHubBroken, HTTPException
@@ -69,6 +69,32 @@ class Deployment:
     sha: str
     environment: str
     payload: Mapping[str, Any]
+
+
+class GitHub(Protocol):
+    """What the bot asks of GitHub (GitHubApi; the console prints it instead)."""
+
+    async def create_deployment(
+        self, repo: str, sha: str, environment: str, payload: Mapping[str, Any], description: str
+    ) -> int: ...
+
+    async def deployments(
+        self, repo: str, environment: str, sha: str | None = None
+    ) -> list[Deployment]: ...
+
+    async def deployment_status(
+        self,
+        repo: str,
+        deployment: int,
+        state: str,
+        description: str,
+        environment_url: str | None = None,
+        log_url: str | None = None,
+    ) -> None: ...
+
+    async def commit_status(
+        self, repo: str, sha: str, state: str, description: str, target_url: str | None
+    ) -> None: ...
 
 
 def _rate_limit_wait(exc: HTTPException, now: float) -> float | None:

@@ -16,7 +16,7 @@ from bot.aws.gateways import INSTANCE_TAG, Ecr, Ecs, TaskInfo
 from bot.config import Settings
 from bot.container import ContainerClient
 from bot.github import PullRequestEvent
-from bot.github_api import GitHubApi
+from bot.github_api import GitHub
 from bot.metrics import Metrics
 from bot.prompt_tokens import environment_token
 from bot.slack.chat import Chat
@@ -132,7 +132,7 @@ class Context:
     # restart carried over
     when_ready: list[ReadyHook] = field(default_factory=list)
     # GitHub (deployments, commit statuses), when configured, and the Slack thread's permalink
-    github: GitHubApi | None = None
+    github: GitHub | None = None
     permalink: Callable[[str, str], Awaitable[str | None]] | None = None
     # called whenever an environment's state is shown (its thread updated), and for every
     # environment once per watcher round: start the GitHub sync in the background

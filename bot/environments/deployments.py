@@ -25,7 +25,7 @@ from bot.environments.context import Context
 from bot.github_api import (
     DEPLOYMENTS,
     STATUSES,
-    GitHubApi,
+    GitHub,
     GitHubPermission,
     GitHubRefused,
     GitHubUnavailable,
@@ -59,7 +59,7 @@ def environment_name(pr: int) -> str:
 class Deployments:
     """Keeps GitHub's deployments and `uat` commit statuses showing each PR's environment."""
 
-    def __init__(self, ctx: Context, github: GitHubApi | None, permalink: Permalink | None) -> None:
+    def __init__(self, ctx: Context, github: GitHub | None, permalink: Permalink | None) -> None:
         self.ctx = ctx
         self.github = github
         self.permalink = permalink
@@ -104,7 +104,7 @@ class Deployments:
     def _key(self, env: Environment, what: str) -> str:
         return f"github:{env.repo}#{env.pr}:{env.facts.session}:{what}"
 
-    async def _sync(self, github: GitHubApi, repo: str, pr: int) -> None:
+    async def _sync(self, github: GitHub, repo: str, pr: int) -> None:
         store = self.ctx.store
         env = await store.get_environment(repo, pr)  # the latest, whoever kicked
         if env is None or env.state not in SHOWN or not env.facts.session:
@@ -130,7 +130,7 @@ class Deployments:
                 await store.claim(self._key(env, state), "github")
                 self.done.add(self._key(env, state))
 
-    async def _deployment(self, github: GitHubApi, env: Environment, create: bool) -> int | None:
+    async def _deployment(self, github: GitHub, env: Environment, create: bool) -> int | None:
         """This session's deployment id: recorded, found again after a crash, or created."""
         key = f"github-deployment:{env.repo}#{env.pr}:{env.facts.session}"
         stored, fresh = await self.ctx.store.reserve_post(Post(key, "github"))
@@ -158,7 +158,7 @@ class Deployments:
         await self.ctx.store.posted(key, str(created))
         return created
 
-    async def _retire_older(self, github: GitHubApi, env: Environment, deployment: int) -> None:
+    async def _retire_older(self, github: GitHub, env: Environment, deployment: int) -> None:
         """Make the PR's other deployments inactive (a new push restarted it on a new sha)."""
         key = self._key(env, "retired")
         if await self.ctx.store.claimed(key):
@@ -175,9 +175,7 @@ class Deployments:
             await self.ctx.store.claim(done, "github")
         await self.ctx.store.claim(key, "github")
 
-    async def _status(
-        self, github: GitHubApi, env: Environment, deployment: int, shown: str
-    ) -> None:
+    async def _status(self, github: GitHub, env: Environment, deployment: int, shown: str) -> None:
         app = slack_ui.app_url(env, self.ctx.settings) if shown == "success" else None
         thread = await self._thread_link(env) if shown in ("success", "failure") else None
         try:
@@ -192,7 +190,7 @@ class Deployments:
         except GitHubRefused as exc:
             logger.warning("GitHub refused %s#%d's %s status: %s", env.repo, env.pr, shown, exc)
 
-    async def _commit_status(self, github: GitHubApi, env: Environment, shown: str) -> None:
+    async def _commit_status(self, github: GitHub, env: Environment, shown: str) -> None:
         state = COMMIT_STATE.get(shown)
         if state is None:  # stopped: success once it was ready, else an error
             ready = await self.ctx.store.claimed(self._key(env, "success"))

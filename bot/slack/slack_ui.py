@@ -1236,3 +1236,16 @@ def github_permission_missing(permission: str, status: int) -> str:
         f":warning: GitHub refused to show this environment on the pull request ({status}): "
         f"give the bot's GitHub App or token `{permission}` (see {GITHUB_PERMISSIONS_DOC})."
     )
+
+
+def console_github_deployment(deployment: int, repo: str, sha: str, environment: str) -> str:
+    """The console's line for a deployment the bot would create on GitHub."""
+    return f"github: deployment {deployment} of {mrkdwn(repo)}@{sha[:7]} to {environment}"
+
+
+def console_github_status(
+    what: str, state: str, description: str, links: Iterable[str | None] = ()
+) -> str:
+    """The console's line for a deployment status or the `uat` commit status."""
+    shown = " ".join(f"<{link}>" for link in links if link)
+    return f"github: {what} {state}: {_plain(description)}" + (f" {shown}" if shown else "")
