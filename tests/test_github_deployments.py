@@ -211,6 +211,22 @@ async def test_a_deployment_created_just_before_a_crash_is_found_again_by_its_se
     assert github.deployment_states(78) == ["in_progress"]
 
 
+async def test_a_deployment_another_replica_may_be_creating_is_waited_for_not_duplicated(
+    uat: Bot, github: GitHubStub
+) -> None:
+    """A reservation younger than a minute that GitHub does not know yet may be another
+    replica's creation under way: nothing is created until it is older."""
+    github.fail(Fault(503, {"message": "Service Unavailable"}, times=-1))
+    await label(uat)
+    deployments(uat).reserved.clear()  # as if another replica had reserved it
+    github.faults.clear()
+    await deployments(uat).catch_up(REPO, PR)
+    assert github.deployments == {}
+    envs(uat).ctx.clock = lambda: time.time() + 61
+    await deployments(uat).catch_up(REPO, PR)
+    assert github.deployment_states(only_deployment(github)["id"]) == ["in_progress"]
+
+
 async def test_a_restart_makes_the_old_deployment_inactive_and_starts_a_new_one(
     uat: Bot, github: GitHubStub, containers: Containers
 ) -> None:
@@ -420,6 +436,7 @@ async def test_one_deployment_across_a_redelivery_and_a_sigkill_of_the_real_bot(
         unlabeled = pr_event("unlabeled", "uat")
         assert await deliver(http, bot_process.url, unlabeled, "unlabel-1") == 202
         await eventually(lambda: "inactive" in github.deployment_states(deployment["id"]), 15)
+        await eventually(lambda: len(github.commit_statuses.get(SHA, [])) >= 3, 15)
     assert github.deployments[REPO.lower()] == [deployment]
     assert github.deployment_states(deployment["id"]) == ["in_progress", "success", "inactive"]
     success = github.statuses[deployment["id"]][1]

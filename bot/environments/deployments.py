@@ -32,6 +32,7 @@ from bot.github_api import (
 )
 from bot.logs import outside
 from bot.slack import slack_ui
+from bot.slack.outbox import IN_FLIGHT_S
 from bot.store import Environment, Post, State
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Deployments:
         self._locks: dict[tuple[str, int], asyncio.Lock] = {}
         self.done: set[str] = set()  # keys known claimed: not read from the store again
         self.pending: set[tuple[str, int]] = set()  # PRs with a sync waiting to start
+        self.reserved: set[str] = set()  # deployment keys this process reserved
 
     def kick(self, env: Environment) -> None:
         """Sync `env`'s PR in the background (never waited for by Slack or the task), unless
@@ -136,12 +138,17 @@ class Deployments:
         stored, fresh = await self.ctx.store.reserve_post(Post(key, "github"))
         if stored.ts:
             return int(stored.ts)
+        if fresh:
+            self.reserved.add(key)
         environment = environment_name(env.pr)
         if not fresh:  # reserved before a crash: did GitHub create it?
             for found in await github.deployments(env.repo, environment, env.facts.head_sha):
                 if found.payload.get("uat_session") == env.facts.session:
                     await self.ctx.store.posted(key, str(found.id))
                     return found.id
+            young = self.ctx.clock() - stored.created_at < IN_FLIGHT_S
+            if key not in self.reserved and young:  # another replica may be creating it
+                raise GitHubUnavailable("another replica may be creating the deployment")
         if not create:
             return None
         try:
