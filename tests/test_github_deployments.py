@@ -447,3 +447,34 @@ async def test_one_deployment_across_a_redelivery_and_a_sigkill_of_the_real_bot(
     )
     assert [s["state"] for s in github.commit_statuses[SHA]] == ["pending", "success", "success"]
     assert await bot_process.terminate() == 0
+
+
+# ---------------------------------------------------------------- the stub itself
+
+
+async def test_the_stub_refuses_what_githubs_description_refuses() -> None:
+    async with GitHubStub() as stub, aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"token {stub.token}", "User-Agent": "test"}
+        base = f"{stub.url}/repos/{REPO}"
+        good = {"ref": SHA, "environment": "uat/pr-2", "payload": {"uat_session": "s"}}
+        async with http.post(f"{base}/deployments", json=good, headers=headers) as response:
+            assert response.status == 201
+            created = await response.json()
+            assert response.headers["X-RateLimit-Remaining"] == "4999"
+        status = f"{base}/deployments/{created['id']}/statuses"
+        async with http.post(status, json={"state": "ready"}, headers=headers) as response:
+            assert response.status == 422  # not one of the description's states
+        async with http.post(f"{base}/deployments", json={"sha": SHA}, headers=headers) as r:
+            assert r.status == 422  # `ref` is required
+        async with http.post(
+            f"{base}/deployments/999/statuses", json={"state": "success"}, headers=headers
+        ) as r:
+            assert r.status == 404
+        async with http.get(f"{base}/deployments?colour=red", headers=headers) as response:
+            assert response.status == 422
+        async with http.post(f"{base}/deploys", json=good, headers=headers) as response:
+            assert response.status == 404
+        async with http.get(f"{base}/deployments", headers={"User-Agent": "t"}) as response:
+            assert response.status == 401
+        assert len(stub.problems) == 5
+        assert "'ready' is not one of" in stub.problems[0]
