@@ -333,20 +333,30 @@ async def test_a_rate_limit_lifting_in_an_hour_is_left_to_a_later_round(
 
 
 @pytest.mark.parametrize(
-    ("operation", "permission"),
-    [("repos/create-deployment", DEPLOYMENTS), ("repos/create-commit-status", STATUSES)],
+    ("operation", "permission", "status"),
+    [
+        ("repos/create-deployment", DEPLOYMENTS, 403),
+        ("repos/create-deployment", DEPLOYMENTS, 404),
+        ("repos/create-commit-status", STATUSES, 403),
+    ],
 )
 async def test_a_missing_permission_is_said_once_in_the_thread(
-    uat: Bot, github: GitHubStub, containers: Containers, operation: str, permission: str
+    uat: Bot,
+    github: GitHubStub,
+    containers: Containers,
+    operation: str,
+    permission: str,
+    status: int,
 ) -> None:
-    github.fail(Fault(403, {"message": REFUSED}, operation=operation, times=-1))
+    github.fail(Fault(status, {"message": REFUSED}, operation=operation, times=-1))
     await label(uat)
     await envs(uat).poll()
     await ready(uat, containers)
     await unlabel(uat)
-    said = slack_ui.github_permission_missing(permission, 403)
+    said = slack_ui.github_permission_missing(permission, status)
     assert thread_texts(uat).count(said) == 1
     assert f"`{permission}`" in said
+    assert len(root_messages(uat)) == 1  # the environment itself went on as usual
 
 
 # ---------------------------------------------------------------- a GitHub App
