@@ -61,6 +61,14 @@ class GitHubPermission(Exception):
         self.message = message
 
 
+class GitHubNotInstalled(GitHubPermission):
+    """The GitHub App is not installed on the repository (or cannot see it)."""
+
+    def __init__(self, repo: str) -> None:
+        super().__init__("installation", 404, f"the GitHub App is not installed on {repo}")
+        self.repo = repo
+
+
 @dataclass(frozen=True)
 class Deployment:
     """A GitHub deployment as the bot reads it back."""
@@ -195,10 +203,13 @@ class GitHubApi:
         gh = self._client()
         installation = self.installations.get(repo.lower())
         if installation is None:
-            found = await self._call(
-                DEPLOYMENTS,
-                gh.getitem("/repos/{+repo}/installation", {"repo": repo}, jwt=self._jwt()),
-            )
+            try:
+                found = await self._call(
+                    DEPLOYMENTS,
+                    gh.getitem("/repos/{+repo}/installation", {"repo": repo}, jwt=self._jwt()),
+                )
+            except GitHubRefused:  # 404: not installed there
+                raise GitHubNotInstalled(repo) from None
             installation = int(found["id"])
             self.installations[repo.lower()] = installation
         cached = self.tokens.get(installation)

@@ -402,6 +402,31 @@ async def test_a_github_app_uses_one_installation_token_per_installation_until_i
     assert len(github.calls("apps/get-repo-installation")) == 2  # one per repository
 
 
+async def test_a_github_app_shows_the_environment_and_says_once_where_it_is_not_installed(
+    make_bot: BotFactory,
+    account: UatAccount,
+    containers: Containers,
+    github: GitHubStub,
+    sleeps: Sleeps,
+) -> None:
+    private, public = app_key()
+    github.app = ("424242", public)
+    app = {"UAT_GITHUB_APP_ID": "424242", "UAT_GITHUB_PRIVATE_KEY": private}
+    bot = await start(make_bot, account, containers, github, sleeps, UAT_GITHUB_TOKEN="", **app)
+    await label(bot)  # not installed on the repository yet
+    await envs(bot).poll()
+    await bot.settle()
+    said = slack_ui.github_app_not_installed(REPO)
+    assert thread_texts(bot).count(said) == 1
+    assert github.deployments == {}
+    github.installations = {REPO.lower(): 7}  # installed: the next state is shown
+    await ready(bot, containers)
+    deployment = only_deployment(github)
+    assert github.deployment_states(deployment["id"]) == ["success"]
+    assert [i for i, _, _ in github.issued] == [7]
+    assert thread_texts(bot).count(said) == 1
+
+
 async def test_a_refused_app_is_unavailable_not_a_crash(github: GitHubStub) -> None:
     """A 5xx from GitHub past the retries is GitHubUnavailable (the next round tries again)."""
     github.fail(Fault(500, {"message": "Server Error"}, times=-1))

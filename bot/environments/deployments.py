@@ -26,6 +26,7 @@ from bot.github_api import (
     DEPLOYMENTS,
     STATUSES,
     GitHub,
+    GitHubNotInstalled,
     GitHubPermission,
     GitHubRefused,
     GitHubUnavailable,
@@ -233,7 +234,10 @@ class Deployments:
         if not env.thread_ts or not channel:
             return
         key = f"github-permission:{env.repo}#{env.pr}:{exc.permission}"
-        text = slack_ui.github_permission_missing(exc.permission, exc.status)
+        if isinstance(exc, GitHubNotInstalled):
+            text = slack_ui.github_app_not_installed(env.repo)
+        else:
+            text = slack_ui.github_permission_missing(exc.permission, exc.status)
         await self.ctx.outbox.post(key, channel, text, None, env.thread_ts)
 
 

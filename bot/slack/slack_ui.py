@@ -1238,6 +1238,14 @@ def github_permission_missing(permission: str, status: int) -> str:
     )
 
 
+def github_app_not_installed(repo: str) -> str:
+    """Said once in a PR's thread when the GitHub App is not installed on its repository."""
+    return (
+        f":warning: The bot's GitHub App is not installed on {code(repo)}, so this environment "
+        f"is not shown on the pull request: install it there (see {GITHUB_PERMISSIONS_DOC})."
+    )
+
+
 def console_github_deployment(deployment: int, repo: str, sha: str, environment: str) -> str:
     """The console's line for a deployment the bot would create on GitHub."""
     return f"github: deployment {deployment} of {mrkdwn(repo)}@{sha[:7]} to {environment}"
