@@ -28,6 +28,7 @@ from gidgethub.aiohttp import GitHubAPI
 from gidgethub.apps import get_jwt
 
 from bot.config import Settings
+from bot.logs import outside
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ class _Client(GitHubAPI):
         logger.info(
             "GitHub answered %s %s with %s; asking again in %.0fs",
             method,
-            url,
+            outside(url),
             int(exception.status_code),
             wait,
         )

@@ -100,7 +100,8 @@ class Deployments:
         try:
             await self._sync(self.github, repo, pr)
         except GitHubUnavailable as exc:
-            logger.warning("GitHub for %s#%d: %s; trying again later", outside(repo), pr, exc)
+            where = outside(repo)
+            logger.warning("GitHub for %s#%d: %s; trying again later", where, pr, outside(exc))
         except Exception:
             logger.exception("showing %s#%d on GitHub failed; trying again", outside(repo), pr)
 
@@ -129,7 +130,7 @@ class Deployments:
         if self.ctx.settings.uat_github_status and (deployment is not None or shown != "inactive"):
             await self._commit_status(github, env, shown)
         for state, rank in RANK.items():  # this state, and those it comes after, are done
-            if rank <= RANK[shown] and (state == shown or rank < RANK[shown]):
+            if state == shown or rank < RANK[shown]:
                 await store.claim(self._key(env, state), "github")
                 self.done.add(self._key(env, state))
 
@@ -161,7 +162,8 @@ class Deployments:
                 slack_ui.github_deployment_description(env),
             )
         except GitHubRefused as exc:  # asking again will not help: shown without a deployment
-            logger.warning("GitHub refused a deployment of %s#%d: %s", env.repo, env.pr, exc)
+            where = outside(env.repo)
+            logger.warning("GitHub refused a deployment of %s#%d: %s", where, env.pr, outside(exc))
             return None
         await self.ctx.store.posted(key, str(created))
         return created
@@ -196,7 +198,10 @@ class Deployments:
                 log_url=thread,
             )
         except GitHubRefused as exc:
-            logger.warning("GitHub refused %s#%d's %s status: %s", env.repo, env.pr, shown, exc)
+            where = outside(env.repo)
+            logger.warning(
+                "GitHub refused %s#%d's %s status: %s", where, env.pr, shown, outside(exc)
+            )
 
     async def _commit_status(self, github: GitHub, env: Environment, shown: str) -> None:
         state = COMMIT_STATE.get(shown)
@@ -215,7 +220,8 @@ class Deployments:
         except GitHubPermission as exc:
             await self._tell_permission(env, exc)
         except GitHubRefused as exc:
-            logger.warning("GitHub refused %s#%d's uat status: %s", env.repo, env.pr, exc)
+            where = outside(env.repo)
+            logger.warning("GitHub refused %s#%d's uat status: %s", where, env.pr, outside(exc))
 
     async def _thread_link(self, env: Environment) -> str | None:
         channel = self.ctx.settings.uat_channel
@@ -224,12 +230,13 @@ class Deployments:
         try:
             return await self.permalink(channel, env.thread_ts)
         except Exception:
-            logger.warning("no permalink for %s#%d's thread", env.repo, env.pr, exc_info=True)
+            where = outside(env.repo)
+            logger.warning("no permalink for %s#%d's thread", where, env.pr, exc_info=True)
             return None
 
     async def _tell_permission(self, env: Environment, exc: GitHubPermission) -> None:
         """Say once in the PR's thread which permission the bot lacks on GitHub."""
-        logger.warning("GitHub for %s#%d: %s", outside(env.repo), env.pr, exc)
+        logger.warning("GitHub for %s#%d: %s", outside(env.repo), env.pr, outside(exc))
         channel = self.ctx.settings.uat_channel
         if not env.thread_ts or not channel:
             return
