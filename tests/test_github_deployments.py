@@ -240,6 +240,35 @@ async def test_a_restart_makes_the_old_deployment_inactive_and_starts_a_new_one(
     assert github.deployment_states(new["id"]) == ["in_progress"]
 
 
+async def test_a_push_then_a_restart_deploys_the_new_head_and_retires_the_old_deployment(
+    uat: Bot, github: GitHubStub, containers: Containers, account: UatAccount
+) -> None:
+    await label(uat)
+    await ready(uat, containers)
+    pushed = "1234567890abcdef1234567890abcdef12345678"
+    status, _ = await uat.github(
+        "pull_request",
+        pr_event(
+            "synchronize",
+            **{"head": {**pr_event("synchronize")["pull_request"]["head"], "sha": pushed}},
+        ),
+    )
+    assert status == 202
+    await uat.settle()
+    assert len(github.deployments[REPO.lower()]) == 1  # a push alone changes nothing yet
+    await envs(uat).restart(REPO, PR, "U0DEPLOYER")
+    await uat.settle()
+    new, old = github.deployments[REPO.lower()]
+    assert (old["sha"], new["sha"]) == (SHA, pushed)
+    assert github.deployment_states(old["id"]) == ["in_progress", "success", "inactive"]
+    assert github.deployment_states(new["id"]) == ["in_progress"]
+    assert [s["state"] for s in github.commit_statuses[pushed]] == ["pending"]
+    running = account.tasks(desired="RUNNING")
+    [override] = running[-1]["overrides"]["containerOverrides"]
+    environment = {e["name"]: e["value"] for e in override["environment"]}
+    assert environment["HEAD_SHA"] == pushed
+
+
 async def test_without_github_access_nothing_is_sent_and_environments_still_work(
     make_bot: BotFactory,
     account: UatAccount,

@@ -60,7 +60,8 @@ class Facts:
     url: str = ""
     author: str = ""
     branch: str = ""
-    head_sha: str = ""
+    head_sha: str = ""  # the commit the environment runs
+    pushed_sha: str | None = None  # the PR's head after a push it does not run yet (restart)
     clone_url: str = ""
     label_gone: bool = False  # closed, or its label removed: hints say to label it
     # the launch
@@ -93,6 +94,8 @@ class Facts:
         for name in ("title", "url", "author", "branch", "head_sha", "clone_url", "session"):
             if name in values:
                 values[name] = str(values[name] or "")
+        if values.get("pushed_sha") is not None:
+            values["pushed_sha"] = str(values["pushed_sha"])
         for name in ("requested_by", "last_seen", "reason", "shown"):
             if name in values:
                 values[name] = str(values[name] or "")
@@ -145,8 +148,9 @@ class Facts:
         return data
 
 
-# keys earlier versions wrote only once known (they test for the key, or read it as a number)
-_ONLY_WHEN_SET = frozenset({"launch_started", "idle_until", "stopped_at", "replace"})
+# keys earlier versions wrote only once known (they test for the key, or read it as a number),
+# and pushed_sha, newer than most rows: a row without a push is written back as it was
+_ONLY_WHEN_SET = frozenset({"launch_started", "idle_until", "stopped_at", "replace", "pushed_sha"})
 
 
 @dataclass(frozen=True)
