@@ -1,10 +1,12 @@
 """A GitHub REST API stub on 127.0.0.1 for the calls the bot makes: deployments, deployment
 statuses, commit statuses, and a GitHub App's installation tokens.
 
-Every request is checked against GitHub's own OpenAPI description (the operations vendored in
-tests/fixtures/github_rest/operations.json): an unknown path or method, a query parameter the
-operation does not take, or a body its schema refuses is answered as GitHub would (404, 422) and
-recorded in `problems`, which a test asserts empty. Answers are GitHub's: 201 with the created
+Every deployment and status request is checked against GitHub's own OpenAPI description (the
+operations vendored in tests/fixtures/github_rest/operations.json): an unknown path or method, a
+query parameter the operation does not take, or a body its schema refuses is answered as GitHub
+would (404, 422) and recorded in `problems`, which a test asserts empty. The two App endpoints
+(a repository's installation, an installation token) are checked by path and by the App's JWT,
+verified with its public key. Answers are GitHub's: 201 with the created
 object, `X-RateLimit-*` headers on every answer, and the faults a test queues (5xx, rate limits,
 "Resource not accessible by integration").
 """
