@@ -456,7 +456,7 @@ async def test_a_github_app_shows_the_environment_and_says_once_where_it_is_not_
     assert thread_texts(bot).count(said) == 1
 
 
-async def test_a_refused_app_is_unavailable_not_a_crash(github: GitHubStub) -> None:
+async def test_a_5xx_past_the_retries_leaves_it_to_the_next_round(github: GitHubStub) -> None:
     """A 5xx from GitHub past the retries is GitHubUnavailable (the next round tries again)."""
     github.fail(Fault(500, {"message": "Server Error"}, times=-1))
     settings = load_settings({"UAT_GITHUB_TOKEN": github.token, "UAT_GITHUB_API_URL": github.url})
