@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -30,6 +31,7 @@ from bot.container import ContainerClient
 from bot.environments import Context, Environments
 from bot.errors import ConfigError
 from bot.github import PullRequestHandler
+from bot.github_api import GitHubApi
 from bot.images.builders import builder_for, tags_for
 from bot.images.docker_build import Docker
 from bot.images.operations import ImagePipeline
@@ -208,6 +210,17 @@ def slack_client(settings: Settings) -> AsyncWebClient:
     )
 
 
+def slack_permalink(client: AsyncWebClient) -> Callable[[str, str], Awaitable[str | None]]:
+    """chat.getPermalink: the link to a message (a PR's thread, for GitHub's deployments)."""
+
+    async def permalink(channel: str, ts: str) -> str | None:
+        answer = await client.chat_getPermalink(channel=channel, message_ts=ts)
+        link = answer.get("permalink")
+        return link if isinstance(link, str) else None
+
+    return permalink
+
+
 def build_store(settings: Settings) -> Store:
     """SQLite by default; DynamoDB when several replicas share state."""
     if settings.uat_store == "dynamodb":
@@ -269,7 +282,17 @@ def build_runtime(
     logs.on_error = metrics.aws_error
     environments = Environments(
         Context(
-            settings, store, chat, pipeline.ecr, ecs, container, tasks, metrics=metrics, logs=logs
+            settings,
+            store,
+            chat,
+            pipeline.ecr,
+            ecs,
+            container,
+            tasks,
+            metrics=metrics,
+            logs=logs,
+            github=GitHubApi(settings, http) if settings.github_access else None,
+            permalink=slack_permalink(web_client) if web_client is not None else None,
         )
     )
     services = Services(

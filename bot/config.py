@@ -39,6 +39,19 @@ HINTS: dict[str, str] = {
         "never this value"
     ),
     "UAT_POLL_SECONDS": "seconds between ECS status polls, a number > 0, e.g. 10",
+    "UAT_GITHUB_TOKEN": (
+        "a GitHub token allowed to write deployments and commit statuses on the repositories "
+        "(fine-grained: Deployments and Commit statuses read and write)"
+    ),
+    "UAT_GITHUB_APP_ID": "the numeric App ID from the GitHub App's settings page, e.g. 123456",
+    "UAT_GITHUB_PRIVATE_KEY": (
+        "the GitHub App's private key (the PEM text, -----BEGIN RSA PRIVATE KEY----- ...), "
+        "generated on the App's settings page"
+    ),
+    "UAT_GITHUB_API_URL": (
+        "the GitHub REST API base URL, https://api.github.com or "
+        "https://<host>/api/v3 for GitHub Enterprise Server"
+    ),
     "UAT_IDLE_HOURS": "hours without activity before an environment is stopped, e.g. 8",
     "UAT_CONTAINER_URL": (
         f"a URL, with {', '.join('{' + p + '}' for p in PLACEHOLDERS)} if needed, "
@@ -201,6 +214,13 @@ class Settings(BaseSettings):
     uat_price_vcpu_hour: float | None = Field(None, ge=0)
     uat_price_gb_hour: float | None = Field(None, ge=0)
 
+    # GitHub access for deployments and commit statuses (bot/github_api.py): a token, or an App
+    uat_github_token: SecretStr | None = None
+    uat_github_app_id: str | None = None
+    uat_github_private_key: SecretStr | None = None
+    uat_github_api_url: str = "https://api.github.com"
+    uat_github_status: bool = True
+
     @field_validator(
         "uat_deployers",
         "uat_operators",
@@ -219,6 +239,27 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("uat_github_api_url")
+    @classmethod
+    def _github_api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("uat_github_app_id")
+    @classmethod
+    def _github_app_id(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() and not value.strip().isdigit():
+            raise ValueError("must be the App's numeric ID")
+        return value.strip() or None if value is not None else None
+
+    @property
+    def github_access(self) -> str | None:
+        """How the bot reaches GitHub's API: "app", "token", or None (no GitHub writes)."""
+        if self.uat_github_app_id and self.uat_github_private_key:
+            return "app"
+        return "token" if self.uat_github_token else None
 
     @field_validator("uat_container_url", "uat_app_url")
     @classmethod
@@ -271,6 +312,10 @@ class Settings(BaseSettings):
             problems.append(
                 _problem("UAT_CODEBUILD_PROJECT", "is not set but UAT_BUILDER is codebuild")
             )
+        if bool(self.uat_github_app_id) != bool(self.uat_github_private_key):
+            missing = "UAT_GITHUB_PRIVATE_KEY" if self.uat_github_app_id else "UAT_GITHUB_APP_ID"
+            other = "UAT_GITHUB_APP_ID" if self.uat_github_app_id else "UAT_GITHUB_PRIVATE_KEY"
+            problems.append(_problem(missing, f"is not set but {other} is"))
         return problems
 
     def secrets(self) -> list[str]:
@@ -281,6 +326,8 @@ class Settings(BaseSettings):
             self.slack_app_token,
             self.github_webhook_secret,
             self.uat_prompt_token,
+            self.uat_github_token,
+            self.uat_github_private_key,
         )
         return [f.get_secret_value() for f in fields if f is not None and f.get_secret_value()]
 
@@ -310,6 +357,8 @@ SECRET_NAMES = (
     "SLACK_APP_TOKEN",
     "GITHUB_WEBHOOK_SECRET",
     "UAT_PROMPT_TOKEN",
+    "UAT_GITHUB_TOKEN",
+    "UAT_GITHUB_PRIVATE_KEY",
 )
 
 

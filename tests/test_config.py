@@ -220,3 +220,35 @@ def test_a_label_ecs_would_refuse_as_a_task_tag_stops_at_start(
 ) -> None:
     problem = the_one_problem(name, label)
     assert problem.startswith(f"{name} is invalid (ECS refuses it as a task tag: it {words}")
+
+
+def test_github_access_is_a_token_or_an_app_and_nothing_without_either() -> None:
+    assert load_settings({}).github_access is None
+    token = load_settings({"UAT_GITHUB_TOKEN": "ghp-1"})
+    assert (token.github_access, token.uat_github_api_url) == ("token", "https://api.github.com")
+    app = load_settings(
+        {
+            "UAT_GITHUB_APP_ID": "12345",
+            "UAT_GITHUB_PRIVATE_KEY": "-----BEGIN RSA PRIVATE KEY-----",
+            "UAT_GITHUB_API_URL": "https://ghe.example.com/api/v3/",
+        }
+    )
+    assert (app.github_access, app.uat_github_api_url) == ("app", "https://ghe.example.com/api/v3")
+    assert "ghp-1" in token.secrets() and "-----BEGIN RSA PRIVATE KEY-----" in app.secrets()
+    assert load_settings({}).uat_github_status is True
+    assert load_settings({"UAT_GITHUB_STATUS": "false"}).uat_github_status is False
+
+
+def test_half_a_github_app_is_one_line_saying_what_else_to_set() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"UAT_GITHUB_APP_ID": "12345"})
+    [line] = caught.value.problems
+    assert line.startswith("UAT_GITHUB_PRIVATE_KEY is not set but UAT_GITHUB_APP_ID is: ")
+    assert "private key" in line
+
+
+def test_a_github_app_id_that_is_not_a_number_is_refused() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"UAT_GITHUB_APP_ID": "my-app", "UAT_GITHUB_PRIVATE_KEY": "k"})
+    [line] = caught.value.problems
+    assert line.startswith("UAT_GITHUB_APP_ID is invalid (must be the App's numeric ID)")

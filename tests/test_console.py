@@ -113,6 +113,14 @@ def test_a_scripted_session_from_label_to_close(tmp_path: Path) -> None:
     assert "bot [1]: #42 Console PR" in launch
     assert "State: 🟢 Ready" in launch
     assert re.search(r"↳ bot \[1\]: #42 is ready at http://127\.0\.0\.1:\d+/app/42\.", launch)
+    # the PR page, as GitHub would show it: one deployment, in progress, then ready
+    assert re.search(r"github: deployment 1 of example/app@\w{7} to uat/pr-42\n", launch)
+    assert "github: deployment 1 in_progress: UAT environment starting" in launch
+    assert re.search(
+        r"github: deployment 1 success: UAT environment ready <http://127\.0\.0\.1:\d+/app/42>",
+        launch,
+    )
+    assert re.search(r"github: uat status of \w{7} success: UAT environment ready", launch)
 
     status = after(out, "/uat status")
     assert re.search(r"example/app#42 `uat` `\w{7}` 🟢 Ready", status)
@@ -138,6 +146,8 @@ def test_a_scripted_session_from_label_to_close(tmp_path: Path) -> None:
     assert "github: you closed example/app#42" in closing
     assert "State: ⏹ Stopped" in closing
     assert "#42 stopped: PR closed by you." in closing
+    assert "github: deployment 1 inactive: UAT environment stopped" in closing
+    assert "github: deployment 2" not in out  # one deployment, however many rounds
 
     # only the loopback was ever given out: never one of the 10.x addresses moto invents
     urls = re.findall(r"https?://[^\s)`]+", out)

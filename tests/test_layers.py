@@ -17,6 +17,7 @@ GATEWAYS = sorted(
         *(ROOT / "bot" / "aws").glob("*.py"),
         *(ROOT / "bot" / "store").glob("*.py"),
         ROOT / "bot" / "container.py",
+        ROOT / "bot" / "github_api.py",
         ROOT / "bot" / "gateway_text.py",
         ROOT / "bot" / "images" / "docker_build.py",
         ROOT / "bot" / "images" / "registry.py",

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -48,6 +48,7 @@ from bot.config import Settings
 from bot.devtools.local import CHANNEL, LocalWorld, user_state_dir
 from bot.errors import UserError
 from bot.github import PullRequestEvent
+from bot.github_api import Deployment
 from bot.images.docker_build import Docker
 from bot.slack import slack_ui
 from bot.slack.chat import Blocks, Message, Upload
@@ -280,6 +281,50 @@ class ConsoleChat:
 
 
 # ---------------------------------------------------------------------- simulated GitHub
+
+
+class ConsoleGitHub:
+    """GitHub as the console shows it: each deployment, deployment status and `uat` commit
+    status the bot would send is a `github:` line (the embedded world has no GitHub)."""
+
+    def __init__(self, chat: ConsoleChat) -> None:
+        self.chat = chat
+        self.created: dict[tuple[str, str], list[Deployment]] = {}  # (repo, environment)
+        self._ids = itertools.count(1)
+
+    async def create_deployment(
+        self, repo: str, sha: str, environment: str, payload: Mapping[str, Any], description: str
+    ) -> int:
+        number = next(self._ids)
+        made = Deployment(number, sha, environment, dict(payload))
+        self.created.setdefault((repo, environment), []).insert(0, made)
+        self.chat.say(slack_ui.console_github_deployment(number, repo, sha, environment))
+        return number
+
+    async def deployments(
+        self, repo: str, environment: str, sha: str | None = None
+    ) -> list[Deployment]:
+        found = self.created.get((repo, environment), [])
+        return [d for d in found if sha is None or d.sha == sha]
+
+    async def deployment_status(
+        self,
+        repo: str,
+        deployment: int,
+        state: str,
+        description: str,
+        environment_url: str | None = None,
+        log_url: str | None = None,
+    ) -> None:
+        what = f"deployment {deployment}"
+        line = slack_ui.console_github_status(what, state, description, (environment_url, log_url))
+        self.chat.say(line)
+
+    async def commit_status(
+        self, repo: str, sha: str, state: str, description: str, target_url: str | None
+    ) -> None:
+        what = f"uat status of {sha[:7]}"
+        self.chat.say(slack_ui.console_github_status(what, state, description, (target_url,)))
 
 
 @dataclass
@@ -761,6 +806,9 @@ async def run_console(
             session=start.session,
             docker=start.docker,
         )
+        deployments = runtime.services.environments.deployments
+        if deployments.github is None and start.world is not None:  # the embedded world
+            deployments.github = ConsoleGitHub(chat)
         try:
             await runtime.start()
         except StoreUnavailable as exc:  # UAT_DB or the table: which, why, what to do

@@ -24,6 +24,7 @@ from bot.environments.context import (
     PullRequest,
     ReadyHook,
 )
+from bot.environments.deployments import Deployments
 from bot.environments.launcher import LAUNCH_LEASE_S, Launcher
 from bot.environments.logs import Logs, LogTail
 from bot.environments.reconcile import Reconciler
@@ -56,6 +57,8 @@ class Environments:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        self.deployments = Deployments(ctx, ctx.github, ctx.permalink)
+        ctx.on_show.append(self.deployments.kick)
         self.thread = Thread(self.ctx)
         self.logs = Logs(self.ctx)
         self.stopper = Stopper(self.ctx, self.thread, self.logs)

@@ -8,7 +8,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,6 +17,7 @@ from bot.aws.logs import CloudWatchLogs
 from bot.config import Settings
 from bot.container import ContainerClient
 from bot.github import PullRequestEvent
+from bot.github_api import GitHub
 from bot.metrics import Metrics
 from bot.prompt_tokens import environment_token
 from bot.slack.chat import Chat
@@ -133,6 +134,12 @@ class Context:
     when_ready: list[ReadyHook] = field(default_factory=list)
     # the containers' logs (None: not read, e.g. decision tests on recording fakes)
     logs: CloudWatchLogs | None = None
+    # GitHub (deployments, commit statuses), when configured, and the Slack thread's permalink
+    github: GitHub | None = None
+    permalink: Callable[[str, str], Awaitable[str | None]] | None = None
+    # called whenever an environment's state is shown (its thread updated), and for every
+    # environment once per watcher round: start the GitHub sync in the background
+    on_show: list[Callable[[Environment], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.store, self.chat)

@@ -132,6 +132,7 @@ class Launcher:
                 reason="",
                 label_gone=False,
                 task_definition=None,
+                pushed_sha=None,
             )
             if env.state in ACTIVE and env.task_arn:
                 facts = replace(

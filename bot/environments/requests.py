@@ -48,6 +48,7 @@ class Requests:
         elif event.action == "reopened" and uat_labels:
             await self.launcher.request_start(pr, uat_labels[0], event.sender)
         elif event.action == "synchronize":
+            await self._pushed(pr)
             await self.note_new_commits(pr, event.sender)
 
     async def _label_gone(self, pr: PullRequest) -> None:
@@ -58,6 +59,19 @@ class Requests:
             pr.repo,
             pr.number,
             lambda f: None if f.label_gone else replace(f, label_gone=True),
+        )
+
+    async def _pushed(self, pr: PullRequest) -> None:
+        """Remember the PR's new head, which a restart runs (and shows on GitHub)."""
+        await edit_facts(
+            self.ctx.store,
+            pr.repo,
+            pr.number,
+            lambda f: (
+                None
+                if pr.head_sha in (f.head_sha, f.pushed_sha)
+                else replace(f, pushed_sha=pr.head_sha)
+            ),
         )
 
     async def note_new_commits(self, pr: PullRequest, actor: str) -> None:
@@ -117,9 +131,10 @@ class Requests:
         env = await self.ctx.store.get_environment(repo, pr)
         if env is None or not slack_ui.restartable(env):  # closed, or its label was removed
             raise UserError(slack_ui.not_running(repo, pr))
-        await self.launcher.request_start(
-            PullRequest.of(env), env.label, actor, force=True, asked_at=asked_at
-        )
+        target = PullRequest.of(env)
+        if env.facts.pushed_sha:  # a push since it started: the restart runs the new head
+            target = replace(target, head_sha=env.facts.pushed_sha)
+        await self.launcher.request_start(target, env.label, actor, force=True, asked_at=asked_at)
 
     async def find(self, ref: str) -> Environment:
         """The environment a person means by `PR-123`, `#123`, `123`, `owner/repo#123` or the

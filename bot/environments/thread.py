@@ -23,6 +23,8 @@ class Thread:
         (`exclusive=False` when another replica may be posting that reply: see
         bot/slack/outbox.py)."""
         ctx = self.ctx
+        for hook in ctx.on_show:  # GitHub's PR page, in the background
+            hook(env)
         if not env.thread_ts or not ctx.settings.uat_channel:
             return
         text, blocks = slack_ui.environment_card(env, ctx.settings, ctx.clock())

@@ -94,6 +94,8 @@ class Watcher:
                 so_far += cost.estimated_cost(env, self.ctx.settings, now) or 0.0
             if env.state in LIVE:
                 per_hour += cost.hourly_cost(env, self.ctx.settings) or 0.0
+            for hook in self.ctx.on_show:  # what GitHub missed (down, or the bot killed)
+                hook(env)
         for state, count in counts.items():
             metrics.environments.labels(state=state).set(count)
         metrics.cost_so_far.set(so_far)

@@ -1364,3 +1364,63 @@ INTERRUPTED_ENVIRONMENT = (
 )
 INTERRUPTED_STALE = "It was too long ago to redo blindly: run it again if you still want it."
 INTERRUPTED_CLICK = "Check the card and the channel, then click again if it did not happen."
+
+
+# GitHub: the deployment and `uat` commit status descriptions the PR page shows (plain text,
+# at most 140 characters), and what the thread says when GitHub refuses the bot.
+
+GITHUB_STATUS_TEXT = {
+    "in_progress": "UAT environment starting",
+    "success": "UAT environment ready",
+    "failure": "UAT environment failed",
+    "inactive": "UAT environment stopped",
+}
+
+
+def _plain(text: str) -> str:
+    """Slack mrkdwn (outside text escaped) as the plain text GitHub shows."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("`", "")
+
+
+def github_deployment_description(env: Environment) -> str:
+    label = f" ({env.label})" if env.label else ""
+    return f"UAT environment for #{env.pr}{label}"[:140]
+
+
+def github_status_description(state: str, env: Environment) -> str:
+    text = GITHUB_STATUS_TEXT.get(state, state)
+    if state == "failure" and env.facts.reason:
+        text += ": " + _plain(env.facts.reason)
+    return text if len(text) <= 140 else text[:139] + "…"
+
+
+GITHUB_PERMISSIONS_DOC = "docs/github-app.md"
+
+
+def github_permission_missing(permission: str, status: int) -> str:
+    """Said once in a PR's thread when GitHub refuses the bot's token or App."""
+    return (
+        f":warning: GitHub refused to show this environment on the pull request ({status}): "
+        f"give the bot's GitHub App or token `{permission}` (see {GITHUB_PERMISSIONS_DOC})."
+    )
+
+
+def github_app_not_installed(repo: str) -> str:
+    """Said once in a PR's thread when the GitHub App is not installed on its repository."""
+    return (
+        f":warning: The bot's GitHub App is not installed on {code(repo)}, so this environment "
+        f"is not shown on the pull request: install it there (see {GITHUB_PERMISSIONS_DOC})."
+    )
+
+
+def console_github_deployment(deployment: int, repo: str, sha: str, environment: str) -> str:
+    """The console's line for a deployment the bot would create on GitHub."""
+    return f"github: deployment {deployment} of {mrkdwn(repo)}@{sha[:7]} to {environment}"
+
+
+def console_github_status(
+    what: str, state: str, description: str, links: Iterable[str | None] = ()
+) -> str:
+    """The console's line for a deployment status or the `uat` commit status."""
+    shown = " ".join(f"<{link}>" for link in links if link)
+    return f"github: {what} {state}: {_plain(description)}" + (f" {shown}" if shown else "")

@@ -60,7 +60,8 @@ class Facts:
     url: str = ""
     author: str = ""
     branch: str = ""
-    head_sha: str = ""
+    head_sha: str = ""  # the commit the environment runs
+    pushed_sha: str | None = None  # the PR's head after a push it does not run yet (restart)
     clone_url: str = ""
     label_gone: bool = False  # closed, or its label removed: hints say to label it
     # the launch
@@ -100,6 +101,8 @@ class Facts:
         for name in ("title", "url", "author", "branch", "head_sha", "clone_url", "session"):
             if name in values:
                 values[name] = str(values[name] or "")
+        if values.get("pushed_sha") is not None:
+            values["pushed_sha"] = str(values["pushed_sha"])
         for name in ("requested_by", "last_seen", "reason", "shown", "log_problem"):
             if name in values:
                 values[name] = str(values[name] or "")
@@ -157,8 +160,11 @@ class Facts:
         return data
 
 
-# keys earlier versions wrote only once known (they test for the key, or read it as a number)
-_ONLY_WHEN_SET = frozenset({"launch_started", "idle_until", "stopped_at", "replace", "wanted_at"})
+# keys earlier versions wrote only once known (they test for the key, or read it as a number),
+# and pushed_sha, newer than most rows: a row without a push is written back as it was
+_ONLY_WHEN_SET = frozenset(
+    {"launch_started", "idle_until", "stopped_at", "replace", "wanted_at", "pushed_sha"}
+)
 # keys added later, written only when they say something (a row stays as it was otherwise)
 _NEWER = ("cpu", "memory", "log_tail", "log_problem")
 
