@@ -11,6 +11,8 @@ import os
 import re
 import socket
 import sys
+import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,12 +28,21 @@ from bot.scrub import MARKER
 from bot.slack import action_ids, slack_ui
 from bot.slack.chat import Message
 from bot.store import Environment, Facts, SqliteStore, State
-from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
+from tests.harness.bot import (
+    CHANNEL,
+    DEPLOYER,
+    DEVELOPER,
+    SIGNING_SECRET,
+    Bot,
+    BotFactory,
+    reference,
+)
 from tests.harness.container_helpers import PROMPT_SERVER, fake_claude_cmd, free_port, make_repo
 from tests.harness.fake_claude import long_lines
 from tests.harness.prompt_servers import PromptServer
 from tests.harness.pull_requests import label, root_messages
 from tests.harness.signing import block_actions_body, event_body, slack_headers
+from tests.harness.slack_stub.server import BOT_USER_ID
 from tests.harness.uat_aws import Containers, UatAccount
 
 TOKEN = "test-prompt-token-0123456789"  # the bot's UAT_PROMPT_TOKEN in tests/harness/bot.py
@@ -140,6 +151,150 @@ async def test_a_reply_in_the_thread_is_a_prompt(bot: Bot) -> None:
     await bot.post_slack(bot_reply, headers)
     await bot.settle()
     assert len([m for m in thread(bot) if "*succeeded*" in m["text"]]) == 1
+
+
+def documented(name: str, **event: Any) -> tuple[bytes, dict[str, str]]:
+    """Slack's documented `event_callback` for `name` (tests/fixtures/slack/events), its event
+    moved into our channel with `event`'s fields, and signed as Slack signs it."""
+    body = reference(f"slack/events/{name}.json")
+    body["event"] |= {"channel": CHANNEL} | event
+    body["event"] = {k: v for k, v in body["event"].items() if v is not None}  # None: left out
+    body["event_id"] = "Ev" + uuid.uuid4().hex[:10].upper()
+    raw = json.dumps(body).encode()
+    return raw, slack_headers(SIGNING_SECRET, raw) | {"Content-Type": "application/json"}
+
+
+def asked(bot: Bot) -> list[str]:
+    """The thread's 'asked the agent' notes: one per prompt the bot relayed."""
+    return [m["text"] for m in thread(bot) if "asked the agent" in m["text"]]
+
+
+async def reply(bot: Bot, text: str, user: str = "U0HUMAN") -> str:
+    """A person's plain reply in PR #2's thread, as Slack sends it; its ts once relayed."""
+    [root] = root_messages(bot)
+    ts = bot.slack.add_message(CHANNEL, text, user=user, thread_ts=root["ts"])
+    event = {"type": "message", "user": user, "text": text, "ts": ts, "thread_ts": root["ts"]}
+    body = event_body(event | {"channel": CHANNEL})
+    headers = slack_headers(SIGNING_SECRET, body) | {"Content-Type": "application/json"}
+    assert (await bot.post_slack(body, headers))[0] == 200
+    await bot.slack.wait_for(lambda s: any(text in t for t in asked(bot)))
+    return ts
+
+
+async def test_a_reply_also_sent_to_the_channel_is_a_prompt_relayed_once(bot: Bot) -> None:
+    [root] = root_messages(bot)
+    ts = bot.slack.add_message(CHANNEL, "add a dark mode", user="U0HUMAN", thread_ts=root["ts"])
+    body, headers = documented(
+        "thread_broadcast",
+        user="U0HUMAN",
+        text="add a dark mode",
+        ts=ts,
+        event_ts=ts,
+        thread_ts=root["ts"],
+        root={"type": "message", "ts": root["ts"], "thread_ts": root["ts"], "reply_count": 1},
+    )
+    assert (await bot.post_slack(body, headers))[0] == 200
+    await succeeded(bot)
+    results = [m["text"] for m in thread(bot) if "*succeeded*" in m["text"]]
+    assert len(results) == 1 and "add a dark mode" in results[0]
+    assert len(asked(bot)) == 1
+
+
+async def test_an_edit_of_a_relayed_reply_is_not_relayed_again(bot: Bot) -> None:
+    [root] = root_messages(bot)
+    ts = await reply(bot, "add a dark mode")
+    edit, headers = documented(
+        "message_changed",
+        ts=f"{float(ts) + 1:.6f}",  # the edit's own ts
+        message={
+            "type": "message",
+            "user": "U0HUMAN",
+            "text": "add a light mode",
+            "ts": ts,
+            "thread_ts": root["ts"],
+            "edited": {"user": "U0HUMAN", "ts": "1358878755.000001"},
+        },
+        previous_message={"type": "message", "user": "U0HUMAN", "text": "add a dark mode"},
+    )
+    assert (await bot.post_slack(edit, headers))[0] == 200
+    await reply(bot, "then ship it")  # a later reply is relayed: the edit, before it, was not
+    await bot.settle()
+    assert len(asked(bot)) == 2 and not any("light mode" in t for t in asked(bot))
+
+
+async def test_bot_messages_and_other_subtypes_in_the_thread_are_not_prompts(bot: Bot) -> None:
+    [root] = root_messages(bot)
+    in_thread = {"thread_ts": root["ts"]}
+    shapes = [
+        documented("bot_message", ts="1700000001.000100", **in_thread),
+        # the bot's own reply: a current Slack app's message has its user and its bot_id
+        documented(
+            "bot_message", subtype=None, user=BOT_USER_ID, ts="1700000002.000100", **in_thread
+        ),
+        # another app's bot: a user of its own, a bot_id, and no subtype
+        documented(
+            "bot_message", subtype=None, user="U0OTHERBOT", ts="1700000005.000100", **in_thread
+        ),
+        documented(
+            "bot_message",
+            subtype="channel_join",
+            bot_id=None,
+            user="U0HUMAN",
+            text="<@U0HUMAN> has joined the channel",
+            ts="1700000003.000100",
+            **in_thread,
+        ),
+        documented(
+            "message_changed",
+            subtype="message_deleted",
+            message=None,
+            ts="1700000004.000100",
+            deleted_ts="1700000000.000100",
+            previous_message={"type": "message", "user": "U0HUMAN", "text": "add a dark mode"},
+            **in_thread,
+        ),
+    ]
+    for body, headers in shapes:
+        assert (await bot.post_slack(body, headers))[0] == 200
+    await reply(bot, "the only prompt")  # relayed: those before it were not
+    await bot.settle()
+    assert len(asked(bot)) == 1 and "the only prompt" in asked(bot)[0]
+
+
+async def test_a_retried_event_is_answered_at_once_and_relayed_once_across_replicas(
+    make_bot: BotFactory, account: UatAccount, container: PromptServer
+) -> None:
+    """Slack re-sends an event it had no 200 for within 3 s, with the same event_id and
+    X-Slack-Retry-Num; the retry may reach another replica behind the load balancer."""
+    first = await ready_bot(make_bot, account, container)
+    second: Bot = await make_bot(**account.env(container.url))
+    [root] = root_messages(first)
+    ts = first.slack.add_message(CHANNEL, "add a dark mode", user="U0HUMAN", thread_ts=root["ts"])
+    body = event_body(
+        {
+            "type": "message",
+            "channel": CHANNEL,
+            "user": "U0HUMAN",
+            "text": "add a dark mode",
+            "ts": ts,
+            "thread_ts": root["ts"],
+        }
+    )
+    headers = slack_headers(SIGNING_SECRET, body) | {"Content-Type": "application/json"}
+    assert (await first.post_slack(body, headers))[0] == 200
+    for n, replica in enumerate((second, first), start=1):
+        retry = slack_headers(SIGNING_SECRET, body) | {
+            "Content-Type": "application/json",
+            "X-Slack-Retry-Num": str(n),
+            "X-Slack-Retry-Reason": "http_timeout",
+        }
+        started = time.monotonic()
+        assert (await replica.post_slack(body, retry))[0] == 200
+        assert time.monotonic() - started < 1.0  # Slack wants its 200 within 3 s
+    await succeeded(first)
+    await second.settle()
+    assert len(asked(first)) == 1
+    assert len([m for m in thread(first) if "*succeeded*" in m["text"]]) == 1
 
 
 async def test_cancel_stops_a_running_prompt(bot: Bot, tmp_path: Path) -> None:
