@@ -847,3 +847,101 @@ async def test_reset_clears_files(stub: SlackStub, client: AsyncWebClient) -> No
     assert len(stub.files) == 1
     stub.reset()
     assert stub.files == {}
+
+
+# ----------------------------------------------------------------------------- Block Kit limits
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def fields(count: int, length: int) -> dict[str, Any]:
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * length}] * count}
+
+
+def button(**overrides: Any) -> dict[str, Any]:
+    return {
+        "type": "button",
+        "action_id": "go",
+        "text": {"type": "plain_text", "text": "Go"},
+        **overrides,
+    }
+
+
+def actions(*elements: dict[str, Any], block_id: str | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "actions", "elements": list(elements)}
+    if block_id is not None:
+        block["block_id"] = block_id
+    return block
+
+
+def header(length: int) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": "h" * length}}
+
+
+# (what, the largest Slack accepts, one past it)
+BLOCK_LIMITS: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
+    ("section text 1-3000", [section("x"), section("x" * 3000)], [section("x" * 3001)]),
+    ("empty section text", [section("x")], [section("")]),
+    ("10 fields", [fields(10, 1)], [fields(11, 1)]),
+    ("field of 2000", [fields(1, 2000)], [fields(1, 2001)]),
+    ("header of 150", [header(150)], [header(151)]),
+    (
+        "button text of 75",
+        [actions(button(text={"type": "plain_text", "text": "b" * 75}))],
+        [actions(button(text={"type": "plain_text", "text": "b" * 76}))],
+    ),
+    (
+        "button value of 2000",
+        [actions(button(value="v" * 2000))],
+        [actions(button(value="v" * 2001))],
+    ),
+    (
+        "button url of 3000",
+        [actions(button(url="https://e.x/" + "u" * 2988))],
+        [actions(button(url="https://e.x/" + "u" * 2989))],
+    ),
+    (
+        "unique action_ids in a block",
+        [actions(button(), block_id="a"), actions(button(), block_id="b")],
+        [actions(button(), button())],
+    ),
+    (
+        "unique block_ids in a message",
+        [actions(button(), block_id="a"), actions(button(), block_id="b")],
+        [actions(button(), block_id="a"), actions(button(), block_id="a")],
+    ),
+    ("50 blocks", [{"type": "divider"}] * 50, [{"type": "divider"}] * 51),
+]
+
+
+@pytest.mark.parametrize(
+    ("accepted", "refused"),
+    [(a, r) for _, a, r in BLOCK_LIMITS],
+    ids=[w for w, _, _ in BLOCK_LIMITS],
+)
+async def test_blocks_past_a_slack_limit_are_refused_and_at_the_limit_accepted(
+    stub: SlackStub,
+    client: AsyncWebClient,
+    accepted: list[dict[str, Any]],
+    refused: list[dict[str, Any]],
+) -> None:
+    await expect_error(
+        client.chat_postMessage(channel="C1", text="x", blocks=refused), "invalid_blocks"
+    )
+    assert stub.messages == {}
+    assert (await client.chat_postMessage(channel="C1", text="x", blocks=accepted))["ok"] is True
+
+
+async def test_a_home_tab_takes_100_blocks_and_refuses_101(client: AsyncWebClient) -> None:
+    def home(count: int) -> dict[str, Any]:
+        return {"type": "home", "blocks": [{"type": "divider"}] * count}
+
+    assert (await client.views_publish(user_id="U1", view=home(100)))["ok"] is True
+    await expect_error(client.views_publish(user_id="U1", view=home(101)), "invalid_blocks")
+
+
+async def test_text_past_40000_characters_is_refused(client: AsyncWebClient) -> None:
+    await expect_error(client.chat_postMessage(channel="C1", text="x" * 40_001), "msg_too_long")
+    assert (await client.chat_postMessage(channel="C1", text="x" * 40_000))["ok"] is True
