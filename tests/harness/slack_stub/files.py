@@ -50,7 +50,7 @@ class FileMethods(StubServer):
                 raise invalid_arguments(f"file {stub_file.id} was not uploaded")
             title = entry.get("title")
             completing.append((stub_file, title if isinstance(title, str) and title else ""))
-        targets = self._share_targets(params)
+        targets = [self._target(c, write=True).id for c in self._share_targets(params)]
         thread_ts = self._str_param(params, "thread_ts")
         if thread_ts is not None and len(targets) != 1:
             raise invalid_arguments("thread_ts needs exactly one channel")
