@@ -83,6 +83,10 @@ def checked_metadata(params: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         return _raise_metadata("invalid_metadata_format", "metadata must be a JSON object")
     event_type = value.get("event_type")
+    # https://docs.slack.dev/messaging/message-metadata/designing-metadata-event-schema (was
+    # https://api.slack.com/reference/metadata): event_type "should be an alphanumeric string"
+    # (snake_case), but "none of these guidelines are enforced programmatically", so only its
+    # presence is checked here; refusing e.g. "uat.card" would be stricter than Slack.
     if not isinstance(event_type, str) or not event_type:
         return _raise_metadata("invalid_metadata_schema", "event_type must be a non-empty string")
     payload = value.get("event_payload")
