@@ -681,9 +681,8 @@ async def test_files_upload_v2_into_a_thread(stub: SlackStub, client: AsyncWebCl
     assert stored.content == b"x" * 100_000
     assert (stored.length, stored.name, stored.title) == (100_000, "out.txt", "Output")
     assert stored.completed and stored.uploaded
+    [reply] = await stub.wait_for(lambda s: s.thread("C1", parent))
     assert (stored.channel, stored.thread_ts) == ("C1", parent)
-
-    [reply] = stub.thread("C1", parent)
     assert reply["ts"] == stored.message_ts
     assert reply["text"] == "hi"
     assert reply["files"] == [{"id": stored.id, "name": "out.txt", "title": "Output"}]
@@ -718,7 +717,7 @@ async def test_file_shared_to_another_channel_top_level(
 ) -> None:
     stub.add_channel("C7")
     resp = await client.files_upload_v2(channel="C7", content="log", filename="log.txt")
-    [msg] = stub.messages["C7"]
+    [msg] = await stub.wait_for(lambda s: s.messages["C7"])
     assert msg["text"] == ""
     assert msg["files"][0]["id"] == resp["file"]["id"]
     assert stub.files[resp["file"]["id"]].message_ts == msg["ts"]
@@ -801,7 +800,7 @@ async def test_complete_upload_errors(stub: SlackStub, client: AsyncWebClient) -
         client.files_completeUploadExternal(files=[{"id": file_id}], channel_id="C1"),
         "invalid_arguments",
     )
-    assert len(stub.messages["C1"]) == 1
+    assert len(await stub.wait_for(lambda s: s.messages["C1"])) == 1
 
 
 async def test_upload_fault_injection(stub: SlackStub, client: AsyncWebClient) -> None:
@@ -1062,3 +1061,23 @@ async def test_a_private_channels_history_needs_groups_history(
     stub.missing_scopes.clear()
     history = await client.conversations_history(channel="G0PRIVATE")
     assert [m["text"] for m in history["messages"]] == ["secret"]
+
+
+async def test_a_completed_upload_is_shared_only_after_slack_answers(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    stub.share_delay_s = 0.3
+    resp = await client.files_upload_v2(channel="C1", content="log", filename="log.txt")
+    stored = stub.files[resp["file"]["id"]]
+    assert stored.completed and "C1" not in stub.messages and stored.message_ts is None
+    assert (await client.conversations_history(channel="C1"))["messages"] == []
+    [msg] = await stub.wait_for(lambda s: s.messages["C1"])
+    assert msg["files"][0]["id"] == stored.id and stored.message_ts == msg["ts"]
+
+
+async def test_a_pending_share_is_dropped_by_reset(stub: SlackStub, client: AsyncWebClient) -> None:
+    stub.share_delay_s = 0.05
+    await client.files_upload_v2(channel="C1", content="log", filename="log.txt")
+    stub.reset()
+    await asyncio.sleep(0.15)
+    assert stub.messages == {}

@@ -77,6 +77,8 @@ HISTORY_SCOPES = {False: "channels:history", True: "groups:history"}
 # The channels every stub starts with, the bot a member of each: the UAT channel the test
 # harness uses (tests/harness/bot.py), the one the signing fixtures name, and "C1".
 DEFAULT_CHANNELS = ("C0UAT", "C2147483705", "C1")
+# files.completeUploadExternal shares its file this long after answering (see files.py).
+SHARE_DELAY_S = 0.2
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -99,6 +101,9 @@ class StubServer:
         # Set to refuse chat.update of a message older than this many seconds (edit_window_closed).
         self.edit_window_s: float | None = None
         self._add_default_channels()
+        # How long after files.completeUploadExternal answers its share message appears.
+        self.share_delay_s = SHARE_DELAY_S
+        self._timers: list[asyncio.TimerHandle] = []
         self._faults: list[Fault] = []
         self._response_targets: dict[str, ResponseTarget] = {}
         self._last_ts_micros = 0
@@ -125,6 +130,9 @@ class StubServer:
 
     async def stop(self) -> None:
         """Stop serving (idempotent)."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -285,6 +293,9 @@ class StubServer:
         self.opened_views.clear()
         self.usergroups.clear()
         self._faults.clear()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         self.edit_window_s = None
         self._add_default_channels()
 
