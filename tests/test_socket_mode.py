@@ -4,14 +4,21 @@ and answers them exactly as over /slack/events."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections import Counter
+from typing import Any
 
 import pytest
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+import bot.slack.socket_mode
+from bot.app import Runtime
 from bot.slack import slack_ui
-from tests.harness.bot import BotFactory
+from tests.harness.bot import Bot, BotFactory
 from tests.harness.slack_stub import SlackStub
 from tests.harness.slack_stub.socket_mode import APP_TOKEN
 from tests.harness.socket_bot import APP_TOKEN_PLACEHOLDER, slash_over_socket, socket_bot
@@ -52,8 +59,135 @@ async def test_serve_connects_says_hello_and_answers_help_in_its_ack(
 
 
 def _as_payload(http_body: str) -> object:
-    """What Bolt puts in a Socket Mode ack for an HTTP answer's body."""
+    """What Bolt puts in a Socket Mode ack for an HTTP answer's body (none for an empty one)."""
+    if not http_body:
+        return None
     try:
         return json.loads(http_body)
     except ValueError:
         return {"text": http_body}
+
+
+async def test_every_uat_command_acks_and_answers_over_socket_mode_as_over_http(
+    make_bot: BotFactory, slack: SlackStub
+) -> None:
+    over_socket = await socket_bot(make_bot)
+    over_http = await make_bot()
+    names = sorted(c.name for c in over_http.runtime.dispatcher.table.values())
+    assert len(names) > 5
+    for name in names:
+        before = len(slack.responses)
+        status, http_ack = await over_http.slash(name)
+        await over_http.settle()
+        http_answers = [r.body for r in slack.responses[before:]]
+        before = len(slack.responses)
+        _, ack = await slash_over_socket(over_socket, name)
+        await over_socket.settle()
+        socket_answers = [r.body for r in slack.responses[before:]]
+        assert status == 200
+        assert ack.get("payload") == _as_payload(http_ack), name
+        assert socket_answers == http_answers, name
+    assert slack.late_acks == []
+
+
+def counting_dispatches(seen: Counter[str]) -> Any:
+    """A configure hook: count every request Bolt runs, by its response_url."""
+
+    def configure(runtime: Runtime) -> None:
+        assert runtime.bolt is not None
+        original = runtime.bolt.async_dispatch
+
+        async def counted(req: AsyncBoltRequest) -> BoltResponse:
+            seen[str(req.body.get("response_url"))] += 1
+            return await original(req)
+
+        runtime.bolt.async_dispatch = counted  # type: ignore[method-assign]
+
+    return configure
+
+
+async def burst_with(bot: Bot, interruption: Any, n: int = 20) -> list[str]:
+    """Send `n` /uat help commands, interrupting the connection halfway; their envelope ids."""
+    sent = []
+    for i in range(n):
+        if i == n // 2:
+            await interruption()
+        fields = {"command": "/uat", "text": "help", "user_id": "U0DEVELOPER"}
+        fields |= {"channel_id": "C0UAT", "response_url": bot.slack.new_response_url()}
+        fields |= {"team_id": "T0001", "api_app_id": "A0001", "trigger_id": f"t.{i}"}
+        sent.append(
+            await bot.slack.send_envelope("slash_commands", fields, accepts_response_payload=True)
+        )
+    return sent
+
+
+@pytest.mark.parametrize("reason", ["refresh_requested", "warning"])
+async def test_a_disconnect_mid_burst_reconnects_and_loses_and_duplicates_nothing(
+    make_bot: BotFactory, slack: SlackStub, reason: str
+) -> None:
+    seen: Counter[str] = Counter()
+    socket = await socket_bot(make_bot, configure=counting_dispatches(seen))
+    sent = await burst_with(socket, lambda: slack.ask_to_reconnect(reason))
+    acks = [await slack.ack_of(e, timeout=10) for e in sent]
+    assert all(slack_ui.HELP_HEADER in a["payload"]["text"] for a in acks)
+    await slack.wait_for(lambda s: s.hellos == 2 and s.connected())
+    assert len(seen) == len(sent) and set(seen.values()) == {1}
+    assert slack.calls_to("apps.connections.open")[-1].response["ok"] is True
+
+
+async def test_a_dropped_connection_is_reconnected_and_unacked_envelopes_run_once(
+    make_bot: BotFactory, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bot.slack.socket_mode, "PING_INTERVAL_S", 0.2)
+    seen: Counter[str] = Counter()
+    socket = await socket_bot(make_bot, configure=counting_dispatches(seen))
+
+    async def drop() -> None:
+        slack.drop_connections()
+
+    sent = await burst_with(socket, drop)
+    acks = [await slack.ack_of(e, timeout=15) for e in sent]
+    assert all(slack_ui.HELP_HEADER in a["payload"]["text"] for a in acks)
+    assert slack.hellos >= 2
+    assert len(seen) == len(sent) and set(seen.values()) == {1}
+
+
+async def test_an_envelope_sent_again_is_acked_again_but_handled_once(
+    make_bot: BotFactory, slack: SlackStub
+) -> None:
+    seen: Counter[str] = Counter()
+    socket = await socket_bot(make_bot, configure=counting_dispatches(seen))
+    envelope_id, first = await slash_over_socket(socket, "help")
+    envelope = slack.envelopes[envelope_id]
+    envelope.acked = asyncio.get_running_loop().create_future()  # as if the ack was lost
+    await slack.ask_to_reconnect()  # Slack sends it again on the next connection
+    again = await slack.ack_of(envelope_id, timeout=10)
+    assert again == first and envelope.deliveries == 2
+    assert list(seen.values()) == [1]
+
+
+async def test_healthz_reports_the_websocket_connected_then_reconnecting_then_connected(
+    make_bot: BotFactory, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bot.slack.socket_mode, "PING_INTERVAL_S", 0.2)
+    monkeypatch.setattr(bot.slack.socket_mode, "BACKOFF_FIRST_S", 0.2)
+    socket = await socket_bot(make_bot)
+
+    async def healthz() -> tuple[int, dict[str, Any]]:
+        async with socket.http.get(f"{socket.url}/healthz") as response:
+            return response.status, await response.json()
+
+    assert await healthz() == (200, {**(await healthz())[1], "socket_mode": "connected"})
+    slack.fail("apps.connections.open", status=503, times=3)  # Slack unreachable for a while
+    slack.drop_connections()
+    status, body = await healthz()
+    for _ in range(50):
+        if status == 503:
+            break
+        await asyncio.sleep(0.1)
+        status, body = await healthz()
+    assert status == 503 and body["socket_mode"].startswith("Socket Mode reconnecting since ")
+    await slack.wait_for(lambda s: s.hellos == 2 and s.connected(), timeout=20)
+    status, body = await healthz()
+    assert (status, body["socket_mode"]) == (200, "connected")
+    assert len(slack.calls_to("apps.connections.open")) == 5  # first, 3 refused, then one

@@ -79,7 +79,7 @@ class SocketMode:
         web_client: AsyncWebClient,
         tasks: TaskSupervisor,
         *,
-        ping_interval: float = PING_INTERVAL_S,
+        ping_interval: float | None = None,
     ) -> None:
         self._bolt = bolt
         self._tasks = tasks
@@ -89,7 +89,7 @@ class SocketMode:
             self,
             app_token=app_token,
             web_client=web_client,
-            ping_interval=ping_interval,
+            ping_interval=PING_INTERVAL_S if ping_interval is None else ping_interval,
             logger=logger,
         )
         self.client.socket_mode_request_listeners.append(self._handle)
