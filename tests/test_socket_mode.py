@@ -17,11 +17,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 import bot.slack.socket_mode
 from bot.app import Runtime
-from bot.slack import slack_ui
-from tests.harness.bot import Bot, BotFactory
+from bot.slack import action_ids, slack_ui
+from bot.slack.cards import card_value
+from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, Bot, BotFactory
+from tests.harness.pull_requests import label, root_messages
 from tests.harness.slack_stub import SlackStub
 from tests.harness.slack_stub.socket_mode import APP_TOKEN
-from tests.harness.socket_bot import APP_TOKEN_PLACEHOLDER, slash_over_socket, socket_bot
+from tests.harness.socket_bot import (
+    APP_TOKEN_PLACEHOLDER,
+    click_payload,
+    event_payload,
+    slash_over_socket,
+    socket_bot,
+)
+from tests.harness.uat_aws import Containers, UatAccount
 
 
 def test_the_harness_starts_bots_with_the_stubs_app_token() -> None:
@@ -191,3 +200,48 @@ async def test_healthz_reports_the_websocket_connected_then_reconnecting_then_co
     status, body = await healthz()
     assert (status, body["socket_mode"]) == (200, "connected")
     assert len(slack.calls_to("apps.connections.open")) == 5  # first, 3 refused, then one
+
+
+async def test_a_button_click_over_socket_mode_is_answered_as_over_http(
+    make_bot: BotFactory, slack: SlackStub
+) -> None:
+    socket = await socket_bot(make_bot)
+    over_http = await make_bot()
+    value = card_value(ref="main")
+    http_answers = await over_http.click(action_ids.LATEST_CONFIRM, value, user=DEVELOPER)
+    response_url = slack.new_response_url()
+    payload = click_payload(
+        action_ids.LATEST_CONFIRM, value, user=DEVELOPER, response_url=response_url
+    )
+    envelope_id = await slack.send_envelope("interactive", payload)
+    assert await slack.ack_of(envelope_id) == {"envelope_id": envelope_id}
+    await socket.settle()
+    socket_answers = [a for a in slack.responses if response_url.endswith(f"/{a.url_id}")]
+    assert [a.body for a in socket_answers] == [a.body for a in http_answers]
+    assert [a.body.get("text") for a in socket_answers] == [
+        slack_ui.deployers_only("build straight to :latest", [DEPLOYER])
+    ]
+
+
+async def test_a_label_posts_its_card_and_a_thread_reply_is_relayed_once_over_socket_mode(
+    make_bot: BotFactory, slack: SlackStub, account: UatAccount, containers: Containers
+) -> None:
+    socket = await socket_bot(make_bot, **account.env(containers.url))
+    await socket.settle_startup()
+    await label(socket)  # GitHub's webhooks still come over HTTP
+    [root] = root_messages(socket)
+    assert "#2" in root["text"]
+    before = len(slack.thread(CHANNEL, root["ts"]))
+    reply_ts = slack.add_message(CHANNEL, "add a dark mode", user="U0HUMAN", thread_ts=root["ts"])
+    event = {"type": "message", "channel": CHANNEL, "user": "U0HUMAN", "text": "add a dark mode"}
+    payload = event_payload(event | {"ts": reply_ts, "thread_ts": root["ts"]})
+    first = await slack.send_envelope("events_api", payload)
+    again = await slack.send_envelope("events_api", payload)  # Slack retries the event
+    assert await slack.ack_of(first) == {"envelope_id": first}
+    assert await slack.ack_of(again) == {"envelope_id": again}
+    await socket.settle()
+    # the reply reached the prompt relay (once): the environment is not ready, and it says so
+    [answer] = [m for m in slack.thread(CHANNEL, root["ts"])[before:] if m.get("bot_id")]
+    env = await socket.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
+    assert env is not None
+    assert answer["text"].startswith(slack_ui.not_ready(env).split(" is ", 1)[0] + " is still")
