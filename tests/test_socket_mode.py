@@ -10,6 +10,8 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import yaml
+from jsonschema import Draft7Validator
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
@@ -19,7 +21,7 @@ import bot.slack.socket_mode
 from bot.app import Runtime
 from bot.slack import action_ids, slack_ui
 from bot.slack.cards import card_value
-from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, Bot, BotFactory
+from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, ROOT, Bot, BotFactory
 from tests.harness.pull_requests import label, root_messages
 from tests.harness.slack_stub import SlackStub
 from tests.harness.slack_stub.socket_mode import APP_TOKEN
@@ -245,3 +247,19 @@ async def test_a_label_posts_its_card_and_a_thread_reply_is_relayed_once_over_so
     env = await socket.runtime.services.store.get_environment("Codertocat/Hello-World", 2)
     assert env is not None
     assert answer["text"].startswith(slack_ui.not_ready(env).split(" is ", 1)[0] + " is still")
+
+
+def test_the_socket_mode_manifest_is_valid_and_differs_only_in_how_slack_reaches_the_bot() -> None:
+    schema_dir = ROOT / "tests" / "fixtures" / "slack" / "manifest-schema" / "schemas"
+    schema = json.loads((schema_dir / "manifest.schema.1.0.0.json").read_text())
+    socket_mode = yaml.safe_load((ROOT / "manifest.socket-mode.yml").read_text())
+    assert list(Draft7Validator(schema).iter_errors(socket_mode)) == []
+    over_http = yaml.safe_load((ROOT / "manifest.yml").read_text())
+    assert over_http["settings"]["socket_mode_enabled"] is False
+    assert socket_mode["settings"].pop("socket_mode_enabled") is True
+    over_http["settings"].pop("socket_mode_enabled")
+    del over_http["settings"]["event_subscriptions"]["request_url"]
+    del over_http["settings"]["interactivity"]["request_url"]
+    for command in over_http["features"]["slash_commands"]:
+        del command["url"]
+    assert socket_mode == over_http
