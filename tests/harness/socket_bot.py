@@ -8,15 +8,13 @@ from urllib.parse import parse_qsl
 
 from tests.harness.bot import CHANNEL, DEVELOPER, Bot
 from tests.harness.signing import block_actions_body, event_body, slash_command_body
+from tests.harness.slack_stub.socket_mode import APP_TOKEN
 
 
 async def socket_bot(make_bot: Any, **overrides: str) -> Bot:
     """A bot started with SLACK_APP_TOKEN: it serves Slack over the stub's websocket."""
-    bot: Bot = await make_bot(SLACK_APP_TOKEN=APP_TOKEN_PLACEHOLDER, **overrides)
+    bot: Bot = await make_bot(SLACK_APP_TOKEN=APP_TOKEN, **overrides)
     return bot
-
-
-APP_TOKEN_PLACEHOLDER = "xapp-1-A0001-1-0123456789abcdef"  # the stub's SocketModeMethods.app_token
 
 
 async def slash_over_socket(
