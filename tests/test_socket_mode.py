@@ -57,6 +57,8 @@ async def test_serve_connects_says_hello_and_answers_help_in_its_ack(
     assert [c.method for c in slack.calls].count("apps.connections.open") == 1
     envelope_id, ack = await slash_over_socket(bot, "help")
     assert ack["envelope_id"] == envelope_id
+    status, _ = await bot.post_slack(b"command=/uat&text=help", {})
+    assert status == 404  # no public /slack/events to sign requests for in Socket Mode
     status, over_http = await (await make_bot()).slash("help")
     assert status == 200
     assert slack_ui.HELP_HEADER in ack["payload"]["text"]
