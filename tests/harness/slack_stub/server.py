@@ -13,6 +13,7 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
+from tests.harness.slack_stub.limits import RateLimits, ResponseUrlLimits
 from tests.harness.slack_stub.records import (
     Call,
     Fault,
@@ -87,6 +88,8 @@ class StubServer:
         self.missing_scopes: set[str] = set()
         self.usergroups: dict[str, UserGroup] = {}
         self._faults: list[Fault] = []
+        self.rate_limits = RateLimits()
+        self.response_url_limits = ResponseUrlLimits()
         self._response_targets: dict[str, ResponseTarget] = {}
         self._last_ts_micros = 0
         self._id_counter = itertools.count(1)
@@ -202,6 +205,11 @@ class StubServer:
         if times < 1:
             raise ValueError("times must be >= 1")
         self._faults.append(Fault(method, status, retry_after, times))
+
+    def real_rate_limits(self) -> None:
+        """From now on, answer 429 past Slack's own rate limits (see `limits`); the number of
+        429s answered so is `rate_limits.refused`."""
+        self.rate_limits.on()
 
     def fail_after_storing(
         self, method: str, status: int = 500, times: int = 1, delay_s: float = 0.0
@@ -426,6 +434,10 @@ class StubServer:
                 # the channel is there (this stub knows channels by what was posted in them)
                 self.messages.setdefault(channel, [])
             return self._fault_response(fault)
+        retry_after = self.rate_limits.retry_after(method, self._str_param(params, "channel"))
+        if retry_after is not None:
+            call.failed_status = 429
+            return self._fault_response(Fault(method, 429, retry_after, 1))
         try:
             handler = self._handlers().get(method)
             if handler is None:
