@@ -28,6 +28,11 @@ METHOD_TIERS = {  # each method's page on https://api.slack.com/methods, "Rate l
     "files.upload": 4,  # files_upload_v2: files.getUploadURLExternal + completeUploadExternal
     "usergroups.users.list": 2,
 }
+# A tier's bucket runs a little under Slack's: a call reaches Slack later than its turn (it may
+# wait for its channel, and the network), and Slack's bucket refills from when a call arrives;
+# the margin keeps those lags from adding up into 429s. Half a minute's calls at once.
+TIER_MARGIN = 0.9
+TIER_BURST = 0.5
 POST_METHOD = "chat.postMessage"
 POST_PER_S = 1.0
 # Slack allows "short bursts" without saying how long: kept to 2, one turn in hand for a call
@@ -81,7 +86,8 @@ class Pacer:
             key = (method, "")
             if key not in self._buckets:
                 per_minute = TIER_PER_MINUTE[METHOD_TIERS[method]]
-                self._buckets[key] = Bucket(per_minute, per_minute / 60, self.clock)
+                per_s = per_minute * TIER_MARGIN / 60
+                self._buckets[key] = Bucket(max(1.0, per_minute * TIER_BURST), per_s, self.clock)
         else:
             return None
         return self._buckets[key]
