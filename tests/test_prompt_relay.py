@@ -299,8 +299,9 @@ async def test_a_retried_event_is_answered_at_once_and_relayed_once_across_repli
 
 async def test_cancel_stops_a_running_prompt(bot: Bot, tmp_path: Path) -> None:
     await bot.slash(f"prompt #2 fake:hang {tmp_path / 'pids'}")
-    await asyncio.sleep(0.2)
-    asked = next(m for m in thread(bot) if "asked the agent" in m["text"])
+    asked = await bot.slack.wait_for(  # a post waits its turn in the channel (bot/slack/pace.py)
+        lambda s: next((m for m in thread(bot) if "asked the agent" in m["text"]), None)
+    )
     [cancel] = [e for b in asked["blocks"] if b["type"] == "actions" for e in b["elements"]]
     # someone else's prompt: only its author, operators and deployers may cancel it
     refusal = slack_ui.operators_only((), (DEPLOYER,), author=True)

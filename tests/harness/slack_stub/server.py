@@ -13,6 +13,7 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
+from tests.harness.slack_stub.limits import RateLimits, ResponseUrlLimits
 from tests.harness.slack_stub.records import (
     Call,
     Fault,
@@ -105,6 +106,8 @@ class StubServer:
         self.share_delay_s = SHARE_DELAY_S
         self._timers: list[asyncio.TimerHandle] = []
         self._faults: list[Fault] = []
+        self.rate_limits = RateLimits()
+        self.response_url_limits = ResponseUrlLimits()
         self._response_targets: dict[str, ResponseTarget] = {}
         self._last_ts_micros = 0
         self._id_counter = itertools.count(1)
@@ -245,6 +248,11 @@ class StubServer:
         if times < 1:
             raise ValueError("times must be >= 1")
         self._faults.append(Fault(method, status, retry_after, times))
+
+    def real_rate_limits(self) -> None:
+        """From now on, answer 429 past Slack's own rate limits (see `limits`); the number of
+        429s answered so is `rate_limits.refused`."""
+        self.rate_limits.on()
 
     def fail_after_storing(
         self, method: str, status: int = 500, times: int = 1, delay_s: float = 0.0
@@ -477,6 +485,10 @@ class StubServer:
         if fault is not None and not fault.after_storing:
             call.failed_status = fault.status
             return self._fault_response(fault)
+        retry_after = self.rate_limits.retry_after(method, self._str_param(params, "channel"))
+        if retry_after is not None:
+            call.failed_status = 429
+            return self._fault_response(Fault(method, 429, retry_after, 1))
         try:
             handler = self._handlers().get(method)
             if handler is None:
