@@ -33,6 +33,7 @@ class Clock:
 async def stub() -> AsyncIterator[SlackStub]:
     async with SlackStub() as s:
         s.real_rate_limits()
+        s.add_channel("C2")
         yield s
 
 

@@ -62,6 +62,7 @@ async def test_a_channel_takes_a_short_burst_then_one_post_a_second(
     stub: SlackStub, client: AsyncWebClient, clock: Clock
 ) -> None:
     stub.real_rate_limits()
+    stub.add_channel("C2")
     for n in range(POST_BURST):
         await client.chat_postMessage(channel="C1", text=str(n))
     error = await refused(client.chat_postMessage(channel="C1", text="too soon"))
@@ -73,6 +74,20 @@ async def test_a_channel_takes_a_short_burst_then_one_post_a_second(
     await refused(client.chat_postMessage(channel="C1", text="and again too soon"))
     assert stub.rate_limits.refused == 2
     assert [c.failed_status for c in stub.calls_to("chat.postMessage")].count(429) == 2
+
+
+async def test_reset_turns_the_real_limits_off_again(
+    stub: SlackStub, client: AsyncWebClient, clock: Clock
+) -> None:
+    stub.real_rate_limits()
+    for n in range(POST_BURST):
+        await client.chat_postMessage(channel="C1", text=str(n))
+    await refused(client.chat_postMessage(channel="C1", text="too soon"))
+    stub.reset()
+    for n in range(POST_BURST + 5):
+        await client.chat_postMessage(channel="C1", text=str(n))
+    assert stub.rate_limits.refused == 0
+    assert len(stub.messages["C1"]) == POST_BURST + 5
 
 
 async def test_a_tier_3_method_takes_50_calls_a_minute(

@@ -286,7 +286,8 @@ class StubServer:
 
     def reset(self) -> None:
         """Forget calls, messages, ephemerals, responses, views, files, faults, missing scopes,
-        channels added (the default ones are back, joined).
+        channels added (the default ones are back, joined), Slack's rate limits (off again, their
+        buckets full).
 
         The server keeps running; issued response URLs stay valid; ts values keep increasing.
         """
@@ -305,6 +306,7 @@ class StubServer:
             timer.cancel()
         self._timers.clear()
         self.edit_window_s = None
+        self.rate_limits = RateLimits(self.rate_limits.clock)
         self._add_default_channels()
 
     async def wait_for(
