@@ -27,7 +27,7 @@ from bot.prompt_tokens import environment_token
 from bot.scrub import MARKER
 from bot.slack import action_ids, slack_ui
 from bot.slack.chat import Message
-from bot.store import Environment, Facts, SqliteStore, State
+from bot.store import Environment, Facts, Relay, SqliteStore, State
 from tests.harness.bot import (
     CHANNEL,
     DEPLOYER,
@@ -543,10 +543,28 @@ async def test_a_finished_prompt_loses_its_cancel_button_and_cannot_be_cancelled
     assert bot.slack.responses[-1].body["text"] == slack_ui.prompt_already_ended(job, "succeeded")
 
 
+async def test_a_restart_when_every_prompt_has_ended_posts_no_empty_note(bot: Bot) -> None:
+    """A prompt whose job ended just before the restart is its follower's to report: with
+    nothing carried over or dropped, the thread gets no note (Slack refuses an empty one)."""
+    job = await sent(bot, "add a footer")
+    await succeeded(bot)
+    store = bot.runtime.services.store
+    env = await store.get_environment("Codertocat/Hello-World", 2)
+    assert env is not None and env.thread_ts
+    # its follower has not closed it yet when the restart looks
+    await store.open_relay(Relay(job, env.repo, env.pr, DEVELOPER, env.thread_ts, "add a footer"))
+    calls, before = len(bot.slack.calls), len(thread(bot))
+    await bot.slash("restart PR-2")
+    await bot.slack.wait_for(lambda s: "Restarting" in s.responses[-1].body["text"])
+    await bot.settle()
+    assert [(c.method, c.error) for c in bot.slack.calls[calls:] if not c.ok] == []
+    assert not any("new environment" in m["text"] for m in thread(bot)[before:])
+
+
 async def test_restart_carries_queued_prompts_over_in_order_and_says_what_was_dropped(
     bot: Bot, container: PromptServer
 ) -> None:
-    running = await sent(bot, "fake:slow 2 the running one")
+    running = await sent(bot, "fake:slow 10 the running one")  # running at the restart
     queued = [await sent(bot, text) for text in ("first in the queue", "second in the queue")]
     await bot.slash("restart PR-2")
     await bot.slack.wait_for(lambda s: "Restarting" in s.responses[-1].body["text"])
