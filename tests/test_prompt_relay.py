@@ -589,6 +589,11 @@ async def test_restart_carries_queued_prompts_over_in_order_and_says_what_was_dr
 
 
 ROUNDS = 3
+# Each prompt the container takes posts its Cancel card in the PR's thread, then its result, and
+# posts wait their turn in the channel (about one a second, bot/slack/pace.py): 10 prompts keep a
+# round near 15 s. The extends post nothing, so all 100 of them still race the prompts'
+# bookkeeping. bench/false_refusals.py races 100 prompts with 100 extends.
+PROMPTS, EXTENDS = 10, 100
 # the racing environment's own token (session "": the Facts default the test saves)
 RACING_TOKEN = environment_token(TOKEN, "Codertocat/Hello-World", 2, "")
 
@@ -634,7 +639,7 @@ async def container_process(tmp_path: Path) -> AsyncIterator[str]:
 async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
     make_bot: BotFactory, container_process: str
 ) -> None:
-    """100 `/uat prompt`s and 100 `/uat extend`s on one PR at once, against the prompt server's
+    """10 `/uat prompt`s and 100 `/uat extend`s on one PR at once, against the prompt server's
     own process: every prompt the container took is reported as taken, with its Cancel card in
     the thread (the bookkeeping after it may conflict with the extends), and nobody is told the
     PR is changing too often."""
@@ -659,13 +664,16 @@ async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
     for race in range(ROUNDS):  # the race is timing's: a few of them, the queue emptied between
         before = {r.url_id for r in bot.slack.responses}
         calls = len(bot.slack.calls)
-        prompts = [bot.slash(f"prompt PR-2 task {race}.{i}") for i in range(100)]
-        extends = [bot.slash("extend PR-2") for _ in range(100)]  # each moves the idle stop
+        prompts = [bot.slash(f"prompt PR-2 task {race}.{i}") for i in range(PROMPTS)]
+        extends = [bot.slash("extend PR-2") for _ in range(EXTENDS)]  # each moves the idle stop
         prompted = await asyncio.gather(*prompts)  # their relays are under way when...
         acked = await asyncio.gather(*extends)  # ...the extends come in
         assert {status for status, _ in prompted + acked} == {200}
         await bot.slack.wait_for(
-            lambda s, before=before: len({r.url_id for r in s.responses} - before) == 200,  # type: ignore[misc]
+            lambda s, before=before: (
+                len({r.url_id for r in s.responses} - before)  # type: ignore[misc]
+                == PROMPTS + EXTENDS
+            ),
             timeout=60,
         )
         answers = [r.body["text"] for r in bot.slack.responses if r.url_id not in before]
@@ -673,7 +681,7 @@ async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
         full = [a for a in answers if "already waiting" in a]  # the container's own limit
         extended = [a for a in answers if a.startswith("Codertocat/Hello-World#2 ")]
         extended = [a for a in extended if a != too_often]
-        false_refusals += 200 - len(accepted) - len(full) - len(extended)
+        false_refusals += PROMPTS + EXTENDS - len(accepted) - len(full) - len(extended)
         jobs = {m.group(1) for a in accepted if (m := re.search(r"job `([0-9a-f]+)`", a))}
         cards = {  # as posted (a finished prompt's card loses its button later)
             json.loads(e["value"])["job"]
@@ -684,13 +692,14 @@ async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
             if e.get("action_id") == action_ids.PROMPT_CANCEL
         }
         # every prompt the container did not refuse, it took: each needs its Cancel card
-        uncarded += max(len(jobs - cards), 100 - len(full) - len(cards))
+        uncarded += max(len(jobs - cards), PROMPTS - len(full) - len(cards))
         taken, refused = taken + len(jobs), refused + len(full)
         for job in jobs:  # each one the container really has; cancelled to make room
             async with bot.http.delete(f"{container}/prompts/{job}", headers=auth) as response:
                 assert response.status in (200, 409), await response.text()
     print(
-        f"\n{ROUNDS} x 100 prompts racing 100 extends on one PR: {taken} taken, {refused} refused "
+        f"\n{ROUNDS} x {PROMPTS} prompts racing {EXTENDS} extends on one PR: {taken} taken, "
+        f"{refused} refused "
         f"by the container (its queue was full), {false_refusals} false refusals, {uncarded} "
         "taken without a Cancel card"
     )
