@@ -161,6 +161,20 @@ async def test_a_dropped_connection_is_reconnected_and_unacked_envelopes_run_onc
     assert len(seen) == len(sent) and set(seen.values()) == {1}
 
 
+async def test_a_link_that_fails_to_open_is_replaced_by_a_new_one_not_tried_again(
+    make_bot: BotFactory, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bot.slack.socket_mode, "PING_INTERVAL_S", 0.2)
+    socket = await socket_bot(make_bot)
+    slack.refuse_links(times=1)  # the next link's handshake fails, and its ticket is spent
+    await slack.ask_to_reconnect()
+    await slack.wait_for(lambda s: s.hellos == 2 and s.connected(), timeout=10)
+    # the first link, the one that failed, then a new one (the spent one is never tried again)
+    assert len(slack.calls_to("apps.connections.open")) == 3
+    _, ack = await slash_over_socket(socket, "help")
+    assert slack_ui.HELP_HEADER in ack["payload"]["text"]
+
+
 async def test_an_envelope_sent_again_is_acked_again_but_handled_once(
     make_bot: BotFactory, slack: SlackStub
 ) -> None:

@@ -8,6 +8,8 @@ On top of it this module:
   dropped between the work and the ack), so each `envelope_id` (and each Events API `event_id`)
   is handled once; a repeat gets the first ack again, and no second run;
 - backs off when Slack cannot be reached for a new connection (1 s, doubling, at most 30 s);
+- asks `apps.connections.open` for a new link when one fails to open: slack_sdk would try the
+  same link again every ping interval, and Slack's links are temporary, one connection each;
 - tells /healthz whether the websocket is connected or since when it has been reconnecting.
 """
 
@@ -22,6 +24,7 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from slack_bolt.adapter.socket_mode.async_internals import run_async_bolt_app
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
@@ -39,13 +42,41 @@ BACKOFF_MAX_S = 30.0
 REMEMBERED = 10_000  # envelope and event ids kept for dedupe (Slack retries within minutes)
 
 
+class _Links:
+    """The session slack_sdk opens its websockets with: a link that fails to open is forgotten,
+    so the next attempt asks Slack for a new one instead of trying the spent one again."""
+
+    def __init__(self, client: SocketModeClient, session: aiohttp.ClientSession) -> None:
+        self._client = client
+        self._session = session
+
+    @property
+    def closed(self) -> bool:
+        return self._session.closed
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def ws_connect(self, url: str, **kwargs: Any) -> aiohttp.ClientWebSocketResponse:
+        try:
+            websocket: aiohttp.ClientWebSocketResponse = await self._session.ws_connect(
+                url, **kwargs
+            )
+        except Exception:
+            self._client.wss_uri = None
+            raise
+        return websocket
+
+
 class _Client(SocketModeClient):
-    """slack_sdk's client, with a backoff between failed attempts to open a connection."""
+    """slack_sdk's client, with a backoff between failed attempts to open a connection, and a
+    new link after one failed to open."""
 
     def __init__(self, link: SocketMode, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.link = link
         self.failures = 0
+        self.aiohttp_client_session = _Links(self, self.aiohttp_client_session)  # type: ignore[assignment]
 
     async def connect(self) -> None:
         self.link.went_down()

@@ -4,7 +4,9 @@ Protocol (https://api.slack.com/apis/socket-mode, https://api.slack.com/methods/
 
 - `apps.connections.open` takes only an app-level token (`xapp-…`, scope `connections:write`);
   a bot or user token is answered `not_allowed_token_type`, an unknown one `invalid_auth`. It
-  answers `{"ok": true, "url": "wss://…/link/?ticket=…&app_id=…"}` (here ws:// on 127.0.0.1).
+  answers `{"ok": true, "url": "wss://…/link/?ticket=…&app_id=…"}` (here ws:// on 127.0.0.1):
+  "a temporary Socket Mode WebSocket URL", whose ticket opens one connection; a ticket used
+  before is refused (401), so every connection needs a new call.
 - On connect Slack sends `{"type": "hello", …}`; then envelopes `{"envelope_id", "type":
   "slash_commands" | "interactive" | "events_api", "payload", "accepts_response_payload",
   "retry_attempt", "retry_reason"}`. The app acks each with `{"envelope_id": …}` (plus
@@ -76,6 +78,7 @@ class SocketModeMethods(StubServer):
         self.hellos = 0  # connections Slack greeted
         self.late_acks: list[str] = []  # envelope ids acked after ACK_DEADLINE_S
         self._tickets: set[str] = set()
+        self._refused_links = 0
 
     # --- what tests do as Slack ---------------------------------------------------------------
 
@@ -115,6 +118,11 @@ class SocketModeMethods(StubServer):
         for ws in list(self.socket_connections):
             if not ws.closed:
                 await ws.send_str(frame)
+
+    def refuse_links(self, times: int = 1) -> None:
+        """The next `times` websocket handshakes fail (503), spending their tickets, as when
+        Slack's link host has an outage."""
+        self._refused_links += times
 
     def drop_connections(self) -> None:
         """Cut every open connection's TCP stream without a close frame (a network failure)."""
@@ -169,8 +177,13 @@ class SocketModeMethods(StubServer):
         return {"ok": True, "url": url}
 
     async def _link(self, request: web.Request) -> web.StreamResponse:
-        if request.query.get("ticket") not in self._tickets:
+        ticket = request.query.get("ticket")
+        if ticket not in self._tickets:
             return web.Response(status=401, text="invalid ticket")
+        self._tickets.discard(ticket)  # one connection per ticket
+        if self._refused_links > 0:
+            self._refused_links -= 1
+            return web.Response(status=503, text="link unavailable")
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         self.socket_connections.append(ws)
