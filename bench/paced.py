@@ -92,7 +92,7 @@ async def _paced(endpoint: str, workdir: Path) -> list[Row]:
     name = f"paced burst: {BURST} labeled, Slack's limits on"
     print(
         f"  paced burst: last of {BURST} cards after {elapsed:.1f} s, floor {floor:.1f} s "
-        f"({elapsed / floor:.3f}x), 429s: {refused} {by_method or ''}, "
+        f"({elapsed / floor:.3f}x), 429s: {refused} (by method: {by_method or 'none'}), "
         f"{accepted} accepted in {answered:.2f} s",
         flush=True,
     )
