@@ -88,9 +88,13 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, limit_s: float 
 
 
 class PromptServer:
-    """`python container/prompt_server.py` on 127.0.0.1, with the fake agent; log to a file."""
+    """`python container/prompt_server.py` on 127.0.0.1, with the fake agent; log to a file.
+
+    Its token is the one the bot gives REPO#PR's environment (session "", as the benches save
+    it), derived from the bot's UAT_PROMPT_TOKEN as a launch would hand it to the container."""
 
     def __init__(self, tmp: Path) -> None:
+        from bot.prompt_tokens import environment_token
         from tests.harness.container_helpers import (
             PROMPT_SERVER,
             TOKEN,
@@ -99,7 +103,7 @@ class PromptServer:
             make_repo,
         )
 
-        self.token = TOKEN
+        self.token = environment_token(TOKEN, REPO, PR, "")
         self.app_socket = socket.socket()
         self.app_socket.bind(("127.0.0.1", 0))
         self.app_socket.listen()
@@ -112,7 +116,7 @@ class PromptServer:
             "PROMPT_PORT": str(port),
             "APP_PORT": str(self.app_socket.getsockname()[1]),
             "WORK_DIR": str(make_repo(tmp / "work")),
-            "UAT_PROMPT_TOKEN": TOKEN,
+            "UAT_PROMPT_TOKEN": self.token,
             "CLAUDE_CMD": fake_claude_cmd(),
             "PROMPT_STATE": str(tmp / "prompt-state.json"),
             "PROMPT_TIMEOUT_S": "300",
