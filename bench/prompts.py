@@ -65,7 +65,10 @@ WARMUP_POLLS = 300
 JOB_S = 20
 RELAYS = 50
 RELAY_WARMUP = 5
-BLOCKER_S = 60
+# The blocker outlasts the relay samples (each waits for the bot's reply, which comes after the
+# prompt's card, and cards wait their turn in the channel: ~2 s a sample, ~110 s in all), within
+# the prompt server's PROMPT_TIMEOUT_S (300 s).
+BLOCKER_S = 240
 REPO = "acme/web"
 PR = 2
 TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/uat/abc"
