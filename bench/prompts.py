@@ -65,7 +65,10 @@ WARMUP_POLLS = 300
 JOB_S = 20
 RELAYS = 50
 RELAY_WARMUP = 5
-BLOCKER_S = 60
+# The blocker outlasts the relay samples (each waits for the bot's reply, which comes after the
+# prompt's card, and cards wait their turn in the channel: ~2 s a sample, ~110 s in all), within
+# the prompt server's PROMPT_TIMEOUT_S (300 s).
+BLOCKER_S = 240
 REPO = "acme/web"
 PR = 2
 TASK_ARN = "arn:aws:ecs:us-east-1:123456789012:task/uat/abc"
@@ -88,9 +91,13 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, limit_s: float 
 
 
 class PromptServer:
-    """`python container/prompt_server.py` on 127.0.0.1, with the fake agent; log to a file."""
+    """`python container/prompt_server.py` on 127.0.0.1, with the fake agent; log to a file.
+
+    Its token is the one the bot gives REPO#PR's environment (session "", as the benches save
+    it), derived from the bot's UAT_PROMPT_TOKEN as a launch would hand it to the container."""
 
     def __init__(self, tmp: Path) -> None:
+        from bot.prompt_tokens import environment_token
         from tests.harness.container_helpers import (
             PROMPT_SERVER,
             TOKEN,
@@ -99,7 +106,7 @@ class PromptServer:
             make_repo,
         )
 
-        self.token = TOKEN
+        self.token = environment_token(TOKEN, REPO, PR, "")
         self.app_socket = socket.socket()
         self.app_socket.bind(("127.0.0.1", 0))
         self.app_socket.listen()
@@ -112,7 +119,7 @@ class PromptServer:
             "PROMPT_PORT": str(port),
             "APP_PORT": str(self.app_socket.getsockname()[1]),
             "WORK_DIR": str(make_repo(tmp / "work")),
-            "UAT_PROMPT_TOKEN": TOKEN,
+            "UAT_PROMPT_TOKEN": self.token,
             "CLAUDE_CMD": fake_claude_cmd(),
             "PROMPT_STATE": str(tmp / "prompt-state.json"),
             "PROMPT_TIMEOUT_S": "300",

@@ -70,11 +70,16 @@ class Health:
         self._slack = slack
         self.store = Check("the store", self._store_problem, lambda: STORE_TTL_S)
         self.slack = Check("Slack", self._slack_problem, lambda: SLACK_TTL_S)
+        # Under Socket Mode: None while the websocket is open, else since when it reconnects.
+        self.socket_mode: Callable[[], str | None] | None = None
 
     async def problems(self) -> dict[str, str]:
         """Each check's name and its answer: "ok" or why not."""
         store, slack = await asyncio.gather(self.store(), self.slack())
-        return {"store": store or "ok", "slack": slack or "ok"}
+        checks = {"store": store or "ok", "slack": slack or "ok"}
+        if self.socket_mode is not None:
+            checks["socket_mode"] = self.socket_mode() or "connected"
+        return checks
 
     async def _store_problem(self) -> str | None:
         try:

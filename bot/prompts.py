@@ -211,7 +211,7 @@ class Prompts:
         for relay in [*carried, *(r for r, _ in dropped)]:
             await self.store.close_relay(relay.repo, relay.pr, relay.job_id)
             await self._close_card(relay, "carried over" if relay in carried else "dropped")
-        if env.thread_ts and self.settings.uat_channel:
+        if (carried or dropped) and env.thread_ts and self.settings.uat_channel:
             text = slack_ui.prompts_carried(carried, dropped)
             await self.chat.post(
                 Message(self.settings.uat_channel, text, [slack_ui.text_block(text)], env.thread_ts)

@@ -132,7 +132,7 @@ async def healthz(request: web.Request) -> web.Response:
     """Ready: 200 while the store reads and writes and Slack answers; else 503 and why."""
     runtime = request.app[RUNTIME]
     checks = await request.app[HEALTH].problems()
-    ok = all(answer == "ok" for answer in checks.values())
+    ok = all(answer in ("ok", "connected") for answer in checks.values())
     body = {"ok": ok, **checks, "tasks": len(runtime.services.tasks)}
     return web.json_response(body, status=200 if ok else 503)
 
@@ -204,21 +204,20 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     gc.set_threshold(20_000, 20, 20)
     socket_mode = None
     settings = runtime.services.settings
-    if settings.socket_mode and runtime.bolt is not None and settings.slack_app_token:
-        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+    if settings.socket_mode and runtime.bolt is not None and runtime.web_client is not None:
+        from bot.slack.socket_mode import SocketMode
 
-        socket_mode = AsyncSocketModeHandler(
-            runtime.bolt, settings.slack_app_token.get_secret_value()
-        )
-        await socket_mode.connect_async()  # type: ignore[no-untyped-call]
-        logger.info("connected to Slack over Socket Mode")
+        token = settings.slack_app_token.get_secret_value() if settings.slack_app_token else ""
+        socket_mode = SocketMode(runtime.bolt, token, runtime.web_client, runtime.services.tasks)
+        app[HEALTH].socket_mode = socket_mode.problem
+        await socket_mode.connect()
     logger.info("uat-bot listening on %s:%d", settings.uat_host, settings.uat_port)
     try:
         yield
     finally:
         logger.info("shutting down")
         if socket_mode is not None:
-            await socket_mode.close_async()  # type: ignore[no-untyped-call]
+            await socket_mode.close()
         await runtime.stop()
         gc.set_threshold(*thresholds)
         gc.unfreeze()

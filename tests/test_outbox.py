@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.slack.chat import Message, SlackChat
+from bot.slack import slack_ui
+from bot.slack.chat import ChatError, Message, SlackChat, Upload
 from bot.slack.outbox import Outbox
 from bot.store import Post, SqliteStore
 from tests.harness.slack_stub import SlackStub
@@ -88,3 +89,30 @@ async def test_an_abandoned_reservation_is_posted_after_in_flight_s(
         "reply:s1:stopped", CHANNEL, "stopped", None, root, exclusive=False
     )
     assert [m["ts"] for m in slack.thread(CHANNEL, root)] == [ts]
+
+
+async def test_an_upload_cut_short_is_found_when_slack_shares_it_late_not_uploaded_twice(
+    store: SqliteStore, chat: SlackChat, slack: SlackStub
+) -> None:
+    slack.share_delay_s = 0.6  # Slack shares the file after it answers
+    outbox = Outbox(store, chat)
+    upload = Upload(CHANNEL, None, "prompt-output.txt", "the output", "Output")
+    await store.reserve_post(Post(upload.filename, CHANNEL))
+    await chat.upload(upload)  # uploaded, then the process died before recording it
+    assert CHANNEL not in slack.messages  # not shared yet when the relay resumes
+    landed = await outbox.upload(upload)
+    [shared] = slack.messages[CHANNEL]
+    assert landed == shared["ts"]
+    assert len(slack.calls_to("files.completeUploadExternal")) == 1
+    assert len(slack.files) == 1
+
+
+async def test_a_card_for_a_channel_the_bot_is_not_in_says_to_invite_it(
+    store: SqliteStore, chat: SlackChat, slack: SlackStub
+) -> None:
+    slack.add_channel("C0NOTJOINED", member=False)
+    with pytest.raises(ChatError) as refused:
+        await Outbox(store, chat).post("card:s9", "C0NOTJOINED", "the card")
+    assert str(refused.value) == slack_ui.slack_refused("chat.postMessage", "not_in_channel")
+    assert "/invite" in str(refused.value)
+    assert slack.messages == {}

@@ -11,6 +11,8 @@ import os
 import re
 import socket
 import sys
+import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,13 +27,22 @@ from bot.prompt_tokens import environment_token
 from bot.scrub import MARKER
 from bot.slack import action_ids, slack_ui
 from bot.slack.chat import Message
-from bot.store import Environment, Facts, SqliteStore, State
-from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
+from bot.store import Environment, Facts, Relay, SqliteStore, State
+from tests.harness.bot import (
+    CHANNEL,
+    DEPLOYER,
+    DEVELOPER,
+    SIGNING_SECRET,
+    Bot,
+    BotFactory,
+    reference,
+)
 from tests.harness.container_helpers import PROMPT_SERVER, fake_claude_cmd, free_port, make_repo
 from tests.harness.fake_claude import long_lines
 from tests.harness.prompt_servers import PromptServer
 from tests.harness.pull_requests import label, root_messages
 from tests.harness.signing import block_actions_body, event_body, slack_headers
+from tests.harness.slack_stub.server import BOT_USER_ID
 from tests.harness.uat_aws import Containers, UatAccount
 
 TOKEN = "test-prompt-token-0123456789"  # the bot's UAT_PROMPT_TOKEN in tests/harness/bot.py
@@ -142,10 +153,155 @@ async def test_a_reply_in_the_thread_is_a_prompt(bot: Bot) -> None:
     assert len([m for m in thread(bot) if "*succeeded*" in m["text"]]) == 1
 
 
+def documented(name: str, **event: Any) -> tuple[bytes, dict[str, str]]:
+    """Slack's documented `event_callback` for `name` (tests/fixtures/slack/events), its event
+    moved into our channel with `event`'s fields, and signed as Slack signs it."""
+    body = reference(f"slack/events/{name}.json")
+    body["event"] |= {"channel": CHANNEL} | event
+    body["event"] = {k: v for k, v in body["event"].items() if v is not None}  # None: left out
+    body["event_id"] = "Ev" + uuid.uuid4().hex[:10].upper()
+    raw = json.dumps(body).encode()
+    return raw, slack_headers(SIGNING_SECRET, raw) | {"Content-Type": "application/json"}
+
+
+def asked(bot: Bot) -> list[str]:
+    """The thread's 'asked the agent' notes: one per prompt the bot relayed."""
+    return [m["text"] for m in thread(bot) if "asked the agent" in m["text"]]
+
+
+async def reply(bot: Bot, text: str, user: str = "U0HUMAN") -> str:
+    """A person's plain reply in PR #2's thread, as Slack sends it; its ts once relayed."""
+    [root] = root_messages(bot)
+    ts = bot.slack.add_message(CHANNEL, text, user=user, thread_ts=root["ts"])
+    event = {"type": "message", "user": user, "text": text, "ts": ts, "thread_ts": root["ts"]}
+    body = event_body(event | {"channel": CHANNEL})
+    headers = slack_headers(SIGNING_SECRET, body) | {"Content-Type": "application/json"}
+    assert (await bot.post_slack(body, headers))[0] == 200
+    await bot.slack.wait_for(lambda s: any(text in t for t in asked(bot)))
+    return ts
+
+
+async def test_a_reply_also_sent_to_the_channel_is_a_prompt_relayed_once(bot: Bot) -> None:
+    [root] = root_messages(bot)
+    ts = bot.slack.add_message(CHANNEL, "add a dark mode", user="U0HUMAN", thread_ts=root["ts"])
+    body, headers = documented(
+        "thread_broadcast",
+        user="U0HUMAN",
+        text="add a dark mode",
+        ts=ts,
+        event_ts=ts,
+        thread_ts=root["ts"],
+        root={"type": "message", "ts": root["ts"], "thread_ts": root["ts"], "reply_count": 1},
+    )
+    assert (await bot.post_slack(body, headers))[0] == 200
+    await succeeded(bot)
+    results = [m["text"] for m in thread(bot) if "*succeeded*" in m["text"]]
+    assert len(results) == 1 and "add a dark mode" in results[0]
+    assert len(asked(bot)) == 1
+
+
+async def test_an_edit_of_a_relayed_reply_is_not_relayed_again(bot: Bot) -> None:
+    [root] = root_messages(bot)
+    ts = await reply(bot, "add a dark mode")
+    edit, headers = documented(
+        "message_changed",
+        ts=f"{float(ts) + 1:.6f}",  # the edit's own ts
+        message={
+            "type": "message",
+            "user": "U0HUMAN",
+            "text": "add a light mode",
+            "ts": ts,
+            "thread_ts": root["ts"],
+            "edited": {"user": "U0HUMAN", "ts": "1358878755.000001"},
+        },
+        previous_message={"type": "message", "user": "U0HUMAN", "text": "add a dark mode"},
+    )
+    assert (await bot.post_slack(edit, headers))[0] == 200
+    await reply(bot, "then ship it")  # a later reply is relayed: the edit, before it, was not
+    await bot.settle()
+    assert len(asked(bot)) == 2 and not any("light mode" in t for t in asked(bot))
+
+
+async def test_bot_messages_and_other_subtypes_in_the_thread_are_not_prompts(bot: Bot) -> None:
+    [root] = root_messages(bot)
+    in_thread = {"thread_ts": root["ts"]}
+    shapes = [
+        documented("bot_message", ts="1700000001.000100", **in_thread),
+        # the bot's own reply: a current Slack app's message has its user and its bot_id
+        documented(
+            "bot_message", subtype=None, user=BOT_USER_ID, ts="1700000002.000100", **in_thread
+        ),
+        # another app's bot: a user of its own, a bot_id, and no subtype
+        documented(
+            "bot_message", subtype=None, user="U0OTHERBOT", ts="1700000005.000100", **in_thread
+        ),
+        documented(
+            "bot_message",
+            subtype="channel_join",
+            bot_id=None,
+            user="U0HUMAN",
+            text="<@U0HUMAN> has joined the channel",
+            ts="1700000003.000100",
+            **in_thread,
+        ),
+        documented(
+            "message_changed",
+            subtype="message_deleted",
+            message=None,
+            ts="1700000004.000100",
+            deleted_ts="1700000000.000100",
+            previous_message={"type": "message", "user": "U0HUMAN", "text": "add a dark mode"},
+            **in_thread,
+        ),
+    ]
+    for body, headers in shapes:
+        assert (await bot.post_slack(body, headers))[0] == 200
+    await reply(bot, "the only prompt")  # relayed: those before it were not
+    await bot.settle()
+    assert len(asked(bot)) == 1 and "the only prompt" in asked(bot)[0]
+
+
+async def test_a_retried_event_is_answered_at_once_and_relayed_once_across_replicas(
+    make_bot: BotFactory, account: UatAccount, container: PromptServer
+) -> None:
+    """Slack re-sends an event it had no 200 for within 3 s, with the same event_id and
+    X-Slack-Retry-Num; the retry may reach another replica behind the load balancer."""
+    first = await ready_bot(make_bot, account, container)
+    second: Bot = await make_bot(**account.env(container.url))
+    [root] = root_messages(first)
+    ts = first.slack.add_message(CHANNEL, "add a dark mode", user="U0HUMAN", thread_ts=root["ts"])
+    body = event_body(
+        {
+            "type": "message",
+            "channel": CHANNEL,
+            "user": "U0HUMAN",
+            "text": "add a dark mode",
+            "ts": ts,
+            "thread_ts": root["ts"],
+        }
+    )
+    headers = slack_headers(SIGNING_SECRET, body) | {"Content-Type": "application/json"}
+    assert (await first.post_slack(body, headers))[0] == 200
+    for n, replica in enumerate((second, first), start=1):
+        retry = slack_headers(SIGNING_SECRET, body) | {
+            "Content-Type": "application/json",
+            "X-Slack-Retry-Num": str(n),
+            "X-Slack-Retry-Reason": "http_timeout",
+        }
+        started = time.monotonic()
+        assert (await replica.post_slack(body, retry))[0] == 200
+        assert time.monotonic() - started < 1.0  # Slack wants its 200 within 3 s
+    await succeeded(first)
+    await second.settle()
+    assert len(asked(first)) == 1
+    assert len([m for m in thread(first) if "*succeeded*" in m["text"]]) == 1
+
+
 async def test_cancel_stops_a_running_prompt(bot: Bot, tmp_path: Path) -> None:
     await bot.slash(f"prompt #2 fake:hang {tmp_path / 'pids'}")
-    await asyncio.sleep(0.2)
-    asked = next(m for m in thread(bot) if "asked the agent" in m["text"])
+    asked = await bot.slack.wait_for(  # a post waits its turn in the channel (bot/slack/pace.py)
+        lambda s: next((m for m in thread(bot) if "asked the agent" in m["text"]), None)
+    )
     [cancel] = [e for b in asked["blocks"] if b["type"] == "actions" for e in b["elements"]]
     # someone else's prompt: only its author, operators and deployers may cancel it
     refusal = slack_ui.operators_only((), (DEPLOYER,), author=True)
@@ -387,10 +543,28 @@ async def test_a_finished_prompt_loses_its_cancel_button_and_cannot_be_cancelled
     assert bot.slack.responses[-1].body["text"] == slack_ui.prompt_already_ended(job, "succeeded")
 
 
+async def test_a_restart_when_every_prompt_has_ended_posts_no_empty_note(bot: Bot) -> None:
+    """A prompt whose job ended just before the restart is its follower's to report: with
+    nothing carried over or dropped, the thread gets no note (Slack refuses an empty one)."""
+    job = await sent(bot, "add a footer")
+    await succeeded(bot)
+    store = bot.runtime.services.store
+    env = await store.get_environment("Codertocat/Hello-World", 2)
+    assert env is not None and env.thread_ts
+    # its follower has not closed it yet when the restart looks
+    await store.open_relay(Relay(job, env.repo, env.pr, DEVELOPER, env.thread_ts, "add a footer"))
+    calls, before = len(bot.slack.calls), len(thread(bot))
+    await bot.slash("restart PR-2")
+    await bot.slack.wait_for(lambda s: "Restarting" in s.responses[-1].body["text"])
+    await bot.settle()
+    assert [(c.method, c.error) for c in bot.slack.calls[calls:] if not c.ok] == []
+    assert not any("new environment" in m["text"] for m in thread(bot)[before:])
+
+
 async def test_restart_carries_queued_prompts_over_in_order_and_says_what_was_dropped(
     bot: Bot, container: PromptServer
 ) -> None:
-    running = await sent(bot, "fake:slow 2 the running one")
+    running = await sent(bot, "fake:slow 10 the running one")  # running at the restart
     queued = [await sent(bot, text) for text in ("first in the queue", "second in the queue")]
     await bot.slash("restart PR-2")
     await bot.slack.wait_for(lambda s: "Restarting" in s.responses[-1].body["text"])
@@ -415,6 +589,11 @@ async def test_restart_carries_queued_prompts_over_in_order_and_says_what_was_dr
 
 
 ROUNDS = 3
+# Each prompt the container takes posts its Cancel card in the PR's thread, then its result, and
+# posts wait their turn in the channel (about one a second, bot/slack/pace.py): 10 prompts keep a
+# round near 15 s. The extends post nothing, so all 100 of them still race the prompts'
+# bookkeeping. bench/false_refusals.py races 100 prompts with 100 extends.
+PROMPTS, EXTENDS = 10, 100
 # the racing environment's own token (session "": the Facts default the test saves)
 RACING_TOKEN = environment_token(TOKEN, "Codertocat/Hello-World", 2, "")
 
@@ -460,7 +639,7 @@ async def container_process(tmp_path: Path) -> AsyncIterator[str]:
 async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
     make_bot: BotFactory, container_process: str
 ) -> None:
-    """100 `/uat prompt`s and 100 `/uat extend`s on one PR at once, against the prompt server's
+    """10 `/uat prompt`s and 100 `/uat extend`s on one PR at once, against the prompt server's
     own process: every prompt the container took is reported as taken, with its Cancel card in
     the thread (the bookkeeping after it may conflict with the extends), and nobody is told the
     PR is changing too often."""
@@ -485,13 +664,16 @@ async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
     for race in range(ROUNDS):  # the race is timing's: a few of them, the queue emptied between
         before = {r.url_id for r in bot.slack.responses}
         calls = len(bot.slack.calls)
-        prompts = [bot.slash(f"prompt PR-2 task {race}.{i}") for i in range(100)]
-        extends = [bot.slash("extend PR-2") for _ in range(100)]  # each moves the idle stop
+        prompts = [bot.slash(f"prompt PR-2 task {race}.{i}") for i in range(PROMPTS)]
+        extends = [bot.slash("extend PR-2") for _ in range(EXTENDS)]  # each moves the idle stop
         prompted = await asyncio.gather(*prompts)  # their relays are under way when...
         acked = await asyncio.gather(*extends)  # ...the extends come in
         assert {status for status, _ in prompted + acked} == {200}
         await bot.slack.wait_for(
-            lambda s, before=before: len({r.url_id for r in s.responses} - before) == 200,  # type: ignore[misc]
+            lambda s, before=before: (
+                len({r.url_id for r in s.responses} - before)  # type: ignore[misc]
+                == PROMPTS + EXTENDS
+            ),
             timeout=60,
         )
         answers = [r.body["text"] for r in bot.slack.responses if r.url_id not in before]
@@ -499,7 +681,7 @@ async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
         full = [a for a in answers if "already waiting" in a]  # the container's own limit
         extended = [a for a in answers if a.startswith("Codertocat/Hello-World#2 ")]
         extended = [a for a in extended if a != too_often]
-        false_refusals += 200 - len(accepted) - len(full) - len(extended)
+        false_refusals += PROMPTS + EXTENDS - len(accepted) - len(full) - len(extended)
         jobs = {m.group(1) for a in accepted if (m := re.search(r"job `([0-9a-f]+)`", a))}
         cards = {  # as posted (a finished prompt's card loses its button later)
             json.loads(e["value"])["job"]
@@ -510,13 +692,14 @@ async def test_prompts_racing_extends_on_one_pr_are_never_falsely_refused(
             if e.get("action_id") == action_ids.PROMPT_CANCEL
         }
         # every prompt the container did not refuse, it took: each needs its Cancel card
-        uncarded += max(len(jobs - cards), 100 - len(full) - len(cards))
+        uncarded += max(len(jobs - cards), PROMPTS - len(full) - len(cards))
         taken, refused = taken + len(jobs), refused + len(full)
         for job in jobs:  # each one the container really has; cancelled to make room
             async with bot.http.delete(f"{container}/prompts/{job}", headers=auth) as response:
                 assert response.status in (200, 409), await response.text()
     print(
-        f"\n{ROUNDS} x 100 prompts racing 100 extends on one PR: {taken} taken, {refused} refused "
+        f"\n{ROUNDS} x {PROMPTS} prompts racing {EXTENDS} extends on one PR: {taken} taken, "
+        f"{refused} refused "
         f"by the container (its queue was full), {false_refusals} false refusals, {uncarded} "
         "taken without a Cancel card"
     )

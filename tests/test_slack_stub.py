@@ -216,12 +216,14 @@ async def test_thread_replies_are_recorded(stub: SlackStub, client: AsyncWebClie
         client.chat_postMessage(channel="C1", text="x", thread_ts="1111111111.000001"),
         "thread_not_found",
     )
+    stub.add_channel("C2")
     await expect_error(
         client.chat_postMessage(channel="C2", text="x", thread_ts=parent), "thread_not_found"
     )
 
 
 async def test_reply_to_seeded_human_message(stub: SlackStub, client: AsyncWebClient) -> None:
+    stub.add_channel("C9")
     human_ts = stub.add_message("C9", "deploy pr 42 please", user="U123")
     await client.chat_postMessage(channel="C9", text="on it", thread_ts=human_ts)
     assert [m["text"] for m in stub.thread("C9", human_ts)] == ["on it"]
@@ -528,6 +530,7 @@ async def test_invalid_metadata_is_rejected(
 async def test_history_paginates_newest_first(stub: SlackStub, client: AsyncWebClient) -> None:
     stamps = [(await client.chat_postMessage(channel="C1", text=str(i)))["ts"] for i in range(5)]
     await client.chat_postMessage(channel="C1", text="reply", thread_ts=stamps[0])
+    stub.add_channel("C2")
     stub.add_message("C2", "other channel")
 
     pages: list[list[str]] = []
@@ -678,9 +681,8 @@ async def test_files_upload_v2_into_a_thread(stub: SlackStub, client: AsyncWebCl
     assert stored.content == b"x" * 100_000
     assert (stored.length, stored.name, stored.title) == (100_000, "out.txt", "Output")
     assert stored.completed and stored.uploaded
+    [reply] = await stub.wait_for(lambda s: s.thread("C1", parent))
     assert (stored.channel, stored.thread_ts) == ("C1", parent)
-
-    [reply] = stub.thread("C1", parent)
     assert reply["ts"] == stored.message_ts
     assert reply["text"] == "hi"
     assert reply["files"] == [{"id": stored.id, "name": "out.txt", "title": "Output"}]
@@ -710,11 +712,12 @@ async def test_file_upload_without_channel_is_not_shared(
     assert stub.messages == {}
 
 
-async def test_file_shared_to_new_channel_top_level(
+async def test_file_shared_to_another_channel_top_level(
     stub: SlackStub, client: AsyncWebClient
 ) -> None:
+    stub.add_channel("C7")
     resp = await client.files_upload_v2(channel="C7", content="log", filename="log.txt")
-    [msg] = stub.messages["C7"]
+    [msg] = await stub.wait_for(lambda s: s.messages["C7"])
     assert msg["text"] == ""
     assert msg["files"][0]["id"] == resp["file"]["id"]
     assert stub.files[resp["file"]["id"]].message_ts == msg["ts"]
@@ -797,7 +800,7 @@ async def test_complete_upload_errors(stub: SlackStub, client: AsyncWebClient) -
         client.files_completeUploadExternal(files=[{"id": file_id}], channel_id="C1"),
         "invalid_arguments",
     )
-    assert len(stub.messages["C1"]) == 1
+    assert len(await stub.wait_for(lambda s: s.messages["C1"])) == 1
 
 
 async def test_upload_fault_injection(stub: SlackStub, client: AsyncWebClient) -> None:
@@ -847,3 +850,234 @@ async def test_reset_clears_files(stub: SlackStub, client: AsyncWebClient) -> No
     assert len(stub.files) == 1
     stub.reset()
     assert stub.files == {}
+
+
+# ----------------------------------------------------------------------------- Block Kit limits
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def fields(count: int, length: int) -> dict[str, Any]:
+    return {"type": "section", "fields": [{"type": "mrkdwn", "text": "f" * length}] * count}
+
+
+def button(**overrides: Any) -> dict[str, Any]:
+    return {
+        "type": "button",
+        "action_id": "go",
+        "text": {"type": "plain_text", "text": "Go"},
+        **overrides,
+    }
+
+
+def actions(*elements: dict[str, Any], block_id: str | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "actions", "elements": list(elements)}
+    if block_id is not None:
+        block["block_id"] = block_id
+    return block
+
+
+def header(length: int) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": "h" * length}}
+
+
+# (what, the largest Slack accepts, one past it)
+BLOCK_LIMITS: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
+    ("section text 1-3000", [section("x"), section("x" * 3000)], [section("x" * 3001)]),
+    ("empty section text", [section("x")], [section("")]),
+    ("10 fields", [fields(10, 1)], [fields(11, 1)]),
+    ("field of 2000", [fields(1, 2000)], [fields(1, 2001)]),
+    ("header of 150", [header(150)], [header(151)]),
+    (
+        "button text of 75",
+        [actions(button(text={"type": "plain_text", "text": "b" * 75}))],
+        [actions(button(text={"type": "plain_text", "text": "b" * 76}))],
+    ),
+    (
+        "button value of 2000",
+        [actions(button(value="v" * 2000))],
+        [actions(button(value="v" * 2001))],
+    ),
+    (
+        "button url of 3000",
+        [actions(button(url="https://e.x/" + "u" * 2988))],
+        [actions(button(url="https://e.x/" + "u" * 2989))],
+    ),
+    (
+        "unique action_ids in a block",
+        [actions(button(), block_id="a"), actions(button(), block_id="b")],
+        [actions(button(), button())],
+    ),
+    (
+        "unique block_ids in a message",
+        [actions(button(), block_id="a"), actions(button(), block_id="b")],
+        [actions(button(), block_id="a"), actions(button(), block_id="a")],
+    ),
+    ("50 blocks", [{"type": "divider"}] * 50, [{"type": "divider"}] * 51),
+]
+
+
+@pytest.mark.parametrize(
+    ("accepted", "refused"),
+    [(a, r) for _, a, r in BLOCK_LIMITS],
+    ids=[w for w, _, _ in BLOCK_LIMITS],
+)
+async def test_blocks_past_a_slack_limit_are_refused_and_at_the_limit_accepted(
+    stub: SlackStub,
+    client: AsyncWebClient,
+    accepted: list[dict[str, Any]],
+    refused: list[dict[str, Any]],
+) -> None:
+    await expect_error(
+        client.chat_postMessage(channel="C1", text="x", blocks=refused), "invalid_blocks"
+    )
+    assert stub.messages == {}
+    assert (await client.chat_postMessage(channel="C1", text="x", blocks=accepted))["ok"] is True
+
+
+async def test_a_home_tab_takes_100_blocks_and_refuses_101(client: AsyncWebClient) -> None:
+    def home(count: int) -> dict[str, Any]:
+        return {"type": "home", "blocks": [{"type": "divider"}] * count}
+
+    assert (await client.views_publish(user_id="U1", view=home(100)))["ok"] is True
+    await expect_error(client.views_publish(user_id="U1", view=home(101)), "invalid_blocks")
+
+
+async def test_text_past_40000_characters_is_refused(client: AsyncWebClient) -> None:
+    await expect_error(client.chat_postMessage(channel="C1", text="x" * 40_001), "msg_too_long")
+    assert (await client.chat_postMessage(channel="C1", text="x" * 40_000))["ok"] is True
+
+
+# ----------------------------------------------------------------------------- targets
+
+
+async def test_a_channel_that_does_not_exist_is_channel_not_found(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    await expect_error(client.chat_postMessage(channel="C0NONE", text="x"), "channel_not_found")
+    await expect_error(client.conversations_history(channel="C0NONE"), "channel_not_found")
+    await expect_error(
+        client.files_upload_v2(channel="C0NONE", content="x", filename="a.txt"),
+        "channel_not_found",
+    )
+    assert stub.messages == {}
+
+
+async def test_a_public_channel_the_bot_is_not_in_is_not_in_channel(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    stub.add_channel("C0OUT", member=False)
+    await expect_error(client.chat_postMessage(channel="C0OUT", text="x"), "not_in_channel")
+    await expect_error(client.conversations_history(channel="C0OUT"), "not_in_channel")
+    await expect_error(
+        client.chat_postEphemeral(channel="C0OUT", user="U1", text="x"), "not_in_channel"
+    )
+    stub.add_channel("C0OUT")  # invited
+    assert (await client.chat_postMessage(channel="C0OUT", text="x"))["ok"] is True
+
+
+async def test_a_private_channel_the_bot_is_not_in_is_invisible(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    stub.add_channel("G0SECRET", private=True, member=False)
+    await expect_error(client.chat_postMessage(channel="G0SECRET", text="x"), "channel_not_found")
+
+
+async def test_an_archived_channel_takes_no_posts_but_can_be_read(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    ts = (await client.chat_postMessage(channel="C1", text="before"))["ts"]
+    stub.channels["C1"].archived = True
+    await expect_error(client.chat_postMessage(channel="C1", text="x"), "is_archived")
+    await expect_error(client.chat_update(channel="C1", ts=ts, text="y"), "is_archived")
+    history = await client.conversations_history(channel="C1")
+    assert [m["text"] for m in history["messages"]] == ["before"]
+
+
+async def test_another_users_message_cannot_be_updated_or_deleted(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    ts = stub.add_message("C1", "a human's words")
+    await expect_error(
+        client.chat_update(channel="C1", ts=ts, text="mine now"), "cant_update_message"
+    )
+    await expect_error(client.chat_delete(channel="C1", ts=ts), "cant_delete_message")
+    stored = stub.message("C1", ts)
+    assert stored is not None and stored["text"] == "a human's words"
+
+
+async def test_an_unknown_message_is_message_not_found(client: AsyncWebClient) -> None:
+    await client.chat_postMessage(channel="C1", text="x")
+    await expect_error(
+        client.chat_update(channel="C1", ts="1.000001", text="y"), "message_not_found"
+    )
+    await expect_error(client.chat_delete(channel="C1", ts="1.000001"), "message_not_found")
+
+
+async def test_an_ephemeral_for_someone_outside_the_channel_is_user_not_in_channel(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    stub.add_channel("C0TEAM", members={"U0IN"})
+    await expect_error(
+        client.chat_postEphemeral(channel="C0TEAM", user="U0OUT", text="x"), "user_not_in_channel"
+    )
+    assert (await client.chat_postEphemeral(channel="C0TEAM", user="U0IN", text="x"))["ok"]
+    assert [e["user"] for e in stub.ephemerals] == ["U0IN"]
+
+
+async def test_an_edit_past_the_workspaces_edit_window_is_edit_window_closed(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    ts = (await client.chat_postMessage(channel="C1", text="x"))["ts"]
+    stub.edit_window_s = 60
+    assert (await client.chat_update(channel="C1", ts=ts, text="fresh"))["ok"] is True
+    stub.edit_window_s = 0
+    await asyncio.sleep(0.01)
+    await expect_error(client.chat_update(channel="C1", ts=ts, text="late"), "edit_window_closed")
+
+
+async def test_reset_brings_back_the_default_channels_only(stub: SlackStub) -> None:
+    stub.add_channel("C0EXTRA")
+    stub.channels["C1"].member = False
+    stub.reset()
+    assert "C0EXTRA" not in stub.channels and stub.channels["C1"].member
+    with pytest.raises(ValueError, match="add_channel"):
+        stub.add_message("C0EXTRA", "x")
+
+
+async def test_a_private_channels_history_needs_groups_history(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    stub.add_channel("G0PRIVATE", private=True)
+    stub.add_message("G0PRIVATE", "secret")
+    stub.missing_scopes.add("groups:history")
+    exc = await expect_error(client.conversations_history(channel="G0PRIVATE"), "missing_scope")
+    assert exc.response["needed"] == "groups:history"
+    await expect_error(client.conversations_replies(channel="G0PRIVATE", ts="1.0"), "missing_scope")
+    stub.add_message("C1", "public")
+    assert (await client.conversations_history(channel="C1"))["messages"][0]["text"] == "public"
+    stub.missing_scopes.clear()
+    history = await client.conversations_history(channel="G0PRIVATE")
+    assert [m["text"] for m in history["messages"]] == ["secret"]
+
+
+async def test_a_completed_upload_is_shared_only_after_slack_answers(
+    stub: SlackStub, client: AsyncWebClient
+) -> None:
+    stub.share_delay_s = 0.3
+    resp = await client.files_upload_v2(channel="C1", content="log", filename="log.txt")
+    stored = stub.files[resp["file"]["id"]]
+    assert stored.completed and "C1" not in stub.messages and stored.message_ts is None
+    assert (await client.conversations_history(channel="C1"))["messages"] == []
+    [msg] = await stub.wait_for(lambda s: s.messages["C1"])
+    assert msg["files"][0]["id"] == stored.id and stored.message_ts == msg["ts"]
+
+
+async def test_a_pending_share_is_dropped_by_reset(stub: SlackStub, client: AsyncWebClient) -> None:
+    stub.share_delay_s = 0.05
+    await client.files_upload_v2(channel="C1", content="log", filename="log.txt")
+    stub.reset()
+    await asyncio.sleep(0.15)
+    assert stub.messages == {}

@@ -467,3 +467,28 @@ async def test_a_dynamodb_write_failing_past_the_retries_is_store_unavailable(
         assert failed.value.cause == f"DynamoDB {code}"
     finally:
         await store.close()
+
+
+async def test_a_thread_reply_the_store_cannot_claim_is_answered_in_its_thread_as_not_recorded(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.slack import slack_ui
+    from tests.harness.bot import CHANNEL, SIGNING_SECRET
+    from tests.harness.signing import event_body, slack_headers
+
+    store = bot.runtime.services.store
+    assert isinstance(store, SqliteStore)
+    root = bot.slack.add_message(CHANNEL, "Codertocat/Hello-World#2", user="UBOT")
+    ts = bot.slack.add_message(CHANNEL, "add a dark mode", user="U0HUMAN", thread_ts=root)
+    event = {"type": "message", "channel": CHANNEL, "user": "U0HUMAN", "text": "add a dark mode"}
+    body = event_body(event | {"ts": ts, "thread_ts": root})
+    headers = slack_headers(SIGNING_SECRET, body) | {"Content-Type": "application/json"}
+    await store.db.execute("PRAGMA busy_timeout=0")
+    monkeypatch.setattr(sqlite_store, "BUSY_RETRIES", (0.01, 0.01))
+    with locked_for(Path(bot.settings.uat_db), 1.0):
+        assert (await bot.post_slack(body, headers))[0] == 200
+        said = await bot.slack.wait_for(
+            lambda s: [m for m in s.messages[CHANNEL] if m["text"] == slack_ui.NOT_RECORDED],
+            timeout=5,
+        )
+    assert [m.get("thread_ts") for m in said] == [root]

@@ -28,6 +28,7 @@ from bot.logs import outside
 from bot.metrics import Metrics
 from bot.scrub import Scrubber
 from bot.slack import slack_ui
+from bot.slack.pace import Pacer
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +180,9 @@ class SlackChat:
 
     The client's retry handlers take short 429 / 5xx spells; past those, a call is retried with
     backoff (Retry-After when Slack gives one) for up to `patience_s` before it fails. Calls to
-    one channel go one at a time, so a card update never overtakes the one before it.
+    one channel go one at a time, so a card update never overtakes the one before it, and each
+    call waits its turn under Slack's rate limits (`pacer`, bot/slack/pace.py) rather than
+    meeting a 429: a burst of cards is posted at Slack's pace, in the order it came.
 
     When Slack cannot be reached at all (connection refused, timeout), a call logs one line the
     first time and waits quietly; it fails with `SlackUnreachable`. An ephemeral answer does not
@@ -187,11 +190,16 @@ class SlackChat:
     """
 
     def __init__(
-        self, client: AsyncWebClient, metrics: Metrics | None = None, patience_s: float = 600.0
+        self,
+        client: AsyncWebClient,
+        metrics: Metrics | None = None,
+        patience_s: float = 600.0,
+        pacer: Pacer | None = None,
     ) -> None:
         self.client = client
         self.metrics = metrics
         self.patience_s = patience_s
+        self.pacer = pacer or Pacer()
         self._order: dict[str, asyncio.Lock] = {}
 
     async def post(self, message: Message) -> str:
@@ -207,12 +215,15 @@ class SlackChat:
         since = time.time()
         maybe_posted = False
 
+        def in_turn(
+            method: str, call: Callable[[], Awaitable[AsyncSlackResponse]]
+        ) -> Awaitable[AsyncSlackResponse]:
+            return self._attempts(method, call, channel=message.channel)
+
         async def attempt() -> AsyncSlackResponse:
             nonlocal maybe_posted
             if maybe_posted:  # the last attempt may have reached Slack: look before posting
-                found = await self._find(
-                    message.channel, key, message.thread_ts, since, self._attempts
-                )
+                found = await self._find(message.channel, key, message.thread_ts, since, in_turn)
                 if found:
                     raise _Found(found)
             try:
@@ -327,9 +338,15 @@ class SlackChat:
         *,
         wait_for_network: bool = True,
     ) -> AsyncSlackResponse:
+        # The turn is waited for before the channel's lock: a card update waiting for its tier's
+        # turn never holds up the channel's posts, nor the other way round; turns of one kind
+        # come in the order they were asked for, and the lock keeps that order.
+        await self.pacer.turn(method, channel)
         lock = self._order.setdefault(channel, asyncio.Lock())
         async with lock:
-            return await self._attempts(method, call, wait_for_network=wait_for_network)
+            return await self._attempts(
+                method, call, channel=channel, wait_for_network=wait_for_network, turn_taken=True
+            )
 
     def _in_order(self, channel: str) -> Send:
         return lambda method, call: self._send(method, channel, call)
@@ -339,15 +356,22 @@ class SlackChat:
         method: str,
         call: Callable[[], Awaitable[AsyncSlackResponse]],
         *,
+        channel: str | None = None,
         wait_for_network: bool = True,
+        turn_taken: bool = False,
     ) -> AsyncSlackResponse:
-        """`call` until it succeeds, Slack refuses it, or patience runs out (see the class)."""
+        """`call` until it succeeds, Slack refuses it, or patience runs out (see the class);
+        each attempt in its turn under Slack's rate limits for `method` in `channel` (the
+        first one's taken already when `turn_taken`)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.patience_s
         delay = 1.0
         said_unreachable = False
         while True:
             try:
+                if not turn_taken:
+                    await self.pacer.turn(method, channel)
+                turn_taken = False
                 return await call()
             except SlackApiError as exc:
                 status = exc.response.status_code if exc.response is not None else 0
@@ -355,6 +379,8 @@ class SlackChat:
                     raise self._error(method, exc) from None
                 retry_after = exc.response.headers.get("Retry-After") if status == 429 else None
                 wait = float(retry_after) if retry_after else delay
+                if status == 429:
+                    self.pacer.hold(method, channel, wait)
                 failure = exc
             except (aiohttp.ClientError, TimeoutError) as exc:
                 unreachable = SlackUnreachable(method, one_line(exc))

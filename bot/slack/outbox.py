@@ -14,7 +14,10 @@ a restart) builds the message again and calls `Outbox.post` with the same key. A
 posted returns its ts; a key reserved but not recorded is looked up in Slack by its metadata
 first, and posted only when Slack does not have it.
 
-A file is keyed by its name, which Slack keeps with the message that shares it.
+A file is keyed by its name, which Slack keeps with the message that shares it. Slack shares
+a file after files.completeUploadExternal answers, so the share of an upload cut short a moment
+ago may not be there yet: a young reservation is searched again until SHARE_SETTLE_S has passed
+before the file is uploaded a second time.
 
 The caller makes sure one poster at a time works on a key (a launch lease, a relay lease); where
 nothing can (a catch-up on start beside a replica posting the same reply), `exclusive=False`
@@ -36,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 IN_FLIGHT_S = 60.0  # a younger reservation may be a post under way elsewhere (exclusive=False)
 IN_FLIGHT_POLL_S = 1.0
+SHARE_SETTLE_S = 10.0  # how long after an upload its share may still appear in Slack
+SHARE_POLL_S = 0.5
 
 
 class Outbox:
@@ -96,10 +101,16 @@ class Outbox:
             file_id = await self.chat.upload(there)
             return file_id or "uploaded"
 
-        return await self._once(Post(upload.filename, upload.channel, upload.thread_ts), send)
+        post = Post(upload.filename, upload.channel, upload.thread_ts)
+        return await self._once(post, send, settle_s=SHARE_SETTLE_S)
 
     async def _once(
-        self, post: Post, send: Callable[[Post], Awaitable[str]], exclusive: bool = True
+        self,
+        post: Post,
+        send: Callable[[Post], Awaitable[str]],
+        exclusive: bool = True,
+        *,
+        settle_s: float = 0.0,
     ) -> str:
         stored, fresh = await self.store.reserve_post(post)
         in_flight = not (fresh or exclusive)
@@ -115,6 +126,11 @@ class Outbox:
             found = await self.chat.find(
                 stored.channel, post.key, stored.thread_ts, stored.created_at
             )
+            while not found and time.time() - stored.created_at < settle_s:
+                await asyncio.sleep(SHARE_POLL_S)  # what was sent may not be shown yet
+                found = await self.chat.find(
+                    stored.channel, post.key, stored.thread_ts, stored.created_at
+                )
             if found:
                 logger.info("%s was posted before a restart: %s", post.key, found)
                 await self.store.posted(post.key, found)

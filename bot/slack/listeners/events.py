@@ -48,6 +48,27 @@ async def relay_reply(services: Services, event: dict[str, Any]) -> None:
         await services.chat.post(Message(channel, slack_ui.something_went_wrong(ref), None, thread))
 
 
+# A reply "also sent to the channel" is still a reply; every other subtype (an edit
+# `message_changed`, `message_deleted`, `bot_message`, `channel_join`, `message_replied`, ...) is
+# Slack telling of something else. https://docs.slack.dev/reference/events/message/
+RELAYED_SUBTYPES = frozenset({"", "thread_broadcast"})
+
+
+def is_a_persons_reply(event: dict[str, Any], channel: str | None) -> bool:
+    """Whether a `message` event is a person's new reply in a thread of the UAT channel.
+
+    A bot's message (the bot's own included: Bolt drops those first) has a `bot_id`."""
+    thread = event.get("thread_ts")
+    return bool(
+        event.get("channel") == channel
+        and thread
+        and thread != event.get("ts")
+        and event.get("subtype", "") in RELAYED_SUBTYPES
+        and not event.get("bot_id")
+        and event.get("user")
+    )
+
+
 def register(app: AsyncApp, runtime: Runtime) -> None:
     @app.event("app_home_opened")
     async def on_home(event: dict[str, Any], client: AsyncWebClient) -> None:
@@ -67,21 +88,24 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
             logger.warning("%s", SlackUnreachable("views.publish", one_line(exc)).line)
 
     @app.event("message")
-    async def on_message(body: dict[str, Any], event: dict[str, Any]) -> None:
+    async def on_message(event: dict[str, Any]) -> None:
         """A person's reply in a PR's thread is a prompt for that PR's agent."""
-        settings = runtime.services.settings
-        thread = event.get("thread_ts")
-        if (
-            event.get("channel") != settings.uat_channel
-            or not thread
-            or thread == event.get("ts")
-            or event.get("subtype")
-            or event.get("bot_id")
-            or not event.get("user")
-        ):
+        if not is_a_persons_reply(event, runtime.services.settings.uat_channel):
             return
-        if not await runtime.services.store.claim(f"event:{body.get('event_id')}", "message"):
-            return  # Slack's retry of an event already relayed
+        # Slack re-sends an event it got no 200 for in 3 s (X-Slack-Retry-Num, same event_id), and
+        # a reply may reach more than one replica: the store's one-time claim on the message
+        # itself (channel and ts, the same in every copy) lets exactly one of them relay it.
+        key = f"reply:{event.get('channel')}:{event.get('ts')}"
+        try:
+            if not await runtime.services.store.claim(key, "message"):
+                return  # a copy of a reply already relayed
+        except StoreUnavailable as exc:
+            logger.warning("a thread reply was not recorded: %s", exc.line)
+            message = Message(
+                str(event["channel"]), slack_ui.NOT_RECORDED, None, str(event["thread_ts"])
+            )
+            await runtime.services.chat.post(message)
+            return
         runtime.services.tasks.spawn(
             relay_reply(runtime.services, event), name=f"relay reply {event.get('ts')}"
         )

@@ -10,8 +10,10 @@ One module a surface, as Slack's API is divided: ``server`` (lifecycle, recordin
 scopes, the message store), ``chat``, ``conversations`` (history and replies, pagination,
 metadata), ``files`` (the v2 upload flow that ``files_upload_v2`` uses; files land in
 :attr:`SlackStub.files`), ``views``, ``usergroups`` (a user group's members),
-``response_urls``; ``validation`` holds the checks they share (Block Kit through slack_sdk's
-models, message metadata, argument errors) and ``records`` what the stub keeps. Put a scope in
+``response_urls``,
+``socket_mode`` (apps.connections.open and its websocket); ``validation`` holds the checks
+they share (Block Kit through slack_sdk's models, message metadata, argument errors) and
+``records`` what the stub keeps. Put a scope in
 :attr:`SlackStub.missing_scopes` to get ``missing_scope``.
 
 Point a real client at it::
@@ -27,6 +29,7 @@ from tests.harness.slack_stub.conversations import ConversationMethods
 from tests.harness.slack_stub.files import FileMethods
 from tests.harness.slack_stub.records import Call, Response, StubFile
 from tests.harness.slack_stub.response_urls import ResponseUrls
+from tests.harness.slack_stub.socket_mode import SocketModeMethods
 from tests.harness.slack_stub.usergroups import UserGroupMethods
 from tests.harness.slack_stub.validation import validate_blocks
 from tests.harness.slack_stub.views import ViewMethods
@@ -35,7 +38,13 @@ __all__ = ["Call", "Response", "SlackStub", "StubFile", "validate_blocks"]
 
 
 class SlackStub(
-    ChatMethods, ConversationMethods, FileMethods, ViewMethods, UserGroupMethods, ResponseUrls
+    ChatMethods,
+    ConversationMethods,
+    FileMethods,
+    ViewMethods,
+    UserGroupMethods,
+    ResponseUrls,
+    SocketModeMethods,
 ):
     """A loopback Slack Web API server with recording, validation and fault injection: every
     surface above over one server (see `server.StubServer`)."""

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from tests.harness.slack_stub.server import Handler, StubServer
+from tests.harness.slack_stub.server import HISTORY_SCOPES, Handler, StubServer
 from tests.harness.slack_stub.validation import (
     SlackError,
     encode_cursor,
@@ -77,8 +77,15 @@ class ConversationMethods(StubServer):
             "response_metadata": {"next_cursor": encode_cursor(rest[0]["ts"]) if rest else ""},
         }
 
+    def _readable(self, params: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+        """The channel to read, with the history scope its type needs (groups:history for a
+        private one: https://docs.slack.dev/reference/methods/conversations.history)."""
+        channel, messages = self._channel_messages(params)
+        self._require_scope(HISTORY_SCOPES[self.channels[channel].private])
+        return channel, messages
+
     def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
-        _, messages = self._channel_messages(params)
+        _, messages = self._readable(params)
         inside = self._history_window(params)
         limit, cursor = self._page_args(params)
         top = [m for m in messages if not is_reply(m) and inside(m)]
@@ -88,7 +95,7 @@ class ConversationMethods(StubServer):
         return self._page(top, limit, params)
 
     def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel, _ = self._channel_messages(params)
+        channel, _ = self._readable(params)
         ts = self._str_param(params, "ts")
         msg = self.message(channel, ts) if ts is not None else None
         if msg is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import mimetypes
 import time
 from typing import Any
@@ -50,7 +52,7 @@ class FileMethods(StubServer):
                 raise invalid_arguments(f"file {stub_file.id} was not uploaded")
             title = entry.get("title")
             completing.append((stub_file, title if isinstance(title, str) and title else ""))
-        targets = self._share_targets(params)
+        targets = [self._target(c, write=True).id for c in self._share_targets(params)]
         thread_ts = self._str_param(params, "thread_ts")
         if thread_ts is not None and len(targets) != 1:
             raise invalid_arguments("thread_ts needs exactly one channel")
@@ -59,21 +61,22 @@ class FileMethods(StubServer):
         comment = params.get("initial_comment")
         text = comment if isinstance(comment, str) else ""
         shared = [{"id": f.id, "name": f.name, "title": title or f.name} for f, title in completing]
-        posted: list[dict[str, Any]] = []
-        for channel in targets:
-            msg = self._new_message(channel, self._next_ts(), text, None, None, roots[channel])
-            msg["files"] = [dict(item) for item in shared]
-            self._store_post(msg)
-            posted.append(msg)
+        files = [stub_file for stub_file, _ in completing]
+        if targets:
+            # Slack answers before it shares: the share message (and the file's `shares`) can
+            # appear later than the answer (https://github.com/slackapi/node-slack-sdk/issues/1865:
+            # `shares` missing from the answer at times). `share_delay_s` is that delay here.
+            share = functools.partial(self._share, files, shared, text, targets, roots)
+            if self.share_delay_s > 0:
+                loop = asyncio.get_running_loop()
+                self._timers.append(loop.call_later(self.share_delay_s, share))
+            else:
+                share()
         created = int(time.time())
         answer: list[dict[str, Any]] = []
         for stub_file, title in completing:
             stub_file.title = title or stub_file.name
             stub_file.completed = True
-            if posted:
-                stub_file.channel = posted[0]["channel"]
-                stub_file.thread_ts = posted[0]["thread_ts"]
-                stub_file.message_ts = posted[0]["ts"]
             extension = stub_file.name.rpartition(".")[2].lower() if "." in stub_file.name else ""
             answer.append(
                 {
@@ -90,6 +93,26 @@ class FileMethods(StubServer):
                 }
             )
         return {"ok": True, "files": answer}
+
+    def _share(
+        self,
+        files: list[StubFile],
+        shared: list[dict[str, Any]],
+        text: str,
+        targets: list[str],
+        roots: dict[str, str | None],
+    ) -> None:
+        """Post the message carrying the files in each target (a thread reply under its root)."""
+        posted: list[dict[str, Any]] = []
+        for channel in targets:
+            msg = self._new_message(channel, self._next_ts(), text, None, None, roots[channel])
+            msg["files"] = [dict(item) for item in shared]
+            self._store_post(msg)
+            posted.append(msg)
+        for stub_file in files:
+            stub_file.channel = posted[0]["channel"]
+            stub_file.thread_ts = posted[0]["thread_ts"]
+            stub_file.message_ts = posted[0]["ts"]
 
     def _share_targets(self, params: dict[str, Any]) -> list[str]:
         """``channel_id`` then the comma-separated ``channels``, without duplicates."""

@@ -101,3 +101,19 @@ class UserGroup:
 
     users: list[str] = field(default_factory=list)
     disabled: bool = False
+
+
+@dataclass
+class StubChannel:
+    """A conversation the workspace has (see `SlackStub.add_channel`).
+
+    ``member`` is whether the bot is in it; ``members`` who else is (None: everyone, as in a
+    workspace's default channel); a ``private`` channel needs ``groups:history`` to read and is
+    invisible (``channel_not_found``) to a bot outside it; an ``archived`` one takes no posts.
+    """
+
+    id: str
+    private: bool = False
+    archived: bool = False
+    member: bool = True
+    members: set[str] | None = None

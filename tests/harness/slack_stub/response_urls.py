@@ -24,6 +24,7 @@ class ResponseUrls(StubServer):
         """
         url_id = f"R{next(self._id_counter):06d}"
         self._response_targets[url_id] = ResponseTarget(channel, message_ts)
+        self.response_url_limits.issued(url_id)
         return f"{self.base_url}response/{url_id}"
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
@@ -46,6 +47,10 @@ class ResponseUrls(StubServer):
         if fault is not None:
             record.failed_status = fault.status
             return self._fault_response(fault)
+        refusal = self.response_url_limits.refusal(url_id)
+        if refusal is not None:  # past 5 uses or 30 minutes (see `limits`)
+            record.error = refusal
+            return web.Response(status=404, text=refusal)
         if not isinstance(body, dict):
             record.error = "invalid_payload"
             return web.Response(status=400, text=record.error)
@@ -56,6 +61,10 @@ class ResponseUrls(StubServer):
             record.errors = list(exc.extra.get("errors", []))
             return web.Response(status=400, text=exc.error)
         return web.Response(status=200, text="ok")
+
+    def age_response_url(self, url: str, seconds: float) -> None:
+        """Make the response_url `url` as if Slack issued it `seconds` ago."""
+        self.response_url_limits.age(url.rsplit("/", 1)[-1], seconds)
 
     def _apply_response(self, target: ResponseTarget, body: dict[str, Any]) -> None:
         if body.get("delete_original") is True:

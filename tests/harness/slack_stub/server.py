@@ -13,11 +13,13 @@ from typing import Any, Self, TypeVar
 
 from aiohttp import web
 
+from tests.harness.slack_stub.limits import RateLimits, ResponseUrlLimits
 from tests.harness.slack_stub.records import (
     Call,
     Fault,
     Response,
     ResponseTarget,
+    StubChannel,
     StubFile,
     UserGroup,
 )
@@ -56,18 +58,28 @@ BOT_SCOPES = (
     "groups:history",
     "usergroups:read",
 )
-# The scope each method needs (methods not listed need none, e.g. views.*, chat.getPermalink).
+# The scope each method needs (methods not listed need none, e.g. views.*, chat.getPermalink);
+# conversations.history/replies need the scope of the channel's type, see HISTORY_SCOPES.
+# https://docs.slack.dev/reference/methods/chat.postMessage (chat:write),
+# https://docs.slack.dev/reference/methods/files.getUploadURLExternal (files:write),
+# https://docs.slack.dev/reference/methods/usergroups.users.list (usergroups:read).
 REQUIRED_SCOPES = {
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
     "chat.postEphemeral": "chat:write",
     "chat.delete": "chat:write",
-    "conversations.history": "channels:history",
-    "conversations.replies": "channels:history",
     "files.getUploadURLExternal": "files:write",
     "files.completeUploadExternal": "files:write",
     "usergroups.users.list": "usergroups:read",
 }
+# https://docs.slack.dev/reference/methods/conversations.history: "channels:history" for public
+# channels, "groups:history" for private ones (im:/mpim: for DMs, which the bot does not read).
+HISTORY_SCOPES = {False: "channels:history", True: "groups:history"}
+# The channels every stub starts with, the bot a member of each: the UAT channel the test
+# harness uses (tests/harness/bot.py), the one the signing fixtures name, and "C1".
+DEFAULT_CHANNELS = ("C0UAT", "C2147483705", "C1")
+# files.completeUploadExternal shares its file this long after answering (see files.py).
+SHARE_DELAY_S = 0.2
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
@@ -86,7 +98,16 @@ class StubServer:
         self.files: dict[str, StubFile] = {}
         self.missing_scopes: set[str] = set()
         self.usergroups: dict[str, UserGroup] = {}
+        self.channels: dict[str, StubChannel] = {}
+        # Set to refuse chat.update of a message older than this many seconds (edit_window_closed).
+        self.edit_window_s: float | None = None
+        self._add_default_channels()
+        # How long after files.completeUploadExternal answers its share message appears.
+        self.share_delay_s = SHARE_DELAY_S
+        self._timers: list[asyncio.TimerHandle] = []
         self._faults: list[Fault] = []
+        self.rate_limits = RateLimits()
+        self.response_url_limits = ResponseUrlLimits()
         self._response_targets: dict[str, ResponseTarget] = {}
         self._last_ts_micros = 0
         self._id_counter = itertools.count(1)
@@ -112,6 +133,9 @@ class StubServer:
 
     async def stop(self) -> None:
         """Stop serving (idempotent)."""
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -176,14 +200,36 @@ class StubServer:
         """Store a message as if a human posted it (e.g. to reply in its thread); return its ts.
 
         A reply updates its root's ``reply_count``/``latest_reply`` when the root is stored (an
-        unknown ``thread_ts`` is allowed). Nothing is recorded in :attr:`calls`.
+        unknown ``thread_ts`` is allowed). Nothing is recorded in :attr:`calls`. The channel must
+        exist (a default one, or see :meth:`add_channel`).
         """
+        if channel not in self.channels:
+            raise ValueError(f"no channel {channel!r} in the stub: add_channel({channel!r}) first")
         ts = self._next_ts()
         msg = self._new_message(channel, ts, text, blocks, None, thread_ts)
         msg["user"] = user
         msg.pop("bot_id", None)
         self._store_post(msg)  # a reply bumps its (existing) root's reply_count
         return ts
+
+    def add_channel(
+        self,
+        channel: str,
+        *,
+        private: bool = False,
+        archived: bool = False,
+        member: bool = True,
+        members: set[str] | None = None,
+    ) -> StubChannel:
+        """Make ``channel`` exist (replacing one of that id): see :class:`StubChannel`."""
+        record = StubChannel(channel, private, archived, member, members)
+        self.channels[channel] = record
+        return record
+
+    def _add_default_channels(self) -> None:
+        self.channels.clear()
+        for channel in DEFAULT_CHANNELS:
+            self.add_channel(channel)
 
     def fail(
         self,
@@ -202,6 +248,11 @@ class StubServer:
         if times < 1:
             raise ValueError("times must be >= 1")
         self._faults.append(Fault(method, status, retry_after, times))
+
+    def real_rate_limits(self) -> None:
+        """From now on, answer 429 past Slack's own rate limits (see `limits`); the number of
+        429s answered so is `rate_limits.refused`."""
+        self.rate_limits.on()
 
     def fail_after_storing(
         self, method: str, status: int = 500, times: int = 1, delay_s: float = 0.0
@@ -234,7 +285,9 @@ class StubServer:
         )
 
     def reset(self) -> None:
-        """Forget calls, messages, ephemerals, responses, views, files, faults, missing scopes.
+        """Forget calls, messages, ephemerals, responses, views, files, faults, missing scopes,
+        channels added (the default ones are back, joined), Slack's rate limits (off again, their
+        buckets full).
 
         The server keeps running; issued response URLs stay valid; ts values keep increasing.
         """
@@ -249,6 +302,12 @@ class StubServer:
         self.opened_views.clear()
         self.usergroups.clear()
         self._faults.clear()
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        self.edit_window_s = None
+        self.rate_limits = RateLimits(self.rate_limits.clock)
+        self._add_default_channels()
 
     async def wait_for(
         self,
@@ -403,7 +462,13 @@ class StubServer:
 
     def _check_scope(self, method: str) -> None:
         needed = REQUIRED_SCOPES.get(method)
-        if needed is not None and needed in self.missing_scopes:
+        if needed is not None:
+            self._require_scope(needed)
+
+    def _require_scope(self, needed: str) -> None:
+        """``missing_scope`` naming the scope ``needed`` and those the token has
+        (https://docs.slack.dev/authentication/tokens: the error says what was needed)."""
+        if needed in self.missing_scopes:
             provided = ",".join(s for s in BOT_SCOPES if s not in self.missing_scopes)
             raise SlackError("missing_scope", needed=needed, provided=provided)
 
@@ -421,11 +486,11 @@ class StubServer:
         fault = self._take_fault(method)
         if fault is not None and not fault.after_storing:
             call.failed_status = fault.status
-            channel = params.get("channel")
-            if method == "chat.postMessage" and isinstance(channel, str) and channel:
-                # the channel is there (this stub knows channels by what was posted in them)
-                self.messages.setdefault(channel, [])
             return self._fault_response(fault)
+        retry_after = self.rate_limits.retry_after(method, self._str_param(params, "channel"))
+        if retry_after is not None:
+            call.failed_status = 429
+            return self._fault_response(Fault(method, 429, retry_after, 1))
         try:
             handler = self._handlers().get(method)
             if handler is None:
@@ -507,14 +572,36 @@ class StubServer:
             raise SlackError("msg_too_long")
         return text, blocks, attachments
 
-    def _channel_messages(self, params: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-        channel = self._str_param(params, "channel")
-        if channel is None or channel not in self.messages:
-            raise SlackError("channel_not_found")
-        return channel, self.messages[channel]
+    def _target(self, channel: str | None, *, write: bool = False) -> StubChannel:
+        """The channel a call names, refused as Slack refuses it.
 
-    def _existing(self, params: dict[str, Any], ts_field: str) -> tuple[str, dict[str, Any]]:
-        channel, _ = self._channel_messages(params)
+        https://docs.slack.dev/reference/methods/chat.postMessage (and chat.update,
+        chat.postEphemeral, conversations.history): ``channel_not_found`` for a channel that does
+        not exist or a private one the bot is not in (it cannot see it), ``not_in_channel`` for a
+        public one it has not joined (the bot has no chat:write.public), ``is_archived`` for a
+        post into an archived one.
+        """
+        record = self.channels.get(channel) if channel is not None else None
+        if record is None or (record.private and not record.member):
+            raise SlackError("channel_not_found")
+        if not record.member:
+            raise SlackError("not_in_channel")
+        if write and record.archived:
+            raise SlackError("is_archived")
+        return record
+
+    def _channel_messages(
+        self, params: dict[str, Any], *, write: bool = False
+    ) -> tuple[str, list[dict[str, Any]]]:
+        record = self._target(self._str_param(params, "channel"), write=write)
+        return record.id, self.messages.get(record.id, [])
+
+    def _existing(
+        self, params: dict[str, Any], ts_field: str, *, write: bool = False
+    ) -> tuple[str, dict[str, Any]]:
+        """The stored message ``ts_field`` names: ``message_not_found`` when there is none
+        (https://docs.slack.dev/reference/methods/chat.update)."""
+        channel, _ = self._channel_messages(params, write=write)
         ts = self._str_param(params, ts_field)
         msg = self.message(channel, ts) if ts is not None else None
         if msg is None:

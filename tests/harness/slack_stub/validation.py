@@ -10,9 +10,18 @@ from typing import Any
 
 from slack_sdk.models.blocks import Block
 
+# https://docs.slack.dev/reference/methods/chat.postMessage: text is truncated past 40,000
+# characters and ``msg_too_long`` refused; "up to 50 blocks" in a message.
 MAX_TEXT_CHARS = 40_000
 MAX_MESSAGE_BLOCKS = 50
+# https://docs.slack.dev/reference/views: "up to 100 blocks" in a modal or Home tab view.
 MAX_VIEW_BLOCKS = 100
+# https://docs.slack.dev/reference/block-kit/blocks/section-block: text "Minimum length ... is 1
+# and maximum length is 3000 characters"; fields: "Maximum number of items is 10. Maximum length
+# for the text in each item is 2000 characters." slack_sdk checks the 3,000 and the 10 (and a
+# header's 150, a button's text 75 / value 2,000 / url 3,000); the rest is checked here.
+MIN_SECTION_TEXT_CHARS = 1
+MAX_SECTION_FIELD_CHARS = 2_000
 MAX_ATTACHMENTS = 100
 # Fields Slack accepts as a JSON-encoded string inside form/query data.
 JSON_FIELDS = ("blocks", "attachments", "view", "metadata", "files")
@@ -74,6 +83,10 @@ def checked_metadata(params: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         return _raise_metadata("invalid_metadata_format", "metadata must be a JSON object")
     event_type = value.get("event_type")
+    # https://docs.slack.dev/messaging/message-metadata/designing-metadata-event-schema (was
+    # https://api.slack.com/reference/metadata): event_type "should be an alphanumeric string"
+    # (snake_case), but "none of these guidelines are enforced programmatically", so only its
+    # presence is checked here; refusing e.g. "uat.card" would be stricter than Slack.
     if not isinstance(event_type, str) or not event_type:
         return _raise_metadata("invalid_metadata_schema", "event_type must be a non-empty string")
     payload = value.get("event_payload")
@@ -117,7 +130,50 @@ def validate_blocks(
             parsed.to_dict()
         except Exception as exc:  # slack_sdk raises SlackObjectFormationError, TypeError, ...
             errors.append(f"{exc} {pointer}")
-    return errors
+            continue
+        errors += [f"{problem} {pointer}" for problem in _unchecked_by_slack_sdk(raw)]
+    return errors + _duplicate_block_ids(blocks, where)
+
+
+def _unchecked_by_slack_sdk(block: dict[str, Any]) -> list[str]:
+    """What Slack refuses in one block that slack_sdk's models let through."""
+    problems: list[str] = []
+    if block["type"] == "section":
+        text = block.get("text")
+        if isinstance(text, dict) and len(str(text.get("text", ""))) < MIN_SECTION_TEXT_CHARS:
+            problems.append(f"text must be at least {MIN_SECTION_TEXT_CHARS} character")
+        for field_obj in block.get("fields") or []:
+            if isinstance(field_obj, dict) and len(str(field_obj.get("text", ""))) > (
+                MAX_SECTION_FIELD_CHARS
+            ):
+                problems.append(f"fields item cannot exceed {MAX_SECTION_FIELD_CHARS} characters")
+    # https://docs.slack.dev/reference/block-kit/block-elements: an action_id "should be unique
+    # among all other action_ids in the containing block" (Slack refuses a repeat).
+    elements = [e for e in block.get("elements") or [] if isinstance(e, dict)]
+    for key in ("accessory", "element"):
+        if isinstance(block.get(key), dict):
+            elements.append(block[key])
+    action_ids = [e["action_id"] for e in elements if isinstance(e.get("action_id"), str)]
+    for action_id in sorted({a for a in action_ids if action_ids.count(a) > 1}):
+        problems.append(f"action_id {action_id!r} is not unique in its block")
+    return problems
+
+
+def _duplicate_block_ids(blocks: list[Any], where: str) -> list[str]:
+    """https://docs.slack.dev/reference/block-kit/blocks: "block_id should be unique for each
+    message and each iteration of a message" (Slack refuses a repeat with invalid_blocks)."""
+    seen: set[str] = set()
+    problems: list[str] = []
+    for index, raw in enumerate(blocks):
+        block_id = raw.get("block_id") if isinstance(raw, dict) else None
+        if not isinstance(block_id, str):
+            continue
+        if block_id in seen:
+            problems.append(
+                f"block_id {block_id!r} is not unique [json-pointer:/{where}/{index}/block_id]"
+            )
+        seen.add(block_id)
+    return problems
 
 
 def decode_json_field(value: Any) -> Any:
