@@ -178,7 +178,8 @@ async def _scenario(endpoint: str, workdir: Path) -> dict[str, Any]:
     try:
         async with SlackStub(token=BOT_TOKEN) as stub, aiohttp.ClientSession() as http:
             env = {**AWS_ENV, **account.env(containers.url), "AWS_ENDPOINT_URL": proxy_url}
-            env.pop("UAT_POLL_SECONDS")  # the default
+            for tuned in ("UAT_POLL_SECONDS", "UAT_QUICK_POLL_SECONDS"):
+                env.pop(tuned, None)  # the defaults
             process = BotProcess(bot_env(stub, workdir, **env), workdir)
             await process.start(timeout=60)
             cards = Cards(stub, CHANNEL)

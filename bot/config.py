@@ -39,6 +39,9 @@ HINTS: dict[str, str] = {
         "never this value"
     ),
     "UAT_POLL_SECONDS": "seconds between ECS status polls, a number > 0, e.g. 10",
+    "UAT_QUICK_POLL_SECONDS": (
+        "seconds between the first probes of a starting environment, a number > 0, e.g. 0.5"
+    ),
     "UAT_IDLE_HOURS": "hours without activity before an environment is stopped, e.g. 8",
     "UAT_CONTAINER_URL": (
         f"a URL, with {', '.join('{' + p + '}' for p in PLACEHOLDERS)} if needed, "
@@ -196,6 +199,8 @@ class Settings(BaseSettings):
     uat_store: Literal["sqlite", "dynamodb"] = "sqlite"
     uat_dynamodb_table: str = "uat-bot"
     uat_poll_seconds: float = Field(10.0, gt=0)
+    # how often a starting environment is probed at first (bot/environments/watcher.py)
+    uat_quick_poll_seconds: float = Field(0.5, gt=0)
     uat_idle_hours: float = Field(8.0, gt=0)
 
     @field_validator(

@@ -49,6 +49,10 @@ def own_family(settings: Settings) -> str:
 ReadyHook = Callable[[Environment], Coroutine[Any, Any, None]]
 
 
+def _unwatched(repo: str, pr: int) -> None:
+    """`Context.follow` until a watcher takes it over: nothing watches quickly."""
+
+
 @dataclass(frozen=True)
 class PullRequest:
     """What the bot keeps about a PR, for its card and its task's environment."""
@@ -130,6 +134,8 @@ class Context:
     # called (as tasks) when an environment becomes ready: the prompt relay sends what a
     # restart carried over
     when_ready: list[ReadyHook] = field(default_factory=list)
+    # puts a starting environment on the watcher's quick lane (bot/environments/watcher.py)
+    follow: Callable[[str, int], None] = _unwatched
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.store, self.chat)

@@ -14,6 +14,7 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from bot.aws.gateways import INSTANCE_TAG, AwsError
 from bot.config import TAG_VALUE_MAX
@@ -42,6 +43,8 @@ from bot.store import (
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 LAUNCH_LEASE_S = 15.0
 # A launch that AWS or the store fails in a way waiting may mend (throttling, 5xx, the network,
 # a busy store) past botocore's own retries is tried again after these pauses (about two minutes
@@ -58,6 +61,14 @@ def tag_safe(value: str) -> str:
     """`value` with what ECS refuses in a tag value left out (a GitHub login never has any)."""
     kept = "".join(ch for ch in value if ch.isalnum() or ch in " _.:/=+-@")
     return kept[:TAG_VALUE_MAX]
+
+
+def _result(outcome: T | BaseException) -> T:
+    """One outcome of `asyncio.gather(..., return_exceptions=True)`, as it is used: its value,
+    or its exception raised."""
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
 
 def pull_ref(pr: int) -> str:
@@ -207,7 +218,19 @@ class Launcher:
 
     async def _launch(self, repo: str, pr: int, session: str) -> None:
         ctx = self.ctx
-        env = await self._ensure_thread(repo, pr, session)
+        env = await ctx.store.get_environment(repo, pr)
+        if env is None or env.facts.session != session or env.state != State.STARTING:
+            return  # superseded by a later request
+        # The card and what the launch needs to know from AWS at the same time: none of them
+        # changes what another reads, and each result is used (or its error raised) below.
+        shown, started_by, image_of_tag, repository = await asyncio.gather(
+            self._ensure_thread(env),
+            ctx.ecs.tasks_started_by(session),
+            ctx.ecr.describe(ctx.labels.get(env.label, "latest")),
+            ctx.ecr.repository_uri(),
+            return_exceptions=True,
+        )
+        env = _result(shown)
         if env is None:
             return
         if env.facts.replace is not None:
@@ -224,18 +247,18 @@ class Launcher:
             if env is None:
                 return
         tag = ctx.labels.get(env.label, "latest")
-        existing = await ctx.ecs.tasks_started_by(session)
+        existing = _result(started_by)
         if existing:  # a launch interrupted after RunTask: adopt its task
             task = (await ctx.ecs.describe(existing[:1])).get(existing[0])
             if task is None:
                 raise UserError(slack_ui.TASK_VANISHED)
         else:
-            image = await ctx.ecr.describe(tag)
+            image = _result(image_of_tag)
             if image is None:
                 raise UserError(slack_ui.no_image(tag))
             definition = env.facts.task_definition
             if not definition or env.image_digest != image.digest:
-                uri = await ctx.ecr.repository_uri()
+                uri = _result(repository)
                 definition = await ctx.ecs.register_pinned(
                     ctx.settings.uat_task_definition or "",
                     ctx.family,
@@ -275,6 +298,7 @@ class Launcher:
             if saved is not None:
                 await self.stopper.finish_stop(repo, pr)
             return
+        ctx.follow(repo, pr)
         await self.thread.show(saved)
 
     def tags(self, env: Environment, digest: str) -> dict[str, str]:
@@ -306,11 +330,10 @@ class Launcher:
             "UAT_PROMPT_TOKEN": token or "",
         }
 
-    async def _ensure_thread(self, repo: str, pr: int, session: str) -> Environment | None:
+    async def _ensure_thread(self, env: Environment) -> Environment | None:
+        """`env` with its PR's card posted (once, whoever posts it)."""
         ctx = self.ctx
-        env = await ctx.store.get_environment(repo, pr)
-        if env is None or env.facts.session != session or env.state != State.STARTING:
-            return None  # superseded by a later request
+        repo, pr = env.repo, env.pr
         if env.thread_ts:
             await self.thread.show(env)
             return env
