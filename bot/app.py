@@ -24,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.aws.codebuild import CodeBuild
 from bot.aws.gateways import Ecr, Ecs, ErrorHook
+from bot.aws.queue import EventQueue
 from bot.config import Settings, token_refused
 from bot.container import ContainerClient
 from bot.environments import Context, Environments
@@ -264,8 +265,21 @@ def build_runtime(
     )
     ecs = Ecs(settings, session)
     ecs.on_error = metrics.aws_error
+    events_queue = EventQueue(settings, session) if settings.uat_events_queue else None
+    if events_queue is not None:
+        events_queue.on_error = metrics.aws_error
     environments = Environments(
-        Context(settings, store, chat, pipeline.ecr, ecs, container, tasks, metrics=metrics)
+        Context(
+            settings,
+            store,
+            chat,
+            pipeline.ecr,
+            ecs,
+            container,
+            tasks,
+            metrics=metrics,
+            events_queue=events_queue,
+        )
     )
     services = Services(
         settings=settings,

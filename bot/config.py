@@ -58,6 +58,11 @@ HINTS: dict[str, str] = {
         "or UAT_BUILDER=docker"
     ),
     "UAT_BUILD_TIMEOUT_S": "seconds a CodeBuild build may take before it is stopped, e.g. 1800",
+    "UAT_EVENTS_QUEUE": (
+        "the URL of the SQS queue an EventBridge rule fills with ECS Task State Change events "
+        "(docs/ecs-events.json), "
+        "e.g. https://sqs.us-east-1.amazonaws.com/123456789012/uat-ecs-events"
+    ),
     "UAT_INSTANCE": (
         "this installation's name, tagged on every task it starts (it acts on no other), "
         "e.g. uat/test-tickets-uat; letters, numbers, spaces and _ . : / = + - @"
@@ -187,6 +192,8 @@ class Settings(BaseSettings):
     uat_assign_public_ip: Literal["ENABLED", "DISABLED"] = "DISABLED"
     uat_alb_listener_arn: str | None = None
     uat_launch_timeout_s: float = Field(900.0, gt=0)
+    # an SQS queue of ECS Task State Change events; unset: polling alone
+    uat_events_queue: str | None = None
     # this installation's name (see `installation`); never read from the store, so a lost or
     # wrong store cannot change which tasks are this bot's
     uat_instance: str | None = None
@@ -221,6 +228,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("uat_events_queue")
+    @classmethod
+    def _queue_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be the queue's URL, starting with https://")
+        return value or None
 
     @field_validator("uat_container_url", "uat_app_url")
     @classmethod

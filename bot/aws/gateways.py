@@ -379,6 +379,11 @@ class LaunchRefused(AwsError):
     """RunTask did not start a task; the message is AWS's reason."""
 
 
+def task_info(raw: Any) -> TaskInfo:
+    """A task as DescribeTasks, or an ECS Task State Change event's `detail`, describes it."""
+    return _task(raw)
+
+
 def _task(raw: Any) -> TaskInfo:
     ip = None
     for attachment in raw.get("attachments", []):

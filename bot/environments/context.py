@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bot.aws.gateways import INSTANCE_TAG, Ecr, Ecs, TaskInfo
+from bot.aws.queue import EventQueue
 from bot.config import Settings
 from bot.container import ContainerClient
 from bot.github import PullRequestEvent
@@ -136,6 +137,8 @@ class Context:
     when_ready: list[ReadyHook] = field(default_factory=list)
     # puts a starting environment on the watcher's quick lane (bot/environments/watcher.py)
     follow: Callable[[str, int], None] = _unwatched
+    # UAT_EVENTS_QUEUE's ECS task state changes (bot/environments/events.py), when it is set
+    events_queue: EventQueue | None = None
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.store, self.chat)

@@ -1,6 +1,7 @@
 """Watching environments: while this replica holds the watcher lease, one round per
-UAT_POLL_SECONDS describes every active task together (one DescribeTasks per 100), asks each
-running container's /health, and moves each environment on (or fails or idles it out).
+UAT_POLL_SECONDS (SLOW_POLL_FACTOR times that while ECS events flow, bot/environments/events.py)
+describes every active task together (one DescribeTasks per 100), asks each running
+container's /health, and moves each environment on (or fails or idles it out).
 
 Environments that are starting are also probed on their own, shorter cadence (every
 UAT_QUICK_POLL_SECONDS at first, then at a thirtieth of how long they have been starting, never less
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -41,6 +43,7 @@ logger = logging.getLogger(__name__)
 QUICK_SLOWDOWN = 1 / 30  # then at this fraction of how long it has been starting
 QUICK_TICK_S = 0.1  # how often the quick lane looks for starting environments that are due
 QUICK_CONCURRENCY = 16  # the quick lane's checks (/health probes) at a time
+SLOW_POLL_FACTOR = 6  # while ECS events flow (bot/environments/events.py), the poll waits longer
 
 
 class Watcher:
@@ -60,6 +63,10 @@ class Watcher:
         self.starting: dict[tuple[str, int], float] = {}
         self.quick_limit = asyncio.Semaphore(QUICK_CONCURRENCY)
         ctx.follow = self.follow
+        # what else runs beside the rounds (the ECS events' follower), and whether the poll
+        # may run SLOW_POLL_FACTOR times less often (events flow)
+        self.followers: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.slower: Callable[[], bool] = lambda: False
 
     async def close(self) -> None:
         """On a graceful shutdown, hand the watcher lease over at once rather than at expiry."""
@@ -79,10 +86,13 @@ class Watcher:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._rounds())
             group.create_task(self._quick_lane())
+            for follower in self.followers:
+                group.create_task(follower())
 
     async def _rounds(self) -> None:
         reconciled = False
         poll_s = self.ctx.settings.uat_poll_seconds
+        polled: float | None = None  # time.monotonic() of this holder's last round
         while True:
             try:
                 held = await self.ctx.store.hold_lease(
@@ -93,9 +103,13 @@ class Watcher:
                     if not reconciled:
                         await self.reconciler.reconcile()
                         reconciled = True
-                    await self.poll()
+                    every = poll_s * (SLOW_POLL_FACTOR if self.slower() else 1)
+                    # the lease is renewed every poll_s; a round runs when it is due
+                    if polled is None or time.monotonic() - polled + poll_s / 2 >= every:
+                        polled = time.monotonic()
+                        await self.poll()
                 else:
-                    reconciled = False
+                    reconciled, polled = False, None
             except asyncio.CancelledError:
                 raise
             except Exception:
