@@ -15,12 +15,17 @@ and watches the PR cards in the stub (sampled every few milliseconds):
   default poll interval; until its card says ready.
 * steady state: every environment ready, DescribeTasks calls (at the proxy) per watcher round
   (the bot's /metrics `uat_poll_duration_seconds_count`) over three rounds; the goal is ceil(N/100).
-* task stopped by ECS -> card says so: N more PRs, labeled and running but not ready yet (a
-  container that crashes while starting); each task is stopped in moto at its own instant,
-  spread over one poll interval; until its card says failed.
+* ready task stopped by ECS -> card says so: then each of those ready tasks is stopped in moto
+  at its own instant, spread over one poll interval; until its card says failed.
+* task stopped by ECS while starting -> card says so: N more PRs, labeled and running but not
+  ready yet (a container that crashes while starting), stopped the same way.
+* with UAT_EVENTS_QUEUE: a second bot follows an SQS queue in moto; N PRs are made ready, then
+  each task is stopped at its own instant and AWS's documented "ECS Task State Change" event
+  (tests/fixtures/aws) for it is sent to the queue at once, as EventBridge would; until its card
+  says failed. Its baseline is the same measure on the defaults (found by the poll).
 
-The latency rows compare the p99 with one UAT_POLL_SECONDS: what a watcher that only polls adds
-at worst.
+The polling latency rows compare the p99 with one UAT_POLL_SECONDS: what a watcher that only
+polls adds at worst.
 """
 
 from __future__ import annotations
@@ -156,8 +161,33 @@ async def _wait_for(check: Callable[[], Any], timeout: float, what: str) -> None
         await asyncio.sleep(0.05)
 
 
-async def _scenario(endpoint: str, workdir: Path) -> dict[str, Any]:
+def _stop_event(task_arn: str, version: int) -> str:
+    """AWS's documented "ECS Task State Change" event (tests/fixtures/aws), as EventBridge
+    would put it in the queue for `task_arn` having stopped."""
+    from tests.harness.bot import FIXTURES
+    from tests.harness.uat_aws import CLUSTER
+
+    event = json.loads(
+        (FIXTURES / "aws" / "ecs_task_state_change.RUNNING.awsdocs.json").read_text()
+    )
+    event["id"] = str(uuid.uuid4())
+    event["resources"] = [task_arn]
+    event["detail"].update(
+        taskArn=task_arn,
+        clusterArn=f"arn:aws:ecs:us-east-1:123456789012:cluster/{CLUSTER}",
+        lastStatus="STOPPED",
+        desiredStatus="STOPPED",
+        stoppedReason="Essential container in task exited",
+        version=version,
+    )
+    return json.dumps(event)
+
+
+async def _scenario(endpoint: str, workdir: Path, events: bool = False) -> dict[str, Any]:
+    """The polling rows on the defaults; with `events`, only ready environments stopped by ECS,
+    the bot following UAT_EVENTS_QUEUE and the benchmark sending each stop's event at once."""
     import aiohttp
+    import boto3
 
     from bench.environments import Sender, labeled_payload, reset_moto
     from tests.harness.bot import BOT_TOKEN, CHANNEL, FIXTURES, bot_env
@@ -180,6 +210,10 @@ async def _scenario(endpoint: str, workdir: Path) -> dict[str, Any]:
             env = {**AWS_ENV, **account.env(containers.url), "AWS_ENDPOINT_URL": proxy_url}
             for tuned in ("UAT_POLL_SECONDS", "UAT_QUICK_POLL_SECONDS"):
                 env.pop(tuned, None)  # the defaults
+            sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+            queue = sqs.create_queue(QueueName="uat-ecs-events")["QueueUrl"]
+            if events:
+                env["UAT_EVENTS_QUEUE"] = queue
             process = BotProcess(bot_env(stub, workdir, **env), workdir)
             await process.start(timeout=60)
             cards = Cards(stub, CHANNEL)
@@ -209,6 +243,45 @@ async def _scenario(endpoint: str, workdir: Path) -> dict[str, Any]:
             containers.ready(999)
             await cards.wait([999], ("ready",), 60)
 
+            def task_arns() -> dict[int, str]:
+                return {
+                    int(tags["pr"]): task["taskArn"]
+                    for task in account.tasks("RUNNING")
+                    if (tags := {t["key"]: t["value"] for t in task.get("tags", [])}).get("pr")
+                }
+
+            async def stop_one_by_one(prs: list[int], send_events: bool) -> list[float]:
+                """Stop each PR's task at its own instant, spread over one poll interval (and
+                send its event); seconds until each card says so."""
+                arns = task_arns()
+                stopped_at: dict[int, float] = {}
+                start = time.perf_counter()
+                for i, pr in enumerate(prs):
+                    await asyncio.sleep(max(0.0, start + i * POLL_S / N - time.perf_counter()))
+                    stopped_at[pr] = time.perf_counter()
+                    await asyncio.to_thread(
+                        account.ecs.stop_task,
+                        cluster=CLUSTER,
+                        task=arns[pr],
+                        reason="Essential container in task exited",
+                    )
+                    if send_events:
+                        body = _stop_event(arns[pr], 100 + i)
+                        await asyncio.to_thread(sqs.send_message, QueueUrl=queue, MessageBody=body)
+                await cards.wait(prs, ("failed", "stopped"), 60)
+                return [(cards.at(pr, "failed", "stopped") or 0.0) - stopped_at[pr] for pr in prs]
+
+            if events:
+                group_c = list(range(201, 201 + N))
+                await label(group_c)
+                for pr in group_c:
+                    containers.ready(pr)
+                await cards.wait(group_c, ("ready",), 60)
+                await asyncio.sleep(1.0)
+                stopped_ready = await stop_one_by_one(group_c, send_events=True)
+                await cards.stop()
+                return {"stopped_ready": stopped_ready}
+
             # label -> RunTask, then container ready -> card Ready
             group_a = list(range(1, N + 1))
             sent = await label(group_a)
@@ -237,35 +310,20 @@ async def _scenario(endpoint: str, workdir: Path) -> dict[str, Any]:
             per_round = len(describes) / rounds
             described = sorted({len(body.get("tasks", [])) for _, body in describes})
 
+            # a ready environment's task stopped by ECS -> card says failed (polling alone)
+            stopped_ready = await stop_one_by_one(group_a, send_events=False)
+
             # task stopped by ECS while starting -> card says failed
             group_b = list(range(101, 101 + N))
             await label(group_b)
             await cards.wait(group_b, ("running",), 60)
-            arns = {
-                int(tags["pr"]): task["taskArn"]
-                for task in account.tasks("RUNNING")
-                if (tags := {t["key"]: t["value"] for t in task.get("tags", [])}).get("pr")
-            }
-            stopped_at: dict[int, float] = {}
-            start = time.perf_counter()
-            for i, pr in enumerate(group_b):
-                await asyncio.sleep(max(0.0, start + i * POLL_S / N - time.perf_counter()))
-                stopped_at[pr] = time.perf_counter()
-                await asyncio.to_thread(
-                    account.ecs.stop_task,
-                    cluster=CLUSTER,
-                    task=arns[pr],
-                    reason="Essential container in task exited",
-                )
-            await cards.wait(group_b, ("failed", "stopped"), 60)
-            stopped = [
-                (cards.at(pr, "failed", "stopped") or 0.0) - stopped_at[pr] for pr in group_b
-            ]
+            stopped = await stop_one_by_one(group_b, send_events=False)
             await cards.stop()
             return {
                 "runtask": runtask,
                 "ready": ready,
                 "stopped": stopped,
+                "stopped_ready": stopped_ready,
                 "per_round": per_round,
                 "rounds": rounds,
                 "described": described,
@@ -280,7 +338,7 @@ async def _scenario(endpoint: str, workdir: Path) -> dict[str, Any]:
         await recorder.stop()
 
 
-def _rows(found: dict[str, Any]) -> list[Row]:
+def _rows(found: dict[str, Any], events: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     names = {
         "runtask": "latency: webhook receipt -> RunTask",
@@ -306,6 +364,21 @@ def _rows(found: dict[str, Any]) -> list[Row]:
                     fmt=fmt_s,
                 )
             )
+    polled, evented = found["stopped_ready"], events["stopped_ready"]
+    p99, goal = percentile(evented, 99), GOALS["stopped"]
+    rows.append(
+        compared(
+            "latency: task stopped by ECS (ready, UAT_EVENTS_QUEUE) -> card says so (p99)",
+            p99,
+            percentile(polled, 99),
+            f"goal: p99 <= {goal:g} s; met: {met(p99 <= goal)}; "
+            f"p50 {fmt_s(percentile(evented, 50))}, {len(evented)} environments, "
+            "each stop's event sent to the queue with it; "
+            f"baseline: the same on the defaults (no queue: the poll finds it), p50 "
+            f"{fmt_s(percentile(polled, 50))}",
+            fmt=fmt_s,
+        )
+    )
     live = found["live"]
     goal = -(-live // 100)
     per_round = found["per_round"]
@@ -329,7 +402,12 @@ def run() -> list[Row]:
         workdir.mkdir()
         found = asyncio.run(_scenario(endpoint, workdir))
         print(f"  polling took {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-    return _rows(found)
+        started = time.perf_counter()
+        workdir = Path(tmp) / "events"
+        workdir.mkdir()
+        events = asyncio.run(_scenario(endpoint, workdir, events=True))
+        print(f"  events took {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    return _rows(found, events)
 
 
 if __name__ == "__main__":
