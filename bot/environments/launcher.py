@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TypeVar
 
-from bot.aws.gateways import INSTANCE_TAG, AwsError
+from bot.aws.gateways import INSTANCE_TAG, AwsError, ImageInfo
 from bot.config import TAG_VALUE_MAX
 from bot.environments.changes import change, change_in_session
 from bot.environments.context import (
@@ -221,14 +221,10 @@ class Launcher:
         env = await ctx.store.get_environment(repo, pr)
         if env is None or env.facts.session != session or env.state != State.STARTING:
             return  # superseded by a later request
-        # The card and what the launch needs to know from AWS at the same time: none of them
-        # changes what another reads, and each result is used (or its error raised) below.
-        shown, started_by, image_of_tag, repository = await asyncio.gather(
-            self._ensure_thread(env),
-            ctx.ecs.tasks_started_by(session),
-            ctx.ecr.describe(ctx.labels.get(env.label, "latest")),
-            ctx.ecr.repository_uri(),
-            return_exceptions=True,
+        # The card, and what the launch must know from AWS, at the same time: neither changes
+        # what the other reads; a failure of either is raised once both are done.
+        shown, looked_up = await asyncio.gather(
+            self._ensure_thread(env), self._look_up(env, session), return_exceptions=True
         )
         env = _result(shown)
         if env is None:
@@ -247,18 +243,16 @@ class Launcher:
             if env is None:
                 return
         tag = ctx.labels.get(env.label, "latest")
-        existing = _result(started_by)
+        existing, image, uri = _result(looked_up)
         if existing:  # a launch interrupted after RunTask: adopt its task
             task = (await ctx.ecs.describe(existing[:1])).get(existing[0])
             if task is None:
                 raise UserError(slack_ui.TASK_VANISHED)
         else:
-            image = _result(image_of_tag)
             if image is None:
                 raise UserError(slack_ui.no_image(tag))
             definition = env.facts.task_definition
             if not definition or env.image_digest != image.digest:
-                uri = _result(repository)
                 definition = await ctx.ecs.register_pinned(
                     ctx.settings.uat_task_definition or "",
                     ctx.family,
@@ -300,6 +294,22 @@ class Launcher:
             return
         ctx.follow(repo, pr)
         await self.thread.show(saved)
+
+    async def _look_up(
+        self, env: Environment, session: str
+    ) -> tuple[list[str], ImageInfo | None, str]:
+        """What the launch needs from AWS, in turn: the session's tasks (a launch interrupted
+        after RunTask), else the image its label's tag names and, when a revision is to be
+        registered for it, the repository's URI."""
+        ctx = self.ctx
+        existing = await ctx.ecs.tasks_started_by(session)
+        if existing:
+            return existing, None, ""
+        image = await ctx.ecr.describe(ctx.labels.get(env.label, "latest"))
+        registering = image is not None and (
+            not env.facts.task_definition or env.image_digest != image.digest
+        )
+        return [], image, await ctx.ecr.repository_uri() if registering else ""
 
     def tags(self, env: Environment, digest: str) -> dict[str, str]:
         """The task's tags: whose it is, and what a bot that lost its store needs to adopt it
