@@ -14,9 +14,8 @@ import random
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TypeVar
 
-from bot.aws.gateways import INSTANCE_TAG, AwsError, ImageInfo
+from bot.aws.gateways import INSTANCE_TAG, AwsError
 from bot.config import TAG_VALUE_MAX
 from bot.environments.changes import change, change_in_session
 from bot.environments.context import (
@@ -43,8 +42,6 @@ from bot.store import (
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 LAUNCH_LEASE_S = 15.0
 # A launch that AWS or the store fails in a way waiting may mend (throttling, 5xx, the network,
 # a busy store) past botocore's own retries is tried again after these pauses (about two minutes
@@ -61,14 +58,6 @@ def tag_safe(value: str) -> str:
     """`value` with what ECS refuses in a tag value left out (a GitHub login never has any)."""
     kept = "".join(ch for ch in value if ch.isalnum() or ch in " _.:/=+-@")
     return kept[:TAG_VALUE_MAX]
-
-
-def _result(outcome: T | BaseException) -> T:
-    """One outcome of `asyncio.gather(..., return_exceptions=True)`, as it is used: its value,
-    or its exception raised."""
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
 
 
 def pull_ref(pr: int) -> str:
@@ -218,15 +207,7 @@ class Launcher:
 
     async def _launch(self, repo: str, pr: int, session: str) -> None:
         ctx = self.ctx
-        env = await ctx.store.get_environment(repo, pr)
-        if env is None or env.facts.session != session or env.state != State.STARTING:
-            return  # superseded by a later request
-        # The card, and what the launch must know from AWS, at the same time: neither changes
-        # what the other reads; a failure of either is raised once both are done.
-        shown, looked_up = await asyncio.gather(
-            self._ensure_thread(env), self._look_up(env, session), return_exceptions=True
-        )
-        env = _result(shown)
+        env = await self._ensure_thread(repo, pr, session)
         if env is None:
             return
         if env.facts.replace is not None:
@@ -243,16 +224,18 @@ class Launcher:
             if env is None:
                 return
         tag = ctx.labels.get(env.label, "latest")
-        existing, image, uri = _result(looked_up)
+        existing = await ctx.ecs.tasks_started_by(session)
         if existing:  # a launch interrupted after RunTask: adopt its task
             task = (await ctx.ecs.describe(existing[:1])).get(existing[0])
             if task is None:
                 raise UserError(slack_ui.TASK_VANISHED)
         else:
+            image = await ctx.ecr.describe(tag)
             if image is None:
                 raise UserError(slack_ui.no_image(tag))
             definition = env.facts.task_definition
             if not definition or env.image_digest != image.digest:
+                uri = await ctx.ecr.repository_uri()
                 definition = await ctx.ecs.register_pinned(
                     ctx.settings.uat_task_definition or "",
                     ctx.family,
@@ -295,22 +278,6 @@ class Launcher:
         ctx.follow(repo, pr)
         await self.thread.show(saved)
 
-    async def _look_up(
-        self, env: Environment, session: str
-    ) -> tuple[list[str], ImageInfo | None, str]:
-        """What the launch needs from AWS, in turn: the session's tasks (a launch interrupted
-        after RunTask), else the image its label's tag names and, when a revision is to be
-        registered for it, the repository's URI."""
-        ctx = self.ctx
-        existing = await ctx.ecs.tasks_started_by(session)
-        if existing:
-            return existing, None, ""
-        image = await ctx.ecr.describe(ctx.labels.get(env.label, "latest"))
-        registering = image is not None and (
-            not env.facts.task_definition or env.image_digest != image.digest
-        )
-        return [], image, await ctx.ecr.repository_uri() if registering else ""
-
     def tags(self, env: Environment, digest: str) -> dict[str, str]:
         """The task's tags: whose it is, and what a bot that lost its store needs to adopt it
         (bot/environments/reconcile.py)."""
@@ -340,10 +307,11 @@ class Launcher:
             "UAT_PROMPT_TOKEN": token or "",
         }
 
-    async def _ensure_thread(self, env: Environment) -> Environment | None:
-        """`env` with its PR's card posted (once, whoever posts it)."""
+    async def _ensure_thread(self, repo: str, pr: int, session: str) -> Environment | None:
         ctx = self.ctx
-        repo, pr = env.repo, env.pr
+        env = await ctx.store.get_environment(repo, pr)
+        if env is None or env.facts.session != session or env.state != State.STARTING:
+            return None  # superseded by a later request
         if env.thread_ts:
             await self.thread.show(env)
             return env
