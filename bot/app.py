@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.aws.codebuild import CodeBuild
 from bot.aws.gateways import Ecr, Ecs, ErrorHook
 from bot.aws.logs import CloudWatchLogs
+from bot.aws.queue import EventQueue
 from bot.config import Settings, token_refused
 from bot.container import ContainerClient
 from bot.environments import Context, Environments
@@ -280,6 +281,9 @@ def build_runtime(
     ecs.on_error = metrics.aws_error
     logs = CloudWatchLogs(settings, session)
     logs.on_error = metrics.aws_error
+    events_queue = EventQueue(settings, session) if settings.uat_events_queue else None
+    if events_queue is not None:
+        events_queue.on_error = metrics.aws_error
     environments = Environments(
         Context(
             settings,
@@ -293,6 +297,7 @@ def build_runtime(
             logs=logs,
             github=GitHubApi(settings, http) if settings.github_access else None,
             permalink=slack_permalink(web_client) if web_client is not None else None,
+            events_queue=events_queue,
         )
     )
     services = Services(

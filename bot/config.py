@@ -52,6 +52,9 @@ HINTS: dict[str, str] = {
         "the GitHub REST API base URL, https://api.github.com or "
         "https://<host>/api/v3 for GitHub Enterprise Server"
     ),
+    "UAT_QUICK_POLL_SECONDS": (
+        "seconds between the first probes of a starting environment, a number > 0, e.g. 0.5"
+    ),
     "UAT_IDLE_HOURS": "hours without activity before an environment is stopped, e.g. 8",
     "UAT_CONTAINER_URL": (
         f"a URL, with {', '.join('{' + p + '}' for p in PLACEHOLDERS)} if needed, "
@@ -68,6 +71,11 @@ HINTS: dict[str, str] = {
         "or UAT_BUILDER=docker"
     ),
     "UAT_BUILD_TIMEOUT_S": "seconds a CodeBuild build may take before it is stopped, e.g. 1800",
+    "UAT_EVENTS_QUEUE": (
+        "the URL of the SQS queue an EventBridge rule fills with ECS Task State Change events "
+        "(docs/ecs-events.json), "
+        "e.g. https://sqs.us-east-1.amazonaws.com/123456789012/uat-ecs-events"
+    ),
     "UAT_INSTANCE": (
         "this installation's name, tagged on every task it starts (it acts on no other), "
         "e.g. uat/test-tickets-uat; letters, numbers, spaces and _ . : / = + - @"
@@ -197,6 +205,8 @@ class Settings(BaseSettings):
     uat_assign_public_ip: Literal["ENABLED", "DISABLED"] = "DISABLED"
     uat_alb_listener_arn: str | None = None
     uat_launch_timeout_s: float = Field(900.0, gt=0)
+    # an SQS queue of ECS Task State Change events; unset: polling alone
+    uat_events_queue: str | None = None
     # this installation's name (see `installation`); never read from the store, so a lost or
     # wrong store cannot change which tasks are this bot's
     uat_instance: str | None = None
@@ -209,6 +219,8 @@ class Settings(BaseSettings):
     uat_store: Literal["sqlite", "dynamodb"] = "sqlite"
     uat_dynamodb_table: str = "uat-bot"
     uat_poll_seconds: float = Field(10.0, gt=0)
+    # how often a starting environment is probed at first (bot/environments/watcher.py)
+    uat_quick_poll_seconds: float = Field(0.5, gt=0)
     uat_idle_hours: float = Field(8.0, gt=0)
     # Fargate's prices, in USD, instead of bot/cost.py's table for the region
     uat_price_vcpu_hour: float | None = Field(None, ge=0)
@@ -260,6 +272,13 @@ class Settings(BaseSettings):
         if self.uat_github_app_id and self.uat_github_private_key:
             return "app"
         return "token" if self.uat_github_token else None
+
+    @field_validator("uat_events_queue")
+    @classmethod
+    def _queue_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be the queue's URL, starting with https://")
+        return value or None
 
     @field_validator("uat_container_url", "uat_app_url")
     @classmethod

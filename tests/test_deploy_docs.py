@@ -8,6 +8,7 @@ import json
 import re
 from typing import Any
 
+import boto3
 import botocore.session
 import pytest
 import yaml
@@ -15,7 +16,8 @@ from botocore.validate import ParamValidator
 
 from bot import health
 from bot.config import load_settings
-from tests.harness.bot import ROOT
+from bot.environments.events import parse
+from tests.harness.bot import ROOT, reference
 from tests.harness.deploy_docs import DOCS, bot_environment, document
 from tests.harness.iam_context import execution_role_requests
 from tests.harness.iam_eval import evaluate
@@ -165,3 +167,70 @@ def test_the_target_group_waits_on_healthz_and_the_container_check_restarts_on_l
     assert "127.0.0.1:3000/livez" in dockerfile and "/healthz" not in dockerfile
     for words in ("`/healthz`", "`/livez`", "GET /healthz", "GET /livez"):
         assert words in README
+
+
+def events_requests(region: str = "REGION", account: str = "ACCOUNT") -> dict[str, Any]:
+    """docs/ecs-events.json as the three requests it documents, placeholders filled in."""
+    text = (DOCS / "ecs-events.json").read_text().replace("REGION", region)
+    docs = json.loads(text.replace("ACCOUNT", account))
+    return {
+        "CreateQueue": {
+            **docs["queue"],
+            "Attributes": {
+                **docs["queue"]["Attributes"],
+                "Policy": json.dumps(docs["queuePolicy"]),
+            },
+        },
+        "PutRule": {**docs["rule"], "EventPattern": json.dumps(docs["eventPattern"])},
+        "PutTargets": docs["targets"],
+        "queuePolicy": docs["queuePolicy"],
+    }
+
+
+def test_the_events_queue_rule_and_target_are_requests_the_aws_api_takes() -> None:
+    found = events_requests()
+    assert problems("sqs", "CreateQueue", found["CreateQueue"]) == ""
+    assert problems("events", "PutRule", found["PutRule"]) == ""
+    assert problems("events", "PutTargets", found["PutTargets"]) == ""
+    # the queue lets EventBridge send only this rule's events, into this queue
+    [statement] = found["queuePolicy"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    rule_arn = f"arn:aws:events:REGION:ACCOUNT:rule/{found['PutRule']['Name']}"
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": rule_arn}}
+    [target] = found["PutTargets"]["Targets"]
+    queue_arn = f"arn:aws:sqs:REGION:ACCOUNT:{found['CreateQueue']['QueueName']}"
+    assert statement["Resource"] == target["Arn"] == queue_arn
+    assert json.loads(found["PutRule"]["EventPattern"])["detail"]["clusterArn"] == [
+        "arn:aws:ecs:REGION:ACCOUNT:cluster/uat"
+    ]
+
+
+def test_the_events_rule_puts_the_uat_clusters_task_changes_in_the_queue_and_no_others(
+    aws_env: dict[str, str],
+) -> None:
+    kw = {"endpoint_url": aws_env["AWS_ENDPOINT_URL"], "region_name": "us-east-1"}
+    sqs, events = boto3.client("sqs", **kw), boto3.client("events", **kw)
+    found = events_requests("us-east-1", "123456789012")
+    url = sqs.create_queue(**found["CreateQueue"])["QueueUrl"]
+    events.put_rule(**found["PutRule"])
+    events.put_targets(**found["PutTargets"])
+    documented = reference("aws/ecs_task_state_change.RUNNING.awsdocs.json")
+    ours = json.loads(json.dumps(documented["detail"]))
+    ours["clusterArn"] = "arn:aws:ecs:us-east-1:123456789012:cluster/uat"
+
+    for detail in (ours, documented["detail"]):  # the documented one is another cluster's
+        events.put_events(
+            Entries=[
+                {
+                    "Source": "aws.ecs",
+                    "DetailType": "ECS Task State Change",
+                    "Detail": json.dumps(detail),
+                }
+            ]
+        )
+
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"])["detail"]["clusterArn"] for m in received] == [ours["clusterArn"]]
+    # what the rule delivers is what the bot reads (bot/environments/events.py)
+    delivered = parse(received[0]["Body"])
+    assert delivered is not None and delivered.task.arn == ours["taskArn"]

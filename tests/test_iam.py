@@ -25,6 +25,7 @@ from botocore.client import BaseClient
 from parliament import analyze_policy_string
 
 from bot.aws.gateways import Ecs
+from bot.aws.queue import EventQueue
 from bot.config import load_settings
 from bot.images.builders import BuildProgress, CodeBuildBuilder
 from bot.images.docker_build import BuildError
@@ -376,6 +377,34 @@ async def test_the_bot_policy_refuses_what_it_has_no_business_doing(
     ]
     allowed = [str(r) for r in cases if evaluate([document], r).allowed]
     assert allowed == []
+
+
+async def test_reading_the_ecs_events_queue_is_allowed_and_no_other_queue(
+    aws_env: dict[str, str], recorded: list[Call]
+) -> None:
+    endpoint = aws_env["AWS_ENDPOINT_URL"]
+    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
+    ours = sqs.create_queue(QueueName="uat-ecs-events")["QueueUrl"]
+    theirs = sqs.create_queue(QueueName="payments-events")["QueueUrl"]
+    for url in (ours, theirs):
+        sqs.send_message(QueueUrl=url, MessageBody="{}")
+    made: dict[str, list[Request]] = {}
+    for url in (ours, theirs):
+        queue = EventQueue(load_settings({"AWS_REGION": REGION, "UAT_EVENTS_QUEUE": url}))
+        recorded.clear()
+        await queue.check()
+        messages = await queue.receive(wait_s=0)
+        await queue.delete([m.receipt for m in messages])
+        queue.close()
+        made[url] = requests_for(recorded)
+
+    assert {r.action for r in made[ours]} == {
+        "sqs:GetQueueAttributes",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+    }
+    assert refused(policy("bot-policy.json"), made[ours]) == []
+    assert len(refused(policy("bot-policy.json"), made[theirs])) == 3
 
 
 async def test_the_codebuild_builders_calls_are_allowed_by_the_bot_policy(

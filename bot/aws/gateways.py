@@ -381,6 +381,11 @@ class LaunchRefused(AwsError):
     """RunTask did not start a task; the message is AWS's reason."""
 
 
+def task_info(raw: Any) -> TaskInfo:
+    """A task as DescribeTasks, or an ECS Task State Change event's `detail`, describes it."""
+    return _task(raw)
+
+
 def _task(raw: Any, essential: str | None = None) -> TaskInfo:
     """A DescribeTasks / RunTask task; its exit code is the `essential` container's (the one
     that runs the PR) when it has one, else the first container's that has one."""

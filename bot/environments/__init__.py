@@ -2,9 +2,10 @@
 
 `Environments` is the facade the rest of the bot uses; the work is done by one collaborator per
 job over a shared `Context`: `Launcher` (starting), `Stopper` (stopping and failing), `Watcher`
-(polling ECS and /health), `Reconciler` (after a restart, and cleanup), `Requests` (GitHub
-events and people's requests) and `Thread` (the PR's Slack thread). Every state change is a
-compare-and-set in the store (bot/environments/changes.py), made before anything acts on it.
+(polling ECS and /health), `Events` (ECS task state changes from UAT_EVENTS_QUEUE),
+`Reconciler` (after a restart, and cleanup), `Requests` (GitHub events and people's requests)
+and `Thread` (the PR's Slack thread). Every state change is a compare-and-set in the store
+(bot/environments/changes.py), made before anything acts on it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bot.environments.context import (
     ReadyHook,
 )
 from bot.environments.deployments import Deployments
+from bot.environments.events import Events
 from bot.environments.launcher import LAUNCH_LEASE_S, Launcher
 from bot.environments.logs import Logs, LogTail
 from bot.environments.reconcile import Reconciler
@@ -66,6 +68,11 @@ class Environments:
         self.reconciler = Reconciler(self.ctx, self.thread, self.launcher, self.stopper)
         self.watcher = Watcher(self.ctx, self.thread, self.stopper, self.reconciler)
         self.requests = Requests(self.ctx, self.thread, self.launcher, self.stopper)
+        self.events: Events | None = None
+        if ctx.events_queue is not None:
+            self.events = Events(ctx, self.watcher, ctx.events_queue)
+            self.watcher.followers.append(self.events.follow)
+            self.watcher.slower = self.events.flowing
         # what callers use, straight from the collaborator that does it
         self.on_pull_request = self.requests.on_pull_request
         self.note_new_commits = self.requests.note_new_commits
@@ -84,7 +91,6 @@ class Environments:
         self.adopt_unknown = self.reconciler.adopt_unknown
         self.watch = self.watcher.watch
         self.poll = self.watcher.poll
-        self.close = self.watcher.close
 
     # the shared context, as callers (and tests) read or swap it
     @property
@@ -147,6 +153,12 @@ class Environments:
     @property
     def family(self) -> str:
         return self.ctx.family
+
+    async def close(self) -> None:
+        """Hand the watcher lease over; stop reading the events queue."""
+        await self.watcher.close()
+        if self.ctx.events_queue is not None:
+            self.ctx.events_queue.close()
 
     async def launch(self, repo: str, pr: int, session: str) -> None:
         await self.launcher.launch(repo, pr, session)

@@ -14,6 +14,7 @@ from typing import Any
 
 from bot.aws.gateways import INSTANCE_TAG, Ecr, Ecs, TaskInfo
 from bot.aws.logs import CloudWatchLogs
+from bot.aws.queue import EventQueue
 from bot.config import Settings
 from bot.container import ContainerClient
 from bot.github import PullRequestEvent
@@ -49,6 +50,10 @@ def own_family(settings: Settings) -> str:
 
 
 ReadyHook = Callable[[Environment], Coroutine[Any, Any, None]]
+
+
+def _unwatched(repo: str, pr: int) -> None:
+    """`Context.follow` until a watcher takes it over: nothing watches quickly."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +145,10 @@ class Context:
     # called whenever an environment's state is shown (its thread updated), and for every
     # environment once per watcher round: start the GitHub sync in the background
     on_show: list[Callable[[Environment], None]] = field(default_factory=list)
+    # puts a starting environment on the watcher's quick lane (bot/environments/watcher.py)
+    follow: Callable[[str, int], None] = _unwatched
+    # UAT_EVENTS_QUEUE's ECS task state changes (bot/environments/events.py), when it is set
+    events_queue: EventQueue | None = None
 
     def __post_init__(self) -> None:
         self.outbox = Outbox(self.store, self.chat)

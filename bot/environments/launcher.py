@@ -304,6 +304,7 @@ class Launcher:
             if saved is not None:
                 await self.stopper.finish_stop(repo, pr)
             return
+        ctx.follow(repo, pr)
         await self.thread.show(saved)
 
     def tags(self, env: Environment, digest: str) -> dict[str, str]:

@@ -1,11 +1,20 @@
 """Watching environments: while this replica holds the watcher lease, one round per
-UAT_POLL_SECONDS describes every active task together (one DescribeTasks per 100), asks each
-running container's /health, and moves each environment on (or fails or idles it out)."""
+UAT_POLL_SECONDS (SLOW_POLL_FACTOR times that while ECS events flow, bot/environments/events.py)
+describes every active task together (one DescribeTasks per 100), asks each running
+container's /health, and moves each environment on (or fails or idles it out).
+
+Environments that are starting are also probed on their own, shorter cadence (every
+UAT_QUICK_POLL_SECONDS at first, then at a thirtieth of how long they have been starting, never less
+often than the poll), at most QUICK_CONCURRENCY probes at a time, so a ready app or a task that
+stopped while starting shows within a second or so; once ready they are left to the poll.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Any
 
@@ -33,6 +42,11 @@ from bot.urls import environment_url
 
 logger = logging.getLogger(__name__)
 
+QUICK_SLOWDOWN = 1 / 30  # then at this fraction of how long it has been starting
+QUICK_TICK_S = 0.1  # how often the quick lane looks for starting environments that are due
+QUICK_CONCURRENCY = 16  # the quick lane's checks (/health probes) at a time
+SLOW_POLL_FACTOR = 6  # while ECS events flow (bot/environments/events.py), the poll waits longer
+
 
 class Watcher:
     """Polls active environments and applies what it sees, one environment at a time."""
@@ -46,6 +60,15 @@ class Watcher:
         self.reconciler = reconciler
         self.first_round = asyncio.Event()  # set once this watcher has finished a round
         self.foreign_seen: set[str] = set()  # other installations' tasks, logged once each
+        self.holding = False  # whether this replica held the watcher lease at its last renewal
+        # starting environments (repo, pr) -> when (time.monotonic()) the quick lane probes next
+        self.starting: dict[tuple[str, int], float] = {}
+        self.quick_limit = asyncio.Semaphore(QUICK_CONCURRENCY)
+        ctx.follow = self.follow
+        # what else runs beside the rounds (the ECS events' follower), and whether the poll
+        # may run SLOW_POLL_FACTOR times less often (events flow)
+        self.followers: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        self.slower: Callable[[], bool] = lambda: False
 
     async def close(self) -> None:
         """On a graceful shutdown, hand the watcher lease over at once rather than at expiry."""
@@ -62,22 +85,97 @@ class Watcher:
         holder reconciles with ECS when it takes the lease. A failed round is logged and the
         next one runs.
         """
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._rounds())
+            group.create_task(self._quick_lane())
+            for follower in self.followers:
+                group.create_task(follower())
+
+    async def _rounds(self) -> None:
         reconciled = False
         poll_s = self.ctx.settings.uat_poll_seconds
+        polled: float | None = None  # time.monotonic() of this holder's last round
         while True:
             try:
-                if await self.ctx.store.hold_lease(WATCHER_LEASE, self.ctx.replica, poll_s + 1.0):
+                held = await self.ctx.store.hold_lease(
+                    WATCHER_LEASE, self.ctx.replica, poll_s + 1.0
+                )
+                self.holding = held
+                if held:
                     if not reconciled:
                         await self.reconciler.reconcile()
                         reconciled = True
-                    await self.poll()
+                    every = poll_s * (SLOW_POLL_FACTOR if self.slower() else 1)
+                    # the lease is renewed every poll_s; a round runs when it is due
+                    if polled is None or time.monotonic() - polled + poll_s / 2 >= every:
+                        polled = time.monotonic()
+                        await self.poll()
                 else:
-                    reconciled = False
+                    reconciled, polled = False, None
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("watching environments failed; trying again next round")
             await asyncio.sleep(poll_s)
+
+    def follow(self, repo: str, pr: int) -> None:
+        """Probe `repo#pr` on the quick lane from now on, until it is ready or has ended."""
+        settings = self.ctx.settings
+        first = min(settings.uat_quick_poll_seconds, settings.uat_poll_seconds)
+        self.starting.setdefault((repo, pr), time.monotonic() + first)
+
+    def pace(self, env: Environment, now: float) -> float:
+        """Seconds until a starting environment's next quick probe: UAT_QUICK_POLL_SECONDS at
+        first, then a thirtieth of how long it has been starting, at most UAT_POLL_SECONDS."""
+        started = env.facts.launch_started
+        elapsed = 0.0 if started is None else max(0.0, now - started)
+        settings = self.ctx.settings
+        first = settings.uat_quick_poll_seconds
+        return min(settings.uat_poll_seconds, max(first, elapsed * QUICK_SLOWDOWN))
+
+    async def _quick_lane(self) -> None:
+        """While this replica holds the lease, probe the starting environments that are due."""
+        while True:
+            await asyncio.sleep(QUICK_TICK_S)
+            if not self.holding or not self.starting:
+                continue
+            try:
+                await self.quick_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("probing starting environments failed; trying again")
+
+    async def quick_round(self) -> None:
+        """Describe the due starting environments' tasks together (one DescribeTasks per 100)
+        and apply what each shows, QUICK_CONCURRENCY /health probes at a time; ready or ended
+        ones leave the quick lane."""
+        ctx = self.ctx
+        due_by = time.monotonic()
+        due = [key for key, at in self.starting.items() if at <= due_by]
+        if not due:
+            return
+
+        now = ctx.clock()
+        live = {(e.repo, e.pr): e for e in await ctx.store.list_environments(LIVE)}
+        tracked: list[Environment] = []
+        for key in due:
+            env = live.get(key)
+            if env is None or env.state == State.READY:
+                self.starting.pop(key, None)
+                continue
+            self.starting[key] = time.monotonic() + self.pace(env, now)
+            if env.task_arn:
+                tracked.append(env)
+        if not tracked:
+            return
+        infos = await ctx.ecs.describe([e.task_arn for e in tracked if e.task_arn])
+
+        async def check(env: Environment) -> None:
+            async with self.quick_limit:
+                await self._check(env, infos.get(env.task_arn or ""), now)
+
+        await asyncio.gather(*(check(env) for env in tracked))
 
     async def poll(self) -> None:
         """One round: every active task in ceil(N/100) DescribeTasks calls, then health checks."""
@@ -110,6 +208,9 @@ class Watcher:
         async with asyncio.TaskGroup() as group:  # one PR's failing check stops no other's
             for env in tracked:
                 group.create_task(self._check(env, infos.get(env.task_arn or ""), now))
+        for env in envs:  # a replica that took the lease over learns of the starting ones here
+            if env.state != State.READY:
+                self.follow(env.repo, env.pr)
         for env in envs:
             started = env.facts.launch_started
             if env.task_arn is None and now - (now if started is None else started) > (

@@ -156,6 +156,15 @@ def _codebuild_project(call: Call) -> list[str] | None:
     return [_arn(call, "codebuild", f"project/{p}") for p in projects] or None
 
 
+def _sqs_queue(call: Call) -> list[str] | None:
+    """A queue's URL (`https://<endpoint>/<account>/<name>`) as its ARN."""
+    url = call.params.get("QueueUrl")
+    if not url:
+        return None
+    account, name = str(url).rstrip("/").split("/")[-2:]
+    return [f"arn:aws:sqs:{call.region}:{account}:{name}"]
+
+
 # (IAM prefix, SAR resource type) → the ARNs a call names, from its parameters and response.
 RESOURCES: dict[tuple[str, str], Any] = {
     ("ecs", "task-definition"): _ecs_task_definitions,
@@ -167,6 +176,7 @@ RESOURCES: dict[tuple[str, str], Any] = {
     ("logs", "log-group"): _log_group,
     ("logs", "log-stream"): _log_stream,
     ("dynamodb", "table"): _by_name("dynamodb", "table/{}", "TableName"),
+    ("sqs", "queue"): _sqs_queue,
     ("elasticloadbalancing", "listener/app"): _elb("listener/app", "ListenerArn"),
     ("elasticloadbalancing", "listener/net"): _elb("listener/net", "ListenerArn"),
     ("elasticloadbalancing", "listener-rule/app"): _elb("listener-rule/app", "RuleArn"),

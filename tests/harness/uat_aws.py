@@ -7,6 +7,7 @@ the bot reaches it through UAT_CONTAINER_URL, never through the 10.x addresses m
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import urllib.request
@@ -55,6 +56,7 @@ class UatAccount:
             "UAT_CONTAINER_URL": container_url,
             "UAT_APP_URL": "https://pr-{pr}.uat.example.com",
             "UAT_POLL_SECONDS": "3600",  # tests poll explicitly
+            "UAT_QUICK_POLL_SECONDS": "3600",  # and probe starting environments explicitly
         }
 
     def tasks(self, desired: str | None = None) -> list[dict[str, Any]]:
@@ -207,6 +209,9 @@ class Containers:
 
     health: dict[int, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     hits: list[tuple[int, str]] = field(default_factory=list)
+    health_delay_s: float = 0.0  # how long each /health takes to answer
+    in_flight: int = 0  # /health requests being answered now
+    most_in_flight: int = 0  # the most at any one time
     runner: web.AppRunner | None = None
     url: str = ""
 
@@ -220,6 +225,12 @@ class Containers:
         async def health(request: web.Request) -> web.Response:
             pr = int(request.match_info["pr"])
             self.hits.append((pr, "health"))
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.health_delay_s)
+            finally:
+                self.in_flight -= 1
             status, body = self.health.get(pr, (503, {"ready": False, "phase": "installing"}))
             return web.json_response(body, status=status)
 
