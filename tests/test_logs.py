@@ -182,7 +182,12 @@ async def test_long_output_comes_as_a_file(uat: Bot, account: UatAccount) -> Non
     write_log(account.endpoint, env.task_arn, [f"{i:04d} " + "x" * 120 for i in range(400)])
     await uat.slash(f"logs PR-{PR} --lines 300")
     await uat.settle()
-    [file] = [f for f in uat.slack.files.values() if f.name.startswith(f"logs-pr{PR}-")]
+    # Slack shares a completed upload a moment later (the strict stub does the same)
+    [file] = await uat.slack.wait_for(
+        lambda s: [
+            f for f in s.files.values() if f.name.startswith(f"logs-pr{PR}-") and f.thread_ts
+        ]
+    )
     content = file.content.decode()
     assert "0399 " in content and "0100 " in content and "0099 " not in content
     assert file.thread_ts == env.thread_ts
