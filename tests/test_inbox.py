@@ -244,6 +244,42 @@ async def test_an_item_let_go_while_a_slow_renewal_round_runs_is_not_renewed_aft
         await store.close()
 
 
+class CountedClaims(SqliteStore):
+    """A real SQLite store whose inbox claims each take a while (a slow store), counted."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def inbox_claim(self, key: str, holder: str, until: float) -> bool:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.05)
+            return await super().inbox_claim(key, holder, until)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_takeover_round_claims_its_lapsed_items_at_once_not_one_after_another(
+    tmp_path: Path,
+) -> None:
+    store = CountedClaims(tmp_path / "uat.db")
+    await store.open()
+    try:
+        invocation = Invocation("command", DEVELOPER, CHANNEL, text="extend PR-4")
+        keys = ["k1", "k2", "k3"]
+        for key in keys:
+            await store.inbox_put(InboxItem(key, "command", invocation.to_json(), 1.0, "dead", 2.0))
+        inbox = Inbox(store)
+        assert sorted(item.key for item in await inbox.abandoned()) == keys
+        assert store.most_in_flight == len(keys)
+        assert len(inbox) == len(keys)  # all three held (and renewed) by this replica
+    finally:
+        await store.close()
+
+
 async def test_an_answer_given_whose_record_failed_is_not_a_failure_of_the_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
