@@ -62,12 +62,14 @@ def _serve_moto() -> None:
     """Subprocess side: moto's server on 127.0.0.1:0; print its URL, serve until stdin closes."""
     from moto.server import ThreadedMotoServer
 
-    from tests.harness.uat_aws import DYNAMODB_WRITES, atomic_dynamodb
+    from tests.harness.uat_aws import DYNAMODB_WRITES, atomic_dynamodb, partition_queries
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # as DynamoDB: two replicas' compare-and-sets never both pass (reads stay unlocked: with
     # them locked too, two soaks saw DynamoDB answer nothing for over a minute; not explained)
     atomic_dynamodb(operations=DYNAMODB_WRITES)
+    # as DynamoDB: a Query's cost is its partition's, not the whole table's
+    partition_queries()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -199,6 +199,87 @@ async def test_a_takeover_cut_short_by_the_store_resumes_what_it_claimed_and_ret
         await store.close()
 
 
+class SlowRenewals(SqliteStore):
+    """A real SQLite store whose first inbox claim (a renewal) waits for `go` (a busy store)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.stalled: str | None = None
+        self.waiting = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def inbox_claim(self, key: str, holder: str, until: float) -> bool:
+        if self.stalled is None:
+            self.stalled = key
+            self.waiting.set()
+            await self.go.wait()
+        return await super().inbox_claim(key, holder, until)
+
+
+async def test_an_item_let_go_while_a_slow_renewal_round_runs_is_not_renewed_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SlowRenewals(tmp_path / "uat.db")
+    await store.open()
+    monkeypatch.setattr(inbox_module, "RENEW_S", 0.01)
+    clock = Clock()
+    keeper = None
+    try:
+        invocation = Invocation("command", DEVELOPER, CHANNEL, text="extend PR-4")
+        inbox = Inbox(store, clock)
+        keys = {(await inbox.receive(invocation)).key for _ in range(2)}
+        keeper = asyncio.create_task(inbox.keep())
+        await asyncio.wait_for(store.waiting.wait(), 5)  # a round is renewing, slowly
+        [late] = keys - {store.stalled}
+        with pytest.raises(StoreUnavailable):
+            await inbox.finish(late, _failing())  # its run failed: let go
+        clock.now += inbox_module.LEASE_S + 1
+        store.go.set()  # the store answers again
+        await asyncio.sleep(0.1)
+        other = Inbox(store, clock)  # the other replica's next takeover round
+        assert late in [item.key for item in await other.abandoned()]
+    finally:
+        if keeper is not None:
+            keeper.cancel()
+        await store.close()
+
+
+class CountedClaims(SqliteStore):
+    """A real SQLite store whose inbox claims each take a while (a slow store), counted."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    async def inbox_claim(self, key: str, holder: str, until: float) -> bool:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0.05)
+            return await super().inbox_claim(key, holder, until)
+        finally:
+            self.in_flight -= 1
+
+
+async def test_a_takeover_round_claims_its_lapsed_items_at_once_not_one_after_another(
+    tmp_path: Path,
+) -> None:
+    store = CountedClaims(tmp_path / "uat.db")
+    await store.open()
+    try:
+        invocation = Invocation("command", DEVELOPER, CHANNEL, text="extend PR-4")
+        keys = ["k1", "k2", "k3"]
+        for key in keys:
+            await store.inbox_put(InboxItem(key, "command", invocation.to_json(), 1.0, "dead", 2.0))
+        inbox = Inbox(store)
+        assert sorted(item.key for item in await inbox.abandoned()) == keys
+        assert store.most_in_flight == len(keys)
+        assert len(inbox) == len(keys)  # all three held (and renewed) by this replica
+    finally:
+        await store.close()
+
+
 async def test_an_answer_given_whose_record_failed_is_not_a_failure_of_the_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from bench.environments import moto_server
 from bench.soak.world import AwsFaults
+from tests.harness.uat_aws import partition_queries
 
 RACERS = 16
 ROUNDS = 20
@@ -70,6 +71,57 @@ async def test_a_store_outage_fails_dynamodb_only(proxy: AwsFaults) -> None:
     assert await error_code(ecs.list_clusters) is None
     proxy.clear()
     assert await error_code(dynamodb.list_tables) is None
+
+
+def test_the_soaks_moto_answers_a_query_from_its_partition_alone(
+    aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DynamoDB's Query reads one partition whatever else the table holds; moto's walked the
+    whole table, so the soak's store calls slowed as its table grew, until inbox items a kill
+    left were taken over too late (bench/environments.py runs moto with `partition_queries`)."""
+    from moto.dynamodb.models.table import Table
+
+    walked: list[int] = []  # how many items each walk of a table went through
+    every_item = Table.all_items
+
+    def counted(self: Any) -> Any:
+        items = every_item(self)
+        walked.append(len(items))
+        return items
+
+    monkeypatch.setattr(Table, "all_items", counted)
+    partition_queries(monkeypatch.setattr)
+    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+    dynamodb.create_table(
+        TableName="soak",
+        KeySchema=[
+            {"AttributeName": "pk", "KeyType": "HASH"},
+            {"AttributeName": "sk", "KeyType": "RANGE"},
+        ],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    for sk in ("a", "b", "c"):
+        dynamodb.put_item(TableName="soak", Item={"pk": {"S": "inbox"}, "sk": {"S": sk}})
+    for n in range(40):
+        dynamodb.put_item(TableName="soak", Item={"pk": {"S": f"claim#{n}"}, "sk": {"S": "x"}})
+    query: dict[str, Any] = {
+        "TableName": "soak",
+        "KeyConditionExpression": "pk = :pk",
+        "ExpressionAttributeValues": {":pk": {"S": "inbox"}},
+        "ScanIndexForward": False,
+        "Limit": 2,
+    }
+    first = dynamodb.query(**query)
+    rest = dynamodb.query(**query, ExclusiveStartKey=first["LastEvaluatedKey"])
+    assert [i["sk"]["S"] for i in first["Items"] + rest["Items"]] == ["c", "b", "a"]
+    assert "LastEvaluatedKey" not in rest
+    absent = {**query, "ExpressionAttributeValues": {":pk": {"S": "nothing"}}}
+    assert dynamodb.query(**absent)["Items"] == []
+    assert all(count <= 3 for count in walked), walked
 
 
 def test_the_soaks_moto_lets_one_of_many_racing_conditional_writes_to_an_item_pass() -> None:

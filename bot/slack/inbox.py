@@ -153,15 +153,22 @@ class Inbox:
             logger.warning("could not mark inbox item %s done", key, exc_info=True)
 
     async def keep(self) -> None:
-        """Renew the items this replica works on, for as long as it runs."""
+        """Renew the items this replica works on, for as long as it runs: all at once, so that
+        a slow store delays a round by one call, not one per item. One by one, a round lasted
+        minutes under a busy store, and renewed items let go (or done) since it began: they
+        stayed out of every takeover until this replica stopped."""
         while True:
             await asyncio.sleep(RENEW_S)
-            for key in list(self._held):
-                try:
-                    if not await self.store.inbox_claim(key, self.holder, self.clock() + LEASE_S):
-                        self._held.discard(key)  # done meanwhile, or taken over after a stall
-                except Exception:
-                    logger.warning("could not renew inbox item %s", key, exc_info=True)
+            await asyncio.gather(*(self._renew(key) for key in list(self._held)))
+
+    async def _renew(self, key: str) -> None:
+        if key not in self._held:
+            return  # done or let go since the round began
+        try:
+            if not await self.store.inbox_claim(key, self.holder, self.clock() + LEASE_S):
+                self._held.discard(key)  # done meanwhile, or taken over after a stall
+        except Exception:
+            logger.warning("could not renew inbox item %s", key, exc_info=True)
 
     def let_go(self, key: str) -> None:
         """Stop renewing `key` (resuming it failed): it lapses and is taken over again."""
@@ -169,27 +176,31 @@ class Inbox:
 
     async def abandoned(self) -> list[InboxItem]:
         """Items whose holder's time has passed, each now claimed by this replica (one replica
-        wins each claim). A claim the store fails ends the round with the items claimed so far:
-        they must be resumed, or this replica would renew them for ever, never running them."""
+        wins each claim). The claims go out at once: one after another, a round under a slow
+        store took one call's time per item (a minute in the soak) while its items waited. A
+        claim the store fails is left to the next round; the items claimed are returned, to be
+        resumed, or this replica would renew them for ever, never running them."""
         now = self.clock()
-        taken = []
         # An item this replica let go (its run failed) is taken again like any other: with a
         # single replica, nobody else would.
-        for item in await self.store.inbox_items():
-            if item.key in self._held or item.held_until > now:
-                continue
-            self._held.add(item.key)  # before the await: one taker in this replica too
-            try:
-                claimed = await self.store.inbox_claim(item.key, self.holder, now + LEASE_S)
-            except StoreUnavailable as exc:
-                self._held.discard(item.key)  # not ours: the next round tries it again
-                logger.warning("could not take over inbox item %s: %s", item.key, exc.line)
-                break
-            if claimed:
-                taken.append(item)
-            else:
-                self._held.discard(item.key)
-        return taken
+        lapsed = [
+            item
+            for item in await self.store.inbox_items()
+            if item.key not in self._held and item.held_until <= now
+        ]
+        self._held.update(item.key for item in lapsed)  # before the awaits: one taker here too
+        won = await asyncio.gather(*(self._claim(item) for item in lapsed))
+        return [item for item, claimed in zip(lapsed, won, strict=True) if claimed]
+
+    async def _claim(self, item: InboxItem) -> bool:
+        try:
+            claimed = await self.store.inbox_claim(item.key, self.holder, self.clock() + LEASE_S)
+        except StoreUnavailable as exc:
+            logger.warning("could not take over inbox item %s: %s", item.key, exc.line)
+            claimed = False
+        if not claimed:
+            self._held.discard(item.key)  # not ours: the next round tries it again
+        return claimed
 
     async def redo(self, item: InboxItem, invocation: Invocation, command: str | None) -> Redo:
         """Run the item again or tell its user (the table in this module's docstring).

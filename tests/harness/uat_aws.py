@@ -8,6 +8,7 @@ the bot reaches it through UAT_CONTAINER_URL, never through the 10.x addresses m
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import threading
 import urllib.request
@@ -292,3 +293,41 @@ def atomic_dynamodb(
                 return _original(*args, **kwargs)
 
         patch(DynamoDBBackend, name, wraps(original)(locked))
+
+
+def partition_queries(patch: Callable[[Any, str, Any], None] = setattr) -> None:
+    """Make a moto Query on a table's own key read that key's partition only, as DynamoDB's does.
+
+    moto walks every item of the table for each Query, so its cost grows with the whole table.
+    The soak's table gains a claim for every delivery, answer and card: after a few minutes the
+    replicas' Queries (each prompt follower's, the watcher's, each takeover round's) kept moto's
+    server busy, every store call waited seconds, and inbox items a kill left behind were taken
+    over too late to settle. Real DynamoDB reads the one partition. Queries on an index are left
+    as moto makes them. `patch` as for `atomic_dynamodb`."""
+    from moto.dynamodb.models.table import Table
+
+    partition = threading.local()  # the hash key the Query on this thread reads, if any
+    every_item, query = Table.all_items, Table.query
+    signature = inspect.signature(query)
+
+    def all_items(self: Any) -> Any:
+        key = getattr(partition, "key", None)
+        if key is None:
+            return every_item(self)
+        found = self.items.get(key)  # never `self.items[key]`: a defaultdict would grow
+        if found is None:
+            return []
+        return list(found.values()) if self.range_key_attr else [found]
+
+    def partition_query(self: Any, *args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(self, *args, **kwargs).arguments
+        if bound.get("index_name") or bound.get("hash_key") is None:
+            return query(self, *args, **kwargs)
+        partition.key = bound["hash_key"]
+        try:
+            return query(self, *args, **kwargs)
+        finally:
+            partition.key = None
+
+    patch(Table, "all_items", wraps(every_item)(all_items))
+    patch(Table, "query", wraps(query)(partition_query))
