@@ -24,6 +24,10 @@ from tests.harness.uat_aws import (
 )
 
 QUICK = {"UAT_QUICK_POLL_SECONDS": "0.2"}
+# far below the poll (an hour here), so only the quick lane can meet it; generous, because a
+# loaded CI machine is slow and a stopped task's card also reads its log: bench.readiness
+# measures the real figures (goals 1.5 s and 2 s)
+SOON = 5.0
 
 
 def envs(bot: Bot) -> Environments:
@@ -52,7 +56,7 @@ async def quick_bot(make_bot: BotFactory, account: UatAccount, containers: Conta
     return bot
 
 
-async def test_a_starting_app_shows_ready_within_a_second_without_waiting_for_the_poll(
+async def test_a_starting_app_shows_ready_without_waiting_for_the_poll(
     make_bot: BotFactory, account: UatAccount, containers: Containers
 ) -> None:
     bot = await quick_bot(make_bot, account, containers)
@@ -61,11 +65,11 @@ async def test_a_starting_app_shows_ready_within_a_second_without_waiting_for_th
 
     containers.ready(PR)
 
-    assert await until_state(bot, "ready", within=1.0) < 1.0
-    await bot.slack.wait_for(lambda _: root_messages(bot)[0]["text"].endswith("— ready"), 1.0)
+    assert await until_state(bot, "ready", within=SOON) < SOON
+    await bot.slack.wait_for(lambda _: root_messages(bot)[0]["text"].endswith("— ready"), SOON)
 
 
-async def test_a_task_stopped_while_starting_is_reported_within_a_second(
+async def test_a_task_stopped_while_starting_is_reported_without_waiting_for_the_poll(
     make_bot: BotFactory, account: UatAccount, containers: Containers
 ) -> None:
     bot = await quick_bot(make_bot, account, containers)
@@ -74,11 +78,11 @@ async def test_a_task_stopped_while_starting_is_reported_within_a_second(
 
     account.ecs.stop_task(cluster="uat", task=task["taskArn"], reason="Essential container exited")
 
-    assert await until_state(bot, "failed", within=1.0) < 1.0
+    assert await until_state(bot, "failed", within=SOON) < SOON
     [root] = root_messages(bot)
     await bot.slack.wait_for(
         lambda stub: "Essential container exited" in stub.thread(CHANNEL, root["ts"])[-1]["text"],
-        1.0,
+        SOON,
     )
 
 
@@ -88,7 +92,7 @@ async def test_a_ready_environment_is_left_to_the_poll(
     bot = await quick_bot(make_bot, account, containers)
     await label(bot)
     containers.ready(PR)
-    await until_state(bot, "ready", within=1.0)
+    await until_state(bot, "ready", within=SOON)
     probes = len(containers.hits)
 
     await asyncio.sleep(1.0)  # five quick intervals
