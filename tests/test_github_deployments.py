@@ -22,11 +22,10 @@ from bot.slack import slack_ui
 from bot.store import Post
 from tests.harness.bot import CHANNEL, Bot, BotFactory
 from tests.harness.github_stub import REFUSED, Fault, GitHubStub
-from tests.harness.processes import BotProcess
+from tests.harness.processes import BotProcess, deliver, eventually, read_store
 from tests.harness.pull_requests import PR, REPO, label, pr_event, root_messages
 from tests.harness.slack_stub import SlackStub
 from tests.harness.uat_aws import Containers, UatAccount
-from tests.test_resilience import deliver, eventually, read_store
 
 SHA = pr_event("labeled")["pull_request"]["head"]["sha"]
 APP_LINK = f"https://pr-{PR}.uat.example.com"

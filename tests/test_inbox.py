@@ -20,11 +20,10 @@ from bot.slack.listeners.inbox import take_over
 from bot.store import Environment, Facts, InboxItem, SqliteStore, State, StoreUnavailable
 from bot.store import sqlite as sqlite_store
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, SIGNING_SECRET, Bot, BotFactory
-from tests.harness.processes import BotProcess
+from tests.harness.processes import BotProcess, deliver, eventually, read_store
 from tests.harness.pull_requests import pr_event
 from tests.harness.signing import slack_headers, slash_command_body
 from tests.harness.slack_stub import SlackStub
-from tests.test_resilience import deliver, eventually, read_store
 from tests.test_store_failures import locked_for
 
 LIVE = ("starting", "provisioning", "running", "ready")

@@ -15,11 +15,10 @@ import contextlib
 import json
 import os
 import random
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -37,57 +36,14 @@ from tests.harness.aws_proxy import ReverseProxy
 from tests.harness.bot import (
     CHANNEL,
     DEPLOYER,
-    WEBHOOK_SECRET,
     Bot,
     BotFactory,
 )
 from tests.harness.ecr_seed import fresh_repository
-from tests.harness.processes import BotProcess
+from tests.harness.processes import BotProcess, deliver, eventually, read_store
 from tests.harness.pull_requests import REPO, pr_event
-from tests.harness.signing import github_headers
 from tests.harness.slack_stub import SlackStub
 from tests.harness.uat_aws import Containers, UatAccount
-
-T = TypeVar("T")
-
-
-async def eventually(
-    probe: Callable[[], T],
-    timeout: float,  # noqa: ASYNC109
-    interval: float = 0.05,
-) -> T:
-    """`probe()`'s first truthy answer; AssertionError when `timeout` runs out first."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not so within {timeout}s: {probe}")
-        await asyncio.sleep(interval)
-
-
-def read_store(path: str) -> dict[int, dict[str, Any]]:
-    """The environments table, read-only, by PR number."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM environments").fetchall()
-    except sqlite3.OperationalError:  # not created yet
-        return {}
-    finally:
-        db.close()
-    return {row["pr"]: {**dict(row), "data": json.loads(row["data"])} for row in rows}
-
-
-async def deliver(
-    http: aiohttp.ClientSession, url: str, payload: dict[str, Any], delivery: str
-) -> int:
-    body = json.dumps(payload).encode()
-    headers = github_headers(WEBHOOK_SECRET, body, "pull_request", delivery)
-    async with http.post(f"{url}/github/webhook", data=body, headers=headers) as response:
-        return response.status
-
 
 # ---------------------------------------------------------------- SIGKILL at random points
 

@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiohttp
 
+from tests.harness.bot import WEBHOOK_SECRET
+from tests.harness.signing import github_headers
+
 ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -195,3 +202,44 @@ class BotProcess:
                     os.killpg(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(5)
+
+
+# ---------------------------------------------------------------- a bot process, seen from outside
+
+
+async def eventually(
+    probe: Callable[[], T],
+    timeout: float,  # noqa: ASYNC109
+    interval: float = 0.05,
+) -> T:
+    """`probe()`'s first truthy answer; AssertionError when `timeout` runs out first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not so within {timeout}s: {probe}")
+        await asyncio.sleep(interval)
+
+
+def read_store(path: str) -> dict[int, dict[str, Any]]:
+    """The environments table, read-only, by PR number."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM environments").fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return {}
+    finally:
+        db.close()
+    return {row["pr"]: {**dict(row), "data": json.loads(row["data"])} for row in rows}
+
+
+async def deliver(
+    http: aiohttp.ClientSession, url: str, payload: dict[str, Any], delivery: str
+) -> int:
+    body = json.dumps(payload).encode()
+    headers = github_headers(WEBHOOK_SECRET, body, "pull_request", delivery)
+    async with http.post(f"{url}/github/webhook", data=body, headers=headers) as response:
+        return response.status
