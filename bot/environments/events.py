@@ -131,7 +131,8 @@ class Events:
                 await self._apply(event, live.get(event.task.arn))
             except Exception:
                 logger.exception(
-                    "applying ECS event %s failed; it comes back from the queue", event.event_id
+                    "applying ECS event %s failed; it comes back from the queue",
+                    outside(event.event_id),
                 )
                 continue
             done.append(message.receipt)
@@ -161,7 +162,7 @@ class Events:
                 "%s#%d: ECS says %s (event version %d)",
                 outside(env.repo),
                 env.pr,
-                task.last_status,
+                outside(task.last_status),
                 event.version,
             )
         self._applied(event)
