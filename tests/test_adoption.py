@@ -12,18 +12,19 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.environments.context import ADOPTION_TAGS
+from bot.environments.context import ADOPTION_TAGS, launch_lease
 from bot.slack import action_ids, slack_ui
 from bot.store import Environment, State
 from tests.harness.bot import CHANNEL, DEPLOYER, DEVELOPER, ROOT, Bot, BotFactory
-from tests.harness.pull_requests import REPO, label, root_messages
-from tests.harness.uat_aws import CLUSTER, OWN_FAMILY, Containers, UatAccount
+from tests.harness.pull_requests import REPO, label, pr_event, root_messages
+from tests.harness.uat_aws import CLUSTER, OWN_FAMILY, Containers, UatAccount, atomic_dynamodb
 
 Body = dict[str, Any]
 
@@ -361,3 +362,75 @@ async def test_uat_bot_cleanup_lists_and_stops_only_with_yes(
 
     assert done.returncode == 0 and "Removed 1 tasks" in done.stdout, done
     assert running_arns(account) == {task["taskArn"]}
+
+
+# ---------------------------------------------------------------- replaced launches
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store_env(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The bot's store: SQLite in the test's directory, or a fresh DynamoDB table on moto."""
+    if request.param == "sqlite":
+        return {}
+    atomic_dynamodb(monkeypatch.setattr)
+    return {"UAT_STORE": "dynamodb", "UAT_DYNAMODB_TABLE": f"uat-{uuid.uuid4().hex[:8]}"}
+
+
+async def unrecorded_launch(bot: Bot, account: UatAccount) -> dict[str, Any]:
+    """PR 2's launch ran its task, then was cut short before recording it (killed, or AWS
+    failing): the store says starting, with no task. The task it ran."""
+    await label(bot)
+    [task] = account.tasks(desired="RUNNING")
+    store = bot.runtime.services.store
+    env = await store.get_environment(REPO, 2)
+    assert env is not None and env.facts.session == task["startedBy"]
+    await store.save_environment(replace(env, state=State.STARTING, task_arn=None))
+    return task
+
+
+async def test_a_task_of_a_replaced_launch_is_stopped_when_its_replacement_launches(
+    store_env: dict[str, str], make_bot: BotFactory, account: UatAccount, containers: Containers
+) -> None:
+    bot = await start(make_bot, account, containers, **store_env)
+    old = await unrecorded_launch(bot, account)
+
+    await label(bot, "uat-staging")  # relabelled before the old launch recorded its task
+
+    env = (await environments(bot))[2]
+    assert env.label == "uat-staging" and env.task_arn is not None
+    assert running_arns(account) == {env.task_arn}  # the replaced launch's task is stopped
+    assert env.facts.superseded == (old["startedBy"],)  # until ECS shows it gone
+    await bot.runtime.services.environments.poll()
+    assert (await environments(bot))[2].facts.superseded == ()
+    assert running_arns(account) == {env.task_arn}
+
+
+async def test_a_task_of_a_replaced_launch_is_stopped_after_its_environment_stopped(
+    store_env: dict[str, str], make_bot: BotFactory, account: UatAccount, containers: Containers
+) -> None:
+    """Relabelled, then stopped before the new launch ran: the stop knows no task, and the
+    old launch's task is neither adopted nor left running; it is the bot's own, not a guess."""
+    bot = await start(make_bot, account, containers, **store_env)
+    old = await unrecorded_launch(bot, account)
+    store = bot.runtime.services.store
+    lease = launch_lease(REPO, 2)
+    assert await store.hold_lease(lease, "elsewhere/pr2-busy", 3600)  # a launch on another replica
+    status, _ = await bot.github("pull_request", pr_event("labeled", "uat-staging"))
+    assert status in (200, 202)  # its launch waits for the lease
+    assert await bot.runtime.services.environments.request_stop(REPO, 2, "stopped", DEPLOYER)
+    await bot.settle()
+    assert (await environments(bot))[2].state == "stopped"
+
+    environments_ = bot.runtime.services.environments
+    await environments_.reconcile()
+    await environments_.poll()
+    await bot.settle()
+    assert running_arns(account) == {old["taskArn"]}  # a launch holds the PR: left to it
+    assert (await environments(bot))[2].state == "stopped"  # not adopted
+    assert not any("did not adopt" in m["text"] for m in bot.slack.messages.get(CHANNEL, []))
+
+    await store.release_lock(lease, "elsewhere/pr2-busy")
+    await environments_.poll()
+    assert running_arns(account) == set()
+    await environments_.poll()
+    assert (await environments(bot))[2].facts.superseded == ()

@@ -184,9 +184,9 @@ def test_an_environment_still_in_between_is_not_converged(state: str) -> None:
     assert checker.CONVERGED in invariants(history)
 
 
-def stop_answered(*texts: str) -> History:
+def stop_answered(*texts: str, ack: str = "") -> History:
     history = History(REPO, CHANNEL, wanted={2: "uat"})
-    history.commands.append(Command("R1", "/uat stop", 2, True, "R1", effect="stop"))
+    history.commands.append(Command("R1", "/uat stop", 2, True, "R1", ack, effect="stop"))
     follow_stops(history, {"R1": list(texts)} if texts else {})
     return history
 
@@ -199,3 +199,13 @@ def test_a_stop_answered_stopping_or_never_answered_means_nothing_should_run() -
 
 def test_a_stop_answered_with_a_refusal_leaves_the_environment_wanted() -> None:
     assert stop_answered("Something went wrong (ref abc123).").wanted == {2: "uat"}
+
+
+def test_a_stop_refused_in_its_ack_as_not_recorded_leaves_the_environment_wanted() -> None:
+    # the bot could not store the command (a store outage), said so in the ack and never ran
+    # it: its environment keeps running, as its sender was told
+    history = stop_answered(ack=slack_ui.NOT_RECORDED)
+    assert history.wanted == {2: "uat"}
+    history.tasks = [Task("arn:2", 2, "s2", running=True)]
+    history.envs = {2: EnvRow(2, "ready", "uat", "arn:2", "s2", "100.2")}
+    assert checker.NO_ORPHAN not in invariants(history)

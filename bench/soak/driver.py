@@ -375,10 +375,11 @@ class Driver:
 
 def follow_stops(history: History, answers: dict[str, list[str]]) -> None:
     """A stop PR wants nothing once a stop for it was acked and either answered "Stopping"
-    or never answered (an ack is a promise); a stop answered otherwise (refused, failed)
-    changed nothing its sender was not told."""
+    or never answered (an ack is a promise); a stop answered otherwise (refused, failed, or in
+    its ack: "not recorded" while the store fails, so it was never run) changed nothing its
+    sender was not told."""
     for command in history.commands:
-        if command.kind != "/uat stop" or not command.acked:
+        if command.kind != "/uat stop" or not command.acked or command.ack_body.strip():
             continue
         said = answers.get(command.response_url, [])
         stopping = slack_ui.stopping(Environment(REPO, command.pr, State.RUNNING))

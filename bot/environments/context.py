@@ -44,6 +44,12 @@ def ours(task: TaskInfo, installation: str) -> bool:
     return tags.get("managed-by") == MANAGED_BY and tags.get(INSTANCE_TAG) == installation
 
 
+def launch_lease(repo: str, pr: int) -> str:
+    """The lease one launcher at a time holds per PR, across replicas (launcher.py); whoever
+    else holds it knows no launch of that PR runs a task meanwhile."""
+    return f"launch:{repo}#{pr}"
+
+
 def own_family(settings: Settings) -> str:
     """The bot's own task-definition family; the operators' base family is never written."""
     return f"{settings.uat_task_definition or 'uat'}-uat-bot"

@@ -24,6 +24,7 @@ from bot.environments.context import (
     MANAGED_BY,
     Context,
     PullRequest,
+    launch_lease,
 )
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
@@ -47,6 +48,8 @@ LAUNCH_LEASE_S = 15.0
 # a busy store) past botocore's own retries is tried again after these pauses (about two minutes
 # in all), resuming where it stopped, before its card says it failed.
 LAUNCH_RETRIES_S: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0)
+# how many replaced launches an environment remembers until ECS shows their tasks gone
+SUPERSEDED_MAX = 16
 
 
 def card_key(repo: str, pr: int) -> str:
@@ -119,10 +122,14 @@ class Launcher:
                 return env.with_facts(wanted_at=wanted_at)
             launching.append(True)
             old = env.facts
+            superseded = old.superseded
+            if old.session and old.session not in superseded:  # its task, if any, must go
+                superseded = (*superseded, old.session)[-SUPERSEDED_MAX:]
             facts = replace(
                 pr.facts(old),
                 wanted_at=wanted_at,
                 session=session,
+                superseded=superseded,
                 launch_started=now,
                 requested_by=actor,
                 idle_until=idle_until,
@@ -191,7 +198,7 @@ class Launcher:
             return  # this process already launches that session
         ctx.running.add(session)  # before any await: a second call in this process stops above
         ctx.launching.add(session)
-        lease, holder = f"launch:{repo}#{pr}", f"{ctx.replica}/{session}"
+        lease, holder = launch_lease(repo, pr), f"{ctx.replica}/{session}"
         try:
             # Another launch of this PR (an older session, maybe on another replica) goes first;
             # it gives up as soon as it sees it was superseded, or its lease lapses if it died.
@@ -249,6 +256,8 @@ class Launcher:
             )
             if env is None:
                 return
+        if env.facts.superseded:  # under the lease: no replaced launch runs a task meanwhile
+            await self.stopper.stop_superseded_of(repo, pr)
         tag = ctx.labels.get(env.label, "latest")
         existing = await ctx.ecs.tasks_started_by(session)
         if existing:  # a launch interrupted after RunTask: adopt its task

@@ -75,6 +75,9 @@ class Reconciler:
             if e.facts.replace is not None and e.facts.replace.task_arn
         }
         known |= {e.task_arn for e in envs if e.task_arn is not None}
+        # a replaced launch's task is the bot's own and unwanted: the watcher stops it
+        # (Stopper.stop_superseded), so it is neither adopted nor reported
+        known |= {session for e in envs for session in e.facts.superseded}
         # a stop or failure recorded for this very session whose task outlived it (a launch cut
         # short after RunTask while the stop ran): the recorded stop is finished
         ended = {e.facts.session: e for e in envs if e.state in ENDED and e.facts.session}

@@ -7,7 +7,7 @@ import logging
 from dataclasses import replace
 
 from bot.environments.changes import asked, change, overtaken
-from bot.environments.context import LIVE, Context
+from bot.environments.context import ECS_STOPPING, LIVE, Context, launch_lease
 from bot.environments.logs import Logs
 from bot.environments.thread import Thread
 from bot.errors import UserError
@@ -18,6 +18,7 @@ from bot.store import Environment, State
 logger = logging.getLogger(__name__)
 
 ENDING = frozenset({State.STOPPING, State.STOPPED})
+SWEEP_LEASE_S = 15.0  # how long a sweep of replaced launches holds a PR's launch lease
 
 
 class Stopper:
@@ -104,6 +105,58 @@ class Stopper:
                 await ecs.remove_routing(session)
             except UserError as exc:
                 logger.warning("routing for %s not cleaned: %s", session, outside(exc))
+
+    async def stop_superseded(self) -> None:
+        """Stop the tasks of launches an environment has replaced (`Facts.superseded`), in
+        any state: the bot ran them for this environment, so they are known, not a guess. Each
+        PR is swept under its launch lease (one a launch holds is left to that launch and the
+        next round), so no replaced launch runs a task between the look and the forgetting."""
+        ctx = self.ctx
+        for env in await ctx.store.list_environments():
+            if not env.facts.superseded:
+                continue
+            lease, holder = launch_lease(env.repo, env.pr), f"{ctx.replica}/superseded"
+            if not await ctx.store.hold_lease(lease, holder, SWEEP_LEASE_S):
+                continue
+            try:
+                await self.stop_superseded_of(env.repo, env.pr)
+            finally:
+                await ctx.store.release_lock(lease, holder)
+
+    async def stop_superseded_of(self, repo: str, pr: int) -> None:
+        """Stop the running tasks of `repo#pr`'s replaced launches and forget the sessions ECS
+        runs none of (StopTask again next time until it does); the caller holds its launch
+        lease."""
+        ctx = self.ctx
+        env = await ctx.store.get_environment(repo, pr)
+        if env is None or not env.facts.superseded:
+            return
+        sessions = set(env.facts.superseded)
+        arns = [arn for session in sessions for arn in await ctx.ecs.tasks_started_by(session)]
+        tasks = await ctx.ecs.describe(arns) if arns else {}
+        running: set[str] = set()
+        for task in tasks.values():
+            if task.started_by not in sessions or task.last_status in ECS_STOPPING:
+                continue
+            if not ctx.ours(task):  # another installation's: never touched
+                continue
+            running.add(task.started_by)
+            logger.warning(
+                "stopping task %s of %s#%d: its launch (%s) was replaced",
+                task.arn,
+                outside(repo),
+                pr,
+                task.started_by,
+            )
+            await ctx.ecs.stop_task(task.arn, f"uat-bot: replaced ({repo}#{pr})")
+        gone = sessions - running
+
+        def forget(e: Environment) -> Environment | None:
+            kept = tuple(s for s in e.facts.superseded if s not in gone)
+            return None if kept == e.facts.superseded else e.with_facts(superseded=kept)
+
+        if gone:
+            await change(ctx.store, repo, pr, forget)
 
     async def foreign(self, task_arn: str) -> bool:
         """Whether the task is another installation's (UAT_INSTANCE): then neither it, nor its

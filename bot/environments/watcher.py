@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from bot import cost
-from bot.aws.gateways import TaskInfo
+from bot.aws.gateways import AwsError, TaskInfo
 from bot.environments.changes import change
 from bot.environments.context import (
     ACTIVE,
@@ -37,7 +37,7 @@ from bot.environments.thread import Thread
 from bot.logs import outside
 from bot.slack import slack_ui
 from bot.slack.chat import Message
-from bot.store import Environment, State
+from bot.store import Environment, State, StoreUnavailable
 from bot.urls import environment_url
 
 logger = logging.getLogger(__name__)
@@ -222,6 +222,10 @@ class Watcher:
                     env.facts.session or None,
                     "the launch did not get a task in time",
                 )
+        try:  # replaced launches' tasks (one whose stop failed, or was never known to run)
+            await self.stopper.stop_superseded()
+        except (AwsError, StoreUnavailable) as exc:
+            logger.warning("stopping replaced launches' tasks: %s; next round", outside(exc))
 
     async def _check(self, env: Environment, task: TaskInfo | None, now: float) -> None:
         """Apply what the round saw of one environment; a failure is logged and counted, and

@@ -71,6 +71,10 @@ class Facts:
     task_definition: str | None = None
     image_tags: tuple[str, ...] = ()
     replace: Replaced | None = None
+    # sessions of this environment's earlier launches, replaced by a later one: a task one of
+    # them ran (its RunTask answered after the replacement, or its stop failed) is the bot's own
+    # and unwanted, so it is stopped on sight; a session leaves once ECS runs none of its tasks
+    superseded: tuple[str, ...] = ()
     # when what it should be (run a label, or stop) was last asked for, by the request's receipt
     # time: a request received before it (a command resumed after a crash) is out of date
     wanted_at: float | None = None
@@ -114,6 +118,8 @@ class Facts:
                 values[name] = bool(values[name])
         if "image_tags" in values:
             values["image_tags"] = tuple(str(t) for t in values["image_tags"] or ())
+        if "superseded" in values:
+            values["superseded"] = tuple(str(t) for t in values["superseded"] or ())
         if "log_tail" in values:
             values["log_tail"] = tuple(str(t) for t in values["log_tail"] or ())
         for name in ("cpu", "memory"):
@@ -166,7 +172,7 @@ _ONLY_WHEN_SET = frozenset(
     {"launch_started", "idle_until", "stopped_at", "replace", "wanted_at", "pushed_sha"}
 )
 # keys added later, written only when they say something (a row stays as it was otherwise)
-_NEWER = ("cpu", "memory", "log_tail", "log_problem")
+_NEWER = ("cpu", "memory", "log_tail", "log_problem", "superseded")
 
 
 @dataclass(frozen=True)
