@@ -1212,11 +1212,11 @@ async def health(request: web.Request) -> web.Response:
         return web.json_response(
             {"ready": False, "phase": "failed", "error": error_text, **body}, status=503
         )
+    if config.claimable:
+        return web.json_response(
+            {"ready": False, "phase": "waiting", "error": WAITING_FOR_CLAIM, **body}, status=503
+        )
     if phase.phase == "waiting":
-        if config.claimable:
-            return web.json_response(
-                {"ready": False, "phase": "waiting", "error": WAITING_FOR_CLAIM, **body}, status=503
-            )
         phase = Phase("cloning")  # claimed: the entrypoint has yet to notice
     if await app_answers(config.app_port):
         return web.json_response({"ready": True, "phase": "ready", "error": None, **body})
