@@ -240,6 +240,21 @@ class ContainerClient:
         if answer.get("claimed") is not True or answer.get("session_id") != session_id:
             raise ContainerRefused(response.status, "it answered the claim without confirming it")
 
+    async def claimed_for(self, base: str, prompt_token: str) -> bool | None:
+        """Whether the task at `base` runs the environment whose token is `prompt_token`, for a
+        claim whose answer was lost: True when its `/status` opens to that token (the claim
+        landed), False when it refuses it (401: claimed for another; 503: still waiting), None
+        when it does not answer (within PROBE_TIMEOUT_S) or answers anything else."""
+        try:
+            async with self._session().get(
+                f"{base}/status", headers=_bearer(prompt_token), timeout=PROBE
+            ) as response:
+                if response.status == 200:
+                    return True
+                return False if response.status in (401, 503) else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
     @contextlib.asynccontextmanager
     async def _request(
         self, method: str, base: str, path: str, token: str | None = None, **kwargs: Any

@@ -223,3 +223,15 @@ async def test_a_claim_of_a_task_that_does_not_answer_is_unreachable() -> None:
         nowhere = Served(f"http://127.0.0.1:{free_port()}", ContainerClient(lambda: session))
         with pytest.raises(ContainerUnreachable):
             await claim(nowhere, POOL_TOKEN)
+
+
+async def test_whether_a_claim_whose_answer_was_lost_landed_is_told_by_the_prompt_token(
+    pool: Served,
+) -> None:
+    assert await pool.client.claimed_for(pool.base, PROMPT_TOKEN) is False  # still waiting
+    await claim(pool, POOL_TOKEN)
+    assert await pool.client.claimed_for(pool.base, PROMPT_TOKEN) is True
+    assert await pool.client.claimed_for(pool.base, "uatp_" + "o" * 43) is False  # another's
+    async with aiohttp.ClientSession() as session:
+        nowhere = f"http://127.0.0.1:{free_port()}"
+        assert await ContainerClient(lambda: session).claimed_for(nowhere, PROMPT_TOKEN) is None
