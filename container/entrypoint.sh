@@ -16,7 +16,7 @@
 # one: the same clone, install, start and routing, the same users, files and hidden environment.
 #
 # PHASE_FILE protocol (read by prompt_server.py): one JSON object, replaced atomically,
-#   {"phase": "cloning|installing|starting|failed", "error": "why" | null, "updated_at": "..."}
+#   {"phase": "waiting|cloning|installing|starting|failed", "error": "why" | null, "updated_at": "..."}
 #
 # Who runs what. The pull request's code is not trusted, so it runs as a user of its own:
 #   root      this script: it sets up the users' folders and secret files, supervises, and holds
@@ -307,6 +307,8 @@ wait_for_claim() {
 # as a cold task gets it from ECS; the pool token is gone afterwards.
 take_claim() {
     local line key value
+    rm -f -- "$UAT_POOL_TOKEN_FILE"  # whatever the claim holds, the task is taken: 409 from now on
+    unset UAT_POOL_TOKEN UAT_POOL_TOKEN_FILE
     REPO="" GIT_REF="" HEAD_SHA="" SESSION_ID="" BRANCH="" PR_NUMBER=""
     if [[ -L $CLAIM_FILE || ! -f $CLAIM_FILE ]]; then
         fail "the claim ($CLAIM_FILE) is not a regular file: start another task"
@@ -341,8 +343,6 @@ take_claim() {
         fail "the claim came without the prompt token's file: start another task"
         return 1
     fi
-    rm -f -- "$UAT_POOL_TOKEN_FILE"
-    unset UAT_POOL_TOKEN UAT_POOL_TOKEN_FILE
     export REPO GIT_REF HEAD_SHA SESSION_ID BRANCH PR_NUMBER
     log "claimed: session $SESSION_ID, $GIT_REF at $HEAD_SHA"
     write_phase cloning

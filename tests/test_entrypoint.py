@@ -433,6 +433,7 @@ def test_a_claim_file_that_bypassed_the_prompt_server_is_checked_again_and_refus
     failed = container.wait_health(503, "failed")
     assert "claim's repo, git_ref, head_sha, session_id" in failed["error"]
     assert not Path(container.env["WORK_DIR"]).exists()
+    assert not (secrets / "pool-token").exists()  # the task is spent: nothing reopens it
     assert container.proc.poll() is None  # still up to say why
 
 
