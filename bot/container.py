@@ -63,6 +63,23 @@ class TokenRefused(ContainerError):
         )
 
 
+class PoolTokenRefused(ContainerError):
+    def __init__(self) -> None:
+        super().__init__(
+            "The warm-pool task refused the pool token: it was started with another one (by "
+            "another installation or before a restart); claim another task or launch a cold one."
+        )
+
+
+class AlreadyClaimed(ContainerError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"The task cannot be claimed ({reason}): claim another warm-pool task or launch a "
+            "cold one."
+        )
+        self.reason = reason
+
+
 class NoSuchJob(ContainerError):
     def __init__(self, job_id: str) -> None:
         super().__init__(f"The container knows no job {job_id}: see its /status for the jobs.")
@@ -99,8 +116,8 @@ class Submitted:
 
 class ContainerClient:
     """`GET /health /version /status`, `POST /prompt`, `GET /prompts/{id}` (and its output),
-    `DELETE /prompts/{id}`, on the session `session()` returns (the composition root's), each
-    request with its own time limit."""
+    `DELETE /prompts/{id}`, `POST /claim` (warm-pool tasks), on the session `session()` returns
+    (the composition root's), each request with its own time limit."""
 
     def __init__(self, session: Callable[[], aiohttp.ClientSession]) -> None:
         self._session = session
@@ -181,6 +198,62 @@ class ContainerClient:
             if response.status >= 400:
                 answer = await _json(response)
                 raise ContainerRefused(response.status, str(answer.get("error")))
+
+    async def claim(
+        self,
+        base: str,
+        pool_token: str,
+        *,
+        repo: str,
+        git_ref: str,
+        head_sha: str,
+        session_id: str,
+        prompt_token: str,
+        branch: str = "",
+        pr_number: int | None = None,
+    ) -> None:
+        """`POST /claim`: the warm-pool task at `base` becomes this environment (it clones and
+        starts the app as a cold task does; its prompt token is `prompt_token` from then on).
+        Raises PoolTokenRefused (401), AlreadyClaimed (409: claimed first by someone else, or no
+        pool member), ContainerRefused (400 names the field the container refused) or
+        ContainerUnreachable, after which whether the claim landed is unknown: the task's
+        `/status` answering to `prompt_token` says it did."""
+        body: dict[str, object] = {
+            "repo": repo,
+            "git_ref": git_ref,
+            "head_sha": head_sha,
+            "session_id": session_id,
+            "prompt_token": prompt_token,
+        }
+        if branch:
+            body["branch"] = branch
+        if pr_number is not None:
+            body["pr_number"] = pr_number
+        async with self._request("POST", base, "/claim", pool_token, json=body) as response:
+            answer = await _json(response)
+            if response.status == 401:
+                raise PoolTokenRefused
+            if response.status == 409:
+                raise AlreadyClaimed(str(answer.get("error") or "HTTP 409"))
+            if response.status != 200:
+                raise _refused(response.status, answer)
+        if answer.get("claimed") is not True or answer.get("session_id") != session_id:
+            raise ContainerRefused(response.status, "it answered the claim without confirming it")
+
+    async def claimed_for(self, base: str, prompt_token: str) -> bool | None:
+        """Whether the task at `base` runs the environment whose token is `prompt_token`, for a
+        claim whose answer was lost: True when its `/status` opens to that token (the claim
+        landed), False when it refuses it (401: claimed for another; 503: still waiting), None
+        when it does not answer (within PROBE_TIMEOUT_S) or answers anything else."""
+        try:
+            async with self._session().get(
+                f"{base}/status", headers=_bearer(prompt_token), timeout=PROBE
+            ) as response:
+                if response.status == 200:
+                    return True
+                return False if response.status in (401, 503) else None
+        except (aiohttp.ClientError, TimeoutError):
+            return None
 
     @contextlib.asynccontextmanager
     async def _request(

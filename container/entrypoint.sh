@@ -7,8 +7,16 @@
 # answers on APP_PORT), or failed with the reason, after which the prompt server keeps running so
 # /health shows it. On TERM it stops its children and removes the routing it created.
 #
+# Pool mode (a warm-pool task): started with UAT_POOL_TOKEN and without GIT_REF, HEAD_SHA and
+# SESSION_ID, it writes the phase "waiting", hands the pool token to the prompt server in
+# UAT_POOL_TOKEN_FILE and waits for UAT_CLAIM_FILE: the prompt server writes it, once, when
+# `POST /claim` (bearer: the pool token) brings a valid {repo, git_ref, head_sha, session_id,
+# prompt_token}, after writing the prompt token to UAT_PROMPT_TOKEN_FILE. The claim is checked
+# again here (`take_claim`), the pool token's file is deleted, and from there on the task is a cold
+# one: the same clone, install, start and routing, the same users, files and hidden environment.
+#
 # PHASE_FILE protocol (read by prompt_server.py): one JSON object, replaced atomically,
-#   {"phase": "cloning|installing|starting|failed", "error": "why" | null, "updated_at": "..."}
+#   {"phase": "waiting|cloning|installing|starting|failed", "error": "why" | null, "updated_at": "..."}
 #
 # Who runs what. The pull request's code is not trusted, so it runs as a user of its own:
 #   root      this script: it sets up the users' folders and secret files, supervises, and holds
@@ -39,6 +47,7 @@
 #   GIT_TOKEN           HTTPS token for the clone and the agent's pushes; given to git by a
 #                       credential helper that reads it from GIT_TOKEN_FILE (never printed)
 #   UAT_PROMPT_TOKEN    the prompt server's bearer token, handed over in UAT_PROMPT_TOKEN_FILE
+#   UAT_POOL_TOKEN      pool mode (see above): the bearer token of POST /claim, until the claim
 #   AGENT_UID [1001]  APP_UID [1002] (empty: no separation, see above)  APP_HOME [/home/app]
 #   AGENT_HOME [$HOME]
 #   WORK_DIR [$AGENT_HOME/app]  PHASE_FILE [$AGENT_HOME/phase.json]
@@ -63,9 +72,11 @@ export PROMPT_STATE="${PROMPT_STATE:-$AGENT_HOME/prompt-state.json}"
 export GIT_TERMINAL_PROMPT=0
 SECRETS_DIR="$AGENT_HOME/.uat-secrets"
 export GIT_TOKEN_FILE="$SECRETS_DIR/git-token"
+CLAIM_FILE="$SECRETS_DIR/claim"
 # What the app's environment never has: the tokens, the agent's model credentials and the task's
 # AWS credentials (the relative URI is what lets a process fetch the task role's keys).
 export APP_HIDDEN_ENV="UAT_PROMPT_TOKEN UAT_PROMPT_TOKEN_FILE GIT_TOKEN GIT_TOKEN_FILE
+    UAT_POOL_TOKEN UAT_POOL_TOKEN_FILE UAT_CLAIM_FILE
     ANTHROPIC_API_KEY ANTHROPIC_AUTH_TOKEN CLAUDE_CODE_OAUTH_TOKEN AWS_ACCESS_KEY_ID
     AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
     AWS_CONTAINER_CREDENTIALS_FULL_URI AWS_CONTAINER_AUTHORIZATION_TOKEN
@@ -78,6 +89,10 @@ REPO="${REPO:-}"
 BRANCH="${BRANCH:-}"
 GIT_REF="${GIT_REF:-}"
 HEAD_SHA="${HEAD_SHA:-}"
+POOL=""  # set: a warm-pool task, waiting for its claim
+if [[ -n ${UAT_POOL_TOKEN:-} && -z $GIT_REF$HEAD_SHA${SESSION_ID:-} ]]; then
+    POOL=1
+fi
 
 # git runs this helper with `sh`; the single quotes keep the variables unexpanded until then, so
 # the token is never on a command line, in a config file or in this script's output. It reads
@@ -128,14 +143,14 @@ write_phase() {
 }
 
 # as_agent COMMAND...: run as AGENT_UID (also in APP_UID's group), umask 022, HOME=AGENT_HOME,
-# without the tokens in its environment.
+# without the tokens (the pool's included) in its environment.
 as_agent() {
     local drop=()
     if [[ -n $APP_UID ]]; then
         drop=(setpriv --reuid "$AGENT_UID" --regid "$AGENT_UID" --groups "$APP_UID"
             --inh-caps=-all --no-new-privs)
     fi
-    env -u UAT_PROMPT_TOKEN -u GIT_TOKEN HOME="$AGENT_HOME" "${drop[@]}" \
+    env -u UAT_PROMPT_TOKEN -u GIT_TOKEN -u UAT_POOL_TOKEN HOME="$AGENT_HOME" "${drop[@]}" \
         bash -c 'umask 022 && exec "$@"' as-agent "$@"
 }
 
@@ -172,10 +187,14 @@ set_up_users() {
     old_umask=$(umask)
     umask 077
     mkdir -p "$AGENT_HOME" "$SECRETS_DIR" "$(dirname "$PHASE_FILE")" "$(dirname "$PROMPT_STATE")"
-    rm -f -- "$SECRETS_DIR/prompt-token" "$GIT_TOKEN_FILE"
+    rm -f -- "$SECRETS_DIR/prompt-token" "$GIT_TOKEN_FILE" "$SECRETS_DIR/pool-token" "$CLAIM_FILE"
     if [[ -n ${UAT_PROMPT_TOKEN:-} ]]; then
         export UAT_PROMPT_TOKEN_FILE="$SECRETS_DIR/prompt-token"
         printf '%s\n' "$UAT_PROMPT_TOKEN" >"$UAT_PROMPT_TOKEN_FILE"
+    elif [[ -n $POOL ]]; then  # the prompt server writes it there on the claim
+        export UAT_PROMPT_TOKEN_FILE="$SECRETS_DIR/prompt-token" UAT_CLAIM_FILE="$CLAIM_FILE"
+        export UAT_POOL_TOKEN_FILE="$SECRETS_DIR/pool-token"
+        printf '%s\n' "$UAT_POOL_TOKEN" >"$UAT_POOL_TOKEN_FILE"
     fi
     printf '%s\n' "${GIT_TOKEN:-}" >"$GIT_TOKEN_FILE"
     chmod 0400 "$SECRETS_DIR"/*
@@ -270,6 +289,63 @@ clone() {
     "${GIT[@]}" -C "$WORK_DIR" config user.email >/dev/null ||
         "${GIT[@]}" -C "$WORK_DIR" config user.email "uat-agent@users.noreply.github.com"
     log "fetched $GIT_REF at $HEAD_SHA${BRANCH:+ ($BRANCH)}"
+}
+
+# Pool mode: wait for the prompt server to write CLAIM_FILE (keeping it up meanwhile), then
+# `take_claim`. TERM is handled at once (the sleep runs in the background).
+wait_for_claim() {
+    log "warm-pool task: waiting for POST /claim on port $PROMPT_PORT"
+    while [[ ! -e $CLAIM_FILE ]]; do
+        keep_server_up
+        sleep 0.2 &
+        wait $! || true
+    done
+    take_claim
+}
+
+# The environment CLAIM_FILE names, checked again (it was written by the agent's user), exported
+# as a cold task gets it from ECS; the pool token is gone afterwards.
+take_claim() {
+    local line key value
+    rm -f -- "$UAT_POOL_TOKEN_FILE"  # whatever the claim holds, the task is taken: 409 from now on
+    unset UAT_POOL_TOKEN UAT_POOL_TOKEN_FILE
+    REPO="" GIT_REF="" HEAD_SHA="" SESSION_ID="" BRANCH="" PR_NUMBER=""
+    if [[ -L $CLAIM_FILE || ! -f $CLAIM_FILE ]]; then
+        fail "the claim ($CLAIM_FILE) is not a regular file: start another task"
+        return 1
+    fi
+    while IFS= read -r line; do
+        key=${line%%=*} value=${line#*=}
+        case $key in
+            REPO) REPO=$value ;;
+            GIT_REF) GIT_REF=$value ;;
+            HEAD_SHA) HEAD_SHA=$value ;;
+            SESSION_ID) SESSION_ID=$value ;;
+            BRANCH) BRANCH=$value ;;
+            PR_NUMBER) PR_NUMBER=$value ;;
+            *)
+                fail "the claim has a line that is not one of its fields: start another task"
+                return 1
+                ;;
+        esac
+    done <"$CLAIM_FILE"
+    if ! [[ $REPO =~ ^(https?|file)://[A-Za-z0-9._~%+/:-]{1,500}$ ]] ||
+        ! [[ $GIT_REF =~ ^refs/[A-Za-z0-9._/-]{1,250}$ ]] ||
+        ! git check-ref-format "$GIT_REF" ||
+        ! [[ $HEAD_SHA =~ ^([0-9a-f]{40}|[0-9a-f]{64})$ ]] ||
+        ! [[ $SESSION_ID =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]] ||
+        ! [[ $BRANCH =~ ^[A-Za-z0-9._/+-]{0,250}$ ]] || ! [[ $PR_NUMBER =~ ^[0-9]{0,9}$ ]]; then
+        fail "the claim's repo, git_ref, head_sha, session_id, branch or pr_number is not valid:" \
+            "start another task"
+        return 1
+    fi
+    if [[ ! -s $UAT_PROMPT_TOKEN_FILE ]]; then
+        fail "the claim came without the prompt token's file: start another task"
+        return 1
+    fi
+    export REPO GIT_REF HEAD_SHA SESSION_ID BRANCH PR_NUMBER
+    log "claimed: session $SESSION_ID, $GIT_REF at $HEAD_SHA"
+    write_phase cloning
 }
 
 # The operators' commands run in WORK_DIR as the app's user (`as_app`).
@@ -441,6 +517,17 @@ on_exit() {
     exit "$status"
 }
 
+keep_server_up() {
+    local status=0
+    if ! alive "$SERVER_PID"; then
+        if [[ -n $SERVER_PID ]]; then
+            wait "$SERVER_PID" || status=$?
+            log "the prompt server exited with status $status: starting it again"
+        fi
+        start_prompt_server
+    fi
+}
+
 # Until TERM: restart the prompt server if it dies; report a failed phase when the app exits.
 watch() {
     local status
@@ -451,12 +538,7 @@ watch() {
             APP_PID=""
             fail "the app (APP_START_CMD) exited with status $status"
         fi
-        if ! alive "$SERVER_PID"; then
-            status=0
-            wait "$SERVER_PID" || status=$?
-            log "the prompt server exited with status $status: starting it again"
-            start_prompt_server
-        fi
+        keep_server_up
         sleep 1 &
         wait $! || true
     done
@@ -467,12 +549,20 @@ main() {
     trap 'exit 143' TERM
     trap 'exit 130' INT
     mkdir -p "$(dirname "$PHASE_FILE")"
-    write_phase cloning
+    if [[ -n $POOL ]]; then
+        write_phase waiting
+    else
+        unset UAT_POOL_TOKEN  # a task started for an environment is no pool member
+        write_phase cloning
+    fi
     if ! set_up_users; then
         APP_UID=""  # the prompt server, as this user and with no token, says why on /health
         watch
     fi
     start_prompt_server
+    if [[ -n $POOL ]] && ! wait_for_claim; then
+        watch
+    fi
     if clone; then
         write_phase installing
         if install_app; then

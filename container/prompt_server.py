@@ -14,11 +14,13 @@
                           job is unknown or has no output file (still queued, never started the
                           agent, or the file is gone)
     DELETE /prompts/{id}  cancels a queued job or kills a running one
+    POST   /claim         warm-pool tasks only (see "Pool mode" below): 200 once, 409 after
 
-Every endpoint but /health needs `Authorization: Bearer <token>` (UAT_PROMPT_TOKEN, or the first
-line of the file UAT_PROMPT_TOKEN_FILE names), compared in constant time: 401 without it, 503 when
-no token is configured. What /status, the job views and the output files show has secrets removed
-(`scrub`): this container's own tokens and anything shaped like a credential become `[redacted]`.
+Every endpoint but /health and /claim needs `Authorization: Bearer <token>` (UAT_PROMPT_TOKEN, or
+the first line of the file UAT_PROMPT_TOKEN_FILE names), compared in constant time: 401 without it,
+503 when no token is configured. What /status, the job views and the output files show has secrets
+removed (`scrub`): this container's own tokens and anything shaped like a credential become
+`[redacted]`.
 
 `position` is the number of jobs ahead of the new one, the running job included: 0 means it starts
 at once, 1 that it runs after the current job, and so on. "recent" lists finished jobs newest first
@@ -42,9 +44,23 @@ is deleted when it drops out of "recent"; on start, files of jobs the state does
 
 PHASE_FILE protocol (written by entrypoint.sh, atomically: temp file + rename): one JSON object
 `{"phase": "cloning" | "installing" | "starting" | "ready" | "failed", "error": str | null,
-"updated_at": str}`. A file that is not JSON is read as text: the first line is the phase, the rest
-the error. No file (or no PHASE_FILE) counts as "starting". While the phase is "cloning" the queue
-waits; readiness itself is decided here, by a TCP connect to 127.0.0.1 (then ::1) on APP_PORT.
+"updated_at": str}`, and "waiting" in pool mode until the claim. A file that is not JSON is read
+as text: the first line is the phase, the rest the error. No file (or no PHASE_FILE) counts as
+"starting". While the phase is "waiting" or "cloning" the queue waits; readiness itself is decided
+here, by a TCP connect to 127.0.0.1 (then ::1) on APP_PORT.
+
+Pool mode (a warm-pool task, started before anyone knows which pull request it will run): with a
+pool token (UAT_POOL_TOKEN, or the first line of UAT_POOL_TOKEN_FILE), UAT_CLAIM_FILE and
+UAT_PROMPT_TOKEN_FILE set, and no claim file yet, /health answers 503 {"phase": "waiting"} and
+every other endpoint but /claim 503. `POST /claim` with `Authorization: Bearer <pool token>`
+(constant time; 401 without it) and the JSON object `{"repo", "git_ref", "head_sha",
+"session_id", "prompt_token"}` (optional "branch" and "pr_number") checks every field (400 naming
+the first bad one, see `parse_claim`), writes the prompt token to UAT_PROMPT_TOKEN_FILE (0400),
+then the claim to UAT_CLAIM_FILE (0400, created exclusively; `KEY=value` lines: REPO, GIT_REF,
+HEAD_SHA, SESSION_ID, BRANCH, PR_NUMBER, which entrypoint.sh waits for and clones from) and
+answers 200. From then on the prompt token opens the other endpoints and the pool token nothing:
+/claim answers 409 to anyone, as it does on a task that is not a pool member, and a server
+restarted after the claim finds the claim file and starts claimed.
 """
 
 from __future__ import annotations
@@ -67,7 +83,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -92,7 +108,7 @@ APP_PROBE_TIMEOUT_S: Final = 1.0
 CHECKOUT_POLL_S: Final = 0.5
 
 JOB_ID: Final = re.compile(r"[0-9a-f]{12}")  # what `new_job_id` makes; names output files
-PHASES: Final = ("cloning", "installing", "starting", "ready", "failed")
+PHASES: Final = ("waiting", "cloning", "installing", "starting", "ready", "failed")
 ACTIVE_STATES: Final = ("queued", "running")
 JOB_STATES: Final = (*ACTIVE_STATES, "succeeded", "failed", "cancelled", "timed_out")
 INTERRUPTED: Final = "interrupted"
@@ -187,6 +203,15 @@ class Config:
     output_dir: Path | None = None  # None: see `outputs_folder`
     output_max_bytes: int = MAX_OUTPUT_BYTES
     secrets: tuple[str, ...] = field(default=(), repr=False)  # values `scrub` removes
+    # Pool mode (see the module docstring): the pool token, until the claim replaces it.
+    pool_token: str | None = field(default=None, repr=False)
+    claim_file: Path | None = None
+    token_file: Path | None = None  # where a claim writes the prompt token
+
+    @property
+    def claimable(self) -> bool:
+        """Whether this is a pool-mode server that has not been claimed yet."""
+        return bool(self.pool_token and self.claim_file and self.token_file and not self.token)
 
     @property
     def hidden(self) -> tuple[str, ...]:
@@ -207,8 +232,9 @@ class Config:
     def from_env(cls, env: Mapping[str, str]) -> Config:
         """Read PROMPT_HOST, PROMPT_PORT, APP_PORT, WORK_DIR, UAT_PROMPT_TOKEN (or
         UAT_PROMPT_TOKEN_FILE), CLAUDE_CMD, PROMPT_TIMEOUT_S, PROMPT_STATE, PHASE_FILE,
-        PROMPT_OUTPUT_DIR, PROMPT_OUTPUT_MAX_BYTES and the secrets to scrub (SECRET_ENV,
-        SECRET_FILE_ENV); raise ConfigError naming each bad value."""
+        PROMPT_OUTPUT_DIR, PROMPT_OUTPUT_MAX_BYTES, the secrets to scrub (SECRET_ENV,
+        SECRET_FILE_ENV) and pool mode's UAT_POOL_TOKEN (or UAT_POOL_TOKEN_FILE) and
+        UAT_CLAIM_FILE; raise ConfigError naming each bad value."""
         problems: list[str] = []
 
         def port(name: str, default: int) -> int:
@@ -245,12 +271,23 @@ class Config:
         except ValueError as exc:
             problems.append(f"CLAUDE_CMD cannot be split into arguments: {exc}")
             claude_cmd = ("claude",)
+        pool_token = env.get("UAT_POOL_TOKEN") or None
+        pool_token_file = env.get("UAT_POOL_TOKEN_FILE", "").strip()
+        if pool_token is None and pool_token_file:
+            pool_token = read_secret_file(pool_token_file) or None
+        claim_file = optional_path("UAT_CLAIM_FILE")
         token = env.get("UAT_PROMPT_TOKEN") or None
         token_file = env.get("UAT_PROMPT_TOKEN_FILE", "").strip()
         if token is None and token_file:
             token = read_secret_file(token_file) or None
-            if token is None and not os.access(token_file, os.R_OK):
+            waits_for_claim = pool_token is not None and not os.path.exists(token_file)
+            if token is None and not waits_for_claim and not os.access(token_file, os.R_OK):
                 problems.append(f"UAT_PROMPT_TOKEN_FILE={token_file!r} cannot be read")
+        if pool_token and not (claim_file and token_file):
+            problems.append(
+                "a pool token is set but UAT_CLAIM_FILE or UAT_PROMPT_TOKEN_FILE is not: a claim"
+                " needs both to hand over the environment"
+            )
         if problems:
             raise ConfigError("; ".join(problems))
         secrets = [env.get(name, "") for name in SECRET_ENV]
@@ -268,6 +305,9 @@ class Config:
             output_dir=optional_path("PROMPT_OUTPUT_DIR"),
             output_max_bytes=output_max_bytes,
             secrets=tuple(sorted({s for s in secrets if s}, key=len, reverse=True)),
+            pool_token=pool_token,
+            claim_file=claim_file,
+            token_file=Path(token_file) if token_file else None,
         )
 
 
@@ -952,7 +992,9 @@ class PromptQueue:
 
     async def _wait_for_checkout(self) -> None:
         await poll_until(
-            lambda: read_phase(self.config.phase_file).phase != "cloning", None, CHECKOUT_POLL_S
+            lambda: read_phase(self.config.phase_file).phase not in ("waiting", "cloning"),
+            None,
+            CHECKOUT_POLL_S,
         )
 
     async def _run(self, job: Job) -> None:
@@ -1113,8 +1155,15 @@ class PromptQueue:
 
 # ---------------------------------------------------------------------------- HTTP
 
-CONFIG_KEY: Final = web.AppKey("config", Config)
 QUEUE_KEY: Final = web.AppKey("queue", PromptQueue)
+WAITING_FOR_CLAIM: Final = (
+    "this warm-pool task waits for a claim (POST /claim) before it runs anything"
+)
+
+
+def current_config(request: web.Request) -> Config:
+    """The server's configuration now: a claim replaces it (the prompt token for the pool's)."""
+    return request.app[QUEUE_KEY].config
 
 
 def error(status: int, message: str, **headers: str) -> web.Response:
@@ -1123,8 +1172,11 @@ def error(status: int, message: str, **headers: str) -> web.Response:
 
 def check_token(request: web.Request) -> web.Response | None:
     """None when the request carries the right bearer token; else the response to send."""
-    token = request.app[CONFIG_KEY].token
+    config = current_config(request)
+    token = config.token
     if not token:
+        if config.claimable:
+            return error(503, WAITING_FOR_CLAIM)
         return error(503, "UAT_PROMPT_TOKEN is not set in this container, so it refuses requests")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
@@ -1152,7 +1204,7 @@ async def app_answers(port: int) -> bool:
 
 
 async def health(request: web.Request) -> web.Response:
-    config = request.app[CONFIG_KEY]
+    config = current_config(request)
     phase = read_phase(config.phase_file)
     body: dict[str, Any] = {"app_port": config.app_port, "updated_at": phase.updated_at}
     if phase.phase == "failed":
@@ -1160,6 +1212,12 @@ async def health(request: web.Request) -> web.Response:
         return web.json_response(
             {"ready": False, "phase": "failed", "error": error_text, **body}, status=503
         )
+    if config.claimable:
+        return web.json_response(
+            {"ready": False, "phase": "waiting", "error": WAITING_FOR_CLAIM, **body}, status=503
+        )
+    if phase.phase == "waiting":
+        phase = Phase("cloning")  # claimed: the entrypoint has yet to notice
     if await app_answers(config.app_port):
         return web.json_response({"ready": True, "phase": "ready", "error": None, **body})
     shown = phase.phase if phase.phase in ("cloning", "installing") else "starting"
@@ -1174,7 +1232,7 @@ async def version(request: web.Request) -> web.Response:
         return refused
     found = await request.app[QUEUE_KEY].git.version()
     if found is None:
-        work_dir = request.app[CONFIG_KEY].work_dir
+        work_dir = current_config(request).work_dir
         return error(503, f"no git checkout in {work_dir} yet")
     return web.json_response(found)
 
@@ -1258,6 +1316,161 @@ async def cancel_prompt(queue: PromptQueue, job: Job) -> web.Response:
     return web.json_response(queue.view(job), status=202 if job.state in ACTIVE_STATES else 200)
 
 
+# ---------------------------------------------------------------------------- claim (pool mode)
+
+# What a claim may carry; anything else is refused (400) before it reaches a file or git.
+# repo: an http(s) or file URL without credentials (no `@`), nothing git could read as an option
+# or a transport of its own (`ext::`); git_ref: a full ref of plain characters, checked further
+# by `is_safe_ref`; head_sha: a full SHA-1 or SHA-256 commit id; session_id: a DNS label (it names
+# the app's host, ${SESSION_ID}.${UAT_DOMAIN}); prompt_token: bot/prompt_tokens.py's shape;
+# branch (display only: entrypoint.sh still asks git whether it is a valid branch name).
+CLAIM_REPO: Final = re.compile(r"(?:https?|file)://[A-Za-z0-9._~%+/:-]{1,500}")
+CLAIM_REF: Final = re.compile(r"refs/[A-Za-z0-9._/-]{1,250}")
+CLAIM_SHA: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+CLAIM_SESSION: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+CLAIM_TOKEN: Final = re.compile(r"uatp_[A-Za-z0-9_-]{20,200}")
+CLAIM_BRANCH: Final = re.compile(r"[A-Za-z0-9._/+-]{1,250}")
+CLAIM_FIELDS: Final = ("repo", "git_ref", "head_sha", "session_id", "prompt_token")
+
+
+class BadClaim(ValueError):
+    """A claim's body that is refused; the message says which field and what it must be."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A valid claim: the environment a pool task becomes."""
+
+    repo: str
+    git_ref: str
+    head_sha: str
+    session_id: str
+    prompt_token: str = field(repr=False)
+    branch: str = ""
+    pr_number: int | None = None
+
+    def file_text(self) -> str:
+        """UAT_CLAIM_FILE's content for entrypoint.sh: KEY=value lines, no token."""
+        values = {
+            "REPO": self.repo,
+            "GIT_REF": self.git_ref,
+            "HEAD_SHA": self.head_sha,
+            "SESSION_ID": self.session_id,
+            "BRANCH": self.branch,
+            "PR_NUMBER": "" if self.pr_number is None else str(self.pr_number),
+        }
+        return "".join(f"{key}={value}\n" for key, value in values.items())
+
+
+def is_safe_ref(ref: str) -> bool:
+    """`ref` is a full ref of plain characters that git accepts (`git check-ref-format`'s rules
+    for these characters): no empty, `.`-led or `.lock` component, no `..`, no trailing `.`."""
+    if not CLAIM_REF.fullmatch(ref) or ".." in ref or ref.endswith((".", "/")):
+        return False
+    return all(
+        part and not part.startswith(".") and not part.endswith(".lock") for part in ref.split("/")
+    )
+
+
+def parse_claim(body: object) -> Claim:
+    """The claim `body` describes; BadClaim naming the first field that is missing or wrong."""
+    if not isinstance(body, dict):
+        raise BadClaim(f"the body must be a JSON object with {', '.join(CLAIM_FIELDS)}")
+    missing = [name for name in CLAIM_FIELDS if not isinstance(body.get(name), str)]
+    if missing:
+        raise BadClaim(
+            f"{', '.join(missing)} missing or not a string: send all of {', '.join(CLAIM_FIELDS)}"
+        )
+    repo, ref, sha = body["repo"], body["git_ref"], body["head_sha"]
+    session, token = body["session_id"], body["prompt_token"]
+    if not CLAIM_REPO.fullmatch(repo):
+        raise BadClaim("repo must be an https:// (or file://) clone URL without credentials")
+    if not is_safe_ref(ref):
+        raise BadClaim("git_ref must be a full ref git accepts, such as refs/pull/7/head")
+    if not CLAIM_SHA.fullmatch(sha):
+        raise BadClaim("head_sha must be the full commit id: 40 (or 64) lower-case hex digits")
+    if not CLAIM_SESSION.fullmatch(session):
+        raise BadClaim("session_id must be a DNS label: lower-case letters, digits and hyphens")
+    if not CLAIM_TOKEN.fullmatch(token):
+        raise BadClaim("prompt_token must be an environment's prompt token (uatp_...)")
+    branch = body.get("branch")
+    if branch is None:
+        branch = ""
+    if not isinstance(branch, str) or (branch and not CLAIM_BRANCH.fullmatch(branch)):
+        raise BadClaim("branch, when given, must be a branch name of plain characters")
+    pr_number = body.get("pr_number")
+    if pr_number is not None and (
+        isinstance(pr_number, bool) or not isinstance(pr_number, int) or not 0 < pr_number < 10**9
+    ):
+        raise BadClaim("pr_number, when given, must be a positive whole number")
+    return Claim(repo, ref, sha, session, token, branch, pr_number)
+
+
+def write_claim(config: Config, claim: Claim) -> None:
+    """The prompt token to `config.token_file`, then the claim to `config.claim_file`, both 0400;
+    FileExistsError when the claim file exists already (someone claimed this task first)."""
+    assert config.token_file is not None and config.claim_file is not None
+    if config.claim_file.exists():
+        raise FileExistsError(config.claim_file)
+    write_private(config.token_file, f"{claim.prompt_token}\n", replace_old=True)
+    write_private(config.claim_file, claim.file_text(), replace_old=False)
+
+
+def write_private(path: Path, text: str, *, replace_old: bool) -> None:
+    """`text` into `path`, readable by its owner only (0400), all at once: a temp file moved into
+    place (over an old one when `replace_old`, else FileExistsError if there is one)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o400)
+        if replace_old:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if `path` exists, unlike a rename
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+async def claim(request: web.Request) -> web.Response:
+    queue = request.app[QUEUE_KEY]
+    config = queue.config
+    if config.claim_file is not None and config.claim_file.exists():
+        return error(409, "this task was claimed already: it runs another environment")
+    if not config.claimable:
+        return error(409, "this task is not a warm-pool member: it was started for an environment")
+    assert config.pool_token is not None
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode("utf-8", errors="replace"), config.pool_token.encode()
+    ):
+        logger.warning("POST /claim: missing or wrong pool token")
+        return error(401, "missing or wrong pool token", **{"WWW-Authenticate": "Bearer"})
+    try:
+        body = json.loads(await request.read())
+    except ValueError as exc:
+        return error(400, f"the body is not valid JSON: {exc}")
+    try:
+        found = parse_claim(body)
+    except BadClaim as exc:
+        return error(400, str(exc))
+    if queue.config is not config:  # claimed while this request's body was read
+        return error(409, "this task was claimed already: it runs another environment")
+    try:
+        write_claim(config, found)
+    except FileExistsError:
+        return error(409, "this task was claimed already: it runs another environment")
+    except OSError as exc:
+        logger.error("cannot write the claim: %s", exc)
+        return error(500, f"cannot write the claim: {exc.strerror or exc}; start another task")
+    queue.config = replace(config, token=found.prompt_token, pool_token=None)
+    logger.info("claimed for session %s: %s at %s", found.session_id, found.git_ref, found.head_sha)
+    return web.json_response({"claimed": True, "session_id": found.session_id})
+
+
 async def run_worker(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: restore the queue, run the worker, cancel and await it on shutdown."""
     queue = app[QUEUE_KEY]
@@ -1275,7 +1488,6 @@ async def run_worker(app: web.Application) -> AsyncIterator[None]:
 def create_app(config: Config) -> web.Application:
     """The prompt server as an aiohttp application (the worker starts with the app)."""
     app = web.Application()
-    app[CONFIG_KEY] = config
     app[QUEUE_KEY] = PromptQueue(config)
     app.router.add_get("/health", health)
     app.router.add_get("/version", version)
@@ -1284,6 +1496,7 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/prompts/{id}", job_route(get_prompt))
     app.router.add_get("/prompts/{id}/output", job_route(get_output))
     app.router.add_delete("/prompts/{id}", job_route(cancel_prompt))
+    app.router.add_post("/claim", claim)
     app.cleanup_ctx.append(run_worker)
     return app
 
@@ -1297,7 +1510,9 @@ def main() -> int:
     except ConfigError as exc:
         logger.error("cannot start: %s", exc)
         return 2
-    if not config.token:
+    if config.claimable:
+        logger.info("pool mode: waiting for a claim")
+    elif not config.token:
         logger.warning("UAT_PROMPT_TOKEN is not set: every endpoint but /health answers 503")
     logger.info(
         "serving on %s:%d for %s (app port %d, timeout %g s)",

@@ -15,11 +15,13 @@ from aiohttp import web
 
 from bot import container
 from bot.container import (
+    AlreadyClaimed,
     ContainerClient,
     ContainerRefused,
     ContainerUnreachable,
     JobEnded,
     NoSuchJob,
+    PoolTokenRefused,
     Submitted,
     TokenRefused,
 )
@@ -48,6 +50,52 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         claude_cmd=tuple(shlex.split(fake_claude_cmd())),
         timeout_s=30,
     )
+    async for found in serve(config):
+        yield found
+
+
+POOL_TOKEN = "pool-token-0123456789abcdef"
+PROMPT_TOKEN = "uatp_" + "Ab3-_" * 8 + "xyz"
+SHA = "0123456789abcdef0123456789abcdef01234567"
+
+
+async def claim(
+    served: Served, pool_token: str, session: str = "pr7-0a1b2c3d", sha: str = SHA
+) -> None:
+    """`ContainerClient.claim` of PR 7's environment (`session`, at `sha`)."""
+    await served.client.claim(
+        served.base,
+        pool_token,
+        repo="https://github.com/acme/web.git",
+        git_ref="refs/pull/7/head",
+        head_sha=sha,
+        session_id=session,
+        prompt_token=PROMPT_TOKEN,
+        branch="feature/blue-button",
+        pr_number=7,
+    )
+
+
+@pytest.fixture
+async def pool(tmp_path: Path) -> AsyncIterator[Served]:
+    """A prompt server in pool mode (as a warm-pool task's entrypoint starts it), and a client."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    config = prompt_server.Config(
+        work_dir=tmp_path / "not-cloned-yet",
+        host="127.0.0.1",
+        port=0,
+        app_port=free_port(),
+        pool_token=POOL_TOKEN,
+        claim_file=secrets / "claim",
+        token_file=secrets / "prompt-token",
+        claude_cmd=tuple(shlex.split(fake_claude_cmd())),
+    )
+    async for found in serve(config):
+        yield found
+
+
+async def serve(config: prompt_server.Config) -> AsyncIterator[Served]:
     runner = web.AppRunner(prompt_server.create_app(config))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -134,3 +182,56 @@ async def test_a_container_that_does_not_answer_is_unreachable_with_what_to_chec
             await client.submit(base, TOKEN, prompt="hi", user="U1", thread="")
         with pytest.raises(ContainerUnreachable):
             await client.job(base, TOKEN, UNKNOWN_JOB)
+
+
+# ------------------------------------------------------------------------------ claim (warm pool)
+
+
+async def test_a_claim_hands_a_warm_pool_task_to_the_environment_once(pool: Served) -> None:
+    waiting = await pool.client.health(pool.base)
+    assert waiting is not None and waiting["phase"] == "waiting"
+    await claim(pool, POOL_TOKEN)
+    status = await pool.client.status(pool.base, PROMPT_TOKEN)
+    assert status is not None and status["queue"] == []  # the environment's token opens it now
+    with pytest.raises(AlreadyClaimed, match="claimed already") as again:
+        await claim(pool, POOL_TOKEN, session="pr8-ffffffff")
+    assert "claim another warm-pool task or launch a cold one" in str(again.value)
+
+
+async def test_a_claim_with_another_pool_token_is_refused_and_leaves_the_task_waiting(
+    pool: Served,
+) -> None:
+    with pytest.raises(PoolTokenRefused, match="refused the pool token"):
+        await claim(pool, "another-pool-token")
+    await claim(pool, POOL_TOKEN)
+
+
+async def test_a_claim_the_container_finds_wrong_is_refused_with_the_field(pool: Served) -> None:
+    with pytest.raises(ContainerRefused) as refused:
+        await claim(pool, POOL_TOKEN, sha="HEAD")
+    assert refused.value.status == 400
+    assert "head_sha must be the full commit id" in refused.value.reason
+
+
+async def test_a_task_started_for_an_environment_cannot_be_claimed(served: Served) -> None:
+    with pytest.raises(AlreadyClaimed, match="not a warm-pool member"):
+        await claim(served, TOKEN)
+
+
+async def test_a_claim_of_a_task_that_does_not_answer_is_unreachable() -> None:
+    async with aiohttp.ClientSession() as session:
+        nowhere = Served(f"http://127.0.0.1:{free_port()}", ContainerClient(lambda: session))
+        with pytest.raises(ContainerUnreachable):
+            await claim(nowhere, POOL_TOKEN)
+
+
+async def test_whether_a_claim_whose_answer_was_lost_landed_is_told_by_the_prompt_token(
+    pool: Served,
+) -> None:
+    assert await pool.client.claimed_for(pool.base, PROMPT_TOKEN) is False  # still waiting
+    await claim(pool, POOL_TOKEN)
+    assert await pool.client.claimed_for(pool.base, PROMPT_TOKEN) is True
+    assert await pool.client.claimed_for(pool.base, "uatp_" + "o" * 43) is False  # another's
+    async with aiohttp.ClientSession() as session:
+        nowhere = f"http://127.0.0.1:{free_port()}"
+        assert await ContainerClient(lambda: session).claimed_for(nowhere, PROMPT_TOKEN) is None

@@ -295,6 +295,159 @@ def test_started_as_another_user_than_root_it_refuses_to_run_the_app_as_its_own(
     assert not container.agent_log.exists()
 
 
+# ------------------------------------------------------------------------------ warm pool
+
+POOL_TOKEN = "pool-token-0123456789abcdef"
+PROMPT_TOKEN = "uatp_" + "Ab3-_" * 8 + "xyz"
+# The app's install records its environment (one NAME=value a line) before the usual check.
+ENV_PROBE = 'env > app-env.txt && test -z "${UAT_PROMPT_TOKEN:-}${GIT_TOKEN:-}" && touch installed'
+
+
+def pool_task(run_entrypoint: Run, **overrides: str) -> Any:
+    """entrypoint.sh started as a warm-pool task: the pool token, and none of an environment's."""
+    return run_entrypoint(
+        GIT_REF="",
+        HEAD_SHA="",
+        SESSION_ID="",
+        BRANCH="",
+        UAT_PROMPT_TOKEN="",
+        UAT_POOL_TOKEN=POOL_TOKEN,
+        **overrides,
+    )
+
+
+def claim_for(remote: Remote) -> dict[str, Any]:
+    return {
+        "repo": remote.url,
+        "git_ref": GIT_REF,
+        "head_sha": remote.feature,
+        "session_id": "pr7-test",
+        "prompt_token": PROMPT_TOKEN,
+        "branch": FEATURE,
+        "pr_number": 7,
+    }
+
+
+def test_a_pool_task_waits_then_runs_the_claimed_pull_request_as_a_cold_task_does(
+    run_entrypoint: Run, remote: Remote
+) -> None:
+    container = pool_task(run_entrypoint, APP_INSTALL_CMD=ENV_PROBE)
+    waiting = container.wait_health(503, "waiting")
+    assert "POST /claim" in waiting["error"]
+    work = Path(container.env["WORK_DIR"])
+    assert not work.exists()  # nothing cloned, installed or started before the claim
+    assert http("GET", container.url + "/status", token=POOL_TOKEN)[0] == 503
+    assert http("POST", container.url + "/claim", claim_for(remote), "wrong-token")[0] == 401
+    bad = {**claim_for(remote), "git_ref": "refs/pull/7/../../heads/main"}
+    status, refused = http("POST", container.url + "/claim", bad, POOL_TOKEN)
+    assert (status, "git_ref must be" in refused["error"]) == (400, True)
+
+    status, claimed = http("POST", container.url + "/claim", claim_for(remote), POOL_TOKEN)
+    assert (status, claimed["session_id"]) == (200, "pr7-test")
+    status, again = http("POST", container.url + "/claim", claim_for(remote), POOL_TOKEN)
+    assert status == 409, again
+
+    ready = container.wait_health(200)
+    assert (ready["ready"], ready["phase"]) == (True, "ready")
+    status, version = http("GET", container.url + "/version", token=PROMPT_TOKEN)
+    assert (status, version["commit"], version["branch"]) == (200, remote.feature, FEATURE)
+    assert (work / "installed").exists()
+    # The pool token opens nothing now, and its file is gone; the prompt token's is where a cold
+    # task keeps it.
+    for path in ("/status", "/version"):
+        assert http("GET", container.url + path, token=POOL_TOKEN)[0] == 401
+    secrets = Path(container.env["HOME"]) / ".uat-secrets"
+    assert not (secrets / "pool-token").exists()
+    token_file = secrets / "prompt-token"
+    assert token_file.stat().st_mode & 0o777 == 0o400
+    if SEPARATED:
+        assert token_file.stat().st_uid == AGENT_UID
+    # The app's environment is a cold task's: the claimed fields, none of the tokens.
+    app_env = dict(
+        line.split("=", 1)
+        for line in (work / "app-env.txt").read_text().splitlines()
+        if "=" in line
+    )
+    assert (app_env["SESSION_ID"], app_env["HEAD_SHA"], app_env["GIT_REF"]) == (
+        "pr7-test",
+        remote.feature,
+        GIT_REF,
+    )
+    assert (app_env["REPO"], app_env["BRANCH"], app_env["PR_NUMBER"]) == (remote.url, FEATURE, "7")
+    text = (work / "app-env.txt").read_text()
+    for secret in (POOL_TOKEN, PROMPT_TOKEN, GIT_TOKEN):
+        assert secret not in text
+    hidden = ("UAT_POOL_TOKEN", "UAT_POOL_TOKEN_FILE", "UAT_CLAIM_FILE", "UAT_PROMPT_TOKEN_FILE")
+    assert [name for name in hidden if name in app_env] == []
+    # Neither the app nor the prompt server holds a token in its environment.
+    [app] = [p for p in pids_running("http.server") if not SEPARATED or uid_of(p) != 0]
+    servers = [p for p in pids_running(container.env["PROMPT_SERVER"]) if uid_of(p) != 0]
+    for pid in [app, *servers]:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        for secret in (POOL_TOKEN, PROMPT_TOKEN, GIT_TOKEN):
+            assert secret.encode() not in environ, pid
+    if SEPARATED:
+        assert (uid_of(app), {uid_of(p) for p in servers}) == (APP_UID, {AGENT_UID})
+
+    status, accepted = http(
+        "POST", container.url + "/prompt", {"prompt": "fake:commit a.txt"}, PROMPT_TOKEN
+    )
+    assert status == 202
+
+    def finished() -> dict[str, Any] | None:
+        job = http("GET", f"{container.url}/prompts/{accepted['id']}", token=PROMPT_TOKEN)[1]
+        return job if job["state"] not in ("queued", "running") else None
+
+    assert wait_until(finished, 10, "the prompt")["state"] == "succeeded"
+    log = container.log.read_text()
+    assert POOL_TOKEN not in log and PROMPT_TOKEN not in log and GIT_TOKEN not in log
+
+
+def test_a_pool_task_whose_prompt_server_restarts_after_the_claim_stays_claimed(
+    run_entrypoint: Run, remote: Remote
+) -> None:
+    container = pool_task(run_entrypoint)
+    container.wait_health(503, "waiting")
+    assert http("POST", container.url + "/claim", claim_for(remote), POOL_TOKEN)[0] == 200
+    container.wait_health(200)
+    [server] = [p for p in pids_running(container.env["PROMPT_SERVER"]) if uid_of(p) != 0]
+    os.kill(server, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(server), 5, "the prompt server to die")
+    container.wait_health(200, timeout=15)
+    assert http("POST", container.url + "/claim", claim_for(remote), POOL_TOKEN)[0] == 409
+    assert http("GET", container.url + "/status", token=POOL_TOKEN)[0] == 401
+    assert http("GET", container.url + "/status", token=PROMPT_TOKEN)[0] == 200
+
+
+def test_a_claim_file_that_bypassed_the_prompt_server_is_checked_again_and_refused(
+    run_entrypoint: Run, remote: Remote
+) -> None:
+    # As if the prompt server had been subverted: the entrypoint (root) trusts no claim unchecked.
+    container = pool_task(run_entrypoint)
+    container.wait_health(503, "waiting")
+    secrets = Path(container.env["HOME"]) / ".uat-secrets"
+    (secrets / "prompt-token").write_text(f"{PROMPT_TOKEN}\n")
+    forged = secrets / "forged"
+    forged.write_text(f"REPO=ext::sh -c touch% /tmp/pwned\nGIT_REF={GIT_REF}\n")
+    forged.rename(secrets / "claim")
+    failed = container.wait_health(503, "failed")
+    assert "claim's repo, git_ref, head_sha, session_id" in failed["error"]
+    assert not Path(container.env["WORK_DIR"]).exists()
+    assert not (secrets / "pool-token").exists()  # the task is spent: nothing reopens it
+    assert container.proc.poll() is None  # still up to say why
+
+
+def test_a_task_started_for_an_environment_ignores_a_pool_token(
+    run_entrypoint: Run, remote: Remote
+) -> None:
+    container = run_entrypoint(UAT_POOL_TOKEN=POOL_TOKEN)
+    container.wait_health(200)
+    status, body = http("POST", container.url + "/claim", claim_for(remote), POOL_TOKEN)
+    assert status == 409 and "not a warm-pool member" in body["error"]
+    assert http("GET", container.url + "/status", token=POOL_TOKEN)[0] == 401
+    assert http("GET", container.url + "/status", token=TOKEN)[0] == 200
+
+
 # ------------------------------------------------------------------------------ ALB routing
 
 

@@ -932,3 +932,205 @@ def test_jobs_saved_before_full_outputs_existed_still_load() -> None:
         0,
         False,
     )
+
+
+# ------------------------------------------------------------------------------ claim (pool mode)
+
+POOL_TOKEN = "pool-token-0123456789abcdef"
+PROMPT_TOKEN = "uatp_" + "Ab3-_" * 8 + "xyz"  # bot/prompt_tokens.py's shape: 43 after the prefix
+SHA = "0123456789abcdef0123456789abcdef01234567"
+CLAIM = {
+    "repo": "https://github.com/acme/web.git",
+    "git_ref": "refs/pull/7/head",
+    "head_sha": SHA,
+    "session_id": "pr7-0a1b2c3d",
+    "prompt_token": PROMPT_TOKEN,
+    "branch": "feature/blue-button",
+    "pr_number": 7,
+}
+
+
+@pytest.fixture
+async def pool_server(start: Start, tmp_path: Path) -> Server:
+    """A prompt server in pool mode, as entrypoint.sh starts it: the pool token, where the claim
+    and the prompt token go, and the phase "waiting"."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(mode=0o700)
+    phase_file = tmp_path / "phase.json"
+    phase_file.write_text(json.dumps({"phase": "waiting", "error": None}))
+    return await start(
+        token=None,
+        pool_token=POOL_TOKEN,
+        claim_file=secrets / "claim",
+        token_file=secrets / "prompt-token",
+        phase_file=phase_file,
+    )
+
+
+async def test_a_pool_task_waits_for_a_claim_and_opens_nothing_before_it(
+    pool_server: Server,
+) -> None:
+    status, body = await pool_server.call("GET", "/health", token=None)
+    assert (status, body["ready"], body["phase"]) == (503, False, "waiting")
+    assert "POST /claim" in body["error"]
+    for token in (POOL_TOKEN, PROMPT_TOKEN, None):
+        for method, path in (("GET", "/status"), ("GET", "/version"), ("POST", "/prompt")):
+            status, body = await pool_server.call(method, path, {"prompt": "x"}, token=token)
+            assert (path, status) == (path, 503), body
+            assert "waits for a claim" in body["error"]
+
+
+async def test_a_claim_needs_the_pool_token(pool_server: Server) -> None:
+    for token in (None, "wrong-token", POOL_TOKEN[:-1], PROMPT_TOKEN):
+        status, body = await pool_server.call("POST", "/claim", CLAIM, token=token)
+        assert status == 401, body
+        assert "pool token" in body["error"]
+    status, _ = await pool_server.call(
+        "POST", "/claim", CLAIM, token=None, headers={"Authorization": f"Basic {POOL_TOKEN}"}
+    )
+    assert status == 401
+    assert pool_server.config.claim_file is not None and pool_server.config.token_file is not None
+    assert not pool_server.config.claim_file.exists()
+    assert not pool_server.config.token_file.exists()
+
+
+async def test_a_claim_is_accepted_once_and_hands_the_task_to_the_environment(
+    pool_server: Server,
+) -> None:
+    status, body = await pool_server.call("POST", "/claim", CLAIM, token=POOL_TOKEN)
+    assert (status, body) == (200, {"claimed": True, "session_id": "pr7-0a1b2c3d"})
+    claim_file, token_file = pool_server.config.claim_file, pool_server.config.token_file
+    assert claim_file is not None and token_file is not None
+    assert token_file.read_text() == f"{PROMPT_TOKEN}\n"
+    assert claim_file.read_text().splitlines() == [
+        "REPO=https://github.com/acme/web.git",
+        "GIT_REF=refs/pull/7/head",
+        f"HEAD_SHA={SHA}",
+        "SESSION_ID=pr7-0a1b2c3d",
+        "BRANCH=feature/blue-button",
+        "PR_NUMBER=7",
+    ]
+    assert PROMPT_TOKEN not in claim_file.read_text()
+    for path in (claim_file, token_file):
+        assert path.stat().st_mode & 0o777 == 0o400
+    assert [p.name for p in claim_file.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+    # A second claim, even a valid one for another environment, is refused and changes nothing.
+    other = {**CLAIM, "session_id": "pr8-ffffffff", "prompt_token": "uatp_" + "z" * 43}
+    status, body = await pool_server.call("POST", "/claim", other, token=POOL_TOKEN)
+    assert status == 409, body
+    assert "claimed already" in body["error"]
+    assert token_file.read_text() == f"{PROMPT_TOKEN}\n"
+    assert "pr7-0a1b2c3d" in claim_file.read_text()
+
+    # The pool token opens nothing now; the environment's prompt token opens everything.
+    for method, path in (("GET", "/status"), ("GET", "/version"), ("POST", "/prompt")):
+        status, _ = await pool_server.call(method, path, {"prompt": "x"}, token=POOL_TOKEN)
+        assert (path, status) == (path, 401)
+    status, snapshot = await pool_server.call("GET", "/status", token=PROMPT_TOKEN)
+    assert (status, snapshot) == (200, {"running": None, "queue": [], "recent": []})
+    # Until the entrypoint writes its next phase, /health no longer says "waiting".
+    status, body = await pool_server.call("GET", "/health", token=None)
+    assert (status, body["phase"]) == (503, "cloning")
+
+
+async def test_concurrent_claims_are_accepted_exactly_once(pool_server: Server) -> None:
+    claims = [{**CLAIM, "session_id": f"pr7-{n:08x}"} for n in range(8)]
+    answers = await asyncio.gather(
+        *(pool_server.call("POST", "/claim", c, token=POOL_TOKEN) for c in claims)
+    )
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] + [409] * 7
+    [winner] = [body["session_id"] for status, body in answers if status == 200]
+    assert pool_server.config.claim_file is not None
+    assert f"SESSION_ID={winner}\n" in pool_server.config.claim_file.read_text()
+
+
+HOSTILE_CLAIMS = [
+    ({}, "repo, git_ref, head_sha, session_id, prompt_token missing"),
+    ({"repo": None}, "repo missing"),
+    ({"repo": "ext::sh -c touch% /tmp/pwned"}, "repo must be"),
+    ({"repo": "--upload-pack=touch /tmp/pwned"}, "repo must be"),
+    ({"repo": "https://user:ghp_secret@github.com/acme/web.git"}, "without credentials"),
+    ({"repo": "https://github.com/acme/web.git\nGIT_REF=refs/heads/main"}, "repo must be"),
+    ({"repo": "ssh://github.com/acme/web.git"}, "repo must be"),
+    ({"git_ref": "main"}, "git_ref must be a full ref"),
+    ({"git_ref": "refs/pull/7/../../heads/main"}, "git_ref must be"),
+    ({"git_ref": "refs/heads/x.lock"}, "git_ref must be"),
+    ({"git_ref": "refs/heads/.hidden"}, "git_ref must be"),
+    ({"git_ref": "refs/heads//x"}, "git_ref must be"),
+    ({"git_ref": "refs/pull/7/head "}, "git_ref must be"),
+    ({"git_ref": "refs/heads/a;rm -rf ~"}, "git_ref must be"),
+    ({"head_sha": SHA[:-1]}, "head_sha must be"),
+    ({"head_sha": SHA.upper()}, "head_sha must be"),
+    ({"head_sha": "HEAD"}, "head_sha must be"),
+    ({"session_id": "PR7"}, "session_id must be a DNS label"),
+    ({"session_id": "pr7.evil.example.com"}, "session_id must be"),
+    ({"session_id": "-pr7"}, "session_id must be"),
+    ({"session_id": "a" * 64}, "session_id must be"),
+    ({"prompt_token": "not-a-token"}, "prompt_token must be"),
+    ({"prompt_token": "uatp_short"}, "prompt_token must be"),
+    ({"prompt_token": PROMPT_TOKEN + "\nGIT_REF=x"}, "prompt_token must be"),
+    ({"branch": "feature\nREPO=file:///etc"}, "branch, when given"),
+    ({"branch": 7}, "branch, when given"),
+    ({"pr_number": "7"}, "pr_number, when given"),
+    ({"pr_number": True}, "pr_number, when given"),
+    ({"pr_number": -1}, "pr_number, when given"),
+]
+
+
+@pytest.mark.parametrize(("change", "reason"), HOSTILE_CLAIMS)
+async def test_a_bad_claim_is_refused_with_the_field_that_is_wrong_and_writes_nothing(
+    pool_server: Server, change: dict[str, Any], reason: str
+) -> None:
+    body = {} if change == {} else {**CLAIM, **change}
+    status, answer = await pool_server.call("POST", "/claim", body, token=POOL_TOKEN)
+    assert status == 400, answer
+    assert reason in answer["error"]
+    assert pool_server.config.claim_file is not None and pool_server.config.token_file is not None
+    assert not pool_server.config.claim_file.exists()
+    assert not pool_server.config.token_file.exists()
+    # The task still waits, and a good claim still takes it.
+    assert (await pool_server.call("POST", "/claim", CLAIM, token=POOL_TOKEN))[0] == 200
+
+
+async def test_a_claim_that_is_not_json_is_refused(pool_server: Server) -> None:
+    for raw, reason in ((b"{not json", "not valid JSON"), (b"[1]", "must be a JSON object")):
+        status, body = await pool_server.call(
+            "POST", "/claim", token=POOL_TOKEN, data=raw, headers={"Content-Type": "text/plain"}
+        )
+        assert status == 400
+        assert reason in body["error"]
+
+
+async def test_a_task_started_for_an_environment_cannot_be_claimed(start: Start) -> None:
+    server = await start()  # a prompt token, no pool token
+    status, body = await server.call("POST", "/claim", CLAIM, token=TOKEN)
+    assert status == 409
+    assert "not a warm-pool member" in body["error"]
+
+
+def test_a_server_restarted_after_the_claim_starts_claimed(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    env = {
+        "WORK_DIR": str(tmp_path),
+        "UAT_POOL_TOKEN_FILE": str(secrets / "pool-token"),
+        "UAT_CLAIM_FILE": str(secrets / "claim"),
+        "UAT_PROMPT_TOKEN_FILE": str(secrets / "prompt-token"),
+    }
+    (secrets / "pool-token").write_text(f"{POOL_TOKEN}\n")
+    waiting = Config.from_env(env)
+    assert (waiting.claimable, waiting.token, waiting.pool_token) == (True, None, POOL_TOKEN)
+    assert POOL_TOKEN not in repr(waiting)
+
+    (secrets / "prompt-token").write_text(f"{PROMPT_TOKEN}\n")
+    (secrets / "claim").write_text("REPO=x\n")
+    (secrets / "pool-token").unlink()  # as entrypoint.sh does once it takes the claim
+    claimed = Config.from_env(env)
+    assert (claimed.claimable, claimed.token, claimed.pool_token) == (False, PROMPT_TOKEN, None)
+
+
+def test_a_pool_token_without_where_the_claim_goes_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="UAT_CLAIM_FILE or UAT_PROMPT_TOKEN_FILE"):
+        Config.from_env({"WORK_DIR": str(tmp_path), "UAT_POOL_TOKEN": POOL_TOKEN})
