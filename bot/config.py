@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 import unicodedata
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -75,6 +76,10 @@ HINTS: dict[str, str] = {
         "the URL of the SQS queue an EventBridge rule fills with ECS Task State Change events "
         "(docs/ecs-events.json), "
         "e.g. https://sqs.us-east-1.amazonaws.com/123456789012/uat-ecs-events"
+    ),
+    "UAT_WARM_POOL": (
+        "tag=count pairs of the image tags latest and staging, counts 0 to 20, e.g. "
+        "latest=2,staging=0"
     ),
     "UAT_INSTANCE": (
         "this installation's name, tagged on every task it starts (it acts on no other), "
@@ -207,6 +212,8 @@ class Settings(BaseSettings):
     uat_launch_timeout_s: float = Field(900.0, gt=0)
     # an SQS queue of ECS Task State Change events; unset: polling alone
     uat_events_queue: str | None = None
+    # warm-pool tasks per image tag (bot/environments/pool.py), e.g. "latest=2,staging=0"
+    uat_warm_pool: Annotated[tuple[tuple[str, int], ...], NoDecode] = ()
     # this installation's name (see `installation`); never read from the store, so a lost or
     # wrong store cannot change which tasks are this bot's
     uat_instance: str | None = None
@@ -280,6 +287,18 @@ class Settings(BaseSettings):
             raise ValueError("must be the queue's URL, starting with https://")
         return value or None
 
+    @field_validator("uat_warm_pool", mode="before")
+    @classmethod
+    def _warm_pool(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return parse_warm_pool(value)
+
+    @property
+    def warm_pool(self) -> dict[str, int]:
+        """Image tag -> how many warm-pool tasks wait for a claim (tags with 0 left out)."""
+        return {tag: count for tag, count in self.uat_warm_pool if count > 0}
+
     @field_validator("uat_container_url", "uat_app_url")
     @classmethod
     def _url_template(cls, value: str | None) -> str | None:
@@ -335,6 +354,26 @@ class Settings(BaseSettings):
             missing = "UAT_GITHUB_PRIVATE_KEY" if self.uat_github_app_id else "UAT_GITHUB_APP_ID"
             other = "UAT_GITHUB_APP_ID" if self.uat_github_app_id else "UAT_GITHUB_PRIVATE_KEY"
             problems.append(_problem(missing, f"is not set but {other} is"))
+        if self.warm_pool:
+            problems += self._warm_pool_problems()
+        return problems
+
+    def _warm_pool_problems(self) -> list[str]:
+        problems = []
+        names = {n for _, n, _, _ in string.Formatter().parse(self.uat_container_url) if n}
+        if names & {"session", "pr"}:
+            problems.append(
+                "UAT_CONTAINER_URL uses {session} or {pr}, which a warm-pool task has not got "
+                "until it is claimed: set it to a URL with {ip} or {task_id} only, e.g. "
+                "http://{ip}:8080, or set UAT_WARM_POOL to nothing"
+            )
+        if self.uat_prompt_token is None or not self.uat_prompt_token.get_secret_value():
+            problems.append(
+                _problem(
+                    "UAT_PROMPT_TOKEN",
+                    "is not set but UAT_WARM_POOL is (pool tokens are derived from it)",
+                )
+            )
         return problems
 
     def secrets(self) -> list[str]:
@@ -391,6 +430,24 @@ def withhold_secrets() -> None:
     """
     for name in SECRET_NAMES:
         os.environ.pop(name, None)
+
+
+POOL_MAX = 20  # warm-pool tasks per tag at most
+POOL_TAGS = ("latest", "staging")
+
+
+def parse_warm_pool(text: str) -> tuple[tuple[str, int], ...]:
+    """UAT_WARM_POOL's `tag=count,...`; ValueError saying what is wrong."""
+    pairs: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        tag, equals, count = (x.strip() for x in part.partition("="))
+        if not equals or tag not in POOL_TAGS or not count.isdigit():
+            raise ValueError(f"{part!r} is not tag=count with a tag of {' or '.join(POOL_TAGS)}")
+        if int(count) > POOL_MAX or tag in pairs:
+            why = f"more than {POOL_MAX}" if tag not in pairs else "given twice"
+            raise ValueError(f"{tag}'s count is {why}")
+        pairs[tag] = int(count)
+    return tuple(pairs.items())
 
 
 def _problem(name: str, what: str) -> str:

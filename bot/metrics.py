@@ -71,6 +71,19 @@ class Metrics:
             "uat_prompt_jobs", "Relayed prompts by final state", ["state"], registry=r
         )
 
+        self.pool = Gauge(
+            "uat_warm_pool_tasks",
+            "Warm-pool tasks by image tag and state: waiting, claiming, claimed (last refill)",
+            ["tag", "state"],
+            registry=r,
+        )
+        self.pool_claims = Counter(
+            "uat_warm_pool_claims",
+            "Launches that claimed a warm-pool task, or whose claim failed (they went cold)",
+            ["result"],
+            registry=r,
+        )
+
     def aws_error(self, method: str, code: str) -> None:
         self.aws_errors.labels(method=method, code=code or "unknown").inc()
 

@@ -23,3 +23,12 @@ def environment_token(master: str, repo: str, pr: int, session: str) -> str:
     message = f"{repo.lower()}\n{pr}\n{session}".encode()
     digest = hmac.new(master.encode(), message, hashlib.sha256).digest()
     return PREFIX + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+
+def pool_token(master: str, installation: str, pool_id: str) -> str:
+    """The token a warm-pool task `pool_id` is started with, which alone may claim it (POST
+    /claim): derived like an environment's token (a "pool" line first, so no environment's
+    token is ever a pool token), never stored, and spent by the claim."""
+    message = f"pool\n{installation}\n{pool_id}".encode()
+    digest = hmac.new(master.encode(), message, hashlib.sha256).digest()
+    return PREFIX + base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")

@@ -43,3 +43,10 @@ def environment_url(template: str, env: Environment, task: TaskInfo | None = Non
     ip = (task.private_ip if task else env.facts.task_ip) or ""
     filled = template.format(session=env.facts.session or "", pr=env.pr, task_id=task_id, ip=ip)
     return filled.rstrip("/")
+
+
+def task_url(template: str, task: TaskInfo) -> str:
+    """`template` filled for a task that runs no environment yet (a warm-pool task): its
+    address and id only; UAT_WARM_POOL refuses a template with {session} or {pr}."""
+    filled = template.format(session="", pr="", task_id=task.task_id, ip=task.private_ip or "")
+    return filled.rstrip("/")

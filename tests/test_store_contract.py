@@ -26,6 +26,8 @@ from bot.store import (
     InboxItem,
     Lock,
     LockHeld,
+    PoolEntry,
+    PoolState,
     Post,
     Relay,
     Replaced,
@@ -132,6 +134,35 @@ async def test_claimed_answers_for_its_own_key_only(store: Store) -> None:
     assert not await store.claimed("d-")
     assert await store.claim("d-2", "card")
     assert await store.claimed("d-1") and await store.claimed("d-2")
+
+
+# warm-pool entries
+
+
+async def test_pool_entries_round_trip_and_are_written_by_compare_and_set(
+    replica: StoreFactory, clock: Clock
+) -> None:
+    one, two = await replica(), await replica()
+    entry = PoolEntry("pool-latest-0a1b2c3d", "latest", "sha256:" + "a" * 64, task_arn="arn:t/1")
+    saved = await one.save_pool_entry(entry)
+    assert saved.version == 1 and saved.started_at == clock.now
+    assert await two.get_pool_entry(entry.pool_id) == saved
+    claiming = replace(saved, state=PoolState.CLAIMING, repo="o/r", pr=7, session="pr7-1")
+    # two replicas claim the same waiting entry: exactly one wins
+    results = await asyncio.gather(
+        one.save_pool_entry(claiming),
+        two.save_pool_entry(replace(claiming, session="pr8-2", pr=8)),
+        return_exceptions=True,
+    )
+    assert sorted(type(r).__name__ for r in results) == ["PoolEntry", "VersionConflict"]
+    [stored] = await two.list_pool_entries()
+    assert stored.state == PoolState.CLAIMING and stored.version == 2
+    assert (stored.repo, stored.pr, stored.session) in (("o/r", 7, "pr7-1"), ("o/r", 8, "pr8-2"))
+    with pytest.raises(VersionConflict):
+        await one.save_pool_entry(entry)  # a second insert of the same pool id
+    assert not await one.delete_pool_entry(saved)  # not at version 1 any more
+    assert await one.delete_pool_entry(stored)
+    assert await two.list_pool_entries() == []
 
 
 # environments

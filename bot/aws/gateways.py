@@ -612,6 +612,17 @@ class Ecs(_Gateway):
 
         await self._guarded("StopTask", run)
 
+    async def tag_task(self, arn: str, tags: dict[str, str]) -> None:
+        """Add or change tags of a task (TagResource): a claimed warm-pool task gets its PR's."""
+
+        def run() -> None:
+            self._count("TagResource")
+            self._client("ecs").tag_resource(
+                resourceArn=arn, tags=[{"key": k, "value": v} for k, v in tags.items()]
+            )
+
+        await self._guarded("TagResource", run)
+
     async def tasks_started_by(self, started_by: str | None = None) -> list[str]:
         """ARNs of the cluster's tasks (running or recently stopped), optionally by startedBy."""
 

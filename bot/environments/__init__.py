@@ -3,9 +3,9 @@
 `Environments` is the facade the rest of the bot uses; the work is done by one collaborator per
 job over a shared `Context`: `Launcher` (starting), `Stopper` (stopping and failing), `Watcher`
 (polling ECS and /health), `Events` (ECS task state changes from UAT_EVENTS_QUEUE),
-`Reconciler` (after a restart, and cleanup), `Requests` (GitHub events and people's requests)
-and `Thread` (the PR's Slack thread). Every state change is a compare-and-set in the store
-(bot/environments/changes.py), made before anything acts on it.
+`Reconciler` (after a restart, and cleanup), `Pool` (the warm pool, UAT_WARM_POOL), `Requests`
+(GitHub events and people's requests) and `Thread` (the PR's Slack thread). Every state change
+is a compare-and-set in the store (bot/environments/changes.py), made before anything acts on it.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from bot.environments.deployments import Deployments
 from bot.environments.events import Events
 from bot.environments.launcher import LAUNCH_LEASE_S, Launcher
 from bot.environments.logs import Logs, LogTail
+from bot.environments.pool import Pool
 from bot.environments.reconcile import Reconciler
 from bot.environments.requests import Requests
 from bot.environments.stopper import Stopper
@@ -65,8 +66,12 @@ class Environments:
         self.logs = Logs(self.ctx)
         self.stopper = Stopper(self.ctx, self.thread, self.logs)
         self.launcher = Launcher(self.ctx, self.thread, self.stopper)
+        self.pool = Pool(self.ctx, self.thread)
+        self.launcher.pool = self.pool
         self.reconciler = Reconciler(self.ctx, self.thread, self.launcher, self.stopper)
+        self.reconciler.pool = self.pool
         self.watcher = Watcher(self.ctx, self.thread, self.stopper, self.reconciler)
+        self.watcher.pool = self.pool
         self.requests = Requests(self.ctx, self.thread, self.launcher, self.stopper)
         self.events: Events | None = None
         if ctx.events_queue is not None:

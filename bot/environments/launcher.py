@@ -26,6 +26,7 @@ from bot.environments.context import (
     PullRequest,
     launch_lease,
 )
+from bot.environments.pool import Pool
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.errors import UserError
@@ -75,6 +76,7 @@ class Launcher:
         self.ctx = ctx
         self.thread = thread
         self.stopper = stopper
+        self.pool: Pool | None = None  # the warm pool, when UAT_WARM_POOL asks for one
 
     async def request_start(
         self,
@@ -268,8 +270,26 @@ class Launcher:
             image = await ctx.ecr.describe(tag)
             if image is None:
                 raise UserError(slack_ui.no_image(tag))
+            claimed = None
+            if self.pool is not None:  # a warm-pool task of this tag and digest, if one waits
+                claimed = await self.pool.claim(
+                    env, tag, image.digest, self.tags(env, image.digest)
+                )
+                if claimed is None and not await self._still_launching(repo, pr, session):
+                    return
+                env = await ctx.store.get_environment(repo, pr) or env
             definition = env.facts.task_definition
-            if not definition or env.image_digest != image.digest:
+            if claimed is not None:
+                digest, tags = image.digest, image.tags
+                definition = claimed.task_definition_arn or None
+
+                def claimed_pin(e: Environment) -> Environment:
+                    e = e.with_facts(task_definition=definition, image_tags=tags)
+                    return replace(e, image_digest=digest)
+
+                # a stop meanwhile is seen below, where the claimed task is stopped
+                env = await change_in_session(ctx.store, repo, pr, session, claimed_pin) or env
+            elif not definition or env.image_digest != image.digest:
                 uri = await ctx.ecr.repository_uri()
                 definition = await ctx.ecs.register_pinned(
                     ctx.settings.uat_task_definition or "",
@@ -288,8 +308,8 @@ class Launcher:
                 if env is None:  # stopped meanwhile: nothing was run
                     await ctx.ecs.deregister(definition)
                     return
-            task = await ctx.ecs.run_task(
-                definition,
+            task = claimed or await ctx.ecs.run_task(
+                definition or "",
                 started_by=session,
                 environment=self.task_environment(env, session),
                 container=ctx.container_name,

@@ -28,6 +28,7 @@ from bot.environments.context import (
     own_family,
 )
 from bot.environments.launcher import Launcher, card_key
+from bot.environments.pool import Pool
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.errors import UserError
@@ -46,6 +47,7 @@ class Reconciler:
         self.thread = thread
         self.launcher = launcher
         self.stopper = stopper
+        self.pool: Pool | None = None  # waiting pool tasks the store lost go back to it
         self.reported: set[str] = set()  # tasks this process already said it cannot adopt
 
     async def reconcile(self) -> None:
@@ -78,6 +80,10 @@ class Reconciler:
         # a replaced launch's task is the bot's own and unwanted: the watcher stops it
         # (Stopper.stop_superseded), so it is neither adopted nor reported
         known |= {session for e in envs for session in e.facts.superseded}
+        # warm-pool tasks: waiting ones, and those a launch is claiming (its startedBy is the
+        # pool id, until the claim is recorded the environment knows no task of it)
+        known |= {e.pool_id for e in await ctx.store.list_pool_entries()}
+        known |= {e.facts.pool_id for e in envs if e.facts.pool_id}
         # a stop or failure recorded for this very session whose task outlived it (a launch cut
         # short after RunTask while the stop ran): the recorded stop is finished
         ended = {e.facts.session: e for e in envs if e.state in ENDED and e.facts.session}
@@ -92,6 +98,8 @@ class Reconciler:
                 continue
             if task.started_by in known or task.arn in known:
                 continue
+            if self.pool is not None and await self.pool.adopt(task):
+                continue  # a waiting pool task: back in the pool
             env = await self.adopt(task)
             if env is not None:
                 adopted.append(env)
@@ -103,8 +111,10 @@ class Reconciler:
         ctx = self.ctx
         tags = task.tags or {}
         missing = [name for name in ADOPTION_TAGS if not tags.get(name)]
-        if not missing and (tags["session"] != task.started_by or not tags["pr"].isdigit()):
-            missing = ["session" if tags["session"] != task.started_by else "pr"]
+        # a claimed warm-pool task was started by its pool id (its `pool` tag), not its session
+        started = task.started_by in (tags.get("session"), tags.get("pool"))
+        if not missing and (not started or not tags["pr"].isdigit()):
+            missing = ["session" if not started else "pr"]
         if missing:
             await self.report(task, slack_ui.cannot_adopt_tags(task.task_id, missing))
             return None
@@ -126,6 +136,7 @@ class Reconciler:
             head_sha=overrides.get("HEAD_SHA", old.head_sha),
             clone_url=overrides.get("REPO", old.clone_url),
             session=session,
+            pool_id=tags.get("pool", "") if tags.get("pool") == task.started_by else "",
             launch_started=now,
             requested_by="uat-bot",
             task_definition=task.task_definition_arn or None,
@@ -246,6 +257,9 @@ async def find_leftovers(ecs: Ecs, store: Store, settings: Settings) -> Leftover
     installation's tasks, and the revisions and routing they use, are never among them."""
     envs = await store.list_environments(ACTIVE)
     sessions = {e.facts.session for e in envs if e.facts.session}
+    # warm-pool tasks are started by their pool id: waiting ones (and claimed ones) are owned
+    sessions |= {e.facts.pool_id for e in envs if e.facts.pool_id}
+    sessions |= {e.pool_id for e in await store.list_pool_entries()}
     live = await ecs.live_tasks()
     installation = settings.installation
     orphans = [t.arn for t in live if ours(t, installation) and t.started_by not in sessions]

@@ -31,6 +31,7 @@ from bot.environments.context import (
     WATCHER_LEASE,
     Context,
 )
+from bot.environments.pool import Pool
 from bot.environments.reconcile import Reconciler
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
@@ -58,6 +59,7 @@ class Watcher:
         self.thread = thread
         self.stopper = stopper
         self.reconciler = reconciler
+        self.pool: Pool | None = None  # refilled after each round
         self.first_round = asyncio.Event()  # set once this watcher has finished a round
         self.foreign_seen: set[str] = set()  # other installations' tasks, logged once each
         self.holding = False  # whether this replica held the watcher lease at its last renewal
@@ -196,6 +198,11 @@ class Watcher:
                 hook(env)
         for state, count in counts.items():
             metrics.environments.labels(state=state).set(count)
+        if self.pool is not None:
+            metrics.pool.clear()
+            for tag, per in (await self.pool.counts()).items():
+                for pool_state in ("waiting", "claiming", "claimed"):
+                    metrics.pool.labels(tag=tag, state=pool_state).set(per.get(pool_state, 0))
         metrics.cost_so_far.set(so_far)
         metrics.cost_per_hour.set(per_hour)
 
@@ -226,6 +233,8 @@ class Watcher:
             await self.stopper.stop_superseded()
         except (AwsError, StoreUnavailable) as exc:
             logger.warning("stopping replaced launches' tasks: %s; next round", outside(exc))
+        if self.pool is not None:
+            await self.pool.refill()
 
     async def _check(self, env: Environment, task: TaskInfo | None, now: float) -> None:
         """Apply what the round saw of one environment; a failure is logged and counted, and

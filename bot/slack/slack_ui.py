@@ -483,6 +483,31 @@ STATE_LABELS: dict[State, str] = {
     State.STOPPED: ":black_square_for_stop: Stopped",
     State.FAILED: ":red_circle: Failed",
 }
+WARM_TASK_GONE = "its task had stopped"
+WARM_CLAIM_REFUSED = "the task refused the claim or did not answer it"
+
+
+def warm_claim_failed(why: str) -> str:
+    """The note in a PR's thread when its launch could not claim a warm-pool task."""
+    return (
+        f"A warm task could not be claimed ({why}); starting a new task instead, which takes "
+        "a minute or two longer."
+    )
+
+
+def pool_line(counts: dict[str, dict[str, int]], sizes: dict[str, int]) -> str:
+    """`/uat status`'s line about the warm pool (UAT_WARM_POOL): per tag, waiting of wanted,
+    and claimed; empty without a pool."""
+    parts = []
+    for tag in sorted(counts):
+        per = counts[tag]
+        claimed = per.get("claimed", 0) + per.get("claiming", 0)
+        parts.append(
+            f"`:{tag}` {per.get('waiting', 0)}/{sizes.get(tag, 0)} waiting, {claimed} claimed"
+        )
+    return f"Warm pool: {', '.join(parts)}" if parts else ""
+
+
 RESUMED_LAUNCH = "The bot restarted during this launch; it is carrying on from where it stopped."
 PR_REF_HELP = (
     "Name a PR as `PR-123`, `#123`, `123`, `owner/repo#123` or its link "

@@ -1,6 +1,6 @@
 """Persistence: everything that must survive a restart (PR environments, handled webhook
 deliveries, image-operation locks, the audit log, prompts being followed, messages posted once,
-commands and clicks acknowledged but not done yet).
+commands and clicks acknowledged but not done yet, warm-pool tasks).
 
 Every write that guards a side effect is conditional (unique keys, compare-and-set on a version),
 so a retry or a second replica cannot double it. `Store` is the interface; `SqliteStore` the
@@ -23,6 +23,8 @@ from bot.store.records import (
     LeaseLost,
     Lock,
     LockHeld,
+    PoolEntry,
+    PoolState,
     Post,
     Relay,
     Replaced,
@@ -46,6 +48,8 @@ __all__ = [
     "LeaseLost",
     "Lock",
     "LockHeld",
+    "PoolEntry",
+    "PoolState",
     "Post",
     "Relay",
     "Replaced",

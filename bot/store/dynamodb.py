@@ -10,6 +10,7 @@ Single-table layout (every item has a string `pk` and `sk`; names below are the 
     relay            relays            <repo>#<pr>#<job id>   -
     post             post#<key>        post                   30 days after it was reserved
     inbox item       inbox             <key>                  30 days after it was received
+    warm-pool entry  pool              <pool id>              -
 
 Every write that guards a side effect is a conditional write, so two replicas cannot both win;
 a failed condition is an answer (False, VersionConflict, LockHeld), never an error. Expiry is
@@ -41,6 +42,7 @@ from bot.store.dynamodb_table import (
     ENVIRONMENTS,
     INBOX,
     LOCK_TTL_GRACE_S,
+    POOL,
     RELAYS,
     TTL_ATTRIBUTE,
     Table,
@@ -62,10 +64,12 @@ from bot.store.records import (
     InboxItem,
     Lock,
     LockHeld,
+    PoolEntry,
     Post,
     Relay,
     State,
     VersionConflict,
+    next_pool_version,
     next_version,
 )
 
@@ -159,6 +163,52 @@ class DynamoStore(Table):
         if not await self._call("PutItem (environment)", run):
             raise VersionConflict(f"{env.repo}#{env.pr} changed since version {env.version}")
         return saved
+
+    # warm-pool entries
+
+    async def get_pool_entry(self, pool_id: str) -> PoolEntry | None:
+        item = await self._call("GetItem (pool)", lambda: self._get(item_key(POOL, pool_id)))
+        return _pool_entry(item) if item else None
+
+    async def list_pool_entries(self) -> list[PoolEntry]:
+        items = await self._call("Query (pool)", lambda: list(self._query(POOL)))
+        return sorted((_pool_entry(i) for i in items), key=lambda e: (e.started_at, e.pool_id))
+
+    async def save_pool_entry(self, entry: PoolEntry) -> PoolEntry:
+        saved = next_pool_version(entry, self._clock())
+        item: dict[str, Any] = {
+            **item_key(POOL, saved.pool_id),
+            "kind": s_attr("pool"),
+            "state": s_attr(str(saved.state)),
+            "data": s_attr(json.dumps(saved.to_json(), sort_keys=True)),
+            "updated_at": n_attr(saved.updated_at),
+            "version": n_attr(saved.version),
+        }
+
+        def run() -> bool:
+            if entry.version == 0:
+                return self._put(item, "attribute_not_exists(pk)")
+            return self._put(
+                item,
+                "#version = :version",
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues={":version": n_attr(entry.version)},
+            )
+
+        if not await self._call("PutItem (pool)", run):
+            raise VersionConflict(f"pool entry {entry.pool_id} changed since {entry.version}")
+        return saved
+
+    async def delete_pool_entry(self, entry: PoolEntry) -> bool:
+        return await self._call(
+            "DeleteItem (pool)",
+            lambda: self._delete(
+                item_key(POOL, entry.pool_id),
+                "#version = :version",
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues={":version": n_attr(entry.version)},
+            ),
+        )
 
     # locks and leases
 
@@ -437,6 +487,16 @@ def _environment(item: dict[str, Any]) -> Environment:
         created_at=float_of(item, "created_at"),
         updated_at=float_of(item, "updated_at"),
         version=int_of(item, "version"),
+    )
+
+
+def _pool_entry(item: dict[str, Any]) -> PoolEntry:
+    return PoolEntry.from_json(
+        str(item["sk"]["S"]),
+        str(item["state"]["S"]),
+        int_of(item, "version"),
+        float_of(item, "updated_at"),
+        json.loads(item["data"]["S"]),
     )
 
 

@@ -30,6 +30,7 @@ ENVIRONMENTS = "envs"
 AUDIT = "audit"
 RELAYS = "relays"
 INBOX = "inbox"
+POOL = "pool"
 
 # Many concurrent calls (a burst of webhooks, asyncio.gather) share one client's pool.
 CONFIG = RETRIES.merge(Config(max_pool_connections=50))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Protocol
 
-from bot.store.records import AuditEntry, Environment, InboxItem, Lock, Post, Relay
+from bot.store.records import AuditEntry, Environment, InboxItem, Lock, PoolEntry, Post, Relay
 
 
 class Store(Protocol):
@@ -35,6 +35,23 @@ class Store(Protocol):
 
         Raises VersionConflict when the stored version is not `env.version`.
         """
+        ...
+
+    async def get_pool_entry(self, pool_id: str) -> PoolEntry | None: ...
+
+    async def list_pool_entries(self) -> list[PoolEntry]:
+        """Every warm-pool entry, oldest first."""
+        ...
+
+    async def save_pool_entry(self, entry: PoolEntry) -> PoolEntry:
+        """Insert (version 0) or update (version n) with compare-and-set; returns version n+1.
+
+        Raises VersionConflict when the stored version is not `entry.version`.
+        """
+        ...
+
+    async def delete_pool_entry(self, entry: PoolEntry) -> bool:
+        """Forget an entry if it is still at `entry.version`; False if it changed or is gone."""
         ...
 
     async def acquire_lock(self, name: str, holder: str, reason: str, ttl_s: float) -> Lock:

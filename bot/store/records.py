@@ -65,7 +65,8 @@ class Facts:
     clone_url: str = ""
     label_gone: bool = False  # closed, or its label removed: hints say to label it
     # the launch
-    session: str = ""  # also the task's startedBy
+    session: str = ""  # also the task's startedBy (a claimed warm-pool task's is `pool_id`)
+    pool_id: str = ""  # the warm-pool task this launch claims or claimed (bot/environments/pool.py)
     launch_started: float | None = None
     requested_by: str = ""
     task_definition: str | None = None
@@ -102,7 +103,16 @@ class Facts:
         known = {f.name for f in fields(cls)} - {"extra"}
         values: dict[str, Any] = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known}
-        for name in ("title", "url", "author", "branch", "head_sha", "clone_url", "session"):
+        for name in (
+            "title",
+            "url",
+            "author",
+            "branch",
+            "head_sha",
+            "clone_url",
+            "session",
+            "pool_id",
+        ):
             if name in values:
                 values[name] = str(values[name] or "")
         if values.get("pushed_sha") is not None:
@@ -172,7 +182,7 @@ _ONLY_WHEN_SET = frozenset(
     {"launch_started", "idle_until", "stopped_at", "replace", "wanted_at", "pushed_sha"}
 )
 # keys added later, written only when they say something (a row stays as it was otherwise)
-_NEWER = ("cpu", "memory", "log_tail", "log_problem", "superseded")
+_NEWER = ("cpu", "memory", "log_tail", "log_problem", "superseded", "pool_id")
 
 
 @dataclass(frozen=True)
@@ -198,6 +208,78 @@ class Environment:
     def with_facts(self, **changes: Any) -> Environment:
         """This environment with some of its facts changed."""
         return replace(self, facts=replace(self.facts, **changes))
+
+
+class PoolState(StrEnum):
+    """Where a warm-pool task is: waiting for a claim, being claimed by a launch (recorded before
+    the claim is sent), claimed (it runs that launch's environment), or dead (retired, stopped,
+    or its claim failed: its task is stopped and the entry forgotten)."""
+
+    WAITING = "waiting"
+    CLAIMING = "claiming"
+    CLAIMED = "claimed"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True)
+class PoolEntry:
+    """One warm-pool task (UAT_WARM_POOL): started from `tag`'s `digest` before anyone asked,
+    waiting for a launch to claim it. `pool_id` is also its task's startedBy; `repo`, `pr` and
+    `session` name the launch that claims (or claimed) it. Written by compare-and-set on
+    `version`, as environments are."""
+
+    pool_id: str
+    tag: str
+    digest: str
+    state: PoolState = PoolState.WAITING
+    task_arn: str | None = None
+    task_definition: str | None = None
+    repo: str = ""
+    pr: int = 0
+    session: str = ""
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    version: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, PoolState):  # a plain string read from a row
+            object.__setattr__(self, "state", PoolState(self.state))
+
+    def to_json(self) -> dict[str, Any]:
+        """What a store keeps beside the key, state and version columns."""
+        return {
+            "tag": self.tag,
+            "digest": self.digest,
+            "task_arn": self.task_arn,
+            "task_definition": self.task_definition,
+            "repo": self.repo,
+            "pr": self.pr,
+            "session": self.session,
+            "started_at": self.started_at,
+        }
+
+    @classmethod
+    def from_json(
+        cls, pool_id: str, state: str, version: int, updated_at: float, data: Mapping[str, Any]
+    ) -> PoolEntry:
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return None if value is None else str(value)
+
+        return cls(
+            pool_id=pool_id,
+            tag=str(data.get("tag") or ""),
+            digest=str(data.get("digest") or ""),
+            state=PoolState(state),
+            task_arn=text("task_arn"),
+            task_definition=text("task_definition"),
+            repo=str(data.get("repo") or ""),
+            pr=int(data.get("pr") or 0),
+            session=str(data.get("session") or ""),
+            started_at=float(data.get("started_at") or 0.0),
+            updated_at=updated_at,
+            version=version,
+        )
 
 
 @dataclass(frozen=True)
@@ -295,3 +377,10 @@ def next_version(env: Environment, now: float) -> Environment:
     """`env` as a compare-and-set write stores it: the next version, stamped `now` (and created
     now when it is new). The write succeeds only where the stored version is still `env.version`."""
     return replace(env, version=env.version + 1, updated_at=now, created_at=env.created_at or now)
+
+
+def next_pool_version(entry: PoolEntry, now: float) -> PoolEntry:
+    """`entry` as a compare-and-set write stores it (see `next_version`)."""
+    return replace(
+        entry, version=entry.version + 1, updated_at=now, started_at=entry.started_at or now
+    )

@@ -24,11 +24,13 @@ from bot.store.records import (
     InboxItem,
     Lock,
     LockHeld,
+    PoolEntry,
     Post,
     Relay,
     State,
     StoreUnavailable,
     VersionConflict,
+    next_pool_version,
     next_version,
 )
 
@@ -129,6 +131,16 @@ MIGRATIONS: tuple[str, ...] = (
         received_at REAL NOT NULL,
         holder TEXT NOT NULL,
         held_until REAL NOT NULL
+    );
+    """,
+    # 5: warm-pool tasks (see bot/environments/pool.py)
+    """
+    CREATE TABLE pool (
+        pool_id TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}',
+        updated_at REAL NOT NULL,
+        version INTEGER NOT NULL
     );
     """,
 )
@@ -308,6 +320,54 @@ class SqliteStore:
         if cur.rowcount != 1:
             raise VersionConflict(f"{env.repo}#{env.pr} changed since version {env.version}")
         return saved
+
+    # warm-pool entries
+
+    async def get_pool_entry(self, pool_id: str) -> PoolEntry | None:
+        async with self.db.execute(
+            "SELECT pool_id, state, version, updated_at, data FROM pool WHERE pool_id = ?",
+            (pool_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        return _pool_entry(row) if row else None
+
+    async def list_pool_entries(self) -> list[PoolEntry]:
+        async with self.db.execute(
+            "SELECT pool_id, state, version, updated_at, data FROM pool"
+        ) as cur:
+            rows = await cur.fetchall()
+        return sorted((_pool_entry(row) for row in rows), key=lambda e: (e.started_at, e.pool_id))
+
+    async def save_pool_entry(self, entry: PoolEntry) -> PoolEntry:
+        saved = next_pool_version(entry, self._clock())
+        values = (
+            str(saved.state),
+            json.dumps(saved.to_json(), sort_keys=True),
+            saved.updated_at,
+            saved.version,
+            saved.pool_id,
+        )
+        if entry.version == 0:
+            cur = await self.db.execute(
+                "INSERT OR IGNORE INTO pool (state, data, updated_at, version, pool_id) "
+                "VALUES (?, ?, ?, ?, ?)",
+                values,
+            )
+        else:
+            cur = await self.db.execute(
+                "UPDATE pool SET state = ?, data = ?, updated_at = ?, version = ? "
+                "WHERE pool_id = ? AND version = ?",
+                (*values, entry.version),
+            )
+        if cur.rowcount != 1:
+            raise VersionConflict(f"pool entry {entry.pool_id} changed since {entry.version}")
+        return saved
+
+    async def delete_pool_entry(self, entry: PoolEntry) -> bool:
+        cur = await self.db.execute(
+            "DELETE FROM pool WHERE pool_id = ? AND version = ?", (entry.pool_id, entry.version)
+        )
+        return cur.rowcount == 1
 
     # locks
 
@@ -533,6 +593,16 @@ def _relay(row: Any) -> Relay:
         thread_ts=row["thread_ts"],
         prompt=row["prompt"],
         created_at=row["created_at"],
+    )
+
+
+def _pool_entry(row: Any) -> PoolEntry:
+    return PoolEntry.from_json(
+        str(row["pool_id"]),
+        str(row["state"]),
+        int(row["version"]),
+        float(row["updated_at"]),
+        json.loads(row["data"]),
     )
 
 
