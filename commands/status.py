@@ -24,7 +24,8 @@ async def run(ctx: CommandContext, args: argparse.Namespace) -> None:
     now = environments.clock()
     if not args.pr:
         envs = await ctx.services.store.list_environments(ACTIVE)
-        text, blocks = slack_ui.environments_overview(envs, ctx.settings, now)
+        pool = slack_ui.pool_line(await environments.pool.counts(), ctx.settings.warm_pool)
+        text, blocks = slack_ui.environments_overview(envs, ctx.settings, now, pool)
         await ctx.reply(text, blocks)
         return
     env = await environments.find(args.pr)

@@ -3,19 +3,27 @@ stand-in pool containers on 127.0.0.1 (tests/harness/pool_containers.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.config import load_settings
+from bot.environments import Environments
 from bot.errors import ConfigError
 from bot.prompt_tokens import environment_token, pool_token
 from bot.slack import slack_ui
-from bot.store import PoolEntry, PoolState
+from bot.store import Environment, Facts, PoolEntry, PoolState, State
+from container.prompt_server import Claim
 from tests.harness.bot import CHANNEL, Bot, BotFactory
+from tests.harness.ecr_seed import tag_sha
 from tests.harness.pool_containers import PoolContainers
-from tests.harness.pull_requests import PR, REPO, label, root_messages
+from tests.harness.pull_requests import PR, REPO, label, pr_event, root_messages
 from tests.harness.uat_aws import CLUSTER, UatAccount
 
 MASTER = "test-prompt-token-0123456789"
@@ -59,6 +67,10 @@ async def pooled(make_bot: BotFactory, account: UatAccount, pool_containers: Poo
 
 async def entries(bot: Bot) -> list[PoolEntry]:
     return await bot.runtime.services.store.list_pool_entries()
+
+
+def envs(bot: Bot) -> Environments:
+    return bot.runtime.services.environments
 
 
 async def poll(bot: Bot) -> None:
@@ -187,3 +199,169 @@ async def test_a_refused_claim_falls_back_to_a_cold_launch_with_a_note(
     refused = pool_containers.attempts[0]
     assert refused not in {t["taskArn"].rsplit("/", 1)[-1] for t in account.tasks("RUNNING")}
     assert len(pool_tasks(account)) == 2
+
+
+# ---------------------------------------------------------------- exactly once
+
+
+async def test_two_replicas_and_a_redelivered_label_claim_one_task_for_one_pr(
+    make_bot: BotFactory, account: UatAccount, pool_containers: PoolContainers
+) -> None:
+    settings = {**account.env(pool_containers.url), "UAT_WARM_POOL": "latest=2"}
+    one: Bot = await make_bot(**settings)
+    await one.settle_startup()
+    two: Bot = await make_bot(**settings)  # another replica on the same store (not watching)
+    payload = pr_event("labeled", "uat")
+    answers = await asyncio.gather(
+        one.github("pull_request", payload),
+        two.github("pull_request", payload),  # another delivery of the same label
+        one.github("pull_request", payload),
+    )
+    assert all(status in (200, 202) for status, _ in answers)
+    await asyncio.gather(one.settle(), two.settle())
+    env = await one.runtime.services.store.get_environment(REPO, PR)
+    assert env is not None and env.facts.pool_id
+    assert len(pool_containers.attempts) == 1 and len(pool_containers.claims) == 1
+    claimed = [e for e in await entries(one) if e.state != PoolState.WAITING]
+    assert [(e.pool_id, e.state, e.session) for e in claimed] == [
+        (env.facts.pool_id, PoolState.CLAIMED, env.facts.session)
+    ]
+    assert not [t for t in account.tasks() if t["startedBy"].startswith(f"pr{PR}-")]
+
+
+async def test_a_crash_after_the_claim_landed_is_carried_on_not_leaked(
+    pooled: Bot, account: UatAccount, pool_containers: PoolContainers
+) -> None:
+    """The launch recorded its claim (entry claiming, the environment naming it), the task took
+    it, and the process died before it heard back: the resumed launch runs that task."""
+    store = pooled.runtime.services.store
+    entry = (await entries(pooled))[0]
+    session = f"pr{PR}-0a1b2c3d"
+    facts = Facts(session=session, pool_id=entry.pool_id, head_sha="a" * 40, branch="changes")
+    await store.save_environment(
+        Environment(REPO, PR, State.STARTING, label="uat", facts=replace(facts, launch_started=1.0))
+    )
+    await store.save_pool_entry(
+        replace(entry, state=PoolState.CLAIMING, repo=REPO, pr=PR, session=session)
+    )
+    task_id = (entry.task_arn or "").rsplit("/", 1)[-1]
+    pool_containers.claims[task_id] = Claim(
+        REPO,
+        f"refs/pull/{PR}/head",
+        "a" * 40,
+        session,
+        environment_token(MASTER, REPO, PR, session),
+    )
+    await envs(pooled).reconcile()  # as after a restart
+    await pooled.settle()
+    env = await store.get_environment(REPO, PR)
+    assert env is not None and env.task_arn == entry.task_arn and env.state == "running"
+    assert pool_containers.attempts == []  # the landed claim was not sent again
+    assert not [t for t in account.tasks() if t["startedBy"] == session]
+    assert (
+        tags_of(next(t for t in account.tasks() if t["taskArn"] == entry.task_arn))["session"]
+        == session
+    )
+    assert len(pool_tasks(account)) == 2  # refilled
+
+
+async def test_a_crash_before_the_environment_named_its_claim_carries_that_claim_on(
+    pooled: Bot, account: UatAccount, pool_containers: PoolContainers
+) -> None:
+    """The entry says this launch claims it but the environment was never told: the resumed
+    launch claims that entry, not a second one."""
+    store = pooled.runtime.services.store
+    first, second = await entries(pooled)
+    session = f"pr{PR}-0a1b2c3d"
+    facts = Facts(session=session, head_sha="a" * 40, branch="changes", launch_started=1.0)
+    await store.save_environment(Environment(REPO, PR, State.STARTING, label="uat", facts=facts))
+    await store.save_pool_entry(
+        replace(second, state=PoolState.CLAIMING, repo=REPO, pr=PR, session=session)
+    )
+    await envs(pooled).reconcile()
+    await pooled.settle()
+    env = await store.get_environment(REPO, PR)
+    assert env is not None and env.task_arn == second.task_arn
+    assert env.facts.pool_id == second.pool_id
+    assert list(pool_containers.claims) == [(second.task_arn or "").rsplit("/", 1)[-1]]
+    assert (await store.get_pool_entry(first.pool_id)) == first  # still waiting, untouched
+
+
+async def test_waiting_pool_tasks_are_neither_adopted_reported_nor_cleaned_up(
+    pooled: Bot, account: UatAccount
+) -> None:
+    assert await envs(pooled).adopt_unknown() == []
+    assert not [m for m in pooled.slack.messages.get(CHANNEL, []) if "adopt" in m["text"]]
+    found = await envs(pooled).leftovers()
+    assert found.tasks == [] and found.revisions == []
+    assert len(pool_tasks(account)) == 2
+
+
+async def test_a_bot_that_lost_its_store_takes_the_pool_back_and_adopts_a_claimed_task(
+    make_bot: BotFactory,
+    tmp_path: Path,
+    pooled: Bot,
+    account: UatAccount,
+    pool_containers: PoolContainers,
+) -> None:
+    await label(pooled)
+    claimed = await pooled.runtime.services.store.get_environment(REPO, PR)
+    assert claimed is not None and claimed.facts.pool_id
+    waiting = {t["taskArn"] for t in pool_tasks(account)}
+    fresh: Bot = await make_bot(
+        **account.env(pool_containers.url),
+        UAT_WARM_POOL="latest=2",
+        UAT_DB=str(tmp_path / "lost" / "uat-bot.db"),
+    )
+    await fresh.settle_startup()
+    env = await fresh.runtime.services.store.get_environment(REPO, PR)
+    assert env is not None and env.task_arn == claimed.task_arn
+    assert env.facts.session == claimed.facts.session
+    assert {e.task_arn for e in await entries(fresh)} == waiting  # none started, none stopped
+    assert {t["taskArn"] for t in pool_tasks(account)} == waiting
+    found = await envs(fresh).leftovers()
+    assert found.tasks == []
+
+
+# ---------------------------------------------------------------- tag moves, age, status
+
+
+async def test_a_promote_that_moves_the_tag_replaces_its_pool(
+    pooled: Bot, account: UatAccount
+) -> None:
+    old = {t["taskArn"] for t in pool_tasks(account)}
+    moved = tag_sha(account.ecr, "2222222", "latest")  # as a promote of :staging does
+    assert moved != account.digests["latest"]
+    await poll(pooled)
+    now = pool_tasks(account)
+    assert len(now) == 2 and not old & {t["taskArn"] for t in now}
+    assert all(tags_of(t)["image-digest"] == moved for t in now)
+    assert all(account.image_of(t["taskDefinitionArn"]).endswith(moved) for t in now)
+    assert not old & {t["taskArn"] for t in account.tasks(desired="RUNNING")}
+    assert {e.digest for e in await entries(pooled)} == {moved}
+
+
+async def test_pool_tasks_older_than_the_idle_hours_are_recycled(
+    pooled: Bot, account: UatAccount
+) -> None:
+    old = {t["taskArn"] for t in pool_tasks(account)}
+    later = time.time() + pooled.settings.uat_idle_hours * 3600 + 60
+    envs(pooled).clock = lambda: later
+    await poll(pooled)
+    now = {t["taskArn"] for t in pool_tasks(account)}
+    assert len(now) == 2 and not old & now
+
+
+async def test_status_and_metrics_show_the_pool(pooled: Bot, account: UatAccount) -> None:
+    await label(pooled)
+    await poll(pooled)
+    await pooled.slash("status")
+    await pooled.settle()
+    shown = json.dumps(pooled.slack.responses[-1].body["blocks"])
+    line = slack_ui.pool_line({"latest": {"waiting": 2, "claimed": 1}}, {"latest": 2})
+    assert json.dumps(line)[1:-1] in shown
+    async with pooled.http.get(f"{pooled.url}/metrics") as response:
+        metrics = await response.text()
+    assert 'uat_warm_pool_tasks{state="waiting",tag="latest"} 2.0' in metrics
+    assert 'uat_warm_pool_tasks{state="claimed",tag="latest"} 1.0' in metrics
+    assert 'uat_warm_pool_claims_total{result="claimed"} 1.0' in metrics

@@ -97,9 +97,18 @@ class Pool:
             if forgot is None:
                 return None
             env = forgot
+        entries = await self.ctx.store.list_pool_entries()
+        for entry in entries:  # claimed by this launch before a crash cut it short: carry on
+            if entry.session == session and entry.state in (PoolState.CLAIMING, PoolState.CLAIMED):
+                recorded = await self._record(env, entry.pool_id)
+                return (
+                    None
+                    if recorded is None
+                    else await self._send(recorded, entry, tags, resumed=True)
+                )
         candidates = [
             e
-            for e in await self.ctx.store.list_pool_entries()
+            for e in entries
             if e.state == PoolState.WAITING and e.tag == tag and e.digest == digest and e.task_arn
         ]
         random.shuffle(candidates)  # replicas claiming at once try different entries first
@@ -147,7 +156,8 @@ class Pool:
                 await ctx.container.claim(
                     base,
                     self.token(entry.pool_id),
-                    repo=env.facts.clone_url or env.repo,
+                    # the container takes a clone URL only (a cold task's REPO may be a name)
+                    repo=env.facts.clone_url or f"https://github.com/{env.repo}.git",
                     git_ref=f"refs/pull/{env.pr}/head",
                     head_sha=env.facts.head_sha,
                     session_id=env.facts.session,
@@ -301,7 +311,9 @@ class Pool:
     async def _start(self, tag: str, digest: str) -> None:
         ctx = self.ctx
         pool_id = f"pool-{tag}-{secrets.token_hex(4)}"
-        entry = await ctx.store.save_pool_entry(PoolEntry(pool_id, tag, digest))
+        entry = await ctx.store.save_pool_entry(
+            PoolEntry(pool_id, tag, digest, started_at=ctx.clock())
+        )
         tags = {
             "managed-by": MANAGED_BY,
             INSTANCE_TAG: ctx.installation,

@@ -713,11 +713,12 @@ def ambiguous_pr(pr: int, repos: Sequence[str]) -> str:
 
 
 def environments_overview(
-    envs: Sequence[Environment], settings: Any, now: float
+    envs: Sequence[Environment], settings: Any, now: float, pool: str = ""
 ) -> tuple[str, list[Block]]:
+    """`/uat status`: the active environments, and `pool` (`pool_line`) when there is one."""
     if not envs:
         text = "No active environments. Label a PR `uat` to start one."
-        return text, [text_block(text)]
+        return text, [text_block(text)] + ([text_block(pool)] if pool else [])
     rows = []
     for env in envs[:OVERVIEW_ROWS]:
         f = env.facts
@@ -744,6 +745,8 @@ def environments_overview(
             f"*Total*: {about(sum(costs))} so far, {dollars(sum(hourly))}/h while they run "
             "(Fargate estimate)"
         )
+    if pool:
+        rows.append(pool)
     text = f"{len(envs)} active environment(s)"
     return text, [text_block(chunk) for chunk in _chunks(rows)]
 
