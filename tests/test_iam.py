@@ -45,6 +45,7 @@ from tests.harness.iam_context import (
     requests_for,
 )
 from tests.harness.iam_eval import Context, Decision, Request, evaluate
+from tests.harness.pool_containers import PoolContainers
 from tests.harness.pull_requests import label, pr_event
 from tests.harness.uat_aws import (
     BASE_FAMILY,
@@ -318,6 +319,43 @@ async def test_without_the_tag_on_create_statement_launching_with_tags_is_refuse
     assert len(without) == 2
     assert any("ecs:CreateAction=RegisterTaskDefinition" in line for line in without)
     assert any("ecs:CreateAction=RunTask" in line for line in without)
+
+
+async def test_claiming_a_warm_pool_task_is_allowed_by_the_bot_policy_and_needs_its_statement(
+    make_bot: BotFactory, aws_env: dict[str, str], recorded: list[Call]
+) -> None:
+    """Replays a real claim: the pool's RunTask with its tags, then the claim's TagResource that
+    gives the task its PR's tags; only the bot's own pool tasks may be re-tagged so."""
+    account = set_up_account(aws_env["AWS_ENDPOINT_URL"])
+
+    def token_of(task_id: str) -> str | None:
+        [task] = account.ecs.describe_tasks(cluster=CLUSTER, tasks=[task_id])["tasks"]
+        [override] = task["overrides"]["containerOverrides"]
+        return {e["name"]: e["value"] for e in override["environment"]}.get("UAT_POOL_TOKEN")
+
+    pool = PoolContainers(token_of)
+    await pool.start()
+    try:
+        recorded.clear()
+        bot: Bot = await make_bot(**account.env(pool.url), UAT_WARM_POOL="latest=1")
+        await bot.settle_startup()
+        await label(bot)
+    finally:
+        await pool.stop()
+    assert len(pool.claims) == 1
+    requests = requests_for(recorded)
+    claims = [r for r in requests if r.action == "ecs:TagResource" and r.why == "ecs:TagResource"]
+    assert len(claims) == 1 and claims[0].context["aws:ResourceTag/pool"]
+    assert refused(policy("bot-policy.json"), requests) == []
+    without = refused(policy("bot-policy.json", drop=("ClaimTheBotsWarmPoolTasks",)), requests)
+    assert len(without) == 1 and "ecs:TagResource" in without[0]
+    # a task that is no pool task of this installation is not re-tagged
+    document = policy("bot-policy.json")
+    for dropped in ("aws:ResourceTag/pool", "aws:ResourceTag/uat-instance"):
+        context = {k: v for k, v in claims[0].context.items() if k != dropped}
+        assert not evaluate(
+            [document], Request("ecs:TagResource", claims[0].resource, context)
+        ).allowed
 
 
 async def test_the_bot_policy_refuses_what_it_has_no_business_doing(

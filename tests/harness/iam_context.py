@@ -258,6 +258,8 @@ def requests_for(calls: list[Call], principal: Context | None = None) -> list[Re
         for kind in required:
             built = RESOURCES.get((call.service, kind), lambda _c: None)(call)
             resources += built or []
+        if not required and "resourceArn" in call.params:  # TagResource names what it tags
+            resources = [str(call.params["resourceArn"])]
         if required and not resources:
             raise AssertionError(
                 f"{action}: cannot build its {required} ARN from {sorted(call.params)}; "
