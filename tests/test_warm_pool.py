@@ -201,6 +201,21 @@ async def test_a_refused_claim_falls_back_to_a_cold_launch_with_a_note(
     assert len(pool_tasks(account)) == 2
 
 
+async def test_a_claim_whose_answer_was_lost_but_landed_is_used_not_sent_again(
+    pooled: Bot, account: UatAccount, pool_containers: PoolContainers
+) -> None:
+    for task in pool_tasks(account):
+        pool_containers.lost.add(task["taskArn"].rsplit("/", 1)[-1])
+    await label(pooled)
+    env = await pooled.runtime.services.store.get_environment(REPO, PR)
+    assert env is not None and env.facts.pool_id
+    assert len(pool_containers.attempts) == 1
+    [task_id] = pool_containers.claims
+    assert env.task_arn is not None and env.task_arn.endswith(task_id)
+    assert not [t for t in account.tasks() if t["startedBy"] == env.facts.session]
+    assert not [r for r in replies(pooled) if "warm task could not be claimed" in r]
+
+
 # ---------------------------------------------------------------- exactly once
 
 
@@ -365,3 +380,25 @@ async def test_status_and_metrics_show_the_pool(pooled: Bot, account: UatAccount
     assert 'uat_warm_pool_tasks{state="waiting",tag="latest"} 2.0' in metrics
     assert 'uat_warm_pool_tasks{state="claimed",tag="latest"} 1.0' in metrics
     assert 'uat_warm_pool_claims_total{result="claimed"} 1.0' in metrics
+
+
+async def test_a_claim_whose_launch_was_replaced_has_its_task_stopped(
+    pooled: Bot, account: UatAccount
+) -> None:
+    """A launch claimed a task, then a relabel replaced it before it recorded the task: the
+    task is nobody's, so the refill stops it (after a grace) and the pool is full again."""
+    store = pooled.runtime.services.store
+    entry = (await entries(pooled))[0]
+    facts = Facts(session=f"pr{PR}-22222222", launch_started=time.time())
+    await store.save_environment(Environment(REPO, PR, State.STARTING, label="uat", facts=facts))
+    await store.save_pool_entry(
+        replace(entry, state=PoolState.CLAIMING, repo=REPO, pr=PR, session=f"pr{PR}-11111111")
+    )
+    await poll(pooled)  # within the grace: left to its launch
+    assert entry.task_arn in {t["taskArn"] for t in account.tasks(desired="RUNNING")}
+    later = time.time() + 120
+    envs(pooled).clock = lambda: later
+    await poll(pooled)
+    assert entry.task_arn not in {t["taskArn"] for t in account.tasks(desired="RUNNING")}
+    assert await store.get_pool_entry(entry.pool_id) is None
+    assert len(pool_tasks(account)) == 2

@@ -111,6 +111,9 @@ class Pool:
             for e in entries
             if e.state == PoolState.WAITING and e.tag == tag and e.digest == digest and e.task_arn
         ]
+        if any(e.tag == tag and e.digest != digest for e in entries):
+            # the tag moved (promote, rollback, staging): replace its pool now, not next round
+            self.ctx.tasks.spawn(self.refill(), name="refill the warm pool")
         random.shuffle(candidates)  # replicas claiming at once try different entries first
         for entry in candidates:
             claiming = replace(
@@ -269,11 +272,10 @@ class Pool:
         for entry in entries:
             task = tasks.get(entry.task_arn or "")
             gone = entry.task_arn is not None and (task is None or task.last_status in ECS_STOPPING)
-            old = now - entry.started_at > GRACE_S
             if entry.state == PoolState.DEAD or (entry.state == PoolState.WAITING and gone):
                 await self._retire(entry)
             elif entry.state == PoolState.WAITING and entry.task_arn is None:
-                if old:
+                if now - entry.started_at > GRACE_S:
                     await self._recover(entry)
             elif entry.state == PoolState.WAITING:
                 kept = waiting.get(entry.tag, 0)
@@ -285,7 +287,7 @@ class Pool:
                     waiting[entry.tag] = kept + 1
             elif gone:  # claimed, and its environment's task has ended
                 await ctx.store.delete_pool_entry(entry)
-            elif old and entry.session not in ctx.launching:
+            elif now - entry.updated_at > GRACE_S and entry.session not in ctx.launching:
                 env = envs.get((entry.repo, entry.pr))
                 if env is None or env.facts.session != entry.session or env.state not in LIVE:
                     # a claim whose launch was replaced or stopped: the task is nobody's

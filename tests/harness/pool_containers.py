@@ -25,7 +25,7 @@ class PoolContainers:
     claims: dict[str, Claim] = field(default_factory=dict)  # task id -> the claim it took
     ready: set[str] = field(default_factory=set)  # claimed task ids whose app answers
     taken: set[str] = field(default_factory=set)  # task ids someone else claimed (409)
-    silent: set[str] = field(default_factory=set)  # task ids that never answer a claim
+    lost: set[str] = field(default_factory=set)  # task ids that take a claim, answer dropped
     attempts: list[str] = field(default_factory=list)  # task ids, one per POST /claim
     runner: web.AppRunner | None = None
     url: str = ""
@@ -37,8 +37,6 @@ class PoolContainers:
         async def claim(request: web.Request) -> web.Response:
             task = request.match_info["task"]
             self.attempts.append(task)
-            if task in self.silent:
-                await asyncio.sleep(3600)
             if task in self.claims or task in self.taken:
                 return web.json_response({"error": "already claimed"}, status=409)
             token = await asyncio.to_thread(self.token_of, task)
@@ -50,6 +48,8 @@ class PoolContainers:
             except (BadClaim, ValueError) as exc:
                 return web.json_response({"error": str(exc)}, status=400)
             self.claims[task] = parsed
+            if task in self.lost and request.transport is not None:
+                request.transport.close()  # the claim landed; its answer never reaches the bot
             return web.json_response({"claimed": True, "session_id": parsed.session_id})
 
         async def health(request: web.Request) -> web.Response:
