@@ -402,3 +402,29 @@ async def test_a_claim_whose_launch_was_replaced_has_its_task_stopped(
     assert entry.task_arn not in {t["taskArn"] for t in account.tasks(desired="RUNNING")}
     assert await store.get_pool_entry(entry.pool_id) is None
     assert len(pool_tasks(account)) == 2
+
+
+async def test_a_pool_task_ecs_still_provisions_is_not_claimed(
+    pooled: Bot, account: UatAccount, pool_containers: PoolContainers, monkeypatch: Any
+) -> None:
+    """Its container cannot answer yet: the launch goes cold and the task stays in the pool."""
+    ecs = pooled.runtime.services.environments.ecs
+    describe = ecs.describe
+    waiting = {e.task_arn for e in await entries(pooled)}
+
+    async def provisioning(arns: list[str]) -> dict[str, Any]:
+        found = await describe(arns)
+        return {
+            a: replace(t, last_status="PENDING") if a in waiting else t for a, t in found.items()
+        }
+
+    monkeypatch.setattr(ecs, "describe", provisioning)
+    await label(pooled)
+    env = await pooled.runtime.services.store.get_environment(REPO, PR)
+    assert env is not None and not env.facts.pool_id
+    assert [t["taskArn"] for t in account.tasks() if t["startedBy"] == env.facts.session] == [
+        env.task_arn
+    ]
+    assert pool_containers.attempts == []
+    assert {e.task_arn for e in await entries(pooled) if e.state == PoolState.WAITING} == waiting
+    assert not [r for r in replies(pooled) if "warm task could not be claimed" in r]

@@ -114,6 +114,13 @@ class Pool:
         if any(e.tag == tag and e.digest != digest for e in entries):
             # the tag moved (promote, rollback, staging): replace its pool now, not next round
             self.ctx.tasks.spawn(self.refill(), name="refill the warm pool")
+        # only tasks ECS runs: one still provisioning has no container to answer the claim yet
+        running = await self.ctx.ecs.describe([e.task_arn for e in candidates if e.task_arn])
+        candidates = [
+            e
+            for e in candidates
+            if (task := running.get(e.task_arn or "")) is not None and task.last_status == "RUNNING"
+        ]
         random.shuffle(candidates)  # replicas claiming at once try different entries first
         for entry in candidates:
             claiming = replace(
