@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from bot.config import load_settings
 from bot.environments import Environments
@@ -19,8 +20,10 @@ from bot.errors import ConfigError
 from bot.prompt_tokens import environment_token, pool_token
 from bot.slack import slack_ui
 from bot.store import Environment, Facts, PoolEntry, PoolState, State
-from container.prompt_server import Claim
+from container.prompt_server import Claim, create_app
+from container.prompt_server import Config as PromptConfig
 from tests.harness.bot import CHANNEL, Bot, BotFactory
+from tests.harness.container_helpers import free_port
 from tests.harness.ecr_seed import tag_sha
 from tests.harness.pool_containers import PoolContainers
 from tests.harness.pull_requests import PR, REPO, label, pr_event, root_messages
@@ -428,3 +431,43 @@ async def test_a_pool_task_ecs_still_provisions_is_not_claimed(
     assert pool_containers.attempts == []
     assert {e.task_arn for e in await entries(pooled) if e.state == PoolState.WAITING} == waiting
     assert not [r for r in replies(pooled) if "warm task could not be claimed" in r]
+
+
+async def test_the_real_prompt_server_in_pool_mode_takes_the_bots_claim(
+    make_bot: BotFactory, account: UatAccount, tmp_path: Path
+) -> None:
+    """The bot's claim against container/prompt_server.py itself, started in pool mode with the
+    pool token ECS gave the task: the claim file the entrypoint reads names the PR, and from then
+    on the environment's own prompt token opens the server."""
+    port = free_port()
+    bot: Bot = await make_bot(**account.env(f"http://127.0.0.1:{port}"), UAT_WARM_POOL="latest=1")
+    await bot.settle_startup()
+    [task] = pool_tasks(account)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir(mode=0o700)
+    config = PromptConfig.from_env(
+        {
+            "WORK_DIR": str(tmp_path),
+            "UAT_POOL_TOKEN": environment_of(task)["UAT_POOL_TOKEN"],
+            "UAT_CLAIM_FILE": str(secrets / "claim"),
+            "UAT_PROMPT_TOKEN_FILE": str(secrets / "prompt-token"),
+        }
+    )
+    runner = web.AppRunner(create_app(config))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        await label(bot)
+    finally:
+        await runner.cleanup()
+    env = await bot.runtime.services.store.get_environment(REPO, PR)
+    assert env is not None and env.task_arn == task["taskArn"] and env.facts.pool_id
+    claim = dict(
+        line.split("=", 1) for line in (secrets / "claim").read_text().splitlines() if line
+    )
+    assert claim["GIT_REF"] == f"refs/pull/{PR}/head" and claim["PR_NUMBER"] == str(PR)
+    assert claim["SESSION_ID"] == env.facts.session and claim["HEAD_SHA"] == env.facts.head_sha
+    assert claim["REPO"] == env.facts.clone_url
+    token = environment_token(MASTER, REPO, PR, env.facts.session)
+    assert (secrets / "prompt-token").read_text().strip() == token
+    assert not [t for t in account.tasks() if t["startedBy"] == env.facts.session]
