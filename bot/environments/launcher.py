@@ -242,9 +242,32 @@ class Launcher:
 
     async def _launch(self, repo: str, pr: int, session: str) -> None:
         ctx = self.ctx
-        env = await self._ensure_thread(repo, pr, session)
-        if env is None:
-            return
+        env = await ctx.store.get_environment(repo, pr)
+        if env is None or env.facts.session != session or env.state != State.STARTING:
+            return  # superseded by a later request
+        # The card goes out beside the AWS work, never before it: a burst of labels in one
+        # channel has its cards posted at Slack's pace (about one a second), and no launch waits
+        # its card's turn to call RunTask. The launch waits for its card only at the end, still
+        # under its lease (one poster per card key), and then shows its current state on it.
+        card = asyncio.ensure_future(self._ensure_thread(env))
+        try:
+            started = await self._start(repo, pr, session, env, card)
+        except BaseException:
+            await asyncio.gather(card, return_exceptions=True)  # a failure is shown on the card
+            raise
+        await card
+        if started:
+            latest = await ctx.store.get_environment(repo, pr)
+            if latest is not None and latest.facts.session == session:
+                await self.thread.catch_up(latest)
+
+    async def _start(
+        self, repo: str, pr: int, session: str, found: Environment, card: asyncio.Future[None]
+    ) -> bool:
+        """The AWS part of a launch: True once its task runs and the watcher follows it."""
+        ctx = self.ctx
+        env: Environment | None
+        env = found
         if env.facts.replace is not None:
             old = env.facts.replace
             await self.stopper.teardown(
@@ -257,7 +280,7 @@ class Launcher:
                 ctx.store, repo, pr, session, lambda e: e.with_facts(replace=None)
             )
             if env is None:
-                return
+                return False
         if env.facts.superseded:  # under the lease: no replaced launch runs a task meanwhile
             await self.stopper.stop_superseded_of(repo, pr)
         tag = ctx.labels.get(env.label, "latest")
@@ -276,7 +299,7 @@ class Launcher:
                     env, tag, image.digest, self.tags(env, image.digest)
                 )
                 if claimed is None and not await self._still_launching(repo, pr, session):
-                    return
+                    return False
                 env = await ctx.store.get_environment(repo, pr) or env
             definition = env.facts.task_definition
             if claimed is not None:
@@ -307,7 +330,7 @@ class Launcher:
                 env = await change_in_session(ctx.store, repo, pr, session, pinned)
                 if env is None:  # stopped meanwhile: nothing was run
                     await ctx.ecs.deregister(definition)
-                    return
+                    return False
             task = claimed or await ctx.ecs.run_task(
                 definition or "",
                 started_by=session,
@@ -331,10 +354,11 @@ class Launcher:
             # a stop arrived while launching: the stop may not know this task yet
             await ctx.ecs.stop_task(task.arn, "stopped while launching")
             if saved is not None:
+                await card  # the stop is shown on the card
                 await self.stopper.finish_stop(repo, pr)
-            return
+            return False
         ctx.follow(repo, pr)
-        await self.thread.show(saved)
+        return True
 
     def tags(self, env: Environment, digest: str) -> dict[str, str]:
         """The task's tags: whose it is, and what a bot that lost its store needs to adopt it
@@ -365,16 +389,14 @@ class Launcher:
             "UAT_PROMPT_TOKEN": token or "",
         }
 
-    async def _ensure_thread(self, repo: str, pr: int, session: str) -> Environment | None:
+    async def _ensure_thread(self, env: Environment) -> None:
+        """Post the PR's card unless it has one (then show the launch on it)."""
         ctx = self.ctx
-        env = await ctx.store.get_environment(repo, pr)
-        if env is None or env.facts.session != session or env.state != State.STARTING:
-            return None  # superseded by a later request
         if env.thread_ts:
             await self.thread.show(env)
-            return env
+            return
         text, blocks = slack_ui.environment_card(env, ctx.settings, ctx.clock())
         # Keyed by PR: a launch resumed after a crash, or a bot adopting the task after losing
         # its store, finds the card already posted.
-        ts = await ctx.outbox.post(card_key(repo, pr), ctx.channel, text, blocks)
-        return await change(ctx.store, repo, pr, lambda e: replace(e, thread_ts=e.thread_ts or ts))
+        ts = await ctx.outbox.post(card_key(env.repo, env.pr), ctx.channel, text, blocks)
+        await change(ctx.store, env.repo, env.pr, lambda e: replace(e, thread_ts=e.thread_ts or ts))

@@ -229,12 +229,7 @@ class Reconciler:
         ctx = self.ctx
         for env in await ctx.store.list_environments():
             if env.thread_ts and env.facts.shown != env.state and env.state != State.NEW:
-                reply = {
-                    State.READY: lambda e: slack_ui.ready_reply(e, ctx.settings),
-                    State.FAILED: slack_ui.failed_reply,
-                    State.STOPPED: slack_ui.stopped_reply,
-                }.get(env.state)
-                shown = self.thread.show(env, reply=reply(env) if reply else None, exclusive=False)
+                shown = self.thread.catch_up(env, exclusive=False)
                 ctx.tasks.spawn(shown, name=f"catch up {env.repo}#{env.pr}")
 
     async def leftovers(self) -> Leftovers:

@@ -7,7 +7,7 @@ from bot.environments.changes import change
 from bot.environments.context import Context
 from bot.slack import slack_ui
 from bot.slack.chat import Blocks, Message
-from bot.store import Environment
+from bot.store import Environment, State
 
 
 class Thread:
@@ -48,6 +48,21 @@ class Thread:
                     else None
                 ),
             )
+
+    async def catch_up(self, env: Environment, exclusive: bool = True) -> None:
+        """Show `env` on its card, with the reply its state calls for unless the thread has
+        shown that state already (a crash, or a card posted after the state was reached)."""
+        ctx = self.ctx
+        reply = None
+        if env.facts.shown != env.state:
+            replies = {
+                State.READY: lambda e: slack_ui.ready_reply(e, ctx.settings),
+                State.FAILED: slack_ui.failed_reply,
+                State.STOPPED: slack_ui.stopped_reply,
+            }
+            build = replies.get(env.state)
+            reply = build(env) if build else None
+        await self.show(env, reply=reply, exclusive=exclusive)
 
     async def note(self, env: Environment, text: str) -> None:
         if env.thread_ts and self.ctx.settings.uat_channel:
