@@ -254,7 +254,15 @@ class ConsoleChat:
         self._keys[upload.filename] = str(path)
         return str(path)
 
-    async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
+    async def update(
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        blocks: Blocks | None = None,
+        *,
+        urgent: bool = False,
+    ) -> None:
         await self.replace(ts, text, blocks, channel=channel)
 
     async def ephemeral(

@@ -28,7 +28,9 @@ class Thread:
         if not env.thread_ts or not ctx.settings.uat_channel:
             return
         text, blocks = slack_ui.environment_card(env, ctx.settings, ctx.clock())
-        await ctx.chat.update(ctx.settings.uat_channel, env.thread_ts, text, blocks)
+        # a state a person acts on goes ahead of routine updates waiting for Slack's limit
+        urgent = env.state in (State.READY, State.FAILED, State.STOPPED)
+        await ctx.chat.update(ctx.settings.uat_channel, env.thread_ts, text, blocks, urgent=urgent)
         if reply is not None:  # keyed: a catch-up after a crash finds it was posted
             # A session reaches ready, failed and stopped once each (ready never goes back).
             session = env.facts.session or f"v{env.version}"

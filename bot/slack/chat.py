@@ -28,7 +28,7 @@ from bot.logs import outside
 from bot.metrics import Metrics
 from bot.scrub import Scrubber
 from bot.slack import slack_ui
-from bot.slack.pace import Pacer
+from bot.slack.pace import Pacer, Updates
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,17 @@ class Chat(Protocol):
         given); returns the file's id."""
         ...
 
-    async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
-        """Replace the text and blocks of a message the bot posted."""
+    async def update(
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        blocks: Blocks | None = None,
+        *,
+        urgent: bool = False,
+    ) -> None:
+        """Replace the text and blocks of a message the bot posted (`urgent`: a state a person
+        acts on, which goes ahead of routine updates)."""
         ...
 
     async def ephemeral(
@@ -200,6 +209,7 @@ class SlackChat:
         self.metrics = metrics
         self.patience_s = patience_s
         self.pacer = pacer or Pacer()
+        self.updates = Updates(self.pacer)
         self._order: dict[str, asyncio.Lock] = {}
 
     async def post(self, message: Message) -> str:
@@ -309,13 +319,31 @@ class SlackChat:
         files = response.get("files") or [{}]
         return str(files[0].get("id", ""))
 
-    async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
+    async def update(
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        blocks: Blocks | None = None,
+        *,
+        urgent: bool = False,
+    ) -> None:
+        """Update in its turn (`Updates`, bot/slack/pace.py): replaced by a newer update of the
+        same message while it waits, and behind urgent ones unless `urgent` itself."""
         text, blocks = slack_ui.fit(text, blocks)
-        await self._send(
-            "chat.update",
-            channel,
-            lambda: self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks or []),
-        )
+
+        async def call() -> AsyncSlackResponse:
+            async with self._order.setdefault(channel, asyncio.Lock()):
+                return await self._attempts(
+                    "chat.update",
+                    lambda: self.client.chat_update(
+                        channel=channel, ts=ts, text=text, blocks=blocks or []
+                    ),
+                    channel=channel,
+                    turn_taken=True,
+                )
+
+        await self.updates.send(channel, ts, call, urgent)
 
     async def ephemeral(
         self, channel: str, user: str, text: str, blocks: Blocks | None = None
@@ -463,8 +491,17 @@ class ScrubbedChat:
         )
         return await self.inner.upload(scrubbed)
 
-    async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
-        await self.inner.update(channel, ts, self.scrubber.text(text), self._blocks(blocks))
+    async def update(
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        blocks: Blocks | None = None,
+        *,
+        urgent: bool = False,
+    ) -> None:
+        text, scrubbed = self.scrubber.text(text), self._blocks(blocks)
+        await self.inner.update(channel, ts, text, scrubbed, urgent=urgent)
 
     async def ephemeral(
         self, channel: str, user: str, text: str, blocks: Blocks | None = None

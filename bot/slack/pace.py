@@ -9,13 +9,19 @@ and a 429's Retry-After holds that bucket back for as long as Slack asks.
 
 A channel's posts are paced on their own, so one busy channel never slows another; only the
 methods of one tier share a workspace-wide bucket, as they do in Slack.
+
+Card updates (`Updates`) wait in a queue rather than in line: an update still waiting when a
+newer one of the same message comes is replaced by it (Slack is sent only the latest state),
+and an urgent update (a state a person acts on: ready, failed, stopped) takes the next turn
+ahead of routine ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 TIER_PER_MINUTE = {1: 1.0, 2: 20.0, 3: 50.0, 4: 100.0}
@@ -73,8 +79,13 @@ class Bucket:
 class Pacer:
     """The buckets of one workspace's token: a call's `turn` waits until it may go."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.clock = clock
+        self.sleep = sleep
         self._buckets: dict[tuple[str, str], Bucket] = {}
 
     def _bucket(self, method: str, channel: str | None) -> Bucket | None:
@@ -97,10 +108,71 @@ class Pacer:
         bucket = self._bucket(method, channel)
         wait = bucket.turn() if bucket is not None else 0.0
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self.sleep(wait)
 
     def hold(self, method: str, channel: str | None, seconds: float) -> None:
         """Slack answered 429 with Retry-After `seconds`: later turns wait it out."""
         bucket = self._bucket(method, channel)
         if bucket is not None:
             bucket.hold(seconds)
+
+
+@dataclass
+class _Waiting:
+    call: Callable[[], Awaitable[object]]
+    urgent: bool
+    order: int
+    done: asyncio.Future[None]
+
+
+class Updates:
+    """Updates of messages (`method`, chat.update) waiting for their turn under `pacer`: one
+    per message, its latest, and urgent ones first (see the module docstring)."""
+
+    def __init__(self, pacer: Pacer, method: str = "chat.update") -> None:
+        self.pacer = pacer
+        self.method = method
+        self._waiting: dict[tuple[str, str], _Waiting] = {}
+        self._order = itertools.count()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._drainer: asyncio.Task[None] | None = None
+
+    async def send(
+        self, channel: str, ts: str, call: Callable[[], Awaitable[object]], urgent: bool = False
+    ) -> None:
+        """Run `call` (an update of message `ts`) in its turn; returns once it, or a newer
+        update of that message that replaced it while it waited, was sent (its error raised)."""
+        waiting = self._waiting.get((channel, ts))
+        if waiting is None:
+            done = asyncio.get_running_loop().create_future()
+            waiting = _Waiting(call, urgent, next(self._order), done)
+            self._waiting[(channel, ts)] = waiting
+        else:  # still waiting: only the latest state goes, in the older one's place in line
+            waiting.call, waiting.urgent = call, waiting.urgent or urgent
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+        await asyncio.shield(waiting.done)
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            await self.pacer.turn(self.method, None)  # a turn for whichever goes next
+            key = min(self._waiting, key=lambda k: self._rank(self._waiting[k]))
+            task = asyncio.create_task(self._run(self._waiting.pop(key)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    def _rank(waiting: _Waiting) -> tuple[bool, int]:
+        return (not waiting.urgent, waiting.order)
+
+    @staticmethod
+    async def _run(waiting: _Waiting) -> None:
+        try:
+            await waiting.call()
+        except Exception as exc:  # the callers get it
+            waiting.done.set_exception(exc)
+        else:
+            waiting.done.set_result(None)

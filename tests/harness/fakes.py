@@ -119,7 +119,15 @@ class RecordingChat:
     async def upload(self, upload: Upload) -> str:
         return "F0"
 
-    async def update(self, channel: str, ts: str, text: str, blocks: Blocks | None = None) -> None:
+    async def update(
+        self,
+        channel: str,
+        ts: str,
+        text: str,
+        blocks: Blocks | None = None,
+        *,
+        urgent: bool = False,
+    ) -> None:
         self.updates.append((ts, text))
 
     async def ephemeral(
