@@ -31,17 +31,35 @@ class Thread:
         # a state a person acts on goes ahead of routine updates waiting for Slack's limit
         urgent = env.state in (State.READY, State.FAILED, State.STOPPED)
         await ctx.chat.update(ctx.settings.uat_channel, env.thread_ts, text, blocks, urgent=urgent)
-        if reply is not None:  # keyed: a catch-up after a crash finds it was posted
-            # A session reaches ready, failed and stopped once each (ready never goes back).
-            session = env.facts.session or f"v{env.version}"
-            key = f"reply:{env.repo}#{env.pr}:{session}:{env.state}"
-            await ctx.outbox.post(
-                key, ctx.settings.uat_channel, *reply, env.thread_ts, exclusive=exclusive
-            )
-        if env.facts.shown != env.state:  # what the thread shows, for after a crash
+        if reply is None:
+            await self._shown(env)
+            return
+        # The reply waits its turn among the channel's posts (about one a second): in the
+        # background, so no watcher round, ECS event or launch waits for it (the card already
+        # says the state); the state counts as shown once the reply is posted.
+        replying = self._reply(env, env.thread_ts, reply, exclusive)
+        try:
+            ctx.tasks.spawn(replying, name=f"reply {env.repo}#{env.pr}")
+        except RuntimeError:  # shutting down: posted now, before the bot stops
+            await self._reply(env, env.thread_ts, reply, exclusive)
+
+    async def _reply(
+        self, env: Environment, thread_ts: str, reply: tuple[str, Blocks], exclusive: bool
+    ) -> None:
+        # keyed: a catch-up after a crash finds it was posted.
+        # A session reaches ready, failed and stopped once each (ready never goes back).
+        session = env.facts.session or f"v{env.version}"
+        key = f"reply:{env.repo}#{env.pr}:{session}:{env.state}"
+        channel = self.ctx.settings.uat_channel or ""
+        await self.ctx.outbox.post(key, channel, *reply, thread_ts, exclusive=exclusive)
+        await self._shown(env)
+
+    async def _shown(self, env: Environment) -> None:
+        """Record that the thread shows `env`'s state, for a catch-up after a crash."""
+        if env.facts.shown != env.state:
             state = env.state
             await change(
-                ctx.store,
+                self.ctx.store,
                 env.repo,
                 env.pr,
                 lambda e: (
