@@ -117,6 +117,7 @@ async def test_the_card_follows_the_task_to_ready(
     assert await state(uat) == "ready"
     [root] = root_messages(uat)
     assert "https://pr-2.uat.example.com" in str(uat.slack.message(CHANNEL, root["ts"]))
+    await uat.settle()  # the reply is posted in the background, after the card says ready
     assert replies(uat) == [slack_ui.ready_reply(await _env(uat), uat.settings)[0]]
     await envs(uat).poll()  # nothing new: no second reply
     assert len(replies(uat)) == 1
