@@ -14,6 +14,8 @@ import pytest
 from bot.environments import Environments
 from bot.prompt_tokens import environment_token
 from bot.slack import slack_ui
+from bot.slack.chat import Message
+from bot.slack.pace import TIER_BURST, TIER_PER_MINUTE
 from bot.store import Environment, Facts
 from tests.harness.bot import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.pull_requests import PR, REPO, label, pr_event, root_messages
@@ -76,6 +78,38 @@ async def test_the_uat_label_starts_one_pinned_task_and_opens_the_thread(
     card = str(uat.slack.message(CHANNEL, root["ts"]))
     assert slack_ui.short(account.digests["latest"]) in card and "1111111" in card
     assert await state(uat) == "running"
+
+
+async def test_a_ready_card_goes_ahead_of_routine_updates_under_slacks_limits(
+    uat: Bot, containers: Containers
+) -> None:
+    uat.slack.real_rate_limits()
+    await label(uat)
+    await envs(uat).poll()
+    assert await state(uat) == "running"
+    chat = envs(uat).ctx.chat
+    other = await chat.post(Message(CHANNEL, "another card"))
+    for n in range(int(TIER_PER_MINUTE[3] * TIER_BURST)):  # chat.update's burst, spent
+        await chat.update(CHANNEL, other, f"routine {n}")
+    routine = [
+        asyncio.create_task(chat.update(CHANNEL, other, f"routine, waiting {n}")) for n in range(5)
+    ]
+    await asyncio.sleep(0.1)  # the routine updates wait for the next turn
+    containers.ready(PR)
+    await envs(uat).poll()  # back once the card says ready
+    assert not any(task.done() for task in routine)  # the card did not wait behind them
+    await asyncio.gather(*routine)
+    await uat.settle()
+
+    env = await _env(uat)
+    card = env.thread_ts or ""
+    texts = [(c.params["ts"], c.params["text"]) for c in uat.slack.calls_to("chat.update")]
+    ready_at = max(i for i, (ts, _) in enumerate(texts) if ts == card)
+    assert texts[ready_at + 1 :] == [(other, "routine, waiting 4")]  # the latest of the five
+    assert "https://pr-2.uat.example.com" in str(uat.slack.message(CHANNEL, card))
+    thread = [m["text"] for m in uat.slack.thread(CHANNEL, card)]
+    assert thread == [slack_ui.ready_reply(env, uat.settings)[0]]
+    assert uat.slack.rate_limits.refused == 0
 
 
 async def test_a_fork_prs_task_fetches_the_pull_ref_from_the_base_repository(
