@@ -488,6 +488,63 @@ async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_star
     assert (await env_of(second)).facts.shown == "stopped"
 
 
+async def test_a_ready_reply_a_catch_up_reserved_first_is_not_posted_again_by_the_watcher(
+    account: UatAccount,
+    containers: Containers,
+    make_bot: BotFactory,
+    slack: SlackStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica that takes the watcher lease over catches threads up while its watcher moves
+    an environment to ready: the catch-up saw `ready` in the store and reserved the reply's key
+    first, its post still under way, when the watcher came to post the same reply. Whoever
+    reserved first posts it; the other waits for it (the soak's "#100 ready reply posted twice")."""
+    monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_POLL_S", 0.05)
+    bot: Bot = await make_bot(**account.env(containers.url))
+    await bot.settle_startup()
+    await bot.github("pull_request", pr_event("labeled", "uat"))
+    await bot.settle()
+    assert (await env_of(bot)).state == "running"
+    environments = bot.runtime.services.environments
+    chat = environments.chat
+    real_update, real_post = chat.update, chat.post
+    watcher_updating, catch_up_posting = asyncio.Event(), asyncio.Event()
+    release_watcher, release_catch_up = asyncio.Event(), asyncio.Event()
+
+    async def slow_update(channel: str, ts: str, text: str, blocks: Any = None) -> None:
+        if not watcher_updating.is_set():  # the watcher's card update, after its move to ready
+            watcher_updating.set()
+            await release_watcher.wait()
+        await real_update(channel, ts, text, blocks)
+
+    async def slow_post(message: Message) -> str:
+        if str(message.key).endswith(":ready") and not catch_up_posting.is_set():
+            catch_up_posting.set()  # the catch-up's post, its key reserved
+            await release_catch_up.wait()
+        return await real_post(message)
+
+    chat.update = slow_update  # type: ignore[method-assign]
+    chat.post = slow_post  # type: ignore[method-assign]
+    containers.ready(2)
+    watching = asyncio.create_task(environments.poll())
+    await asyncio.wait_for(watcher_updating.wait(), 5)
+    assert (await env_of(bot)).state == "ready"
+    await environments.reconciler.catch_up()
+    await asyncio.wait_for(catch_up_posting.wait(), 5)
+    release_watcher.set()
+    await asyncio.sleep(0.5)  # the watcher comes to its reply while the catch-up's is under way
+    release_catch_up.set()
+    await asyncio.wait_for(watching, 10)
+    await bot.settle()
+    [root] = root_messages(slack)
+    keys = [
+        ((m.get("metadata") or {}).get("event_payload") or {}).get("key", "")
+        for m in slack.thread(CHANNEL, root["ts"])
+    ]
+    assert len([k for k in keys if k.endswith(":ready")]) == 1, keys
+    assert (await env_of(bot)).facts.shown == "ready"
+
+
 async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(
     uat: Bot, account: UatAccount, slack: SlackStub
 ) -> None:

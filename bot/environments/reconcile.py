@@ -223,7 +223,7 @@ class Reconciler:
                     State.FAILED: slack_ui.failed_reply,
                     State.STOPPED: slack_ui.stopped_reply,
                 }.get(env.state)
-                shown = self.thread.show(env, reply=reply(env) if reply else None, exclusive=False)
+                shown = self.thread.show(env, reply=reply(env) if reply else None)
                 ctx.tasks.spawn(shown, name=f"catch up {env.repo}#{env.pr}")
 
     async def leftovers(self) -> Leftovers:

@@ -16,12 +16,13 @@ class Thread:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def show(
-        self, env: Environment, reply: tuple[str, Blocks] | None = None, exclusive: bool = True
-    ) -> None:
-        """Update the PR's card in place, and reply in its thread when people must see it
-        (`exclusive=False` when another replica may be posting that reply: see
-        bot/slack/outbox.py)."""
+    async def show(self, env: Environment, reply: tuple[str, Blocks] | None = None) -> None:
+        """Update the PR's card in place, and reply in its thread when people must see it.
+
+        The reply is posted `exclusive=False` (see bot/slack/outbox.py) by whoever shows it:
+        the replica that changed the state and a catch-up (Reconciler.catch_up, on start or on
+        taking the watcher lease over) may both come to it, in either order, and no lease keeps
+        them apart; so the first to reserve its key posts it, the other waits for it."""
         ctx = self.ctx
         for hook in ctx.on_show:  # GitHub's PR page, in the background
             hook(env)
@@ -34,7 +35,7 @@ class Thread:
             session = env.facts.session or f"v{env.version}"
             key = f"reply:{env.repo}#{env.pr}:{session}:{env.state}"
             await ctx.outbox.post(
-                key, ctx.settings.uat_channel, *reply, env.thread_ts, exclusive=exclusive
+                key, ctx.settings.uat_channel, *reply, env.thread_ts, exclusive=False
             )
         if env.facts.shown != env.state:  # what the thread shows, for after a crash
             state = env.state
