@@ -545,6 +545,36 @@ async def test_a_ready_reply_a_catch_up_reserved_first_is_not_posted_again_by_th
     assert (await env_of(bot)).facts.shown == "ready"
 
 
+async def test_a_launch_whose_launcher_died_while_another_replica_watched_is_resumed(
+    uat: Bot, account: UatAccount, slack: SlackStub
+) -> None:
+    """A replica recorded a launch and was killed before running its task, while another held
+    the watcher lease: no takeover follows (the holder lives on), and a redelivered label finds
+    the PR live already. The holder's next round resumes the launch once its lease is free (the
+    soak's "#101 wants uat-staging, the store says starting, its task does not run")."""
+    environments = uat.runtime.services.environments
+    real_spawn = environments.launcher.spawn
+    environments.launcher.spawn = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="dies-1")
+    assert status == 202
+    await uat.settle()
+    environments.launcher.spawn = real_spawn  # type: ignore[method-assign]
+    store = uat.runtime.services.store
+    env = await env_of(uat)
+    assert env.state == "starting" and not account.tasks(desired="RUNNING")
+    await environments.poll()  # a launch younger than its lease may still be taking it
+    await uat.settle()
+    assert (await env_of(uat)).state == "starting"
+    started = (env.facts.launch_started or 0) - LAUNCH_LEASE_S - 1  # the launcher died long ago
+    await store.save_environment(env.with_facts(launch_started=started))
+    await environments.poll()
+    await uat.settle()
+    env = await env_of(uat)
+    [task] = account.tasks(desired="RUNNING")
+    assert env.state == "running" and task["startedBy"] == env.facts.session
+    assert len(root_messages(slack)) == 1
+
+
 async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(
     uat: Bot, account: UatAccount, slack: SlackStub
 ) -> None:

@@ -1,7 +1,8 @@
 """After a restart, or when this replica takes the watcher lease: resume interrupted launches
-and stops, bring threads a crash left behind up to date, and adopt the running tasks of this
-installation that the store does not know; and `/uat cleanup`, which finds (and, once
-confirmed, removes) what no active environment owns.
+(and, every watcher round, the launches whose launcher died elsewhere) and stops, bring threads
+a crash left behind up to date, and adopt the running tasks of this installation that the store
+does not know; and `/uat cleanup`, which finds (and, once confirmed, removes) what no active
+environment owns.
 
 A task is never stopped for being unknown: a bot whose store was lost, or a replica pointed at
 the wrong table, would otherwise stop every environment it cannot see. It rebuilds such a
@@ -24,10 +25,11 @@ from bot.environments.context import (
     ADOPTION_TAGS,
     Context,
     Leftovers,
+    launch_lease,
     ours,
     own_family,
 )
-from bot.environments.launcher import Launcher, card_key
+from bot.environments.launcher import LAUNCH_LEASE_S, Launcher, card_key
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.errors import UserError
@@ -207,6 +209,33 @@ class Reconciler:
         logger.warning("not adopting task %s: %s", task.arn, slack_ui.plain(text))
         if self.ctx.channel:
             await self.ctx.outbox.post(f"unadoptable:{task.arn}", self.ctx.channel, text)
+
+    async def resume_stalled(self, envs: list[Environment], now: float) -> None:
+        """Resume the launches among `envs` that nobody carries on: starting for longer than a
+        launch lease, not launched here, and their PR's launch lease free. A replica killed
+        mid-launch while another held the watcher lease leaves such a launch: no takeover
+        follows (the holder lives on), so `reconcile` never sees it, and a redelivered label
+        finds the PR live already."""
+        ctx = self.ctx
+        for env in envs:
+            started = env.facts.launch_started
+            if (
+                env.state != State.STARTING
+                or env.facts.session in ctx.launching
+                or (started is not None and now - started < LAUNCH_LEASE_S)
+            ):
+                continue
+            if await ctx.store.get_lock(launch_lease(env.repo, env.pr)) is not None:
+                continue  # its launcher (here or on another replica) is at it, or waits its turn
+            logger.warning(
+                "resuming the launch of %s#%d (%s): its launcher stopped",
+                outside(env.repo),
+                env.pr,
+                env.facts.session,
+            )
+            note = self.thread.note(env, slack_ui.RESUMED_LAUNCH)
+            ctx.tasks.spawn(note, name=f"note resumed launch {env.pr}")
+            self.resume(env)
 
     def resume(self, env: Environment) -> None:
         session = env.facts.session

@@ -226,6 +226,7 @@ class Watcher:
             await self.stopper.stop_superseded()
         except (AwsError, StoreUnavailable) as exc:
             logger.warning("stopping replaced launches' tasks: %s; next round", outside(exc))
+        await self.reconciler.resume_stalled(envs, now)  # a launcher that died mid-launch
 
     async def _check(self, env: Environment, task: TaskInfo | None, now: float) -> None:
         """Apply what the round saw of one environment; a failure is logged and counted, and
