@@ -31,7 +31,8 @@ from bot.environments import launcher as launcher_module
 from bot.github import PullRequestEvent
 from bot.slack import slack_ui
 from bot.slack.chat import Message
-from bot.store import Environment
+from bot.environments.context import launch_lease
+from bot.store import Environment, StoreUnavailable
 from tests.harness.aws_proxy import ReverseProxy
 from tests.harness.bot import (
     CHANNEL,
@@ -573,6 +574,38 @@ async def test_a_launch_whose_launcher_died_while_another_replica_watched_is_res
     [task] = account.tasks(desired="RUNNING")
     assert env.state == "running" and task["startedBy"] == env.facts.session
     assert len(root_messages(slack)) == 1
+
+
+async def test_a_launch_waiting_for_its_lease_through_a_store_outage_starts_once_it_is_back(
+    uat: Bot, account: UatAccount, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another launch of the PR holds the lease, and the store fails while this one waits its
+    turn: the launch waits for the store too, instead of crashing and failing an environment
+    nothing is wrong with (the soak's "#100 launch failed" in hold_lease during an outage)."""
+    monkeypatch.setattr(launcher_module, "LAUNCH_LEASE_S", 2.0)
+    store = uat.runtime.services.store
+    lease = launch_lease(REPO, 2)
+    assert await store.hold_lease(lease, "another replica/pr2-older", 60)
+    real_hold = store.hold_lease
+    outages = 0
+
+    async def failing_hold(name: str, holder: str, ttl_s: float) -> bool:
+        nonlocal outages
+        if name == lease and outages < 2:
+            outages += 1
+            raise StoreUnavailable("UAT_DB is locked", "locked")
+        return await real_hold(name, holder, ttl_s)
+
+    monkeypatch.setattr(store, "hold_lease", failing_hold)
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await eventually(lambda: outages == 2, 10)
+    assert (await env_of(uat)).state == "starting"
+    await store.release_lock(lease, "another replica/pr2-older")
+    await uat.settle()
+    env = await env_of(uat)
+    [task] = account.tasks(desired="RUNNING")
+    assert env.state == "running" and task["startedBy"] == env.facts.session
 
 
 async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(

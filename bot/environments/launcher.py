@@ -202,7 +202,10 @@ class Launcher:
         try:
             # Another launch of this PR (an older session, maybe on another replica) goes first;
             # it gives up as soon as it sees it was superseded, or its lease lapses if it died.
-            while not await ctx.store.hold_lease(lease, holder, LAUNCH_LEASE_S):
+            # A store that fails meanwhile is waited for: failing the launch for it would fail
+            # an environment that nothing is wrong with (and the failure might not be recorded
+            # either, leaving it starting with no launcher).
+            while not await self._lease_or_none(lease, holder):
                 if not await self._still_launching(repo, pr, session):
                     return
                 await asyncio.sleep(LAUNCH_LEASE_S / 4)
@@ -235,8 +238,22 @@ class Launcher:
                     return  # stopped or superseded while waiting
 
     async def _still_launching(self, repo: str, pr: int, session: str) -> bool:
-        env = await self.ctx.store.get_environment(repo, pr)
+        """Whether `session` is still the PR's launch to run (True while the store fails: the
+        caller waits and asks again)."""
+        try:
+            env = await self.ctx.store.get_environment(repo, pr)
+        except StoreUnavailable as exc:
+            logger.warning("launch of %s#%d waits for the store: %s", outside(repo), pr, exc.line)
+            return True
         return env is not None and env.state == State.STARTING and env.facts.session == session
+
+    async def _lease_or_none(self, lease: str, holder: str) -> bool:
+        """Take or renew the PR's launch lease; False when another holds it or the store fails."""
+        try:
+            return await self.ctx.store.hold_lease(lease, holder, LAUNCH_LEASE_S)
+        except StoreUnavailable as exc:
+            logger.warning("%s waits for the store: %s", lease, exc.line)
+            return False
 
     async def _launch(self, repo: str, pr: int, session: str) -> None:
         ctx = self.ctx
