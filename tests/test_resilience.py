@@ -28,10 +28,10 @@ from botocore.retries.standard import ExponentialBackoff
 from bot.aws.gateways import AwsError
 from bot.environments import LAUNCH_LEASE_S, Environments
 from bot.environments import launcher as launcher_module
+from bot.environments.context import launch_lease
 from bot.github import PullRequestEvent
 from bot.slack import slack_ui
 from bot.slack.chat import Message
-from bot.environments.context import launch_lease
 from bot.store import Environment, StoreUnavailable
 from tests.harness.aws_proxy import ReverseProxy
 from tests.harness.bot import (
