@@ -205,9 +205,15 @@ class Launcher:
             # A store that fails meanwhile is waited for: failing the launch for it would fail
             # an environment that nothing is wrong with (and the failure might not be recorded
             # either, leaving it starting with no launcher).
+            waiting_for: str | None = None
             while not await self._lease_or_none(lease, holder):
                 if not await self._still_launching(repo, pr, session):
                     return
+                with contextlib.suppress(StoreUnavailable):  # who goes first, once each
+                    held = await ctx.store.get_lock(lease)
+                    if held is not None and held.holder != waiting_for:
+                        waiting_for = held.holder
+                        logger.info("%s waits its turn: %s holds it", holder, outside(held.holder))
                 await asyncio.sleep(LAUNCH_LEASE_S / 4)
             async with renewing(ctx.store, lease, holder, LAUNCH_LEASE_S):
                 await self._launch_patiently(repo, pr, session)

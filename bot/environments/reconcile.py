@@ -49,6 +49,7 @@ class Reconciler:
         self.launcher = launcher
         self.stopper = stopper
         self.reported: set[str] = set()  # tasks this process already said it cannot adopt
+        self.stalled_seen: set[tuple[str, str]] = set()  # (session, lease holder) logged
 
     async def reconcile(self) -> None:
         """Resume interrupted launches and stops, bring threads up to date, and adopt the
@@ -225,8 +226,19 @@ class Reconciler:
                 or (started is not None and now - started < LAUNCH_LEASE_S)
             ):
                 continue
-            if await ctx.store.get_lock(launch_lease(env.repo, env.pr)) is not None:
-                continue  # its launcher (here or on another replica) is at it, or waits its turn
+            held = await ctx.store.get_lock(launch_lease(env.repo, env.pr))
+            if held is not None:  # its launcher (here or on another replica) is at it
+                seen = (env.facts.session, held.holder)
+                if seen not in self.stalled_seen:  # said once: a launch slow to start
+                    self.stalled_seen.add(seen)
+                    logger.info(
+                        "%s#%d (%s) still starting; %s holds its launch lease",
+                        outside(env.repo),
+                        env.pr,
+                        env.facts.session,
+                        outside(held.holder),
+                    )
+                continue
             logger.warning(
                 "resuming the launch of %s#%d (%s): its launcher stopped",
                 outside(env.repo),
