@@ -608,6 +608,63 @@ async def test_a_launch_waiting_for_its_lease_through_a_store_outage_starts_once
     assert env.state == "running" and task["startedBy"] == env.facts.session
 
 
+async def test_a_launch_replaced_while_it_waits_to_try_again_makes_way_for_its_replacement(
+    uat: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch throttled by AWS waits before trying again, holding its PR's launch lease; a
+    label switch meanwhile replaces it. It gives the lease up as soon as it sees that, not after
+    its whole pause (up to a minute), so the new label's launch starts at once (the soak's
+    "#100 still starting": its launch waited for a replaced one's pause)."""
+    monkeypatch.setattr(launcher_module, "LAUNCH_RETRIES_S", (60.0,))
+    monkeypatch.setattr(launcher_module, "LAUNCH_LEASE_S", 2.0)
+    ecs = uat.runtime.services.environments.ctx.ecs
+    real = ecs.tasks_started_by
+    throttled: list[str] = []
+
+    async def throttle_the_first(session: str) -> list[str]:
+        if not throttled:
+            throttled.append(session)
+            raise AwsError("AWS ListTasks failed (ThrottlingException).", "ThrottlingException")
+        return await real(session)
+
+    monkeypatch.setattr(ecs, "tasks_started_by", throttle_the_first)
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="p-1")
+    assert status == 202
+    await eventually(lambda: throttled, 5)
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat-staging"), delivery="p-2")
+    assert status == 202
+    await asyncio.wait_for(uat.settle(), 15)
+    env = await env_of(uat)
+    assert (env.state, env.label) == ("running", "uat-staging")
+    assert env.facts.session != throttled[0]
+
+
+async def test_a_launch_cut_by_a_store_outage_tries_again_once_the_store_answers(
+    uat: Bot, account: UatAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that failed mid-launch is back within seconds (the soak's 6 s outages): the launch
+    is tried again once the store answers, not after the pause AWS throttling gets (a minute)."""
+    monkeypatch.setattr(launcher_module, "LAUNCH_RETRIES_S", (60.0,))
+    monkeypatch.setattr(launcher_module, "LAUNCH_LEASE_S", 2.0)
+    ecs = uat.runtime.services.environments.ctx.ecs
+    real = ecs.tasks_started_by
+    failed: list[str] = []
+
+    async def store_down_once(session: str) -> list[str]:
+        if not failed:
+            failed.append(session)
+            raise StoreUnavailable("UAT_DB is locked", "locked")
+        return await real(session)
+
+    monkeypatch.setattr(ecs, "tasks_started_by", store_down_once)
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await asyncio.wait_for(uat.settle(), 15)
+    env = await env_of(uat)
+    [task] = account.tasks(desired="RUNNING")
+    assert failed and env.state == "running" and task["startedBy"] == env.facts.session
+
+
 async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(
     uat: Bot, account: UatAccount, slack: SlackStub
 ) -> None:

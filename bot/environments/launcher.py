@@ -239,9 +239,29 @@ class Launcher:
                     outside(exc),
                     pause,
                 )
-                await asyncio.sleep(pause * random.uniform(0.8, 1.2))
-                if not await self._still_launching(repo, pr, session):
+                seconds = pause * random.uniform(0.8, 1.2)
+                if not await self._pause(repo, pr, session, seconds, isinstance(exc, AwsError)):
                     return  # stopped or superseded while waiting
+
+    async def _pause(
+        self, repo: str, pr: int, session: str, seconds: float, aws_failed: bool
+    ) -> bool:
+        """Wait up to `seconds` before the launch is tried again, looking every quarter lease:
+        False as soon as it was stopped or superseded (it holds the PR's launch lease, which
+        its replacement waits for); after a store failure, True as soon as the store answers
+        again (AWS throttling, on the other hand, is given its whole pause)."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(min(left, LAUNCH_LEASE_S / 4))
+            try:
+                env = await self.ctx.store.get_environment(repo, pr)
+            except StoreUnavailable:
+                continue
+            if env is None or env.state != State.STARTING or env.facts.session != session:
+                return False
+            if not aws_failed:
+                return True
+        return await self._still_launching(repo, pr, session)
 
     async def _still_launching(self, repo: str, pr: int, session: str) -> bool:
         """Whether `session` is still the PR's launch to run (True while the store fails: the
