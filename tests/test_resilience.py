@@ -546,6 +546,24 @@ async def test_a_ready_reply_a_catch_up_reserved_first_is_not_posted_again_by_th
     assert (await env_of(bot)).facts.shown == "ready"
 
 
+async def test_a_card_shown_from_a_stale_environment_ends_showing_the_stores_state(
+    uat: Bot, slack: SlackStub
+) -> None:
+    """A launch read its environment as running, then a stop landed and updated the card before
+    the launch's own update did: the card must not end saying `running` while the store says
+    stopped (the soak's "#102: the card says starting, the store stopped")."""
+    await uat.github("pull_request", pr_event("labeled", "uat"))
+    await uat.settle()
+    stale = await env_of(uat)
+    assert stale.state == "running"
+    await uat.github("pull_request", pr_event("unlabeled", "uat"))
+    await uat.settle()
+    assert (await env_of(uat)).state == "stopped"
+    await uat.runtime.services.environments.thread.show(stale)  # the late, stale update
+    [root] = root_messages(slack)
+    assert root["text"].endswith("— stopped"), root["text"]
+
+
 async def test_a_launch_whose_launcher_died_while_another_replica_watched_is_resumed(
     uat: Bot, account: UatAccount, slack: SlackStub
 ) -> None:

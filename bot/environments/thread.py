@@ -30,6 +30,12 @@ class Thread:
             return
         text, blocks = slack_ui.environment_card(env, ctx.settings, ctx.clock())
         await ctx.chat.update(ctx.settings.uat_channel, env.thread_ts, text, blocks)
+        # `env` may be stale by now (a launch showing `starting` as a stop lands): whoever
+        # updates the card last looks again, so the card never ends behind the store
+        latest = await ctx.store.get_environment(env.repo, env.pr)
+        if latest is not None and latest.state != env.state and latest.thread_ts == env.thread_ts:
+            text, blocks = slack_ui.environment_card(latest, ctx.settings, ctx.clock())
+            await ctx.chat.update(ctx.settings.uat_channel, env.thread_ts, text, blocks)
         if reply is not None:  # keyed: a catch-up after a crash finds it was posted
             # A session reaches ready, failed and stopped once each (ready never goes back).
             session = env.facts.session or f"v{env.version}"
