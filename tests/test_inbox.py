@@ -321,3 +321,39 @@ async def test_a_stop_resumed_after_its_pr_was_labelled_again_says_so_and_stops_
     assert answer == slack_ui.not_stopped_relaunched(env)
     stored = await store.get_environment(REPO, 6)
     assert stored is not None and stored.state == State.RUNNING
+
+
+async def test_a_takeover_resumes_its_items_together_not_one_after_another(
+    make_bot: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica killed after acking a burst leaves many items; telling each user takes a few
+    round trips to a store that is slow just then. One after another, the soak's backlog took
+    minutes and its users were still waiting when it stopped looking."""
+    bot: Bot = await make_bot()
+    store = bot.runtime.services.store
+    in_flight = most_in_flight = 0
+    real_claimed = store.claimed
+
+    async def slow_claimed(key: str) -> bool:
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        try:
+            await asyncio.sleep(0.3)  # a slow store
+            return await real_claimed(key)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(store, "claimed", slow_claimed)
+    urls = [bot.slack.new_response_url() for _ in range(4)]
+    received = time.time() - 60  # a replica died a minute ago, mid-build
+    for n, url in enumerate(urls):
+        invocation = Invocation("command", DEVELOPER, CHANNEL, response_url=url, text="staging x")
+        item = InboxItem(f"k{n}", "command", invocation.to_json(), received, "dead", received + 10)
+        await store.inbox_put(item)
+    await take_over(bot.runtime)
+    await eventually(lambda: not in_flight, 5)
+    assert most_in_flight == len(urls)
+    assert await store.inbox_items() == []
+    told = {r.url_id for r in bot.slack.responses}
+    assert all(url.rsplit("/", 1)[-1] in told for url in urls)

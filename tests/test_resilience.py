@@ -28,10 +28,11 @@ from botocore.retries.standard import ExponentialBackoff
 from bot.aws.gateways import AwsError
 from bot.environments import LAUNCH_LEASE_S, Environments
 from bot.environments import launcher as launcher_module
+from bot.environments.context import launch_lease
 from bot.github import PullRequestEvent
 from bot.slack import slack_ui
 from bot.slack.chat import Message
-from bot.store import Environment
+from bot.store import Environment, StoreUnavailable
 from tests.harness.aws_proxy import ReverseProxy
 from tests.harness.bot import (
     CHANNEL,
@@ -486,6 +487,200 @@ async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_star
     assert len([r for r in replies if "stopped" in r]) == 1, replies
     assert root["text"].endswith("— stopped")
     assert (await env_of(second)).facts.shown == "stopped"
+
+
+async def test_a_ready_reply_a_catch_up_reserved_first_is_not_posted_again_by_the_watcher(
+    account: UatAccount,
+    containers: Containers,
+    make_bot: BotFactory,
+    slack: SlackStub,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica that takes the watcher lease over catches threads up while its watcher moves
+    an environment to ready: the catch-up saw `ready` in the store and reserved the reply's key
+    first, its post still under way, when the watcher came to post the same reply. Whoever
+    reserved first posts it; the other waits for it (the soak's "#100 ready reply posted twice")."""
+    monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_POLL_S", 0.05)
+    bot: Bot = await make_bot(**account.env(containers.url))
+    await bot.settle_startup()
+    await bot.github("pull_request", pr_event("labeled", "uat"))
+    await bot.settle()
+    assert (await env_of(bot)).state == "running"
+    environments = bot.runtime.services.environments
+    chat = environments.chat
+    real_update, real_post = chat.update, chat.post
+    watcher_updating, catch_up_posting = asyncio.Event(), asyncio.Event()
+    release_watcher, release_catch_up = asyncio.Event(), asyncio.Event()
+
+    async def slow_update(channel: str, ts: str, text: str, blocks: Any = None) -> None:
+        if not watcher_updating.is_set():  # the watcher's card update, after its move to ready
+            watcher_updating.set()
+            await release_watcher.wait()
+        await real_update(channel, ts, text, blocks)
+
+    async def slow_post(message: Message) -> str:
+        if str(message.key).endswith(":ready") and not catch_up_posting.is_set():
+            catch_up_posting.set()  # the catch-up's post, its key reserved
+            await release_catch_up.wait()
+        return await real_post(message)
+
+    chat.update = slow_update  # type: ignore[method-assign]
+    chat.post = slow_post  # type: ignore[method-assign]
+    containers.ready(2)
+    watching = asyncio.create_task(environments.poll())
+    await asyncio.wait_for(watcher_updating.wait(), 5)
+    assert (await env_of(bot)).state == "ready"
+    await environments.reconciler.catch_up()
+    await asyncio.wait_for(catch_up_posting.wait(), 5)
+    release_watcher.set()
+    await asyncio.sleep(0.5)  # the watcher comes to its reply while the catch-up's is under way
+    release_catch_up.set()
+    await asyncio.wait_for(watching, 10)
+    await bot.settle()
+    [root] = root_messages(slack)
+    keys = [
+        ((m.get("metadata") or {}).get("event_payload") or {}).get("key", "")
+        for m in slack.thread(CHANNEL, root["ts"])
+    ]
+    assert len([k for k in keys if k.endswith(":ready")]) == 1, keys
+    assert (await env_of(bot)).facts.shown == "ready"
+
+
+async def test_a_card_shown_from_a_stale_environment_ends_showing_the_stores_state(
+    uat: Bot, slack: SlackStub
+) -> None:
+    """A launch read its environment as running, then a stop landed and updated the card before
+    the launch's own update did: the card must not end saying `running` while the store says
+    stopped (the soak's "#102: the card says starting, the store stopped")."""
+    await uat.github("pull_request", pr_event("labeled", "uat"))
+    await uat.settle()
+    stale = await env_of(uat)
+    assert stale.state == "running"
+    await uat.github("pull_request", pr_event("unlabeled", "uat"))
+    await uat.settle()
+    assert (await env_of(uat)).state == "stopped"
+    await uat.runtime.services.environments.thread.show(stale)  # the late, stale update
+    [root] = root_messages(slack)
+    assert root["text"].endswith("— stopped"), root["text"]
+
+
+async def test_a_launch_whose_launcher_died_while_another_replica_watched_is_resumed(
+    uat: Bot, account: UatAccount, slack: SlackStub
+) -> None:
+    """A replica recorded a launch and was killed before running its task, while another held
+    the watcher lease: no takeover follows (the holder lives on), and a redelivered label finds
+    the PR live already. The holder's next round resumes the launch once its lease is free (the
+    soak's "#101 wants uat-staging, the store says starting, its task does not run")."""
+    environments = uat.runtime.services.environments
+    real_spawn = environments.launcher.spawn
+    environments.launcher.spawn = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="dies-1")
+    assert status == 202
+    await uat.settle()
+    environments.launcher.spawn = real_spawn  # type: ignore[method-assign]
+    store = uat.runtime.services.store
+    env = await env_of(uat)
+    assert env.state == "starting" and not account.tasks(desired="RUNNING")
+    await environments.poll()  # a launch younger than its lease may still be taking it
+    await uat.settle()
+    assert (await env_of(uat)).state == "starting"
+    started = (env.facts.launch_started or 0) - LAUNCH_LEASE_S - 1  # the launcher died long ago
+    await store.save_environment(env.with_facts(launch_started=started))
+    await environments.poll()
+    await uat.settle()
+    env = await env_of(uat)
+    [task] = account.tasks(desired="RUNNING")
+    assert env.state == "running" and task["startedBy"] == env.facts.session
+    assert len(root_messages(slack)) == 1
+
+
+async def test_a_launch_waiting_for_its_lease_through_a_store_outage_starts_once_it_is_back(
+    uat: Bot, account: UatAccount, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another launch of the PR holds the lease, and the store fails while this one waits its
+    turn: the launch waits for the store too, instead of crashing and failing an environment
+    nothing is wrong with (the soak's "#100 launch failed" in hold_lease during an outage)."""
+    monkeypatch.setattr(launcher_module, "LAUNCH_LEASE_S", 2.0)
+    store = uat.runtime.services.store
+    lease = launch_lease(REPO, 2)
+    assert await store.hold_lease(lease, "another replica/pr2-older", 60)
+    real_hold = store.hold_lease
+    outages = 0
+
+    async def failing_hold(name: str, holder: str, ttl_s: float) -> bool:
+        nonlocal outages
+        if name == lease and outages < 2:
+            outages += 1
+            raise StoreUnavailable("UAT_DB is locked", "locked")
+        return await real_hold(name, holder, ttl_s)
+
+    monkeypatch.setattr(store, "hold_lease", failing_hold)
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await eventually(lambda: outages == 2, 10)
+    assert (await env_of(uat)).state == "starting"
+    await store.release_lock(lease, "another replica/pr2-older")
+    await uat.settle()
+    env = await env_of(uat)
+    [task] = account.tasks(desired="RUNNING")
+    assert env.state == "running" and task["startedBy"] == env.facts.session
+
+
+async def test_a_launch_replaced_while_it_waits_to_try_again_makes_way_for_its_replacement(
+    uat: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A launch throttled by AWS waits before trying again, holding its PR's launch lease; a
+    label switch meanwhile replaces it. It gives the lease up as soon as it sees that, not after
+    its whole pause (up to a minute), so the new label's launch starts at once (the soak's
+    "#100 still starting": its launch waited for a replaced one's pause)."""
+    monkeypatch.setattr(launcher_module, "LAUNCH_RETRIES_S", (60.0,))
+    monkeypatch.setattr(launcher_module, "LAUNCH_LEASE_S", 2.0)
+    ecs = uat.runtime.services.environments.ctx.ecs
+    real = ecs.tasks_started_by
+    throttled: list[str] = []
+
+    async def throttle_the_first(session: str) -> list[str]:
+        if not throttled:
+            throttled.append(session)
+            raise AwsError("AWS ListTasks failed (ThrottlingException).", "ThrottlingException")
+        return await real(session)
+
+    monkeypatch.setattr(ecs, "tasks_started_by", throttle_the_first)
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="p-1")
+    assert status == 202
+    await eventually(lambda: throttled, 5)
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat-staging"), delivery="p-2")
+    assert status == 202
+    await asyncio.wait_for(uat.settle(), 15)
+    env = await env_of(uat)
+    assert (env.state, env.label) == ("running", "uat-staging")
+    assert env.facts.session != throttled[0]
+
+
+async def test_a_launch_cut_by_a_store_outage_tries_again_once_the_store_answers(
+    uat: Bot, account: UatAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that failed mid-launch is back within seconds (the soak's 6 s outages): the launch
+    is tried again once the store answers, not after the pause AWS throttling gets (a minute)."""
+    monkeypatch.setattr(launcher_module, "LAUNCH_RETRIES_S", (60.0,))
+    monkeypatch.setattr(launcher_module, "LAUNCH_LEASE_S", 2.0)
+    ecs = uat.runtime.services.environments.ctx.ecs
+    real = ecs.tasks_started_by
+    failed: list[str] = []
+
+    async def store_down_once(session: str) -> list[str]:
+        if not failed:
+            failed.append(session)
+            raise StoreUnavailable("UAT_DB is locked", "locked")
+        return await real(session)
+
+    monkeypatch.setattr(ecs, "tasks_started_by", store_down_once)
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await asyncio.wait_for(uat.settle(), 15)
+    env = await env_of(uat)
+    [task] = account.tasks(desired="RUNNING")
+    assert failed and env.state == "running" and task["startedBy"] == env.facts.session
 
 
 async def test_a_label_switch_during_a_launch_runs_the_new_label_in_one_thread(

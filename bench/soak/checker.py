@@ -331,5 +331,5 @@ def converged(history: History) -> list[Violation]:
                 Violation(CONVERGED, f"#{pr}: {env.state} in the store, its task does not run")
             )
         if env.state not in SETTLED | {"stopped", "failed"}:
-            found.append(Violation(CONVERGED, f"#{pr}: still {env.state}"))
+            found.append(Violation(CONVERGED, f"#{pr}: still {env.state} ({env.session})"))
     return found

@@ -204,9 +204,18 @@ class Launcher:
         try:
             # Another launch of this PR (an older session, maybe on another replica) goes first;
             # it gives up as soon as it sees it was superseded, or its lease lapses if it died.
-            while not await ctx.store.hold_lease(lease, holder, LAUNCH_LEASE_S):
+            # A store that fails meanwhile is waited for: failing the launch for it would fail
+            # an environment that nothing is wrong with (and the failure might not be recorded
+            # either, leaving it starting with no launcher).
+            waiting_for: str | None = None
+            while not await self._lease_or_none(lease, holder):
                 if not await self._still_launching(repo, pr, session):
                     return
+                with contextlib.suppress(StoreUnavailable):  # who goes first, once each
+                    held = await ctx.store.get_lock(lease)
+                    if held is not None and held.holder != waiting_for:
+                        waiting_for = held.holder
+                        logger.info("%s waits its turn: %s holds it", holder, outside(held.holder))
                 await asyncio.sleep(LAUNCH_LEASE_S / 4)
             async with renewing(ctx.store, lease, holder, LAUNCH_LEASE_S):
                 await self._launch_patiently(repo, pr, session)
@@ -232,13 +241,47 @@ class Launcher:
                     outside(exc),
                     pause,
                 )
-                await asyncio.sleep(pause * random.uniform(0.8, 1.2))
-                if not await self._still_launching(repo, pr, session):
+                seconds = pause * random.uniform(0.8, 1.2)
+                if not await self._pause(repo, pr, session, seconds, isinstance(exc, AwsError)):
                     return  # stopped or superseded while waiting
 
+    async def _pause(
+        self, repo: str, pr: int, session: str, seconds: float, aws_failed: bool
+    ) -> bool:
+        """Wait up to `seconds` before the launch is tried again, looking every quarter lease:
+        False as soon as it was stopped or superseded (it holds the PR's launch lease, which
+        its replacement waits for); after a store failure, True as soon as the store answers
+        again (AWS throttling, on the other hand, is given its whole pause)."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(min(left, LAUNCH_LEASE_S / 4))
+            try:
+                env = await self.ctx.store.get_environment(repo, pr)
+            except StoreUnavailable:
+                continue
+            if env is None or env.state != State.STARTING or env.facts.session != session:
+                return False
+            if not aws_failed:
+                return True
+        return await self._still_launching(repo, pr, session)
+
     async def _still_launching(self, repo: str, pr: int, session: str) -> bool:
-        env = await self.ctx.store.get_environment(repo, pr)
+        """Whether `session` is still the PR's launch to run (True while the store fails: the
+        caller waits and asks again)."""
+        try:
+            env = await self.ctx.store.get_environment(repo, pr)
+        except StoreUnavailable as exc:
+            logger.warning("launch of %s#%d waits for the store: %s", outside(repo), pr, exc.line)
+            return True
         return env is not None and env.state == State.STARTING and env.facts.session == session
+
+    async def _lease_or_none(self, lease: str, holder: str) -> bool:
+        """Take or renew the PR's launch lease; False when another holds it or the store fails."""
+        try:
+            return await self.ctx.store.hold_lease(lease, holder, LAUNCH_LEASE_S)
+        except StoreUnavailable as exc:
+            logger.warning("%s waits for the store: %s", lease, exc.line)
+            return False
 
     async def _launch(self, repo: str, pr: int, session: str) -> None:
         ctx = self.ctx

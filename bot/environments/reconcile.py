@@ -1,7 +1,8 @@
 """After a restart, or when this replica takes the watcher lease: resume interrupted launches
-and stops, bring threads a crash left behind up to date, and adopt the running tasks of this
-installation that the store does not know; and `/uat cleanup`, which finds (and, once
-confirmed, removes) what no active environment owns.
+(and, every watcher round, the launches whose launcher died elsewhere) and stops, bring threads
+a crash left behind up to date, and adopt the running tasks of this installation that the store
+does not know; and `/uat cleanup`, which finds (and, once confirmed, removes) what no active
+environment owns.
 
 A task is never stopped for being unknown: a bot whose store was lost, or a replica pointed at
 the wrong table, would otherwise stop every environment it cannot see. It rebuilds such a
@@ -24,10 +25,11 @@ from bot.environments.context import (
     ADOPTION_TAGS,
     Context,
     Leftovers,
+    launch_lease,
     ours,
     own_family,
 )
-from bot.environments.launcher import Launcher, card_key
+from bot.environments.launcher import LAUNCH_LEASE_S, Launcher, card_key
 from bot.environments.pool import Pool
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
@@ -49,6 +51,7 @@ class Reconciler:
         self.stopper = stopper
         self.pool: Pool | None = None  # waiting pool tasks the store lost go back to it
         self.reported: set[str] = set()  # tasks this process already said it cannot adopt
+        self.stalled_seen: set[tuple[str, str]] = set()  # (session, lease holder) logged
 
     async def reconcile(self) -> None:
         """Resume interrupted launches and stops, bring threads up to date, and adopt the
@@ -219,6 +222,44 @@ class Reconciler:
         if self.ctx.channel:
             await self.ctx.outbox.post(f"unadoptable:{task.arn}", self.ctx.channel, text)
 
+    async def resume_stalled(self, envs: list[Environment], now: float) -> None:
+        """Resume the launches among `envs` that nobody carries on: starting for longer than a
+        launch lease, not launched here, and their PR's launch lease free. A replica killed
+        mid-launch while another held the watcher lease leaves such a launch: no takeover
+        follows (the holder lives on), so `reconcile` never sees it, and a redelivered label
+        finds the PR live already."""
+        ctx = self.ctx
+        for env in envs:
+            started = env.facts.launch_started
+            if (
+                env.state != State.STARTING
+                or env.facts.session in ctx.launching
+                or (started is not None and now - started < LAUNCH_LEASE_S)
+            ):
+                continue
+            held = await ctx.store.get_lock(launch_lease(env.repo, env.pr))
+            if held is not None:  # its launcher (here or on another replica) is at it
+                seen = (env.facts.session, held.holder)
+                if seen not in self.stalled_seen:  # said once: a launch slow to start
+                    self.stalled_seen.add(seen)
+                    logger.info(
+                        "%s#%d (%s) still starting; %s holds its launch lease",
+                        outside(env.repo),
+                        env.pr,
+                        env.facts.session,
+                        outside(held.holder),
+                    )
+                continue
+            logger.warning(
+                "resuming the launch of %s#%d (%s): its launcher stopped",
+                outside(env.repo),
+                env.pr,
+                env.facts.session,
+            )
+            note = self.thread.note(env, slack_ui.RESUMED_LAUNCH)
+            ctx.tasks.spawn(note, name=f"note resumed launch {env.pr}")
+            self.resume(env)
+
     def resume(self, env: Environment) -> None:
         session = env.facts.session
         self.ctx.launching.add(session)  # until the spawned launch takes over the marker
@@ -229,7 +270,7 @@ class Reconciler:
         ctx = self.ctx
         for env in await ctx.store.list_environments():
             if env.thread_ts and env.facts.shown != env.state and env.state != State.NEW:
-                shown = self.thread.catch_up(env, exclusive=False)
+                shown = self.thread.catch_up(env)
                 ctx.tasks.spawn(shown, name=f"catch up {env.repo}#{env.pr}")
 
     async def leftovers(self) -> Leftovers:

@@ -16,12 +16,13 @@ class Thread:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
-    async def show(
-        self, env: Environment, reply: tuple[str, Blocks] | None = None, exclusive: bool = True
-    ) -> None:
-        """Update the PR's card in place, and reply in its thread when people must see it
-        (`exclusive=False` when another replica may be posting that reply: see
-        bot/slack/outbox.py)."""
+    async def show(self, env: Environment, reply: tuple[str, Blocks] | None = None) -> None:
+        """Update the PR's card in place, and reply in its thread when people must see it.
+
+        The reply is posted `exclusive=False` (see bot/slack/outbox.py) by whoever shows it:
+        the replica that changed the state and a catch-up (Reconciler.catch_up, on start or on
+        taking the watcher lease over) may both come to it, in either order, and no lease keeps
+        them apart; so the first to reserve its key posts it, the other waits for it."""
         ctx = self.ctx
         for hook in ctx.on_show:  # GitHub's PR page, in the background
             hook(env)
@@ -31,27 +32,34 @@ class Thread:
         # a state a person acts on goes ahead of routine updates waiting for Slack's limit
         urgent = env.state in (State.READY, State.FAILED, State.STOPPED)
         await ctx.chat.update(ctx.settings.uat_channel, env.thread_ts, text, blocks, urgent=urgent)
+        # `env` may be stale by now (a launch showing `starting` as a stop lands): whoever
+        # updates the card last looks again, so the card never ends behind the store
+        latest = await ctx.store.get_environment(env.repo, env.pr)
+        if latest is not None and latest.state != env.state and latest.thread_ts == env.thread_ts:
+            text, blocks = slack_ui.environment_card(latest, ctx.settings, ctx.clock())
+            urgent = latest.state in (State.READY, State.FAILED, State.STOPPED)
+            await ctx.chat.update(
+                ctx.settings.uat_channel, env.thread_ts, text, blocks, urgent=urgent
+            )
         if reply is None:
             await self._shown(env)
             return
         # The reply waits its turn among the channel's posts (about one a second): in the
         # background, so no watcher round, ECS event or launch waits for it (the card already
         # says the state); the state counts as shown once the reply is posted.
-        replying = self._reply(env, env.thread_ts, reply, exclusive)
+        replying = self._reply(env, env.thread_ts, reply)
         try:
             ctx.tasks.spawn(replying, name=f"reply {env.repo}#{env.pr}")
         except RuntimeError:  # shutting down: posted now, before the bot stops
-            await self._reply(env, env.thread_ts, reply, exclusive)
+            await self._reply(env, env.thread_ts, reply)
 
-    async def _reply(
-        self, env: Environment, thread_ts: str, reply: tuple[str, Blocks], exclusive: bool
-    ) -> None:
+    async def _reply(self, env: Environment, thread_ts: str, reply: tuple[str, Blocks]) -> None:
         # keyed: a catch-up after a crash finds it was posted.
         # A session reaches ready, failed and stopped once each (ready never goes back).
         session = env.facts.session or f"v{env.version}"
         key = f"reply:{env.repo}#{env.pr}:{session}:{env.state}"
         channel = self.ctx.settings.uat_channel or ""
-        await self.ctx.outbox.post(key, channel, *reply, thread_ts, exclusive=exclusive)
+        await self.ctx.outbox.post(key, channel, *reply, thread_ts, exclusive=False)
         await self._shown(env)
 
     async def _shown(self, env: Environment) -> None:
@@ -69,7 +77,7 @@ class Thread:
                 ),
             )
 
-    async def catch_up(self, env: Environment, exclusive: bool = True) -> None:
+    async def catch_up(self, env: Environment) -> None:
         """Show `env` on its card, with the reply its state calls for unless the thread has
         shown that state already (a crash, or a card posted after the state was reached)."""
         ctx = self.ctx
@@ -82,7 +90,7 @@ class Thread:
             }
             build = replies.get(env.state)
             reply = build(env) if build else None
-        await self.show(env, reply=reply, exclusive=exclusive)
+        await self.show(env, reply=reply)
 
     async def note(self, env: Environment, text: str) -> None:
         if env.thread_ts and self.ctx.settings.uat_channel:

@@ -233,6 +233,7 @@ class Watcher:
             await self.stopper.stop_superseded()
         except (AwsError, StoreUnavailable) as exc:
             logger.warning("stopping replaced launches' tasks: %s; next round", outside(exc))
+        await self.reconciler.resume_stalled(envs, now)  # a launcher that died mid-launch
         if self.pool is not None:
             await self.pool.refill()
 

@@ -20,8 +20,9 @@ ago may not be there yet: a young reservation is searched again until SHARE_SETT
 before the file is uploaded a second time.
 
 The caller makes sure one poster at a time works on a key (a launch lease, a relay lease); where
-nothing can (a catch-up on start beside a replica posting the same reply), `exclusive=False`
-waits out a young reservation before searching.
+nothing can (a catch-up on start beside a replica posting the same reply), every poster of the
+key posts `exclusive=False`: whoever reserves it first posts, the others wait out the young
+reservation before searching.
 """
 
 from __future__ import annotations

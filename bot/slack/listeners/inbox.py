@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from bot.slack.inbox import RESCAN_S, Invocation
 from bot.slack.listeners.reply import context_for
+from bot.store import InboxItem
 
 if TYPE_CHECKING:
     from bot.app import Runtime
@@ -17,18 +18,25 @@ logger = logging.getLogger(__name__)
 
 
 async def take_over(runtime: Runtime) -> int:
-    """Claim the items whose holder's time has passed and resume each; how many."""
+    """Claim the items whose holder's time has passed and resume each; how many.
+
+    The items are resumed together: one after another, telling each user took a few store
+    and HTTP round trips, and a replica killed after acking a burst left a backlog that took
+    minutes (the soak's commands "acked, neither done nor answered" when it stopped waiting)."""
     inbox = runtime.dispatcher.inbox
     if inbox is None:
         return 0
     items = await inbox.abandoned()
-    for item in items:
+
+    async def resume(item: InboxItem) -> None:
         invocation = Invocation.from_json(item.payload)
         try:
             await runtime.dispatcher.resume(context_for(runtime, invocation), item, invocation)
         except Exception:  # it lapses and is tried again
             logger.exception("could not resume inbox item %s", item.key)
             inbox.let_go(item.key)
+
+    await asyncio.gather(*(resume(item) for item in items))
     return len(items)
 
 
