@@ -396,8 +396,9 @@ async def test_a_delivery_cut_before_its_effect_was_recorded_is_acted_on_when_re
 async def test_a_kill_between_posting_a_thread_and_saving_it_opens_no_second(
     account: UatAccount, containers: Containers, make_bot: BotFactory, slack: SlackStub
 ) -> None:
-    """The card is posted, then its ts saved. Killed in between, the resumed launch finds the
-    card by the key it carries in its metadata and carries on in that thread."""
+    """The card is posted, then its ts saved. Killed in between (the task already running: the
+    card goes out beside the AWS work), the restarted bot finds the card by the key it carries
+    in its metadata and carries on in that thread."""
     first: Bot = await make_bot(**account.env(containers.url))
     await first.settle_startup()
     chat = first.runtime.services.environments.chat
@@ -413,6 +414,35 @@ async def test_a_kill_between_posting_a_thread_and_saving_it_opens_no_second(
     assert status == 202
     await first.settle()
     await first.runtime.stop()
+    second: Bot = await make_bot(**account.env(containers.url))
+    await second.settle_startup()
+    await second.settle()
+    env = await env_of(second)
+    [root] = root_messages(slack)
+    assert env.state == "running" and env.thread_ts == root["ts"]
+    assert root["text"].endswith("— running")
+
+
+async def test_a_task_a_kill_left_without_its_card_gets_one_on_start(
+    account: UatAccount, containers: Containers, make_bot: BotFactory, slack: SlackStub
+) -> None:
+    """The card waits for Slack's pace while the task starts: killed before it was posted, the
+    environment runs with no card, and the restarted bot posts it (once) showing its state."""
+    first: Bot = await make_bot(**account.env(containers.url))
+    await first.settle_startup()
+    chat = first.runtime.services.environments.chat
+
+    async def die_before_posting(*args: Any, **kwargs: Any) -> str:
+        await killed()
+        return ""
+
+    chat.post = die_before_posting  # type: ignore[method-assign]
+    status, _ = await first.github("pull_request", pr_event("labeled", "uat"))
+    assert status == 202
+    await first.settle()
+    assert (await env_of(first)).state == "running"
+    await first.runtime.stop()
+    assert root_messages(slack) == []
     second: Bot = await make_bot(**account.env(containers.url))
     await second.settle_startup()
     await second.settle()
@@ -512,11 +542,13 @@ async def test_a_ready_reply_a_catch_up_reserved_first_is_not_posted_again_by_th
     watcher_updating, catch_up_posting = asyncio.Event(), asyncio.Event()
     release_watcher, release_catch_up = asyncio.Event(), asyncio.Event()
 
-    async def slow_update(channel: str, ts: str, text: str, blocks: Any = None) -> None:
+    async def slow_update(
+        channel: str, ts: str, text: str, blocks: Any = None, **kwargs: Any
+    ) -> None:
         if not watcher_updating.is_set():  # the watcher's card update, after its move to ready
             watcher_updating.set()
             await release_watcher.wait()
-        await real_update(channel, ts, text, blocks)
+        await real_update(channel, ts, text, blocks, **kwargs)
 
     async def slow_post(message: Message) -> str:
         if str(message.key).endswith(":ready") and not catch_up_posting.is_set():

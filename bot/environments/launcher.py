@@ -432,6 +432,29 @@ class Launcher:
             "UAT_PROMPT_TOKEN": token or "",
         }
 
+    async def post_missing_card(self, env: Environment) -> None:
+        """Post the card of an environment a crash left without one, and show its state on it.
+
+        A launch posts its card beside the AWS work, so a process killed while the card waited
+        for Slack's pace can leave a task running with no card recorded. Under the PR's launch
+        lease (a launch still posting it goes first), the keyed post finds the card if it was
+        posted after all."""
+        ctx = self.ctx
+        lease, holder = launch_lease(env.repo, env.pr), f"{ctx.replica}/card"
+        if not await self._lease_or_none(lease, holder):
+            return  # its launch is under way, and posts the card itself
+        try:
+            latest = await ctx.store.get_environment(env.repo, env.pr)
+            if latest is None or latest.thread_ts or latest.state not in ACTIVE:
+                return
+            await self._ensure_thread(latest)
+            shown = await ctx.store.get_environment(env.repo, env.pr)
+            if shown is not None and shown.thread_ts:
+                await self.thread.catch_up(shown)
+        finally:
+            with contextlib.suppress(StoreUnavailable):
+                await ctx.store.release_lock(lease, holder)
+
     async def _ensure_thread(self, env: Environment) -> None:
         """Post the PR's card unless it has one (then show the launch on it)."""
         ctx = self.ctx

@@ -272,6 +272,11 @@ class Reconciler:
             if env.thread_ts and env.facts.shown != env.state and env.state != State.NEW:
                 shown = self.thread.catch_up(env)
                 ctx.tasks.spawn(shown, name=f"catch up {env.repo}#{env.pr}")
+            elif not env.thread_ts and env.state in ACTIVE and env.state != State.STARTING:
+                # its launch's card was still waiting for Slack when the process died (a
+                # starting one is resumed by its launch, which posts its card)
+                posted = self.launcher.post_missing_card(env)
+                ctx.tasks.spawn(posted, name=f"post the card of {env.repo}#{env.pr}")
 
     async def leftovers(self) -> Leftovers:
         """What no active environment owns (see `find_leftovers`)."""
