@@ -9,6 +9,9 @@ from bot.slack import slack_ui
 from bot.slack.chat import Blocks, Message
 from bot.store import Environment, State
 
+# states a person acts on: their card updates go ahead of routine ones waiting for Slack's limit
+URGENT = frozenset({State.READY, State.FAILED, State.STOPPED})
+
 
 class Thread:
     """Keeps an environment's Slack thread showing its state."""
@@ -29,15 +32,14 @@ class Thread:
         if not env.thread_ts or not ctx.settings.uat_channel:
             return
         text, blocks = slack_ui.environment_card(env, ctx.settings, ctx.clock())
-        # a state a person acts on goes ahead of routine updates waiting for Slack's limit
-        urgent = env.state in (State.READY, State.FAILED, State.STOPPED)
+        urgent = env.state in URGENT
         await ctx.chat.update(ctx.settings.uat_channel, env.thread_ts, text, blocks, urgent=urgent)
         # `env` may be stale by now (a launch showing `starting` as a stop lands): whoever
         # updates the card last looks again, so the card never ends behind the store
         latest = await ctx.store.get_environment(env.repo, env.pr)
         if latest is not None and latest.state != env.state and latest.thread_ts == env.thread_ts:
             text, blocks = slack_ui.environment_card(latest, ctx.settings, ctx.clock())
-            urgent = latest.state in (State.READY, State.FAILED, State.STOPPED)
+            urgent = latest.state in URGENT
             await ctx.chat.update(
                 ctx.settings.uat_channel, env.thread_ts, text, blocks, urgent=urgent
             )
