@@ -36,8 +36,13 @@ T = TypeVar("T")
 
 SHA_TAG = re.compile(r"^[0-9a-f]{7,40}$")
 
+# "standard" retries: exponential backoff with jitter, throttling included. Not "adaptive",
+# whose client-side rate limiter, once AWS throttled a client, makes every later call of that
+# client wait in its thread for a token at the rate it measured: after a few seconds of
+# ThrottlingException a replica's ECS calls queued for minutes behind one another (5-minute
+# soak: launches held their leases with no progress, 60 calls waiting for threads).
 RETRIES = Config(
-    retries={"max_attempts": 6, "mode": "adaptive"}, connect_timeout=5, read_timeout=30
+    retries={"max_attempts": 6, "mode": "standard"}, connect_timeout=5, read_timeout=30
 )
 
 HINTS = gateway_text.AWS_HINTS
