@@ -174,7 +174,12 @@ def create_web_app(runtime: Runtime) -> web.Application:
     )
     if runtime.bolt is not None and not settings.socket_mode:
         app.router.add_post("/slack/events", slack_events)
-    app.router.add_post("/github/webhook", webhook.handle)
+
+    async def github_webhook(request: web.Request) -> web.StreamResponse:
+        with runtime.services.tasks.answering():  # the launches it starts wait for this one
+            return await webhook.handle(request)
+
+    app.router.add_post("/github/webhook", github_webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics)

@@ -31,10 +31,10 @@ class _Turn:
 class TaskSupervisor:
     """Starts tasks the app owns; `close()` cancels and awaits every one still running.
 
-    A task that `defer()` starts (what a command does after Slack's ack) yields to the acks: it
-    runs once no request is in acknowledgement (see `answering()`) and, in a burst of requests,
-    none has been for `lull` seconds; or `max_defer` seconds after it was started, whichever
-    comes first. A lone command's work starts as soon as its ack is out.
+    A task that `defer()` starts (what a command does after Slack's ack, a webhook's launch)
+    yields to the acks: it runs once no request is in acknowledgement (see `answering()`) and,
+    in a burst of requests, none has been for `lull` seconds; or `max_defer` seconds after it
+    was started, whichever comes first. A lone command's work starts as soon as its ack is out.
     """
 
     def __init__(self, *, max_defer: float = DEFER_MAX_S, lull: float = LULL_S) -> None:

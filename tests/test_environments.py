@@ -17,6 +17,7 @@ from bot.slack import slack_ui
 from bot.slack.chat import Message
 from bot.slack.pace import TIER_BURST, TIER_PER_MINUTE
 from bot.store import Environment, Facts
+from bot.tasks import DEFER_MAX_S
 from tests.harness.bot import CHANNEL, DEPLOYER, SIGNING_SECRET, Bot, BotFactory
 from tests.harness.pull_requests import PR, REPO, label, pr_event, root_messages
 from tests.harness.signing import block_actions_body, event_body, slack_headers
@@ -197,6 +198,66 @@ async def test_simultaneous_deliveries_for_one_pr_start_one_task(
     await uat.settle()
     assert len(account.tasks()) == 1
     assert len(root_messages(uat)) == 1
+
+
+class Launches:
+    """When each launch the bot starts begins its work (the event loop's clock)."""
+
+    def __init__(self, bot: Bot, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.started: list[float] = []
+        self.begun = asyncio.Event()
+        launcher = envs(bot).launcher
+        launch = launcher.launch
+
+        async def timed(repo: str, pr: int, session: str) -> None:
+            self.started.append(asyncio.get_running_loop().time())
+            self.begun.set()
+            await launch(repo, pr, session)
+
+        monkeypatch.setattr(launcher, "launch", timed)
+
+
+async def test_a_webhooks_launch_waits_for_the_deliveries_being_acknowledged(
+    uat: Bot, account: UatAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launches = Launches(uat, monkeypatch)
+    loop = asyncio.get_running_loop()
+    handle, slow_answered = uat.runtime.on_pull_request, []
+
+    async def slowly(event: Any) -> None:
+        if event.action == "opened":  # a delivery that takes a while to record
+            await asyncio.sleep(0.4)
+            slow_answered.append(loop.time())
+        await handle(event)
+
+    uat.runtime.on_pull_request = slowly
+    slow = asyncio.create_task(uat.github("pull_request", pr_event("opened"), delivery="slow"))
+    await asyncio.sleep(0.1)  # the slow delivery is being acknowledged
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="label")
+    assert status == 202
+    assert launches.started == []  # recorded; its AWS work waits for the other one's answer
+    assert (await slow)[0] == 202
+    await uat.settle()
+    [launched] = launches.started
+    assert launched >= slow_answered[0]
+    assert len(account.tasks()) == 1
+    assert await state(uat) == "running"
+
+
+async def test_a_webhooks_launch_starts_within_defer_max_s_under_a_steady_stream_of_deliveries(
+    uat: Bot, account: UatAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    launches = Launches(uat, monkeypatch)
+    loop = asyncio.get_running_loop()
+    with uat.runtime.services.tasks.answering():  # deliveries keep arriving, never a lull
+        posted = loop.time()
+        status, _ = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="d")
+        assert status == 202
+        await asyncio.wait_for(launches.begun.wait(), 3 * DEFER_MAX_S)
+    [launched] = launches.started
+    assert DEFER_MAX_S - 0.05 <= launched - posted <= DEFER_MAX_S + 0.5
+    await uat.settle()
+    assert len(account.tasks()) == 1
 
 
 async def test_other_labels_start_nothing(uat: Bot, account: UatAccount) -> None:

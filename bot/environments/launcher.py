@@ -86,12 +86,15 @@ class Launcher:
         *,
         force: bool = False,
         asked_at: float | None = None,
+        deferred: bool = False,
     ) -> Environment | None:
         """Record a launch of `label`'s image for `pr`; a live one with that label is kept (and
         counts as asked for again: a stop received before this request no longer stops it).
         `asked_at` is when the request was received (a command's, by the inbox; None: now): one
         received before the environment was last asked for something else (stopped since) is
-        refused with a UserError saying so."""
+        refused with a UserError saying so. A `deferred` launch (a webhook's) waits for the
+        requests being acknowledged (`TaskSupervisor.defer`): in a burst of deliveries, the
+        launches' AWS calls do not slow the answers down."""
         ctx = self.ctx
         missing = [
             name
@@ -168,14 +171,15 @@ class Launcher:
                 outside(label),
             )
             return None
-        self.spawn(pr.repo, pr.number, session, f"launch {pr.repo}#{pr.number}")
+        name = f"launch {pr.repo}#{pr.number}"
+        self.spawn(pr.repo, pr.number, session, name, deferred=deferred)
         return saved
 
-    def spawn(self, repo: str, pr: int, session: str, name: str) -> None:
-        """Run `launch` as a task the app owns; a failure fails the environment."""
-        self.ctx.tasks.spawn(
-            self.launch(repo, pr, session), name=name, on_error=self.failer(repo, pr, session)
-        )
+    def spawn(self, repo: str, pr: int, session: str, name: str, *, deferred: bool = False) -> None:
+        """Run `launch` as a task the app owns (`deferred`: see `request_start`); a failure
+        fails the environment."""
+        start = self.ctx.tasks.defer if deferred else self.ctx.tasks.spawn
+        start(self.launch(repo, pr, session), name=name, on_error=self.failer(repo, pr, session))
 
     def failer(
         self, repo: str, pr: int, session: str

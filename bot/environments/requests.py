@@ -28,12 +28,13 @@ class Requests:
         self.stopper = stopper
 
     async def on_pull_request(self, event: PullRequestEvent) -> None:
-        """Record what the event asks for before GitHub gets its 2xx; act in the background."""
+        """Record what the event asks for before GitHub gets its 2xx; act in the background
+        (a launch once the deliveries being acknowledged are answered: see `answering()`)."""
         pr = PullRequest.from_event(event)
         labels = self.ctx.labels
         uat_labels = [label for label in event.labels if label in labels]
         if event.action == "labeled" and event.label in labels:
-            await self.launcher.request_start(pr, event.label, event.sender)
+            await self.launcher.request_start(pr, event.label, event.sender, deferred=True)
         elif event.action == "unlabeled" and event.label in labels:
             env = await self.ctx.store.get_environment(pr.repo, pr.number)
             if env is not None and env.label == event.label:
@@ -46,7 +47,7 @@ class Requests:
             verb = "merged" if event.merged else "closed"
             await self.stopper.request_stop(pr.repo, pr.number, f"PR {verb}", event.sender)
         elif event.action == "reopened" and uat_labels:
-            await self.launcher.request_start(pr, uat_labels[0], event.sender)
+            await self.launcher.request_start(pr, uat_labels[0], event.sender, deferred=True)
         elif event.action == "synchronize":
             await self._pushed(pr)
             await self.note_new_commits(pr, event.sender)
