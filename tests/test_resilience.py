@@ -16,8 +16,8 @@ import json
 import os
 import random
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -28,11 +28,12 @@ from botocore.retries.standard import ExponentialBackoff
 from bot.aws.gateways import AwsError
 from bot.environments import LAUNCH_LEASE_S, Environments
 from bot.environments import launcher as launcher_module
+from bot.environments import reconcile as reconcile_module
+from bot.environments import thread as thread_module
 from bot.environments.context import launch_lease
-from bot.github import PullRequestEvent
 from bot.slack import slack_ui
 from bot.slack.chat import Message
-from bot.store import Environment, StoreUnavailable
+from bot.store import Environment, State, StoreUnavailable
 from tests.harness.aws_proxy import ReverseProxy
 from tests.harness.bot import (
     CHANNEL,
@@ -44,7 +45,7 @@ from tests.harness.ecr_seed import fresh_repository
 from tests.harness.processes import BotProcess, deliver, eventually, read_store
 from tests.harness.pull_requests import REPO, pr_event
 from tests.harness.slack_stub import SlackStub
-from tests.harness.uat_aws import Containers, UatAccount
+from tests.harness.uat_aws import CLUSTER, Containers, UatAccount
 
 # ---------------------------------------------------------------- SIGKILL at random points
 
@@ -351,11 +352,26 @@ async def test_a_launch_cut_by_a_kill_is_resumed_after_restart(
     assert await bot_process.terminate() == 0
 
 
+StartBot = Callable[[], Awaitable[Bot]]
+
+
 @pytest.fixture
-async def uat(account: UatAccount, containers: Containers, make_bot: BotFactory) -> Bot:
-    bot: Bot = await make_bot(**account.env(containers.url))
-    await bot.settle_startup()
-    return bot
+def start_bot(account: UatAccount, containers: Containers, make_bot: BotFactory) -> StartBot:
+    """Start an in-process bot on moto's UAT account and the stand-in containers, once its
+    start-up (the watcher's reconcile and catch-up) is done; each call starts another on the
+    same store, as a restart after a kill does."""
+
+    async def start() -> Bot:
+        bot: Bot = await make_bot(**account.env(containers.url))
+        await bot.settle_startup()
+        return bot
+
+    return start
+
+
+@pytest.fixture
+async def uat(start_bot: StartBot) -> Bot:
+    return await start_bot()
 
 
 def root_messages(slack: SlackStub) -> list[dict[str, Any]]:
@@ -368,20 +384,24 @@ async def env_of(bot: Bot, pr: int = 2) -> Environment:
     return env
 
 
-async def killed() -> None:
-    """What the rest of the work looks like when the process dies here."""
+async def killed(*args: Any, **kwargs: Any) -> None:
+    """What the rest of the work looks like when the process dies here (in place of any step)."""
     raise asyncio.CancelledError
+
+
+async def assert_one_card(bot: Bot, slack: SlackStub, state: str) -> None:
+    """PR 2 is `state` in the store, with one card, the one its thread is on, saying so."""
+    env = await env_of(bot)
+    [root] = root_messages(slack)
+    assert env.state == state and env.thread_ts == root["ts"]
+    assert root["text"].endswith(f"— {state}"), root["text"]
 
 
 async def test_a_delivery_cut_before_its_effect_was_recorded_is_acted_on_when_redelivered(
     uat: Bot, account: UatAccount
 ) -> None:
     real = uat.runtime.on_pull_request
-
-    async def die(event: PullRequestEvent) -> None:
-        await killed()
-
-    uat.runtime.on_pull_request = die
+    uat.runtime.on_pull_request = killed
     with contextlib.suppress(aiohttp.ClientError):
         await uat.github("pull_request", pr_event("labeled", "uat"), delivery="cut-2")
     uat.runtime.on_pull_request = real
@@ -394,13 +414,12 @@ async def test_a_delivery_cut_before_its_effect_was_recorded_is_acted_on_when_re
 
 
 async def test_a_kill_between_posting_a_thread_and_saving_it_opens_no_second(
-    account: UatAccount, containers: Containers, make_bot: BotFactory, slack: SlackStub
+    start_bot: StartBot, slack: SlackStub
 ) -> None:
     """The card is posted, then its ts saved. Killed in between (the task already running: the
     card goes out beside the AWS work), the restarted bot finds the card by the key it carries
     in its metadata and carries on in that thread."""
-    first: Bot = await make_bot(**account.env(containers.url))
-    await first.settle_startup()
+    first = await start_bot()
     chat = first.runtime.services.environments.chat
     real_post = chat.post
 
@@ -414,85 +433,82 @@ async def test_a_kill_between_posting_a_thread_and_saving_it_opens_no_second(
     assert status == 202
     await first.settle()
     await first.runtime.stop()
-    second: Bot = await make_bot(**account.env(containers.url))
-    await second.settle_startup()
+    second = await start_bot()
     await second.settle()
-    env = await env_of(second)
-    [root] = root_messages(slack)
-    assert env.state == "running" and env.thread_ts == root["ts"]
-    assert root["text"].endswith("— running")
+    await assert_one_card(second, slack, "running")
 
 
 async def test_a_task_a_kill_left_without_its_card_gets_one_on_start(
-    account: UatAccount, containers: Containers, make_bot: BotFactory, slack: SlackStub
+    start_bot: StartBot, slack: SlackStub
 ) -> None:
     """The card waits for Slack's pace while the task starts: killed before it was posted, the
     environment runs with no card, and the restarted bot posts it (once) showing its state."""
-    first: Bot = await make_bot(**account.env(containers.url))
-    await first.settle_startup()
-    chat = first.runtime.services.environments.chat
-
-    async def die_before_posting(*args: Any, **kwargs: Any) -> str:
-        await killed()
-        return ""
-
-    chat.post = die_before_posting  # type: ignore[method-assign]
+    first = await start_bot()
+    first.runtime.services.environments.chat.post = killed  # type: ignore[method-assign]
     status, _ = await first.github("pull_request", pr_event("labeled", "uat"))
     assert status == 202
     await first.settle()
     assert (await env_of(first)).state == "running"
     await first.runtime.stop()
     assert root_messages(slack) == []
-    second: Bot = await make_bot(**account.env(containers.url))
-    await second.settle_startup()
+    second = await start_bot()
     await second.settle()
-    env = await env_of(second)
-    [root] = root_messages(slack)
-    assert env.state == "running" and env.thread_ts == root["ts"]
-    assert root["text"].endswith("— running")
+    await assert_one_card(second, slack, "running")
+
+
+async def test_a_missing_card_two_catch_ups_post_at_once_is_posted_once(
+    uat: Bot, slack: SlackStub
+) -> None:
+    """A start's catch-up and the watcher's sweep both find a running environment a kill left
+    without its card, and post it at the same time: one card (the soak's "#208: 2 threads",
+    SQLite; both held the PR's launch lease, as one holder)."""
+    environments = uat.runtime.services.environments
+    real_post = environments.chat.post
+    environments.chat.post = killed  # type: ignore[method-assign]
+    await uat.github("pull_request", pr_event("labeled", "uat"))
+    await uat.settle()
+    env = await env_of(uat)
+    assert env.state == "running" and env.thread_ts is None
+
+    async def slow_post(message: Message) -> str:
+        await asyncio.sleep(0.2)  # both are in flight before either is stored
+        return await real_post(message)
+
+    environments.chat.post = slow_post  # type: ignore[method-assign]
+    launcher = environments.launcher
+    await asyncio.gather(launcher.post_missing_card(env), launcher.post_missing_card(env))
+    await uat.settle()
+    await assert_one_card(uat, slack, "running")
 
 
 async def test_a_card_a_kill_left_behind_is_brought_up_to_date_on_start(
-    account: UatAccount, containers: Containers, make_bot: BotFactory, slack: SlackStub
+    start_bot: StartBot, slack: SlackStub
 ) -> None:
     """The state was written, the card not updated yet when the process died."""
-    first: Bot = await make_bot(**account.env(containers.url))
-    await first.settle_startup()
+    first = await start_bot()
     await first.github("pull_request", pr_event("labeled", "uat"))
     await first.settle()
-    environments = first.runtime.services.environments
-
-    async def die(*args: Any, **kwargs: Any) -> None:
-        await killed()
-
-    environments.thread.show = die  # type: ignore[method-assign]
+    first.runtime.services.environments.thread.show = killed  # type: ignore[method-assign]
     await first.github("pull_request", pr_event("unlabeled", "uat"))
     await first.settle()
     await first.runtime.stop()
     [root] = root_messages(slack)
     assert root["text"].endswith("— running")
-    second: Bot = await make_bot(**account.env(containers.url))
-    await second.settle_startup()
-    assert (await env_of(second)).state == "stopped"
+    second = await start_bot()
+    await assert_one_card(second, slack, "stopped")
     [root] = root_messages(slack)
-    assert root["text"].endswith("— stopped"), root["text"]
     assert "stopped" in slack.thread(CHANNEL, root["ts"])[-1]["text"]
 
 
 async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_start(
-    account: UatAccount,
-    containers: Containers,
-    make_bot: BotFactory,
-    slack: SlackStub,
-    monkeypatch: pytest.MonkeyPatch,
+    start_bot: StartBot, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The "stopped" reply reached Slack, the process died before recording that the thread
     shows it: the catch-up on start finds the reply by its key instead of posting it again
     (once the reservation is old enough not to be a post under way elsewhere)."""
     monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_S", 0.5)
     monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_POLL_S", 0.05)
-    first: Bot = await make_bot(**account.env(containers.url))
-    await first.settle_startup()
+    first = await start_bot()
     await first.github("pull_request", pr_event("labeled", "uat"))
     await first.settle()
     chat = first.runtime.services.environments.chat
@@ -509,8 +525,7 @@ async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_star
     await first.settle()
     assert (await env_of(first)).facts.shown != "stopped"  # the kill came in time
     await first.runtime.stop()
-    second: Bot = await make_bot(**account.env(containers.url))
-    await second.settle_startup()
+    second = await start_bot()
     await second.settle()
     [root] = root_messages(slack)
     replies = [m["text"] for m in slack.thread(CHANNEL, root["ts"])]
@@ -520,19 +535,14 @@ async def test_a_reply_a_kill_cut_before_it_was_recorded_is_not_repeated_on_star
 
 
 async def test_a_ready_reply_a_catch_up_reserved_first_is_not_posted_again_by_the_watcher(
-    account: UatAccount,
-    containers: Containers,
-    make_bot: BotFactory,
-    slack: SlackStub,
-    monkeypatch: pytest.MonkeyPatch,
+    start_bot: StartBot, containers: Containers, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A replica that takes the watcher lease over catches threads up while its watcher moves
     an environment to ready: the catch-up saw `ready` in the store and reserved the reply's key
     first, its post still under way, when the watcher came to post the same reply. Whoever
     reserved first posts it; the other waits for it (the soak's "#100 ready reply posted twice")."""
     monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_POLL_S", 0.05)
-    bot: Bot = await make_bot(**account.env(containers.url))
-    await bot.settle_startup()
+    bot = await start_bot()
     await bot.github("pull_request", pr_event("labeled", "uat"))
     await bot.settle()
     assert (await env_of(bot)).state == "running"
@@ -594,6 +604,154 @@ async def test_a_card_shown_from_a_stale_environment_ends_showing_the_stores_sta
     await uat.runtime.services.environments.thread.show(stale)  # the late, stale update
     [root] = root_messages(slack)
     assert root["text"].endswith("— stopped"), root["text"]
+
+
+async def test_a_stop_landing_while_the_launchs_card_waits_for_slack_ends_on_the_card(
+    uat: Bot, account: UatAccount, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card waits for Slack's pace while the launch works; the label is removed meanwhile
+    and the stop completes before the card is posted, so the stop has no card to show itself on,
+    and the launch, stopped, gives up before it shows anything. The card posted after it (built
+    as `starting`) must end saying stopped, with the stopped reply (the soak's "#201: the card
+    says starting, the store stopped", SQLite phase)."""
+    environments = uat.runtime.services.environments
+    chat, ecs = environments.chat, environments.ctx.ecs
+    real_post, real_run = chat.post, ecs.run_task
+    card_waiting, release_card = asyncio.Event(), asyncio.Event()
+    running_task, release_task = asyncio.Event(), asyncio.Event()
+
+    async def card_at_slacks_pace(message: Message) -> str:
+        if str(message.key).startswith("card:"):
+            card_waiting.set()
+            await release_card.wait()
+        return await real_post(message)
+
+    async def slow_run_task(*args: Any, **kwargs: Any) -> Any:
+        running_task.set()
+        await release_task.wait()
+        return await real_run(*args, **kwargs)
+
+    monkeypatch.setattr(chat, "post", card_at_slacks_pace)
+    monkeypatch.setattr(ecs, "run_task", slow_run_task)
+    status, _ = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="s-1")
+    assert status == 202
+    await asyncio.wait_for(asyncio.gather(card_waiting.wait(), running_task.wait()), 5)
+    status, _ = await uat.github("pull_request", pr_event("unlabeled", "uat"), delivery="s-2")
+    assert status == 202
+
+    for _ in range(100):  # the stop completes; its card update finds no card to update
+        if (await env_of(uat)).state == "stopped":
+            break
+        await asyncio.sleep(0.05)
+    assert (await env_of(uat)).state == "stopped"
+    release_task.set()  # the launch sees the stop and gives up, its card still waiting
+    await asyncio.sleep(0.3)
+    release_card.set()
+    await asyncio.wait_for(uat.settle(), 10)
+    env = await env_of(uat)
+    [root] = root_messages(slack)
+    assert env.state == "stopped" and env.thread_ts == root["ts"]
+    assert root["text"].endswith("— stopped"), root["text"]
+    replies = [m["text"] for m in slack.thread(CHANNEL, root["ts"])]
+    assert len([r for r in replies if "stopped" in r]) == 1, replies
+    assert account.tasks(desired="RUNNING") == []
+
+
+async def test_a_card_shown_during_a_store_outage_still_ends_showing_the_stores_state(
+    uat: Bot, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The late, stale update of the test above, sent while the store fails: its second look at
+    the store waits for the store instead of giving up, so the card still ends saying stopped
+    (the soak's "#101: the card says starting, the store stopped", DynamoDB outage)."""
+    await uat.github("pull_request", pr_event("labeled", "uat"))
+    await uat.settle()
+    stale = await env_of(uat)
+    await uat.github("pull_request", pr_event("unlabeled", "uat"))
+    await uat.settle()
+    store = uat.runtime.services.store
+    real_get = store.get_environment
+    failures = 0
+
+    async def failing_get(repo: str, pr: int) -> Environment | None:
+        nonlocal failures
+        if failures < 3:
+            failures += 1
+            raise StoreUnavailable("DynamoDB answers 503", "DynamoDB 503")
+        return await real_get(repo, pr)
+
+    monkeypatch.setattr(thread_module, "REREAD_PAUSES_S", (0.01,) * 5)
+    monkeypatch.setattr(store, "get_environment", failing_get)
+    await uat.runtime.services.environments.thread.show(stale)
+    assert failures == 3
+    [root] = root_messages(slack)
+    assert root["text"].endswith("— stopped"), root["text"]
+
+
+async def test_a_stop_a_killed_replica_recorded_is_carried_out_by_the_watcher(
+    uat: Bot, account: UatAccount, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another replica recorded a stop and was killed before carrying it out, while this one
+    held the watcher lease: no takeover follows, so no `reconcile`. The watcher's sweep carries
+    the stop out once it has been left alone for LEFT_BEHIND_S (and not before: its replica may
+    still be at it)."""
+    monkeypatch.setattr(reconcile_module, "LEFT_BEHIND_S", 1.0)
+    await uat.github("pull_request", pr_event("labeled", "uat"))
+    await uat.settle()
+    env = await env_of(uat)
+    assert env.state == "running" and len(account.tasks(desired="RUNNING")) == 1
+    store = uat.runtime.services.store
+    stopping = env.with_facts(reason=f"stopped by {slack_ui.person(DEPLOYER)}")
+    await store.save_environment(replace(stopping, state=State.STOPPING))  # then the kill
+    environments = uat.runtime.services.environments
+    environments.watcher.swept = None
+    await environments.poll()
+    await uat.settle()
+    assert (await env_of(uat)).state == "stopping"  # just recorded: its replica may be at it
+    await asyncio.sleep(1.1)
+    environments.watcher.swept = None
+    await environments.poll()
+    await uat.settle()
+    env = await env_of(uat)
+    assert env.state == "stopped" and account.tasks(desired="RUNNING") == []
+    [root] = root_messages(slack)
+    assert root["text"].endswith("— stopped"), root["text"]
+    replies = [m["text"] for m in slack.thread(CHANNEL, root["ts"])]
+    assert len([r for r in replies if "stopped" in r]) == 1, replies
+
+
+async def test_a_state_a_killed_replica_recorded_but_never_showed_is_shown_by_the_watcher(
+    uat: Bot, account: UatAccount, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another replica recorded that the environment failed and was killed before its card said
+    so, while this one held the watcher lease: the sweep brings the card up to date at once, and
+    the thread once the reply can no longer be on its way from that replica; once each."""
+    monkeypatch.setattr(reconcile_module, "LEFT_BEHIND_S", 1.0)
+    await uat.github("pull_request", pr_event("labeled", "uat"))
+    await uat.settle()
+    env = await env_of(uat)
+    [task] = account.tasks(desired="RUNNING")
+    account.ecs.stop_task(cluster=CLUSTER, task=task["taskArn"], reason="died")
+    store = uat.runtime.services.store
+    failed = replace(env.with_facts(reason="the app exited"), state=State.FAILED)
+    await store.save_environment(failed)  # then the kill: the card still says running
+    await asyncio.sleep(1.1)
+    environments = uat.runtime.services.environments
+
+    async def sweep() -> list[str]:
+        environments.watcher.swept = None
+        await environments.poll()
+        await uat.settle()
+        [root] = root_messages(slack)
+        assert root["text"].endswith("— failed"), root["text"]
+        return [m["text"] for m in slack.thread(CHANNEL, root["ts"]) if "failed" in m["text"]]
+
+    # the card at once; the reply not yet: its replica may still be waiting to post it
+    assert await sweep() == []
+    assert (await env_of(uat)).facts.shown != "failed"
+    monkeypatch.setattr(reconcile_module, "REPLY_LEFT_BEHIND_S", 1.0)
+    assert len(await sweep()) == 1
+    assert len(await sweep()) == 1
+    assert (await env_of(uat)).facts.shown == "failed"
 
 
 async def test_a_launch_whose_launcher_died_while_another_replica_watched_is_resumed(
@@ -658,6 +816,26 @@ async def test_a_launch_waiting_for_its_lease_through_a_store_outage_starts_once
     assert env.state == "running" and task["startedBy"] == env.facts.session
 
 
+def fail_the_first_launch(uat: Bot, monkeypatch: pytest.MonkeyPatch, error: Exception) -> list[str]:
+    """The first launch's look for a task its session started already (ListTasks) raises `error`;
+    a launch tries again after a minute and holds its lease for 2 s. The session it failed
+    (filled in when it does)."""
+    monkeypatch.setattr(launcher_module, "LAUNCH_RETRIES_S", (60.0,))
+    monkeypatch.setattr(launcher_module, "LAUNCH_LEASE_S", 2.0)
+    ecs = uat.runtime.services.environments.ctx.ecs
+    real = ecs.tasks_started_by
+    failed: list[str] = []
+
+    async def fail_the_first(session: str) -> list[str]:
+        if not failed:
+            failed.append(session)
+            raise error
+        return await real(session)
+
+    monkeypatch.setattr(ecs, "tasks_started_by", fail_the_first)
+    return failed
+
+
 async def test_a_launch_replaced_while_it_waits_to_try_again_makes_way_for_its_replacement(
     uat: Bot, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -665,19 +843,11 @@ async def test_a_launch_replaced_while_it_waits_to_try_again_makes_way_for_its_r
     label switch meanwhile replaces it. It gives the lease up as soon as it sees that, not after
     its whole pause (up to a minute), so the new label's launch starts at once (the soak's
     "#100 still starting": its launch waited for a replaced one's pause)."""
-    monkeypatch.setattr(launcher_module, "LAUNCH_RETRIES_S", (60.0,))
-    monkeypatch.setattr(launcher_module, "LAUNCH_LEASE_S", 2.0)
-    ecs = uat.runtime.services.environments.ctx.ecs
-    real = ecs.tasks_started_by
-    throttled: list[str] = []
-
-    async def throttle_the_first(session: str) -> list[str]:
-        if not throttled:
-            throttled.append(session)
-            raise AwsError("AWS ListTasks failed (ThrottlingException).", "ThrottlingException")
-        return await real(session)
-
-    monkeypatch.setattr(ecs, "tasks_started_by", throttle_the_first)
+    throttled = fail_the_first_launch(
+        uat,
+        monkeypatch,
+        AwsError("AWS ListTasks failed (ThrottlingException).", "ThrottlingException"),
+    )
     status, _ = await uat.github("pull_request", pr_event("labeled", "uat"), delivery="p-1")
     assert status == 202
     await eventually(lambda: throttled, 5)
@@ -694,19 +864,7 @@ async def test_a_launch_cut_by_a_store_outage_tries_again_once_the_store_answers
 ) -> None:
     """A store that failed mid-launch is back within seconds (the soak's 6 s outages): the launch
     is tried again once the store answers, not after the pause AWS throttling gets (a minute)."""
-    monkeypatch.setattr(launcher_module, "LAUNCH_RETRIES_S", (60.0,))
-    monkeypatch.setattr(launcher_module, "LAUNCH_LEASE_S", 2.0)
-    ecs = uat.runtime.services.environments.ctx.ecs
-    real = ecs.tasks_started_by
-    failed: list[str] = []
-
-    async def store_down_once(session: str) -> list[str]:
-        if not failed:
-            failed.append(session)
-            raise StoreUnavailable("UAT_DB is locked", "locked")
-        return await real(session)
-
-    monkeypatch.setattr(ecs, "tasks_started_by", store_down_once)
+    failed = fail_the_first_launch(uat, monkeypatch, StoreUnavailable("UAT_DB is locked", "locked"))
     status, _ = await uat.github("pull_request", pr_event("labeled", "uat"))
     assert status == 202
     await asyncio.wait_for(uat.settle(), 15)

@@ -33,6 +33,7 @@ from bot.errors import UserError
 from bot.logs import outside
 from bot.slack import slack_ui
 from bot.store import (
+    ENDED,
     Environment,
     LeaseLost,
     Replaced,
@@ -77,6 +78,7 @@ class Launcher:
         self.thread = thread
         self.stopper = stopper
         self.pool: Pool | None = None  # the warm pool, when UAT_WARM_POOL asks for one
+        self.carding: set[tuple[str, int]] = set()  # PRs whose missing card is posted here
 
     async def request_start(
         self,
@@ -444,9 +446,19 @@ class Launcher:
         lease (a launch still posting it goes first), the keyed post finds the card if it was
         posted after all."""
         ctx = self.ctx
+        pr = (env.repo, env.pr)
+        if pr in self.carding:  # a catch-up here posts it already (same holder: same lease)
+            return
         lease, holder = launch_lease(env.repo, env.pr), f"{ctx.replica}/card"
-        if not await self._lease_or_none(lease, holder):
-            return  # its launch is under way, and posts the card itself
+        self.carding.add(pr)
+        try:
+            if await self._lease_or_none(lease, holder):
+                await self._post_missing_card(env, lease, holder)
+        finally:
+            self.carding.discard(pr)
+
+    async def _post_missing_card(self, env: Environment, lease: str, holder: str) -> None:
+        ctx = self.ctx
         try:
             latest = await ctx.store.get_environment(env.repo, env.pr)
             if latest is None or latest.thread_ts or latest.state not in ACTIVE:
@@ -469,4 +481,12 @@ class Launcher:
         # Keyed by PR: a launch resumed after a crash, or a bot adopting the task after losing
         # its store, finds the card already posted.
         ts = await ctx.outbox.post(card_key(env.repo, env.pr), ctx.channel, text, blocks)
-        await change(ctx.store, env.repo, env.pr, lambda e: replace(e, thread_ts=e.thread_ts or ts))
+        saved = await change(
+            ctx.store, env.repo, env.pr, lambda e: replace(e, thread_ts=e.thread_ts or ts)
+        )
+        # A stop or failure that ended the environment while its card waited for Slack found no
+        # card to show itself on (no thread_ts yet), and the launch, stopped, shows nothing
+        # more: so whoever records the card shows the end on it. (One that ends it after this
+        # write sees the thread_ts and shows itself: the compare-and-set orders the two.)
+        if saved is not None and saved.state in ENDED and saved.thread_ts == ts:
+            await self.thread.catch_up(saved)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import replace
 
 from bot.aws.gateways import Ecs, TaskInfo
@@ -36,9 +37,21 @@ from bot.environments.thread import Thread
 from bot.errors import UserError
 from bot.logs import outside
 from bot.slack import slack_ui
+from bot.slack.outbox import IN_FLIGHT_S
 from bot.store import ENDED, Environment, Facts, State, Store, VersionConflict
 
 logger = logging.getLogger(__name__)
+
+SWEEP_EVERY_S = 5.0  # how often the watcher's holder looks for what a killed replica left
+LEFT_BEHIND_S = LAUNCH_LEASE_S  # unchanged this long, a half-done change was left behind
+# ... and its reply too, once any post of it in flight elsewhere was given up on (the outbox's
+# IN_FLIGHT_S): before that, the sweep updates the card alone
+REPLY_LEFT_BEHIND_S = IN_FLIGHT_S + LEFT_BEHIND_S
+
+
+def unshown(env: Environment) -> bool:
+    """Whether `env` has a thread that does not show its state yet (`Facts.shown`)."""
+    return bool(env.thread_ts) and env.facts.shown != env.state and env.state != State.NEW
 
 
 class Reconciler:
@@ -52,6 +65,7 @@ class Reconciler:
         self.pool: Pool | None = None  # waiting pool tasks the store lost go back to it
         self.reported: set[str] = set()  # tasks this process already said it cannot adopt
         self.stalled_seen: set[tuple[str, str]] = set()  # (session, lease holder) logged
+        self.refreshed: set[tuple[str, int, int]] = set()  # cards the sweep updated, by version
 
     async def reconcile(self) -> None:
         """Resume interrupted launches and stops, bring threads up to date, and adopt the
@@ -265,11 +279,11 @@ class Reconciler:
         self.ctx.launching.add(session)  # until the spawned launch takes over the marker
         self.launcher.spawn(env.repo, env.pr, session, f"resume launch {env.repo}#{env.pr}")
 
-    async def catch_up(self) -> None:
+    async def catch_up(self, envs: list[Environment] | None = None) -> None:
         """Threads a crash left behind their environment's state are brought up to date."""
         ctx = self.ctx
-        for env in await ctx.store.list_environments():
-            if env.thread_ts and env.facts.shown != env.state and env.state != State.NEW:
+        for env in await ctx.store.list_environments() if envs is None else envs:
+            if unshown(env):
                 shown = self.thread.catch_up(env)
                 ctx.tasks.spawn(shown, name=f"catch up {env.repo}#{env.pr}")
             elif not env.thread_ts and env.state in ACTIVE and env.state != State.STARTING:
@@ -277,6 +291,47 @@ class Reconciler:
                 # starting one is resumed by its launch, which posts its card)
                 posted = self.launcher.post_missing_card(env)
                 ctx.tasks.spawn(posted, name=f"post the card of {env.repo}#{env.pr}")
+
+    async def sweep(self) -> None:
+        """What a replica killed half-way left while another replica held the watcher lease
+        (so no takeover, and no `reconcile`, follows): a stop recorded and not carried out, a
+        state recorded and not shown in its thread, a card never posted. The watcher's holder
+        looks every SWEEP_EVERY_S at the environments last changed over LEFT_BEHIND_S ago that
+        this process is not stopping or showing already. A state not yet shown gets its card
+        updated at once, and its reply only after REPLY_LEFT_BEHIND_S: the replica that changed
+        it may still be waiting for Slack's pace to post that reply (keyed, it is posted once;
+        a wait past the outbox's IN_FLIGHT_S is what could post it twice)."""
+        ctx = self.ctx
+        now = time.time()  # the store's clock (records' updated_at), not the bot's
+        left = [
+            env
+            for env in await ctx.store.list_environments()
+            if now - env.updated_at > LEFT_BEHIND_S
+            and (env.repo, env.pr) not in self.thread.showing
+            and (env.repo, env.pr) not in self.stopper.finishing
+            and env.facts.session not in ctx.launching
+        ]
+        behind = []
+        refreshed = set()
+        for env in left:
+            if env.state == State.STOPPING:
+                logger.warning(
+                    "carrying out the stop of %s#%d: its replica stopped", outside(env.repo), env.pr
+                )
+                finish = self.stopper.finish_stop(env.repo, env.pr)
+                ctx.tasks.spawn(finish, name=f"resume stop {env.pr}")
+            elif unshown(env) and now - env.updated_at < REPLY_LEFT_BEHIND_S:
+                # its reply may still be waiting for Slack's pace in the replica that changed
+                # the state: the card now, once per version; the reply once that post is over
+                seen = (env.repo, env.pr, env.version)
+                refreshed.add(seen)
+                if seen not in self.refreshed:
+                    card = self.thread.show(env, card_only=True)
+                    ctx.tasks.spawn(card, name=f"card of {env.repo}#{env.pr}")
+            else:
+                behind.append(env)
+        self.refreshed = refreshed
+        await self.catch_up(behind)
 
     async def leftovers(self) -> Leftovers:
         """What no active environment owns (see `find_leftovers`)."""

@@ -28,6 +28,7 @@ class Stopper:
         self.ctx = ctx
         self.thread = thread
         self.logs = logs or Logs(ctx)
+        self.finishing: set[tuple[str, int]] = set()  # PRs whose stop is being carried out here
 
     async def request_stop(
         self, repo: str, pr: int, reason: str, actor: str, *, asked_at: float | None = None
@@ -67,6 +68,16 @@ class Stopper:
         return True
 
     async def finish_stop(self, repo: str, pr: int) -> None:
+        """Carry a recorded stop out: the task, its revision and routing go, then `stopped`."""
+        if (repo, pr) in self.finishing:
+            return
+        self.finishing.add((repo, pr))
+        try:
+            await self._finish_stop(repo, pr)
+        finally:
+            self.finishing.discard((repo, pr))
+
+    async def _finish_stop(self, repo: str, pr: int) -> None:
         env = await self.ctx.store.get_environment(repo, pr)
         if env is None or env.state != State.STOPPING:
             return

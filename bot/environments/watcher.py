@@ -32,7 +32,7 @@ from bot.environments.context import (
     Context,
 )
 from bot.environments.pool import Pool
-from bot.environments.reconcile import Reconciler
+from bot.environments.reconcile import SWEEP_EVERY_S, Reconciler
 from bot.environments.stopper import Stopper
 from bot.environments.thread import Thread
 from bot.logs import outside
@@ -63,6 +63,7 @@ class Watcher:
         self.first_round = asyncio.Event()  # set once this watcher has finished a round
         self.foreign_seen: set[str] = set()  # other installations' tasks, logged once each
         self.holding = False  # whether this replica held the watcher lease at its last renewal
+        self.swept: float | None = None  # time.monotonic() of the last sweep (Reconciler.sweep)
         # starting environments (repo, pr) -> when (time.monotonic()) the quick lane probes next
         self.starting: dict[tuple[str, int], float] = {}
         self.quick_limit = asyncio.Semaphore(QUICK_CONCURRENCY)
@@ -107,6 +108,7 @@ class Watcher:
                     if not reconciled:
                         await self.reconciler.reconcile()
                         reconciled = True
+                        self.swept = time.monotonic()  # it caught up: the next sweep in turn
                     every = poll_s * (SLOW_POLL_FACTOR if self.slower() else 1)
                     # the lease is renewed every poll_s; a round runs when it is due
                     if polled is None or time.monotonic() - polled + poll_s / 2 >= every:
@@ -234,6 +236,9 @@ class Watcher:
         except (AwsError, StoreUnavailable) as exc:
             logger.warning("stopping replaced launches' tasks: %s; next round", outside(exc))
         await self.reconciler.resume_stalled(envs, now)  # a launcher that died mid-launch
+        if self.swept is None or time.monotonic() - self.swept >= SWEEP_EVERY_S:
+            self.swept = time.monotonic()  # what another replica's kill left half-done
+            await self.reconciler.sweep()
         if self.pool is not None:
             await self.pool.refill()
 
