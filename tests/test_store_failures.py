@@ -32,11 +32,18 @@ from botocore.config import Config
 
 from bot import gateway_text, health
 from bot.config import load_settings
-from bot.store import Environment, SqliteStore, State, StoreUnavailable, dynamodb_table
+from bot.store import (
+    Environment,
+    InboxItem,
+    SqliteStore,
+    State,
+    StoreUnavailable,
+    dynamodb_table,
+)
 from bot.store import sqlite as sqlite_store
 from bot.store.dynamodb import DynamoStore
 from tests.harness.bot import DEPLOYER, Bot, bot_env
-from tests.harness.processes import Exited, serve_until_exit
+from tests.harness.processes import Exited, eventually, serve_until_exit
 from tests.harness.slack_stub import SlackStub
 
 STARTS_WITHIN_S = 5.0
@@ -346,6 +353,44 @@ async def test_a_command_the_inbox_cannot_store_is_acked_as_not_recorded_and_not
     await asyncio.sleep(0.5)  # nothing was started that could still take the lock
     assert await store.get_lock("images") is None
     assert await store.inbox_items() == []
+
+
+async def test_a_command_stored_too_late_for_its_ack_is_acked_as_not_recorded_and_never_run(
+    bot: Bot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is locked longer than Slack waits for an ack, and SQLite's own wait lands the
+    write after the ack: the ack says it was not recorded, so the item stored late is removed
+    at once instead of being taken over and run (the soak's "#208 stopped" by a /uat stop
+    whose ack Slack never got)."""
+    from bot.slack import inbox as inbox_module
+    from bot.slack import slack_ui
+    from bot.slack.listeners.inbox import take_over
+
+    store = bot.runtime.services.store
+    assert isinstance(store, SqliteStore)
+    monkeypatch.setattr(inbox_module, "RECEIVE_S", 0.3)
+    monkeypatch.setattr(inbox_module, "LEASE_S", 0.1)  # a late item is up for takeover at once
+    stored: list[str] = []
+    real_put = store.inbox_put
+
+    async def put(item: InboxItem) -> None:
+        await real_put(item)
+        stored.append(item.key)
+
+    monkeypatch.setattr(store, "inbox_put", put)
+    with locked_for(Path(bot.settings.uat_db), 1.0):
+        status, body = await bot.slash("lock release freeze", user=DEPLOYER)
+        assert status == 200
+        assert slack_ui.NOT_RECORDED in body, body
+    await eventually(lambda: len(stored) == 1, 5)  # SQLite's busy wait stored it after all
+    for _ in range(50):
+        if not await store.inbox_items():
+            break
+        await asyncio.sleep(0.05)
+    assert await store.inbox_items() == []
+    await take_over(bot.runtime)  # its lease (LEASE_S, patched short) has long lapsed
+    await asyncio.sleep(0.3)
+    assert await store.get_lock("images") is None
 
 
 async def test_a_click_the_inbox_cannot_store_is_answered_as_not_recorded(

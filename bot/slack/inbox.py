@@ -60,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 LEASE_S = 10.0  # an item's holder renews it while working; a dead holder's lapses this long after
 RENEW_S = 3.0
+RECEIVE_S = 2.0  # an item not stored this soon is refused: Slack takes no ack after 3 s
 RESCAN_S = 5.0  # how often a replica looks for items whose holder died
 RESUME_MAX_AGE_S = 10 * 60.0  # older items are not run again blindly: their user is told
 RESPONSE_URL_S = 30 * 60.0  # Slack takes a response_url's answers this long
@@ -121,20 +122,51 @@ class Inbox:
         self.clock = clock
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._held: set[str] = set()
+        self._late: set[asyncio.Future[None]] = set()  # items stored too late, being removed
 
     def __len__(self) -> int:
         return len(self._held)
 
     async def receive(self, invocation: Invocation) -> InboxItem:
-        """Store an invocation before its ack; the item stored."""
+        """Store an invocation before its ack; the item stored.
+
+        A write not done within RECEIVE_S raises StoreUnavailable, so the ack says the command
+        was not recorded while Slack still takes an ack (3 s); should that write land after
+        all (a locked SQLite file, a slow table), the item is removed as soon as it does: it
+        was never promised, and would otherwise be taken over and run."""
         key = secrets.token_hex(8)
         now = self.clock()
         item = InboxItem(
             key, invocation.kind, invocation.to_json(), now, self.holder, now + LEASE_S
         )
-        await self.store.inbox_put(item)
+        writing = asyncio.ensure_future(self.store.inbox_put(item))
+        try:
+            await asyncio.wait_for(asyncio.shield(writing), RECEIVE_S)
+        except TimeoutError:
+            late = asyncio.ensure_future(self._unpromise(writing, key))
+            self._late.add(late)
+            late.add_done_callback(self._late.discard)
+            raise StoreUnavailable(
+                f"the store did not record the command within {RECEIVE_S:g} s", "slow"
+            ) from None
         self._held.add(key)
         return item
+
+    async def _unpromise(self, writing: asyncio.Future[None], key: str) -> None:
+        """Remove the item a write that came too late for its ack stored, if it stored it."""
+        try:
+            await writing
+        except Exception:
+            return  # not stored: nothing to remove
+        delay = 0.1
+        while True:
+            try:
+                await self.store.inbox_done(key)
+                logger.info("inbox item %s stored after its ack was refused: removed", key)
+                return
+            except StoreUnavailable:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RENEW_S)
 
     async def finish(self, key: str, work: Awaitable[Any]) -> None:
         """Await the item's work, then forget the item. Cancelled (a shutdown): the item stays,
