@@ -78,6 +78,33 @@ async def test_a_reply_in_flight_elsewhere_is_waited_for_not_posted_twice(
     assert [m["text"] for m in slack.thread(CHANNEL, root)] == ["ready"]
 
 
+async def test_a_reply_waiting_past_in_flight_s_for_slacks_pace_in_this_process_is_posted_once(
+    store: SqliteStore, chat: SlackChat, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state's own reply waits its turn for longer than IN_FLIGHT_S (a backlog of posts in
+    the channel) while catch-ups in the same process come to it: they wait for that post and
+    share its ts instead of looking in Slack, finding nothing yet, and posting it again (the
+    soak's "reply:...#108:...:ready posted 4 times")."""
+    monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_S", 0.2)
+    monkeypatch.setattr("bot.slack.outbox.IN_FLIGHT_POLL_S", 0.05)
+    root = await chat.post(Message(CHANNEL, "the card"))
+    outbox = Outbox(store, chat)
+    real_post = chat.post
+
+    async def backlogged(message: Message) -> str:
+        await asyncio.sleep(0.6)  # three times IN_FLIGHT_S
+        return await real_post(message)
+
+    chat.post = backlogged  # type: ignore[method-assign]
+    posts = [
+        outbox.post("reply:s1:ready", CHANNEL, "ready", None, root, exclusive=False)
+        for _ in range(4)
+    ]
+    landed = await asyncio.gather(*posts)
+    assert len(set(landed)) == 1
+    assert [m["text"] for m in slack.thread(CHANNEL, root)] == ["ready"]
+
+
 async def test_an_abandoned_reservation_is_posted_after_in_flight_s(
     store: SqliteStore, chat: SlackChat, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:

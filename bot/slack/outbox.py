@@ -50,6 +50,7 @@ class Outbox:
     def __init__(self, store: Store, chat: Chat) -> None:
         self.store = store
         self.chat = chat
+        self._sending: dict[str, asyncio.Future[str]] = {}  # keys being posted by this process
 
     async def post(
         self,
@@ -112,6 +113,40 @@ class Outbox:
         exclusive: bool = True,
         *,
         settle_s: float = 0.0,
+    ) -> str:
+        """One post of `post.key` at a time in this process: a second caller (a catch-up while
+        the state's own reply waits for Slack's pace) waits for the first and gets its ts,
+        however long Slack's pace makes it; only posters in other processes wait IN_FLIGHT_S
+        and then look in Slack."""
+        while (sending := self._sending.get(post.key)) is not None:
+            try:
+                return await asyncio.shield(sending)
+            except asyncio.CancelledError:
+                if not sending.cancelled():
+                    raise  # this caller was cancelled
+                # the first poster was (a shutdown): this one posts, as if it were first
+        sending = asyncio.get_running_loop().create_future()
+        self._sending[post.key] = sending
+        try:
+            ts = await self._once_here(post, send, exclusive, settle_s)
+        except Exception as exc:
+            sending.set_exception(exc)
+            sending.exception()  # retrieved: with no other caller waiting, nothing to warn of
+            raise
+        except BaseException:
+            sending.cancel()
+            raise
+        finally:
+            del self._sending[post.key]
+        sending.set_result(ts)
+        return ts
+
+    async def _once_here(
+        self,
+        post: Post,
+        send: Callable[[Post], Awaitable[str]],
+        exclusive: bool,
+        settle_s: float,
     ) -> str:
         stored, fresh = await self.store.reserve_post(post)
         in_flight = not (fresh or exclusive)
