@@ -39,9 +39,13 @@ def register(app: AsyncApp, runtime: Runtime) -> None:
         try:
             ctx = await runtime.dispatcher.receive(ctx, invocation)
         except StoreUnavailable as exc:  # not kept, so not acted on: its user is told
-            await ack()
             runtime.dispatcher.not_recorded(ctx, f"button {invocation.action_id}", exc)
-            await ctx.reply(slack_ui.NOT_RECORDED)
+
+            async def tell() -> None:  # owned by the app (drained on shutdown), not by Bolt
+                await ctx.reply(slack_ui.NOT_RECORDED)
+
+            runtime.services.tasks.spawn(tell(), name=f"not recorded: {invocation.action_id}")
+            await ack()
             return
         await ack()
         runtime.dispatcher.click(ctx, invocation.action_id, invocation.value)
