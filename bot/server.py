@@ -10,11 +10,17 @@ closing the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import re
+import signal
+import sys
+import threading
+import traceback
 from collections.abc import AsyncIterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from types import FrameType
 from typing import Any
 
 from aiohttp import web
@@ -28,9 +34,12 @@ from bot.config import Settings
 from bot.github import WebhookEndpoint
 from bot.guard import BODY, GITHUB_MAX_BODY, REJECTIONS, Rejections, guard
 from bot.health import Health
+from bot.logs import outside
 from bot.metrics import CONTENT_TYPE_LATEST
 
 logger = logging.getLogger(__name__)
+TASK_STACK_FRAMES = 12  # of each task, when SIGUSR1 asks where they wait
+TASK_REPR_LIMIT = 1000  # characters of a task's repr (its coroutine, what it waits for)
 
 RUNTIME = web.AppKey("runtime", Runtime)
 HEALTH = web.AppKey("health", Health)
@@ -216,6 +225,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         socket_mode = SocketMode(runtime.bolt, token, runtime.web_client, runtime.services.tasks)
         app[HEALTH].socket_mode = socket_mode.problem
         await socket_mode.connect()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals here (a thread)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_tasks)
     logger.info("uat-bot listening on %s:%d", settings.uat_host, settings.uat_port)
     try:
         yield
@@ -226,6 +237,35 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await runtime.stop()
         gc.set_threshold(*thresholds)
         gc.unfreeze()
+
+
+def log_tasks() -> None:
+    """`kill -USR1 <pid>`: log where every task of the process waits, to see why a launch or a
+    command seems stuck without stopping anything."""
+    tasks = asyncio.all_tasks()
+    logger.warning("SIGUSR1: %d tasks, %d threads", len(tasks), threading.active_count())
+    for task in sorted(tasks, key=lambda t: t.get_name()):
+        frames = awaited_frames(task.get_coro())[-TASK_STACK_FRAMES:]
+        stack = "".join(traceback.format_list(traceback.StackSummary.extract(frames)))
+        # a task's name and repr carry outside text (a PR's repository): escaped like any
+        name, what = outside(task.get_name()), outside(task, limit=TASK_REPR_LIMIT)
+        logger.warning("task %s waits on %s:\n%s", name, what, stack.rstrip())
+    names = {thread.ident: thread.name for thread in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame, limit=TASK_STACK_FRAMES))
+        logger.warning("thread %s:\n%s", names.get(ident, ident), stack.rstrip())
+
+
+def awaited_frames(coro: object) -> list[tuple[FrameType, int]]:
+    """The frames of a coroutine and of what it awaits, down to the innermost (a task's own
+    stack shows only its outermost frame while it is suspended)."""
+    found = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            found.append((frame, frame.f_lineno))
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return found
 
 
 def serve(settings: Settings, runtime: Runtime) -> None:

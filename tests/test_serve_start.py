@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -202,3 +203,28 @@ async def test_slack_answering_later_is_noticed_by_the_background_check(
     assert me is not None, "the background check never asked Slack again"
     assert (me.team_id, me.user_id, me.bot_id) == ("T0001", "UBOT", "BBOT")
     assert [c.method for c in slack.calls] == ["auth.test"]
+
+
+async def test_serve_logs_where_its_tasks_wait_on_sigusr1_and_keeps_serving(
+    slack: SlackStub, tmp_path: Path
+) -> None:
+    process = BotProcess(bot_env(slack, tmp_path), tmp_path)
+    try:
+        proc = await process.start()
+        proc.send_signal(signal.SIGUSR1)
+        for _ in range(50):
+            if "SIGUSR1:" in process.logs():
+                break
+            await asyncio.sleep(0.1)
+        status, _ = await slash(process, "help", slack.new_response_url())
+        assert proc.poll() is None and status == 200  # nothing stopped
+        await process.terminate()
+    finally:
+        process.cleanup()
+    log = process.logs()
+    assert re.search(r"WARNING bot\.server: SIGUSR1: \d+ tasks, \d+ threads", log), log
+    # a task the bot runs, by its name, down to the line it waits on (inbox renewals sleep)
+    held = log.split("task hold inbox items waits on", 1)[1].split(" WARNING ", 1)[0]
+    assert re.search(r'bot/tasks\.py", line \d+, in _guard', held), held
+    assert re.search(r'bot/slack/inbox\.py", line \d+, in keep\n +await asyncio.sleep', held), held
+    assert "thread MainThread:" in log, log
