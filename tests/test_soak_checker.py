@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from bench.soak import checker
 from bench.soak.checker import Command, EnvRow, History, Posted, Task, check
 from bench.soak.driver import follow_stops
+from bench.soak.timeline import of_violations, stories
 from bot.slack import slack_ui
 from bot.store import Environment, State
+from tests.harness.slack_stub import SlackStub
+from tests.harness.slack_stub.records import Call, Response
 
 REPO = "Codertocat/Hello-World"
 CHANNEL = "C0UAT"
@@ -184,9 +189,9 @@ def test_an_environment_still_in_between_is_not_converged(state: str) -> None:
     assert checker.CONVERGED in invariants(history)
 
 
-def stop_answered(*texts: str, ack: str = "") -> History:
+def stop_answered(*texts: str, ack: str = "", acked: bool = True) -> History:
     history = History(REPO, CHANNEL, wanted={2: "uat"})
-    history.commands.append(Command("R1", "/uat stop", 2, True, "R1", ack, effect="stop"))
+    history.commands.append(Command("R1", "/uat stop", 2, acked, "R1", ack, effect="stop"))
     follow_stops(history, {"R1": list(texts)} if texts else {})
     return history
 
@@ -195,6 +200,14 @@ def test_a_stop_answered_stopping_or_never_answered_means_nothing_should_run() -
     stopping = slack_ui.stopping(Environment(REPO, 2, State.RUNNING))
     assert stop_answered(stopping).wanted == {2: None}
     assert stop_answered().wanted == {2: None}  # the ack was a promise
+
+
+def test_a_stop_whose_ack_slack_never_got_but_answered_stopping_means_nothing_should_run() -> None:
+    # the ack came too late for Slack (its sender saw a timeout), yet the stop was recorded in
+    # time, ran and said so: its sender was told, so the environment must not run
+    stopping = slack_ui.stopping(Environment(REPO, 2, State.RUNNING))
+    assert stop_answered(stopping, acked=False).wanted == {2: None}
+    assert stop_answered(acked=False).wanted == {2: "uat"}  # neither promised nor told
 
 
 def test_a_stop_answered_with_a_refusal_leaves_the_environment_wanted() -> None:
@@ -209,3 +222,36 @@ def test_a_stop_refused_in_its_ack_as_not_recorded_leaves_the_environment_wanted
     history.tasks = [Task("arn:2", 2, "s2", running=True)]
     history.envs = {2: EnvRow(2, "ready", "uat", "arn:2", "s2", "100.2")}
     assert checker.NO_ORPHAN not in invariants(history)
+
+
+def test_a_violations_timeline_tells_the_story_of_the_pr_it_names_in_order() -> None:
+    history = History(REPO, CHANNEL)
+    history.webhooks = [(100.5, 2, "labeled uat"), (100.6, 3, "labeled uat")]
+    history.commands = [Command("R1", "/uat stop", 2, True, "R1", at=101.0)]
+    history.faults = [(100.8, "SIGKILL replica 0")]
+    card = {"channel": CHANNEL, "text": "#2 — starting"}
+    slack = SimpleNamespace(
+        calls=[
+            Call("chat.postMessage", card, {}, response={"ok": True, "ts": "1.1"}, at=100.0),
+            Call("chat.update", {"ts": "1.1", "text": "#2 — stopped"}, {}, at=101.5),
+            Call("chat.postMessage", {"thread_ts": "1.1", "text": "stopped"}, {}, at=101.6),
+        ],
+        responses=[Response("R1", {"text": "Stopping #2"}, {}, at=101.2)],
+    )
+    envs = [
+        Environment(REPO, 2, State.STOPPED, "uat", thread_ts="1.1"),
+        Environment(REPO, 3, State.READY, "uat", thread_ts="2.2"),
+    ]
+    told = stories(history, envs, cast(SlackStub, slack))
+    lines = of_violations(told, ["#2: the card says 'starting', the store stopped"])
+    assert lines[0].startswith("== #2: stopped")
+    assert [line.split(None, 1)[1] for line in lines[3:]] == [
+        "chat.postMessage card: '#2 — starting'",
+        "webhook labeled uat",
+        "FAULT SIGKILL replica 0",
+        "/uat stop acked=True ''",
+        "answer to /uat stop: 'Stopping #2'",
+        "chat.update card: '#2 — stopped'",
+        "chat.postMessage thread: 'stopped'",
+    ]
+    assert of_violations(told, ["#9: gone"]) == []

@@ -7,7 +7,8 @@ the system is given up to SETTLE_S to settle before the invariants (bench/soak/c
 checked. One table is printed; the exit status is 1 when any invariant was violated.
 
 `SOAK_SEED=<n>` replays a run's choices (the timing of a real system still varies);
-`SOAK_KEEP=1` keeps the replicas' logs and names their folder.
+`SOAK_KEEP=1` keeps the replicas' logs and each PR's timeline (bench/soak/timeline.py) and
+names their folder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import asyncio
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -27,6 +29,7 @@ import aiohttp
 from bench.environments import moto_server, reset_moto
 from bench.soak.checker import INVARIANTS, History, Violation, check
 from bench.soak.driver import Driver, Phase
+from bench.soak.timeline import of_violations, stories, write_timeline
 from bench.soak.world import AwsFaults, PromptServers, Replicas, replica_env
 from bot.app import build_store
 from bot.config import load_settings
@@ -55,6 +58,7 @@ class Outcome:
         self.violations: list[Violation] = []
         self.checked: Counter[str] = Counter()
         self.settle_s = 0.0
+        self.stories: list[str] = []  # the timelines of the PRs its violations name
 
 
 async def run_phase(
@@ -104,6 +108,15 @@ async def run_phase(
             outcome.operations, outcome.faults = driver.operations, driver.faults
             outcome.violations = violations
             outcome.checked = checked(driver.history)
+            if violations:  # where each replica's tasks wait, into its log (SOAK_KEEP=1)
+                for bot in replicas.up():
+                    if bot.proc is not None:
+                        bot.proc.send_signal(signal.SIGUSR1)
+                await asyncio.sleep(1.0)
+            told = stories(driver.history, await store.list_environments(), slack)
+            outcome.stories = of_violations(told, [v.detail for v in violations])
+            if os.environ.get("SOAK_KEEP") == "1":
+                write_timeline(folder / phase.store / "timeline.txt", told)
     finally:
         await replicas.stop()
         await store.close()
@@ -183,6 +196,10 @@ async def main() -> int:
     violations = [(o.name, v) for o in outcomes for v in o.violations]
     for name, violation in violations:
         print(f"VIOLATION [{name}] {violation.invariant}: {violation.detail}")
+    for outcome in outcomes:
+        if outcome.stories:
+            print(f"TIMELINES [{outcome.name}] (seconds from the phase's first Slack call):")
+            print("\n".join(outcome.stories))
     return 1 if violations else 0
 
 

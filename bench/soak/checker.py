@@ -112,6 +112,7 @@ class History:
     envs: dict[int, EnvRow] = field(default_factory=dict)
     messages: list[Posted] = field(default_factory=list)
     faults: list[tuple[float, str]] = field(default_factory=list)  # (time.time(), what)
+    webhooks: list[tuple[float, int, str]] = field(default_factory=list)  # (time, PR, what)
 
     def faults_near(self, at: float) -> str:
         """The faults injected from 10 s before `at` to 5 s after, to explain a violation."""

@@ -124,6 +124,7 @@ class Driver:
         self.operations["webhook never acked"] += 1
 
     def _follow(self, pr: int, action: str, label: str | None) -> None:
+        self.history.webhooks.append((time.time(), pr, f"{action} {label or ''}".strip()))
         wanted = self.history.wanted
         if action == "labeled":
             wanted[pr] = label
@@ -374,16 +375,16 @@ class Driver:
 
 
 def follow_stops(history: History, answers: dict[str, list[str]]) -> None:
-    """A stop PR wants nothing once a stop for it was acked and either answered "Stopping"
-    or never answered (an ack is a promise); a stop answered otherwise (refused, failed, or in
-    its ack: "not recorded" while the store fails, so it was never run) changed nothing its
-    sender was not told."""
+    """A stop PR wants nothing once a stop for it was answered "Stopping" (even one whose ack
+    came too late for Slack: its sender was told), or acked and never answered (an ack is a
+    promise); a stop answered otherwise (refused, failed, or in its ack: "not recorded" while
+    the store fails, so it was never run) changed nothing its sender was not told."""
     for command in history.commands:
-        if command.kind != "/uat stop" or not command.acked or command.ack_body.strip():
+        if command.kind != "/uat stop" or command.ack_body.strip():
             continue
         said = answers.get(command.response_url, [])
         stopping = slack_ui.stopping(Environment(REPO, command.pr, State.RUNNING))
-        if not said or stopping in said:
+        if stopping in said or (command.acked and not said):
             history.wanted[command.pr] = None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ class Call:
     headers: dict[str, str]
     failed_status: int | None = None
     response: dict[str, Any] | None = None
+    at: float = field(default_factory=time.time)  # when the stub received it
 
     @property
     def ok(self) -> bool:
@@ -51,6 +53,7 @@ class Response:
     error: str | None = None
     errors: list[str] = field(default_factory=list)
     failed_status: int | None = None
+    at: float = field(default_factory=time.time)  # when the stub received it
 
 
 @dataclass
