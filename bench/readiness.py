@@ -31,134 +31,23 @@ polls adds at worst.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import re
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import AWS_ENV, Row, alone, compared, fmt_s, met, percentile
+from bench._readiness_parts import Recorder, serving, tags_of, wait_for
 
 N = 20
 POLL_S = 10.0  # UAT_POLL_SECONDS's default, which the bot runs on here
 LABEL_GAP_S = 0.1
-SAMPLE_S = 0.005
 STEADY_ROUNDS = 3
 GOALS = {"runtask": 0.5, "ready": 1.5, "stopped": 2.0}
 REPO = "Codertocat/Hello-World"
-ROOT_PR = re.compile(r"#(\d+) ")
-ECS_TARGET = "AmazonEC2ContainerServiceV20141113."
-POLLS = re.compile(r"^uat_poll_duration_seconds_count (\S+)$", re.M)
-
-
-@dataclass
-class Recorder:
-    """A reverse proxy in front of moto that notes each ECS call: (when, action, JSON body)."""
-
-    upstream: str
-    seen: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
-    proxy: Any = None
-
-    async def start(self) -> str:
-        from aiohttp import web
-
-        from tests.harness.aws_proxy import ReverseProxy
-
-        recorder = self
-
-        class Recording(ReverseProxy):
-            async def handle(self, request: web.Request) -> web.Response:
-                body = await request.read()
-                target = request.headers.get("X-Amz-Target", "")
-                if target.startswith(ECS_TARGET):
-                    parsed = json.loads(body or b"{}")
-                    recorder.seen.append((time.perf_counter(), target[len(ECS_TARGET) :], parsed))
-                return (await self.forward(request, body)).response()
-
-        self.proxy = Recording(self.upstream)
-        await self.proxy.start()
-        return str(self.proxy.url)
-
-    async def stop(self) -> None:
-        if self.proxy is not None:
-            await self.proxy.stop()
-
-    def calls(self, action: str, since: float = 0.0) -> list[tuple[float, dict[str, Any]]]:
-        return [(t, body) for t, name, body in self.seen if name == action and t >= since]
-
-    def run_task_at(self) -> dict[int, float]:
-        """PR number -> when its (first) RunTask arrived."""
-        found: dict[int, float] = {}
-        for t, body in self.calls("RunTask"):
-            tags = {tag["key"]: tag["value"] for tag in body.get("tags", [])}
-            if "pr" in tags:
-                found.setdefault(int(tags["pr"]), t)
-        return found
-
-
-@dataclass
-class Cards:
-    """When each PR's card (its root message in the stub) first showed each state."""
-
-    stub: Any
-    channel: str
-    first: dict[tuple[int, str], float] = field(default_factory=dict)
-    task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._sample())
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-
-    async def _sample(self) -> None:
-        while True:
-            now = time.perf_counter()
-            for message in self.stub.messages.get(self.channel, []):
-                if message.get("thread_ts") not in (None, message["ts"]):
-                    continue
-                text = str(message.get("text", ""))
-                pr = ROOT_PR.search(text)
-                if pr is None or " — " not in text:
-                    continue
-                state = text.rsplit(" — ", 1)[1].strip()
-                self.first.setdefault((int(pr.group(1)), state), now)
-            await asyncio.sleep(SAMPLE_S)
-
-    def at(self, pr: int, *states: str) -> float | None:
-        times = [self.first[(pr, s)] for s in states if (pr, s) in self.first]
-        return min(times) if times else None
-
-    async def wait(self, prs: list[int], states: tuple[str, ...], timeout: float) -> None:  # noqa: ASYNC109
-        deadline = time.perf_counter() + timeout
-        while any(self.at(pr, *states) is None for pr in prs):
-            if time.perf_counter() > deadline:
-                missing = [pr for pr in prs if self.at(pr, *states) is None]
-                raise RuntimeError(f"cards of PRs {missing} never said {'/'.join(states)}")
-            await asyncio.sleep(0.05)
-
-
-async def _polls(http: Any, url: str) -> float:
-    async with http.get(f"{url}/metrics") as response:
-        found = POLLS.search(await response.text())
-    return float(found.group(1)) if found else 0.0
-
-
-async def _wait_for(check: Callable[[], Any], timeout: float, what: str) -> None:  # noqa: ASYNC109
-    deadline = time.perf_counter() + timeout
-    while not await check():
-        if time.perf_counter() > deadline:
-            raise RuntimeError(f"{what} did not happen in {timeout:.0f} s")
-        await asyncio.sleep(0.05)
 
 
 def _stop_event(task_arn: str, version: int) -> str:
@@ -186,54 +75,30 @@ def _stop_event(task_arn: str, version: int) -> str:
 async def _scenario(endpoint: str, workdir: Path, events: bool = False) -> dict[str, Any]:
     """The polling rows on the defaults; with `events`, only ready environments stopped by ECS,
     the bot following UAT_EVENTS_QUEUE and the benchmark sending each stop's event at once."""
-    import aiohttp
     import boto3
 
-    from bench.environments import Sender, labeled_payload, reset_moto
-    from tests.harness.bot import BOT_TOKEN, CHANNEL, FIXTURES, bot_env
-    from tests.harness.processes import BotProcess
-    from tests.harness.slack_stub import SlackStub
+    from bench.environments import reset_moto
     from tests.harness.uat_aws import CLUSTER, Containers, set_up_account
 
     reset_moto(endpoint)
     account = set_up_account(endpoint)
-    template = json.loads(
-        (FIXTURES / "github_webhooks" / "pull_request" / "labeled.payload.json").read_text()
-    )
     recorder = Recorder(endpoint)
     proxy_url = await recorder.start()
     containers = Containers()
     await containers.start()
-    process: BotProcess | None = None
     try:
-        async with SlackStub(token=BOT_TOKEN) as stub, aiohttp.ClientSession() as http:
-            env = {**AWS_ENV, **account.env(containers.url), "AWS_ENDPOINT_URL": proxy_url}
-            for tuned in ("UAT_POLL_SECONDS", "UAT_QUICK_POLL_SECONDS"):
-                env.pop(tuned, None)  # the defaults
-            sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
-            queue = sqs.create_queue(QueueName="uat-ecs-events")["QueueUrl"]
-            if events:
-                env["UAT_EVENTS_QUEUE"] = queue
-            process = BotProcess(bot_env(stub, workdir, **env), workdir)
-            await process.start(timeout=60)
-            cards = Cards(stub, CHANNEL)
-            cards.start()
-            sender = Sender(http, process.url)
-
-            async def first_round() -> bool:
-                return await _polls(http, process.url) >= 1
-
-            await _wait_for(first_round, 30, "the watcher's first round")
+        env = {**AWS_ENV, **account.env(containers.url), "AWS_ENDPOINT_URL": proxy_url}
+        sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+        queue = sqs.create_queue(QueueName="uat-ecs-events")["QueueUrl"]
+        if events:
+            env["UAT_EVENTS_QUEUE"] = queue
+        async with serving(env, workdir) as bot:
+            cards = bot.cards
 
             async def label(prs: list[int]) -> dict[int, float]:
                 sent: dict[int, float] = {}
                 for pr in prs:
-                    sent[pr] = time.perf_counter()
-                    _, status, _ = await sender.once(
-                        labeled_payload(template, pr, "uat"), str(uuid.uuid4())
-                    )
-                    if status != 202:
-                        raise RuntimeError(f"the bot answered {status} to PR {pr}'s label")
+                    sent[pr] = await bot.label(pr)
                     await asyncio.sleep(LABEL_GAP_S)
                 return sent
 
@@ -247,7 +112,7 @@ async def _scenario(endpoint: str, workdir: Path, events: bool = False) -> dict[
                 return {
                     int(tags["pr"]): task["taskArn"]
                     for task in account.tasks("RUNNING")
-                    if (tags := {t["key"]: t["value"] for t in task.get("tags", [])}).get("pr")
+                    if (tags := tags_of(task)).get("pr")
                 }
 
             async def stop_one_by_one(prs: list[int], send_events: bool) -> list[float]:
@@ -299,13 +164,13 @@ async def _scenario(endpoint: str, workdir: Path, events: bool = False) -> dict[
 
             # steady state: every environment ready, DescribeTasks per watcher round
             await asyncio.sleep(1.0)
-            polls0, since = await _polls(http, process.url), time.perf_counter()
+            polls0, since = await bot.polls(), time.perf_counter()
 
             async def rounds_done() -> bool:
-                return await _polls(http, process.url) >= polls0 + STEADY_ROUNDS
+                return await bot.polls() >= polls0 + STEADY_ROUNDS
 
-            await _wait_for(rounds_done, STEADY_ROUNDS * POLL_S * 4, "three watcher rounds")
-            rounds = await _polls(http, process.url) - polls0
+            await wait_for(rounds_done, STEADY_ROUNDS * POLL_S * 4, "three watcher rounds")
+            rounds = await bot.polls() - polls0
             describes = recorder.calls("DescribeTasks", since)
             per_round = len(describes) / rounds
             described = sorted({len(body.get("tasks", [])) for _, body in describes})
@@ -330,10 +195,6 @@ async def _scenario(endpoint: str, workdir: Path, events: bool = False) -> dict[
                 "live": N + 1,
             }
     finally:
-        if process is not None:
-            with contextlib.suppress(Exception):
-                await process.terminate()
-            process.cleanup()
         await containers.stop()
         await recorder.stop()
 

@@ -28,19 +28,18 @@ its card before it claims or runs a task, so closer labels measure Slack's pace 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench import AWS_ENV, Row, compared, fmt_s, met, percentile
+from bench._readiness_parts import Recorder, serving, tags_of, wait_for
 
 COLD_START_S = float(os.environ.get("BENCH_COLD_START_S", "20"))  # provisioning + image pull
 CLONE_START_S = float(os.environ.get("BENCH_CLONE_START_S", "5"))  # the app's clone and start
@@ -63,8 +62,8 @@ def task_id(arn: str) -> str:
 @dataclass
 class Stand:
     """The containers' stand-in: /health per task id, turned ready by `flip` at the instant the
-    app would answer; POST /claim as the real prompt server in pool mode checks it (the bearer
-    of the task's UAT_POOL_TOKEN, the body by `parse_claim`), after which the app starts."""
+    app would answer; POST /claim checked as the real prompt server in pool mode checks it
+    (tests/harness/pool_containers.py `take_claim`), after which the app starts."""
 
     token_of: Any  # task id -> its pool token (None: not a pool task)
     claims: dict[str, Any] = field(default_factory=dict)  # task id -> the claim it took
@@ -79,19 +78,13 @@ class Stand:
     async def start(self) -> None:
         from aiohttp import web
 
-        from container.prompt_server import BadClaim, parse_claim
+        from tests.harness.pool_containers import serve_tasks, take_claim
 
         async def claim(request: web.Request) -> web.Response:
             task = request.match_info["task"]
-            if task in self.claims:
-                return web.json_response({"error": "already claimed"}, status=409)
-            token = await asyncio.to_thread(self.token_of, task)
-            if token is None or request.headers.get("Authorization") != f"Bearer {token}":
-                return web.json_response({"error": "bad pool token"}, status=401)
-            try:
-                parsed = parse_claim(await request.json())
-            except (BadClaim, ValueError) as exc:
-                return web.json_response({"error": str(exc)}, status=400)
+            parsed = await take_claim(request, task, self.token_of, task in self.claims)
+            if isinstance(parsed, web.Response):
+                return parsed
             self.claims[task] = parsed
             self.claimed_at[task] = time.perf_counter()
             asyncio.get_running_loop().call_later(CLONE_START_S, self.flip, task)
@@ -120,12 +113,7 @@ class Stand:
         app.router.add_get("/task/{task}/health", health)
         app.router.add_get("/task/{task}/status", status)
         app.router.add_get("/task/{task}/version", version)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self.runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/task/{{task_id}}"
+        self.runner, self.url = await serve_tasks(app, access_log=None)
 
     async def stop(self) -> None:
         if self.runner is not None:
@@ -133,17 +121,14 @@ class Stand:
 
 
 @dataclass
-class ColdStart:
-    """The reverse proxy in front of moto: notes each ECS call and, for COLD_START_S after its
-    RunTask, answers a task's lastStatus as PROVISIONING then PENDING; a cold task's app turns
-    ready CLONE_START_S after that (a pool task's waits for its claim)."""
+class ColdStart(Recorder):
+    """The recording proxy in front of moto, which for COLD_START_S after a task's RunTask
+    answers its lastStatus as PROVISIONING then PENDING; a cold task's app turns ready
+    CLONE_START_S after that (a pool task's waits for its claim)."""
 
-    upstream: str
     stand: Stand
-    seen: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
     born: dict[str, float] = field(default_factory=dict)  # task arn -> when RunTask answered
     pool: set[str] = field(default_factory=set)  # pool tasks' arns
-    proxy: Any = None
 
     def status(self, arn: str, now: float) -> str | None:
         """The lastStatus ECS would show of `arn` now, when it is not running yet."""
@@ -151,6 +136,11 @@ class ColdStart:
         if born is None or now - born >= COLD_START_S:
             return None
         return "PROVISIONING" if now - born < COLD_START_S / 2 else "PENDING"
+
+    def answer(self, action: str, request: dict[str, Any], body: bytes) -> bytes:
+        if action in ("RunTask", "DescribeTasks"):
+            return self._rewrite(action, request, body)
+        return body
 
     def _rewrite(self, action: str, request: dict[str, Any], answer: bytes) -> bytes:
         now = time.perf_counter()
@@ -175,62 +165,16 @@ class ColdStart:
                 task["lastStatus"] = provisioning
         return json.dumps(parsed).encode()
 
-    async def start(self) -> str:
-        from aiohttp import web
-
-        from bench.readiness import ECS_TARGET
-        from tests.harness.aws_proxy import ReverseProxy
-
-        recorder = self
-
-        class Recording(ReverseProxy):
-            async def handle(self, request: web.Request) -> web.Response:
-                body = await request.read()
-                target = request.headers.get("X-Amz-Target", "")
-                forwarded = await self.forward(request, body)
-                if target.startswith(ECS_TARGET):
-                    action = target[len(ECS_TARGET) :]
-                    parsed = json.loads(body or b"{}")
-                    recorder.seen.append((time.perf_counter(), action, parsed))
-                    if action in ("RunTask", "DescribeTasks") and forwarded.status == 200:
-                        forwarded.body = recorder._rewrite(action, parsed, forwarded.body)
-                return forwarded.response()
-
-        self.proxy = Recording(self.upstream)
-        await self.proxy.start()
-        return str(self.proxy.url)
-
-    async def stop(self) -> None:
-        if self.proxy is not None:
-            await self.proxy.stop()
-
-    def run_tasks_for(self, pr: int) -> int:
-        """How many RunTask calls carried `pr`'s tag (a cold launch of it)."""
-        count = 0
-        for _, action, body in self.seen:
-            tags = {t["key"]: t["value"] for t in body.get("tags", [])}
-            count += action == "RunTask" and tags.get("pr") == str(pr)
-        return count
-
 
 async def _scenario(endpoint: str, workdir: Path, warm: bool) -> dict[str, list[float]]:
     """label -> card Ready (seconds, "took") of N environments, cold or (with `warm`) claimed
     from the pool, and then label -> claim and /health ready -> card Ready; raises when a warm
     launch did not claim."""
-    import aiohttp
-
-    from bench.environments import Sender, labeled_payload, reset_moto
-    from bench.readiness import Cards, _polls, _wait_for
-    from tests.harness.bot import BOT_TOKEN, CHANNEL, FIXTURES, bot_env
-    from tests.harness.processes import BotProcess
-    from tests.harness.slack_stub import SlackStub
+    from bench.environments import reset_moto
     from tests.harness.uat_aws import CLUSTER, set_up_account
 
     reset_moto(endpoint)
     account = set_up_account(endpoint)
-    template = json.loads(
-        (FIXTURES / "github_webhooks" / "pull_request" / "labeled.payload.json").read_text()
-    )
 
     def token_of(task: str) -> str | None:
         found = account.ecs.describe_tasks(cluster=CLUSTER, tasks=[task])["tasks"]
@@ -244,33 +188,12 @@ async def _scenario(endpoint: str, workdir: Path, warm: bool) -> dict[str, list[
     await stand.start()
     proxy = ColdStart(endpoint, stand)
     proxy_url = await proxy.start()
-    process: BotProcess | None = None
     try:
-        async with SlackStub(token=BOT_TOKEN) as stub, aiohttp.ClientSession() as http:
-            env = {**AWS_ENV, **account.env(stand.url), "AWS_ENDPOINT_URL": proxy_url}
-            for tuned in ("UAT_POLL_SECONDS", "UAT_QUICK_POLL_SECONDS"):
-                env.pop(tuned, None)  # the defaults
-            if warm:
-                env["UAT_WARM_POOL"] = f"latest={N + 1}"  # the warm-up claims one too
-            process = BotProcess(bot_env(stub, workdir, **env), workdir)
-            await process.start(timeout=60)
-            cards = Cards(stub, CHANNEL)
-            cards.start()
-            sender = Sender(http, process.url)
-
-            async def first_round() -> bool:
-                return await _polls(http, process.url) >= 1
-
-            await _wait_for(first_round, 30, "the watcher's first round")
-
-            async def label(pr: int) -> float:
-                sent = time.perf_counter()
-                body = labeled_payload(template, pr, "uat")
-                _, status, _ = await sender.once(body, str(uuid.uuid4()))
-                if status != 202:
-                    raise RuntimeError(f"the bot answered {status} to PR {pr}'s label")
-                return sent
-
+        env = {**AWS_ENV, **account.env(stand.url), "AWS_ENDPOINT_URL": proxy_url}
+        if warm:
+            env["UAT_WARM_POOL"] = f"latest={N + 1}"  # the warm-up claims one too
+        async with serving(env, workdir) as bot:
+            cards, http, process, label = bot.cards, bot.http, bot.process, bot.label
             if warm:  # the pool filled and ECS runs its tasks (a provisioning one is skipped)
 
                 async def pool_running() -> bool:
@@ -278,13 +201,13 @@ async def _scenario(endpoint: str, workdir: Path, warm: bool) -> dict[str, list[
                     running = [a for a in proxy.pool if proxy.status(a, now) is None]
                     return len(running) >= N + 1
 
-                await _wait_for(pool_running, COLD_START_S + 60, "the warm pool running")
+                await wait_for(pool_running, COLD_START_S + 60, "the warm pool running")
             await label(WARM_UP_PR)
 
             async def warmed_up() -> bool:
                 return bool(stand.claims) if warm else proxy.run_tasks_for(WARM_UP_PR) > 0
 
-            await _wait_for(warmed_up, 30, "the warm-up launch")
+            await wait_for(warmed_up, 30, "the warm-up launch")
             prs = list(range(1, N + 1))
             sent: dict[int, float] = {}
             for pr in prs:
@@ -304,10 +227,6 @@ async def _scenario(endpoint: str, workdir: Path, warm: bool) -> dict[str, list[
                 raise RuntimeError("a cold launch did not call RunTask once")
             return figures
     finally:
-        if process is not None:
-            with contextlib.suppress(Exception):
-                await process.terminate()
-            process.cleanup()
         await proxy.stop()
         await stand.stop()
 
@@ -323,7 +242,7 @@ async def _check_claimed(
     tasks = {
         int(tags["pr"]): (task, tags)
         for task in account.tasks("RUNNING")
-        if (tags := {t["key"]: t["value"] for t in task.get("tags", [])}).get("pr")
+        if (tags := tags_of(task)).get("pr")
     }
     for pr in [WARM_UP_PR, *prs]:
         claim = by_pr.get(pr)

@@ -8,13 +8,46 @@ claim's prompt token alone opens /status."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.log import access_logger
 
 from container.prompt_server import BadClaim, Claim, parse_claim
+
+
+async def take_claim(
+    request: web.Request, task: str, token_of: Callable[[str], str | None], taken: bool
+) -> Claim | web.Response:
+    """POST /claim to `task` checked as the real server in pool mode checks it: the claim, or the
+    refusal to answer (409 when `taken` already, 401 without the bearer of the task's pool token
+    as `token_of` gives it, 400 for a body `parse_claim` refuses)."""
+    if taken:
+        return web.json_response({"error": "already claimed"}, status=409)
+    token = await asyncio.to_thread(token_of, task)
+    if token is None or request.headers.get("Authorization") != f"Bearer {token}":
+        return web.json_response({"error": "bad pool token"}, status=401)
+    try:
+        body: Any = await request.json()
+        return parse_claim(body)
+    except (BadClaim, ValueError) as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+
+
+async def serve_tasks(
+    app: web.Application, access_log: logging.Logger | None = access_logger
+) -> tuple[web.AppRunner, str]:
+    """Serve `app` (routes under /task/{task}/) on 127.0.0.1, an ephemeral port: its runner and
+    the UAT_CONTAINER_URL that reaches a task's routes by its id."""
+    runner = web.AppRunner(app, access_log=access_log)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}/task/{{task_id}}"
 
 
 @dataclass
@@ -37,16 +70,10 @@ class PoolContainers:
         async def claim(request: web.Request) -> web.Response:
             task = request.match_info["task"]
             self.attempts.append(task)
-            if task in self.claims or task in self.taken:
-                return web.json_response({"error": "already claimed"}, status=409)
-            token = await asyncio.to_thread(self.token_of, task)
-            if token is None or request.headers.get("Authorization") != f"Bearer {token}":
-                return web.json_response({"error": "bad pool token"}, status=401)
-            try:
-                body: Any = await request.json()
-                parsed = parse_claim(body)
-            except (BadClaim, ValueError) as exc:
-                return web.json_response({"error": str(exc)}, status=400)
+            taken = task in self.claims or task in self.taken
+            parsed = await take_claim(request, task, self.token_of, taken)
+            if isinstance(parsed, web.Response):
+                return parsed
             self.claims[task] = parsed
             if task in self.lost and request.transport is not None:
                 request.transport.close()  # the claim landed; its answer never reaches the bot
@@ -73,12 +100,7 @@ class PoolContainers:
         app.router.add_post("/task/{task}/claim", claim)
         app.router.add_get("/task/{task}/health", health)
         app.router.add_get("/task/{task}/status", status)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = self.runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}/task/{{task_id}}"
+        self.runner, self.url = await serve_tasks(app)
 
     async def stop(self) -> None:
         if self.runner is not None:
