@@ -146,10 +146,8 @@ class Prompts:
 
     async def author(self, env: Environment, job_id: str) -> str | None:
         """Who asked for the prompt `job_id` of `env`, while its result is still to come."""
-        for relay in await self.store.open_relays():
-            if (relay.repo, relay.pr, relay.job_id) == (env.repo, env.pr, job_id):
-                return relay.user
-        return None
+        relay = await self.store.relay(env.repo, env.pr, job_id)
+        return None if relay is None else relay.user
 
     async def cancel(self, env: Environment, job_id: str, user: str) -> None:
         """Cancel a queued or running prompt; its result then says who cancelled it. A job id
@@ -268,7 +266,7 @@ class Prompts:
             self._following.discard(relay.job_id)
 
     async def _open(self, relay: Relay) -> bool:
-        return any(r.job_id == relay.job_id for r in await self.store.open_relays())
+        return await self.store.relay(relay.repo, relay.pr, relay.job_id) is not None
 
     async def _poll(self, relay: Relay) -> None:
         delay = self.first_poll_s

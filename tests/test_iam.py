@@ -263,6 +263,7 @@ async def bot_calls(
     await store.recent_audit()
     await store.open_relay(Relay("j", "a/b", 1, "U1", "1.1", "p"))
     await store.open_relays()
+    await store.relay("a/b", 1, "j")
     await store.close_relay("a/b", 1, "j")
     await store.close()
     return list(recorded), listener

@@ -470,9 +470,12 @@ async def test_relays_are_remembered_until_closed_once(store: Store) -> None:
     await store.open_relay(relay)  # idempotent
     [kept] = await store.open_relays()
     assert kept.job_id == "job-1" and kept.prompt == "add a button" and kept.created_at > 0
+    assert await store.relay("acme/web", 7, "job-1") == kept
+    assert await store.relay("acme/web", 8, "job-1") is None  # the key is repo, PR and job id
     assert await store.close_relay("acme/web", 7, "job-1")
     assert not await store.close_relay("acme/web", 7, "job-1")
     assert await store.open_relays() == []
+    assert await store.relay("acme/web", 7, "job-1") is None
 
 
 async def test_relays_are_listed_oldest_first_and_closed_one_by_one(
@@ -539,6 +542,7 @@ async def test_two_replicas_see_each_others_writes_and_honour_each_others_holds(
     await a.open_relay(Relay("job-1", "acme/web", 3, "U1", "1.1", "hi"))
     assert [r.job_id for r in await b.open_relays()] == ["job-1"]
     assert await b.close_relay("acme/web", 3, "job-1")
+    assert await a.relay("acme/web", 3, "job-1") is None
     assert not await a.close_relay("acme/web", 3, "job-1")
 
 

@@ -364,6 +364,11 @@ class DynamoStore(Table):
         items = await self._call("Query (relays)", lambda: list(self._query(RELAYS)))
         return sorted((_relay(item) for item in items), key=lambda r: r.created_at)
 
+    async def relay(self, repo: str, pr: int, job_id: str) -> Relay | None:
+        key = item_key(RELAYS, f"{repo}#{pr}#{job_id}")
+        item = await self._call("GetItem (relay)", lambda: self._get(key))
+        return None if item is None else _relay(item)
+
     # messages posted at most once
 
     async def reserve_post(self, post: Post) -> tuple[Post, bool]:

@@ -82,6 +82,11 @@ class Store(Protocol):
 
     async def open_relays(self) -> list[Relay]: ...
 
+    async def relay(self, repo: str, pr: int, job_id: str) -> Relay | None:
+        """One followed prompt, by its key (None once closed): what a follower polls, so that
+        N prompts being followed cost N small reads, not N reads of every open relay."""
+        ...
+
     async def reserve_post(self, post: Post) -> tuple[Post, bool]:
         """Record a message about to be posted (idempotent on its key): what is stored, and
         whether this call recorded it (False: an earlier attempt may have reached Slack)."""

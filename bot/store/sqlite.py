@@ -476,6 +476,15 @@ class SqliteStore:
             rows = await cur.fetchall()
         return [_relay(row) for row in rows]
 
+    async def relay(self, repo: str, pr: int, job_id: str) -> Relay | None:
+        async with self.db.execute(
+            "SELECT repo, pr, job_id, user, thread_ts, prompt, created_at FROM relays "
+            "WHERE repo = ? AND pr = ? AND job_id = ?",
+            (repo, pr, job_id),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _relay(row)
+
     # messages posted at most once
 
     async def reserve_post(self, post: Post) -> tuple[Post, bool]:
