@@ -719,6 +719,34 @@ async def test_a_stop_a_killed_replica_recorded_is_carried_out_by_the_watcher(
     assert len([r for r in replies if "stopped" in r]) == 1, replies
 
 
+async def test_a_left_behind_stop_that_does_not_finish_is_tried_every_sweep_and_logged_once(
+    uat: Bot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stop the sweep carries out but that cannot finish yet (ECS refusing, say) is tried
+    again at every sweep; the log says so once, not every SWEEP_EVERY_S."""
+    monkeypatch.setattr(reconcile_module, "LEFT_BEHIND_S", 1.0)
+    await uat.github("pull_request", pr_event("labeled", "uat"))
+    await uat.settle()
+    env = await env_of(uat)
+    store = uat.runtime.services.store
+    await store.save_environment(replace(env, state=State.STOPPING))  # then the kill
+    environments = uat.runtime.services.environments
+    tries: list[int] = []
+
+    async def not_yet(repo: str, pr: int) -> None:
+        tries.append(pr)
+
+    monkeypatch.setattr(environments.stopper, "finish_stop", not_yet)
+    await asyncio.sleep(1.1)
+    for _ in range(3):
+        environments.watcher.swept = None
+        await environments.poll()
+        await uat.settle()
+    assert tries == [env.pr] * 3
+    said = [r for r in caplog.records if "carrying out the stop" in r.getMessage()]
+    assert len(said) == 1, said
+
+
 async def test_a_state_a_killed_replica_recorded_but_never_showed_is_shown_by_the_watcher(
     uat: Bot, account: UatAccount, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -66,6 +66,7 @@ class Reconciler:
         self.reported: set[str] = set()  # tasks this process already said it cannot adopt
         self.stalled_seen: set[tuple[str, str]] = set()  # (session, lease holder) logged
         self.refreshed: set[tuple[str, int, int]] = set()  # cards the sweep updated, by version
+        self.resumed: set[tuple[str, int, int]] = set()  # stops the sweep carries out, by version
 
     async def reconcile(self) -> None:
         """Resume interrupted launches and stops, bring threads up to date, and adopt the
@@ -312,12 +313,17 @@ class Reconciler:
             and env.facts.session not in ctx.launching
         ]
         behind = []
-        refreshed = set()
+        refreshed, resumed = set(), set()
         for env in left:
             if env.state == State.STOPPING:
-                logger.warning(
-                    "carrying out the stop of %s#%d: its replica stopped", outside(env.repo), env.pr
-                )
+                seen = (env.repo, env.pr, env.version)
+                resumed.add(seen)
+                if seen not in self.resumed:  # logged once, however many sweeps it takes
+                    logger.warning(
+                        "carrying out the stop of %s#%d: its replica stopped",
+                        outside(env.repo),
+                        env.pr,
+                    )
                 finish = self.stopper.finish_stop(env.repo, env.pr)
                 ctx.tasks.spawn(finish, name=f"resume stop {env.pr}")
             elif unshown(env) and now - env.updated_at < REPLY_LEFT_BEHIND_S:
@@ -330,7 +336,7 @@ class Reconciler:
                     ctx.tasks.spawn(card, name=f"card of {env.repo}#{env.pr}")
             else:
                 behind.append(env)
-        self.refreshed = refreshed
+        self.refreshed, self.resumed = refreshed, resumed
         await self.catch_up(behind)
 
     async def leftovers(self) -> Leftovers:
