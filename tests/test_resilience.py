@@ -687,6 +687,36 @@ async def test_a_card_shown_during_a_store_outage_still_ends_showing_the_stores_
     assert root["text"].endswith("— stopped"), root["text"]
 
 
+async def test_a_card_put_right_by_its_second_look_looks_again_after_that_update(
+    uat: Bot, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stale `running` update finds the store `stopping` and puts the card right; the stop
+    finishes (elsewhere, its `stopped` update already sent) while that `stopping` update waits
+    for its turn: the card looks again after it, and ends saying stopped (the soak's "#101: the
+    card says stopping, the store stopped", seed 1796085108)."""
+    await uat.github("pull_request", pr_event("labeled", "uat"))
+    await uat.settle()
+    stale = await env_of(uat)
+    store = uat.runtime.services.store
+    await store.save_environment(replace(stale, state=State.STOPPING))
+    thread = uat.runtime.services.environments.thread
+    real_update = thread.ctx.chat.update
+    sent: list[str] = []
+
+    async def update(channel: str, ts: str, text: str, *args: Any, **kwargs: Any) -> None:
+        await real_update(channel, ts, text, *args, **kwargs)
+        sent.append(text.rsplit("— ", 1)[-1])
+        if sent == ["running", "stopping"]:  # the stop finished meanwhile
+            stopping = await env_of(uat)
+            await store.save_environment(replace(stopping, state=State.STOPPED))
+
+    monkeypatch.setattr(thread.ctx.chat, "update", update)
+    await thread.show(stale)
+    assert sent == ["running", "stopping", "stopped"]
+    [root] = root_messages(slack)
+    assert root["text"].endswith("— stopped"), root["text"]
+
+
 async def test_a_stop_a_killed_replica_recorded_is_carried_out_by_the_watcher(
     uat: Bot, account: UatAccount, slack: SlackStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:

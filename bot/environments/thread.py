@@ -18,6 +18,9 @@ from bot.store import Environment, State, StoreUnavailable
 URGENT = frozenset({State.READY, State.FAILED, State.STOPPED})
 # the pauses with which the card's second look at the store rides out a store outage (~30 s)
 REREAD_PAUSES_S = (1.0, 2.0, 4.0, 8.0, 15.0)
+# updates after the first, each for a state the store reached while the last one was sent; a
+# state changing faster than that is left to the next show (every change shows itself)
+REREADS = 4
 
 
 class Thread:
@@ -70,14 +73,19 @@ class Thread:
         urgent = env.state in URGENT
         await ctx.chat.update(ctx.settings.uat_channel, env.thread_ts, text, blocks, urgent=urgent)
         # `env` may be stale by now (a launch showing `starting` as a stop lands): whoever
-        # updates the card last looks again, so the card never ends behind the store
-        latest = await self._reread(env)
-        if latest is not None and latest.state != env.state and latest.thread_ts == env.thread_ts:
+        # updates the card last looks again, so the card never ends behind the store; and
+        # again after that update (the stop may have finished while it waited for its turn)
+        sent = env.state
+        for _ in range(REREADS):
+            latest = await self._reread(env)
+            if latest is None or latest.state == sent or latest.thread_ts != env.thread_ts:
+                break
             text, blocks = slack_ui.environment_card(latest, ctx.settings, ctx.clock())
             urgent = latest.state in URGENT
             await ctx.chat.update(
                 ctx.settings.uat_channel, env.thread_ts, text, blocks, urgent=urgent
             )
+            sent = latest.state
         if card_only:
             return None
         if reply is None:
